@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The project's test command (README, .ci/run): checks the tools the
+# integration tests drive (curl, python3, node), installs what is missing
+# from Debian's packages when run as root, then runs every test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+missing=()
+command -v curl >/dev/null 2>&1 || missing+=(curl)
+command -v python3 >/dev/null 2>&1 || missing+=(python3)
+command -v node >/dev/null 2>&1 || missing+=(nodejs)
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing ${missing[*]}"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  else
+    echo "the tests need: ${missing[*]}; install them (e.g. apt-get install ${missing[*]})" >&2
+    exit 1
+  fi
+fi
+
+cargo test --all-targets "$@"

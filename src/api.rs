@@ -1,0 +1,555 @@
+//! Routes and JSON: a framed request becomes a [`Command`] for the state
+//! machine, a [`Query`] answered from it, or an error response; an outcome
+//! becomes a response.
+//!
+//! Pure; depends on [`crate::http`], [`crate::tasks`], [`crate::expire`] and
+//! [`crate::time`].
+//!
+//! Decisions the seed leaves open, made here:
+//! - A JSON body is accepted whatever its `Content-Type` (`curl -d` sends a
+//!   form type).
+//! - The body is one JSON object with the fields `name` and `expire`; an
+//!   unknown field (a typo such as `expires`), a duplicate field or a field of
+//!   the wrong type is 400 with the reason, never silently ignored.
+//! - A path segment is percent-decoded once; the result must be UTF-8 and a
+//!   valid [`TaskName`], so `%2F`, `%00` and invalid UTF-8 are 400.
+//! - `PUT /v1/tasks/:name` may repeat the name in the body; a different one
+//!   is 400.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::expire;
+use crate::http::{Method, Request, Response};
+use crate::tasks::{Command, Outcome, Task, TaskError, TaskName, Tasks};
+use crate::time::Timestamp;
+
+/// The collection path.
+pub const TASKS_PATH: &str = "/v1/tasks";
+
+const COLLECTION_ALLOW: &str = "GET, POST, PUT";
+const ITEM_ALLOW: &str = "GET, PUT, DELETE";
+const EXAMPLE_BODY: &str = r#"{"name": "agent", "expire": "1h"}"#;
+
+/// What a request asks of the daemon.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Routed {
+    /// A change, planned into the turn's batch and answered after its commit.
+    Mutation(Command),
+    /// A read, answered from the committed state.
+    Query(Query),
+    /// Answered at once, whatever the state (an error).
+    Reply(Response),
+}
+
+/// A read of the state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Query {
+    List,
+    Get(TaskName),
+}
+
+/// Routes a request.
+pub fn route(request: &Request, max_expire: Duration) -> Routed {
+    match route_inner(request, max_expire) {
+        Ok(routed) => routed,
+        Err(response) => Routed::Reply(response),
+    }
+}
+
+fn route_inner(request: &Request, max_expire: Duration) -> Result<Routed, Response> {
+    let path = request_path(&request.target)?;
+    if path == TASKS_PATH {
+        return match request.method {
+            Method::Get => Ok(Routed::Query(Query::List)),
+            Method::Post => {
+                let body = TaskBody::decode(&request.body)?;
+                let name = body.required_name()?;
+                let expire = body.expire(max_expire)?;
+                Ok(Routed::Mutation(Command::Create { name, expire }))
+            }
+            Method::Put => {
+                let body = TaskBody::decode(&request.body)?;
+                let name = body.required_name()?;
+                let expire = body.expire(max_expire)?;
+                Ok(Routed::Mutation(Command::Upsert { name, expire }))
+            }
+            _ => Err(not_allowed(&request.method, COLLECTION_ALLOW)),
+        };
+    }
+    let Some(segment) = path
+        .strip_prefix(TASKS_PATH)
+        .and_then(|rest| rest.strip_prefix('/'))
+    else {
+        return Err(error(
+            404,
+            format!("no such endpoint {path:?}; the API is under {TASKS_PATH}"),
+        ));
+    };
+    if segment.contains('/') {
+        return Err(error(
+            404,
+            format!("no such endpoint {path:?}; a task is addressed as {TASKS_PATH}/NAME"),
+        ));
+    }
+    let name = decode_name(segment)?;
+    match request.method {
+        Method::Get => Ok(Routed::Query(Query::Get(name))),
+        Method::Delete => Ok(Routed::Mutation(Command::Delete { name })),
+        Method::Put => {
+            let body = TaskBody::decode(&request.body)?;
+            if let Some(other) = body.name.as_deref().filter(|other| *other != name.as_str()) {
+                return Err(error(
+                    400,
+                    format!(
+                        "the body names task {other:?} but the path names {name:?}; drop the body's name or make them agree"
+                    ),
+                ));
+            }
+            let expire = body.expire(max_expire)?;
+            Ok(Routed::Mutation(Command::Upsert { name, expire }))
+        }
+        _ => Err(not_allowed(&request.method, ITEM_ALLOW)),
+    }
+}
+
+/// The path of a request target: the query is dropped, and an absolute-form
+/// target (`http://sprite/v1/tasks`) is reduced to its path.
+fn request_path(target: &str) -> Result<&str, Response> {
+    let without_query = target.split(['?', '#']).next().unwrap_or_default();
+    let path = match without_query.split_once("://") {
+        Some((_, rest)) => rest.find('/').map_or("/", |at| &rest[at..]),
+        None => without_query,
+    };
+    if !path.starts_with('/') {
+        return Err(error(
+            400,
+            format!("the request target {target:?} is not a path"),
+        ));
+    }
+    Ok(path)
+}
+
+/// Percent-decodes a path segment once and validates it as a task name.
+fn decode_name(segment: &str) -> Result<TaskName, Response> {
+    let raw = segment.as_bytes();
+    let mut bytes = Vec::with_capacity(raw.len());
+    let mut at = 0;
+    while at < raw.len() {
+        if raw[at] == b'%' {
+            let hex = raw.get(at + 1..at + 3).and_then(|pair| {
+                let text = std::str::from_utf8(pair).ok()?;
+                u8::from_str_radix(text, 16).ok()
+            });
+            match hex {
+                Some(byte) => bytes.push(byte),
+                None => {
+                    return Err(error(
+                        400,
+                        format!("invalid percent-encoding in the task name {segment:?}"),
+                    ));
+                }
+            }
+            at += 3;
+        } else {
+            bytes.push(raw[at]);
+            at += 1;
+        }
+    }
+    let text = String::from_utf8(bytes)
+        .map_err(|_| error(400, "the task name is not valid UTF-8 once percent-decoded"))?;
+    TaskName::parse(&text).map_err(|e| error(400, e.to_string()))
+}
+
+/// The JSON body of a create or refresh.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TaskBody {
+    name: Option<String>,
+    expire: Option<Value>,
+}
+
+impl TaskBody {
+    fn decode(body: &[u8]) -> Result<TaskBody, Response> {
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Err(error(
+                400,
+                format!("the request body is empty; send a JSON object such as {EXAMPLE_BODY}"),
+            ));
+        }
+        serde_json::from_slice(body).map_err(|e| {
+            error(
+                400,
+                format!("the request body is not a task object ({e}); send a JSON object such as {EXAMPLE_BODY}"),
+            )
+        })
+    }
+
+    fn required_name(&self) -> Result<TaskName, Response> {
+        let name = self.name.as_deref().ok_or_else(|| {
+            error(
+                400,
+                format!("the body has no \"name\"; send a JSON object such as {EXAMPLE_BODY}"),
+            )
+        })?;
+        TaskName::parse(name).map_err(|e| error(400, e.to_string()))
+    }
+
+    fn expire(&self, max: Duration) -> Result<Duration, Response> {
+        let value = self.expire.as_ref().ok_or_else(|| {
+            error(
+                400,
+                format!("the body has no \"expire\"; send a JSON object such as {EXAMPLE_BODY}"),
+            )
+        })?;
+        expire::decode(value, max).map_err(|e| error(400, e.to_string()))
+    }
+}
+
+/// A task as the API shows it.
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TaskView {
+    pub name: String,
+    pub started_at: String,
+    pub expires_at: String,
+}
+
+impl From<&Task> for TaskView {
+    fn from(task: &Task) -> Self {
+        TaskView {
+            name: task.name.as_str().to_owned(),
+            started_at: task.started_at.to_string(),
+            expires_at: task.expires_at.to_string(),
+        }
+    }
+}
+
+/// The body of `GET /v1/tasks`.
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TaskList {
+    pub tasks: Vec<TaskView>,
+}
+
+/// Answers a read from the state at `now`.
+pub fn answer(query: &Query, tasks: &Tasks, now: Timestamp) -> Response {
+    match query {
+        Query::List => {
+            let list = TaskList {
+                tasks: tasks.live(now).map(TaskView::from).collect(),
+            };
+            json(200, &list)
+        }
+        Query::Get(name) => match tasks.get(name, now) {
+            Some(task) => json(200, &TaskView::from(task)),
+            None => task_error(&TaskError::NotFound(name.clone())),
+        },
+    }
+}
+
+/// The response to a command once its batch is durable.
+pub fn outcome(result: &Result<Outcome, TaskError>) -> Response {
+    match result {
+        Ok(Outcome::Created(task)) => json(201, &TaskView::from(task)),
+        Ok(Outcome::Refreshed(task)) => json(200, &TaskView::from(task)),
+        Ok(Outcome::Deleted) => Response::empty(204),
+        Err(e) => task_error(e),
+    }
+}
+
+/// The response to every command of a batch whose commit failed.
+pub fn commit_failed() -> Response {
+    error(
+        503,
+        "the change could not be written to disk and was not made; retry shortly, and if it persists check the daemon's log and free disk space",
+    )
+}
+
+fn task_error(e: &TaskError) -> Response {
+    let status = match e {
+        TaskError::NameTaken(_) => 409,
+        TaskError::NotFound(_) => 404,
+        TaskError::Full { .. } => 507,
+        TaskError::TimeOverflow => 400,
+    };
+    error(status, e.to_string())
+}
+
+fn not_allowed(method: &Method, allow: &'static str) -> Response {
+    let mut response = error(
+        405,
+        format!(
+            "method {} is not allowed here; use {allow}",
+            method.as_str()
+        ),
+    );
+    response.allow = Some(allow);
+    response
+}
+
+/// A JSON error response: `{"error": message}`.
+pub fn error(status: u16, message: impl Into<String>) -> Response {
+    json(status, &serde_json::json!({ "error": message.into() }))
+}
+
+fn json(status: u16, value: &impl Serialize) -> Response {
+    // Serializing our own plain structs cannot fail; an empty object is the
+    // fallback should that ever change.
+    let body = serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec());
+    Response::json(status, body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MAX: Duration = expire::DEFAULT_MAX_EXPIRE;
+
+    fn request(method: Method, target: &str, body: &str) -> Request {
+        Request {
+            method,
+            target: target.to_owned(),
+            minor_version: 1,
+            keep_alive: true,
+            body: body.as_bytes().to_vec(),
+        }
+    }
+
+    fn name(text: &str) -> TaskName {
+        TaskName::parse(text).unwrap()
+    }
+
+    fn status_of(routed: Routed) -> u16 {
+        match routed {
+            Routed::Reply(response) => response.status,
+            other => panic!("expected a reply, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn routes_the_seed_requests() {
+        let hour = Duration::from_secs(3600);
+        let cases = vec![
+            (
+                request(Method::Get, "/v1/tasks", ""),
+                Routed::Query(Query::List),
+            ),
+            (
+                request(Method::Get, "http://sprite/v1/tasks?x=1", ""),
+                Routed::Query(Query::List),
+            ),
+            (
+                request(Method::Get, "/v1/tasks/agent", ""),
+                Routed::Query(Query::Get(name("agent"))),
+            ),
+            (
+                request(
+                    Method::Post,
+                    "/v1/tasks",
+                    r#"{ "name": "agent", "expire": "1h" }"#,
+                ),
+                Routed::Mutation(Command::Create {
+                    name: name("agent"),
+                    expire: hour,
+                }),
+            ),
+            (
+                request(Method::Put, "/v1/tasks/agent", r#"{ "expire": "1h" }"#),
+                Routed::Mutation(Command::Upsert {
+                    name: name("agent"),
+                    expire: hour,
+                }),
+            ),
+            (
+                request(
+                    Method::Put,
+                    "/v1/tasks/agent",
+                    r#"{ "name": "agent", "expire": 3600 }"#,
+                ),
+                Routed::Mutation(Command::Upsert {
+                    name: name("agent"),
+                    expire: hour,
+                }),
+            ),
+            (
+                request(
+                    Method::Put,
+                    "/v1/tasks",
+                    r#"{"name":"my-task","expire":"1h"}"#,
+                ),
+                Routed::Mutation(Command::Upsert {
+                    name: name("my-task"),
+                    expire: hour,
+                }),
+            ),
+            (
+                request(Method::Delete, "/v1/tasks/agent", ""),
+                Routed::Mutation(Command::Delete {
+                    name: name("agent"),
+                }),
+            ),
+            (
+                request(Method::Delete, "/v1/tasks/a%2Db", ""),
+                Routed::Mutation(Command::Delete { name: name("a-b") }),
+            ),
+        ];
+        for (request, expected) in cases {
+            assert_eq!(route(&request, MAX), expected, "{request:?}");
+        }
+    }
+
+    #[test]
+    fn refusals_have_the_right_status() {
+        let cases = vec![
+            (request(Method::Get, "/", ""), 404),
+            (request(Method::Get, "/v1/taskss", ""), 404),
+            (request(Method::Get, "/v1/tasks/a/b", ""), 404),
+            (request(Method::Get, "*", ""), 400),
+            (request(Method::Delete, "/v1/tasks", ""), 405),
+            (request(Method::Post, "/v1/tasks/agent", "{}"), 405),
+            (
+                request(Method::Other("PATCH".into()), "/v1/tasks/agent", ""),
+                405,
+            ),
+            (request(Method::Get, "/v1/tasks/a%2Fb", ""), 400),
+            (request(Method::Get, "/v1/tasks/a%00", ""), 400),
+            (request(Method::Get, "/v1/tasks/%ff", ""), 400),
+            (request(Method::Get, "/v1/tasks/a%2", ""), 400),
+            (request(Method::Get, "/v1/tasks/a%zz", ""), 400),
+            (request(Method::Get, "/v1/tasks/a+b", ""), 400),
+            (request(Method::Post, "/v1/tasks", ""), 400),
+            (request(Method::Post, "/v1/tasks", "[]"), 400),
+            (
+                request(Method::Post, "/v1/tasks", "name=agent&expire=1h"),
+                400,
+            ),
+            (
+                request(Method::Post, "/v1/tasks", r#"{"expire":"1h"}"#),
+                400,
+            ),
+            (request(Method::Post, "/v1/tasks", r#"{"name":"a"}"#), 400),
+            (
+                request(
+                    Method::Post,
+                    "/v1/tasks",
+                    r#"{"name":"a","expire":"1h","x":1}"#,
+                ),
+                400,
+            ),
+            (
+                request(Method::Post, "/v1/tasks", r#"{"name":"a","expires":"1h"}"#),
+                400,
+            ),
+            (
+                request(
+                    Method::Post,
+                    "/v1/tasks",
+                    r#"{"name":"a","name":"b","expire":"1h"}"#,
+                ),
+                400,
+            ),
+            (
+                request(Method::Post, "/v1/tasks", r#"{"name":5,"expire":"1h"}"#),
+                400,
+            ),
+            (
+                request(Method::Post, "/v1/tasks", r#"{"name":"a b","expire":"1h"}"#),
+                400,
+            ),
+            (
+                request(Method::Post, "/v1/tasks", r#"{"name":"a","expire":"2h"}"#),
+                400,
+            ),
+            (
+                request(Method::Post, "/v1/tasks", r#"{"name":"a","expire":0}"#),
+                400,
+            ),
+            (
+                request(Method::Post, "/v1/tasks", r#"{"name":"a","expire":"soon"}"#),
+                400,
+            ),
+            (
+                request(
+                    Method::Post,
+                    "/v1/tasks",
+                    &format!("{}1{}", "[".repeat(200), "]".repeat(200)),
+                ),
+                400,
+            ),
+            (
+                request(Method::Put, "/v1/tasks/a", r#"{"name":"b","expire":"1h"}"#),
+                400,
+            ),
+            (
+                request(Method::Put, "/v1/tasks/a", r#"{"expire":"1h"} trailing"#),
+                400,
+            ),
+        ];
+        for (request, expected) in cases {
+            let routed = route(&request, MAX);
+            assert_eq!(status_of(routed), expected, "{request:?}");
+        }
+        let Routed::Reply(response) = route(&request(Method::Delete, "/v1/tasks", ""), MAX) else {
+            unreachable!()
+        };
+        assert_eq!(response.allow, Some(COLLECTION_ALLOW));
+    }
+
+    #[test]
+    fn errors_are_json_sentences() {
+        let Routed::Reply(response) = route(
+            &request(Method::Post, "/v1/tasks", r#"{"name":"a","expire":"2h"}"#),
+            MAX,
+        ) else {
+            unreachable!()
+        };
+        let body: Value = serde_json::from_slice(&response.body).unwrap();
+        assert_eq!(
+            body["error"],
+            "expire must be at most 1h (3600 seconds); refresh the task to hold longer"
+        );
+    }
+
+    #[test]
+    fn outcomes_map_to_statuses() {
+        let task = Task {
+            name: name("a"),
+            started_at: Timestamp::from_nanos(0),
+            expires_at: Timestamp::from_nanos(1),
+        };
+        assert_eq!(outcome(&Ok(Outcome::Created(task.clone()))).status, 201);
+        assert_eq!(outcome(&Ok(Outcome::Refreshed(task))).status, 200);
+        assert_eq!(outcome(&Ok(Outcome::Deleted)).status, 204);
+        assert!(outcome(&Ok(Outcome::Deleted)).body.is_empty());
+        assert_eq!(outcome(&Err(TaskError::NameTaken(name("a")))).status, 409);
+        assert_eq!(outcome(&Err(TaskError::NotFound(name("a")))).status, 404);
+        assert_eq!(outcome(&Err(TaskError::Full { limit: 1 })).status, 507);
+        assert_eq!(commit_failed().status, 503);
+    }
+
+    #[test]
+    fn list_and_get_show_live_tasks_only() {
+        let mut tasks = Tasks::new(10);
+        tasks.load([
+            Task {
+                name: name("b"),
+                started_at: Timestamp::from_nanos(0),
+                expires_at: Timestamp::from_nanos(10),
+            },
+            Task {
+                name: name("a"),
+                started_at: Timestamp::from_nanos(0),
+                expires_at: Timestamp::from_nanos(5),
+            },
+        ]);
+        let now = Timestamp::from_nanos(6);
+        let list: TaskList =
+            serde_json::from_slice(&answer(&Query::List, &tasks, now).body).unwrap();
+        assert_eq!(list.tasks.len(), 1);
+        assert_eq!(list.tasks[0].name, "b");
+        assert_eq!(list.tasks[0].started_at, "1970-01-01T00:00:00.000000000Z");
+        assert_eq!(answer(&Query::Get(name("a")), &tasks, now).status, 404);
+        assert_eq!(answer(&Query::Get(name("b")), &tasks, now).status, 200);
+    }
+}

@@ -1,0 +1,168 @@
+//! `sprite-tasksd`: parses arguments, opens the store, runs the reactor, and
+//! maps errors to exit codes (0 clean stop, 1 failure, 2 bad usage).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use sprite_tasks::conn::Timeouts;
+use sprite_tasks::expire::{DEFAULT_MAX_EXPIRE, MAX_EXPIRE_CEILING};
+use sprite_tasks::http::Limits;
+use sprite_tasks::server::{Config, Server};
+use sprite_tasks::store::Store;
+use sprite_tasks::tasks::DEFAULT_MAX_TASKS;
+
+/// The Tasks API daemon: keeps a Sprite awake while tasks are live.
+///
+/// Serves HTTP/1.1 + JSON on a Unix socket and makes every change durable in
+/// a redb database before answering. Stops cleanly on SIGTERM or SIGINT.
+/// Logs to stderr; set RUST_LOG (e.g. RUST_LOG=debug) for more.
+///
+/// Example:
+///   sprite-tasksd --socket /tmp/sprite/api.sock
+///   curl --unix-socket /tmp/sprite/api.sock http://sprite/v1/tasks
+#[derive(Debug, Parser)]
+#[command(name = "sprite-tasksd", version, verbatim_doc_comment)]
+struct Args {
+    /// Unix socket to serve on. Missing parent directories are created.
+    #[arg(long, env = "SPRITE_API_SOCKET", default_value = Config::DEFAULT_SOCKET)]
+    socket: PathBuf,
+
+    /// Database file [default: tasks.redb beside the socket]. Locked while
+    /// the daemon runs, so a second daemon on it exits at once.
+    #[arg(long, env = "SPRITE_TASKS_DB")]
+    db: Option<PathBuf>,
+
+    /// Permission bits of the socket, in octal. Anyone who can connect can
+    /// create and delete tasks.
+    #[arg(long, default_value = "666", value_parser = parse_mode)]
+    socket_mode: u32,
+
+    /// Longest `expire` a client may ask for (at most 7d).
+    #[arg(long, default_value = "1h", value_parser = parse_max_expire)]
+    max_expire: Duration,
+
+    /// Most tasks held at once; creating more is refused with 507.
+    #[arg(long, default_value_t = DEFAULT_MAX_TASKS)]
+    max_tasks: usize,
+
+    /// Most open connections; more get a 503 and are closed.
+    #[arg(long, default_value_t = Config::DEFAULT_MAX_CONNECTIONS)]
+    max_connections: usize,
+
+    /// Largest request head in bytes (431 past it).
+    #[arg(long, default_value_t = Limits::DEFAULT_MAX_HEAD)]
+    max_head: usize,
+
+    /// Largest request body in bytes (413 past it).
+    #[arg(long, default_value_t = Limits::DEFAULT_MAX_BODY)]
+    max_body: usize,
+
+    /// Time allowed for a request head to arrive (408 after it).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    head_timeout: Duration,
+
+    /// Time allowed for a request body to arrive after its head (408 after it).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    body_timeout: Duration,
+
+    /// An idle keep-alive connection is closed after this.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    idle_timeout: Duration,
+
+    /// A client that reads none of its pending response for this long is
+    /// disconnected.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    write_timeout: Duration,
+
+    /// At SIGTERM, how long in-flight responses may take before exiting.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    shutdown_grace: Duration,
+}
+
+fn parse_mode(text: &str) -> Result<u32, String> {
+    u32::from_str_radix(text.trim_start_matches("0o"), 8)
+        .ok()
+        .filter(|mode| *mode <= 0o777)
+        .ok_or_else(|| format!("{text:?} is not an octal mode such as 666 or 660"))
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text)
+        .ok()
+        .filter(|d| !d.is_zero() && *d <= Duration::from_secs(24 * 3600))
+        .ok_or_else(|| format!("{text:?} is not a duration between 1ns and 24h such as 10s"))
+}
+
+fn parse_max_expire(text: &str) -> Result<Duration, String> {
+    let max = parse_duration(text)?;
+    if max < Duration::from_secs(1) || max > MAX_EXPIRE_CEILING {
+        return Err(format!("{text:?} must be between 1s and 7d"));
+    }
+    Ok(max)
+}
+
+fn create_parent(path: &Path) -> Result<(), String> {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create directory {}: {e}", dir.display())),
+        _ => Ok(()),
+    }
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    debug_assert!(DEFAULT_MAX_EXPIRE <= MAX_EXPIRE_CEILING);
+
+    let db = args
+        .db
+        .clone()
+        .unwrap_or_else(|| Config::default_db_for(&args.socket));
+    let config = Config {
+        socket: args.socket,
+        socket_mode: args.socket_mode,
+        limits: Limits {
+            max_head: args.max_head,
+            max_body: args.max_body,
+            ..Limits::default()
+        },
+        timeouts: Timeouts {
+            head: args.head_timeout,
+            body: args.body_timeout,
+            idle: args.idle_timeout,
+            write: args.write_timeout,
+        },
+        max_connections: args.max_connections,
+        max_tasks: args.max_tasks,
+        max_expire: args.max_expire,
+        shutdown_grace: args.shutdown_grace,
+    };
+    match run(config, &db) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            tracing::error!("{message}");
+            eprintln!("sprite-tasksd: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(config: Config, db: &Path) -> Result<(), String> {
+    create_parent(db)?;
+    create_parent(&config.socket)?;
+    // The database lock is taken first: a second daemon stops here, before
+    // it touches the first one's socket.
+    let store = Store::open(db).map_err(|e| e.to_string())?;
+    let server = Server::new(config, store).map_err(|e| e.to_string())?;
+    server.run().map_err(|e| e.to_string())?;
+    Ok(())
+}

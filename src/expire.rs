@@ -1,0 +1,227 @@
+//! The `expire` field: a JSON integer of seconds or a humantime string,
+//! bounded to `MIN_EXPIRE..=max`.
+//!
+//! Pure; depends on nothing else of ours. humantime can panic on magnitudes
+//! near `u64::MAX` seconds (chronotope/humantime#66), so a string is checked
+//! for length and alphabet before humantime sees it, and every number is
+//! checked against the bound before it is turned into a `Duration`.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde_json::Value;
+
+/// The shortest hold accepted. Integer expiries have a resolution of one
+/// second, and a hold shorter than that could lapse before its response
+/// reaches the client.
+pub const MIN_EXPIRE: Duration = Duration::from_secs(1);
+
+/// The default and documented maximum: the seed's "maximum lifetime per task".
+pub const DEFAULT_MAX_EXPIRE: Duration = Duration::from_secs(3600);
+
+/// Longest duration string accepted. `"59m 59s 999ms 999us 999ns"` is 25
+/// bytes; anything much longer is not a duration a person wrote.
+pub const MAX_EXPIRE_TEXT: usize = 64;
+
+/// Longest run of digits in a duration string. Ten digits of the largest
+/// unit (years, 3.2e7 s) make 3.2e17 s, and the [`MAX_EXPIRE_TEXT`] cap
+/// allows at most six such components: their sum stays below `u64::MAX`
+/// seconds, where humantime would panic.
+const MAX_DIGIT_RUN: usize = 10;
+
+/// The largest `--max-expire` a daemon accepts: a week. A hold is meant to be
+/// refreshed; a longer one is a forgotten machine.
+pub const MAX_EXPIRE_CEILING: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Why an `expire` value was refused. Its `Display` is the sentence the
+/// client sees.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ExpireError {
+    /// Neither an integer nor a string (a float, a bool, an object, null).
+    WrongType,
+    /// A string humantime cannot read, or one with characters no duration has.
+    Unreadable(String),
+    /// Below [`MIN_EXPIRE`].
+    TooShort,
+    /// Above the configured maximum.
+    TooLong { max: Duration },
+}
+
+impl fmt::Display for ExpireError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const ACCEPTED: &str = "expire is an integer number of seconds or a duration string such as \"90s\", \"30m\" or \"1h\"";
+        match self {
+            ExpireError::WrongType => write!(f, "{ACCEPTED}"),
+            ExpireError::Unreadable(text) => {
+                write!(f, "expire {text:?} is not a duration; {ACCEPTED}")
+            }
+            ExpireError::TooShort => write!(f, "expire must be at least 1 second"),
+            ExpireError::TooLong { max } => write!(
+                f,
+                "expire must be at most {} ({} seconds); refresh the task to hold longer",
+                humantime::format_duration(*max),
+                max.as_secs()
+            ),
+        }
+    }
+}
+
+impl std::error::Error for ExpireError {}
+
+/// Decodes an `expire` JSON value.
+///
+/// # Errors
+/// [`ExpireError`] for a value of the wrong type, an unreadable string, or a
+/// duration outside `MIN_EXPIRE..=max`.
+pub fn decode(value: &Value, max: Duration) -> Result<Duration, ExpireError> {
+    match value {
+        Value::Number(number) => {
+            if let Some(seconds) = number.as_u64() {
+                bounded(Duration::from_secs(seconds), max)
+            } else if number.as_i64().is_some() {
+                Err(ExpireError::TooShort)
+            } else {
+                // A float such as 1.5: refuse rather than silently round.
+                Err(ExpireError::WrongType)
+            }
+        }
+        Value::String(text) => parse_text(text, max),
+        _ => Err(ExpireError::WrongType),
+    }
+}
+
+/// Decodes a duration string such as `"5m"` or `"1h 30m"`.
+///
+/// # Errors
+/// As [`decode`].
+pub fn parse_text(text: &str, max: Duration) -> Result<Duration, ExpireError> {
+    let unreadable = || ExpireError::Unreadable(truncate(text));
+    let trimmed = text.trim();
+    if trimmed.is_empty()
+        || trimmed.len() > MAX_EXPIRE_TEXT
+        || !trimmed
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b' ' || b == b'.')
+    {
+        return Err(unreadable());
+    }
+    // humantime#66: no run of digits may be long enough for humantime's sum
+    // to approach u64::MAX seconds.
+    let longest_run = trimmed
+        .split(|c: char| !c.is_ascii_digit())
+        .map(str::len)
+        .max()
+        .unwrap_or(0);
+    if longest_run > MAX_DIGIT_RUN {
+        return Err(ExpireError::TooLong { max });
+    }
+    let duration = humantime::parse_duration(trimmed).map_err(|_| unreadable())?;
+    bounded(duration, max)
+}
+
+fn bounded(duration: Duration, max: Duration) -> Result<Duration, ExpireError> {
+    if duration < MIN_EXPIRE {
+        Err(ExpireError::TooShort)
+    } else if duration > max {
+        Err(ExpireError::TooLong { max })
+    } else {
+        Ok(duration)
+    }
+}
+
+/// Keeps error messages short when a client sends a long string.
+fn truncate(text: &str) -> String {
+    const SHOWN: usize = 40;
+    match text.char_indices().nth(SHOWN) {
+        Some((cut, _)) => format!("{}...", &text[..cut]),
+        None => text.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const MAX: Duration = DEFAULT_MAX_EXPIRE;
+
+    #[test]
+    fn accepts_both_forms() {
+        let cases: &[(Value, u64)] = &[
+            (json!(1), 1),
+            (json!(300), 300),
+            (json!(3600), 3600),
+            (json!("90s"), 90),
+            (json!("30m"), 1800),
+            (json!("1h"), 3600),
+            (json!("1h 0m"), 3600),
+            (json!(" 5m "), 300),
+            (json!("1.5s"), 1),
+            (json!("59m 60s"), 3600),
+        ];
+        for (value, seconds) in cases {
+            let decoded = decode(value, MAX).unwrap_or_else(|e| panic!("{value}: {e}"));
+            assert_eq!(decoded.as_secs(), *seconds, "{value}");
+        }
+        assert_eq!(decode(&json!("1.5s"), MAX), Ok(Duration::from_millis(1500)));
+    }
+
+    #[test]
+    fn refuses_with_the_reason() {
+        use ExpireError::*;
+        let cases: &[(Value, ExpireError)] = &[
+            (json!(0), TooShort),
+            (json!(-5), TooShort),
+            (json!("0"), TooShort),
+            (json!("0s"), TooShort),
+            (json!("500ms"), TooShort),
+            (json!(3601), TooLong { max: MAX }),
+            (json!(u64::MAX), TooLong { max: MAX }),
+            (json!("2h"), TooLong { max: MAX }),
+            (json!("1h 1ns"), TooLong { max: MAX }),
+            (json!("18446744073709551615s 1000ms"), TooLong { max: MAX }),
+            (json!("99999999999999999999999h"), TooLong { max: MAX }),
+            (json!(1.5), WrongType),
+            (json!(null), WrongType),
+            (json!(true), WrongType),
+            (json!(["1h"]), WrongType),
+            (json!("5"), Unreadable("5".into())),
+            (
+                json!("5 minutes please"),
+                Unreadable("5 minutes please".into()),
+            ),
+            (json!(""), Unreadable(String::new())),
+            (json!("1h\u{0}"), Unreadable("1h\u{0}".into())),
+            (json!("-5s"), Unreadable("-5s".into())),
+        ];
+        for (value, expected) in cases {
+            assert_eq!(&decode(value, MAX).unwrap_err(), expected, "{value}");
+        }
+    }
+
+    #[test]
+    fn maximum_is_a_setting() {
+        let max = Duration::from_secs(60);
+        assert!(decode(&json!("1m"), max).is_ok());
+        assert_eq!(decode(&json!(61), max), Err(ExpireError::TooLong { max }));
+        assert_eq!(
+            ExpireError::TooLong { max }.to_string(),
+            "expire must be at most 1m (60 seconds); refresh the task to hold longer"
+        );
+    }
+
+    #[test]
+    fn formatted_values_decode_to_themselves() {
+        for nanos in [
+            1_000_000_000u64,
+            1_500_000_001,
+            3_599_999_999_999,
+            3_600_000_000_000,
+        ] {
+            let d = Duration::from_nanos(nanos);
+            let text = humantime::format_duration(d).to_string();
+            assert_eq!(parse_text(&text, MAX), Ok(d), "{text}");
+        }
+    }
+}

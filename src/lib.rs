@@ -1,0 +1,29 @@
+//! sprite-tasks: the Tasks API that keeps a Sprite awake while work is in
+//! progress, served over a Unix socket and made durable in redb.
+//!
+//! The modules, from the inside out:
+//!
+//! - [`time`]: the persisted [`time::Timestamp`] and the reactor's clock rule.
+//! - [`expire`]: decoding the `expire` field (seconds or a duration string).
+//! - [`tasks`]: the pure state machine: tasks by name beside a deadline index;
+//!   plan a batch of changes, apply it once it is durable.
+//! - [`record`]: the checksummed on-disk layout of one task.
+//! - [`store`]: the only module that knows redb.
+//! - [`http`]: request framing and response encoding, pure, every limit named.
+//! - [`api`]: routes and JSON: a request becomes a command, query or error;
+//!   outcomes become responses.
+//! - [`conn`]: one connection's buffers, deadlines and queued replies.
+//! - [`server`]: the single-threaded mio reactor that ties them together.
+//!
+//! `time`, `expire` and `tasks` depend on nothing of ours that does I/O; only
+//! `server` touches mio and only `store` touches redb.
+
+pub mod api;
+pub mod conn;
+pub mod expire;
+pub mod http;
+pub mod record;
+pub mod server;
+pub mod store;
+pub mod tasks;
+pub mod time;

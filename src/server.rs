@@ -1,0 +1,690 @@
+//! The reactor: one thread, one `mio::Poll` for the listener, every
+//! connection and the signals, with the next deadline (a task's expiry, a
+//! connection's timeout) as the poll timeout.
+//!
+//! Each turn: read what the ready connections sent; plan due expiries and
+//! every complete request's command into one [`Batch`]; commit the batch in
+//! one write transaction; apply it to memory; write the responses. Reads are
+//! answered from the committed state. A fault ends one connection, never the
+//! server.
+//!
+//! The only module that touches mio and the only reader of the clocks.
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::fs;
+use std::io;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use mio::net::{UnixListener, UnixStream};
+use mio::{Events, Interest, Poll, Token};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook_mio::v1_0::Signals;
+use tracing::{debug, error, info, warn};
+
+use crate::api::{self, Query, Routed};
+use crate::conn::{Conn, Deadline, Next, Reply, Timeouts};
+use crate::http::Limits;
+use crate::store::{Store, StoreError};
+use crate::tasks::{Batch, Outcome, TaskError, Tasks};
+use crate::time::{ReactorClock, Timestamp, wall_now};
+
+const LISTENER: Token = Token(0);
+const SIGNALS: Token = Token(1);
+/// Connection tokens start here and are never reused.
+const FIRST_CONN: usize = 2;
+
+/// Events taken from one `poll` call.
+const EVENT_CAPACITY: usize = 1024;
+
+/// Longest sleep between turns, so a wall clock stepped forward (a resumed
+/// VM) is noticed within this and due tasks expire on time.
+const MAX_POLL_SLEEP: Duration = Duration::from_secs(1);
+
+/// After `accept` fails for lack of descriptors, wait this long before trying
+/// again (or until a connection closes), instead of spinning on the backlog.
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+
+/// After a failed commit, wait this long before retrying due expiries, so a
+/// broken disk does not turn the reactor into a busy loop.
+const STORE_RETRY: Duration = Duration::from_secs(1);
+
+/// Most replies one connection may have queued in one turn. Past it the
+/// connection is not read again until its output drains: a client that
+/// pipelines thousands of requests gets them answered in slices, and others
+/// get their turn in between.
+pub const MAX_PIPELINED: usize = 64;
+
+/// Output buffered for one connection above which no more of its requests are
+/// read (the client is not reading its answers).
+pub const MAX_OUTPUT_BACKLOG: usize = 256 * 1024;
+
+/// Daemon settings; `Default` gives the documented defaults.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Path of the Unix socket.
+    pub socket: PathBuf,
+    /// Permission bits of the socket file.
+    pub socket_mode: u32,
+    pub limits: Limits,
+    pub timeouts: Timeouts,
+    /// Open connections above which new ones get a 503 and are closed.
+    pub max_connections: usize,
+    /// Live tasks above which creation is refused (507).
+    pub max_tasks: usize,
+    /// Longest `expire` accepted.
+    pub max_expire: Duration,
+    /// How long a shutdown waits for in-flight responses to be written.
+    pub shutdown_grace: Duration,
+}
+
+impl Config {
+    /// The default socket path, shared with the client.
+    pub const DEFAULT_SOCKET: &'static str = "/.sprite/api.sock";
+    /// The database file name, beside the socket unless `--db` says otherwise.
+    pub const DEFAULT_DB_NAME: &'static str = "tasks.redb";
+    /// Read and write for everyone: holding the machine awake grants nothing
+    /// that running a busy process would not, and agents may run as other
+    /// users. Restrict it with `--socket-mode` where users do not trust
+    /// each other.
+    pub const DEFAULT_SOCKET_MODE: u32 = 0o666;
+    /// Each connection costs a descriptor and a few KiB; far more than the
+    /// agents of one machine need, and well under the usual 1024-descriptor
+    /// soft limit.
+    pub const DEFAULT_MAX_CONNECTIONS: usize = 512;
+    /// Time for in-flight responses at SIGTERM.
+    pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+    /// The default database path for a socket path.
+    pub fn default_db_for(socket: &Path) -> PathBuf {
+        socket
+            .parent()
+            .unwrap_or(Path::new("."))
+            .join(Config::DEFAULT_DB_NAME)
+    }
+
+    /// The most input buffered per connection: one largest head and body,
+    /// with room for chunked framing overhead.
+    fn max_input(&self) -> usize {
+        self.limits.max_head + 2 * self.limits.max_body + 4096
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            socket: PathBuf::from(Config::DEFAULT_SOCKET),
+            socket_mode: Config::DEFAULT_SOCKET_MODE,
+            limits: Limits::default(),
+            timeouts: Timeouts::default(),
+            max_connections: Config::DEFAULT_MAX_CONNECTIONS,
+            max_tasks: crate::tasks::DEFAULT_MAX_TASKS,
+            max_expire: crate::expire::DEFAULT_MAX_EXPIRE,
+            shutdown_grace: Config::DEFAULT_SHUTDOWN_GRACE,
+        }
+    }
+}
+
+/// Errors that stop the daemon from starting or running.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ServerError {
+    /// Another process answers on the socket.
+    SocketInUse(PathBuf),
+    /// Something that is not a socket sits at the socket path.
+    NotASocket(PathBuf),
+    /// Binding or setting up the socket failed.
+    Socket { path: PathBuf, source: io::Error },
+    /// The poll or signal machinery failed.
+    Reactor(io::Error),
+    /// The store could not be opened or loaded.
+    Store(StoreError),
+}
+
+impl fmt::Display for ServerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ServerError::SocketInUse(path) => write!(
+                f,
+                "another process is serving on {}; stop it or pass another --socket",
+                path.display()
+            ),
+            ServerError::NotASocket(path) => write!(
+                f,
+                "{} exists and is not a socket; it was left untouched: remove it or pass another --socket",
+                path.display()
+            ),
+            ServerError::Socket { path, source } => {
+                write!(f, "cannot listen on {}: {source}", path.display())
+            }
+            ServerError::Reactor(source) => write!(f, "event loop failed: {source}"),
+            ServerError::Store(source) => write!(f, "{source}"),
+        }
+    }
+}
+
+impl std::error::Error for ServerError {}
+
+impl From<StoreError> for ServerError {
+    fn from(error: StoreError) -> Self {
+        ServerError::Store(error)
+    }
+}
+
+/// Counters, logged at shutdown.
+#[derive(Debug, Default, Clone)]
+pub struct Stats {
+    pub requests: u64,
+    pub commits: u64,
+    pub changes: u64,
+    pub failed_commits: u64,
+    pub expired: u64,
+}
+
+type Planned = Result<Outcome, TaskError>;
+type Connection = Conn<UnixStream, Planned, Query>;
+
+/// The daemon: the reactor and everything it owns.
+pub struct Server {
+    config: Config,
+    poll: Poll,
+    listener: Option<UnixListener>,
+    signals: Signals,
+    conns: HashMap<Token, Connection>,
+    next_token: usize,
+    ready: VecDeque<Token>,
+    tasks: Tasks,
+    store: Store,
+    clock: ReactorClock,
+    stats: Stats,
+    /// The earliest connection deadline might be this early.
+    next_sweep: Option<Instant>,
+    accept_paused_until: Option<Instant>,
+    store_retry_at: Option<Instant>,
+    shutdown_by: Option<Instant>,
+}
+
+impl Server {
+    /// Loads `store`, expires what fell due while the daemon was down (one
+    /// commit), and binds the socket. The store must already be open, so
+    /// its lock is held before the socket path is touched.
+    ///
+    /// # Errors
+    /// [`ServerError`] when the store cannot be loaded or the socket bound.
+    pub fn new(config: Config, mut store: Store) -> Result<Server, ServerError> {
+        let loaded = store.load()?;
+        let mut tasks = Tasks::new(config.max_tasks);
+        tasks.load(loaded.tasks);
+        let mono = Instant::now();
+        let clock = ReactorClock::new(wall_now(), mono);
+        let now = clock.last();
+        let mut batch = Batch::new();
+        let expired = tasks.expire_due(&mut batch, now);
+        if !batch.is_empty() {
+            store.commit(batch.changes())?;
+            tasks.apply(batch);
+        }
+        info!(
+            socket = %config.socket.display(),
+            db = %store.path().display(),
+            live_tasks = tasks.len(),
+            expired_while_down = expired,
+            quarantined = loaded.quarantined.len(),
+            "sprite-tasksd listening"
+        );
+
+        let poll = Poll::new().map_err(ServerError::Reactor)?;
+        let mut signals = Signals::new([SIGTERM, SIGINT]).map_err(ServerError::Reactor)?;
+        poll.registry()
+            .register(&mut signals, SIGNALS, Interest::READABLE)
+            .map_err(ServerError::Reactor)?;
+        let mut listener = bind(&config.socket, config.socket_mode)?;
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)
+            .map_err(ServerError::Reactor)?;
+        Ok(Server {
+            config,
+            poll,
+            listener: Some(listener),
+            signals,
+            conns: HashMap::new(),
+            next_token: FIRST_CONN,
+            ready: VecDeque::new(),
+            tasks,
+            store,
+            clock,
+            stats: Stats::default(),
+            next_sweep: None,
+            accept_paused_until: None,
+            store_retry_at: None,
+            shutdown_by: None,
+        })
+    }
+
+    /// Serves until SIGTERM or SIGINT, then finishes in-flight responses,
+    /// removes the socket file and returns the counters.
+    ///
+    /// # Errors
+    /// [`ServerError::Reactor`] if `poll` itself fails.
+    pub fn run(mut self) -> Result<Stats, ServerError> {
+        let mut events = Events::with_capacity(EVENT_CAPACITY);
+        loop {
+            let timeout = self.poll_timeout();
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout))
+                && e.kind() != io::ErrorKind::Interrupted
+            {
+                return Err(ServerError::Reactor(e));
+            }
+            let mono = Instant::now();
+            let now = self.clock.observe(wall_now(), mono);
+            for event in events.iter() {
+                match event.token() {
+                    LISTENER => self.accept_all(mono),
+                    SIGNALS => self.take_signals(mono),
+                    token => self.on_conn_event(token, event, mono),
+                }
+            }
+            if self.accept_paused_until.is_some_and(|at| at <= mono) {
+                self.accept_all(mono);
+            }
+            self.turn(now, mono);
+            self.sweep(mono);
+            if let Some(by) = self.shutdown_by
+                && (self.conns.is_empty() || mono >= by)
+            {
+                break;
+            }
+        }
+        let stats = self.stats.clone();
+        info!(
+            requests = stats.requests,
+            commits = stats.commits,
+            changes = stats.changes,
+            failed_commits = stats.failed_commits,
+            expired = stats.expired,
+            unanswered_connections = self.conns.len(),
+            "sprite-tasksd stopped"
+        );
+        Ok(stats)
+    }
+
+    fn poll_timeout(&self) -> Duration {
+        if !self.ready.is_empty() {
+            return Duration::ZERO;
+        }
+        let mono = Instant::now();
+        let mut timeout = MAX_POLL_SLEEP;
+        let mut until = |at: Instant| timeout = timeout.min(at.saturating_duration_since(mono));
+        if let Some(at) = self.next_sweep {
+            until(at);
+        }
+        if let Some(at) = self.accept_paused_until {
+            until(at);
+        }
+        if let Some(at) = self.shutdown_by {
+            until(at);
+        }
+        match self.store_retry_at {
+            Some(at) => until(at),
+            None => {
+                if let Some(deadline) = self.tasks.next_deadline() {
+                    timeout = timeout.min(deadline.saturating_since(self.clock.last()));
+                }
+            }
+        }
+        timeout
+    }
+
+    fn take_signals(&mut self, mono: Instant) {
+        let mut stop = false;
+        for signal in self.signals.pending() {
+            stop |= signal == SIGTERM || signal == SIGINT;
+        }
+        if stop && self.shutdown_by.is_none() {
+            info!("signal received: finishing in-flight requests and stopping");
+            self.shutdown_by = Some(mono + self.config.shutdown_grace);
+            if let Some(mut listener) = self.listener.take() {
+                let _ = self.poll.registry().deregister(&mut listener);
+            }
+            remove_socket(&self.config.socket);
+            let tokens: Vec<Token> = self.conns.keys().copied().collect();
+            for token in tokens {
+                if let Some(conn) = self.conns.get_mut(&token) {
+                    // Whatever is buffered is answered; nothing more is read.
+                    conn.stop_reading();
+                }
+                self.schedule(token);
+            }
+        }
+    }
+
+    fn accept_all(&mut self, mono: Instant) {
+        self.accept_paused_until = None;
+        loop {
+            let Some(listener) = self.listener.as_ref() else {
+                return;
+            };
+            match listener.accept() {
+                Ok((mut stream, _)) => {
+                    if self.conns.len() >= self.config.max_connections {
+                        reject_over_capacity(&mut stream, self.config.max_connections);
+                        continue;
+                    }
+                    let token = Token(self.next_token);
+                    self.next_token += 1;
+                    if let Err(e) = self.poll.registry().register(
+                        &mut stream,
+                        token,
+                        Interest::READABLE | Interest::WRITABLE,
+                    ) {
+                        warn!(error = %e, "cannot register a new connection");
+                        continue;
+                    }
+                    let conn = Conn::new(stream, mono);
+                    self.note_deadline(conn.deadline(&self.config.timeouts).map(|(at, _)| at));
+                    self.conns.insert(token, conn);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => {}
+                Err(e) => {
+                    // EMFILE, ENFILE, ENOBUFS, ENOMEM: connections wait in the
+                    // backlog until a descriptor frees up or the retry timer.
+                    warn!(error = %e, open = self.conns.len(), "accept failed; pausing new connections");
+                    self.accept_paused_until = Some(mono + ACCEPT_RETRY);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn on_conn_event(&mut self, token: Token, event: &mio::event::Event, mono: Instant) {
+        let Some(conn) = self.conns.get_mut(&token) else {
+            return;
+        };
+        let mut wake = false;
+        if event.is_readable() || event.is_read_closed() || event.is_error() {
+            conn.mark_readable();
+            wake = true;
+        }
+        if event.is_writable() && conn.output_pending() > 0 {
+            if conn.flush(mono).is_err() || conn.is_finished() {
+                self.close(token);
+                return;
+            }
+            // A drained backlog lets the connection's requests be read again.
+            wake |= conn.output_pending() == 0;
+        }
+        if wake {
+            self.schedule(token);
+        }
+    }
+
+    fn schedule(&mut self, token: Token) {
+        if let Some(conn) = self.conns.get_mut(&token)
+            && !conn.scheduled
+        {
+            conn.scheduled = true;
+            self.ready.push_back(token);
+        }
+    }
+
+    /// Reads, plans, commits, applies and answers.
+    fn turn(&mut self, now: Timestamp, mono: Instant) {
+        let mut batch = Batch::new();
+        if self.store_retry_at.is_none_or(|at| at <= mono) {
+            self.store_retry_at = None;
+            self.tasks.expire_due(&mut batch, now);
+        }
+        let expiries = batch.len();
+        let mut touched = Vec::with_capacity(self.ready.len());
+        let mut again = Vec::new();
+        while let Some(token) = self.ready.pop_front() {
+            if let Some(conn) = self.conns.get_mut(&token) {
+                conn.scheduled = false;
+            }
+            match self.take_requests(token, &mut batch, now, mono) {
+                Ok(more) => {
+                    if more {
+                        again.push(token);
+                    }
+                    touched.push(token);
+                }
+                Err(()) => self.close(token),
+            }
+        }
+        let committed = batch.is_empty() || self.commit(batch, expiries, mono);
+        for token in touched {
+            self.deliver(token, committed, now, mono);
+        }
+        for token in again {
+            self.schedule(token);
+        }
+    }
+
+    /// Takes the connection's complete requests into the batch. Returns
+    /// whether it should be processed again next turn; `Err` if it broke.
+    fn take_requests(
+        &mut self,
+        token: Token,
+        batch: &mut Batch,
+        now: Timestamp,
+        mono: Instant,
+    ) -> Result<bool, ()> {
+        let max_input = self.config.max_input();
+        let Some(conn) = self.conns.get_mut(&token) else {
+            return Ok(false);
+        };
+        conn.read_available(max_input, mono).map_err(|_| ())?;
+        loop {
+            if conn.is_closing() || conn.output_pending() > MAX_OUTPUT_BACKLOG {
+                // A backlog is resumed by the writable event that drains it.
+                return Ok(false);
+            }
+            if conn.queued_len() >= MAX_PIPELINED {
+                return Ok(true);
+            }
+            match conn.next_request(&self.config.limits, mono) {
+                Next::Request(request) => {
+                    self.stats.requests += 1;
+                    let reply = match api::route(&request, self.config.max_expire) {
+                        Routed::Mutation(command) => {
+                            Reply::Planned(self.tasks.plan(batch, command, now))
+                        }
+                        Routed::Query(query) if conn.has_planned() => Reply::Query(query),
+                        Routed::Query(query) => Reply::Ready(api::answer(&query, &self.tasks, now)),
+                        Routed::Reply(response) => Reply::Ready(response),
+                    };
+                    conn.queue(reply, request.minor_version, request.keep_alive);
+                }
+                Next::NeedMore => {
+                    if conn.is_closing()
+                        || !conn.can_read_more(max_input)
+                        || !conn.read_available(max_input, mono).map_err(|_| ())?
+                    {
+                        return Ok(false);
+                    }
+                }
+                Next::Invalid(e) => {
+                    debug!(status = e.status, reason = %e.message, "refused a request");
+                    conn.queue(Reply::Ready(api::error(e.status, e.message)), 1, false);
+                    return Ok(false);
+                }
+            }
+        }
+    }
+
+    /// Commits the batch and applies it; on failure reloads memory from disk.
+    fn commit(&mut self, batch: Batch, expiries: usize, mono: Instant) -> bool {
+        let started = Instant::now();
+        match self.store.commit(batch.changes()) {
+            Ok(()) => {
+                self.stats.commits += 1;
+                self.stats.changes += batch.len() as u64;
+                self.stats.expired += expiries as u64;
+                debug!(
+                    changes = batch.len(),
+                    expiries,
+                    micros = started.elapsed().as_micros() as u64,
+                    "committed"
+                );
+                for change in batch.changes() {
+                    if let crate::tasks::Change::Remove {
+                        name,
+                        expired: true,
+                    } = change
+                    {
+                        info!(task = %name, "task expired");
+                    }
+                }
+                self.tasks.apply(batch);
+                true
+            }
+            Err(e) => {
+                self.stats.failed_commits += 1;
+                error!(error = %e, changes = batch.len(), "commit failed; the affected clients get 503");
+                self.store_retry_at = Some(mono + STORE_RETRY);
+                match self.store.load() {
+                    Ok(loaded) => {
+                        let mut tasks = Tasks::new(self.config.max_tasks);
+                        tasks.load(loaded.tasks);
+                        self.tasks = tasks;
+                        info!(
+                            tasks = self.tasks.len(),
+                            "database reopened; state reloaded from disk"
+                        );
+                    }
+                    Err(e) => error!(error = %e, "database unavailable; will retry"),
+                }
+                false
+            }
+        }
+    }
+
+    fn deliver(&mut self, token: Token, committed: bool, now: Timestamp, mono: Instant) {
+        let tasks = &self.tasks;
+        let Some(conn) = self.conns.get_mut(&token) else {
+            return;
+        };
+        conn.render(
+            mono,
+            |planned| {
+                if committed {
+                    api::outcome(&planned)
+                } else {
+                    api::commit_failed()
+                }
+            },
+            |query| api::answer(&query, tasks, now),
+        );
+        if conn.flush(mono).is_err() || conn.is_finished() {
+            self.close(token);
+            return;
+        }
+        let at = conn.deadline(&self.config.timeouts).map(|(at, _)| at);
+        self.note_deadline(at);
+    }
+
+    /// Keeps `next_sweep` no later than a connection's new deadline.
+    /// Deadlines only move later with activity, so a stale, earlier
+    /// `next_sweep` costs one early sweep and nothing else.
+    fn note_deadline(&mut self, at: Option<Instant>) {
+        if let Some(at) = at {
+            self.next_sweep = Some(self.next_sweep.map_or(at, |next| next.min(at)));
+        }
+    }
+
+    /// Enforces connection deadlines that have passed.
+    fn sweep(&mut self, mono: Instant) {
+        if self.next_sweep.is_none_or(|at| at > mono) {
+            return;
+        }
+        self.next_sweep = None;
+        let mut expired = Vec::new();
+        let mut next: Option<Instant> = None;
+        for (token, conn) in &self.conns {
+            match conn.deadline(&self.config.timeouts) {
+                Some((at, kind)) if at <= mono => expired.push((*token, kind)),
+                Some((at, _)) => next = Some(next.map_or(at, |n| n.min(at))),
+                None => {}
+            }
+        }
+        self.next_sweep = next;
+        for (token, kind) in expired {
+            match kind {
+                Deadline::Request => {
+                    debug!("request deadline passed; answering 408");
+                    if let Some(conn) = self.conns.get_mut(&token) {
+                        let response = api::error(
+                            408,
+                            "the request did not arrive in time; send the whole request at once",
+                        );
+                        conn.queue(Reply::Ready(response), 1, false);
+                    }
+                    self.deliver(token, true, self.clock.last(), mono);
+                }
+                Deadline::Idle | Deadline::Write => {
+                    debug!(?kind, "connection deadline passed; closing");
+                    self.close(token);
+                }
+            }
+        }
+    }
+
+    fn close(&mut self, token: Token) {
+        if let Some(mut conn) = self.conns.remove(&token) {
+            let _ = self.poll.registry().deregister(conn.stream_mut());
+        }
+        if self.accept_paused_until.is_some() {
+            self.accept_paused_until = Some(Instant::now());
+        }
+    }
+}
+
+/// Answers a connection past the cap with a 503 and drops it.
+fn reject_over_capacity(stream: &mut UnixStream, cap: usize) {
+    use std::io::Write;
+    let response = api::error(
+        503,
+        format!("the daemon is at its limit of {cap} open connections; retry shortly"),
+    );
+    let mut bytes = Vec::new();
+    response.encode(1, false, &mut bytes);
+    // Best effort: a fresh socket's buffer takes a few hundred bytes.
+    let _ = stream.write(&bytes);
+    warn!(cap, "connection refused: too many open connections");
+}
+
+/// Binds the socket, replacing a socket file left by a dead daemon but never
+/// a live one or a file that is not a socket.
+fn bind(path: &Path, mode: u32) -> Result<UnixListener, ServerError> {
+    let socket_error = |source| ServerError::Socket {
+        path: path.to_path_buf(),
+        source,
+    };
+    match fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => {
+            if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                return Err(ServerError::SocketInUse(path.to_path_buf()));
+            }
+            info!(socket = %path.display(), "removing a stale socket file");
+            fs::remove_file(path).map_err(socket_error)?;
+        }
+        Ok(_) => return Err(ServerError::NotASocket(path.to_path_buf())),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(socket_error(e)),
+    }
+    let listener = UnixListener::bind(path).map_err(socket_error)?;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(socket_error)?;
+    Ok(listener)
+}
+
+fn remove_socket(path: &Path) {
+    if let Err(e) = fs::remove_file(path)
+        && e.kind() != io::ErrorKind::NotFound
+    {
+        warn!(socket = %path.display(), error = %e, "cannot remove the socket file");
+    }
+}

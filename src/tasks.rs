@@ -1,0 +1,737 @@
+//! The task state machine: tasks by name beside a deadline index, and the
+//! plan / commit / apply cycle every change goes through.
+//!
+//! Pure: no socket, no disk, no clock. `now` is always an argument. Depends
+//! only on [`crate::time`].
+//!
+//! A reactor turn builds a [`Batch`]: due expiries first, then each command
+//! planned with [`Tasks::plan`], which sees the changes already in the batch.
+//! The batch is made durable by the store and only then applied with
+//! [`Tasks::apply`]. If the commit fails the batch is dropped and the state is
+//! untouched, so memory never runs ahead of disk.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::time::Duration;
+
+use crate::time::Timestamp;
+
+/// Longest task name in bytes. Long enough for a UUID with a prefix or a
+/// `host:agent@pid` label; short enough that a list of many tasks stays small.
+pub const MAX_NAME_LEN: usize = 128;
+
+/// Default cap on live tasks. Each costs about 300 bytes of memory and a row
+/// on disk; a client that leaks names in a loop is refused (507) long before
+/// it can exhaust either, and nothing is ever evicted to make room.
+pub const DEFAULT_MAX_TASKS: usize = 10_000;
+
+/// A valid task name: 1 to [`MAX_NAME_LEN`] bytes of ASCII letters, digits
+/// and `.` `_` `-` `:` `@`, starting with a letter or digit.
+///
+/// The set is safe to print in a log line or a shell, needs no escaping in a
+/// URL path, and cannot be `.` or `..`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TaskName(String);
+
+impl TaskName {
+    /// Validates a name.
+    ///
+    /// # Errors
+    /// [`NameError`] saying which rule the name breaks.
+    pub fn parse(name: &str) -> Result<TaskName, NameError> {
+        if name.is_empty() {
+            return Err(NameError::Empty);
+        }
+        if name.len() > MAX_NAME_LEN {
+            return Err(NameError::TooLong { len: name.len() });
+        }
+        if let Some(bad) = name.chars().find(|&c| !is_name_char(c)) {
+            return Err(NameError::BadChar(bad));
+        }
+        if !name.as_bytes()[0].is_ascii_alphanumeric() {
+            return Err(NameError::BadStart);
+        }
+        Ok(TaskName(name.to_owned()))
+    }
+
+    /// The name as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for TaskName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+fn is_name_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':' | '@')
+}
+
+/// Why a task name was refused. The `Display` is the client's message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum NameError {
+    Empty,
+    TooLong { len: usize },
+    BadChar(char),
+    BadStart,
+}
+
+impl fmt::Display for NameError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const RULE: &str = "a task name is 1 to 128 characters of letters, digits, '.', '_', '-', ':' and '@', starting with a letter or digit";
+        match self {
+            NameError::Empty => write!(f, "the task name is empty; {RULE}"),
+            NameError::TooLong { len } => write!(f, "the task name is {len} bytes long; {RULE}"),
+            NameError::BadChar(c) => write!(f, "the task name contains {c:?}; {RULE}"),
+            NameError::BadStart => {
+                write!(f, "the task name must start with a letter or digit; {RULE}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for NameError {}
+
+/// A hold on the machine.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Task {
+    pub name: TaskName,
+    /// When the task was created; a refresh keeps it.
+    pub started_at: Timestamp,
+    /// When the hold lapses. The task does not exist at or after this instant.
+    pub expires_at: Timestamp,
+}
+
+impl Task {
+    /// Whether the hold is still in force at `now`.
+    pub fn is_live(&self, now: Timestamp) -> bool {
+        self.expires_at > now
+    }
+}
+
+/// A request to change the state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command {
+    /// `POST /v1/tasks`: create, refusing a name held by a live task.
+    Create { name: TaskName, expire: Duration },
+    /// `PUT`: refresh the expiry, or create when missing.
+    Upsert { name: TaskName, expire: Duration },
+    /// `DELETE`: remove a live task.
+    Delete { name: TaskName },
+}
+
+/// What a planned command did, for its response.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Created(Task),
+    Refreshed(Task),
+    Deleted,
+}
+
+/// One row-level change: what the store writes and the state applies.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// Insert or replace a task. `created` is false for a refresh.
+    Put { task: Task, created: bool },
+    /// Remove a task's row. `expired` is true when its deadline passed,
+    /// false for a `DELETE`.
+    Remove { name: TaskName, expired: bool },
+}
+
+impl Change {
+    /// The name of the task this change touches.
+    pub fn name(&self) -> &TaskName {
+        match self {
+            Change::Put { task, .. } => &task.name,
+            Change::Remove { name, .. } => name,
+        }
+    }
+}
+
+/// Why a command was refused by the state. The `Display` is the client's
+/// message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TaskError {
+    /// `POST` of a name held by a live task.
+    NameTaken(TaskName),
+    /// The named task does not exist (or has expired).
+    NotFound(TaskName),
+    /// Creating would exceed the live task limit.
+    Full { limit: usize },
+    /// `now + expire` is past the year 2554.
+    TimeOverflow,
+}
+
+impl fmt::Display for TaskError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TaskError::NameTaken(name) => write!(
+                f,
+                "task \"{name}\" already exists; refresh it with PUT /v1/tasks/{name} or choose another name"
+            ),
+            TaskError::NotFound(name) => write!(f, "task \"{name}\" does not exist or has expired"),
+            TaskError::Full { limit } => write!(
+                f,
+                "the daemon already holds its limit of {limit} tasks; delete tasks you no longer need"
+            ),
+            TaskError::TimeOverflow => write!(f, "the expiry would be past the year 2554"),
+        }
+    }
+}
+
+impl std::error::Error for TaskError {}
+
+/// Changes planned in one reactor turn, to be committed together.
+///
+/// Invariant: `latest` holds, for every name in `changes`, the row as the
+/// last change leaves it (`None`: removed), and `rows_delta` is the number of
+/// rows the batch adds minus the number it removes.
+#[derive(Debug, Default)]
+pub struct Batch {
+    changes: Vec<Change>,
+    latest: BTreeMap<TaskName, Option<Task>>,
+    rows_delta: isize,
+}
+
+impl Batch {
+    /// An empty batch.
+    pub fn new() -> Self {
+        Batch::default()
+    }
+
+    /// The changes in the order they were planned.
+    pub fn changes(&self) -> &[Change] {
+        &self.changes
+    }
+
+    /// Whether nothing was planned.
+    pub fn is_empty(&self) -> bool {
+        self.changes.is_empty()
+    }
+
+    /// Number of changes.
+    pub fn len(&self) -> usize {
+        self.changes.len()
+    }
+}
+
+/// All tasks, indexed by name and by deadline.
+///
+/// Invariant: `deadlines` holds exactly one `(expires_at, name)` for each
+/// entry of `by_name`. Both change only through `insert` and `remove`.
+/// Rows whose deadline has passed may remain until the next expiry batch
+/// removes them, but no read or command ever sees them.
+#[derive(Debug)]
+pub struct Tasks {
+    by_name: BTreeMap<TaskName, Task>,
+    deadlines: BTreeSet<(Timestamp, TaskName)>,
+    max_tasks: usize,
+}
+
+impl Tasks {
+    /// An empty state that refuses to hold more than `max_tasks` tasks.
+    pub fn new(max_tasks: usize) -> Self {
+        Tasks {
+            by_name: BTreeMap::new(),
+            deadlines: BTreeSet::new(),
+            max_tasks,
+        }
+    }
+
+    /// Loads tasks read from the store, expired ones included: the first
+    /// expiry batch removes those durably. Loading never refuses a task for
+    /// the limit, since every one of them was acknowledged.
+    pub fn load(&mut self, tasks: impl IntoIterator<Item = Task>) {
+        for task in tasks {
+            self.insert(task);
+        }
+    }
+
+    /// The live task called `name`.
+    pub fn get(&self, name: &TaskName, now: Timestamp) -> Option<&Task> {
+        self.by_name.get(name).filter(|task| task.is_live(now))
+    }
+
+    /// Live tasks, ordered by name.
+    pub fn live(&self, now: Timestamp) -> impl Iterator<Item = &Task> {
+        self.by_name.values().filter(move |task| task.is_live(now))
+    }
+
+    /// Number of rows held, live or awaiting their expiry batch.
+    pub fn len(&self) -> usize {
+        self.by_name.len()
+    }
+
+    /// Whether no rows are held.
+    pub fn is_empty(&self) -> bool {
+        self.by_name.is_empty()
+    }
+
+    /// The earliest deadline: when the caller must come back to expire it.
+    pub fn next_deadline(&self) -> Option<Timestamp> {
+        self.deadlines.first().map(|(at, _)| *at)
+    }
+
+    /// The latest deadline of any row.
+    pub fn last_deadline(&self) -> Option<Timestamp> {
+        self.deadlines.last().map(|(at, _)| *at)
+    }
+
+    /// Plans the removal of every row due at `now` into `batch`, unless the
+    /// batch already changes that row. Returns how many were planned.
+    pub fn expire_due(&self, batch: &mut Batch, now: Timestamp) -> usize {
+        let mut planned = 0;
+        for (_, name) in self.deadlines.iter().take_while(|(at, _)| *at <= now) {
+            if !batch.latest.contains_key(name) {
+                self.push(
+                    batch,
+                    Change::Remove {
+                        name: name.clone(),
+                        expired: true,
+                    },
+                );
+                planned += 1;
+            }
+        }
+        planned
+    }
+
+    /// Checks `command` against the state as `batch` leaves it, and on
+    /// success adds its change to the batch.
+    ///
+    /// # Errors
+    /// [`TaskError`] when the state refuses the command; the batch is then
+    /// unchanged.
+    pub fn plan(
+        &self,
+        batch: &mut Batch,
+        command: Command,
+        now: Timestamp,
+    ) -> Result<Outcome, TaskError> {
+        match command {
+            Command::Create { name, expire } => {
+                if self.current(batch, &name, now).is_some() {
+                    return Err(TaskError::NameTaken(name));
+                }
+                let task = self.new_task(batch, name, expire, now)?;
+                self.push(
+                    batch,
+                    Change::Put {
+                        task: task.clone(),
+                        created: true,
+                    },
+                );
+                Ok(Outcome::Created(task))
+            }
+            Command::Upsert { name, expire } => match self.current(batch, &name, now) {
+                Some(existing) => {
+                    let expires_at = now.checked_add(expire).ok_or(TaskError::TimeOverflow)?;
+                    let task = Task {
+                        name,
+                        started_at: existing.started_at,
+                        expires_at,
+                    };
+                    self.push(
+                        batch,
+                        Change::Put {
+                            task: task.clone(),
+                            created: false,
+                        },
+                    );
+                    Ok(Outcome::Refreshed(task))
+                }
+                None => {
+                    let task = self.new_task(batch, name, expire, now)?;
+                    self.push(
+                        batch,
+                        Change::Put {
+                            task: task.clone(),
+                            created: true,
+                        },
+                    );
+                    Ok(Outcome::Created(task))
+                }
+            },
+            Command::Delete { name } => {
+                if self.current(batch, &name, now).is_none() {
+                    return Err(TaskError::NotFound(name));
+                }
+                self.push(
+                    batch,
+                    Change::Remove {
+                        name,
+                        expired: false,
+                    },
+                );
+                Ok(Outcome::Deleted)
+            }
+        }
+    }
+
+    /// Applies a batch that the store has made durable.
+    pub fn apply(&mut self, batch: Batch) {
+        for change in batch.changes {
+            match change {
+                Change::Put { task, .. } => self.insert(task),
+                Change::Remove { name, .. } => {
+                    self.remove(&name);
+                }
+            }
+        }
+    }
+
+    /// The live task as `batch` leaves it.
+    fn current(&self, batch: &Batch, name: &TaskName, now: Timestamp) -> Option<Task> {
+        match batch.latest.get(name) {
+            Some(row) => row.clone().filter(|task| task.is_live(now)),
+            None => self.get(name, now).cloned(),
+        }
+    }
+
+    fn row_exists(&self, batch: &Batch, name: &TaskName) -> bool {
+        match batch.latest.get(name) {
+            Some(row) => row.is_some(),
+            None => self.by_name.contains_key(name),
+        }
+    }
+
+    /// A fresh task, if the limit leaves room for its row.
+    fn new_task(
+        &self,
+        batch: &Batch,
+        name: TaskName,
+        expire: Duration,
+        now: Timestamp,
+    ) -> Result<Task, TaskError> {
+        let rows = self.by_name.len() as isize + batch.rows_delta;
+        if !self.row_exists(batch, &name) && rows >= self.max_tasks as isize {
+            return Err(TaskError::Full {
+                limit: self.max_tasks,
+            });
+        }
+        let expires_at = now.checked_add(expire).ok_or(TaskError::TimeOverflow)?;
+        Ok(Task {
+            name,
+            started_at: now,
+            expires_at,
+        })
+    }
+
+    /// Records `change` in `batch`, keeping the batch invariant.
+    fn push(&self, batch: &mut Batch, change: Change) {
+        let name = change.name().clone();
+        let existed = self.row_exists(batch, &name);
+        let row = match &change {
+            Change::Put { task, .. } => Some(task.clone()),
+            Change::Remove { .. } => None,
+        };
+        batch.rows_delta += match (existed, row.is_some()) {
+            (false, true) => 1,
+            (true, false) => -1,
+            _ => 0,
+        };
+        batch.latest.insert(name, row);
+        batch.changes.push(change);
+    }
+
+    fn insert(&mut self, task: Task) {
+        if let Some(old) = self.by_name.get(&task.name) {
+            self.deadlines.remove(&(old.expires_at, old.name.clone()));
+        }
+        self.deadlines.insert((task.expires_at, task.name.clone()));
+        self.by_name.insert(task.name.clone(), task);
+    }
+
+    fn remove(&mut self, name: &TaskName) -> Option<Task> {
+        let old = self.by_name.remove(name)?;
+        self.deadlines.remove(&(old.expires_at, old.name.clone()));
+        Some(old)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECOND: u64 = 1_000_000_000;
+
+    fn at(seconds: u64) -> Timestamp {
+        Timestamp::from_nanos(seconds * SECOND)
+    }
+
+    fn name(text: &str) -> TaskName {
+        TaskName::parse(text).unwrap()
+    }
+
+    fn secs(n: u64) -> Duration {
+        Duration::from_secs(n)
+    }
+
+    /// Plans one command in its own batch and applies it, as a commit would.
+    fn run(tasks: &mut Tasks, command: Command, now: Timestamp) -> Result<Outcome, TaskError> {
+        let mut batch = Batch::new();
+        let outcome = tasks.plan(&mut batch, command, now);
+        tasks.apply(batch);
+        outcome
+    }
+
+    fn create(n: &str, expire: u64) -> Command {
+        Command::Create {
+            name: name(n),
+            expire: secs(expire),
+        }
+    }
+
+    fn upsert(n: &str, expire: u64) -> Command {
+        Command::Upsert {
+            name: name(n),
+            expire: secs(expire),
+        }
+    }
+
+    fn delete(n: &str) -> Command {
+        Command::Delete { name: name(n) }
+    }
+
+    #[test]
+    fn names_follow_the_documented_rule() {
+        for good in [
+            "agent",
+            "a",
+            "A-1",
+            "job_7.log",
+            "host:agent@42",
+            &"x".repeat(128),
+        ] {
+            assert!(TaskName::parse(good).is_ok(), "{good}");
+        }
+        let cases: &[(&str, NameError)] = &[
+            ("", NameError::Empty),
+            (&"x".repeat(129), NameError::TooLong { len: 129 }),
+            ("a/b", NameError::BadChar('/')),
+            ("a b", NameError::BadChar(' ')),
+            ("a\0", NameError::BadChar('\0')),
+            ("é", NameError::BadChar('é')),
+            (".", NameError::BadStart),
+            ("..", NameError::BadStart),
+            ("-rf", NameError::BadStart),
+        ];
+        for (bad, expected) in cases {
+            assert_eq!(&TaskName::parse(bad).unwrap_err(), expected, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn create_then_conflict_then_refresh_keeps_started_at() {
+        let mut tasks = Tasks::new(10);
+        let created = run(&mut tasks, create("agent", 3600), at(100)).unwrap();
+        let expected = Task {
+            name: name("agent"),
+            started_at: at(100),
+            expires_at: at(3700),
+        };
+        assert_eq!(created, Outcome::Created(expected.clone()));
+        assert_eq!(
+            run(&mut tasks, create("agent", 60), at(200)),
+            Err(TaskError::NameTaken(name("agent")))
+        );
+        let refreshed = run(&mut tasks, upsert("agent", 60), at(200)).unwrap();
+        assert_eq!(
+            refreshed,
+            Outcome::Refreshed(Task {
+                expires_at: at(260),
+                ..expected
+            })
+        );
+        assert_eq!(
+            tasks.get(&name("agent"), at(259)).unwrap().started_at,
+            at(100)
+        );
+        assert_eq!(tasks.next_deadline(), Some(at(260)));
+    }
+
+    #[test]
+    fn upsert_creates_when_missing() {
+        let mut tasks = Tasks::new(10);
+        assert!(matches!(
+            run(&mut tasks, upsert("a", 5), at(1)),
+            Ok(Outcome::Created(_))
+        ));
+        assert!(matches!(
+            run(&mut tasks, upsert("a", 5), at(2)),
+            Ok(Outcome::Refreshed(_))
+        ));
+    }
+
+    #[test]
+    fn delete_and_not_found() {
+        let mut tasks = Tasks::new(10);
+        assert_eq!(
+            run(&mut tasks, delete("a"), at(1)),
+            Err(TaskError::NotFound(name("a")))
+        );
+        run(&mut tasks, create("a", 5), at(1)).unwrap();
+        assert_eq!(run(&mut tasks, delete("a"), at(2)), Ok(Outcome::Deleted));
+        assert!(tasks.is_empty());
+        assert_eq!(tasks.next_deadline(), None);
+    }
+
+    #[test]
+    fn an_expired_task_does_not_exist_before_its_timer_fires() {
+        let mut tasks = Tasks::new(10);
+        run(&mut tasks, create("a", 5), at(10)).unwrap();
+        assert!(tasks.get(&name("a"), at(14)).is_some());
+        // At the deadline exactly, the hold is over.
+        assert!(tasks.get(&name("a"), at(15)).is_none());
+        assert_eq!(tasks.live(at(15)).count(), 0);
+        assert_eq!(
+            run(&mut tasks, delete("a"), at(15)),
+            Err(TaskError::NotFound(name("a")))
+        );
+        // POST creates it again, with a new started_at.
+        let again = run(&mut tasks, create("a", 5), at(16)).unwrap();
+        assert_eq!(
+            again,
+            Outcome::Created(Task {
+                name: name("a"),
+                started_at: at(16),
+                expires_at: at(21)
+            })
+        );
+        // PUT of an expired task creates too.
+        assert!(matches!(
+            run(&mut tasks, upsert("a", 5), at(30)),
+            Ok(Outcome::Created(_))
+        ));
+    }
+
+    #[test]
+    fn expiry_plans_only_due_rows_and_goes_through_a_batch() {
+        let mut tasks = Tasks::new(10);
+        run(&mut tasks, create("a", 5), at(0)).unwrap();
+        run(&mut tasks, create("b", 10), at(0)).unwrap();
+        run(&mut tasks, create("c", 10), at(0)).unwrap();
+        let mut batch = Batch::new();
+        assert_eq!(tasks.expire_due(&mut batch, at(4)), 0);
+        assert!(batch.is_empty());
+        assert_eq!(tasks.expire_due(&mut batch, at(10)), 3);
+        // Planned, not applied: memory is unchanged until the commit.
+        assert_eq!(tasks.len(), 3);
+        tasks.apply(batch);
+        assert!(tasks.is_empty());
+        assert_eq!(tasks.next_deadline(), None);
+    }
+
+    #[test]
+    fn commands_in_one_batch_see_each_other() {
+        let tasks = Tasks::new(10);
+        let mut batch = Batch::new();
+        assert!(tasks.plan(&mut batch, create("a", 5), at(0)).is_ok());
+        assert_eq!(
+            tasks.plan(&mut batch, create("a", 5), at(0)),
+            Err(TaskError::NameTaken(name("a")))
+        );
+        assert_eq!(
+            tasks.plan(&mut batch, delete("a"), at(0)),
+            Ok(Outcome::Deleted)
+        );
+        assert_eq!(
+            tasks.plan(&mut batch, delete("a"), at(0)),
+            Err(TaskError::NotFound(name("a")))
+        );
+        assert_eq!(batch.len(), 2);
+        // Nothing reached the state.
+        assert!(tasks.get(&name("a"), at(0)).is_none());
+    }
+
+    #[test]
+    fn a_refused_command_leaves_the_batch_alone() {
+        let tasks = Tasks::new(10);
+        let mut batch = Batch::new();
+        assert!(tasks.plan(&mut batch, delete("nope"), at(0)).is_err());
+        assert!(batch.is_empty());
+    }
+
+    #[test]
+    fn dropping_a_batch_leaves_the_state_unchanged() {
+        let mut tasks = Tasks::new(10);
+        run(&mut tasks, create("a", 5), at(0)).unwrap();
+        let mut batch = Batch::new();
+        tasks.plan(&mut batch, delete("a"), at(1)).unwrap();
+        tasks.plan(&mut batch, create("b", 5), at(1)).unwrap();
+        drop(batch); // the commit failed
+        assert!(tasks.get(&name("a"), at(1)).is_some());
+        assert!(tasks.get(&name("b"), at(1)).is_none());
+    }
+
+    #[test]
+    fn the_limit_refuses_new_names_and_evicts_nothing() {
+        let mut tasks = Tasks::new(2);
+        run(&mut tasks, create("a", 5), at(0)).unwrap();
+        let mut batch = Batch::new();
+        tasks.plan(&mut batch, create("b", 5), at(0)).unwrap();
+        assert_eq!(
+            tasks.plan(&mut batch, create("c", 5), at(0)),
+            Err(TaskError::Full { limit: 2 })
+        );
+        assert_eq!(
+            tasks.plan(&mut batch, upsert("c", 5), at(0)),
+            Err(TaskError::Full { limit: 2 })
+        );
+        // Refreshing an existing task is always allowed at the limit.
+        assert!(tasks.plan(&mut batch, upsert("a", 9), at(0)).is_ok());
+        // Deleting makes room within the same batch.
+        tasks.plan(&mut batch, delete("b"), at(0)).unwrap();
+        assert!(tasks.plan(&mut batch, create("c", 5), at(0)).is_ok());
+        tasks.apply(batch);
+        assert_eq!(
+            tasks
+                .live(at(0))
+                .map(|t| t.name.as_str())
+                .collect::<Vec<_>>(),
+            ["a", "c"]
+        );
+    }
+
+    #[test]
+    fn expiry_does_not_override_a_change_in_the_same_batch() {
+        let mut tasks = Tasks::new(10);
+        run(&mut tasks, create("a", 5), at(0)).unwrap();
+        let mut batch = Batch::new();
+        // Recreated after expiry by a request in the same turn.
+        tasks.plan(&mut batch, create("a", 5), at(6)).unwrap();
+        assert_eq!(tasks.expire_due(&mut batch, at(6)), 0);
+        tasks.apply(batch);
+        assert_eq!(tasks.get(&name("a"), at(6)).unwrap().expires_at, at(11));
+    }
+
+    #[test]
+    fn overflowing_time_is_refused() {
+        let tasks = Tasks::new(10);
+        let mut batch = Batch::new();
+        let end = Timestamp::from_nanos(u64::MAX - 1);
+        assert_eq!(
+            tasks.plan(&mut batch, create("a", 5), end),
+            Err(TaskError::TimeOverflow)
+        );
+        assert!(batch.is_empty());
+    }
+
+    #[test]
+    fn list_is_ordered_by_name() {
+        let mut tasks = Tasks::new(10);
+        for n in ["b", "c", "a"] {
+            run(&mut tasks, create(n, 5), at(0)).unwrap();
+        }
+        let names: Vec<_> = tasks
+            .live(at(1))
+            .map(|t| t.name.as_str().to_owned())
+            .collect();
+        assert_eq!(names, ["a", "b", "c"]);
+    }
+}
