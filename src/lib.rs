@@ -19,6 +19,7 @@
 //! `server` touches mio and only `store` touches redb.
 
 pub mod api;
+pub mod client;
 pub mod conn;
 pub mod expire;
 pub mod http;

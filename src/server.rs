@@ -226,15 +226,6 @@ impl Server {
             store.commit(batch.changes())?;
             tasks.apply(batch);
         }
-        info!(
-            socket = %config.socket.display(),
-            db = %store.path().display(),
-            live_tasks = tasks.len(),
-            expired_while_down = expired,
-            quarantined = loaded.quarantined.len(),
-            "sprite-tasksd listening"
-        );
-
         let poll = Poll::new().map_err(ServerError::Reactor)?;
         let mut signals = Signals::new([SIGTERM, SIGINT]).map_err(ServerError::Reactor)?;
         poll.registry()
@@ -244,6 +235,15 @@ impl Server {
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)
             .map_err(ServerError::Reactor)?;
+        info!(
+            socket = %config.socket.display(),
+            db = %store.path().display(),
+            live_tasks = tasks.len(),
+            expired_while_down = expired,
+            quarantined = loaded.quarantined.len(),
+            "sprite-tasksd listening"
+        );
+
         Ok(Server {
             config,
             poll,

@@ -1,0 +1,1 @@
+//! Placeholder: the client library of `sprite-env` (issue 7).
