@@ -22,6 +22,9 @@ pub mod api;
 pub mod client;
 pub mod conn;
 pub mod expire;
+pub mod faulty;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod record;
 pub mod server;

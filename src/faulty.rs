@@ -1,0 +1,1 @@
+//! Placeholder: a redb storage backend that fails on purpose (issue 4).
