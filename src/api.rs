@@ -252,7 +252,8 @@ pub fn answer(query: &Query, tasks: &Tasks, now: Timestamp) -> Response {
 pub fn outcome(result: &Result<Outcome, TaskError>) -> Response {
     match result {
         Ok(Outcome::Created(task)) => json(201, &TaskView::from(task)),
-        Ok(Outcome::Refreshed(task)) => json(200, &TaskView::from(task)),
+        // The seed: PUT "creates the task or refreshes its expiry. Returns 200."
+        Ok(Outcome::Upserted { task, .. }) => json(200, &TaskView::from(task)),
         Ok(Outcome::Deleted) => Response::empty(204),
         Err(e) => task_error(e),
     }
@@ -519,7 +520,13 @@ mod tests {
             expires_at: Timestamp::from_nanos(1),
         };
         assert_eq!(outcome(&Ok(Outcome::Created(task.clone()))).status, 201);
-        assert_eq!(outcome(&Ok(Outcome::Refreshed(task))).status, 200);
+        for created in [false, true] {
+            let upserted = Outcome::Upserted {
+                task: task.clone(),
+                created,
+            };
+            assert_eq!(outcome(&Ok(upserted)).status, 200);
+        }
         assert_eq!(outcome(&Ok(Outcome::Deleted)).status, 204);
         assert!(outcome(&Ok(Outcome::Deleted)).body.is_empty());
         assert_eq!(outcome(&Err(TaskError::NameTaken(name("a")))).status, 409);

@@ -63,20 +63,18 @@ pub enum Deadline {
 
 /// A reply queued in the current turn, in request order.
 #[derive(Debug)]
-pub enum Reply<P, Q> {
+pub enum Reply<P> {
     /// Complete already.
     Ready(Response),
     /// A planned command, answered once its batch is committed (or not).
     Planned(P),
-    /// A read that must see the connection's earlier, planned changes.
-    Query(Q),
     /// `100 Continue` for a request still sending its body.
     Continue,
 }
 
 #[derive(Debug)]
-struct Queued<P, Q> {
-    reply: Reply<P, Q>,
+struct Queued<P> {
+    reply: Reply<P>,
     minor_version: u8,
     keep_alive: bool,
 }
@@ -96,12 +94,13 @@ pub enum Next {
 /// Invariants: `written <= output.len()`; once `closing` is set no further
 /// request is taken from `input`.
 #[derive(Debug)]
-pub struct Conn<S, P, Q> {
+pub struct Conn<S, P> {
     stream: S,
     input: Vec<u8>,
     output: Vec<u8>,
     written: usize,
-    queued: Vec<Queued<P, Q>>,
+    queued: Vec<Queued<P>>,
+    held_back: Option<Request>,
     planned_in_queue: usize,
     continue_sent: bool,
     closing: bool,
@@ -116,7 +115,7 @@ pub struct Conn<S, P, Q> {
     pub scheduled: bool,
 }
 
-impl<S: Read + Write, P, Q> Conn<S, P, Q> {
+impl<S: Read + Write, P> Conn<S, P> {
     /// A new connection accepted at `now`.
     pub fn new(stream: S, now: Instant) -> Self {
         Conn {
@@ -125,6 +124,7 @@ impl<S: Read + Write, P, Q> Conn<S, P, Q> {
             output: Vec::new(),
             written: 0,
             queued: Vec::new(),
+            held_back: None,
             planned_in_queue: 0,
             continue_sent: false,
             closing: false,
@@ -208,6 +208,9 @@ impl<S: Read + Write, P, Q> Conn<S, P, Q> {
 
     /// Takes the next request from the input.
     pub fn next_request(&mut self, limits: &Limits, now: Instant) -> Next {
+        if let Some(request) = self.held_back.take() {
+            return Next::Request(request);
+        }
         match http::parse(&self.input, limits) {
             Ok(Parsed::Complete { request, consumed }) => {
                 self.input.drain(..consumed);
@@ -238,8 +241,14 @@ impl<S: Read + Write, P, Q> Conn<S, P, Q> {
         }
     }
 
+    /// Puts a request back, to be taken again first next turn: a read that
+    /// follows this connection's planned changes must wait for their commit.
+    pub fn hold_back(&mut self, request: Request) {
+        self.held_back = Some(request);
+    }
+
     /// Queues a reply for the request just taken.
-    pub fn queue(&mut self, reply: Reply<P, Q>, minor_version: u8, keep_alive: bool) {
+    pub fn queue(&mut self, reply: Reply<P>, minor_version: u8, keep_alive: bool) {
         if matches!(reply, Reply::Planned(_)) {
             self.planned_in_queue += 1;
         }
@@ -279,14 +288,9 @@ impl<S: Read + Write, P, Q> Conn<S, P, Q> {
         self.reading_stopped = true;
     }
 
-    /// Turns queued replies into bytes, in order. `render` answers planned
-    /// and deferred replies.
-    pub fn render(
-        &mut self,
-        now: Instant,
-        mut planned: impl FnMut(P) -> Response,
-        mut query: impl FnMut(Q) -> Response,
-    ) {
+    /// Turns queued replies into bytes, in order; `planned` answers the
+    /// planned ones.
+    pub fn render(&mut self, now: Instant, mut planned: impl FnMut(P) -> Response) {
         if self.queued.is_empty() {
             return;
         }
@@ -301,7 +305,6 @@ impl<S: Read + Write, P, Q> Conn<S, P, Q> {
                 }
                 Reply::Ready(response) => response,
                 Reply::Planned(p) => planned(p),
-                Reply::Query(q) => query(q),
             };
             response.encode(queued.minor_version, queued.keep_alive, &mut self.output);
         }
@@ -335,7 +338,9 @@ impl<S: Read + Write, P, Q> Conn<S, P, Q> {
     /// Whether the connection has nothing left to do and can be dropped.
     pub fn is_finished(&self) -> bool {
         let idle_output = self.queued.is_empty() && self.output_pending() == 0;
-        let no_more_input = (self.peer_closed || self.reading_stopped) && self.input.is_empty();
+        let no_more_input = (self.peer_closed || self.reading_stopped)
+            && self.input.is_empty()
+            && self.held_back.is_none();
         idle_output && (self.closing || no_more_input)
     }
 
@@ -403,7 +408,7 @@ mod tests {
         }
     }
 
-    type TestConn = Conn<Script, u16, u16>;
+    type TestConn = Conn<Script, u16>;
 
     fn conn(reads: Vec<&[u8]>, write_room: usize) -> TestConn {
         conn_at(reads, write_room, Instant::now())
@@ -435,21 +440,28 @@ mod tests {
         };
         c.queue(Reply::Planned(201), 1, true);
         assert!(c.has_planned());
-        let Next::Request(_) = c.next_request(&Limits::default(), now) else {
+        let Next::Request(read) = c.next_request(&Limits::default(), now) else {
             panic!()
         };
-        c.queue(Reply::Query(200), 1, true);
+        // The read waits for the commit of the planned change before it.
+        c.hold_back(read);
+        c.render(now, answer);
+        assert!(!c.has_planned());
+        let Next::Request(again) = c.next_request(&Limits::default(), now) else {
+            panic!()
+        };
+        assert_eq!(again.target, "/b");
+        c.queue(Reply::Ready(answer(200)), 1, true);
         assert!(matches!(
             c.next_request(&Limits::default(), now),
             Next::NeedMore
         ));
-        c.render(now, answer, answer);
+        c.render(now, answer);
         c.flush(now).unwrap();
         let text = String::from_utf8(c.stream().written.clone()).unwrap();
         let first = text.find("201").unwrap();
         let second = text.find("200").unwrap();
         assert!(first < second, "{text}");
-        assert!(!c.has_planned());
     }
 
     #[test]
@@ -469,7 +481,7 @@ mod tests {
             Next::NeedMore
         ));
         assert_eq!(c.queued_len(), 1);
-        c.render(now, answer, answer);
+        c.render(now, answer);
         c.flush(now).unwrap();
         assert_eq!(c.stream().written, http::CONTINUE);
     }
@@ -484,7 +496,7 @@ mod tests {
             panic!()
         };
         c.queue(Reply::Ready(answer(200)), 1, true);
-        c.render(start, answer, answer);
+        c.render(start, answer);
         c.flush(start).unwrap();
         assert!(c.output_pending() > 0);
         assert_eq!(
@@ -547,7 +559,7 @@ mod tests {
         ));
         assert!(c.is_closing());
         assert!(!c.is_finished());
-        c.render(now, answer, answer);
+        c.render(now, answer);
         c.flush(now).unwrap();
         assert!(c.is_finished());
     }

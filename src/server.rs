@@ -24,7 +24,7 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 use tracing::{debug, error, info, warn};
 
-use crate::api::{self, Query, Routed};
+use crate::api::{self, Routed};
 use crate::conn::{Conn, Deadline, Next, Reply, Timeouts};
 use crate::http::Limits;
 use crate::store::{Store, StoreError};
@@ -184,7 +184,7 @@ pub struct Stats {
 }
 
 type Planned = Result<Outcome, TaskError>;
-type Connection = Conn<UnixStream, Planned, Query>;
+type Connection = Conn<UnixStream, Planned>;
 
 /// The daemon: the reactor and everything it owns.
 pub struct Server {
@@ -457,7 +457,7 @@ impl Server {
         }
         let committed = batch.is_empty() || self.commit(batch, expiries, mono);
         for token in touched {
-            self.deliver(token, committed, now, mono);
+            self.deliver(token, committed, mono);
         }
         for token in again {
             self.schedule(token);
@@ -488,16 +488,21 @@ impl Server {
             }
             match conn.next_request(&self.config.limits, mono) {
                 Next::Request(request) => {
-                    self.stats.requests += 1;
                     let reply = match api::route(&request, self.config.max_expire) {
                         Routed::Mutation(command) => {
                             Reply::Planned(self.tasks.plan(batch, command, now))
                         }
-                        Routed::Query(query) if conn.has_planned() => Reply::Query(query),
+                        Routed::Query(_) if conn.has_planned() => {
+                            // Reads see committed state only: this one waits
+                            // for the commit of the changes queued before it.
+                            conn.hold_back(request);
+                            return Ok(true);
+                        }
                         Routed::Query(query) => Reply::Ready(api::answer(&query, &self.tasks, now)),
                         Routed::Reply(response) => Reply::Ready(response),
                     };
                     conn.queue(reply, request.minor_version, request.keep_alive);
+                    self.stats.requests += 1;
                 }
                 Next::NeedMore => {
                     if conn.is_closing()
@@ -563,22 +568,17 @@ impl Server {
         }
     }
 
-    fn deliver(&mut self, token: Token, committed: bool, now: Timestamp, mono: Instant) {
-        let tasks = &self.tasks;
+    fn deliver(&mut self, token: Token, committed: bool, mono: Instant) {
         let Some(conn) = self.conns.get_mut(&token) else {
             return;
         };
-        conn.render(
-            mono,
-            |planned| {
-                if committed {
-                    api::outcome(&planned)
-                } else {
-                    api::commit_failed()
-                }
-            },
-            |query| api::answer(&query, tasks, now),
-        );
+        conn.render(mono, |planned| {
+            if committed {
+                api::outcome(&planned)
+            } else {
+                api::commit_failed()
+            }
+        });
         if conn.flush(mono).is_err() || conn.is_finished() {
             self.close(token);
             return;
@@ -623,7 +623,7 @@ impl Server {
                         );
                         conn.queue(Reply::Ready(response), 1, false);
                     }
-                    self.deliver(token, true, self.clock.last(), mono);
+                    self.deliver(token, true, mono);
                 }
                 Deadline::Idle | Deadline::Write => {
                     debug!(?kind, "connection deadline passed; closing");

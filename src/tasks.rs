@@ -127,8 +127,11 @@ pub enum Command {
 /// What a planned command did, for its response.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
+    /// `Create` made the task.
     Created(Task),
-    Refreshed(Task),
+    /// `Upsert` refreshed the task, or created it (`created`).
+    Upserted { task: Task, created: bool },
+    /// `Delete` removed it.
     Deleted,
 }
 
@@ -343,7 +346,10 @@ impl Tasks {
                             created: false,
                         },
                     );
-                    Ok(Outcome::Refreshed(task))
+                    Ok(Outcome::Upserted {
+                        task,
+                        created: false,
+                    })
                 }
                 None => {
                     let task = self.new_task(batch, name, expire, now)?;
@@ -354,7 +360,10 @@ impl Tasks {
                             created: true,
                         },
                     );
-                    Ok(Outcome::Created(task))
+                    Ok(Outcome::Upserted {
+                        task,
+                        created: true,
+                    })
                 }
             },
             Command::Delete { name } => {
@@ -543,10 +552,13 @@ mod tests {
         let refreshed = run(&mut tasks, upsert("agent", 60), at(200)).unwrap();
         assert_eq!(
             refreshed,
-            Outcome::Refreshed(Task {
-                expires_at: at(260),
-                ..expected
-            })
+            Outcome::Upserted {
+                task: Task {
+                    expires_at: at(260),
+                    ..expected
+                },
+                created: false,
+            }
         );
         assert_eq!(
             tasks.get(&name("agent"), at(259)).unwrap().started_at,
@@ -560,11 +572,11 @@ mod tests {
         let mut tasks = Tasks::new(10);
         assert!(matches!(
             run(&mut tasks, upsert("a", 5), at(1)),
-            Ok(Outcome::Created(_))
+            Ok(Outcome::Upserted { created: true, .. })
         ));
         assert!(matches!(
             run(&mut tasks, upsert("a", 5), at(2)),
-            Ok(Outcome::Refreshed(_))
+            Ok(Outcome::Upserted { created: false, .. })
         ));
     }
 
@@ -606,7 +618,7 @@ mod tests {
         // PUT of an expired task creates too.
         assert!(matches!(
             run(&mut tasks, upsert("a", 5), at(30)),
-            Ok(Outcome::Created(_))
+            Ok(Outcome::Upserted { created: true, .. })
         ));
     }
 
