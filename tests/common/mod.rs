@@ -32,7 +32,10 @@ pub struct Dirs {
 impl Dirs {
     pub fn new() -> Dirs {
         Dirs {
-            socket_dir: tempfile::Builder::new().prefix("st").tempdir().expect("temp dir"),
+            socket_dir: tempfile::Builder::new()
+                .prefix("st")
+                .tempdir()
+                .expect("temp dir"),
             db_dir: tempfile::Builder::new()
                 .prefix("db")
                 .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
@@ -158,7 +161,8 @@ impl Daemon {
     pub fn terminate(mut self) -> (ExitStatus, String) {
         let mut child = self.child.take().expect("running");
         signal(child.id(), libc::SIGTERM);
-        let status = wait_with_timeout(&mut child, WAIT).expect("daemon did not exit after SIGTERM");
+        let status =
+            wait_with_timeout(&mut child, WAIT).expect("daemon did not exit after SIGTERM");
         // The log reader ends at EOF; collect what is left.
         let _ = self.wait_for_log_within("sprite-tasksd stopped", Duration::from_secs(2));
         (status, self.log_text())
@@ -186,7 +190,9 @@ impl Daemon {
     /// (`Value::Null` for an empty body).
     pub fn call(&self, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
         let mut stream = self.connect();
-        stream.write_all(&request_bytes(method, path, body)).unwrap();
+        stream
+            .write_all(&request_bytes(method, path, body))
+            .unwrap();
         let response = read_response(&mut stream).expect("a response");
         (response.status, response.json())
     }
@@ -253,7 +259,10 @@ impl Response {
             Value::Null
         } else {
             serde_json::from_slice(&self.body).unwrap_or_else(|e| {
-                panic!("body is not JSON ({e}): {:?}", String::from_utf8_lossy(&self.body))
+                panic!(
+                    "body is not JSON ({e}): {:?}",
+                    String::from_utf8_lossy(&self.body)
+                )
             })
         }
     }
@@ -271,7 +280,10 @@ pub fn read_response(stream: &mut impl Read) -> Option<Response> {
                 return None;
             }
             Ok(_) => head.push(byte[0]),
-            Err(e) => panic!("reading a response: {e}; got {:?}", String::from_utf8_lossy(&head)),
+            Err(e) => panic!(
+                "reading a response: {e}; got {:?}",
+                String::from_utf8_lossy(&head)
+            ),
         }
     }
     let text = String::from_utf8(head).expect("ASCII head");
@@ -296,7 +308,11 @@ pub fn read_response(stream: &mut impl Read) -> Option<Response> {
         .unwrap_or(0);
     let mut body = vec![0u8; length];
     stream.read_exact(&mut body).expect("response body");
-    Some(Response { status, headers, body })
+    Some(Response {
+        status,
+        headers,
+        body,
+    })
 }
 
 /// Runs real curl against the daemon's socket. Returns (exit code, stdout).
