@@ -28,6 +28,12 @@ use crate::time::Timestamp;
 
 /// The collection path.
 pub const TASKS_PATH: &str = "/v1/tasks";
+/// Held/idle state.
+pub const STATUS_PATH: &str = "/v1/status";
+/// The event stream.
+pub const EVENTS_PATH: &str = "/v1/events";
+/// Prometheus metrics.
+pub const METRICS_PATH: &str = "/metrics";
 
 const COLLECTION_ALLOW: &str = "GET, POST, PUT";
 const ITEM_ALLOW: &str = "GET, PUT, DELETE";
@@ -49,6 +55,36 @@ pub enum Routed {
 pub enum Query {
     List,
     Get(TaskName),
+    /// `GET /v1/status`.
+    Status,
+    /// `GET /metrics`.
+    Metrics,
+    /// `GET /v1/events`: replay what came after `since`, then stream.
+    Events {
+        since: Option<u64>,
+    },
+}
+
+/// The metrics label of a request's route: bounded, whatever the path.
+pub fn route_label(request: &Request) -> &'static str {
+    let Ok(path) = request_path(&request.target) else {
+        return "other";
+    };
+    match (path, &request.method) {
+        (TASKS_PATH, Method::Get) => "list",
+        (TASKS_PATH, Method::Post) => "create",
+        (TASKS_PATH, Method::Put) => "upsert",
+        (STATUS_PATH, _) => "status",
+        (EVENTS_PATH, _) => "events",
+        (METRICS_PATH, _) => "metrics",
+        (path, method) if path.starts_with("/v1/tasks/") => match method {
+            Method::Get => "get",
+            Method::Put => "upsert",
+            Method::Delete => "delete",
+            _ => "other",
+        },
+        _ => "other",
+    }
 }
 
 /// Routes a request.
@@ -61,6 +97,19 @@ pub fn route(request: &Request, max_expire: Duration) -> Routed {
 
 fn route_inner(request: &Request, max_expire: Duration) -> Result<Routed, Response> {
     let path = request_path(&request.target)?;
+    let read_only = |query: Query| match request.method {
+        Method::Get => Ok(Routed::Query(query)),
+        _ => Err(not_allowed(&request.method, "GET")),
+    };
+    match path {
+        STATUS_PATH => return read_only(Query::Status),
+        METRICS_PATH => return read_only(Query::Metrics),
+        EVENTS_PATH => {
+            let since = since_parameter(&request.target)?;
+            return read_only(Query::Events { since });
+        }
+        _ => {}
+    }
     if path == TASKS_PATH {
         return match request.method {
             Method::Get => Ok(Routed::Query(Query::List)),
@@ -113,6 +162,24 @@ fn route_inner(request: &Request, max_expire: Duration) -> Result<Routed, Respon
         }
         _ => Err(not_allowed(&request.method, ITEM_ALLOW)),
     }
+}
+
+/// The `since` query parameter of `GET /v1/events`.
+fn since_parameter(target: &str) -> Result<Option<u64>, Response> {
+    let Some((_, query)) = target.split_once('?') else {
+        return Ok(None);
+    };
+    for pair in query.split('&') {
+        if let Some(value) = pair.strip_prefix("since=") {
+            return value.parse().map(Some).map_err(|_| {
+                error(
+                    400,
+                    format!("since={value:?} is not an event sequence number"),
+                )
+            });
+        }
+    }
+    Ok(None)
 }
 
 /// The path of a request target: the query is dropped, and an absolute-form
@@ -232,8 +299,14 @@ pub struct TaskList {
     pub tasks: Vec<TaskView>,
 }
 
-/// Answers a read from the state at `now`.
-pub fn answer(query: &Query, tasks: &Tasks, now: Timestamp) -> Response {
+/// Answers a read from the state at `now`. `idle_since` is when the last
+/// hold ended, if known.
+pub fn answer(
+    query: &Query,
+    tasks: &Tasks,
+    idle_since: Option<Timestamp>,
+    now: Timestamp,
+) -> Response {
     match query {
         Query::List => {
             let list = TaskList {
@@ -245,6 +318,63 @@ pub fn answer(query: &Query, tasks: &Tasks, now: Timestamp) -> Response {
             Some(task) => json(200, &TaskView::from(task)),
             None => task_error(&TaskError::NotFound(name.clone())),
         },
+        Query::Status => {
+            let live = tasks.live(now).count();
+            let held_until = tasks.last_deadline().filter(|_| live > 0);
+            json(
+                200,
+                &serde_json::json!({
+                    "held": live > 0,
+                    "tasks": live,
+                    "held_until": held_until.map(|at| at.to_string()),
+                    "idle_since": idle_since.filter(|_| live == 0).map(|at| at.to_string()),
+                }),
+            )
+        }
+        // Answered by the reactor, which owns the counters and the streams.
+        Query::Metrics | Query::Events { .. } => error(500, "internal routing error"),
+    }
+}
+
+/// The response head of an event stream: chunked newline-delimited JSON
+/// on HTTP/1.1, a body that ends when the connection does on HTTP/1.0.
+pub fn stream_head(minor_version: u8) -> Vec<u8> {
+    let framing = if minor_version == 0 {
+        "Connection: close\r\n"
+    } else {
+        "Transfer-Encoding: chunked\r\n"
+    };
+    format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\nCache-Control: no-store\r\n{framing}\r\n"
+    )
+    .into_bytes()
+}
+
+/// One line of an event stream, framed as a chunk on HTTP/1.1.
+pub fn stream_chunk(minor_version: u8, line: &[u8], out: &mut Vec<u8>) {
+    if minor_version == 0 {
+        out.extend_from_slice(line);
+    } else {
+        out.extend_from_slice(format!("{:x}\r\n", line.len()).as_bytes());
+        out.extend_from_slice(line);
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
+/// The end of an event stream.
+pub fn stream_end(minor_version: u8, out: &mut Vec<u8>) {
+    if minor_version != 0 {
+        out.extend_from_slice(b"0\r\n\r\n");
+    }
+}
+
+/// The metrics page.
+pub fn metrics_page(text: String) -> Response {
+    Response {
+        status: 200,
+        body: text.into_bytes(),
+        content_type: "text/plain; version=0.0.4",
+        allow: None,
     }
 }
 
@@ -552,11 +682,17 @@ mod tests {
         ]);
         let now = Timestamp::from_nanos(6);
         let list: TaskList =
-            serde_json::from_slice(&answer(&Query::List, &tasks, now).body).unwrap();
+            serde_json::from_slice(&answer(&Query::List, &tasks, None, now).body).unwrap();
         assert_eq!(list.tasks.len(), 1);
         assert_eq!(list.tasks[0].name, "b");
         assert_eq!(list.tasks[0].started_at, "1970-01-01T00:00:00.000000000Z");
-        assert_eq!(answer(&Query::Get(name("a")), &tasks, now).status, 404);
-        assert_eq!(answer(&Query::Get(name("b")), &tasks, now).status, 200);
+        assert_eq!(
+            answer(&Query::Get(name("a")), &tasks, None, now).status,
+            404
+        );
+        assert_eq!(
+            answer(&Query::Get(name("b")), &tasks, None, now).status,
+            200
+        );
     }
 }

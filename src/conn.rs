@@ -70,6 +70,8 @@ pub enum Reply<P> {
     Planned(P),
     /// `100 Continue` for a request still sending its body.
     Continue,
+    /// Bytes written as they are (an event stream's head).
+    Raw(Vec<u8>),
 }
 
 #[derive(Debug)]
@@ -101,6 +103,8 @@ pub struct Conn<S, P> {
     written: usize,
     queued: Vec<Queued<P>>,
     held_back: Option<Request>,
+    /// While an event stream is open: the HTTP minor version it speaks.
+    event_stream: Option<u8>,
     planned_in_queue: usize,
     continue_sent: bool,
     closing: bool,
@@ -125,6 +129,7 @@ impl<S: Read + Write, P> Conn<S, P> {
             written: 0,
             queued: Vec::new(),
             held_back: None,
+            event_stream: None,
             planned_in_queue: 0,
             continue_sent: false,
             closing: false,
@@ -303,6 +308,10 @@ impl<S: Read + Write, P> Conn<S, P> {
                     self.output.extend_from_slice(http::CONTINUE);
                     continue;
                 }
+                Reply::Raw(bytes) => {
+                    self.output.extend_from_slice(&bytes);
+                    continue;
+                }
                 Reply::Ready(response) => response,
                 Reply::Planned(p) => planned(p),
             };
@@ -335,13 +344,38 @@ impl<S: Read + Write, P> Conn<S, P> {
         Ok(())
     }
 
+    /// Turns the connection into an event stream: no further request is
+    /// taken, and it stays open until [`end_stream`](Self::end_stream).
+    pub fn start_stream(&mut self, minor_version: u8) {
+        self.event_stream = Some(minor_version);
+        self.closing = true;
+    }
+
+    /// The HTTP minor version of the open event stream, if any.
+    pub fn stream_version(&self) -> Option<u8> {
+        self.event_stream
+    }
+
+    /// Ends the event stream; the connection closes once its output is out.
+    pub fn end_stream(&mut self) {
+        self.event_stream = None;
+    }
+
+    /// Appends bytes to the output directly (event stream lines).
+    pub fn push_output(&mut self, now: Instant, write: impl FnOnce(&mut Vec<u8>)) {
+        if self.output_pending() == 0 {
+            self.write_stalled_since = Some(now);
+        }
+        write(&mut self.output);
+    }
+
     /// Whether the connection has nothing left to do and can be dropped.
     pub fn is_finished(&self) -> bool {
         let idle_output = self.queued.is_empty() && self.output_pending() == 0;
         let no_more_input = (self.peer_closed || self.reading_stopped)
             && self.input.is_empty()
             && self.held_back.is_none();
-        idle_output && (self.closing || no_more_input)
+        self.event_stream.is_none() && idle_output && (self.closing || no_more_input)
     }
 
     /// The nearest deadline and its kind.
@@ -349,7 +383,7 @@ impl<S: Read + Write, P> Conn<S, P> {
         if let Some(since) = self.write_stalled_since {
             return Some((since + timeouts.write, Deadline::Write));
         }
-        if self.closing {
+        if self.closing || self.event_stream.is_some() {
             return None;
         }
         if let Some(body) = self.body_started {

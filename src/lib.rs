@@ -7,6 +7,9 @@
 //! - [`expire`]: decoding the `expire` field (seconds or a duration string).
 //! - [`tasks`]: the pure state machine: tasks by name beside a deadline index;
 //!   plan a batch of changes, apply it once it is durable.
+//! - [`events`]: numbered change and held/idle events, with a bounded history.
+//! - [`metrics`]: counters and their Prometheus rendering.
+//! - [`hooks`]: the `--while-held` and `--on-idle` commands.
 //! - [`record`]: the checksummed on-disk layout of one task.
 //! - [`store`]: the only module that knows redb.
 //! - [`http`]: request framing and response encoding, pure, every limit named.
@@ -21,11 +24,14 @@
 pub mod api;
 pub mod client;
 pub mod conn;
+pub mod events;
 pub mod expire;
 pub mod faulty;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod hooks;
 pub mod http;
+pub mod metrics;
 pub mod record;
 pub mod server;
 pub mod store;

@@ -20,15 +20,18 @@ use std::time::{Duration, Instant};
 
 use mio::net::{UnixListener, UnixStream};
 use mio::{Events, Interest, Poll, Token};
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGCHLD, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 use tracing::{debug, error, info, warn};
 
-use crate::api::{self, Routed};
+use crate::api::{self, Query, Routed};
 use crate::conn::{Conn, Deadline, Next, Reply, Timeouts};
-use crate::http::Limits;
+use crate::events::{Event, EventKind, EventLog};
+use crate::hooks::{HookConfig, Hooks};
+use crate::http::{Limits, Request};
+use crate::metrics::{Gauges, Metrics};
 use crate::store::{Store, StoreError};
-use crate::tasks::{Batch, Outcome, TaskError, Tasks};
+use crate::tasks::{Batch, Change, Outcome, TaskError, Tasks};
 use crate::time::{ReactorClock, Timestamp, wall_now};
 
 const LISTENER: Token = Token(0);
@@ -78,6 +81,10 @@ pub struct Config {
     pub max_expire: Duration,
     /// How long a shutdown waits for in-flight responses to be written.
     pub shutdown_grace: Duration,
+    /// Commands run at the held/idle edges.
+    pub hooks: HookConfig,
+    /// Events kept for `GET /v1/events?since=`.
+    pub event_retention: usize,
 }
 
 impl Config {
@@ -123,6 +130,11 @@ impl Default for Config {
             max_tasks: crate::tasks::DEFAULT_MAX_TASKS,
             max_expire: crate::expire::DEFAULT_MAX_EXPIRE,
             shutdown_grace: Config::DEFAULT_SHUTDOWN_GRACE,
+            hooks: HookConfig {
+                grace: crate::hooks::DEFAULT_GRACE,
+                ..HookConfig::default()
+            },
+            event_retention: crate::events::DEFAULT_RETENTION,
         }
     }
 }
@@ -183,7 +195,8 @@ pub struct Stats {
     pub expired: u64,
 }
 
-type Planned = Result<Outcome, TaskError>;
+/// A planned command's route label (for the metrics) and outcome.
+type Planned = (&'static str, Result<Outcome, TaskError>);
 type Connection = Conn<UnixStream, Planned>;
 
 /// The daemon: the reactor and everything it owns.
@@ -198,7 +211,19 @@ pub struct Server {
     tasks: Tasks,
     store: Store,
     clock: ReactorClock,
-    stats: Stats,
+    metrics: Metrics,
+    events: EventLog,
+    /// Events committed this turn, sent to the streams after the replies.
+    to_broadcast: Vec<Event>,
+    /// Connections carrying an event stream.
+    streams: Vec<Token>,
+    hooks: Hooks,
+    /// Since when the machine is held (monotonic), while it is.
+    held_since: Option<Instant>,
+    /// Time held before `held_since`.
+    held_before: Duration,
+    /// When the last hold ended, if known.
+    idle_since: Option<Timestamp>,
     /// The earliest connection deadline might be this early.
     next_sweep: Option<Instant>,
     accept_paused_until: Option<Instant>,
@@ -217,37 +242,23 @@ impl Server {
         let loaded = store.load()?;
         let mut tasks = Tasks::new(config.max_tasks);
         tasks.load(loaded.tasks);
+        let events = EventLog::new(config.event_retention, loaded.events);
+        let idle_since = events
+            .last_edge()
+            .filter(|edge| edge.kind == EventKind::Idle)
+            .map(|edge| edge.at);
         let mono = Instant::now();
         let clock = ReactorClock::new(wall_now(), mono);
-        let now = clock.last();
-        let mut batch = Batch::new();
-        let expired = tasks.expire_due(&mut batch, now);
-        if !batch.is_empty() {
-            store.commit(batch.changes())?;
-            tasks.apply(batch);
-        }
         let poll = Poll::new().map_err(ServerError::Reactor)?;
-        let mut signals = Signals::new([SIGTERM, SIGINT]).map_err(ServerError::Reactor)?;
+        let mut signals = Signals::new([SIGTERM, SIGINT, SIGCHLD]).map_err(ServerError::Reactor)?;
         poll.registry()
             .register(&mut signals, SIGNALS, Interest::READABLE)
             .map_err(ServerError::Reactor)?;
-        let mut listener = bind(&config.socket, config.socket_mode)?;
-        poll.registry()
-            .register(&mut listener, LISTENER, Interest::READABLE)
-            .map_err(ServerError::Reactor)?;
-        info!(
-            socket = %config.socket.display(),
-            db = %store.path().display(),
-            live_tasks = tasks.len(),
-            expired_while_down = expired,
-            quarantined = loaded.quarantined.len(),
-            "sprite-tasksd listening"
-        );
-
-        Ok(Server {
+        let hooks = Hooks::new(config.hooks.clone());
+        let mut server = Server {
             config,
             poll,
-            listener: Some(listener),
+            listener: None,
             signals,
             conns: HashMap::new(),
             next_token: FIRST_CONN,
@@ -255,12 +266,53 @@ impl Server {
             tasks,
             store,
             clock,
-            stats: Stats::default(),
+            metrics: Metrics::default(),
+            events,
+            to_broadcast: Vec::new(),
+            streams: Vec::new(),
+            hooks,
+            held_since: None,
+            held_before: Duration::ZERO,
+            idle_since,
             next_sweep: None,
             accept_paused_until: None,
             store_retry_at: None,
             shutdown_by: None,
-        })
+        };
+
+        // What fell due while the daemon was down goes in one commit.
+        let now = server.clock.last();
+        let mut batch = Batch::new();
+        let expired = server.tasks.expire_due(&mut batch, now);
+        if !batch.is_empty() && !server.commit(batch, now, mono) {
+            return Err(ServerError::Store(StoreError::Io(
+                "cannot commit the expiries that fell due while the daemon was down".into(),
+            )));
+        }
+        server.to_broadcast.clear();
+        if !server.tasks.is_empty() && server.held_since.is_none() {
+            // Held from the previous run: the hook starts with the daemon.
+            server.held_since = Some(mono);
+            server.hooks.held();
+        }
+
+        let mut listener = bind(&server.config.socket, server.config.socket_mode)?;
+        server
+            .poll
+            .registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)
+            .map_err(ServerError::Reactor)?;
+        server.listener = Some(listener);
+        info!(
+            socket = %server.config.socket.display(),
+            db = %server.store.path().display(),
+            live_tasks = server.tasks.len(),
+            expired_while_down = expired,
+            quarantined = loaded.quarantined.len(),
+            next_event = server.events.next_seq(),
+            "sprite-tasksd listening"
+        );
+        Ok(server)
     }
 
     /// Serves until SIGTERM or SIGINT, then finishes in-flight responses,
@@ -291,13 +343,21 @@ impl Server {
             }
             self.turn(now, mono);
             self.sweep(mono);
+            self.hooks.poll(mono);
             if let Some(by) = self.shutdown_by
-                && (self.conns.is_empty() || mono >= by)
+                && ((self.conns.is_empty() && self.hooks.is_empty()) || mono >= by)
             {
                 break;
             }
         }
-        let stats = self.stats.clone();
+        self.hooks.kill_all();
+        let stats = Stats {
+            requests: self.metrics.requests(),
+            commits: self.metrics.commits(),
+            changes: self.metrics.changes(),
+            failed_commits: self.metrics.commit_failures,
+            expired: self.metrics.expired,
+        };
         info!(
             requests = stats.requests,
             commits = stats.commits,
@@ -326,6 +386,9 @@ impl Server {
         if let Some(at) = self.shutdown_by {
             until(at);
         }
+        if let Some(at) = self.hooks.next_deadline() {
+            until(at);
+        }
         match self.store_retry_at {
             Some(at) => until(at),
             None => {
@@ -349,11 +412,16 @@ impl Server {
                 let _ = self.poll.registry().deregister(&mut listener);
             }
             remove_socket(&self.config.socket);
+            self.hooks.stop_while_held(mono);
             let tokens: Vec<Token> = self.conns.keys().copied().collect();
             for token in tokens {
                 if let Some(conn) = self.conns.get_mut(&token) {
                     // Whatever is buffered is answered; nothing more is read.
                     conn.stop_reading();
+                    if let Some(version) = conn.stream_version() {
+                        conn.push_output(mono, |out| api::stream_end(version, out));
+                        conn.end_stream();
+                    }
                 }
                 self.schedule(token);
             }
@@ -369,9 +437,11 @@ impl Server {
             match listener.accept() {
                 Ok((mut stream, _)) => {
                     if self.conns.len() >= self.config.max_connections {
+                        self.metrics.connections_rejected += 1;
                         reject_over_capacity(&mut stream, self.config.max_connections);
                         continue;
                     }
+                    self.metrics.connections_accepted += 1;
                     let token = Token(self.next_token);
                     self.next_token += 1;
                     if let Err(e) = self.poll.registry().register(
@@ -438,7 +508,6 @@ impl Server {
             self.store_retry_at = None;
             self.tasks.expire_due(&mut batch, now);
         }
-        let expiries = batch.len();
         let mut touched = Vec::with_capacity(self.ready.len());
         let mut again = Vec::new();
         while let Some(token) = self.ready.pop_front() {
@@ -455,10 +524,11 @@ impl Server {
                 Err(()) => self.close(token),
             }
         }
-        let committed = batch.is_empty() || self.commit(batch, expiries, mono);
+        let committed = batch.is_empty() || self.commit(batch, now, mono);
         for token in touched {
             self.deliver(token, committed, mono);
         }
+        self.broadcast(mono);
         for token in again {
             self.schedule(token);
         }
@@ -474,6 +544,7 @@ impl Server {
         mono: Instant,
     ) -> Result<bool, ()> {
         let max_input = self.config.max_input();
+        let open_connections = self.conns.len();
         let Some(conn) = self.conns.get_mut(&token) else {
             return Ok(false);
         };
@@ -488,9 +559,10 @@ impl Server {
             }
             match conn.next_request(&self.config.limits, mono) {
                 Next::Request(request) => {
+                    let label = api::route_label(&request);
                     let reply = match api::route(&request, self.config.max_expire) {
                         Routed::Mutation(command) => {
-                            Reply::Planned(self.tasks.plan(batch, command, now))
+                            Reply::Planned((label, self.tasks.plan(batch, command, now)))
                         }
                         Routed::Query(_) if conn.has_planned() => {
                             // Reads see committed state only: this one waits
@@ -498,11 +570,36 @@ impl Server {
                             conn.hold_back(request);
                             return Ok(true);
                         }
-                        Routed::Query(query) => Reply::Ready(api::answer(&query, &self.tasks, now)),
+                        Routed::Query(Query::Events { since }) => {
+                            let head = event_stream_head(&self.events, &request, since);
+                            conn.queue(Reply::Raw(head), request.minor_version, true);
+                            conn.start_stream(request.minor_version);
+                            self.metrics.request(label, 200);
+                            self.streams.push(token);
+                            return Ok(false);
+                        }
+                        Routed::Query(Query::Metrics) => {
+                            let gauges = Gauges {
+                                live_tasks: self.tasks.live(now).count(),
+                                held: self.held_since.is_some(),
+                                held_seconds: held_seconds(self.held_before, self.held_since, mono),
+                                connections: open_connections,
+                                streams: self.streams.len(),
+                            };
+                            let counts = self.hooks.counts();
+                            self.metrics.hook_runs = counts.started;
+                            self.metrics.hook_failures = counts.failed;
+                            Reply::Ready(api::metrics_page(self.metrics.render(&gauges)))
+                        }
+                        Routed::Query(query) => {
+                            Reply::Ready(api::answer(&query, &self.tasks, self.idle_since, now))
+                        }
                         Routed::Reply(response) => Reply::Ready(response),
                     };
+                    if let Reply::Ready(response) = &reply {
+                        self.metrics.request(label, response.status);
+                    }
                     conn.queue(reply, request.minor_version, request.keep_alive);
-                    self.stats.requests += 1;
                 }
                 Next::NeedMore => {
                     if conn.is_closing()
@@ -514,6 +611,7 @@ impl Server {
                 }
                 Next::Invalid(e) => {
                     debug!(status = e.status, reason = %e.message, "refused a request");
+                    self.metrics.request("other", e.status);
                     conn.queue(Reply::Ready(api::error(e.status, e.message)), 1, false);
                     return Ok(false);
                 }
@@ -521,34 +619,66 @@ impl Server {
         }
     }
 
-    /// Commits the batch and applies it; on failure reloads memory from disk.
-    fn commit(&mut self, batch: Batch, expiries: usize, mono: Instant) -> bool {
+    /// Commits the batch with its events and applies it; on failure
+    /// reloads memory from disk. Returns whether the commit succeeded.
+    fn commit(&mut self, batch: Batch, now: Timestamp, mono: Instant) -> bool {
+        let rows_before = self.tasks.len();
+        let rows_after = rows_before.saturating_add_signed(batch.rows_delta());
+        let events = self
+            .events
+            .plan(batch.changes(), rows_before, rows_after, now);
+        let keep_from = events
+            .last()
+            .map_or(0, |last| self.events.oldest_kept_after(last.seq));
         let started = Instant::now();
-        match self.store.commit(batch.changes()) {
+        match self.store.commit_batch(batch.changes(), &events, keep_from) {
             Ok(()) => {
-                self.stats.commits += 1;
-                self.stats.changes += batch.len() as u64;
-                self.stats.expired += expiries as u64;
+                let took = started.elapsed();
+                self.metrics.commit(batch.len(), took);
                 debug!(
                     changes = batch.len(),
-                    expiries,
-                    micros = started.elapsed().as_micros() as u64,
+                    micros = took.as_micros() as u64,
                     "committed"
                 );
                 for change in batch.changes() {
-                    if let crate::tasks::Change::Remove {
+                    if let Change::Remove {
                         name,
                         expired: true,
                     } = change
                     {
+                        self.metrics.expired += 1;
                         info!(task = %name, "task expired");
                     }
                 }
                 self.tasks.apply(batch);
+                self.events.append(&events);
+                for event in &events {
+                    match event.kind {
+                        EventKind::Held => {
+                            info!("held: the first task is live");
+                            self.held_since = Some(mono);
+                            self.idle_since = None;
+                            self.hooks.held();
+                        }
+                        EventKind::Idle => {
+                            info!("idle: the last task is gone");
+                            self.held_before = Duration::from_secs_f64(held_seconds(
+                                self.held_before,
+                                self.held_since,
+                                mono,
+                            ));
+                            self.held_since = None;
+                            self.idle_since = Some(now);
+                            self.hooks.idle(mono);
+                        }
+                        _ => {}
+                    }
+                }
+                self.to_broadcast.extend(events);
                 true
             }
             Err(e) => {
-                self.stats.failed_commits += 1;
+                self.metrics.commit_failures += 1;
                 error!(error = %e, changes = batch.len(), "commit failed; the affected clients get 503");
                 self.store_retry_at = Some(mono + STORE_RETRY);
                 match self.store.load() {
@@ -556,6 +686,7 @@ impl Server {
                         let mut tasks = Tasks::new(self.config.max_tasks);
                         tasks.load(loaded.tasks);
                         self.tasks = tasks;
+                        self.events = EventLog::new(self.config.event_retention, loaded.events);
                         info!(
                             tasks = self.tasks.len(),
                             "database reopened; state reloaded from disk"
@@ -568,16 +699,65 @@ impl Server {
         }
     }
 
+    /// Sends this turn's committed events to every stream, cutting off a
+    /// consumer whose backlog is full.
+    fn broadcast(&mut self, mono: Instant) {
+        if self.to_broadcast.is_empty() {
+            return;
+        }
+        let lines: Vec<Vec<u8>> = self.to_broadcast.drain(..).map(|e| e.to_line()).collect();
+        let streams = std::mem::take(&mut self.streams);
+        for token in streams {
+            let Some(conn) = self.conns.get_mut(&token) else {
+                continue;
+            };
+            let Some(version) = conn.stream_version() else {
+                continue;
+            };
+            if conn.output_pending() > MAX_OUTPUT_BACKLOG {
+                warn!("an event stream consumer fell behind; cutting it off");
+                let notice = serde_json::json!({
+                    "event": "lagged",
+                    "error": "this consumer did not keep up with the events and was cut off; reconnect with ?since=<last seq> to resume",
+                });
+                let mut line = notice.to_string().into_bytes();
+                line.push(b'\n');
+                conn.push_output(mono, |out| {
+                    api::stream_chunk(version, &line, out);
+                    api::stream_end(version, out);
+                });
+                conn.end_stream();
+            } else {
+                conn.push_output(mono, |out| {
+                    for line in &lines {
+                        api::stream_chunk(version, line, out);
+                    }
+                });
+                self.streams.push(token);
+            }
+            let conn = &mut self.conns.get_mut(&token).expect("present");
+            if conn.flush(mono).is_err() || conn.is_finished() {
+                self.close(token);
+            } else {
+                let at = conn.deadline(&self.config.timeouts).map(|(at, _)| at);
+                self.note_deadline(at);
+            }
+        }
+    }
+
     fn deliver(&mut self, token: Token, committed: bool, mono: Instant) {
         let Some(conn) = self.conns.get_mut(&token) else {
             return;
         };
-        conn.render(mono, |planned| {
-            if committed {
-                api::outcome(&planned)
+        let metrics = &mut self.metrics;
+        conn.render(mono, |(label, result)| {
+            let response = if committed {
+                api::outcome(&result)
             } else {
                 api::commit_failed()
-            }
+            };
+            metrics.request(label, response.status);
+            response
         });
         if conn.flush(mono).is_err() || conn.is_finished() {
             self.close(token);
@@ -636,11 +816,43 @@ impl Server {
     fn close(&mut self, token: Token) {
         if let Some(mut conn) = self.conns.remove(&token) {
             let _ = self.poll.registry().deregister(conn.stream_mut());
+            if conn.stream_version().is_some() {
+                self.streams.retain(|t| *t != token);
+            }
         }
         if self.accept_paused_until.is_some() {
             self.accept_paused_until = Some(Instant::now());
         }
     }
+}
+
+/// The head of an event stream and the replay of retained events after
+/// `since` (none without it).
+fn event_stream_head(events: &EventLog, request: &Request, since: Option<u64>) -> Vec<u8> {
+    let mut out = api::stream_head(request.minor_version);
+    if let Some(since) = since {
+        if events.has_gap_after(since) {
+            let notice = serde_json::json!({
+                "event": "gap",
+                "error": format!("events after {since} are older than the retained history; some were lost"),
+            });
+            let mut line = notice.to_string().into_bytes();
+            line.push(b'\n');
+            api::stream_chunk(request.minor_version, &line, &mut out);
+        }
+        for event in events.since(since) {
+            api::stream_chunk(request.minor_version, &event.to_line(), &mut out);
+        }
+    }
+    out
+}
+
+/// Seconds held: the time before the current hold plus the current one.
+fn held_seconds(before: Duration, since: Option<Instant>, mono: Instant) -> f64 {
+    let current = since.map_or(Duration::ZERO, |since| {
+        mono.saturating_duration_since(since)
+    });
+    (before + current).as_secs_f64()
 }
 
 /// Answers a connection past the cap with a 503 and drops it.

@@ -16,11 +16,14 @@ use std::path::{Path, PathBuf};
 use redb::{Database, DatabaseError, ReadableTable, TableDefinition};
 use tracing::{error, warn};
 
+use crate::events::Event;
 use crate::record::{self, RecordError};
 use crate::tasks::{Change, Task};
 
 const TASKS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("tasks");
 const QUARANTINE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("quarantine");
+/// The retained event history: sequence number to the event's JSON.
+const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
 
 /// Opens (or reopens) the database. A file path in production; tests pass a
 /// backend that fails on purpose.
@@ -33,6 +36,8 @@ pub struct Loaded {
     pub tasks: Vec<Task>,
     /// Rows moved to quarantine on this load: key and reason.
     pub quarantined: Vec<(String, RecordError)>,
+    /// The retained event history, in order. Unreadable events are skipped.
+    pub events: Vec<Event>,
 }
 
 /// Errors at the store boundary.
@@ -137,6 +142,14 @@ impl Store {
                         Err(reason) => bad.push((key.value().to_vec(), value.value().to_vec(), reason)),
                     }
                 }
+                let events = txn.open_table(EVENTS).map_err(io)?;
+                for row in events.iter().map_err(io)? {
+                    let (seq, value) = row.map_err(io)?;
+                    match Event::from_json(value.value()) {
+                        Some(event) => loaded.events.push(event),
+                        None => warn!(seq = seq.value(), "unreadable event skipped"),
+                    }
+                }
                 let mut quarantine = txn.open_table(QUARANTINE).map_err(io)?;
                 for (key, value, reason) in bad {
                     let shown = String::from_utf8_lossy(&key).into_owned();
@@ -146,7 +159,13 @@ impl Store {
                     loaded.quarantined.push((shown, reason));
                 }
             }
-            txn.commit().map_err(io)?;
+            if loaded.quarantined.is_empty() {
+                // Nothing changed (the tables exist already or are created
+                // by the first commit): no fsync needed.
+                txn.abort().map_err(io)?;
+            } else {
+                txn.commit().map_err(io)?;
+            }
             Ok(loaded)
         })
     }
@@ -158,8 +177,41 @@ impl Store {
     /// database has been dropped; call [`Store::load`] to reopen it and learn
     /// what is on disk.
     pub fn commit(&mut self, changes: &[Change]) -> Result<(), StoreError> {
+        self.commit_batch(changes, &[], 0)
+    }
+
+    /// Makes `changes` and their `events` durable in one write transaction,
+    /// deleting events numbered below `keep_events_from`.
+    ///
+    /// # Errors
+    /// As [`Store::commit`].
+    pub fn commit_batch(
+        &mut self,
+        changes: &[Change],
+        events: &[Event],
+        keep_events_from: u64,
+    ) -> Result<(), StoreError> {
         self.guard(|db| {
             let txn = db.begin_write().map_err(io)?;
+            if !events.is_empty() {
+                let mut table = txn.open_table(EVENTS).map_err(io)?;
+                for event in events {
+                    table
+                        .insert(event.seq, event.to_line().as_slice())
+                        .map_err(io)?;
+                }
+                // Events that fell out of the retention window go; usually
+                // as many as were added.
+                loop {
+                    let first = table.first().map_err(io)?.map(|(seq, _)| seq.value());
+                    match first {
+                        Some(seq) if seq < keep_events_from => {
+                            table.remove(seq).map_err(io)?;
+                        }
+                        _ => break,
+                    }
+                }
+            }
             {
                 let mut tasks = txn.open_table(TASKS).map_err(io)?;
                 for change in changes {

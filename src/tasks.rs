@@ -221,6 +221,11 @@ impl Batch {
     pub fn len(&self) -> usize {
         self.changes.len()
     }
+
+    /// Rows the batch adds minus rows it removes.
+    pub fn rows_delta(&self) -> isize {
+        self.rows_delta
+    }
 }
 
 /// All tasks, indexed by name and by deadline.

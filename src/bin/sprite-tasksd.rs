@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::Parser;
 use sprite_tasks::conn::Timeouts;
 use sprite_tasks::expire::{DEFAULT_MAX_EXPIRE, MAX_EXPIRE_CEILING};
+use sprite_tasks::hooks::HookConfig;
 use sprite_tasks::http::Limits;
 use sprite_tasks::server::{Config, Server};
 use sprite_tasks::store::Store;
@@ -79,6 +80,25 @@ struct Args {
     /// At SIGTERM, how long in-flight responses may take before exiting.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     shutdown_grace: Duration,
+
+    /// Command (run with `sh -c`) kept running while at least one task is
+    /// live: started at the idle -> held edge, stopped with SIGTERM (then
+    /// SIGKILL after --hook-grace) at held -> idle. Example:
+    /// --while-held 'systemd-inhibit --what=idle:sleep --why="agents at work" sleep infinity'
+    #[arg(long, value_name = "CMD", verbatim_doc_comment)]
+    while_held: Option<String>,
+
+    /// Command (run with `sh -c`) run once at each held -> idle edge.
+    #[arg(long, value_name = "CMD")]
+    on_idle: Option<String>,
+
+    /// Time a stopped --while-held command gets between SIGTERM and SIGKILL.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    hook_grace: Duration,
+
+    /// Events kept (in the database) for GET /v1/events?since=SEQ.
+    #[arg(long, default_value_t = sprite_tasks::events::DEFAULT_RETENTION)]
+    event_retention: usize,
 }
 
 fn parse_mode(text: &str) -> Result<u32, String> {
@@ -145,6 +165,12 @@ fn main() -> ExitCode {
         max_tasks: args.max_tasks,
         max_expire: args.max_expire,
         shutdown_grace: args.shutdown_grace,
+        hooks: HookConfig {
+            while_held: args.while_held,
+            on_idle: args.on_idle,
+            grace: args.hook_grace,
+        },
+        event_retention: args.event_retention.max(1),
     };
     match run(config, &db) {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,345 @@
+//! The event log: every change to the tasks, and every held/idle edge, as a
+//! numbered event, with a bounded history that is persisted beside the tasks
+//! so a watcher (or the daemon) that restarts can replay what it missed.
+//!
+//! Pure; depends on [`crate::tasks`] and [`crate::time`]. Events for a batch
+//! are planned before its commit, written in the same transaction, and
+//! appended here only once it is durable.
+
+use std::collections::VecDeque;
+use std::fmt;
+
+use serde_json::{Map, Value};
+
+use crate::tasks::{Change, TaskName};
+use crate::time::Timestamp;
+
+/// Events kept (in memory and on disk) for `?since=` replay. At about 150
+/// bytes each this is ~1.5 MB, and covers days of a heartbeat every minute.
+pub const DEFAULT_RETENTION: usize = 10_000;
+
+/// What happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    Created,
+    Refreshed,
+    Deleted,
+    Expired,
+    /// The first live task appeared: the machine is held.
+    Held,
+    /// The last live task went: the machine may pause.
+    Idle,
+}
+
+impl EventKind {
+    /// The name used on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Created => "created",
+            EventKind::Refreshed => "refreshed",
+            EventKind::Deleted => "deleted",
+            EventKind::Expired => "expired",
+            EventKind::Held => "held",
+            EventKind::Idle => "idle",
+        }
+    }
+
+    fn parse(text: &str) -> Option<EventKind> {
+        Some(match text {
+            "created" => EventKind::Created,
+            "refreshed" => EventKind::Refreshed,
+            "deleted" => EventKind::Deleted,
+            "expired" => EventKind::Expired,
+            "held" => EventKind::Held,
+            "idle" => EventKind::Idle,
+            _ => return None,
+        })
+    }
+}
+
+impl fmt::Display for EventKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One numbered event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// Strictly increasing, never reused, starting at 1.
+    pub seq: u64,
+    pub at: Timestamp,
+    pub kind: EventKind,
+    /// The task, for task events.
+    pub task: Option<TaskName>,
+    /// The new expiry, for `created` and `refreshed`.
+    pub expires_at: Option<Timestamp>,
+}
+
+impl Event {
+    /// The event as one JSON object:
+    /// `{"seq":3,"at":"…","event":"created","task":"agent","expires_at":"…"}`.
+    pub fn to_json(&self) -> Value {
+        let mut object = Map::new();
+        object.insert("seq".into(), self.seq.into());
+        object.insert("at".into(), self.at.to_string().into());
+        object.insert("event".into(), self.kind.as_str().into());
+        if let Some(task) = &self.task {
+            object.insert("task".into(), task.as_str().into());
+        }
+        if let Some(expires_at) = self.expires_at {
+            object.insert("expires_at".into(), expires_at.to_string().into());
+        }
+        Value::Object(object)
+    }
+
+    /// The JSON object followed by a newline: one line of the stream.
+    pub fn to_line(&self) -> Vec<u8> {
+        let mut line = self.to_json().to_string().into_bytes();
+        line.push(b'\n');
+        line
+    }
+
+    /// Reads back what [`to_json`](Self::to_json) wrote; `None` if it is not
+    /// an event this build understands.
+    pub fn from_json(bytes: &[u8]) -> Option<Event> {
+        let value: Value = serde_json::from_slice(bytes).ok()?;
+        let time = |field: &str| {
+            value
+                .get(field)?
+                .as_str()
+                .and_then(Timestamp::parse_rfc3339)
+        };
+        let task = match value.get("task") {
+            Some(name) => Some(TaskName::parse(name.as_str()?).ok()?),
+            None => None,
+        };
+        Some(Event {
+            seq: value.get("seq")?.as_u64()?,
+            at: time("at")?,
+            kind: EventKind::parse(value.get("event")?.as_str()?)?,
+            task,
+            expires_at: time("expires_at"),
+        })
+    }
+}
+
+/// The numbered history.
+///
+/// Invariant: `history` is in increasing `seq` order, holds at most
+/// `retention` events, and `next_seq` is one past the last event ever
+/// appended.
+#[derive(Debug)]
+pub struct EventLog {
+    history: VecDeque<Event>,
+    next_seq: u64,
+    retention: usize,
+}
+
+impl EventLog {
+    /// A log resuming from events read from the store.
+    pub fn new(retention: usize, mut loaded: Vec<Event>) -> Self {
+        loaded.sort_by_key(|event| event.seq);
+        let next_seq = loaded.last().map_or(1, |event| event.seq + 1);
+        let skip = loaded.len().saturating_sub(retention);
+        EventLog {
+            history: loaded.into_iter().skip(skip).collect(),
+            next_seq,
+            retention: retention.max(1),
+        }
+    }
+
+    /// The events a batch will produce: one per change, then the held or
+    /// idle edge if the number of rows crosses zero.
+    pub fn plan(
+        &self,
+        changes: &[Change],
+        rows_before: usize,
+        rows_after: usize,
+        now: Timestamp,
+    ) -> Vec<Event> {
+        let mut seq = self.next_seq;
+        let mut next = |kind, task: Option<&TaskName>, expires_at| {
+            let event = Event {
+                seq,
+                at: now,
+                kind,
+                task: task.cloned(),
+                expires_at,
+            };
+            seq += 1;
+            event
+        };
+        let mut events: Vec<Event> = changes
+            .iter()
+            .map(|change| match change {
+                Change::Put { task, created } => {
+                    let kind = if *created {
+                        EventKind::Created
+                    } else {
+                        EventKind::Refreshed
+                    };
+                    next(kind, Some(&task.name), Some(task.expires_at))
+                }
+                Change::Remove { name, expired } => {
+                    let kind = if *expired {
+                        EventKind::Expired
+                    } else {
+                        EventKind::Deleted
+                    };
+                    next(kind, Some(name), None)
+                }
+            })
+            .collect();
+        if rows_before == 0 && rows_after > 0 {
+            events.push(next(EventKind::Held, None, None));
+        } else if rows_before > 0 && rows_after == 0 {
+            events.push(next(EventKind::Idle, None, None));
+        }
+        events
+    }
+
+    /// Appends events that are now durable, dropping the oldest beyond the
+    /// retention.
+    pub fn append(&mut self, events: &[Event]) {
+        for event in events {
+            self.next_seq = event.seq + 1;
+            self.history.push_back(event.clone());
+        }
+        while self.history.len() > self.retention {
+            self.history.pop_front();
+        }
+    }
+
+    /// The oldest sequence number that must stay on disk after events up to
+    /// `last_seq` are written.
+    pub fn oldest_kept_after(&self, last_seq: u64) -> u64 {
+        (last_seq + 1).saturating_sub(self.retention as u64).max(1)
+    }
+
+    /// Retained events after `seq`, in order.
+    pub fn since(&self, seq: u64) -> impl Iterator<Item = &Event> {
+        let start = self.history.partition_point(|event| event.seq <= seq);
+        self.history.range(start..)
+    }
+
+    /// Whether events after `seq` were dropped from the retention.
+    pub fn has_gap_after(&self, seq: u64) -> bool {
+        self.history
+            .front()
+            .is_some_and(|first| first.seq > seq + 1)
+    }
+
+    /// The most recent held or idle event.
+    pub fn last_edge(&self) -> Option<&Event> {
+        self.history
+            .iter()
+            .rev()
+            .find(|event| matches!(event.kind, EventKind::Held | EventKind::Idle))
+    }
+
+    /// The sequence number the next event will get.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tasks::Task;
+
+    fn name(text: &str) -> TaskName {
+        TaskName::parse(text).unwrap()
+    }
+
+    fn put(n: &str, created: bool) -> Change {
+        Change::Put {
+            task: Task {
+                name: name(n),
+                started_at: Timestamp::from_nanos(1),
+                expires_at: Timestamp::from_nanos(99),
+            },
+            created,
+        }
+    }
+
+    fn kinds(events: &[Event]) -> Vec<&'static str> {
+        events.iter().map(|e| e.kind.as_str()).collect()
+    }
+
+    #[test]
+    fn batches_become_numbered_events_with_edges() {
+        let mut log = EventLog::new(100, Vec::new());
+        let now = Timestamp::from_nanos(5);
+        let first = log.plan(&[put("a", true)], 0, 1, now);
+        assert_eq!(kinds(&first), ["created", "held"]);
+        assert_eq!(first.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2]);
+        log.append(&first);
+        let second = log.plan(
+            &[
+                put("a", false),
+                Change::Remove {
+                    name: name("a"),
+                    expired: false,
+                },
+                Change::Remove {
+                    name: name("b"),
+                    expired: true,
+                },
+            ],
+            2,
+            0,
+            now,
+        );
+        assert_eq!(kinds(&second), ["refreshed", "deleted", "expired", "idle"]);
+        assert_eq!(second[0].seq, 3);
+        log.append(&second);
+        assert_eq!(log.last_edge().unwrap().kind, EventKind::Idle);
+        assert_eq!(
+            kinds(&log.since(4).cloned().collect::<Vec<_>>()),
+            ["expired", "idle"]
+        );
+        // A batch that leaves the count on the same side of zero has no edge.
+        assert_eq!(kinds(&log.plan(&[put("c", true)], 1, 2, now)), ["created"]);
+    }
+
+    #[test]
+    fn history_is_bounded_and_resumes_numbering() {
+        let mut log = EventLog::new(3, Vec::new());
+        for _ in 0..5 {
+            let events = log.plan(&[put("a", true)], 1, 1, Timestamp::EPOCH);
+            log.append(&events);
+        }
+        assert_eq!(log.since(0).map(|e| e.seq).collect::<Vec<_>>(), [3, 4, 5]);
+        assert!(log.has_gap_after(0));
+        assert!(!log.has_gap_after(2));
+        assert_eq!(log.oldest_kept_after(5), 3);
+        let reloaded = EventLog::new(3, log.since(0).cloned().collect());
+        assert_eq!(reloaded.next_seq(), 6);
+    }
+
+    #[test]
+    fn events_round_trip_through_json() {
+        let log = EventLog::new(10, Vec::new());
+        let now = Timestamp::from_nanos(1_780_420_274_555_839_485);
+        for event in log.plan(
+            &[
+                put("a", true),
+                Change::Remove {
+                    name: name("a"),
+                    expired: true,
+                },
+            ],
+            0,
+            1,
+            now,
+        ) {
+            let line = event.to_line();
+            assert!(line.ends_with(b"\n"));
+            assert_eq!(Event::from_json(&line), Some(event));
+        }
+        assert_eq!(Event::from_json(b"{\"seq\":1}"), None);
+        assert_eq!(Event::from_json(b"not json"), None);
+    }
+}
