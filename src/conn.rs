@@ -356,6 +356,12 @@ impl<S: Read + Write, P> Conn<S, P> {
         self.event_stream
     }
 
+    /// Whether the client closed its side while an event stream is open:
+    /// nobody is listening any more.
+    pub fn stream_abandoned(&self) -> bool {
+        self.event_stream.is_some() && self.peer_closed
+    }
+
     /// Ends the event stream; the connection closes once its output is out.
     pub fn end_stream(&mut self) {
         self.event_stream = None;

@@ -549,6 +549,9 @@ impl Server {
             return Ok(false);
         };
         conn.read_available(max_input, mono).map_err(|_| ())?;
+        if conn.stream_abandoned() {
+            return Err(());
+        }
         loop {
             if conn.is_closing() || conn.output_pending() > MAX_OUTPUT_BACKLOG {
                 // A backlog is resumed by the writable event that drains it.

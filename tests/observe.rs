@@ -431,3 +431,25 @@ fn a_failing_hook_does_not_stop_the_daemon() {
         "{text}"
     );
 }
+
+#[test]
+fn a_watcher_that_hangs_up_is_closed_at_once() {
+    let dirs = Dirs::new();
+    let daemon = Daemon::start(&dirs, &[]);
+    let watcher = EventStream::open(&daemon, "");
+    assert!(metrics_text(&daemon).contains("sprite_tasks_event_streams 1\n"));
+    drop(watcher);
+    // No event is needed for the daemon to notice.
+    let mut streams = String::new();
+    for _ in 0..2000 {
+        streams = metrics_text(&daemon);
+        if streams.contains("sprite_tasks_event_streams 0\n") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(
+        streams.contains("sprite_tasks_event_streams 0\n"),
+        "{streams}"
+    );
+}
