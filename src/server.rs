@@ -524,6 +524,15 @@ impl Server {
                 Err(()) => self.close(token),
             }
         }
+        // Connections with nothing waiting for the commit are answered
+        // before its fsync: reads never wait for other clients' writes.
+        touched.retain(|token| {
+            let waits = self.conns.get(token).is_some_and(Connection::has_planned);
+            if !waits {
+                self.deliver(*token, true, mono);
+            }
+            waits
+        });
         let committed = batch.is_empty() || self.commit(batch, now, mono);
         for token in touched {
             self.deliver(token, committed, mono);
