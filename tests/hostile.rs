@@ -206,18 +206,7 @@ conn.request("POST", "/v1/tasks", body=body(), headers={"Content-Type": "applica
 response = conn.getresponse()
 print(response.status, json.loads(response.read())["name"])
 "#;
-    let output = Command::new("python3")
-        .arg("-c")
-        .arg(python)
-        .arg(&daemon.socket)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "201 py");
+    assert_eq!(run_script("python3", python, &daemon.socket), "201 py");
 
     let node = r#"
 const http = require('http');
@@ -230,18 +219,24 @@ const req = http.request({ socketPath: process.argv[1], path: '/v1/tasks/node', 
 req.write('{"expire":');
 req.end(' 300}');
 "#;
-    let output = Command::new("node")
-        .arg("-e")
-        .arg(node)
-        .arg(&daemon.socket)
+    assert_eq!(run_script("node", node, &daemon.socket), "200 node");
+}
+
+/// Runs `interpreter -c|-e script socket` and returns its trimmed stdout.
+fn run_script(interpreter: &str, script: &str, socket: &std::path::Path) -> String {
+    let flag = if interpreter == "node" { "-e" } else { "-c" };
+    let output = Command::new(interpreter)
+        .arg(flag)
+        .arg(script)
+        .arg(socket)
         .output()
-        .unwrap();
+        .unwrap_or_else(|e| panic!("{interpreter} is installed (scripts/test.sh checks): {e}"));
     assert!(
         output.status.success(),
-        "{}",
+        "{interpreter}: {}",
         String::from_utf8_lossy(&output.stderr)
     );
-    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "200 node");
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
 }
 
 #[test]

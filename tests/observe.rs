@@ -361,14 +361,7 @@ fn hooks_run_at_the_edges() {
     );
     daemon.wait_for_log("--while-held command started");
     // The pid file is written by the child itself; wait for it to appear.
-    let mut pids = Vec::new();
-    for _ in 0..2000 {
-        pids = read_lines(&marks.join("held.pids"));
-        if !pids.is_empty() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    let pids = common::eventually(|| read_lines(&marks.join("held.pids")), |p| !p.is_empty());
     assert_eq!(pids.len(), 1, "one --while-held command for one edge");
     let pid: i32 = pids[0].parse().unwrap();
     assert!(process_exists(pid));
@@ -397,14 +390,7 @@ fn hooks_run_at_the_edges() {
     assert_eq!(log_lines_before, 1);
     // c expires on its own.
     daemon.wait_for_log("task expired");
-    let mut idle = Vec::new();
-    for _ in 0..2000 {
-        idle = read_lines(&marks.join("idle.log"));
-        if idle.len() == 2 {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    let idle = common::eventually(|| read_lines(&marks.join("idle.log")), |i| i.len() == 2);
     assert_eq!(idle, ["idle", "idle"]);
     assert_eq!(read_lines(&marks.join("held.pids")).len(), 2);
     let (status, log) = daemon.terminate();
@@ -440,14 +426,10 @@ fn a_watcher_that_hangs_up_is_closed_at_once() {
     assert!(metrics_text(&daemon).contains("sprite_tasks_event_streams 1\n"));
     drop(watcher);
     // No event is needed for the daemon to notice.
-    let mut streams = String::new();
-    for _ in 0..2000 {
-        streams = metrics_text(&daemon);
-        if streams.contains("sprite_tasks_event_streams 0\n") {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    let streams = common::eventually(
+        || metrics_text(&daemon),
+        |text| text.contains("sprite_tasks_event_streams 0\n"),
+    );
     assert!(
         streams.contains("sprite_tasks_event_streams 0\n"),
         "{streams}"

@@ -329,3 +329,17 @@ pub fn curl(socket: &Path, args: &[&str]) -> (i32, String) {
         String::from_utf8_lossy(&output.stdout).into_owned(),
     )
 }
+
+/// Polls `probe` until `done` accepts its value or [`WAIT`] passes, and
+/// returns the last value. For state another process writes (a file, a
+/// counter) where there is no event to wait on.
+pub fn eventually<T>(mut probe: impl FnMut() -> T, done: impl Fn(&T) -> bool) -> T {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let value = probe();
+        if done(&value) || Instant::now() >= deadline {
+            return value;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
