@@ -64,6 +64,9 @@ pub const MAX_PIPELINED: usize = 64;
 /// read (the client is not reading its answers).
 pub const MAX_OUTPUT_BACKLOG: usize = 256 * 1024;
 
+/// The last line a stream consumer that fell behind receives.
+const LAGGED_LINE: &[u8] = b"{\"event\":\"lagged\",\"error\":\"this consumer did not keep up with the events and was cut off; reconnect with ?since=<last seq> to resume\"}\n";
+
 /// Daemon settings; `Default` gives the documented defaults.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -726,33 +729,30 @@ impl Server {
             let Some(version) = conn.stream_version() else {
                 continue;
             };
-            if conn.output_pending() > MAX_OUTPUT_BACKLOG {
-                warn!("an event stream consumer fell behind; cutting it off");
-                let notice = serde_json::json!({
-                    "event": "lagged",
-                    "error": "this consumer did not keep up with the events and was cut off; reconnect with ?since=<last seq> to resume",
-                });
-                let mut line = notice.to_string().into_bytes();
-                line.push(b'\n');
-                conn.push_output(mono, |out| {
-                    api::stream_chunk(version, &line, out);
-                    api::stream_end(version, out);
-                });
-                conn.end_stream();
-            } else {
-                conn.push_output(mono, |out| {
+            let keeping_up = conn.output_pending() <= MAX_OUTPUT_BACKLOG;
+            conn.push_output(mono, |out| {
+                if keeping_up {
                     for line in &lines {
                         api::stream_chunk(version, line, out);
                     }
-                });
-                self.streams.push(token);
+                } else {
+                    api::stream_chunk(version, LAGGED_LINE, out);
+                    api::stream_end(version, out);
+                }
+            });
+            if !keeping_up {
+                warn!("an event stream consumer fell behind; cutting it off");
+                conn.end_stream();
             }
-            let conn = &mut self.conns.get_mut(&token).expect("present");
-            if conn.flush(mono).is_err() || conn.is_finished() {
+            let broken = conn.flush(mono).is_err() || conn.is_finished();
+            let deadline = conn.deadline(&self.config.timeouts).map(|(at, _)| at);
+            if broken {
                 self.close(token);
             } else {
-                let at = conn.deadline(&self.config.timeouts).map(|(at, _)| at);
-                self.note_deadline(at);
+                if keeping_up {
+                    self.streams.push(token);
+                }
+                self.note_deadline(deadline);
             }
         }
     }
