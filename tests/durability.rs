@@ -1,0 +1,466 @@
+//! Durability at the edges, against the real binary and a real database
+//! file: damaged records, a file that is not a database, tasks that fell due
+//! while the daemon was down, SIGTERM under load. And the clock rule with the
+//! task state machine, with an injected clock.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant, SystemTime};
+
+use common::{Daemon, Dirs, WAIT, request_bytes};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde_json::Value;
+use sprite_tasks::faulty::{self, FaultSwitch};
+use sprite_tasks::server::{Config, Server};
+use sprite_tasks::store::Store;
+use sprite_tasks::tasks::{Batch, Change, Command, Task, TaskName, Tasks};
+use sprite_tasks::time::{ReactorClock, Timestamp};
+
+/// The store's tables, as laid out on disk (see `src/store.rs`).
+const TASKS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("tasks");
+const QUARANTINE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("quarantine");
+
+const SECOND: u64 = 1_000_000_000;
+
+/// Name to (started_at, expires_at), as the API shows them.
+type Served = BTreeMap<String, (String, String)>;
+
+fn times(task: &Value) -> (String, String) {
+    (
+        task["started_at"].as_str().expect("started_at").to_owned(),
+        task["expires_at"].as_str().expect("expires_at").to_owned(),
+    )
+}
+
+fn served(daemon: &Daemon) -> Served {
+    let (status, body) = daemon.call("GET", "/v1/tasks", None);
+    assert_eq!(status, 200, "{body}");
+    body["tasks"]
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|task| (task["name"].as_str().unwrap().to_owned(), times(task)))
+        .collect()
+}
+
+fn put(daemon: &Daemon, name: &str, expire: &str) -> (String, String) {
+    let (status, body) = daemon.call(
+        "PUT",
+        &format!("/v1/tasks/{name}"),
+        Some(&format!(r#"{{"expire":{expire}}}"#)),
+    );
+    assert_eq!(status, 200, "{body}");
+    times(&body)
+}
+
+fn rows(db: &Database, table: TableDefinition<&[u8], &[u8]>) -> BTreeMap<Vec<u8>, Vec<u8>> {
+    let txn = db.begin_read().unwrap();
+    let table = txn.open_table(table).unwrap();
+    table
+        .iter()
+        .unwrap()
+        .map(|row| {
+            let (key, value) = row.unwrap();
+            (key.value().to_vec(), value.value().to_vec())
+        })
+        .collect()
+}
+
+#[test]
+fn damaged_records_are_moved_aside_loudly_and_the_rest_is_served() {
+    let dirs = Dirs::new();
+    let daemon = Daemon::start(&dirs, &[]);
+    for name in ["good-1", "flipped", "good-2"] {
+        put(&daemon, name, "\"1h\"");
+    }
+    let before = served(&daemon);
+    let (status, log) = daemon.terminate();
+    assert!(status.success(), "{log}");
+
+    // Damage two rows behind the daemon's back: a flipped bit, and a row
+    // that is no record at all.
+    let (flipped, junk) = {
+        let db = Database::create(dirs.db()).unwrap();
+        let mut flipped = rows(&db, TASKS)[b"flipped".as_slice()].clone();
+        flipped[5] ^= 0x08;
+        let junk = b"\x07not a record".to_vec();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut tasks = txn.open_table(TASKS).unwrap();
+            tasks
+                .insert(b"flipped".as_slice(), flipped.as_slice())
+                .unwrap();
+            tasks.insert(b"junk".as_slice(), junk.as_slice()).unwrap();
+        }
+        txn.commit().unwrap();
+        (flipped, junk)
+    };
+
+    let daemon = Daemon::start(&dirs, &[]);
+    let started = daemon.wait_for_log("sprite-tasksd listening");
+    assert!(started.contains("quarantined=2"), "{started}");
+    for key in ["key=flipped", "key=junk"] {
+        let line = daemon.wait_for_log(key);
+        assert!(
+            line.contains("ERROR") && line.contains("quarantine"),
+            "loud: {line}"
+        );
+    }
+    let mut expected = before.clone();
+    expected.remove("flipped");
+    assert_eq!(served(&daemon), expected, "the rest is served unchanged");
+    assert_eq!(daemon.call("GET", "/v1/tasks/flipped", None).0, 404);
+    // The name is free again: a client may take it.
+    put(&daemon, "flipped", "60");
+    let (status, log) = daemon.terminate();
+    assert!(status.success(), "{log}");
+
+    // Moved aside byte for byte, not deleted; not reported twice.
+    let db = Database::create(dirs.db()).unwrap();
+    let quarantine = rows(&db, QUARANTINE);
+    assert_eq!(quarantine.len(), 2);
+    assert_eq!(quarantine[b"flipped".as_slice()], flipped);
+    assert_eq!(quarantine[b"junk".as_slice()], junk);
+    drop(db);
+    let daemon = Daemon::start(&dirs, &[]);
+    let started = daemon.wait_for_log("sprite-tasksd listening");
+    assert!(started.contains("quarantined=0"), "{started}");
+}
+
+#[test]
+fn a_file_that_is_not_a_database_is_refused_and_left_byte_identical() {
+    let dirs = Dirs::new();
+    let content: Vec<u8> = (0..64 * 1024u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(dirs.db(), &content).unwrap();
+    let (mut child, log) = common::spawn(&dirs.socket(), &dirs.db(), &[]);
+    let status = common::wait_with_timeout(&mut child, WAIT).expect("the daemon exits");
+    let log: Vec<String> = log.try_iter().collect();
+    let log = log.join("\n");
+    assert_eq!(status.code(), Some(1), "{log}");
+    assert!(
+        log.contains("is not a sprite-tasks database") && log.contains("left untouched"),
+        "a clear message: {log}"
+    );
+    assert_eq!(std::fs::read(dirs.db()).unwrap(), content, "byte-identical");
+    assert!(
+        !dirs.socket().exists(),
+        "no socket for a daemon that refused"
+    );
+}
+
+#[test]
+fn tasks_due_during_downtime_expire_at_start_and_the_others_are_untouched() {
+    let dirs = Dirs::new();
+    let daemon = Daemon::start(&dirs, &[]);
+    let short_1 = put(&daemon, "short-1", "1");
+    let short_2 = put(&daemon, "short-2", "\"2s\"");
+    put(&daemon, "long-1", "\"1h\"");
+    put(&daemon, "long-2", "600");
+    put(&daemon, "long-2", "\"30m\"");
+    let mut kept = served(&daemon);
+    kept.remove("short-1");
+    kept.remove("short-2");
+    daemon.kill9();
+
+    // Stay down until both short tasks are due: real time must pass here.
+    for (_, expires_at) in [short_1, short_2] {
+        let due = humantime::parse_rfc3339(&expires_at).unwrap();
+        if let Ok(left) = due.duration_since(SystemTime::now()) {
+            std::thread::sleep(left + Duration::from_millis(10));
+        }
+    }
+
+    let daemon = Daemon::start(&dirs, &[]);
+    let started = daemon.wait_for_log("sprite-tasksd listening");
+    assert!(started.contains("expired_while_down=2"), "{started}");
+    assert_eq!(served(&daemon), kept, "identical started_at and expires_at");
+    let (status, log) = daemon.terminate();
+    assert!(status.success(), "{log}");
+
+    // The expiry was durable, not just hidden.
+    let db = Database::create(dirs.db()).unwrap();
+    let names: Vec<Vec<u8>> = rows(&db, TASKS).into_keys().collect();
+    assert_eq!(names, [b"long-1".to_vec(), b"long-2".to_vec()]);
+}
+
+/// Starts an in-process server on a database holding `tasks` and returns
+/// how many syncs its start-up made, and what is on disk afterwards.
+fn start_up_syncs(tasks: &[Task]) -> (u64, Vec<Task>) {
+    let socket_dir = tempfile::Builder::new().prefix("sd").tempdir().unwrap();
+    let db_dir = tempfile::Builder::new()
+        .prefix("db")
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .unwrap();
+    let db = db_dir.path().join("tasks.redb");
+    {
+        let mut store = Store::open(&db).unwrap();
+        let changes: Vec<Change> = tasks
+            .iter()
+            .map(|task| Change::Put {
+                task: task.clone(),
+                created: true,
+            })
+            .collect();
+        store.commit(&changes).unwrap();
+    }
+    let switch = FaultSwitch::new();
+    let store = Store::with_opener(&db, faulty::opener(&db, switch.clone())).unwrap();
+    let before = switch.syncs();
+    let config = Config {
+        socket: socket_dir.path().join("api.sock"),
+        ..Config::default()
+    };
+    let server = Server::new(config, store).unwrap();
+    let syncs = switch.syncs() - before;
+    drop(server);
+    let mut store = Store::open(&db).unwrap();
+    (syncs, store.load().unwrap().tasks)
+}
+
+#[test]
+fn start_up_expires_everything_due_in_one_commit() {
+    let now = Timestamp::from_system_time(SystemTime::now());
+    let task = |name: &str, expires_at: Timestamp| Task {
+        name: TaskName::parse(name).unwrap(),
+        started_at: Timestamp::from_nanos(now.as_nanos() - 7200 * SECOND),
+        expires_at,
+    };
+    let past = Timestamp::from_nanos(now.as_nanos() - 60 * SECOND);
+    let live = task("live", now.checked_add(Duration::from_secs(3600)).unwrap());
+    let mut with_due: Vec<Task> = (0..50).map(|i| task(&format!("due-{i}"), past)).collect();
+    with_due.push(live.clone());
+
+    let (baseline, left) = start_up_syncs(std::slice::from_ref(&live));
+    assert_eq!(left, std::slice::from_ref(&live));
+    let (syncs, left) = start_up_syncs(&with_due);
+    assert_eq!(left, [live], "the due tasks are gone from disk");
+    assert_eq!(syncs, baseline + 1, "50 expiries cost one commit");
+}
+
+/// Reads one response; `Ok(None)` if the daemon closed the connection before
+/// a byte of it, `Err` with what arrived if it closed part way (a half
+/// response).
+fn read_whole(stream: &mut BufReader<UnixStream>) -> Result<Option<(u16, Value)>, String> {
+    let mut head = String::new();
+    let mut length = 0usize;
+    loop {
+        let mut line = String::new();
+        match stream.read_line(&mut line) {
+            Ok(0) if head.is_empty() => return Ok(None),
+            Ok(0) => return Err(format!("half a head: {head:?}")),
+            Ok(_) => {}
+            Err(e) if head.is_empty() && e.kind() == io::ErrorKind::ConnectionReset => {
+                return Ok(None);
+            }
+            Err(e) => return Err(format!("{e} after {head:?}")),
+        }
+        head.push_str(&line);
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':')
+            && name.eq_ignore_ascii_case("content-length")
+        {
+            length = value.trim().parse().map_err(|_| head.clone())?;
+        }
+    }
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("no status in {head:?}"))?;
+    let mut body = vec![0u8; length];
+    stream
+        .read_exact(&mut body)
+        .map_err(|e| format!("half a body ({e}) after {head:?}"))?;
+    let json = if body.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&body).map_err(|e| format!("{e}: {body:?}"))?
+    };
+    Ok(Some((status, json)))
+}
+
+/// What one client was told, per name: `Some` present with these times,
+/// `None` deleted. Names with an unanswered request are left out.
+type Told = BTreeMap<String, Option<(String, String)>>;
+
+/// Refreshes and deletes its own names on one keep-alive connection until
+/// the daemon stops answering. Returns what it was told.
+fn busy_client(socket: &std::path::Path, id: usize) -> Result<Told, String> {
+    let mut told = Told::new();
+    let Ok(stream) = UnixStream::connect(socket) else {
+        return Ok(told);
+    };
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    let mut stream = BufReader::new(stream);
+    let mut step = 0usize;
+    loop {
+        step += 1;
+        let name = format!("c{id}-{}", step % 5);
+        let delete = step % 7 == 3 && matches!(told.get(&name), Some(Some(_)));
+        let bytes = if delete {
+            request_bytes("DELETE", &format!("/v1/tasks/{name}"), None)
+        } else {
+            request_bytes(
+                "PUT",
+                &format!("/v1/tasks/{name}"),
+                Some(r#"{"expire":"1h"}"#),
+            )
+        };
+        if stream.get_mut().write_all(&bytes).is_err() {
+            told.remove(&name);
+            return Ok(told);
+        }
+        match read_whole(&mut stream)? {
+            None => {
+                told.remove(&name);
+                return Ok(told);
+            }
+            Some((204, _)) if delete => {
+                told.insert(name, None);
+            }
+            Some((200, body)) if !delete => {
+                told.insert(name, Some(times(&body)));
+            }
+            Some((status, body)) => {
+                // A refusal at shutdown changes nothing, but must be whole.
+                if status != 503 {
+                    return Err(format!("{name}: unexpected {status} {body}"));
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn sigterm_under_load_keeps_every_answer_and_removes_the_socket() {
+    const CLIENTS: usize = 6;
+    let dirs = Dirs::new();
+    let daemon = Daemon::start(&dirs, &["--shutdown-grace", "2s"]);
+    let socket = daemon.socket.clone();
+    let (status, log, results) = std::thread::scope(|scope| {
+        let clients: Vec<_> = (0..CLIENTS)
+            .map(|id| {
+                let socket = socket.clone();
+                scope.spawn(move || busy_client(&socket, id))
+            })
+            .collect();
+        // A client caught mid-request: half a request is never answered
+        // and never half-answered.
+        let mut partial = UnixStream::connect(&socket).unwrap();
+        partial.set_read_timeout(Some(WAIT)).unwrap();
+        let whole = request_bytes("PUT", "/v1/tasks/partial", Some(r#"{"expire":"1h"}"#));
+        partial.write_all(&whole[..whole.len() - 5]).unwrap();
+        // Let the load build up; the exact moment of the signal is the point.
+        std::thread::sleep(Duration::from_millis(200));
+        let (status, log) = daemon.terminate();
+        let mut rest = Vec::new();
+        let _ = partial.read_to_end(&mut rest);
+        assert!(
+            rest.is_empty() || rest.starts_with(b"HTTP/1.1 "),
+            "the partial request got {:?}",
+            String::from_utf8_lossy(&rest)
+        );
+        let results: Vec<_> = clients.into_iter().map(|c| c.join().unwrap()).collect();
+        (status, log, results)
+    });
+    assert!(status.success(), "{log}");
+    assert!(!dirs.socket().exists(), "the socket file is removed");
+    let mut told = Told::new();
+    for result in results {
+        told.extend(result.unwrap_or_else(|e| panic!("a client got a half response: {e}")));
+    }
+    assert!(told.len() >= CLIENTS, "the clients ran: {told:?}");
+
+    let daemon = Daemon::start(&dirs, &[]);
+    let on_disk = served(&daemon);
+    for (name, state) in &told {
+        assert_eq!(on_disk.get(name), state.as_ref(), "{name}");
+    }
+    assert!(!on_disk.contains_key("partial"));
+}
+
+/// The clock rule of `time::ReactorClock` driving the state machine: a wall
+/// clock stepped back does not stretch a hold, one stepped forward expires
+/// what is due at once, and a restart keeps absolute deadlines.
+#[test]
+fn clock_steps_neither_stretch_nor_skip_a_hold() {
+    let name = |n: &str| TaskName::parse(n).unwrap();
+    let upsert = |tasks: &mut Tasks, n: &str, secs: u64, now: Timestamp| {
+        let mut batch = Batch::new();
+        tasks
+            .plan(
+                &mut batch,
+                Command::Upsert {
+                    name: name(n),
+                    expire: Duration::from_secs(secs),
+                },
+                now,
+            )
+            .unwrap();
+        tasks.apply(batch);
+    };
+    let expire = |tasks: &mut Tasks, now: Timestamp| {
+        let mut batch = Batch::new();
+        let due = tasks.expire_due(&mut batch, now);
+        tasks.apply(batch);
+        due
+    };
+    let wall = |secs: u64| Timestamp::from_nanos(secs * SECOND);
+    let mono = Instant::now();
+    let at = |secs: u64| mono + Duration::from_secs(secs);
+    let mut clock = ReactorClock::new(wall(100_000), mono);
+    let mut tasks = Tasks::new(100);
+
+    // A 60 s hold; then the wall clock is stepped back an hour.
+    upsert(&mut tasks, "held", 60, clock.last());
+    let now = clock.observe(wall(100_000 - 3600 + 30), at(30));
+    assert_eq!(now, wall(100_030));
+    assert_eq!(expire(&mut tasks, now), 0);
+    assert!(tasks.get(&name("held"), now).is_some());
+    // 60 monotonic seconds after the hold began it lapses, although the
+    // wall clock still reads an hour earlier.
+    let now = clock.observe(wall(100_000 - 3600 + 60), at(60));
+    assert_eq!(now, wall(100_060));
+    assert!(tasks.get(&name("held"), now).is_none());
+    assert_eq!(expire(&mut tasks, now), 1);
+    assert!(tasks.is_empty());
+
+    // Timestamps handed out after the step back are not earlier than those
+    // handed out before it.
+    upsert(&mut tasks, "after-step", 600, now);
+    let task = tasks.get(&name("after-step"), now).unwrap().clone();
+    assert!(task.started_at >= wall(100_060));
+
+    // A forward step (a VM resumed after 20 minutes, one monotonic second):
+    // the 10-minute hold is due at once, and nothing else is.
+    upsert(&mut tasks, "long", 3600, now);
+    let now = clock.observe(wall(100_060 + 1200), at(61));
+    assert_eq!(now, wall(101_260));
+    assert_eq!(tasks.next_deadline(), Some(task.expires_at));
+    assert_eq!(
+        tasks.next_deadline().unwrap().saturating_since(now),
+        Duration::ZERO
+    );
+    assert_eq!(expire(&mut tasks, now), 1);
+    assert!(tasks.get(&name("long"), now).is_some());
+
+    // A restart: a fresh clock from the wall, the same absolute deadlines.
+    let survivors: Vec<Task> = tasks.live(now).cloned().collect();
+    let mut restarted = Tasks::new(100);
+    restarted.load(survivors.clone());
+    let clock = ReactorClock::new(wall(101_300), Instant::now());
+    assert_eq!(expire(&mut restarted, clock.last()), 0);
+    assert_eq!(
+        restarted.live(clock.last()).cloned().collect::<Vec<_>>(),
+        survivors
+    );
+    assert_eq!(expire(&mut restarted, wall(100_060 + 3600)), 1);
+}
