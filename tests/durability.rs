@@ -139,8 +139,12 @@ fn a_file_that_is_not_a_database_is_refused_and_left_byte_identical() {
     std::fs::write(dirs.db(), &content).unwrap();
     let (mut child, log) = common::spawn(&dirs.socket(), &dirs.db(), &[]);
     let status = common::wait_with_timeout(&mut child, WAIT).expect("the daemon exits");
-    let log: Vec<String> = log.try_iter().collect();
-    let log = log.join("\n");
+    // The reader thread ends at the daemon's EOF, closing the channel.
+    let mut lines = Vec::new();
+    while let Ok(line) = log.recv_timeout(WAIT) {
+        lines.push(line);
+    }
+    let log = lines.join("\n");
     assert_eq!(status.code(), Some(1), "{log}");
     assert!(
         log.contains("is not a sprite-tasks database") && log.contains("left untouched"),
