@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
 
 use common::{WAIT, read_response, request_bytes};
 use serde_json::Value;
@@ -263,6 +263,46 @@ fn every_fault_point() -> InProcess {
     panic!("a commit made more than {MAX_POINTS} writes and syncs");
 }
 
+/// A task falls due while the disk is full: it is no longer served, its
+/// removal is retried about once a second rather than in a busy loop, and it
+/// is committed once space is freed.
+fn expiry_on_a_full_disk() -> InProcess {
+    /// How long the disk stays full after the task fell due.
+    const FULL_FOR: Duration = Duration::from_secs(2);
+    /// A retry a second is a handful of failed operations; a busy loop
+    /// would be thousands.
+    const MAX_FAILURES: u64 = 40;
+    let mut daemon = InProcess::start("expiry on a full disk");
+    daemon.put("kept");
+    let (status, body) = daemon.call("PUT", "/v1/tasks/brief", Some(r#"{"expire":1}"#));
+    assert_eq!(status, 200, "{body}");
+    let due = humantime::parse_rfc3339(body["expires_at"].as_str().unwrap()).unwrap();
+
+    daemon.switch.fail_after(0, FaultOn::Writes, libc::ENOSPC);
+    let injected = daemon.switch.injected();
+    // Real time has to pass for a real deadline.
+    let wait = due.duration_since(SystemTime::now()).unwrap_or_default() + FULL_FOR;
+    std::thread::sleep(wait);
+    let failures = daemon.switch.injected() - injected;
+    assert!(
+        (1..=MAX_FAILURES).contains(&failures),
+        "{failures} failed operations in {wait:?}: the expiry is retried, not spun"
+    );
+    daemon.assert_serves_expected("a due task is not served, written or not");
+    daemon.failed_commits += 1;
+
+    let syncs = daemon.switch.syncs();
+    daemon.switch.heal();
+    let deadline = Instant::now() + WAIT;
+    while daemon.switch.syncs() == syncs {
+        assert!(Instant::now() < deadline, "the expiry was never committed");
+        // Polling a counter: the retry timer is the server's, not ours.
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    daemon.assert_serves_expected("after the expiry was committed");
+    daemon
+}
+
 /// A database whose writes fail from the start: the daemon refuses to start
 /// (start-up commits the quarantine pass and due expiries) and says why.
 fn start_on_a_failing_disk() {
@@ -308,8 +348,9 @@ fn storage_faults_fail_the_commit_never_the_promise() {
     let full = disk_full();
     let group = group_commit_fails_whole();
     let points = every_fault_point();
+    let expiry = expiry_on_a_full_disk();
     start_on_a_failing_disk();
-    let mut daemons = vec![full, group, points];
+    let mut daemons = vec![full, group, points, expiry];
     if repro_known_bugs() {
         daemons.push(sync_fails_until_healed());
     }
