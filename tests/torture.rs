@@ -9,6 +9,9 @@
 //! list is checked against that record, and the record is then reset to what
 //! the daemon serves, so uncertainty never accumulates.
 //!
+//! A quarter of the rounds also kill a daemon during its start-up, while it
+//! opens and repairs the file the previous kill left.
+//!
 //! `SPRITE_TORTURE_ROUNDS=N` runs N rounds instead of the CI default;
 //! `SPRITE_TORTURE_SEED=S` replays a run (the seed is printed).
 
@@ -30,6 +33,11 @@ const CLIENTS: usize = 4;
 const NAMES_PER_CLIENT: usize = 6;
 /// Shortest and longest time the daemon runs under load before SIGKILL.
 const KILL_AFTER_MS: (u64, u64) = (20, 300);
+/// Share of rounds that also kill a daemon during its start-up, and the
+/// latest moment of that kill: a debug build opens, repairs and loads a small
+/// file in a few milliseconds.
+const STARTUP_KILL_PERCENT: u64 = 25;
+const STARTUP_KILL_MS: u64 = 15;
 /// Every expiry is between 30 and 60 minutes, so nothing lapses during a
 /// run and every disappearance is a DELETE's.
 const EXPIRE_SECS: (u64, u64) = (1800, 3600);
@@ -331,7 +339,17 @@ fn acknowledged_operations_survive_kill_9_under_load() {
     let mut clients: Vec<Client> = (0..CLIENTS).map(|id| Client::new(id, seed)).collect();
     let mut violations = Vec::new();
 
+    let mut startup_kills = 0;
     for round in 1..=rounds {
+        if rng.chance(STARTUP_KILL_PERCENT) {
+            // Killed while starting: opening and repairing the file after
+            // the last kill, loading, committing start-up expiries.
+            let (mut child, _log) = common::spawn(&dirs.socket(), &dirs.db(), &[]);
+            std::thread::sleep(Duration::from_millis(rng.between(0, STARTUP_KILL_MS)));
+            let _ = child.kill();
+            let _ = child.wait();
+            startup_kills += 1;
+        }
         let daemon = Daemon::start(&dirs, &[]);
         verify(&daemon, &mut clients, round - 1, &mut violations);
         let kill_after = Duration::from_millis(rng.between(KILL_AFTER_MS.0, KILL_AFTER_MS.1));
@@ -357,8 +375,8 @@ fn acknowledged_operations_survive_kill_9_under_load() {
         violations.extend(client.tally.violations.iter().cloned());
     }
     println!(
-        "torture: seed {seed}, {rounds} rounds of SIGKILL, {acknowledged} acknowledged operations, \
-         {unanswered} unanswered, {} violations",
+        "torture: seed {seed}, {rounds} rounds of SIGKILL ({startup_kills} more during start-up), \
+         {acknowledged} acknowledged operations, {unanswered} unanswered, {} violations",
         violations.len()
     );
     assert!(
