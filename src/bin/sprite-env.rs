@@ -1,0 +1,765 @@
+//! `sprite-env`: the client of the Tasks API. `curl` runs the system curl
+//! against the socket; `tasks` speaks HTTP itself (no curl needed), and
+//! `tasks hold` keeps a task for exactly as long as a command runs.
+//!
+//! Exit codes: `curl` passes curl's through (7 when the socket is not
+//! served, 127 when curl is missing); `tasks` exits 0, or 1 with the
+//! daemon's message; `tasks hold` exits with its command's status (dying of
+//! the same signal if the command did), 125 when the hold could not be taken,
+//! 126/127 when the command cannot be run. Usage errors exit 2.
+
+use std::ffi::OsString;
+use std::io::{self, Write};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitCode, ExitStatus};
+use std::time::{Duration, Instant, SystemTime};
+
+use clap::{Args, Parser, Subcommand};
+use sprite_tasks::client::{
+    self, Client, ClientError, check_interval, curl_args, expire_value, parse_interval,
+    render_event, render_status, render_tasks, retry_delay,
+};
+use sprite_tasks::expire::MAX_EXPIRE_CEILING;
+use sprite_tasks::server::Config;
+use sprite_tasks::time::Timestamp;
+
+/// The client of the Tasks API that keeps a Sprite awake.
+///
+/// Talks to sprite-tasksd on its Unix socket (HTTP, virtual host "sprite").
+///
+/// Examples:
+///   sprite-env curl -X POST /v1/tasks -d '{"name": "agent", "expire": "1h"}'
+///   sprite-env tasks list
+///   sprite-env tasks hold agent -- ./run-agent.sh
+#[derive(Debug, Parser)]
+#[command(name = "sprite-env", version, verbatim_doc_comment)]
+struct Cli {
+    /// The daemon's Unix socket.
+    #[arg(long, global = true, env = "SPRITE_API_SOCKET", default_value = Config::DEFAULT_SOCKET)]
+    socket: PathBuf,
+
+    #[command(subcommand)]
+    command: Top,
+}
+
+#[derive(Debug, Subcommand)]
+enum Top {
+    /// Run curl against the Tasks API: the socket and the http://sprite host
+    /// are filled in.
+    ///
+    /// The API path (starting with /) may stand anywhere among the curl
+    /// arguments. A JSON Content-Type is added when a body is sent (-d,
+    /// --data-*, -T) without one. curl's exit status is passed through.
+    ///
+    /// Examples:
+    ///   sprite-env curl /v1/tasks
+    ///   sprite-env curl -X POST /v1/tasks -d '{"name": "agent", "expire": "1h"}'
+    ///   sprite-env curl -X DELETE /v1/tasks/agent
+    #[command(verbatim_doc_comment)]
+    Curl {
+        /// curl's options and the API path, in any order.
+        #[arg(
+            value_name = "CURL ARGS",
+            allow_hyphen_values = true,
+            trailing_var_arg = true,
+            num_args = 0..
+        )]
+        args: Vec<OsString>,
+    },
+    /// Create, refresh, list, delete and watch tasks, and hold one while a
+    /// command runs.
+    ///
+    /// Example:
+    ///   sprite-env tasks hold agent -- ./run-agent.sh
+    #[command(subcommand, verbatim_doc_comment)]
+    Tasks(TasksCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum TasksCommand {
+    /// List the live tasks: name, when started, how long until they expire.
+    ///
+    /// Example:
+    ///   sprite-env tasks list
+    #[command(verbatim_doc_comment)]
+    List(JsonFlag),
+    /// Show one task (exits 1 if it is not live).
+    ///
+    /// Example:
+    ///   sprite-env tasks get agent
+    #[command(verbatim_doc_comment)]
+    Get {
+        name: String,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Create a task (exits 1 if the name is live already).
+    ///
+    /// Example:
+    ///   sprite-env tasks create agent --expire 1h
+    #[command(verbatim_doc_comment)]
+    Create(TaskExpire),
+    /// Refresh a task's expiry, creating it if missing (PUT).
+    ///
+    /// Example:
+    ///   sprite-env tasks refresh agent --expire 30m
+    #[command(verbatim_doc_comment)]
+    Refresh(TaskExpire),
+    /// Delete a task: release its hold (exits 1 if it is not live).
+    ///
+    /// Example:
+    ///   sprite-env tasks delete agent
+    #[command(verbatim_doc_comment)]
+    Delete { name: String },
+    /// Say whether the machine is held, by which tasks and until when, or
+    /// since when it is idle.
+    ///
+    /// Example:
+    ///   sprite-env tasks status
+    #[command(verbatim_doc_comment)]
+    Status(JsonFlag),
+    /// Print task events as they happen (created, refreshed, deleted,
+    /// expired, held, idle) until interrupted.
+    ///
+    /// Example:
+    ///   sprite-env tasks watch --since 0
+    #[command(verbatim_doc_comment)]
+    Watch {
+        /// Replay the retained events after this sequence number first.
+        #[arg(long, value_name = "SEQ")]
+        since: Option<u64>,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Hold a task for exactly as long as COMMAND runs.
+    ///
+    /// Creates (or refreshes) the task with --expire, runs COMMAND, refreshes
+    /// the task every --every while it runs, and deletes it when COMMAND
+    /// exits, however it exits. A failed refresh is reported and retried.
+    /// SIGINT, SIGTERM and SIGHUP sent to the holder are forwarded to
+    /// COMMAND (Ctrl-C at a terminal reaches COMMAND directly and is not sent
+    /// twice); after one, the holder stops refreshing, so a COMMAND that
+    /// ignores it is held for at most one more expiry. If the holder is
+    /// killed with SIGKILL, the task lapses on its own at its expiry.
+    ///
+    /// --every must be at most half of --expire, so a failed refresh can be
+    /// retried before the hold lapses. The task name is the hold: two
+    /// holders of one name share one task, and the first to finish releases
+    /// it; give concurrent holds distinct names.
+    ///
+    /// Exits with COMMAND's status; 125 if the task could not be held (the
+    /// command is then not run), 126/127 if COMMAND cannot be run.
+    ///
+    /// Example:
+    ///   sprite-env tasks hold agent --expire 5m --every 1m -- claude -p "fix the tests"
+    #[command(verbatim_doc_comment)]
+    Hold(HoldArgs),
+}
+
+#[derive(Debug, Args)]
+struct JsonFlag {
+    /// Print the daemon's JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+struct TaskExpire {
+    name: String,
+    /// How long the hold lasts: seconds, or a duration such as 90s, 30m, 1h
+    /// (at most the daemon's --max-expire, 1h by default).
+    #[arg(long, value_name = "DURATION")]
+    expire: String,
+    #[command(flatten)]
+    json: JsonFlag,
+}
+
+#[derive(Debug, Args)]
+struct HoldArgs {
+    /// The task to hold.
+    name: String,
+    /// Expiry of each refresh: how long the task outlives a holder that is
+    /// killed without cleaning up.
+    #[arg(long, value_name = "DURATION", default_value = "5m")]
+    expire: String,
+    /// Refresh interval; at most half of --expire.
+    #[arg(long, value_name = "DURATION", default_value = "1m")]
+    every: String,
+    /// The command to run, after `--`.
+    #[arg(last = true, required = true, value_name = "COMMAND")]
+    command: Vec<OsString>,
+}
+
+/// Exit status of a `tasks` command that failed.
+const EXIT_FAILED: u8 = 1;
+/// Exit status for bad usage, as clap's.
+const EXIT_USAGE: u8 = 2;
+/// curl's own status for "could not connect", used when the socket is not
+/// served before curl is even run.
+const EXIT_CURL_NO_CONNECTION: u8 = 7;
+/// The hold could not be taken (as `env`/`timeout` use 125 for their own
+/// failures).
+const EXIT_HOLD_FAILED: u8 = 125;
+/// The command exists but cannot be executed.
+const EXIT_CANNOT_EXECUTE: u8 = 126;
+/// The command (or curl) was not found.
+const EXIT_NOT_FOUND: u8 = 127;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let client = Client::new(&cli.socket);
+    match cli.command {
+        Top::Curl { args } => run_curl(&client, &args),
+        Top::Tasks(command) => match tasks(&client, command) {
+            Ok(code) => code,
+            Err(message) => {
+                eprintln!("sprite-env: {message}");
+                ExitCode::from(EXIT_FAILED)
+            }
+        },
+    }
+}
+
+fn run_curl(client: &Client, user_args: &[OsString]) -> ExitCode {
+    let args = match curl_args(user_args, client.socket()) {
+        Ok(args) => args,
+        Err(e) => {
+            eprintln!("sprite-env curl: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    if let Err(e) = client.probe() {
+        eprintln!("sprite-env curl: {e}");
+        return ExitCode::from(EXIT_CURL_NO_CONNECTION);
+    }
+    // exec: curl's exit status, signals and output are the caller's directly.
+    let error = Command::new("curl").args(&args).exec();
+    if error.kind() == io::ErrorKind::NotFound {
+        eprintln!(
+            "sprite-env curl: curl was not found on PATH; install it (e.g. apt-get install curl), or use `sprite-env tasks`, which needs no curl"
+        );
+        ExitCode::from(EXIT_NOT_FOUND)
+    } else {
+        eprintln!("sprite-env curl: cannot run curl: {error}");
+        ExitCode::from(EXIT_CANNOT_EXECUTE)
+    }
+}
+
+fn now() -> Timestamp {
+    Timestamp::from_system_time(SystemTime::now())
+}
+
+/// Writes to stdout; a closed stdout (`| head`) is not an error worth a
+/// message.
+fn print(text: &str) -> Result<(), String> {
+    let mut stdout = io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Err(e) if e.kind() != io::ErrorKind::BrokenPipe => Err(format!("cannot write: {e}")),
+        _ => Ok(()),
+    }
+}
+
+fn raw(body: &[u8]) -> String {
+    let mut text = String::from_utf8_lossy(body).into_owned();
+    if !text.ends_with('\n') {
+        text.push('\n');
+    }
+    text
+}
+
+fn tasks(client: &Client, command: TasksCommand) -> Result<ExitCode, String> {
+    let failed = |e: ClientError| e.to_string();
+    match command {
+        TasksCommand::List(flag) => {
+            let (body, list) = client.list().map_err(failed)?;
+            print(&if flag.json {
+                raw(&body)
+            } else {
+                render_tasks(&list.tasks, now())
+            })?;
+        }
+        TasksCommand::Get { name, json } => {
+            let (body, task) = client.get(&name).map_err(failed)?;
+            print(&if json.json {
+                raw(&body)
+            } else {
+                render_tasks(&[task], now())
+            })?;
+        }
+        TasksCommand::Create(args) => {
+            let (body, task) = client
+                .create(&args.name, &expire_value(&args.expire))
+                .map_err(failed)?;
+            print(&if args.json.json {
+                raw(&body)
+            } else {
+                render_tasks(&[task], now())
+            })?;
+        }
+        TasksCommand::Refresh(args) => {
+            let (body, task) = client
+                .refresh(&args.name, &expire_value(&args.expire))
+                .map_err(failed)?;
+            print(&if args.json.json {
+                raw(&body)
+            } else {
+                render_tasks(&[task], now())
+            })?;
+        }
+        TasksCommand::Delete { name } => client.delete(&name).map_err(failed)?,
+        TasksCommand::Status(flag) => {
+            let (body, status) = client.status().map_err(failed)?;
+            if flag.json {
+                print(&raw(&body))?;
+            } else {
+                let tasks = if status.held {
+                    client.list().map_err(failed)?.1.tasks
+                } else {
+                    Vec::new()
+                };
+                print(&format!("{}\n", render_status(&status, &tasks, now())))?;
+            }
+        }
+        TasksCommand::Watch { since, json } => return watch(client, since, json.json),
+        TasksCommand::Hold(args) => return Ok(hold::run(client, args)),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn watch(client: &Client, since: Option<u64>, json: bool) -> Result<ExitCode, String> {
+    let mut stream = client.events(since).map_err(|e| e.to_string())?;
+    let mut last_seq = since;
+    loop {
+        let line = match stream.next_line() {
+            Ok(Some(line)) => line,
+            Ok(None) => {
+                let resume = last_seq
+                    .map(|s| format!(" (resume with --since {s})"))
+                    .unwrap_or_default();
+                return Err(format!("the daemon ended the event stream{resume}"));
+            }
+            Err(e) => return Err(e.to_string()),
+        };
+        if line.is_empty() {
+            continue;
+        }
+        if let Some(seq) = serde_json::from_slice::<serde_json::Value>(&line)
+            .ok()
+            .and_then(|v| v.get("seq").and_then(serde_json::Value::as_u64))
+        {
+            last_seq = Some(seq);
+        }
+        let text = if json {
+            raw(&line)
+        } else {
+            format!("{}\n", render_event(&line))
+        };
+        // A reader that went away (`watch | head`) ends the watch quietly.
+        if io::stdout()
+            .lock()
+            .write_all(text.as_bytes())
+            .and_then(|()| io::stdout().lock().flush())
+            .is_err()
+        {
+            return Ok(ExitCode::SUCCESS);
+        }
+        if client::is_lagged(&line) {
+            let resume = last_seq
+                .map(|s| format!("; resume with --since {s}"))
+                .unwrap_or_default();
+            return Err(format!("this watcher fell behind and was cut off{resume}"));
+        }
+    }
+}
+
+/// `tasks hold`: the seed's heartbeat script as one command.
+mod hold {
+    use super::*;
+
+    use signals::{Received, SignalPipe};
+
+    /// Time allowed to release the task when the command is done: a few
+    /// attempts, since a missed release keeps the machine awake until the
+    /// expiry.
+    const RELEASE_DEADLINE: Duration = Duration::from_secs(5);
+
+    /// Pause between release attempts.
+    const RELEASE_RETRY: Duration = Duration::from_millis(200);
+
+    /// The longest a refresh request may take: at most the interval (a late
+    /// refresh is a missed one) but at least a second (a fsync on a busy
+    /// disk).
+    fn refresh_timeout(every: Duration) -> Duration {
+        every.clamp(Duration::from_secs(1), client::REQUEST_TIMEOUT)
+    }
+
+    fn say(message: impl std::fmt::Display) {
+        eprintln!("sprite-env tasks hold: {message}");
+    }
+
+    pub fn run(client: &Client, args: HoldArgs) -> ExitCode {
+        let Some((program, program_args)) = args.command.split_first() else {
+            say("no command given after `--`");
+            return ExitCode::from(EXIT_USAGE);
+        };
+        let expire_json = expire_value(&args.expire);
+        let expire = match sprite_tasks::expire::decode(&expire_json, MAX_EXPIRE_CEILING) {
+            Ok(expire) => expire,
+            Err(e) => {
+                say(format!("--expire {:?}: {e}", args.expire));
+                return ExitCode::from(EXIT_USAGE);
+            }
+        };
+        let every = match parse_interval(&args.every).and_then(|every| {
+            check_interval(expire, every)?;
+            Ok(every)
+        }) {
+            Ok(every) => every,
+            Err(e) => {
+                say(e);
+                return ExitCode::from(EXIT_USAGE);
+            }
+        };
+        // Signals are caught before the hold exists, so none can end the
+        // holder between taking the hold and watching the command.
+        let signals = match SignalPipe::install() {
+            Ok(signals) => signals,
+            Err(e) => {
+                say(format!("cannot set up signal handling: {e}"));
+                return ExitCode::from(EXIT_HOLD_FAILED);
+            }
+        };
+        let refresher = client.clone().with_timeout(refresh_timeout(every));
+        if let Err(e) = refresher.refresh(&args.name, &expire_json) {
+            say(format!(
+                "cannot hold task {:?}: {e}; the command was not started",
+                args.name
+            ));
+            return ExitCode::from(EXIT_HOLD_FAILED);
+        }
+        let mut child = match Command::new(program).args(program_args).spawn() {
+            Ok(child) => child,
+            Err(e) => {
+                release(client, &args.name);
+                say(format!("cannot run {}: {e}", program.to_string_lossy()));
+                return ExitCode::from(match e.kind() {
+                    io::ErrorKind::NotFound => EXIT_NOT_FOUND,
+                    _ => EXIT_CANNOT_EXECUTE,
+                });
+            }
+        };
+        let outcome = supervise(
+            &mut child,
+            &signals,
+            &refresher,
+            &args.name,
+            &expire_json,
+            expire,
+            every,
+        );
+        release(client, &args.name);
+        match outcome {
+            Ok(status) => exit_like(status),
+            Err(e) => {
+                say(format!("lost track of the command: {e}"));
+                ExitCode::from(EXIT_HOLD_FAILED)
+            }
+        }
+    }
+
+    /// Refreshes the hold while `child` runs and forwards stop signals to it;
+    /// returns its exit status.
+    fn supervise(
+        child: &mut Child,
+        signals: &SignalPipe,
+        client: &Client,
+        name: &str,
+        expire_json: &serde_json::Value,
+        expire: Duration,
+        every: Duration,
+    ) -> io::Result<ExitStatus> {
+        let mut next_refresh = Some(Instant::now() + every);
+        let mut held_until = Instant::now() + expire;
+        let mut failing = false;
+        loop {
+            if let Some(status) = child.try_wait()? {
+                return Ok(status);
+            }
+            let timeout = next_refresh.map(|at| at.saturating_duration_since(Instant::now()));
+            for Received {
+                signal,
+                from_terminal,
+            } in signals.wait(timeout)?
+            {
+                if signal == libc::SIGCHLD || from_terminal {
+                    // The terminal signalled the whole foreground group,
+                    // the command included.
+                    continue;
+                }
+                // SAFETY: kill(2) on our own child, not yet reaped (only
+                // this thread reaps it), so the pid is still its own.
+                unsafe { libc::kill(child.id() as libc::pid_t, signal) };
+                if next_refresh.take().is_some() {
+                    say(format!(
+                        "forwarded {} to the command; no more refreshes, task {name:?} is deleted when it exits (or lapses in at most {})",
+                        signal_name(signal),
+                        humantime::format_duration(expire)
+                    ));
+                }
+            }
+            let Some(due) = next_refresh else { continue };
+            let now = Instant::now();
+            if now < due {
+                continue;
+            }
+            match client.refresh(name, expire_json) {
+                Ok(_) => {
+                    if failing {
+                        say(format!("task {name:?} refreshed again"));
+                    }
+                    failing = false;
+                    held_until = Instant::now() + expire;
+                    next_refresh = Some(now + every);
+                }
+                Err(e) => {
+                    failing = true;
+                    let delay = retry_delay(every);
+                    let left = held_until.saturating_duration_since(Instant::now());
+                    let lapse = if left.is_zero() {
+                        "the hold has lapsed".to_owned()
+                    } else {
+                        format!(
+                            "the hold lapses in {} unless a refresh succeeds",
+                            client::format_span(left)
+                        )
+                    };
+                    say(format!(
+                        "refreshing task {name:?} failed: {e}; retrying in {} ({lapse})",
+                        humantime::format_duration(delay)
+                    ));
+                    next_refresh = Some(Instant::now() + delay);
+                }
+            }
+        }
+    }
+
+    /// Deletes the task, retrying briefly; a task already gone is fine.
+    fn release(client: &Client, name: &str) {
+        let deadline = Instant::now() + RELEASE_DEADLINE;
+        loop {
+            let client = client.clone().with_timeout(
+                deadline
+                    .saturating_duration_since(Instant::now())
+                    .max(Duration::from_millis(100)),
+            );
+            match client.delete(name) {
+                Ok(()) | Err(ClientError::Api { status: 404, .. }) => return,
+                Err(e) if Instant::now() + RELEASE_RETRY >= deadline => {
+                    say(format!(
+                        "could not delete task {name:?}: {e}; it lapses on its own at its expiry"
+                    ));
+                    return;
+                }
+                Err(_) => std::thread::sleep(RELEASE_RETRY),
+            }
+        }
+    }
+
+    fn signal_name(signal: libc::c_int) -> &'static str {
+        match signal {
+            libc::SIGINT => "SIGINT",
+            libc::SIGTERM => "SIGTERM",
+            libc::SIGHUP => "SIGHUP",
+            _ => "a signal",
+        }
+    }
+
+    /// Ends the holder as the command ended: the same exit code, or death by
+    /// the same signal (without a core file), so the caller sees what it
+    /// would have seen running the command itself.
+    fn exit_like(status: ExitStatus) -> ExitCode {
+        if let Some(code) = status.code() {
+            return ExitCode::from(u8::try_from(code).unwrap_or(EXIT_HOLD_FAILED));
+        }
+        let Some(signal) = status.signal() else {
+            return ExitCode::from(EXIT_HOLD_FAILED);
+        };
+        let _ = io::stderr().flush();
+        // SAFETY: plain libc calls on our own process with valid arguments.
+        unsafe {
+            let no_core = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            libc::setrlimit(libc::RLIMIT_CORE, &no_core);
+            libc::signal(signal, libc::SIG_DFL);
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, signal);
+            libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+            libc::raise(signal);
+        }
+        // Still alive: a signal whose default is not to terminate.
+        ExitCode::from(u8::try_from(128 + signal).unwrap_or(EXIT_HOLD_FAILED))
+    }
+
+    /// SIGINT, SIGTERM, SIGHUP and SIGCHLD through a self-pipe, with
+    /// whether each came from the terminal.
+    ///
+    /// Our own `sigaction` handler rather than signal-hook's: the decision
+    /// to forward needs `si_code` (a terminal's signal is `SI_KERNEL` and has
+    /// reached the whole foreground process group already), which
+    /// signal-hook exposes only behind a feature we do not enable.
+    mod signals {
+        use std::io;
+        use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+        use std::sync::atomic::{AtomicI32, Ordering};
+        use std::time::Duration;
+
+        /// The write end of the pipe, for the handler; -1 before install.
+        static PIPE_WRITE: AtomicI32 = AtomicI32::new(-1);
+
+        /// One caught signal.
+        #[derive(Debug, Clone, Copy)]
+        pub struct Received {
+            pub signal: libc::c_int,
+            /// Sent by the kernel on behalf of a terminal (Ctrl-C, hangup).
+            pub from_terminal: bool,
+        }
+
+        #[cfg(target_os = "linux")]
+        fn errno_location() -> *mut libc::c_int {
+            // SAFETY: always valid for the calling thread.
+            unsafe { libc::__errno_location() }
+        }
+
+        #[cfg(not(target_os = "linux"))]
+        fn errno_location() -> *mut libc::c_int {
+            // SAFETY: always valid for the calling thread.
+            unsafe { libc::__error() }
+        }
+
+        #[cfg(target_os = "linux")]
+        fn from_kernel(code: libc::c_int) -> bool {
+            code == libc::SI_KERNEL
+        }
+
+        #[cfg(not(target_os = "linux"))]
+        fn from_kernel(_code: libc::c_int) -> bool {
+            false
+        }
+
+        /// Async-signal-safe: two bytes to a non-blocking pipe, errno kept.
+        extern "C" fn on_signal(
+            signal: libc::c_int,
+            info: *mut libc::siginfo_t,
+            _context: *mut libc::c_void,
+        ) {
+            let errno = errno_location();
+            // SAFETY: errno is thread-local; `info` is the kernel's siginfo
+            // for this delivery (SA_SIGINFO) or null.
+            unsafe {
+                let saved = *errno;
+                let terminal = !info.is_null() && from_kernel((*info).si_code);
+                let record = [signal as u8, u8::from(terminal)];
+                let fd = PIPE_WRITE.load(Ordering::Relaxed);
+                if fd >= 0 {
+                    libc::write(fd, record.as_ptr().cast(), record.len());
+                }
+                *errno = saved;
+            }
+        }
+
+        pub struct SignalPipe {
+            read: OwnedFd,
+            _write: OwnedFd,
+        }
+
+        impl SignalPipe {
+            /// Creates the pipe and installs the handlers.
+            pub fn install() -> io::Result<SignalPipe> {
+                let mut fds = [0; 2];
+                // SAFETY: pipe2 fills two descriptors we then own.
+                if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } != 0
+                {
+                    return Err(io::Error::last_os_error());
+                }
+                // SAFETY: both descriptors are fresh and ours.
+                let (read, write) =
+                    unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+                PIPE_WRITE.store(write.as_raw_fd(), Ordering::Relaxed);
+                for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGCHLD] {
+                    // SAFETY: a zeroed sigaction is valid; the handler is
+                    // async-signal-safe and has the SA_SIGINFO signature.
+                    unsafe {
+                        let mut action: libc::sigaction = std::mem::zeroed();
+                        action.sa_sigaction = on_signal as *const () as usize;
+                        action.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART | libc::SA_NOCLDSTOP;
+                        libc::sigemptyset(&mut action.sa_mask);
+                        if libc::sigaction(signal, &action, std::ptr::null_mut()) != 0 {
+                            return Err(io::Error::last_os_error());
+                        }
+                    }
+                }
+                Ok(SignalPipe {
+                    read,
+                    _write: write,
+                })
+            }
+
+            /// Waits up to `timeout` (forever if `None`) for signals and
+            /// returns those caught; empty after the timeout.
+            pub fn wait(&self, timeout: Option<Duration>) -> io::Result<Vec<Received>> {
+                let millis = match timeout {
+                    // Rounded up, so a due refresh is never polled early in
+                    // a loop of zero-millisecond waits.
+                    Some(t) => i32::try_from(t.as_micros().div_ceil(1000)).unwrap_or(i32::MAX),
+                    None => -1,
+                };
+                let mut poll = libc::pollfd {
+                    fd: self.read.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                };
+                // SAFETY: one valid pollfd.
+                let ready = unsafe { libc::poll(&mut poll, 1, millis) };
+                if ready < 0 {
+                    let error = io::Error::last_os_error();
+                    return if error.kind() == io::ErrorKind::Interrupted {
+                        Ok(Vec::new())
+                    } else {
+                        Err(error)
+                    };
+                }
+                let mut received = Vec::new();
+                let mut buffer = [0u8; 64];
+                loop {
+                    // SAFETY: reading into a local buffer of its length.
+                    let n = unsafe {
+                        libc::read(
+                            self.read.as_raw_fd(),
+                            buffer.as_mut_ptr().cast(),
+                            buffer.len(),
+                        )
+                    };
+                    if n <= 0 {
+                        break;
+                    }
+                    // Records are 2 bytes and writes of 2 bytes to a pipe are
+                    // atomic, so reads of an even length never split one.
+                    for record in buffer[..n as usize].chunks_exact(2) {
+                        received.push(Received {
+                            signal: libc::c_int::from(record[0]),
+                            from_terminal: record[1] != 0,
+                        });
+                    }
+                }
+                Ok(received)
+            }
+        }
+    }
+}

@@ -1,0 +1,649 @@
+//! `sprite-env` against the real daemon: the curl shorthand with the path
+//! anywhere, the `tasks` commands, holds that last exactly as long as their
+//! command (whatever ends it), and the seed's own heartbeat script.
+//!
+//! Waiting for another process to reach a state polls the daemon's API with
+//! a deadline ([`common::eventually`]); nothing sleeps to synchronise.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, SystemTime};
+
+use common::{Daemon, Dirs, WAIT, eventually, signal, wait_with_timeout};
+use serde_json::Value;
+
+fn sprite_env_binary() -> &'static str {
+    env!("CARGO_BIN_EXE_sprite-env")
+}
+
+/// `sprite-env` aimed at the daemon's socket through the environment.
+fn sprite_env(daemon: &Daemon) -> Command {
+    let mut command = Command::new(sprite_env_binary());
+    command
+        .env("SPRITE_API_SOCKET", &daemon.socket)
+        .env("SPRITE_ENV", sprite_env_binary())
+        .stdin(Stdio::null());
+    command
+}
+
+fn run(command: &mut Command) -> Output {
+    command.output().expect("run sprite-env")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn task_status(daemon: &Daemon, name: &str) -> u16 {
+    daemon.call("GET", &format!("/v1/tasks/{name}"), None).0
+}
+
+fn wall_now() -> SystemTime {
+    SystemTime::now()
+}
+
+fn time_of(value: &Value) -> SystemTime {
+    humantime::parse_rfc3339(value.as_str().expect("a timestamp")).expect("RFC 3339")
+}
+
+#[test]
+fn curl_takes_the_path_first_last_or_in_the_middle() {
+    let dirs = Dirs::new();
+    let daemon = Daemon::start(&dirs, &[]);
+
+    // First.
+    let out = run(sprite_env(&daemon).args([
+        "curl",
+        "/v1/tasks",
+        "-s",
+        "-X",
+        "POST",
+        "-d",
+        r#"{"name":"first","expire":"1h"}"#,
+    ]));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()["name"],
+        "first"
+    );
+
+    // Last, after a body, with -v to see the headers curl sent.
+    let out = run(sprite_env(&daemon).args([
+        "curl",
+        "-sv",
+        "-XPUT",
+        "--data",
+        r#"{"expire":"5m"}"#,
+        "/v1/tasks/last",
+    ]));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let trace = text(&out.stderr);
+    assert!(
+        trace.contains("> Content-Type: application/json"),
+        "a body without a type gets JSON: {trace}"
+    );
+    assert!(trace.contains("> Host: sprite"), "{trace}");
+    assert_eq!(task_status(&daemon, "last"), 200);
+
+    // In the middle, with a type of its own that must not be doubled.
+    let out = run(sprite_env(&daemon).args([
+        "curl",
+        "-sv",
+        "-H",
+        "content-type: application/json; charset=utf-8",
+        "-X",
+        "POST",
+        "/v1/tasks",
+        "-d",
+        r#"{"name":"middle","expire":60}"#,
+        "-w",
+        "\n%{http_code}",
+    ]));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).ends_with("\n201"),
+        "{}",
+        text(&out.stdout)
+    );
+    let sent_types = text(&out.stderr)
+        .lines()
+        .filter(|line| line.to_ascii_lowercase().starts_with("> content-type:"))
+        .count();
+    assert_eq!(sent_types, 1, "{}", text(&out.stderr));
+
+    // GET with the path alone; curl's exit status comes through (-f: 22 on 404).
+    let out = run(sprite_env(&daemon).args(["curl", "-s", "/v1/tasks"]));
+    let names: Vec<String> = serde_json::from_slice::<Value>(&out.stdout).unwrap()["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(names, ["first", "last", "middle"]);
+    let out = run(sprite_env(&daemon).args(["curl", "-sf", "/v1/tasks/missing"]));
+    assert_eq!(out.status.code(), Some(22));
+    let out = run(sprite_env(&daemon).args(["curl", "-s", "-X", "DELETE", "/v1/tasks/first"]));
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(task_status(&daemon, "first"), 404);
+}
+
+#[test]
+fn curl_says_why_instead_of_failing_silently() {
+    let dirs = Dirs::new();
+    let daemon = Daemon::start(&dirs, &[]);
+
+    // Not an API path: refused before curl runs (curl would exit 3, silently with -s).
+    for args in [
+        vec!["curl", "-s", "-X", "POST", "v1/tasks"],
+        vec!["curl", "-s", "https://example.com/v1/tasks"],
+        vec!["curl", "-s", "-X", "POST"],
+    ] {
+        let out = run(sprite_env(&daemon).args(&args));
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let message = text(&out.stderr);
+        assert!(message.contains("API path"), "{args:?}: {message}");
+    }
+
+    // No socket: curl's "could not connect" status, with a message.
+    let out = run(Command::new(sprite_env_binary()).args([
+        "--socket",
+        "/nonexistent/api.sock",
+        "curl",
+        "-s",
+        "/v1/tasks",
+    ]));
+    assert_eq!(out.status.code(), Some(7));
+    assert!(
+        text(&out.stderr).contains("no Tasks API socket at /nonexistent/api.sock"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // No curl: 127, with a message.
+    let empty = tempfile::tempdir().unwrap();
+    let out = run(sprite_env(&daemon)
+        .env("PATH", empty.path())
+        .args(["curl", "-s", "/v1/tasks"]));
+    assert_eq!(out.status.code(), Some(127));
+    assert!(
+        text(&out.stderr).contains("curl was not found"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn tasks_commands_print_tables_and_the_daemons_errors() {
+    let dirs = Dirs::new();
+    let daemon = Daemon::start(&dirs, &[]);
+
+    let out = run(sprite_env(&daemon).args(["tasks", "create", "agent", "--expire", "10m"]));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = run(sprite_env(&daemon).args(["tasks", "refresh", "build", "--expire", "90"]));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        time_of(&daemon.call("GET", "/v1/tasks/build", None).1["expires_at"])
+            .duration_since(wall_now())
+            .unwrap()
+            .as_secs()
+            / 10,
+        8,
+        "digits alone are seconds: 90 s"
+    );
+
+    let out = run(sprite_env(&daemon).args(["tasks", "list"]));
+    assert!(out.status.success());
+    let table = text(&out.stdout);
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 3, "{table}");
+    assert!(lines[0].starts_with("NAME") && lines[0].contains("EXPIRES IN"));
+    assert!(
+        lines[1].starts_with("agent ") && lines[1].contains(" 9m "),
+        "{table}"
+    );
+    assert!(
+        lines[2].starts_with("build ") && lines[2].contains(" 1m "),
+        "{table}"
+    );
+
+    let out = run(sprite_env(&daemon).args(["tasks", "list", "--json"]));
+    let raw: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(raw, daemon.call("GET", "/v1/tasks", None).1);
+
+    let out = run(sprite_env(&daemon).args(["tasks", "get", "agent", "--json"]));
+    assert_eq!(
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()["name"],
+        "agent"
+    );
+
+    // Errors: the daemon's sentence, non-zero.
+    for (args, needle) in [
+        (
+            vec!["tasks", "create", "agent", "--expire", "1h"],
+            "already exists",
+        ),
+        (vec!["tasks", "create", "x", "--expire", "2h"], "at most 1h"),
+        (
+            vec!["tasks", "refresh", "x", "--expire", "5s5"],
+            "not a duration",
+        ),
+        (vec!["tasks", "get", "missing"], "does not exist"),
+        (vec!["tasks", "get", "a/b"], "task name"),
+        (vec!["tasks", "delete", "missing"], "does not exist"),
+    ] {
+        let out = run(sprite_env(&daemon).args(&args));
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let message = text(&out.stderr);
+        assert!(message.contains(needle), "{args:?}: {message}");
+    }
+
+    let out = run(sprite_env(&daemon).args(["tasks", "delete", "agent"]));
+    assert!(out.status.success());
+    assert_eq!(task_status(&daemon, "agent"), 404);
+
+    // No daemon: a message naming the socket.
+    let out = run(Command::new(sprite_env_binary()).args([
+        "--socket",
+        "/nonexistent/api.sock",
+        "tasks",
+        "list",
+    ]));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("is sprite-tasksd running?"));
+}
+
+#[test]
+fn status_says_who_holds_the_machine() {
+    let dirs = Dirs::new();
+    let daemon = Daemon::start(&dirs, &[]);
+    let status = || text(&run(sprite_env(&daemon).args(["tasks", "status"])).stdout);
+
+    assert_eq!(status(), "idle: nothing holds the machine awake\n");
+    daemon.call("POST", "/v1/tasks", Some(r#"{"name":"a","expire":"30m"}"#));
+    daemon.call("POST", "/v1/tasks", Some(r#"{"name":"b","expire":"1h"}"#));
+    let held = status();
+    assert!(held.starts_with("held by a, b until "), "{held}");
+    assert!(held.contains("(in 59m "), "{held}");
+    daemon.call("DELETE", "/v1/tasks/a", None);
+    daemon.call("DELETE", "/v1/tasks/b", None);
+    let idle = status();
+    assert!(idle.starts_with("idle since 20"), "{idle}");
+    assert!(idle.contains(" ago): nothing holds"), "{idle}");
+
+    let out = run(sprite_env(&daemon).args(["tasks", "status", "--json"]));
+    assert_eq!(
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()["held"],
+        false
+    );
+}
+
+/// Lines a child prints, as they come.
+fn line_reader(child: &mut std::process::Child) -> mpsc::Receiver<String> {
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (sender, receiver) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if sender.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    receiver
+}
+
+#[test]
+fn watch_prints_events_as_they_happen() {
+    let dirs = Dirs::new();
+    let daemon = Daemon::start(&dirs, &[]);
+    daemon.call(
+        "POST",
+        "/v1/tasks",
+        Some(r#"{"name":"early","expire":"1h"}"#),
+    );
+
+    let mut watch = sprite_env(&daemon)
+        .args(["tasks", "watch"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = line_reader(&mut watch);
+    // The stream is open once the daemon counts it.
+    let metrics = eventually(
+        || text(&daemon.raw(b"GET /metrics HTTP/1.1\r\nHost: sprite\r\nConnection: close\r\n\r\n")),
+        |page| page.contains("\nsprite_tasks_event_streams 1\n"),
+    );
+    assert!(
+        metrics.contains("\nsprite_tasks_event_streams 1\n"),
+        "{metrics}"
+    );
+    let next = || lines.recv_timeout(WAIT).expect("an event line");
+    daemon.call("PUT", "/v1/tasks/agent", Some(r#"{"expire":"5m"}"#));
+    let first = next();
+    assert!(
+        first.contains(" created agent until ") && first.ends_with("(5m 0s)"),
+        "{first}"
+    );
+    daemon.call("DELETE", "/v1/tasks/agent", None);
+    assert!(next().ends_with(" deleted agent"));
+    daemon.call("DELETE", "/v1/tasks/early", None);
+    assert!(next().ends_with(" deleted early"));
+    assert!(next().ends_with(" idle: nothing holds the machine awake"));
+    signal(watch.id(), libc::SIGTERM);
+    wait_with_timeout(&mut watch, WAIT).expect("watch ends on SIGTERM");
+
+    // Replay with --since, raw.
+    let mut replay = sprite_env(&daemon)
+        .args(["tasks", "watch", "--since", "0", "--json"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = line_reader(&mut replay);
+    let events: Vec<Value> = (0..3)
+        .map(|_| serde_json::from_str(&lines.recv_timeout(WAIT).unwrap()).unwrap())
+        .collect();
+    assert_eq!(
+        events
+            .iter()
+            .map(|e| (e["seq"].as_u64().unwrap(), e["event"].as_str().unwrap()))
+            .collect::<Vec<_>>(),
+        [(1, "created"), (2, "held"), (3, "created")]
+    );
+    assert_eq!(events[0]["task"], "early");
+
+    // The daemon stopping ends the watch with a message, non-zero.
+    daemon.terminate();
+    let status = wait_with_timeout(&mut replay, WAIT).expect("watch ends with the daemon");
+    assert_eq!(status.code(), Some(1));
+}
+
+/// A hold whose command records `GET /v1/tasks/NAME` (as the command saw
+/// it) in `seen` and then runs `then`.
+fn hold_with(daemon: &Daemon, name: &str, seen: &Path, then: &str) -> Command {
+    let script = format!(
+        r#""$SPRITE_ENV" tasks get {name} --json > "{}" && {then}"#,
+        seen.display()
+    );
+    let mut command = sprite_env(daemon);
+    command.args([
+        "tasks", "hold", name, "--expire", "2s", "--every", "500ms", "--", "sh", "-c",
+    ]);
+    command.arg(script);
+    command
+}
+
+fn assert_seen_live(seen: &Path, name: &str) {
+    let text = std::fs::read_to_string(seen).expect("the command ran");
+    let task: Value = serde_json::from_str(&text).expect("the task existed while it ran");
+    assert_eq!(task["name"], name);
+}
+
+#[test]
+fn a_hold_lasts_exactly_as_long_as_its_command() {
+    let dirs = Dirs::new();
+    let daemon = Daemon::start(&dirs, &[]);
+    let scratch = tempfile::tempdir().unwrap();
+
+    // Exit 0, after outliving the 2 s expiry: the refreshes kept it.
+    let seen = scratch.path().join("ok");
+    let out = run(&mut hold_with(
+        &daemon,
+        "ok",
+        &seen,
+        r#"sleep 3 && "$SPRITE_ENV" tasks get ok --json > /dev/null"#,
+    ));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_seen_live(&seen, "ok");
+    assert_eq!(task_status(&daemon, "ok"), 404, "released at exit");
+    assert!(out.stderr.is_empty(), "{}", text(&out.stderr));
+
+    // Exit 3.
+    let seen = scratch.path().join("three");
+    let out = run(&mut hold_with(&daemon, "three", &seen, "exit 3"));
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert_seen_live(&seen, "three");
+    assert_eq!(task_status(&daemon, "three"), 404);
+
+    // Killed by SIGTERM: the holder dies of it too.
+    let seen = scratch.path().join("term");
+    let out = run(&mut hold_with(&daemon, "term", &seen, "kill -TERM $$"));
+    assert_eq!(out.status.signal(), Some(libc::SIGTERM), "{:?}", out.status);
+    assert_seen_live(&seen, "term");
+    assert_eq!(task_status(&daemon, "term"), 404);
+}
+
+#[test]
+fn a_holder_told_to_stop_forwards_it_and_releases() {
+    let dirs = Dirs::new();
+    let daemon = Daemon::start(&dirs, &[]);
+    let scratch = tempfile::tempdir().unwrap();
+    let pid_file = scratch.path().join("pid");
+
+    for stop in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
+        let _ = std::fs::remove_file(&pid_file);
+        let mut holder = sprite_env(&daemon)
+            .args([
+                "tasks", "hold", "stop", "--expire", "2s", "--every", "500ms", "--",
+            ])
+            .args(["sh", "-c"])
+            .arg(format!(
+                r#"echo $$ > "{}"; exec sleep 30"#,
+                pid_file.display()
+            ))
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let running = eventually(
+            || {
+                (
+                    task_status(&daemon, "stop"),
+                    std::fs::read_to_string(&pid_file),
+                )
+            },
+            |(status, pid)| *status == 200 && pid.as_ref().is_ok_and(|p| p.ends_with('\n')),
+        );
+        assert_eq!(running.0, 200, "the task is held while the command runs");
+        let command_pid: i32 = running.1.unwrap().trim().parse().unwrap();
+
+        signal(holder.id(), stop);
+        let status = wait_with_timeout(&mut holder, WAIT).expect("the holder exits");
+        assert_eq!(
+            status.signal(),
+            Some(stop),
+            "the command's death, passed on"
+        );
+        assert_eq!(task_status(&daemon, "stop"), 404, "released");
+        // SAFETY: kill(2) with signal 0 only checks for the process.
+        let alive = unsafe { libc::kill(command_pid, 0) } == 0;
+        assert!(!alive, "the command got the signal and was reaped");
+    }
+}
+
+#[test]
+fn a_killed_holder_leaves_a_task_that_lapses_at_its_expiry() {
+    let dirs = Dirs::new();
+    let daemon = Daemon::start(&dirs, &[]);
+    let scratch = tempfile::tempdir().unwrap();
+    let pid_file = scratch.path().join("pid");
+
+    let mut holder = sprite_env(&daemon)
+        .args([
+            "tasks", "hold", "orphan", "--expire", "2s", "--every", "500ms", "--",
+        ])
+        .args(["sh", "-c"])
+        .arg(format!(
+            r#"echo $$ > "{}"; exec sleep 30"#,
+            pid_file.display()
+        ))
+        .spawn()
+        .unwrap();
+    let pid = eventually(
+        || std::fs::read_to_string(&pid_file).unwrap_or_default(),
+        |pid| pid.ends_with('\n'),
+    );
+    let command_pid: i32 = pid.trim().parse().expect("the command started");
+
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    let (status, task) = daemon.call("GET", "/v1/tasks/orphan", None);
+    assert_eq!(status, 200, "the hold outlives its killed holder");
+    let expires_at = time_of(&task["expires_at"]);
+
+    let gone_at = eventually(
+        || (task_status(&daemon, "orphan"), wall_now()),
+        |(status, _)| *status == 404,
+    );
+    assert_eq!(gone_at.0, 404, "the task lapsed");
+    // It lapsed at its expiry: not before (a refresh in flight at the kill
+    // can only push it later), and not long after.
+    assert!(gone_at.1 >= expires_at, "gone before its expiry");
+    assert!(
+        gone_at.1.duration_since(expires_at).unwrap() < Duration::from_secs(3),
+        "gone {:?} after its expiry",
+        gone_at.1.duration_since(expires_at)
+    );
+    // SAFETY: our orphaned grandchild; SIGKILL ends it.
+    unsafe { libc::kill(command_pid, libc::SIGKILL) };
+}
+
+#[test]
+fn a_hold_is_refused_rather_than_silently_missing() {
+    let dirs = Dirs::new();
+    let daemon = Daemon::start(&dirs, &[]);
+    let scratch = tempfile::tempdir().unwrap();
+    let ran = scratch.path().join("ran");
+    let touch = format!(r#"touch "{}""#, ran.display());
+
+    // An interval not well below the expiry.
+    let out = run(sprite_env(&daemon)
+        .args([
+            "tasks", "hold", "x", "--expire", "2s", "--every", "1500ms", "--",
+        ])
+        .args(["sh", "-c", &touch]));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("half the expiry"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // An expiry the daemon refuses: 125, the command is not run.
+    let out = run(sprite_env(&daemon)
+        .args([
+            "tasks", "hold", "x", "--expire", "2h", "--every", "1m", "--",
+        ])
+        .args(["sh", "-c", &touch]));
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        text(&out.stderr).contains("at most 1h"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // No daemon.
+    let out = run(Command::new(sprite_env_binary())
+        .args([
+            "--socket",
+            "/nonexistent/api.sock",
+            "tasks",
+            "hold",
+            "x",
+            "--",
+        ])
+        .args(["sh", "-c", &touch]));
+    assert_eq!(out.status.code(), Some(125));
+    assert!(text(&out.stderr).contains("the command was not started"));
+    assert!(!ran.exists(), "no command ran without its hold");
+
+    // A command that does not exist: 127, and the hold is released.
+    let out = run(sprite_env(&daemon).args(["tasks", "hold", "x", "--", "/nonexistent/agent"]));
+    assert_eq!(out.status.code(), Some(127));
+    assert_eq!(task_status(&daemon, "x"), 404);
+}
+
+/// The seed document's heartbeat script, verbatim but for the socket path.
+const SEED_HEARTBEAT: &str = r#"#!/usr/bin/env bash
+set -euo pipefail
+api() {
+curl -s --unix-socket /.sprite/api.sock \
+-H "Content-Type: application/json" "$@"
+}
+trap 'api -X DELETE http://sprite/v1/tasks/agent' EXIT
+while true; do
+api -X PUT http://sprite/v1/tasks/agent -d '{ "expire": "5m" }' >/dev/null
+sleep 60
+done
+"#;
+
+#[test]
+fn the_seeds_heartbeat_script_holds_and_releases() {
+    let dirs = Dirs::new();
+    let daemon = Daemon::start(&dirs, &[]);
+    let scratch = tempfile::tempdir().unwrap();
+    let script = scratch.path().join("heartbeat.sh");
+    let socket = daemon.socket.to_str().expect("a UTF-8 socket path");
+    std::fs::write(&script, SEED_HEARTBEAT.replace("/.sprite/api.sock", socket)).unwrap();
+
+    let mut bash = Command::new("bash")
+        .arg(&script)
+        .process_group(0)
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("bash");
+    let (status, task) = eventually(
+        || daemon.call("GET", "/v1/tasks/agent", None),
+        |(status, _)| *status == 200,
+    );
+    assert_eq!(status, 200, "the heartbeat created the task");
+    let left = time_of(&task["expires_at"])
+        .duration_since(wall_now())
+        .expect("in the future");
+    assert!(
+        left > Duration::from_secs(290) && left <= Duration::from_secs(300),
+        "a ~5-minute expiry, got {left:?}"
+    );
+
+    // SIGTERM to the script's process group: bash and its `sleep 60` both
+    // get it (bash defers its EXIT trap until the foreground sleep ends).
+    let group = -(bash.id() as i32);
+    // SAFETY: kill(2) on the process group we created.
+    assert_eq!(unsafe { libc::kill(group, libc::SIGTERM) }, 0);
+    wait_with_timeout(&mut bash, WAIT).expect("the script exits");
+    assert_eq!(
+        task_status(&daemon, "agent"),
+        404,
+        "the EXIT trap deleted the task"
+    );
+}
+
+#[test]
+fn every_command_has_help_with_an_example() {
+    for command in [
+        vec![],
+        vec!["curl"],
+        vec!["tasks"],
+        vec!["tasks", "list"],
+        vec!["tasks", "get"],
+        vec!["tasks", "create"],
+        vec!["tasks", "refresh"],
+        vec!["tasks", "delete"],
+        vec!["tasks", "status"],
+        vec!["tasks", "watch"],
+        vec!["tasks", "hold"],
+    ] {
+        let out = run(Command::new(sprite_env_binary())
+            .args(&command)
+            .arg("--help"));
+        assert!(out.status.success(), "{command:?}");
+        let help = text(&out.stdout);
+        assert!(
+            help.contains("Example") && help.contains("sprite-env "),
+            "{command:?}: {help}"
+        );
+    }
+}
