@@ -548,10 +548,11 @@ pub fn task_path(name: &str) -> String {
 /// seconds (a JSON integer); anything else goes as a string for the daemon
 /// to read, so the CLI accepts exactly what the API accepts.
 pub fn expire_value(text: &str) -> Value {
-    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
-        if let Ok(seconds) = text.parse::<u64>() {
-            return Value::from(seconds);
-        }
+    if !text.is_empty()
+        && text.bytes().all(|b| b.is_ascii_digit())
+        && let Ok(seconds) = text.parse::<u64>()
+    {
+        return Value::from(seconds);
     }
     Value::from(text)
 }
@@ -1389,7 +1390,7 @@ pub fn parse_interval(text: &str) -> Result<Duration, String> {
 pub fn check_interval(expire: Duration, every: Duration) -> Result<(), String> {
     if every < MIN_INTERVAL {
         return Err(format!(
-            "--every {} is too often; refresh at most every {}",
+            "--every {} is too often; the shortest refresh interval is {}",
             humantime::format_duration(every),
             humantime::format_duration(MIN_INTERVAL)
         ));
@@ -1560,4 +1561,575 @@ pub fn is_lagged(line: &[u8]) -> bool {
                 .map(|e| e == "lagged")
         })
         .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn os(args: &[&str]) -> Vec<OsString> {
+        args.iter().map(OsString::from).collect()
+    }
+
+    fn strings(args: Vec<OsString>) -> Vec<String> {
+        args.into_iter().map(|a| a.into_string().unwrap()).collect()
+    }
+
+    const SOCKET: &str = "/s/api.sock";
+    const JSON: &str = "Content-Type: application/json";
+
+    #[test]
+    fn curl_paths_anywhere_get_the_socket_and_host() {
+        let cases: Vec<(Vec<&str>, Vec<&str>)> = vec![
+            (vec!["/v1/tasks"], vec!["http://sprite/v1/tasks"]),
+            (
+                vec!["-X", "POST", "/v1/tasks", "-d", "{}"],
+                vec![
+                    "-H",
+                    JSON,
+                    "-X",
+                    "POST",
+                    "http://sprite/v1/tasks",
+                    "-d",
+                    "{}",
+                ],
+            ),
+            (
+                vec!["/v1/tasks", "-X", "POST", "-d", "{}"],
+                vec![
+                    "-H",
+                    JSON,
+                    "http://sprite/v1/tasks",
+                    "-X",
+                    "POST",
+                    "-d",
+                    "{}",
+                ],
+            ),
+            (
+                vec!["-X", "PUT", "-d", "{}", "/v1/tasks/a"],
+                vec![
+                    "-H",
+                    JSON,
+                    "-X",
+                    "PUT",
+                    "-d",
+                    "{}",
+                    "http://sprite/v1/tasks/a",
+                ],
+            ),
+            // Values that look like paths stay values.
+            (
+                vec!["-o", "/tmp/out", "-H", "X-A: 1", "/v1/tasks"],
+                vec!["-o", "/tmp/out", "-H", "X-A: 1", "http://sprite/v1/tasks"],
+            ),
+            (
+                vec!["--output", "/tmp/out", "/v1/tasks", "--cacert", "/etc/ca"],
+                vec![
+                    "--output",
+                    "/tmp/out",
+                    "http://sprite/v1/tasks",
+                    "--cacert",
+                    "/etc/ca",
+                ],
+            ),
+            // Clusters: -sX POST, -XPOST, -sd{}.
+            (
+                vec!["-sX", "POST", "/v1/tasks", "-sd{}"],
+                vec!["-H", JSON, "-sX", "POST", "http://sprite/v1/tasks", "-sd{}"],
+            ),
+            (
+                vec!["-XDELETE", "/v1/tasks/a"],
+                vec!["-XDELETE", "http://sprite/v1/tasks/a"],
+            ),
+            // A type of its own, or a body type curl sets: nothing added.
+            (
+                vec!["-H", "content-type: text/plain", "-d", "x", "/v1/tasks"],
+                vec![
+                    "-H",
+                    "content-type: text/plain",
+                    "-d",
+                    "x",
+                    "http://sprite/v1/tasks",
+                ],
+            ),
+            (
+                vec![
+                    "--header=Content-Type: application/json",
+                    "--data=x",
+                    "/v1/tasks",
+                ],
+                vec![
+                    "--header=Content-Type: application/json",
+                    "--data=x",
+                    "http://sprite/v1/tasks",
+                ],
+            ),
+            (
+                vec!["--json", "{}", "/v1/tasks"],
+                vec!["--json", "{}", "http://sprite/v1/tasks"],
+            ),
+            (
+                vec!["--data-binary", "@body.json", "/v1/tasks"],
+                vec![
+                    "-H",
+                    JSON,
+                    "--data-binary",
+                    "@body.json",
+                    "http://sprite/v1/tasks",
+                ],
+            ),
+            // --url, --expand-*, full sprite URLs, and after `--`.
+            (
+                vec!["--url", "/v1/tasks"],
+                vec!["--url", "http://sprite/v1/tasks"],
+            ),
+            (
+                vec!["--url=/v1/status"],
+                vec!["--url=http://sprite/v1/status"],
+            ),
+            (
+                vec!["--expand-data", "{}", "/v1/tasks"],
+                vec!["-H", JSON, "--expand-data", "{}", "http://sprite/v1/tasks"],
+            ),
+            (
+                vec!["http://sprite/v1/tasks"],
+                vec!["http://sprite/v1/tasks"],
+            ),
+            (
+                vec!["-s", "--", "/v1/tasks"],
+                vec!["-s", "--", "http://sprite/v1/tasks"],
+            ),
+            // Unknown flags without values pass.
+            (
+                vec!["--fail-with-body", "-sSf", "/metrics"],
+                vec!["--fail-with-body", "-sSf", "http://sprite/metrics"],
+            ),
+        ];
+        for (input, expected) in cases {
+            let got = curl_args(&os(&input), Path::new(SOCKET))
+                .unwrap_or_else(|e| panic!("{input:?}: {e}"));
+            let mut want = vec!["--unix-socket", SOCKET];
+            want.extend(expected);
+            assert_eq!(strings(got), want, "{input:?}");
+        }
+    }
+
+    #[test]
+    fn curl_refusals() {
+        let cases: Vec<(Vec<&str>, CurlArgsError)> = vec![
+            (vec![], CurlArgsError::NoPath),
+            (vec!["-s", "-X", "POST"], CurlArgsError::NoPath),
+            (vec!["-d", "{}", "-X", "POST"], CurlArgsError::NoPath),
+            (
+                vec!["-X", "POST", "v1/tasks"],
+                CurlArgsError::NotAnApiPath("v1/tasks".into()),
+            ),
+            (
+                vec!["https://example.com/v1/tasks"],
+                CurlArgsError::NotAnApiPath("https://example.com/v1/tasks".into()),
+            ),
+            (
+                vec!["http://spritely/v1/tasks"],
+                CurlArgsError::NotAnApiPath("http://spritely/v1/tasks".into()),
+            ),
+            (
+                vec!["--url", "tasks"],
+                CurlArgsError::NotAnApiPath("tasks".into()),
+            ),
+            (vec!["-"], CurlArgsError::NotAnApiPath("-".into())),
+            (
+                vec!["/v1/tasks", "--next", "/v1/tasks"],
+                CurlArgsError::Unsupported("--next".into()),
+            ),
+            (
+                vec!["/v1/tasks", "-:", "/v1/tasks"],
+                CurlArgsError::Unsupported("-: (--next)".into()),
+            ),
+        ];
+        for (input, expected) in cases {
+            assert_eq!(
+                curl_args(&os(&input), Path::new(SOCKET)),
+                Err(expected),
+                "{input:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn curl_keeps_non_utf8_arguments() {
+        let odd = OsString::from_vec(b"-H\xff".to_vec());
+        let got = curl_args(&[odd.clone(), "/v1/tasks".into()], Path::new(SOCKET)).unwrap();
+        assert_eq!(got[2], odd);
+    }
+
+    /// Feeds `input` to a fresh decoder in pieces of `step` bytes.
+    fn decode_in_steps(input: &[u8], step: usize) -> Result<(Vec<u8>, bool, usize), ClientError> {
+        let mut decoder = ChunkedDecoder::new();
+        let mut out = Vec::new();
+        let mut used = 0;
+        for piece in input.chunks(step.max(1)) {
+            used += decoder.decode(piece, &mut out)?;
+            if decoder.is_done() {
+                break;
+            }
+        }
+        Ok((out, decoder.is_done(), used))
+    }
+
+    #[test]
+    fn chunked_bodies_decode_whatever_the_split() {
+        let cases: Vec<(&[u8], &[u8], bool)> = vec![
+            (b"0\r\n\r\n", b"", true),
+            (b"5\r\nhello\r\n0\r\n\r\n", b"hello", true),
+            (
+                b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
+                b"hello world",
+                true,
+            ),
+            (b"A\r\n0123456789\r\n0\r\n\r\n", b"0123456789", true),
+            (
+                b"a;ext=1\r\n0123456789\r\n0\r\nX-T: 1\r\n\r\n",
+                b"0123456789",
+                true,
+            ),
+            // Not finished yet: what came so far.
+            (b"5\r\nhel", b"hel", false),
+            (b"5\r\nhello\r\n", b"hello", false),
+        ];
+        for (input, expected, done) in cases {
+            for step in 1..=input.len() {
+                let (out, finished, _) = decode_in_steps(input, step)
+                    .unwrap_or_else(|e| panic!("{input:?} step {step}: {e}"));
+                assert_eq!(out, expected, "{input:?} step {step}");
+                assert_eq!(finished, done, "{input:?} step {step}");
+            }
+        }
+        // Bytes after the end are left for the caller.
+        let (_, done, used) = decode_in_steps(b"0\r\n\r\nNEXT", 100).unwrap();
+        assert!(done);
+        assert_eq!(used, 5);
+    }
+
+    #[test]
+    fn chunked_framing_errors() {
+        let long_line = format!("1;{}\r\n", "x".repeat(MAX_CHUNK_LINE));
+        let big_trailers = format!("0\r\n{}", "X: y\r\n".repeat(MAX_TRAILERS / 6 + 1));
+        let cases: Vec<&[u8]> = vec![
+            b"\r\n",
+            b"x\r\n",
+            b"+5\r\nhello\r\n",
+            b"5\nhello\r\n",
+            b"5\r\nhelloXX",
+            b"5\r\nhello\r0",
+            b"11111111111111111\r\n",
+            b"0\r\nX: 1\n",
+            long_line.as_bytes(),
+            big_trailers.as_bytes(),
+        ];
+        for input in cases {
+            assert!(
+                decode_in_steps(input, input.len()).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(input)
+            );
+            assert!(decode_in_steps(input, 1).is_err());
+        }
+    }
+
+    #[test]
+    fn lines_split_across_pushes_and_stay_bounded() {
+        let mut lines = LineSplitter::new(8);
+        assert_eq!(lines.push(b"ab").unwrap(), Vec::<Vec<u8>>::new());
+        assert_eq!(
+            lines.push(b"c\nde\r\nf").unwrap(),
+            vec![b"abc".to_vec(), b"de".to_vec()]
+        );
+        assert_eq!(
+            lines.push(b"\n\n").unwrap(),
+            vec![b"f".to_vec(), b"".to_vec()]
+        );
+        assert_eq!(lines.push(b"tail").unwrap(), Vec::<Vec<u8>>::new());
+        assert_eq!(lines.finish(), Some(b"tail".to_vec()));
+        assert_eq!(lines.finish(), None);
+        assert!(lines.push(b"123456789").is_err());
+    }
+
+    #[test]
+    fn response_heads_and_their_framing() {
+        let head = |bytes: &[u8]| parse_head(bytes).unwrap().unwrap().0;
+        let cases: Vec<(&[u8], &str, BodyFraming)> = vec![
+            (
+                b"HTTP/1.1 200 OK\r\nContent-Length: 12\r\n\r\n",
+                "GET",
+                BodyFraming::Length(12),
+            ),
+            (
+                b"HTTP/1.1 204 No Content\r\n\r\n",
+                "DELETE",
+                BodyFraming::Empty,
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\nContent-Length: 12\r\n\r\n",
+                "HEAD",
+                BodyFraming::Empty,
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+                "GET",
+                BodyFraming::Chunked,
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, Chunked\r\n\r\n",
+                "GET",
+                BodyFraming::Chunked,
+            ),
+            (b"HTTP/1.0 200 OK\r\n\r\n", "GET", BodyFraming::UntilClose),
+        ];
+        for (bytes, method, framing) in cases {
+            assert_eq!(
+                body_framing(&head(bytes), method).unwrap(),
+                framing,
+                "{bytes:?}"
+            );
+        }
+        let refused: Vec<&[u8]> = vec![
+            b"HTTP/1.1 200 OK\r\nContent-Length: +5\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: \r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 99999999999\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",
+        ];
+        for bytes in refused {
+            assert!(body_framing(&head(bytes), "GET").is_err(), "{bytes:?}");
+        }
+        assert!(
+            parse_head(b"HTTP/1.1 200 OK\r\nContent-")
+                .unwrap()
+                .is_none()
+        );
+        assert!(parse_head(b"SSH-2.0-OpenSSH\r\n\r\n").is_err());
+        let endless = [
+            b"HTTP/1.1 200 OK\r\n".as_slice(),
+            &vec![b'a'; MAX_RESPONSE_HEAD],
+        ]
+        .concat();
+        assert!(parse_head(&endless).is_err());
+        let parsed = head(b"HTTP/1.1 409 Conflict\r\ncontent-type:  application/json \r\n\r\n");
+        assert_eq!(parsed.status, 409);
+        assert_eq!(
+            header_value(&parsed.headers, "Content-Type"),
+            Some("application/json")
+        );
+    }
+
+    #[test]
+    fn error_messages_come_from_the_body() {
+        assert_eq!(
+            error_message(404, br#"{"error":"task \"a\" does not exist"}"#),
+            "task \"a\" does not exist"
+        );
+        assert_eq!(error_message(502, b"  Bad Gateway\n"), "Bad Gateway");
+        assert_eq!(
+            error_message(500, b""),
+            "the daemon answered HTTP 500 without a message"
+        );
+        assert_eq!(error_message(500, &[b'x'; 1000]).len(), 200);
+    }
+
+    #[test]
+    fn task_paths_and_expire_values() {
+        assert_eq!(task_path("agent-1.a_b:c@d"), "/v1/tasks/agent-1.a_b:c@d");
+        assert_eq!(task_path("a/b c%"), "/v1/tasks/a%2Fb%20c%25");
+        assert_eq!(task_path("é"), "/v1/tasks/%C3%A9");
+        assert_eq!(expire_value("300"), Value::from(300));
+        assert_eq!(expire_value("5m"), Value::from("5m"));
+        assert_eq!(expire_value(""), Value::from(""));
+        assert_eq!(
+            expire_value("99999999999999999999999"),
+            Value::from("99999999999999999999999")
+        );
+    }
+
+    #[test]
+    fn intervals_must_sit_well_below_the_expiry() {
+        let s = Duration::from_secs;
+        let ms = Duration::from_millis;
+        let cases = [
+            (s(300), s(60), true),
+            (s(300), s(150), true),
+            (s(300), s(151), false),
+            (s(2), ms(500), true),
+            (s(2), s(1), true),
+            (s(2), ms(1500), false),
+            (s(1), ms(99), false),
+            (s(3600), Duration::ZERO, false),
+        ];
+        for (expire, every, ok) in cases {
+            assert_eq!(
+                check_interval(expire, every).is_ok(),
+                ok,
+                "{expire:?} {every:?}"
+            );
+        }
+        assert_eq!(retry_delay(s(60)), MAX_RETRY_DELAY);
+        assert_eq!(retry_delay(ms(500)), ms(500));
+    }
+
+    #[test]
+    fn interval_text() {
+        let cases = [
+            ("1m", Some(Duration::from_secs(60))),
+            ("500ms", Some(Duration::from_millis(500))),
+            ("30", Some(Duration::from_secs(30))),
+            ("1m 30s", Some(Duration::from_secs(90))),
+            ("", None),
+            ("soon", None),
+            ("-1s", None),
+            ("18446744073709551615s 1000ms", None),
+            ("99999999999999s", None),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(parse_interval(text).ok(), expected, "{text:?}");
+        }
+    }
+
+    fn at(text: &str) -> Timestamp {
+        Timestamp::parse_rfc3339(text).unwrap()
+    }
+
+    #[test]
+    fn spans_and_times_for_people() {
+        let cases = [
+            (Duration::ZERO, "0s"),
+            (Duration::from_millis(400), "<1s"),
+            (Duration::from_millis(1999), "1s"),
+            (Duration::from_secs(59), "59s"),
+            (Duration::from_secs(60), "1m 0s"),
+            (Duration::from_secs(299), "4m 59s"),
+            (Duration::from_secs(3600), "1h 0m"),
+            (Duration::from_secs(5 * 86400 + 3700), "121h 1m"),
+        ];
+        for (span, expected) in cases {
+            assert_eq!(format_span(span), expected, "{span:?}");
+        }
+        assert_eq!(
+            format_time("2026-06-02T17:11:14.555839485Z"),
+            "2026-06-02T17:11:14Z"
+        );
+        assert_eq!(format_time("yesterday"), "yesterday");
+        let now = at("2026-06-02T17:00:00Z");
+        assert_eq!(format_until("2026-06-02T17:04:59.9Z", now), "4m 59s");
+        assert_eq!(format_until("2026-06-02T16:59:59Z", now), "expired");
+        assert_eq!(format_until("garbage", now), "?");
+    }
+
+    fn task(name: &str, started: &str, expires: &str) -> TaskView {
+        TaskView {
+            name: name.into(),
+            started_at: started.into(),
+            expires_at: expires.into(),
+        }
+    }
+
+    #[test]
+    fn the_task_table() {
+        let now = at("2026-06-02T17:00:00Z");
+        assert_eq!(
+            render_tasks(&[], now),
+            "no tasks: nothing holds the machine awake\n"
+        );
+        let table = render_tasks(
+            &[
+                task("agent", "2026-06-02T16:00:00.5Z", "2026-06-02T17:05:00.5Z"),
+                task(
+                    "a-much-longer-name",
+                    "2026-06-02T16:59:00Z",
+                    "2026-06-02T17:00:30Z",
+                ),
+            ],
+            now,
+        );
+        assert_eq!(
+            table,
+            "NAME                STARTED               EXPIRES IN\n\
+             agent               2026-06-02T16:00:00Z  5m 0s\n\
+             a-much-longer-name  2026-06-02T16:59:00Z  30s\n"
+        );
+    }
+
+    #[test]
+    fn the_status_line() {
+        let now = at("2026-06-02T17:00:00Z");
+        let held = Status {
+            held: true,
+            tasks: 2,
+            held_until: Some("2026-06-02T18:00:00.1Z".into()),
+            idle_since: None,
+        };
+        let tasks = [
+            task("a", "2026-06-02T16:00:00Z", "2026-06-02T18:00:00.1Z"),
+            task("b", "2026-06-02T16:00:00Z", "2026-06-02T17:30:00Z"),
+        ];
+        assert_eq!(
+            render_status(&held, &tasks, now),
+            "held by a, b until 2026-06-02T18:00:00Z (in 1h 0m)"
+        );
+        assert_eq!(
+            render_status(&held, &[], now),
+            "held by 2 task(s) until 2026-06-02T18:00:00Z (in 1h 0m)"
+        );
+        let idle = Status {
+            held: false,
+            tasks: 0,
+            held_until: None,
+            idle_since: Some("2026-06-02T16:57:00Z".into()),
+        };
+        assert_eq!(
+            render_status(&idle, &[], now),
+            "idle since 2026-06-02T16:57:00Z (3m 0s ago): nothing holds the machine awake"
+        );
+        let never = Status {
+            idle_since: None,
+            ..idle
+        };
+        assert_eq!(
+            render_status(&never, &[], now),
+            "idle: nothing holds the machine awake"
+        );
+    }
+
+    #[test]
+    fn event_lines_for_people() {
+        let cases = [
+            (
+                r#"{"seq":12,"at":"2026-06-02T17:00:00.1Z","event":"created","task":"agent","expires_at":"2026-06-02T17:05:00.1Z"}"#,
+                "2026-06-02T17:00:00Z #12 created agent until 2026-06-02T17:05:00Z (5m 0s)",
+            ),
+            (
+                r#"{"seq":13,"at":"2026-06-02T17:01:00Z","event":"expired","task":"agent"}"#,
+                "2026-06-02T17:01:00Z #13 expired agent",
+            ),
+            (
+                r#"{"seq":14,"at":"2026-06-02T17:01:00Z","event":"idle"}"#,
+                "2026-06-02T17:01:00Z #14 idle: nothing holds the machine awake",
+            ),
+            (
+                r#"{"seq":2,"at":"2026-06-02T17:01:00Z","event":"held"}"#,
+                "2026-06-02T17:01:00Z #2 held: the machine is kept awake",
+            ),
+            (
+                r#"{"event":"lagged","error":"too slow; reconnect"}"#,
+                "lagged: too slow; reconnect",
+            ),
+            (r#"{"event":"gap","error":"lost some"}"#, "gap: lost some"),
+            ("not json", "not json"),
+            ("[1]", "[1]"),
+        ];
+        for (line, expected) in cases {
+            assert_eq!(render_event(line.as_bytes()), expected);
+        }
+        assert!(is_lagged(br#"{"event":"lagged","error":"x"}"#));
+        assert!(!is_lagged(br#"{"event":"idle","seq":1}"#));
+        assert!(!is_lagged(b"lagged"));
+    }
 }

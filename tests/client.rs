@@ -7,7 +7,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
@@ -341,6 +341,7 @@ fn watch_prints_events_as_they_happen() {
     let mut replay = sprite_env(&daemon)
         .args(["tasks", "watch", "--since", "0", "--json"])
         .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let lines = line_reader(&mut replay);
@@ -360,6 +361,17 @@ fn watch_prints_events_as_they_happen() {
     daemon.terminate();
     let status = wait_with_timeout(&mut replay, WAIT).expect("watch ends with the daemon");
     assert_eq!(status.code(), Some(1));
+    let mut message = String::new();
+    replay
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut message)
+        .unwrap();
+    assert!(
+        message.contains("the daemon ended the event stream (resume with --since 6)"),
+        "{message}"
+    );
 }
 
 /// A hold whose command records `GET /v1/tasks/NAME` (as the command saw
@@ -566,6 +578,67 @@ fn a_hold_is_refused_rather_than_silently_missing() {
     assert_eq!(task_status(&daemon, "x"), 404);
 }
 
+#[test]
+fn a_failed_refresh_is_reported_and_retried_not_fatal() {
+    let dirs = Dirs::new();
+    let daemon = Daemon::start(&dirs, &[]);
+    let scratch = tempfile::tempdir().unwrap();
+    let go = scratch.path().join("go");
+
+    let mut holder = sprite_env(&daemon)
+        .args([
+            "tasks", "hold", "steady", "--expire", "3s", "--every", "500ms", "--",
+        ])
+        .args(["sh", "-c"])
+        // The command's own wait for the test's signal to finish.
+        .arg(format!(
+            r#"while [ ! -e "{}" ]; do sleep 0.05; done"#,
+            go.display()
+        ))
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = holder.stderr.take().unwrap();
+    let (sender, reports) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if sender.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let report = |needle: &str| loop {
+        let line = reports
+            .recv_timeout(WAIT)
+            .unwrap_or_else(|_| panic!("no report with {needle:?}"));
+        if line.contains(needle) {
+            return line;
+        }
+    };
+    let held = eventually(|| task_status(&daemon, "steady"), |status| *status == 200);
+    assert_eq!(held, 200);
+
+    // The daemon dies: refreshes fail, are reported, and the holder goes on.
+    daemon.kill9();
+    let failed = report("refreshing task \"steady\" failed");
+    assert!(failed.contains("retrying in 500ms"), "{failed}");
+    assert_eq!(
+        holder.try_wait().unwrap(),
+        None,
+        "a failed refresh is not fatal"
+    );
+
+    // It comes back: the next refresh holds the task again.
+    let daemon = Daemon::start(&dirs, &[]);
+    report("task \"steady\" refreshed again");
+    assert_eq!(task_status(&daemon, "steady"), 200);
+
+    std::fs::write(&go, b"").unwrap();
+    let status = wait_with_timeout(&mut holder, WAIT).expect("the holder exits");
+    assert_eq!(status.code(), Some(0));
+    assert_eq!(task_status(&daemon, "steady"), 404);
+}
+
 /// The seed document's heartbeat script, verbatim but for the socket path.
 const SEED_HEARTBEAT: &str = r#"#!/usr/bin/env bash
 set -euo pipefail
@@ -593,6 +666,7 @@ fn the_seeds_heartbeat_script_holds_and_releases() {
         .arg(&script)
         .process_group(0)
         .stdin(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .expect("bash");
     let (status, task) = eventually(
@@ -614,10 +688,16 @@ fn the_seeds_heartbeat_script_holds_and_releases() {
     // SAFETY: kill(2) on the process group we created.
     assert_eq!(unsafe { libc::kill(group, libc::SIGTERM) }, 0);
     wait_with_timeout(&mut bash, WAIT).expect("the script exits");
+    let mut stderr = String::new();
+    bash.stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
     assert_eq!(
         task_status(&daemon, "agent"),
         404,
-        "the EXIT trap deleted the task"
+        "the EXIT trap deleted the task; bash said: {stderr}"
     );
 }
 

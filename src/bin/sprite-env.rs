@@ -45,8 +45,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Top {
-    /// Run curl against the Tasks API: the socket and the http://sprite host
-    /// are filled in.
+    /// Run curl against the Tasks API, socket and host filled in.
     ///
     /// The API path (starting with /) may stand anywhere among the curl
     /// arguments. A JSON Content-Type is added when a body is sent (-d,
@@ -67,8 +66,9 @@ enum Top {
         )]
         args: Vec<OsString>,
     },
-    /// Create, refresh, list, delete and watch tasks, and hold one while a
-    /// command runs.
+    /// Manage tasks, watch them, and hold one while a command runs.
+    ///
+    /// No curl needed: sprite-env speaks HTTP to the socket itself.
     ///
     /// Example:
     ///   sprite-env tasks hold agent -- ./run-agent.sh
@@ -112,15 +112,16 @@ enum TasksCommand {
     ///   sprite-env tasks delete agent
     #[command(verbatim_doc_comment)]
     Delete { name: String },
-    /// Say whether the machine is held, by which tasks and until when, or
-    /// since when it is idle.
+    /// Say who holds the machine and until when, or since when it is idle.
     ///
     /// Example:
     ///   sprite-env tasks status
     #[command(verbatim_doc_comment)]
     Status(JsonFlag),
-    /// Print task events as they happen (created, refreshed, deleted,
-    /// expired, held, idle) until interrupted.
+    /// Print task events as they happen, until interrupted.
+    ///
+    /// Events: created, refreshed, deleted, expired, held, idle. Exits 1 if
+    /// the daemon ends the stream or cuts off a watcher that fell behind.
     ///
     /// Example:
     ///   sprite-env tasks watch --since 0
@@ -359,10 +360,10 @@ fn watch(client: &Client, since: Option<u64>, json: bool) -> Result<ExitCode, St
             format!("{}\n", render_event(&line))
         };
         // A reader that went away (`watch | head`) ends the watch quietly.
-        if io::stdout()
-            .lock()
+        let mut stdout = io::stdout().lock();
+        if stdout
             .write_all(text.as_bytes())
-            .and_then(|()| io::stdout().lock().flush())
+            .and_then(|()| stdout.flush())
             .is_err()
         {
             return Ok(ExitCode::SUCCESS);
@@ -434,7 +435,7 @@ mod hold {
             }
         };
         let refresher = client.clone().with_timeout(refresh_timeout(every));
-        if let Err(e) = refresher.refresh(&args.name, &expire_json) {
+        if let Err(e) = client.refresh(&args.name, &expire_json) {
             say(format!(
                 "cannot hold task {:?}: {e}; the command was not started",
                 args.name
@@ -696,6 +697,16 @@ mod hold {
                     // SAFETY: a zeroed sigaction is valid; the handler is
                     // async-signal-safe and has the SA_SIGINFO signature.
                     unsafe {
+                        let mut current: libc::sigaction = std::mem::zeroed();
+                        if libc::sigaction(signal, std::ptr::null(), &mut current) != 0 {
+                            return Err(io::Error::last_os_error());
+                        }
+                        // A signal ignored at start (SIGHUP under nohup,
+                        // SIGINT in a script's background job) stays
+                        // ignored, for the holder and for the command.
+                        if signal != libc::SIGCHLD && current.sa_sigaction == libc::SIG_IGN {
+                            continue;
+                        }
                         let mut action: libc::sigaction = std::mem::zeroed();
                         action.sa_sigaction = on_signal as *const () as usize;
                         action.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART | libc::SA_NOCLDSTOP;
