@@ -393,7 +393,7 @@ pub fn outcome(result: &Result<Outcome, TaskError>) -> Response {
 pub fn commit_failed() -> Response {
     error(
         503,
-        "the change could not be written to disk and was not made; retry shortly, and if it persists check the daemon's log and free disk space",
+        "the change could not be confirmed on disk, so it may or may not have been made; retry shortly, and if this persists check the daemon's log and free disk space",
     )
 }
 

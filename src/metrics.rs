@@ -159,7 +159,7 @@ impl Metrics {
         single(
             "sprite_tasks_commit_failures_total",
             "counter",
-            "Commits that failed; their clients got 503.",
+            "Batches not committed because the disk failed; their clients got 503.",
             self.commit_failures.to_string(),
         );
         single(

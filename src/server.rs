@@ -231,6 +231,9 @@ pub struct Server {
     next_sweep: Option<Instant>,
     accept_paused_until: Option<Instant>,
     store_retry_at: Option<Instant>,
+    /// A failed commit left memory and disk possibly different, and the
+    /// store could not be reloaded yet.
+    needs_reload: bool,
     shutdown_by: Option<Instant>,
 }
 
@@ -280,6 +283,7 @@ impl Server {
             next_sweep: None,
             accept_paused_until: None,
             store_retry_at: None,
+            needs_reload: false,
             shutdown_by: None,
         };
 
@@ -293,10 +297,9 @@ impl Server {
             )));
         }
         server.to_broadcast.clear();
-        if !server.tasks.is_empty() && server.held_since.is_none() {
+        if !server.tasks.is_empty() {
             // Held from the previous run: the hook starts with the daemon.
-            server.held_since = Some(mono);
-            server.hooks.held();
+            server.follow_hold(now, mono);
         }
 
         let mut listener = bind(&server.config.socket, server.config.socket_mode)?;
@@ -507,7 +510,8 @@ impl Server {
     /// Reads, plans, commits, applies and answers.
     fn turn(&mut self, now: Timestamp, mono: Instant) {
         let mut batch = Batch::new();
-        if self.store_retry_at.is_none_or(|at| at <= mono) {
+        let store_ready = self.store_ready(now, mono);
+        if store_ready && self.store_retry_at.is_none_or(|at| at <= mono) {
             self.store_retry_at = None;
             self.tasks.expire_due(&mut batch, now);
         }
@@ -536,7 +540,16 @@ impl Server {
             }
             waits
         });
-        let committed = batch.is_empty() || self.commit(batch, now, mono);
+        // While memory may differ from disk nothing is committed: every
+        // change of the turn gets 503.
+        let committed = if batch.is_empty() {
+            true
+        } else if store_ready {
+            self.commit(batch, now, mono)
+        } else {
+            self.metrics.commit_failures += 1;
+            false
+        };
         for token in touched {
             self.deliver(token, committed, mono);
         }
@@ -695,22 +708,70 @@ impl Server {
             Err(e) => {
                 self.metrics.commit_failures += 1;
                 error!(error = %e, changes = batch.len(), "commit failed; the affected clients get 503");
-                self.store_retry_at = Some(mono + STORE_RETRY);
-                match self.store.load() {
-                    Ok(loaded) => {
-                        let mut tasks = Tasks::new(self.config.max_tasks);
-                        tasks.load(loaded.tasks);
-                        self.tasks = tasks;
-                        self.events = EventLog::new(self.config.event_retention, loaded.events);
-                        info!(
-                            tasks = self.tasks.len(),
-                            "database reopened; state reloaded from disk"
-                        );
-                    }
-                    Err(e) => error!(error = %e, "database unavailable; will retry"),
-                }
+                // The failed batch may or may not have reached the file:
+                // memory is rebuilt from whatever the disk now says.
+                self.needs_reload = true;
+                self.reload(now, mono);
                 false
             }
+        }
+    }
+
+    /// Whether memory matches the disk, reloading it first if an earlier
+    /// failure left that in doubt. Clients waiting make every turn try;
+    /// otherwise the timer tries once per [`STORE_RETRY`], so a dead disk
+    /// never makes the reactor spin.
+    fn store_ready(&mut self, now: Timestamp, mono: Instant) -> bool {
+        if !self.needs_reload {
+            return true;
+        }
+        if self.ready.is_empty() && self.store_retry_at.is_some_and(|at| at > mono) {
+            return false;
+        }
+        self.reload(now, mono);
+        !self.needs_reload
+    }
+
+    /// Reopens the store and replaces memory with what is on disk.
+    fn reload(&mut self, now: Timestamp, mono: Instant) {
+        match self.store.load() {
+            Ok(loaded) => {
+                let mut tasks = Tasks::new(self.config.max_tasks);
+                tasks.load(loaded.tasks);
+                self.tasks = tasks;
+                self.events = EventLog::new(self.config.event_retention, loaded.events);
+                self.needs_reload = false;
+                self.store_retry_at = None;
+                info!(
+                    tasks = self.tasks.len(),
+                    "database reopened; state reloaded from disk"
+                );
+                self.follow_hold(now, mono);
+            }
+            Err(e) => {
+                self.store_retry_at = Some(mono + STORE_RETRY);
+                error!(error = %e, "database unavailable; changes get 503 until it reopens");
+            }
+        }
+    }
+
+    /// Brings the held/idle bookkeeping and hooks in line with the tasks
+    /// held, after a load that did not go through an edge event.
+    fn follow_hold(&mut self, now: Timestamp, mono: Instant) {
+        match (self.tasks.is_empty(), self.held_since.is_some()) {
+            (false, false) => {
+                self.held_since = Some(mono);
+                self.idle_since = None;
+                self.hooks.held();
+            }
+            (true, true) => {
+                self.held_before =
+                    Duration::from_secs_f64(held_seconds(self.held_before, self.held_since, mono));
+                self.held_since = None;
+                self.idle_since = Some(now);
+                self.hooks.idle(mono);
+            }
+            _ => {}
         }
     }
 

@@ -319,7 +319,7 @@ fn start_on_a_failing_disk() {
 }
 
 /// A sync that keeps failing until the disk is healed, so the reload after
-/// the failed commit fails too; the store reopens later, at the next commit.
+/// the failed commit fails too and is retried when the next request arrives.
 /// The failed commit's bytes reached the file before the sync failed, so
 /// after the reopen the task the client was told about with a 503 is on
 /// disk. What the daemon serves must then be what is on disk.
@@ -336,12 +336,6 @@ fn sync_fails_until_healed() -> InProcess {
     daemon
 }
 
-/// Whether to run the scenarios that reproduce known bugs (see the README's
-/// Durability section); they fail until those are fixed.
-fn repro_known_bugs() -> bool {
-    std::env::var_os("SPRITE_FAULTS_REPRO").is_some()
-}
-
 #[test]
 fn storage_faults_fail_the_commit_never_the_promise() {
     let log = capture_log();
@@ -350,10 +344,8 @@ fn storage_faults_fail_the_commit_never_the_promise() {
     let points = every_fault_point();
     let expiry = expiry_on_a_full_disk();
     start_on_a_failing_disk();
-    let mut daemons = vec![full, group, points, expiry];
-    if repro_known_bugs() {
-        daemons.push(sync_fails_until_healed());
-    }
+    let healed = sync_fails_until_healed();
+    let daemons = vec![full, group, points, expiry, healed];
 
     // Stop every in-process server at once.
     common::signal(std::process::id(), libc::SIGTERM);
