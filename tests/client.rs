@@ -662,11 +662,14 @@ fn the_seeds_heartbeat_script_holds_and_releases() {
     let socket = daemon.socket.to_str().expect("a UTF-8 socket path");
     std::fs::write(&script, SEED_HEARTBEAT.replace("/.sprite/api.sock", socket)).unwrap();
 
+    let bash_log = scratch.path().join("bash.log");
     let mut bash = Command::new("bash")
         .arg(&script)
         .process_group(0)
         .stdin(Stdio::null())
-        .stderr(Stdio::piped())
+        // A file, not a pipe: a `sleep 60` forked as the signal lands
+        // outlives bash and would hold a pipe open.
+        .stderr(std::fs::File::create(&bash_log).unwrap())
         .spawn()
         .expect("bash");
     let (status, task) = eventually(
@@ -688,12 +691,9 @@ fn the_seeds_heartbeat_script_holds_and_releases() {
     // SAFETY: kill(2) on the process group we created.
     assert_eq!(unsafe { libc::kill(group, libc::SIGTERM) }, 0);
     wait_with_timeout(&mut bash, WAIT).expect("the script exits");
-    let mut stderr = String::new();
-    bash.stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
+    // SAFETY: as above; whatever the signal missed in the group goes too.
+    unsafe { libc::kill(group, libc::SIGKILL) };
+    let stderr = std::fs::read_to_string(&bash_log).unwrap_or_default();
     assert_eq!(
         task_status(&daemon, "agent"),
         404,

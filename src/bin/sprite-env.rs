@@ -13,6 +13,7 @@ use std::io::{self, Write};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitCode, ExitStatus};
+use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime};
 
 use clap::{Args, Parser, Subcommand};
@@ -391,13 +392,6 @@ mod hold {
     /// Pause between release attempts.
     const RELEASE_RETRY: Duration = Duration::from_millis(200);
 
-    /// The longest a refresh request may take: at most the interval (a late
-    /// refresh is a missed one) but at least a second (a fsync on a busy
-    /// disk).
-    fn refresh_timeout(every: Duration) -> Duration {
-        every.clamp(Duration::from_secs(1), client::REQUEST_TIMEOUT)
-    }
-
     fn say(message: impl std::fmt::Display) {
         eprintln!("sprite-env tasks hold: {message}");
     }
@@ -434,7 +428,6 @@ mod hold {
                 return ExitCode::from(EXIT_HOLD_FAILED);
             }
         };
-        let refresher = client.clone().with_timeout(refresh_timeout(every));
         if let Err(e) = client.refresh(&args.name, &expire_json) {
             say(format!(
                 "cannot hold task {:?}: {e}; the command was not started",
@@ -453,15 +446,28 @@ mod hold {
                 });
             }
         };
-        let outcome = supervise(
-            &mut child,
-            &signals,
-            &refresher,
-            &args.name,
-            &expire_json,
+        let mut refresher = match Refresher::start(
+            client.clone(),
+            args.name.clone(),
+            expire_json,
             expire,
             every,
-        );
+        ) {
+            Ok(refresher) => refresher,
+            Err(e) => {
+                // Without refreshes the hold would lapse under the command.
+                say(format!(
+                    "cannot start refreshing: {e}; stopping the command"
+                ));
+                // SAFETY: kill(2) on our own unreaped child.
+                unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+                let _ = child.wait();
+                release(client, &args.name);
+                return ExitCode::from(EXIT_HOLD_FAILED);
+            }
+        };
+        let outcome = supervise(&mut child, &signals, &mut refresher, &args.name, expire);
+        refresher.finish();
         release(client, &args.name);
         match outcome {
             Ok(status) => exit_like(status),
@@ -472,29 +478,23 @@ mod hold {
         }
     }
 
-    /// Refreshes the hold while `child` runs and forwards stop signals to it;
-    /// returns its exit status.
+    /// Forwards stop signals to `child` until it exits, and returns its
+    /// status. The refresher is told to stop at the first forwarded signal.
     fn supervise(
         child: &mut Child,
         signals: &SignalPipe,
-        client: &Client,
+        refresher: &mut Refresher,
         name: &str,
-        expire_json: &serde_json::Value,
         expire: Duration,
-        every: Duration,
     ) -> io::Result<ExitStatus> {
-        let mut next_refresh = Some(Instant::now() + every);
-        let mut held_until = Instant::now() + expire;
-        let mut failing = false;
         loop {
             if let Some(status) = child.try_wait()? {
                 return Ok(status);
             }
-            let timeout = next_refresh.map(|at| at.saturating_duration_since(Instant::now()));
             for Received {
                 signal,
                 from_terminal,
-            } in signals.wait(timeout)?
+            } in signals.wait(None)?
             {
                 if signal == libc::SIGCHLD || from_terminal {
                     // The terminal signalled the whole foreground group,
@@ -504,7 +504,7 @@ mod hold {
                 // SAFETY: kill(2) on our own child, not yet reaped (only
                 // this thread reaps it), so the pid is still its own.
                 unsafe { libc::kill(child.id() as libc::pid_t, signal) };
-                if next_refresh.take().is_some() {
+                if refresher.stop() {
                     say(format!(
                         "forwarded {} to the command; no more refreshes, task {name:?} is deleted when it exits (or lapses in at most {})",
                         signal_name(signal),
@@ -512,19 +512,77 @@ mod hold {
                     ));
                 }
             }
-            let Some(due) = next_refresh else { continue };
-            let now = Instant::now();
-            if now < due {
-                continue;
+        }
+    }
+
+    /// The refresh loop, on its own thread so that a slow or stuck daemon
+    /// never delays forwarding a signal or noticing the command's exit.
+    struct Refresher {
+        stop: Option<mpsc::Sender<()>>,
+        thread: Option<std::thread::JoinHandle<()>>,
+    }
+
+    impl Refresher {
+        fn start(
+            client: Client,
+            name: String,
+            expire_json: serde_json::Value,
+            expire: Duration,
+            every: Duration,
+        ) -> io::Result<Refresher> {
+            let (stop, stopped) = mpsc::channel();
+            let thread = std::thread::Builder::new()
+                .name("refresh".into())
+                .spawn(move || {
+                    refresh_loop(&client, &name, &expire_json, expire, every, &stopped)
+                })?;
+            Ok(Refresher {
+                stop: Some(stop),
+                thread: Some(thread),
+            })
+        }
+
+        /// Stops refreshing; `true` the first time.
+        fn stop(&mut self) -> bool {
+            self.stop.take().is_some()
+        }
+
+        /// Stops refreshing and waits for a refresh in flight, so that none
+        /// can land after the release and hold the task again.
+        fn finish(mut self) {
+            self.stop();
+            if let Some(thread) = self.thread.take() {
+                let _ = thread.join();
             }
+        }
+    }
+
+    /// Refreshes every `every` until told to stop (or its sender is gone).
+    fn refresh_loop(
+        client: &Client,
+        name: &str,
+        expire_json: &serde_json::Value,
+        expire: Duration,
+        every: Duration,
+        stopped: &mpsc::Receiver<()>,
+    ) {
+        let mut next = Instant::now() + every;
+        let mut held_until = Instant::now() + expire;
+        let mut failing = false;
+        loop {
+            let wait = next.saturating_duration_since(Instant::now());
+            if stopped.recv_timeout(wait) != Err(mpsc::RecvTimeoutError::Timeout) {
+                return;
+            }
+            let attempt = Instant::now();
             match client.refresh(name, expire_json) {
                 Ok(_) => {
                     if failing {
                         say(format!("task {name:?} refreshed again"));
                     }
                     failing = false;
-                    held_until = Instant::now() + expire;
-                    next_refresh = Some(now + every);
+                    held_until = attempt + expire;
+                    next = attempt + every;
                 }
                 Err(e) => {
                     failing = true;
@@ -542,7 +600,7 @@ mod hold {
                         "refreshing task {name:?} failed: {e}; retrying in {} ({lapse})",
                         humantime::format_duration(delay)
                     ));
-                    next_refresh = Some(Instant::now() + delay);
+                    next = Instant::now() + delay;
                 }
             }
         }
