@@ -639,6 +639,44 @@ fn a_failed_refresh_is_reported_and_retried_not_fatal() {
     assert_eq!(task_status(&daemon, "steady"), 404);
 }
 
+#[test]
+fn a_holder_stopped_while_taking_the_hold_never_starts_its_command() {
+    let dirs = Dirs::new();
+    let daemon = Daemon::start(&dirs, &[]);
+    let scratch = tempfile::tempdir().unwrap();
+    let ran = scratch.path().join("ran");
+
+    // A frozen daemon keeps the holder's first PUT in flight.
+    signal(daemon.pid(), libc::SIGSTOP);
+    let mut holder = sprite_env(&daemon)
+        .args(["tasks", "hold", "early", "--"])
+        .args(["touch"])
+        .arg(&ran)
+        .spawn()
+        .unwrap();
+    let fds = format!("/proc/{}/fd", holder.id());
+    let connected = eventually(
+        || {
+            std::fs::read_dir(&fds)
+                .map(|dir| {
+                    dir.filter_map(Result::ok)
+                        .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+                        .any(|link| link.to_string_lossy().starts_with("socket:"))
+                })
+                .unwrap_or(false)
+        },
+        |connected| *connected,
+    );
+    assert!(connected, "the holder is sending its first PUT");
+    signal(holder.id(), libc::SIGTERM);
+    signal(daemon.pid(), libc::SIGCONT);
+
+    let status = wait_with_timeout(&mut holder, WAIT).expect("the holder exits");
+    assert_eq!(status.signal(), Some(libc::SIGTERM), "{status:?}");
+    assert!(!ran.exists(), "the command never started");
+    assert_eq!(task_status(&daemon, "early"), 404, "the hold was released");
+}
+
 /// The seed document's heartbeat script, verbatim but for the socket path.
 const SEED_HEARTBEAT: &str = r#"#!/usr/bin/env bash
 set -euo pipefail

@@ -435,6 +435,20 @@ mod hold {
             ));
             return ExitCode::from(EXIT_HOLD_FAILED);
         }
+        // Told to stop (or Ctrl-C) while the hold was being taken: the
+        // command never starts.
+        let pending = match signals.wait(Some(Duration::ZERO)) {
+            Ok(pending) => pending,
+            Err(e) => {
+                release(client, &args.name);
+                say(format!("cannot read signals: {e}"));
+                return ExitCode::from(EXIT_HOLD_FAILED);
+            }
+        };
+        if let Some(stop) = pending.iter().find(|r| r.signal != libc::SIGCHLD) {
+            release(client, &args.name);
+            return die_of(stop.signal);
+        }
         let mut child = match Command::new(program).args(program_args).spawn() {
             Ok(child) => child,
             Err(e) => {
@@ -644,9 +658,15 @@ mod hold {
         if let Some(code) = status.code() {
             return ExitCode::from(u8::try_from(code).unwrap_or(EXIT_HOLD_FAILED));
         }
-        let Some(signal) = status.signal() else {
-            return ExitCode::from(EXIT_HOLD_FAILED);
-        };
+        match status.signal() {
+            Some(signal) => die_of(signal),
+            None => ExitCode::from(EXIT_HOLD_FAILED),
+        }
+    }
+
+    /// Dies of `signal` (without a core file); for a signal whose default
+    /// is not to terminate, exits 128 + its number as a shell would report.
+    fn die_of(signal: libc::c_int) -> ExitCode {
         let _ = io::stderr().flush();
         // SAFETY: plain libc calls on our own process with valid arguments.
         unsafe {
