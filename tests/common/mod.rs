@@ -280,6 +280,7 @@ pub fn read_response(stream: &mut impl Read) -> Option<Response> {
                 return None;
             }
             Ok(_) => head.push(byte[0]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) => panic!(
                 "reading a response: {e}; got {:?}",
                 String::from_utf8_lossy(&head)
