@@ -1,0 +1,1579 @@
+//! Request latency of the real `sprite-tasksd`, measured against this
+//! machine's own floors in the same run.
+//!
+//! `cargo bench --bench latency [-- OPTIONS]` starts the daemon built by
+//! Cargo on a temporary socket, with its database on the build's disk, and
+//! drives it from client threads over keep-alive connections (std
+//! `UnixStream`, raw HTTP/1.1, one request in flight per connection, an
+//! `Instant` around each request). In the same run it measures three floors:
+//!
+//! - **transport**: a round trip of a request-sized message to a trivial echo
+//!   server (another process, blocking I/O) over a Unix socket;
+//! - **durability**: one small write + `fdatasync` on the database's
+//!   filesystem;
+//! - **store**: one redb `Durability::Immediate` commit of one small row.
+//!
+//! Every figure is printed beside its ratio to the relevant floor, and the
+//! whole run is written as JSON (default `target/latency.json`) so commits
+//! can be compared. A noisy machine moves the floors and the figures
+//! together; the ratios are what to compare.
+//!
+//! Options: `--quick` (short phases, scale up to 10k), `--duration SECS`
+//! (per phase), `--clients 1,8,64`, `--scale 1,1000,10000,100000`,
+//! `--no-scale`, `--no-lists`, `--json PATH`. `SPRITE_BENCH_WRAP="perf record
+//! -o FILE --"` runs each daemon under a profiler.
+//!
+//! Run without `--bench` (as `cargo test --all-targets` does) it is a smoke
+//! test: a few requests whose answers are checked, a few floor samples, no
+//! timing assertion.
+
+use std::collections::BTreeMap;
+use std::fs::{self, OpenOptions};
+use std::io::{Read, Write};
+use std::os::unix::fs::FileExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Barrier;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+/// The daemon under test, as Cargo built it for this bench.
+const DAEMON: &str = env!("CARGO_BIN_EXE_sprite-tasksd");
+
+/// Live tasks the daemon may hold: the largest scale step plus the tasks
+/// the mutation phases create at 64 clients.
+const MAX_TASKS: usize = 1_000_000;
+
+/// Requests one populating connection sends before reading their answers;
+/// the daemon answers up to `server::MAX_PIPELINED` (64) per turn.
+const PIPELINE: usize = 64;
+
+/// Connections used to populate the store.
+const POPULATORS: usize = 8;
+
+/// How long the daemon may take to start before the bench gives up.
+const START_LIMIT: Duration = Duration::from_secs(30);
+
+/// The payload of the durability floor: about one encoded task row.
+const SMALL_WRITE: usize = 64;
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("--echo-server") {
+        echo_server(Path::new(&args[1]));
+        return;
+    }
+    if !args.iter().any(|arg| arg == "--bench") {
+        smoke();
+        return;
+    }
+    let options = Options::parse(&args);
+    run(&options);
+}
+
+// ---------------------------------------------------------------------------
+// Options
+
+#[derive(Debug, Clone)]
+struct Options {
+    quick: bool,
+    /// Length of each measured phase.
+    duration: Duration,
+    clients: Vec<usize>,
+    scale: Vec<usize>,
+    lists: bool,
+    json: PathBuf,
+}
+
+impl Options {
+    fn parse(args: &[String]) -> Options {
+        let quick = args.iter().any(|arg| arg == "--quick");
+        let mut options = Options {
+            quick,
+            duration: Duration::from_secs_f64(if quick { 0.6 } else { 4.0 }),
+            clients: vec![1, 8, 64],
+            scale: if quick {
+                vec![1, 1000, 10_000]
+            } else {
+                vec![1, 1000, 10_000, 100_000]
+            },
+            lists: true,
+            json: Path::new(env!("CARGO_TARGET_TMPDIR"))
+                .parent()
+                .unwrap_or(Path::new("."))
+                .join("latency.json"),
+        };
+        let mut rest = args.iter();
+        while let Some(arg) = rest.next() {
+            let mut value = |name: &str| -> String {
+                rest.next()
+                    .unwrap_or_else(|| usage(&format!("{name} needs a value")))
+                    .clone()
+            };
+            match arg.as_str() {
+                "--bench" | "--quick" => {}
+                "--duration" => {
+                    let text = value("--duration");
+                    let seconds: f64 = text
+                        .parse()
+                        .ok()
+                        .filter(|s: &f64| *s > 0.0 && *s <= 600.0)
+                        .unwrap_or_else(|| usage(&format!("--duration {text:?}: seconds")));
+                    options.duration = Duration::from_secs_f64(seconds);
+                }
+                "--clients" => options.clients = list_of_counts(&value("--clients")),
+                "--scale" => options.scale = list_of_counts(&value("--scale")),
+                "--no-scale" => options.scale.clear(),
+                "--no-lists" => options.lists = false,
+                "--json" => options.json = PathBuf::from(value("--json")),
+                other if other.starts_with('-') => usage(&format!("unknown option {other}")),
+                // Cargo passes bench-name filters through; this bench has
+                // one body and ignores them.
+                _ => {}
+            }
+        }
+        if options.scale.iter().any(|n| *n > MAX_TASKS / 2) {
+            usage(&format!("--scale is at most {}", MAX_TASKS / 2));
+        }
+        options
+    }
+}
+
+fn list_of_counts(text: &str) -> Vec<usize> {
+    text.split(',')
+        .map(|part| {
+            part.trim()
+                .parse()
+                .ok()
+                .filter(|n| *n > 0)
+                .unwrap_or_else(|| usage(&format!("{text:?}: a list such as 1,8,64")))
+        })
+        .collect()
+}
+
+fn usage(problem: &str) -> ! {
+    eprintln!(
+        "latency bench: {problem}\n\
+         usage: cargo bench --bench latency -- [--quick] [--duration SECS] \
+         [--clients 1,8,64] [--scale 1,1000,10000,100000] [--no-scale] [--no-lists] [--json PATH]"
+    );
+    std::process::exit(2);
+}
+
+// ---------------------------------------------------------------------------
+// Samples and their summary
+
+/// Latencies of one measured phase, and its rate.
+#[derive(Debug, Clone)]
+struct Summary {
+    count: usize,
+    p50: Duration,
+    p90: Duration,
+    p99: Duration,
+    max: Duration,
+    per_second: f64,
+}
+
+impl Summary {
+    /// Nearest-rank percentiles of `samples`; `wall` is the phase's length.
+    fn of(mut samples: Vec<Duration>, wall: Duration) -> Summary {
+        assert!(!samples.is_empty(), "a phase measured nothing");
+        samples.sort_unstable();
+        let rank = |p: f64| {
+            let index = ((p / 100.0) * samples.len() as f64).ceil() as usize;
+            samples[index.clamp(1, samples.len()) - 1]
+        };
+        Summary {
+            count: samples.len(),
+            p50: rank(50.0),
+            p90: rank(90.0),
+            p99: rank(99.0),
+            max: samples[samples.len() - 1],
+            per_second: samples.len() as f64 / wall.as_secs_f64(),
+        }
+    }
+
+    fn to_json(&self) -> Value {
+        json!({
+            "count": self.count,
+            "p50_us": micros(self.p50),
+            "p90_us": micros(self.p90),
+            "p99_us": micros(self.p99),
+            "max_us": micros(self.max),
+            "per_second": self.per_second.round(),
+        })
+    }
+}
+
+fn micros(duration: Duration) -> f64 {
+    (duration.as_secs_f64() * 1e7).round() / 10.0
+}
+
+fn show(duration: Duration) -> String {
+    let us = duration.as_secs_f64() * 1e6;
+    if us < 10_000.0 {
+        format!("{us:.0} µs")
+    } else {
+        format!("{:.1} ms", us / 1000.0)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The daemon
+
+/// Where one daemon keeps its files: a short socket path (108-byte limit)
+/// and a database on the build's disk, so `fdatasync` is real.
+struct Dirs {
+    socket_dir: tempfile::TempDir,
+    db_dir: tempfile::TempDir,
+}
+
+impl Dirs {
+    fn new() -> Dirs {
+        Dirs {
+            socket_dir: tempfile::Builder::new()
+                .prefix("stbench")
+                .tempdir()
+                .expect("a temporary directory"),
+            db_dir: tempfile::Builder::new()
+                .prefix("bench")
+                .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+                .expect("a temporary directory on the build's disk"),
+        }
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.socket_dir.path().join("api.sock")
+    }
+
+    fn db(&self) -> PathBuf {
+        self.db_dir.path().join("tasks.redb")
+    }
+}
+
+/// A running `sprite-tasksd`, killed when dropped.
+struct Daemon {
+    child: Child,
+    socket: PathBuf,
+    /// Run under `SPRITE_BENCH_WRAP`, whose exit status is its own.
+    wrapped: bool,
+}
+
+impl Daemon {
+    /// Starts the daemon on `dirs` and returns it with the time from spawn
+    /// to its socket accepting a connection.
+    fn start(dirs: &Dirs) -> (Daemon, Duration) {
+        let socket = dirs.socket();
+        // A profiler to run the daemon under, e.g. `perf record -o FILE --`.
+        // Memory figures and SIGSTOP then reach the wrapper, not the daemon.
+        let wrapper = std::env::var("SPRITE_BENCH_WRAP").unwrap_or_default();
+        let mut words = wrapper.split_whitespace().chain([DAEMON]);
+        let program = words.next().unwrap_or(DAEMON);
+        let started = Instant::now();
+        let child = Command::new(program)
+            .args(words)
+            .arg("--socket")
+            .arg(&socket)
+            .arg("--db")
+            .arg(dirs.db())
+            .arg("--max-tasks")
+            .arg(MAX_TASKS.to_string())
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {DAEMON}: {e}"));
+        let mut daemon = Daemon {
+            child,
+            socket,
+            wrapped: !wrapper.trim().is_empty(),
+        };
+        loop {
+            if UnixStream::connect(&daemon.socket).is_ok() {
+                return (daemon, started.elapsed());
+            }
+            if let Ok(Some(status)) = daemon.child.try_wait() {
+                panic!("sprite-tasksd exited while starting: {status}");
+            }
+            assert!(
+                started.elapsed() < START_LIMIT,
+                "sprite-tasksd did not accept on {} within {START_LIMIT:?}",
+                daemon.socket.display()
+            );
+            // No readiness signal crosses processes here; 100 µs bounds the
+            // start-up figure's error.
+            std::thread::sleep(Duration::from_micros(100));
+        }
+    }
+
+    fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on the pid of a child we spawned and still own.
+        let result = unsafe { libc::kill(self.pid(), signal) };
+        assert_eq!(result, 0, "kill({}, {signal})", self.pid());
+    }
+
+    /// SIGTERM, and wait for a clean exit.
+    fn stop(mut self) {
+        self.signal(libc::SIGTERM);
+        let status = self.child.wait().expect("wait for sprite-tasksd");
+        assert!(
+            status.success() || self.wrapped,
+            "sprite-tasksd stopped with {status}"
+        );
+    }
+
+    /// Resident and peak resident memory, in KiB, from /proc.
+    fn memory_kib(&self) -> (u64, u64) {
+        let status = fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("/proc/<pid>/status of the daemon");
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix(name))
+                .and_then(|rest| rest.split_whitespace().next())
+                .and_then(|kib| kib.parse().ok())
+                .unwrap_or(0)
+        };
+        (field("VmRSS:"), field("VmHWM:"))
+    }
+
+    /// The daemon's counters: each sample line of `GET /metrics` without
+    /// labels, by name.
+    fn metrics(&self) -> BTreeMap<String, f64> {
+        let mut client = Client::connect(&self.socket);
+        let (status, body) = client.call(b"GET /metrics HTTP/1.1\r\nHost: sprite\r\n\r\n");
+        assert_eq!(status, 200, "GET /metrics");
+        String::from_utf8_lossy(&body)
+            .lines()
+            .filter(|line| !line.starts_with('#') && !line.contains('{'))
+            .filter_map(|line| {
+                let (name, value) = line.split_once(' ')?;
+                Some((name.to_owned(), value.trim().parse().ok()?))
+            })
+            .collect()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+// ---------------------------------------------------------------------------
+// A keep-alive client
+
+/// One connection speaking raw HTTP/1.1, one request in flight.
+struct Client {
+    stream: UnixStream,
+    input: Vec<u8>,
+    scratch: Box<[u8]>,
+}
+
+impl Client {
+    fn connect(socket: &Path) -> Client {
+        let stream = UnixStream::connect(socket)
+            .unwrap_or_else(|e| panic!("connect to {}: {e}", socket.display()));
+        stream
+            .set_read_timeout(Some(Duration::from_secs(60)))
+            .expect("set a read timeout");
+        Client {
+            stream,
+            input: Vec::with_capacity(64 * 1024),
+            scratch: vec![0u8; 64 * 1024].into_boxed_slice(),
+        }
+    }
+
+    /// Sends `request` and reads its response: the status and the body.
+    fn call(&mut self, request: &[u8]) -> (u16, Vec<u8>) {
+        self.stream.write_all(request).expect("send a request");
+        self.response()
+    }
+
+    /// Reads one `Content-Length`-framed response.
+    fn response(&mut self) -> (u16, Vec<u8>) {
+        let mut searched = 0;
+        let head_end = loop {
+            if let Some(at) = self.input[searched..]
+                .windows(4)
+                .position(|w| w == b"\r\n\r\n")
+            {
+                break searched + at + 4;
+            }
+            searched = self.input.len().saturating_sub(3);
+            self.fill();
+        };
+        let head = std::str::from_utf8(&self.input[..head_end]).expect("an ASCII head");
+        let status: u16 = head
+            .get(9..12)
+            .and_then(|code| code.parse().ok())
+            .unwrap_or_else(|| panic!("a status line: {head:?}"));
+        let length: usize = head
+            .split("\r\n")
+            .find_map(|line| {
+                let (name, value) = line.split_once(':')?;
+                name.eq_ignore_ascii_case("content-length")
+                    .then(|| value.trim().parse().ok())?
+            })
+            .unwrap_or(0);
+        while self.input.len() < head_end + length {
+            self.fill();
+        }
+        let body = self.input[head_end..head_end + length].to_vec();
+        self.input.drain(..head_end + length);
+        (status, body)
+    }
+
+    fn fill(&mut self) {
+        match self.stream.read(&mut self.scratch) {
+            Ok(0) => panic!("the daemon closed the connection"),
+            Ok(n) => self.input.extend_from_slice(&self.scratch[..n]),
+            Err(e) => panic!("reading a response: {e}"),
+        }
+    }
+}
+
+fn request(method: &str, path: &str, body: &str) -> Vec<u8> {
+    format!(
+        "{method} {path} HTTP/1.1\r\nHost: sprite\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+fn create(name: &str) -> Vec<u8> {
+    request(
+        "POST",
+        "/v1/tasks",
+        &format!(r#"{{"name":"{name}","expire":"1h"}}"#),
+    )
+}
+
+fn refresh(name: &str, expire: &str) -> Vec<u8> {
+    request(
+        "PUT",
+        &format!("/v1/tasks/{name}"),
+        &format!(r#"{{"expire":"{expire}"}}"#),
+    )
+}
+
+fn get(name: &str) -> Vec<u8> {
+    request("GET", &format!("/v1/tasks/{name}"), "")
+}
+
+fn delete(name: &str) -> Vec<u8> {
+    request("DELETE", &format!("/v1/tasks/{name}"), "")
+}
+
+fn list() -> Vec<u8> {
+    request("GET", "/v1/tasks", "")
+}
+
+/// Upserts every name with `expire`, over [`POPULATORS`] connections that
+/// pipeline [`PIPELINE`] requests at a time. Returns the time it took.
+fn populate(socket: &Path, names: &[String], expire: &str) -> Duration {
+    let started = Instant::now();
+    let share = names.len().div_ceil(POPULATORS).max(1);
+    std::thread::scope(|scope| {
+        for part in names.chunks(share) {
+            scope.spawn(move || {
+                let mut client = Client::connect(socket);
+                for window in part.chunks(PIPELINE) {
+                    let bytes: Vec<u8> = window
+                        .iter()
+                        .flat_map(|name| refresh(name, expire))
+                        .collect();
+                    client.stream.write_all(&bytes).expect("send a window");
+                    for name in window {
+                        let (status, body) = client.response();
+                        assert_eq!(
+                            status,
+                            200,
+                            "PUT {name}: {}",
+                            String::from_utf8_lossy(&body)
+                        );
+                    }
+                }
+            });
+        }
+    });
+    started.elapsed()
+}
+
+// ---------------------------------------------------------------------------
+// Measured phases
+
+/// Runs `clients` connections against `socket` for `duration` (or until
+/// each has sent `limit(client)` requests). `make(client, i)` builds the
+/// i-th request of a client and the status it must get; building is not
+/// timed. Returns the summary and each client's request count.
+fn phase(
+    socket: &Path,
+    clients: usize,
+    duration: Duration,
+    limit: impl Fn(usize) -> usize + Sync,
+    make: impl Fn(usize, usize) -> (Vec<u8>, u16) + Sync,
+) -> (Summary, Vec<usize>) {
+    let barrier = Barrier::new(clients + 1);
+    let (make, limit, barrier) = (&make, &limit, &barrier);
+    let (results, wall) = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..clients)
+            .map(|client| {
+                scope.spawn(move || {
+                    let mut connection = Client::connect(socket);
+                    let most = limit(client);
+                    let mut samples = Vec::with_capacity(16 * 1024);
+                    barrier.wait();
+                    let deadline = Instant::now() + duration;
+                    let mut i = 0;
+                    // At least one request each, however late the thread runs.
+                    while i < most && (i == 0 || Instant::now() < deadline) {
+                        let (bytes, expected) = make(client, i);
+                        let sent = Instant::now();
+                        let (status, body) = connection.call(&bytes);
+                        samples.push(sent.elapsed());
+                        assert_eq!(
+                            status,
+                            expected,
+                            "{}: {}",
+                            String::from_utf8_lossy(&bytes[..bytes.len().min(60)]),
+                            String::from_utf8_lossy(&body)
+                        );
+                        i += 1;
+                    }
+                    samples
+                })
+            })
+            .collect();
+        barrier.wait();
+        let started = Instant::now();
+        let results: Vec<Vec<Duration>> = handles
+            .into_iter()
+            .map(|handle| handle.join().expect("a client thread"))
+            .collect();
+        (results, started.elapsed())
+    });
+    let counts = results.iter().map(Vec::len).collect();
+    (Summary::of(results.concat(), wall), counts)
+}
+
+/// Group-commit figures of a mutation phase, from the daemon's counters.
+#[derive(Debug, Clone, Copy)]
+struct Commits {
+    commits: f64,
+    changes_per_commit: f64,
+    mean_commit: Duration,
+}
+
+impl Commits {
+    fn between(before: &BTreeMap<String, f64>, after: &BTreeMap<String, f64>) -> Commits {
+        let delta = |name: &str| {
+            after.get(name).copied().unwrap_or(0.0) - before.get(name).copied().unwrap_or(0.0)
+        };
+        let commits = delta("sprite_tasks_commit_seconds_count");
+        Commits {
+            commits,
+            changes_per_commit: delta("sprite_tasks_commit_changes_sum") / commits.max(1.0),
+            mean_commit: Duration::from_secs_f64(
+                (delta("sprite_tasks_commit_seconds_sum") / commits.max(1.0)).max(0.0),
+            ),
+        }
+    }
+}
+
+/// One row of the request table.
+struct Row {
+    endpoint: &'static str,
+    clients: usize,
+    summary: Summary,
+    commits: Option<Commits>,
+}
+
+/// The create, refresh, get and delete phases on a fresh daemon.
+fn mutations_and_gets(clients: usize, duration: Duration) -> Vec<Row> {
+    let dirs = Dirs::new();
+    let (daemon, _) = Daemon::start(&dirs);
+    let socket = daemon.socket.clone();
+    let name = |client: usize, i: usize| format!("c{client}-{i}");
+    let unlimited = |_: usize| usize::MAX;
+    let mut rows = Vec::new();
+    let mut measured =
+        |endpoint: &'static str, mutation: bool, run: &mut dyn FnMut() -> Summary| {
+            let before = mutation.then(|| daemon.metrics());
+            let summary = run();
+            let commits = before.map(|before| Commits::between(&before, &daemon.metrics()));
+            rows.push(Row {
+                endpoint,
+                clients,
+                summary,
+                commits,
+            });
+        };
+
+    let mut created = Vec::new();
+    measured("create", true, &mut || {
+        let (summary, counts) = phase(&socket, clients, duration, unlimited, |c, i| {
+            (create(&name(c, i)), 201)
+        });
+        created = counts;
+        summary
+    });
+    let created = &created;
+    measured("refresh", true, &mut || {
+        phase(&socket, clients, duration, unlimited, |c, i| {
+            (refresh(&name(c, i % created[c]), "1h"), 200)
+        })
+        .0
+    });
+    measured("get", false, &mut || {
+        phase(&socket, clients, duration, unlimited, |c, i| {
+            (get(&name(c, i % created[c])), 200)
+        })
+        .0
+    });
+    measured("delete", true, &mut || {
+        phase(
+            &socket,
+            clients,
+            duration,
+            |c| created[c],
+            |c, i| (delete(&name(c, i)), 204),
+        )
+        .0
+    });
+    daemon.stop();
+    rows
+}
+
+/// `GET /v1/tasks` with 10 and then 1000 live tasks, at each client count.
+fn lists(client_counts: &[usize], duration: Duration) -> Vec<Row> {
+    let dirs = Dirs::new();
+    let (daemon, _) = Daemon::start(&dirs);
+    let mut rows = Vec::new();
+    for (endpoint, live) in [("list 10", 10), ("list 1000", 1000)] {
+        let names: Vec<String> = (0..live).map(|i| format!("l-{i:04}")).collect();
+        populate(&daemon.socket, &names, "1h");
+        for &clients in client_counts {
+            let (summary, _) = phase(
+                &daemon.socket,
+                clients,
+                duration,
+                |_| usize::MAX,
+                |_, _| (list(), 200),
+            );
+            rows.push(Row {
+                endpoint,
+                clients,
+                summary,
+                commits: None,
+            });
+        }
+    }
+    daemon.stop();
+    rows
+}
+
+// ---------------------------------------------------------------------------
+// Floors
+
+/// The transport floor: a request-sized message to an echo server in
+/// another process and back, over a Unix socket.
+fn echo_floor(clients: usize, duration: Duration) -> Summary {
+    let dirs = Dirs::new();
+    let socket = dirs.socket();
+    let mut server = Command::new(std::env::current_exe().expect("this bench's path"))
+        .arg("--echo-server")
+        .arg(&socket)
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("start the echo server");
+    let started = Instant::now();
+    while UnixStream::connect(&socket).is_err() {
+        assert!(
+            started.elapsed() < START_LIMIT,
+            "the echo server did not start"
+        );
+        std::thread::sleep(Duration::from_micros(100));
+    }
+    let message = create("c0-123456");
+    let barrier = Barrier::new(clients + 1);
+    let (socket, message, barrier) = (&socket, &message, &barrier);
+    let (samples, wall) = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..clients)
+            .map(|_| {
+                scope.spawn(move || {
+                    let mut stream =
+                        UnixStream::connect(socket).expect("connect to the echo server");
+                    let mut back = vec![0u8; message.len()];
+                    let mut samples = Vec::with_capacity(16 * 1024);
+                    barrier.wait();
+                    let deadline = Instant::now() + duration;
+                    while Instant::now() < deadline {
+                        let sent = Instant::now();
+                        stream.write_all(message).expect("send to the echo server");
+                        stream.read_exact(&mut back).expect("read the echo");
+                        samples.push(sent.elapsed());
+                    }
+                    assert_eq!(&back, message, "the echo server echoes");
+                    samples
+                })
+            })
+            .collect();
+        barrier.wait();
+        let started = Instant::now();
+        let samples: Vec<Vec<Duration>> = handles
+            .into_iter()
+            .map(|h| h.join().expect("an echo client"))
+            .collect();
+        (samples.concat(), started.elapsed())
+    });
+    let _ = server.kill();
+    let _ = server.wait();
+    Summary::of(samples, wall)
+}
+
+/// The echo server's body (this binary run with `--echo-server PATH`): a
+/// thread per connection, blocking reads echoed back at once.
+fn echo_server(socket: &Path) {
+    let listener = UnixListener::bind(socket).expect("bind the echo socket");
+    for stream in listener.incoming() {
+        let Ok(mut stream) = stream else { continue };
+        std::thread::spawn(move || {
+            let mut buffer = [0u8; 4096];
+            loop {
+                match stream.read(&mut buffer) {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => {
+                        if stream.write_all(&buffer[..n]).is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+    }
+}
+
+/// Runs `operation` until `duration` passes (at least `min` times).
+fn repeat(duration: Duration, min: usize, mut operation: impl FnMut(usize)) -> Summary {
+    let mut samples = Vec::new();
+    let started = Instant::now();
+    let mut i = 0;
+    while i < min || started.elapsed() < duration {
+        let at = Instant::now();
+        operation(i);
+        samples.push(at.elapsed());
+        i += 1;
+    }
+    Summary::of(samples, started.elapsed())
+}
+
+/// The durability floor's operation: a small write and `fdatasync` to a
+/// file on the database's filesystem, overwriting a preallocated block so no
+/// file size changes.
+struct FsyncProbe {
+    _dirs: Dirs,
+    file: fs::File,
+    done: usize,
+}
+
+impl FsyncProbe {
+    fn new() -> FsyncProbe {
+        let dirs = Dirs::new();
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .read(true)
+            .write(true)
+            .open(dirs.db_dir.path().join("floor.bin"))
+            .expect("create the floor file");
+        file.write_all_at(&[0u8; 4096], 0).expect("preallocate");
+        file.sync_all().expect("sync the floor file");
+        FsyncProbe {
+            _dirs: dirs,
+            file,
+            done: 0,
+        }
+    }
+
+    fn once(&mut self) {
+        let offset = (self.done % (4096 / SMALL_WRITE)) * SMALL_WRITE;
+        self.file
+            .write_all_at(&[0xa5u8; SMALL_WRITE], offset as u64)
+            .expect("write");
+        self.file.sync_data().expect("fdatasync");
+        self.done += 1;
+    }
+}
+
+/// The store floor's operation: one redb `Durability::Immediate` commit of
+/// one small row.
+struct StoreProbe {
+    _dirs: Dirs,
+    db: redb::Database,
+    done: u64,
+}
+
+const FLOOR_ROWS: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("floor");
+
+impl StoreProbe {
+    fn new() -> StoreProbe {
+        let dirs = Dirs::new();
+        let db = redb::Database::create(dirs.db_dir.path().join("floor.redb")).expect("create");
+        let mut probe = StoreProbe {
+            _dirs: dirs,
+            db,
+            done: 0,
+        };
+        for _ in 0..10 {
+            probe.once();
+        }
+        probe
+    }
+
+    fn once(&mut self) {
+        let txn = self.db.begin_write().expect("begin");
+        {
+            let mut table = txn.open_table(FLOOR_ROWS).expect("open the table");
+            table
+                .insert(self.done % 1024, [0x5au8; 21].as_slice())
+                .expect("insert");
+        }
+        txn.commit().expect("commit");
+        self.done += 1;
+    }
+}
+
+fn fsync_floor(duration: Duration, min: usize) -> Summary {
+    let mut probe = FsyncProbe::new();
+    repeat(duration, min, |_| probe.once())
+}
+
+fn redb_floor(duration: Duration, min: usize) -> Summary {
+    let mut probe = StoreProbe::new();
+    repeat(duration, min, |_| probe.once())
+}
+
+/// One client's mutations with the floors' operations interleaved: request,
+/// fsync, redb commit, request, ... The disk's latency on a shared machine
+/// drifts by an order of magnitude within seconds; interleaving measures the
+/// request and its floors at the same moments. Not used for rates.
+struct Paired {
+    endpoint: &'static str,
+    request: Summary,
+    fsync: Summary,
+    store: Summary,
+}
+
+fn paired_mutations(duration: Duration) -> Vec<Paired> {
+    let dirs = Dirs::new();
+    let (daemon, _) = Daemon::start(&dirs);
+    let mut client = Client::connect(&daemon.socket);
+    let mut fsync = FsyncProbe::new();
+    let mut store = StoreProbe::new();
+    let mut created = 0;
+    let mut results = Vec::new();
+    for endpoint in ["create", "refresh", "delete"] {
+        let (mut requests, mut fsyncs, mut stores) = (Vec::new(), Vec::new(), Vec::new());
+        let started = Instant::now();
+        let mut i = 0;
+        while i == 0 || (started.elapsed() < duration && (endpoint != "delete" || i < created)) {
+            let (bytes, expected) = match endpoint {
+                "create" => (create(&format!("p-{i}")), 201),
+                "refresh" => (refresh(&format!("p-{}", i % created), "1h"), 200),
+                _ => (delete(&format!("p-{i}")), 204),
+            };
+            let at = Instant::now();
+            let (status, body) = client.call(&bytes);
+            requests.push(at.elapsed());
+            assert_eq!(status, expected, "{}", String::from_utf8_lossy(&body));
+            let at = Instant::now();
+            fsync.once();
+            fsyncs.push(at.elapsed());
+            let at = Instant::now();
+            store.once();
+            stores.push(at.elapsed());
+            i += 1;
+        }
+        if endpoint == "create" {
+            created = i;
+        }
+        let wall = started.elapsed();
+        results.push(Paired {
+            endpoint,
+            request: Summary::of(requests, wall),
+            fsync: Summary::of(fsyncs, wall),
+            store: Summary::of(stores, wall),
+        });
+    }
+    drop(client);
+    daemon.stop();
+    results
+}
+
+struct Floors {
+    /// Echo round trips at one client: the transport floor.
+    transport: Summary,
+    /// Echo round trips at the other client counts, for the rates.
+    transport_many: Vec<(usize, Summary)>,
+    fsync: Summary,
+    store: Summary,
+}
+
+impl Floors {
+    fn measure(clients: &[usize], duration: Duration) -> Floors {
+        Floors {
+            transport: echo_floor(1, duration),
+            transport_many: clients
+                .iter()
+                .filter(|c| **c != 1)
+                .map(|&c| (c, echo_floor(c, duration)))
+                .collect(),
+            fsync: fsync_floor(duration, 50),
+            store: redb_floor(duration, 50),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Scale
+
+struct ScaleRow {
+    live: usize,
+    populate: Duration,
+    list: Summary,
+    rss_kib: u64,
+    peak_kib: u64,
+    restarted_rss_kib: u64,
+    startups: Vec<Duration>,
+    expiry: Option<Expiry>,
+}
+
+impl ScaleRow {
+    fn startup(&self) -> Duration {
+        let mut sorted = self.startups.clone();
+        sorted.sort_unstable();
+        sorted[sorted.len() / 2]
+    }
+}
+
+/// Many tasks falling due at once, and what other clients saw meanwhile.
+struct Expiry {
+    /// From the daemon's resumption to every task's removal being counted.
+    all_removed: Duration,
+    reads: Summary,
+    writes: Summary,
+}
+
+/// Populates `live` tasks, lists them, measures memory and restarts, then
+/// lets them all fall due at once while two clients keep working.
+fn scale(live: usize, duration: Duration, restarts: usize) -> ScaleRow {
+    let dirs = Dirs::new();
+    let (daemon, _) = Daemon::start(&dirs);
+    let names: Vec<String> = (0..live).map(|i| format!("s-{i:06}")).collect();
+    let populate_time = populate(&daemon.socket, &names, "1h");
+    let (list, _) = phase(
+        &daemon.socket,
+        1,
+        duration,
+        |_| usize::MAX,
+        |_, _| (list(), 200),
+    );
+    let (rss_kib, peak_kib) = daemon.memory_kib();
+    daemon.stop();
+
+    let mut startups = Vec::new();
+    let mut daemon = None;
+    for _ in 0..restarts {
+        if let Some(running) = daemon.take() {
+            Daemon::stop(running);
+        }
+        let (started, took) = Daemon::start(&dirs);
+        startups.push(took);
+        daemon = Some(started);
+    }
+    let daemon = daemon.expect("at least one restart");
+    let (restarted_rss_kib, _) = daemon.memory_kib();
+    let expiry = expire_at_once(&daemon, &names, populate_time);
+    daemon.stop();
+    ScaleRow {
+        live,
+        populate: populate_time,
+        list,
+        rss_kib,
+        peak_kib,
+        restarted_rss_kib,
+        startups,
+        expiry: Some(expiry),
+    }
+}
+
+/// Refreshes every task to fall due a few seconds later, stops the daemon
+/// (SIGSTOP, as a suspended VM) until all are due, resumes it, and measures
+/// a reader and a writer of other tasks until every removal is counted.
+fn expire_at_once(daemon: &Daemon, names: &[String], populate_time: Duration) -> Expiry {
+    let mut setup = Client::connect(&daemon.socket);
+    assert_eq!(setup.call(&refresh("probe-read", "1h")).0, 200);
+    let expired_before = daemon.metrics()["sprite_tasks_expired_total"];
+    // Long enough that none falls due before the last is refreshed.
+    let expire_secs = (populate_time.as_secs_f64() * 2.0).ceil() as u64 + 2;
+    let refreshed = Instant::now();
+    let refresh_time = populate(&daemon.socket, names, &format!("{expire_secs}s"));
+    assert!(
+        refresh_time < Duration::from_secs(expire_secs),
+        "refreshing took longer than the expiry"
+    );
+    daemon.signal(libc::SIGSTOP);
+    let all_due = refreshed + refresh_time + Duration::from_secs(expire_secs);
+    std::thread::sleep(
+        all_due.saturating_duration_since(Instant::now()) + Duration::from_millis(200),
+    );
+    let done = AtomicBool::new(false);
+    let socket = &daemon.socket;
+    let done = &done;
+    let probe = |make: fn(usize) -> (Vec<u8>, u16)| {
+        move || {
+            let mut client = Client::connect(socket);
+            let mut samples = Vec::new();
+            let mut i = 0;
+            loop {
+                let (bytes, expected) = make(i);
+                let sent = Instant::now();
+                let (status, _) = client.call(&bytes);
+                samples.push(sent.elapsed());
+                assert_eq!(status, expected);
+                i += 1;
+                if done.load(Ordering::Relaxed) {
+                    return samples;
+                }
+            }
+        }
+    };
+    let (all_removed, reads, writes, wall) = std::thread::scope(|scope| {
+        daemon.signal(libc::SIGCONT);
+        let resumed = Instant::now();
+        let reader = scope.spawn(probe(|_| (get("probe-read"), 200)));
+        let writer = scope.spawn(probe(|_| (refresh("probe-write", "1h"), 200)));
+        let limit = Duration::from_secs(60);
+        let all_removed = loop {
+            let expired = daemon.metrics()["sprite_tasks_expired_total"] - expired_before;
+            if expired >= names.len() as f64 {
+                break resumed.elapsed();
+            }
+            assert!(
+                resumed.elapsed() < limit,
+                "expiry did not finish in {limit:?}"
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        };
+        // Keep probing a moment past the last removal.
+        std::thread::sleep(Duration::from_millis(100));
+        done.store(true, Ordering::Relaxed);
+        let reads = reader.join().expect("the reader");
+        let writes = writer.join().expect("the writer");
+        (all_removed, reads, writes, resumed.elapsed())
+    });
+    Expiry {
+        all_removed,
+        reads: Summary::of(reads, wall),
+        writes: Summary::of(writes, wall),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The run
+
+fn run(options: &Options) {
+    let run_started = Instant::now();
+    println!(
+        "sprite-tasksd latency: phases of {:.1} s, clients {:?}, scale {:?}{}",
+        options.duration.as_secs_f64(),
+        options.clients,
+        options.scale,
+        if options.quick { " (quick)" } else { "" }
+    );
+    let floors = Floors::measure(
+        &options.clients,
+        options.duration.min(Duration::from_secs(3)),
+    );
+    print_floors(&floors);
+    let paired = if options.clients.contains(&1) {
+        paired_mutations(options.duration)
+    } else {
+        Vec::new()
+    };
+    print_paired(&paired, &floors);
+
+    let mut rows = Vec::new();
+    for &clients in &options.clients {
+        rows.extend(mutations_and_gets(clients, options.duration));
+    }
+    if options.lists {
+        rows.extend(lists(&options.clients, options.duration));
+    }
+    // The floors again at the end: a machine that got busier meanwhile shows.
+    let floors_after = Floors::measure(&[], options.duration.min(Duration::from_secs(2)));
+    print_requests(&rows, &floors, &floors_after);
+
+    let mut scale_rows = Vec::new();
+    for &live in &options.scale {
+        let restarts = if options.quick { 1 } else { 3 };
+        scale_rows.push(scale(
+            live,
+            options.duration.min(Duration::from_secs(2)),
+            restarts,
+        ));
+    }
+    if !scale_rows.is_empty() {
+        print_scale(&scale_rows);
+    }
+    let targets = targets(&rows, &paired, &floors, &scale_rows);
+    print_targets(&targets);
+
+    let report = json!({
+        "commit": git_commit(),
+        "quick": options.quick,
+        "phase_seconds": options.duration.as_secs_f64(),
+        "floors": floors_json(&floors),
+        "floors_after": floors_json(&floors_after),
+        "one_client_interleaved": paired.iter().map(|p| json!({
+            "endpoint": p.endpoint,
+            "latency": p.request.to_json(),
+            "fsync": p.fsync.to_json(),
+            "redb_commit": p.store.to_json(),
+            "p50_over_fsync_plus_transport": ratio(p.request.p50, p.fsync.p50 + floors.transport.p50),
+            "p50_over_redb_commit_plus_transport": ratio(p.request.p50, p.store.p50 + floors.transport.p50),
+        })).collect::<Vec<_>>(),
+        "requests": rows.iter().map(|row| {
+            let floor = floor_of(row, &floors);
+            json!({
+                "endpoint": row.endpoint,
+                "clients": row.clients,
+                "latency": row.summary.to_json(),
+                "floor": floor.0,
+                "floor_us": micros(floor.1),
+                "p50_over_floor": ratio(row.summary.p50, floor.1),
+                "commits": row.commits.map(|c| json!({
+                    "count": c.commits,
+                    "changes_per_commit": c.changes_per_commit,
+                    "mean_commit_us": micros(c.mean_commit),
+                })),
+            })
+        }).collect::<Vec<_>>(),
+        "scale": scale_rows.iter().map(|row| json!({
+            "live_tasks": row.live,
+            "populate_ms": row.populate.as_secs_f64() * 1e3,
+            "list": row.list.to_json(),
+            "rss_kib": row.rss_kib,
+            "peak_rss_kib": row.peak_kib,
+            "restarted_rss_kib": row.restarted_rss_kib,
+            "startup_ms": row.startups.iter().map(|d| d.as_secs_f64() * 1e3).collect::<Vec<_>>(),
+            "expiry": row.expiry.as_ref().map(|e| json!({
+                "all_removed_ms": e.all_removed.as_secs_f64() * 1e3,
+                "other_reads": e.reads.to_json(),
+                "other_writes": e.writes.to_json(),
+            })),
+        })).collect::<Vec<_>>(),
+        "targets": targets.iter().map(|t| json!({
+            "target": t.name,
+            "value": t.value,
+            "limit": t.limit,
+            "met": t.met(),
+        })).collect::<Vec<_>>(),
+        "seconds": run_started.elapsed().as_secs_f64(),
+    });
+    if let Some(dir) = options.json.parent() {
+        let _ = fs::create_dir_all(dir);
+    }
+    let text = serde_json::to_string_pretty(&report).expect("a JSON report");
+    fs::write(&options.json, text + "\n")
+        .unwrap_or_else(|e| panic!("write {}: {e}", options.json.display()));
+    println!(
+        "\nwrote {} ({:.0} s)",
+        options.json.display(),
+        run_started.elapsed().as_secs_f64()
+    );
+}
+
+fn is_mutation(endpoint: &str) -> bool {
+    matches!(endpoint, "create" | "refresh" | "delete")
+}
+
+/// The floor a row's p50 is compared with, and its value.
+fn floor_of(row: &Row, floors: &Floors) -> (&'static str, Duration) {
+    if is_mutation(row.endpoint) {
+        ("fsync + transport", floors.fsync.p50 + floors.transport.p50)
+    } else {
+        ("transport", floors.transport.p50)
+    }
+}
+
+fn ratio(value: Duration, floor: Duration) -> f64 {
+    (value.as_secs_f64() / floor.as_secs_f64() * 100.0).round() / 100.0
+}
+
+fn floors_json(floors: &Floors) -> Value {
+    json!({
+        "transport": floors.transport.to_json(),
+        "transport_more_clients": floors.transport_many.iter().map(|(clients, s)| json!({
+            "clients": clients,
+            "latency": s.to_json(),
+        })).collect::<Vec<_>>(),
+        "fsync": floors.fsync.to_json(),
+        "redb_commit": floors.store.to_json(),
+    })
+}
+
+fn git_commit() -> Option<String> {
+    let output = Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()?;
+    output
+        .status
+        .success()
+        .then(|| String::from_utf8_lossy(&output.stdout).trim().to_owned())
+}
+
+fn print_floors(floors: &Floors) {
+    println!("\nfloors (this machine, this run)");
+    println!(
+        "{:<34} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "floor", "n", "p50", "p90", "p99", "max", "per s"
+    );
+    let line = |name: String, s: &Summary| {
+        println!(
+            "{:<34} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9.0}",
+            name,
+            s.count,
+            show(s.p50),
+            show(s.p90),
+            show(s.p99),
+            show(s.max),
+            s.per_second
+        );
+    };
+    line("transport: echo round trip, 1 cl".into(), &floors.transport);
+    for (clients, summary) in &floors.transport_many {
+        line(format!("transport: echo round trip, {clients} cl"), summary);
+    }
+    line(
+        format!("durability: {SMALL_WRITE} B write + fdatasync"),
+        &floors.fsync,
+    );
+    line("store: redb commit of one row".into(), &floors.store);
+}
+
+fn print_paired(paired: &[Paired], floors: &Floors) {
+    if paired.is_empty() {
+        return;
+    }
+    println!(
+        "\none client, each request followed by one fsync-floor and one store-floor operation"
+    );
+    println!(
+        "{:<10} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9} {:>14} {:>14}",
+        "endpoint",
+        "n",
+        "p50",
+        "p99",
+        "fsync p50",
+        "redb p50",
+        "transport",
+        "÷(fsync+tr)",
+        "÷(redb+tr)"
+    );
+    let transport = floors.transport.p50;
+    for pair in paired {
+        println!(
+            "{:<10} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9} {:>14.2} {:>14.2}",
+            pair.endpoint,
+            pair.request.count,
+            show(pair.request.p50),
+            show(pair.request.p99),
+            show(pair.fsync.p50),
+            show(pair.store.p50),
+            show(transport),
+            ratio(pair.request.p50, pair.fsync.p50 + transport),
+            ratio(pair.request.p50, pair.store.p50 + transport)
+        );
+    }
+}
+
+fn print_requests(rows: &[Row], floors: &Floors, after: &Floors) {
+    println!("\nrequests (keep-alive, one in flight per client)");
+    println!(
+        "{:<10} {:>4} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9} {:>7} {:>9}  group commit",
+        "endpoint", "cl", "n", "p50", "p90", "p99", "max", "per s", "p50 ×", "floor"
+    );
+    for row in rows {
+        let s = &row.summary;
+        let (_, floor) = floor_of(row, floors);
+        let commits = row.commits.map_or(String::new(), |c| {
+            format!(
+                "{:.1} changes/commit, {} per commit",
+                c.changes_per_commit,
+                show(c.mean_commit)
+            )
+        });
+        println!(
+            "{:<10} {:>4} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9.0} {:>7.2} {:>9}  {}",
+            row.endpoint,
+            row.clients,
+            s.count,
+            show(s.p50),
+            show(s.p90),
+            show(s.p99),
+            show(s.max),
+            s.per_second,
+            ratio(s.p50, floor),
+            show(floor),
+            commits
+        );
+    }
+    println!(
+        "p50 ×: p50 over the floor; floor: for create/refresh/delete the run's fsync + \
+         transport floors, for reads the transport floor."
+    );
+    println!(
+        "floors re-measured after the requests: transport p50 {}, fsync p50 {}, redb commit p50 {}",
+        show(after.transport.p50),
+        show(after.fsync.p50),
+        show(after.store.p50)
+    );
+}
+
+fn print_scale(rows: &[ScaleRow]) {
+    println!("\nscale (live tasks)");
+    println!(
+        "{:>7} {:>9} {:>10} {:>10} {:>8} {:>8} {:>10} {:>9} {:>10} {:>10} {:>10}",
+        "live",
+        "populate",
+        "list p50",
+        "list p99",
+        "RSS",
+        "peak",
+        "RSS after",
+        "start-up",
+        "expiry",
+        "read max",
+        "write max"
+    );
+    for row in rows {
+        let mib = |kib: u64| format!("{:.1} MiB", kib as f64 / 1024.0);
+        let (expiry, read, write) = row
+            .expiry
+            .as_ref()
+            .map_or(("-".into(), "-".into(), "-".into()), |e| {
+                (show(e.all_removed), show(e.reads.max), show(e.writes.max))
+            });
+        println!(
+            "{:>7} {:>9} {:>10} {:>10} {:>8} {:>8} {:>10} {:>9} {:>10} {:>10} {:>10}",
+            row.live,
+            show(row.populate),
+            show(row.list.p50),
+            show(row.list.p99),
+            mib(row.rss_kib),
+            mib(row.peak_kib),
+            mib(row.restarted_rss_kib),
+            show(row.startup()),
+            expiry,
+            read,
+            write
+        );
+    }
+    println!(
+        "RSS: VmRSS after populating and listing; peak: VmHWM; RSS after: after a restart. \
+         start-up: spawn to accepting, median. expiry: all tasks due at once (daemon SIGSTOPped \
+         until due), resume to last removal; read/write max: what another client waited meanwhile."
+    );
+}
+
+/// A figure the issue asks for, and whether this run reached it.
+struct Target {
+    name: String,
+    value: f64,
+    limit: f64,
+    /// Whether the value must stay at or below the limit (else at or above).
+    at_most: bool,
+}
+
+impl Target {
+    fn met(&self) -> bool {
+        if self.at_most {
+            self.value <= self.limit
+        } else {
+            self.value >= self.limit
+        }
+    }
+}
+
+fn targets(
+    rows: &[Row],
+    paired: &[Paired],
+    floors: &Floors,
+    scale_rows: &[ScaleRow],
+) -> Vec<Target> {
+    let mut targets = Vec::new();
+    let find = |endpoint: &str, clients: usize| {
+        rows.iter()
+            .find(|row| row.endpoint == endpoint && row.clients == clients)
+    };
+    for pair in paired {
+        targets.push(Target {
+            name: format!(
+                "{} p50 at 1 client / (fsync + transport) p50, interleaved",
+                pair.endpoint
+            ),
+            value: ratio(pair.request.p50, pair.fsync.p50 + floors.transport.p50),
+            limit: 1.3,
+            at_most: true,
+        });
+    }
+    for endpoint in ["get", "list 10"] {
+        if let Some(row) = find(endpoint, 1) {
+            let (floor_name, floor) = floor_of(row, floors);
+            targets.push(Target {
+                name: format!("{endpoint} p50 at 1 client / ({floor_name}) p50"),
+                value: ratio(row.summary.p50, floor),
+                limit: 1.3,
+                at_most: true,
+            });
+        }
+    }
+    for endpoint in ["create", "refresh", "delete"] {
+        if let (Some(one), Some(many)) = (find(endpoint, 1), find(endpoint, 64)) {
+            targets.push(Target {
+                name: format!("{endpoint} req/s at 64 clients / at 1 client"),
+                value: (many.summary.per_second / one.summary.per_second * 10.0).round() / 10.0,
+                limit: 15.0,
+                at_most: false,
+            });
+        }
+    }
+    // The same, with the one-client rate taken as 1 / its interleaved p50:
+    // the disk's slow spells, when one lands on the one-client phase,
+    // flatter the ratio above.
+    for pair in paired {
+        if let Some(many) = find(pair.endpoint, 64) {
+            targets.push(Target {
+                name: format!(
+                    "{} req/s at 64 clients × interleaved 1-client p50",
+                    pair.endpoint
+                ),
+                value: (many.summary.per_second * pair.request.p50.as_secs_f64() * 10.0).round()
+                    / 10.0,
+                limit: 15.0,
+                at_most: false,
+            });
+        }
+    }
+    if let Some(row) = scale_rows.iter().find(|row| row.live == 10_000) {
+        targets.push(Target {
+            name: "RSS with 10k live tasks, MiB".into(),
+            value: (row.rss_kib.max(row.restarted_rss_kib) as f64 / 1024.0 * 10.0).round() / 10.0,
+            limit: 32.0,
+            at_most: true,
+        });
+        targets.push(Target {
+            name: "start-up with 10k live tasks, ms".into(),
+            value: (row.startup().as_secs_f64() * 1e4).round() / 10.0,
+            limit: 100.0,
+            at_most: true,
+        });
+    }
+    targets
+}
+
+fn print_targets(targets: &[Target]) {
+    println!("\ntargets");
+    for target in targets {
+        println!(
+            "  {:<5} {:<52} {:>8} (limit {}{})",
+            if target.met() { "met" } else { "MISS" },
+            target.name,
+            target.value,
+            if target.at_most { "≤ " } else { "≥ " },
+            target.limit
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Smoke test (not invoked with --bench)
+
+/// Checks that the daemon answers the bench's requests correctly and that
+/// every measuring path runs, in a second or two. Asserts answers, never
+/// times.
+fn smoke() {
+    let started = Instant::now();
+    let dirs = Dirs::new();
+    let (daemon, _) = Daemon::start(&dirs);
+    let mut client = Client::connect(&daemon.socket);
+    let (status, body) = client.call(&create("smoke"));
+    assert_eq!(status, 201, "{}", String::from_utf8_lossy(&body));
+    let task: Value = serde_json::from_slice(&body).expect("a JSON task");
+    assert_eq!(task["name"], "smoke");
+    assert_eq!(client.call(&refresh("smoke", "5m")).0, 200);
+    let (status, body) = client.call(&get("smoke"));
+    assert_eq!(status, 200);
+    assert_eq!(
+        serde_json::from_slice::<Value>(&body).expect("JSON")["name"],
+        "smoke"
+    );
+    let names: Vec<String> = (0..100).map(|i| format!("p-{i:03}")).collect();
+    populate(&daemon.socket, &names, "1h");
+    let (status, body) = client.call(&list());
+    assert_eq!(status, 200);
+    let listed: Value = serde_json::from_slice(&body).expect("a JSON list");
+    assert_eq!(listed["tasks"].as_array().map(Vec::len), Some(101));
+    assert_eq!(client.call(&delete("smoke")).0, 204);
+    assert_eq!(client.call(&get("smoke")).0, 404);
+    let (summary, counts) = phase(
+        &daemon.socket,
+        2,
+        Duration::from_millis(50),
+        |_| 5,
+        |c, i| (get(&names[c * 5 + i]), 200),
+    );
+    assert!(summary.count <= 10 && counts.iter().all(|n| *n <= 5));
+    let metrics = daemon.metrics();
+    assert!(metrics["sprite_tasks_commit_seconds_count"] >= 1.0);
+    let (rss, peak) = daemon.memory_kib();
+    assert!(rss > 0 && peak >= rss);
+    daemon.stop();
+
+    let paired = paired_mutations(Duration::ZERO);
+    assert_eq!(paired.len(), 3);
+    let short = Duration::from_millis(30);
+    assert!(echo_floor(1, short).count > 0);
+    assert!(fsync_floor(Duration::ZERO, 3).count >= 3);
+    assert!(redb_floor(Duration::ZERO, 3).count >= 3);
+    let percentiles = Summary::of(
+        (1..=100).map(Duration::from_micros).collect(),
+        Duration::from_secs(1),
+    );
+    assert_eq!(
+        (percentiles.p50, percentiles.p99, percentiles.max),
+        (
+            Duration::from_micros(50),
+            Duration::from_micros(99),
+            Duration::from_micros(100)
+        )
+    );
+    println!(
+        "latency bench smoke test: the daemon answered correctly ({:.1} s); \
+         measure with `cargo bench --bench latency`",
+        started.elapsed().as_secs_f64()
+    );
+}

@@ -1,0 +1,132 @@
+//! Micro-benchmarks of the pure parts a request goes through: framing,
+//! `expire` decoding, routing a body, encoding and decoding a task list, and
+//! the state machine's expiry of many tasks.
+//!
+//! `cargo bench --bench micro`; under `cargo test` each runs once.
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use serde_json::json;
+use sprite_tasks::api::{self, Query, TaskList};
+use sprite_tasks::expire::{self, DEFAULT_MAX_EXPIRE};
+use sprite_tasks::http::{self, Limits, Parsed};
+use sprite_tasks::tasks::{Batch, Task, TaskName, Tasks};
+use sprite_tasks::time::Timestamp;
+
+/// What curl sends for the seed's create example.
+const CREATE: &[u8] = b"POST /v1/tasks HTTP/1.1\r\nHost: sprite\r\nUser-Agent: curl/8.14.1\r\nAccept: */*\r\nContent-Type: application/json\r\nContent-Length: 35\r\n\r\n{ \"name\": \"agent\", \"expire\": \"1h\" }";
+const GET: &[u8] = b"GET /v1/tasks/agent HTTP/1.1\r\nHost: sprite\r\nUser-Agent: curl/8.14.1\r\nAccept: */*\r\n\r\n";
+const CHUNKED: &[u8] = b"PUT /v1/tasks/agent HTTP/1.1\r\nHost: sprite\r\nTransfer-Encoding: chunked\r\n\r\n11\r\n{ \"expire\": \"5m\" \r\n1\r\n}\r\n0\r\n\r\n";
+
+/// A fixed instant, so runs compare.
+const NOW: Timestamp = Timestamp::from_nanos(1_780_000_000_000_000_000);
+
+fn tasks_with(count: usize, expires_at: Timestamp) -> Tasks {
+    let mut tasks = Tasks::new(count.max(1));
+    tasks.load((0..count).map(|i| Task {
+        name: TaskName::parse(&format!("agent-{i:06}")).expect("a valid name"),
+        started_at: NOW,
+        expires_at,
+    }));
+    tasks
+}
+
+fn framing(c: &mut Criterion) {
+    let limits = Limits::default();
+    let mut group = c.benchmark_group("framing");
+    for (label, bytes) in [("create", CREATE), ("get", GET), ("chunked_put", CHUNKED)] {
+        group.throughput(Throughput::Bytes(bytes.len() as u64));
+        group.bench_with_input(BenchmarkId::from_parameter(label), bytes, |b, bytes| {
+            b.iter(|| {
+                let parsed = http::parse(black_box(bytes), &limits);
+                assert!(matches!(parsed, Ok(Parsed::Complete { .. })));
+                parsed
+            })
+        });
+    }
+    group.finish();
+}
+
+fn routing(c: &mut Criterion) {
+    let Ok(Parsed::Complete { request, .. }) = http::parse(CREATE, &Limits::default()) else {
+        panic!("the create request frames");
+    };
+    c.bench_function("route/create_body", |b| {
+        b.iter(|| api::route(black_box(&request), DEFAULT_MAX_EXPIRE))
+    });
+}
+
+fn expire_decoding(c: &mut Criterion) {
+    let mut group = c.benchmark_group("expire");
+    for (label, value) in [
+        ("seconds", json!(3600)),
+        ("1h", json!("1h")),
+        ("1h_30m_15s", json!("1h 30m 15s")),
+        ("refused_5", json!("5")),
+    ] {
+        group.bench_with_input(BenchmarkId::from_parameter(label), &value, |b, value| {
+            b.iter(|| expire::decode(black_box(value), DEFAULT_MAX_EXPIRE))
+        });
+    }
+    group.finish();
+}
+
+fn task_list_json(c: &mut Criterion) {
+    let mut group = c.benchmark_group("task_list");
+    let later = NOW
+        .checked_add(Duration::from_secs(3600))
+        .expect("in range");
+    for count in [10usize, 1000] {
+        let tasks = tasks_with(count, later);
+        let body = api::answer(&Query::List, &tasks, None, NOW).body;
+        group.throughput(Throughput::Elements(count as u64));
+        group.bench_with_input(BenchmarkId::new("encode", count), &tasks, |b, tasks| {
+            b.iter(|| api::answer(&Query::List, black_box(tasks), None, NOW))
+        });
+        group.bench_with_input(BenchmarkId::new("decode", count), &body, |b, body| {
+            b.iter(|| {
+                let list: TaskList = serde_json::from_slice(black_box(body)).expect("a list");
+                assert_eq!(list.tasks.len(), count);
+                list
+            })
+        });
+    }
+    group.finish();
+}
+
+fn expiry(c: &mut Criterion) {
+    let mut group = c.benchmark_group("expire_due_and_apply");
+    group.sample_size(10);
+    let due = NOW.checked_add(Duration::from_secs(1)).expect("in range");
+    let after = NOW.checked_add(Duration::from_secs(2)).expect("in range");
+    for count in [1000usize, 10_000] {
+        group.throughput(Throughput::Elements(count as u64));
+        group.bench_with_input(BenchmarkId::from_parameter(count), &count, |b, &count| {
+            b.iter_batched(
+                || tasks_with(count, due),
+                |mut tasks| {
+                    let mut batch = Batch::new();
+                    let planned = tasks.expire_due(&mut batch, after);
+                    assert_eq!(planned, count);
+                    tasks.apply(batch);
+                    assert!(tasks.is_empty());
+                    tasks
+                },
+                BatchSize::LargeInput,
+            )
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    framing,
+    routing,
+    expire_decoding,
+    task_list_json,
+    expiry
+);
+criterion_main!(benches);
