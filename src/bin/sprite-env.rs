@@ -265,6 +265,18 @@ fn print(text: &str) -> Result<(), String> {
     }
 }
 
+/// Prints one task: the daemon's raw JSON with `--json`, else a table row.
+fn print_task(
+    json: bool,
+    (body, task): (Vec<u8>, sprite_tasks::api::TaskView),
+) -> Result<(), String> {
+    print(&if json {
+        raw(&body)
+    } else {
+        render_tasks(&[task], now())
+    })
+}
+
 fn raw(body: &[u8]) -> String {
     let mut text = String::from_utf8_lossy(body).into_owned();
     if !text.ends_with('\n') {
@@ -285,32 +297,20 @@ fn tasks(client: &Client, command: TasksCommand) -> Result<ExitCode, String> {
             })?;
         }
         TasksCommand::Get { name, json } => {
-            let (body, task) = client.get(&name).map_err(failed)?;
-            print(&if json.json {
-                raw(&body)
-            } else {
-                render_tasks(&[task], now())
-            })?;
+            let answer = client.get(&name).map_err(failed)?;
+            print_task(json.json, answer)?;
         }
         TasksCommand::Create(args) => {
-            let (body, task) = client
+            let answer = client
                 .create(&args.name, &expire_value(&args.expire))
                 .map_err(failed)?;
-            print(&if args.json.json {
-                raw(&body)
-            } else {
-                render_tasks(&[task], now())
-            })?;
+            print_task(args.json.json, answer)?;
         }
         TasksCommand::Refresh(args) => {
-            let (body, task) = client
+            let answer = client
                 .refresh(&args.name, &expire_value(&args.expire))
                 .map_err(failed)?;
-            print(&if args.json.json {
-                raw(&body)
-            } else {
-                render_tasks(&[task], now())
-            })?;
+            print_task(args.json.json, answer)?;
         }
         TasksCommand::Delete { name } => client.delete(&name).map_err(failed)?,
         TasksCommand::Status(flag) => {
