@@ -10,8 +10,67 @@ use std::time::{Duration, Instant};
 
 use crate::http::{self, HttpError, Limits, Parsed, Progress, Request, Response};
 
-/// Bytes read from the socket per `read` call.
+/// Most bytes read from the socket per `read` call.
 const READ_CHUNK: usize = 16 * 1024;
+
+/// Input storage a connection starts with; it doubles up to [`READ_CHUNK`]
+/// of spare room when reads fill it. Requests are a few hundred bytes, so
+/// idle connections stay small.
+const INITIAL_INPUT: usize = 4096;
+
+/// Received bytes not yet framed into requests: `bytes[start..end]`.
+///
+/// The storage is zeroed only when it grows, never per read, and consumed
+/// bytes are reclaimed by moving the pending ones to the front only when
+/// room is needed.
+#[derive(Debug, Default)]
+struct Input {
+    bytes: Vec<u8>,
+    start: usize,
+    end: usize,
+}
+
+impl Input {
+    fn pending(&self) -> &[u8] {
+        &self.bytes[self.start..self.end]
+    }
+
+    fn len(&self) -> usize {
+        self.end - self.start
+    }
+
+    fn is_empty(&self) -> bool {
+        self.start == self.end
+    }
+
+    fn consume(&mut self, count: usize) {
+        self.start += count;
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+    }
+
+    /// Room for the next read, keeping the total pending under `max_len`.
+    fn spare(&mut self, max_len: usize) -> &mut [u8] {
+        let wanted = READ_CHUNK
+            .min(max_len.saturating_sub(self.len()))
+            .min(self.bytes.len().max(INITIAL_INPUT));
+        if self.bytes.len() - self.end < wanted {
+            self.bytes.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+            if self.bytes.len() - self.end < wanted {
+                self.bytes.resize(self.end + wanted, 0);
+            }
+        }
+        &mut self.bytes[self.end..self.end + wanted]
+    }
+
+    fn filled(&mut self, count: usize) {
+        self.end += count;
+    }
+}
 
 /// The time limits of a connection, settings of the daemon.
 #[derive(Debug, Clone)]
@@ -98,7 +157,7 @@ pub enum Next {
 #[derive(Debug)]
 pub struct Conn<S, P> {
     stream: S,
-    input: Vec<u8>,
+    input: Input,
     output: Vec<u8>,
     written: usize,
     queued: Vec<Queued<P>>,
@@ -111,12 +170,15 @@ pub struct Conn<S, P> {
     peer_closed: bool,
     reading_stopped: bool,
     maybe_readable: bool,
+    hung_up: bool,
     request_started: Option<Instant>,
     body_started: Option<Instant>,
     last_activity: Instant,
     write_stalled_since: Option<Instant>,
     /// Set by the reactor while the connection is in its ready queue.
     pub scheduled: bool,
+    /// Set by the reactor while it asks for WRITABLE readiness.
+    pub watching_writable: bool,
 }
 
 impl<S: Read + Write, P> Conn<S, P> {
@@ -124,7 +186,7 @@ impl<S: Read + Write, P> Conn<S, P> {
     pub fn new(stream: S, now: Instant) -> Self {
         Conn {
             stream,
-            input: Vec::new(),
+            input: Input::default(),
             output: Vec::new(),
             written: 0,
             queued: Vec::new(),
@@ -136,11 +198,13 @@ impl<S: Read + Write, P> Conn<S, P> {
             peer_closed: false,
             reading_stopped: false,
             maybe_readable: true,
+            hung_up: false,
             request_started: None,
             body_started: None,
             last_activity: now,
             write_stalled_since: None,
             scheduled: false,
+            watching_writable: false,
         }
     }
 
@@ -159,6 +223,13 @@ impl<S: Read + Write, P> Conn<S, P> {
         self.maybe_readable = true;
     }
 
+    /// The socket reported that the peer closed its side: read until EOF,
+    /// since no further readiness edge will come for it.
+    pub fn mark_hung_up(&mut self) {
+        self.maybe_readable = true;
+        self.hung_up = true;
+    }
+
     /// Reads what the socket has, up to `max_input` buffered bytes. Returns
     /// whether any byte (or EOF) arrived.
     ///
@@ -168,30 +239,28 @@ impl<S: Read + Write, P> Conn<S, P> {
     pub fn read_available(&mut self, max_input: usize, now: Instant) -> io::Result<bool> {
         let mut progressed = false;
         while self.can_read_more(max_input) {
-            let start = self.input.len();
-            let room = READ_CHUNK.min(max_input - start);
-            self.input.resize(start + room, 0);
-            match self.stream.read(&mut self.input[start..]) {
+            let spare = self.input.spare(max_input);
+            let room = spare.len();
+            match self.stream.read(spare) {
                 Ok(0) => {
-                    self.input.truncate(start);
                     self.peer_closed = true;
                     progressed = true;
                 }
                 Ok(n) => {
-                    self.input.truncate(start + n);
+                    self.input.filled(n);
                     progressed = true;
+                    // A short read on a stream socket emptied its receive
+                    // queue; bytes arriving later raise a new readiness
+                    // edge. This saves the read that would say WouldBlock.
+                    // A hang-up already reported raises no new edge, so
+                    // then the EOF is read now.
+                    self.maybe_readable = n == room || self.hung_up;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.input.truncate(start);
                     self.maybe_readable = false;
                 }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {
-                    self.input.truncate(start);
-                }
-                Err(e) => {
-                    self.input.truncate(start);
-                    return Err(e);
-                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
             }
         }
         if progressed {
@@ -216,9 +285,9 @@ impl<S: Read + Write, P> Conn<S, P> {
         if let Some(request) = self.held_back.take() {
             return Next::Request(request);
         }
-        match http::parse(&self.input, limits) {
+        match http::parse(self.input.pending(), limits) {
             Ok(Parsed::Complete { request, consumed }) => {
-                self.input.drain(..consumed);
+                self.input.consume(consumed);
                 self.continue_sent = false;
                 self.body_started = None;
                 self.request_started = (!self.input.is_empty()).then_some(now);
@@ -555,10 +624,6 @@ mod tests {
             1 << 20,
             start,
         );
-        // The second chunk arrives only after the socket once ran dry.
-        c.stream_mut()
-            .reads
-            .insert(1, Err(io::ErrorKind::WouldBlock.into()));
         assert_eq!(
             c.deadline(&timeouts),
             Some((start + timeouts.idle, Deadline::Idle))
@@ -588,6 +653,9 @@ mod tests {
     fn eof_mid_request_closes_after_the_answers() {
         let now = Instant::now();
         let mut c = conn(vec![b"GET / HTTP/1.1\r\n\r\nGET /x HT", b""], 1 << 20);
+        // Data and hang-up reported together: the EOF is read through the
+        // short read, as no further edge will come.
+        c.mark_hung_up();
         c.read_available(1 << 16, now).unwrap();
         let Next::Request(_) = c.next_request(&Limits::default(), now) else {
             panic!()
@@ -605,12 +673,39 @@ mod tests {
     }
 
     #[test]
+    fn consumed_input_is_reclaimed_without_growing() {
+        let mut input = Input::default();
+        for round in 0..100u8 {
+            let spare = input.spare(1 << 16);
+            spare[..300].fill(round);
+            input.filled(300);
+            assert_eq!(input.pending()[0], round);
+            input.consume(300);
+        }
+        assert!(input.is_empty());
+        assert_eq!(input.bytes.len(), INITIAL_INPUT);
+        input.filled(0);
+        let spare = input.spare(100);
+        assert_eq!(spare.len(), 100);
+    }
+
+    #[test]
     fn input_is_bounded() {
         let now = Instant::now();
-        let mut c = conn(vec![&[b'x'; 100], &[b'y'; 100]], 0);
-        c.read_available(150, now).unwrap();
-        assert!(c.can_read_more(1000));
-        assert!(!c.can_read_more(150));
+        // Reads that fill their buffer keep going, up to the limit.
+        let mut c = conn(vec![&[b'x'; 4096], &[b'y'; 4096]], 0);
+        c.read_available(6000, now).unwrap();
+        assert_eq!(c.input.len(), 6000);
+        assert!(!c.can_read_more(6000));
+        assert!(c.can_read_more(7000));
+        // A short read means the socket is drained until the next edge.
+        let mut short = conn(vec![&[b'x'; 100], &[b'y'; 100]], 0);
+        short.read_available(1000, now).unwrap();
+        assert_eq!(short.input.len(), 100);
+        assert!(!short.can_read_more(1000));
+        short.mark_readable();
+        short.read_available(1000, now).unwrap();
+        assert_eq!(short.input.pending(), [[b'x'; 100], [b'y'; 100]].concat());
         let mut broken = conn(vec![], 0);
         broken
             .stream_mut()

@@ -293,8 +293,18 @@ impl Tasks {
     /// Plans the removal of every row due at `now` into `batch`, unless the
     /// batch already changes that row. Returns how many were planned.
     pub fn expire_due(&self, batch: &mut Batch, now: Timestamp) -> usize {
+        self.expire_due_at_most(batch, now, usize::MAX)
+    }
+
+    /// As [`expire_due`](Self::expire_due), planning at most `limit`
+    /// removals (the earliest deadlines first); the rest stay due, invisible
+    /// to every request, for a later batch.
+    pub fn expire_due_at_most(&self, batch: &mut Batch, now: Timestamp, limit: usize) -> usize {
         let mut planned = 0;
         for (_, name) in self.deadlines.iter().take_while(|(at, _)| *at <= now) {
+            if planned == limit {
+                break;
+            }
             if !batch.latest.contains_key(name) {
                 self.push(
                     batch,
@@ -642,6 +652,21 @@ mod tests {
         tasks.apply(batch);
         assert!(tasks.is_empty());
         assert_eq!(tasks.next_deadline(), None);
+    }
+
+    #[test]
+    fn expiry_can_be_sliced() {
+        let mut tasks = Tasks::new(10);
+        for (n, expire) in [("a", 3), ("b", 1), ("c", 2)] {
+            run(&mut tasks, create(n, expire), at(0)).unwrap();
+        }
+        let mut batch = Batch::new();
+        assert_eq!(tasks.expire_due_at_most(&mut batch, at(5), 2), 2);
+        let names: Vec<_> = batch.changes().iter().map(|c| c.name().as_str()).collect();
+        assert_eq!(names, ["b", "c"]);
+        tasks.apply(batch);
+        assert_eq!(tasks.next_deadline(), Some(at(3)));
+        assert_eq!(tasks.live(at(5)).count(), 0);
     }
 
     #[test]
