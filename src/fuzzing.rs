@@ -104,12 +104,9 @@ pub fn http_request(data: &[u8]) {
         Limits::default()
     };
     let (whole, whole_end) = frame_at_once(stream, &limits);
-    // The daemon's buffer cap (server::Config::max_input): past it a
-    // connection stops reading, which one-shot parsing does not model.
-    let max_input = limits.max_head + 2 * limits.max_body + 4096;
-    if stream.len() > max_input {
-        return;
-    }
+    // The daemon's buffer cap (server::Config::max_input): every request the
+    // framer accepts must fit in it, however the bytes arrive.
+    let max_input = limits.max_request_bytes();
     let pieces = split_points(stream.len(), seed, shape);
     let (split, split_end) = frame_through_conn(stream, &pieces, &limits, max_input);
     assert_eq!(
@@ -271,7 +268,17 @@ fn frame_through_conn(
                         return (requests, StreamEnd::Closed);
                     }
                 }
-                Next::NeedMore => break,
+                // As the reactor does: a full buffer is read again once
+                // requests have been taken from it.
+                Next::NeedMore => {
+                    let more = conn.can_read_more(max_input)
+                        && conn
+                            .read_available(max_input, now)
+                            .expect("an in-memory stream does not fail");
+                    if !more {
+                        break;
+                    }
+                }
                 Next::Invalid(_) => return (requests, StreamEnd::Refused),
             }
         }

@@ -55,6 +55,22 @@ impl Limits {
     pub const DEFAULT_MAX_BODY: usize = 16 * 1024;
 }
 
+impl Limits {
+    /// The most bytes a chunked body may take on the wire, framing and
+    /// trailers included (413 past it): twice the body limit, so ordinary
+    /// chunking costs nothing, while a body split into one-byte chunks with
+    /// long extensions cannot outgrow what a connection buffers.
+    pub fn max_encoded_body(&self) -> usize {
+        2 * self.max_body + MAX_TRAILER_BYTES
+    }
+
+    /// The most bytes one request can occupy: what a connection must be able
+    /// to buffer so that every request [`parse`] can accept also arrives.
+    pub fn max_request_bytes(&self) -> usize {
+        self.max_head + self.max_encoded_body()
+    }
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Limits {
@@ -321,10 +337,23 @@ pub fn parse(buf: &[u8], limits: &Limits) -> Result<Parsed, HttpError> {
             }
             (rest[..length].to_vec(), length)
         }
-        Framing::Chunked => match decode_chunked(rest, limits.max_body)? {
-            Some(decoded) => decoded,
-            None => return Ok(Parsed::Partial(Progress::Body { expects_continue })),
-        },
+        Framing::Chunked => {
+            // Only the first `max_encoded_body` bytes may hold the body.
+            let limit = limits.max_encoded_body();
+            let window = &rest[..rest.len().min(limit)];
+            match decode_chunked(window, limits.max_body)? {
+                Some(decoded) => decoded,
+                None if rest.len() > limit => {
+                    return Err(HttpError::new(
+                        413,
+                        format!(
+                            "the chunked request body takes more than {limit} bytes with its framing"
+                        ),
+                    ));
+                }
+                None => return Ok(Parsed::Partial(Progress::Body { expects_continue })),
+            }
+        }
     };
     Ok(Parsed::Complete {
         request: Request {
@@ -718,6 +747,39 @@ mod tests {
             "t".repeat(5000)
         );
         assert_eq!(status(long_trailer.as_bytes()), 431);
+    }
+
+    #[test]
+    fn chunk_framing_cannot_outgrow_what_a_connection_buffers() {
+        // Found while fuzzing: each body byte in its own chunk with a long
+        // extension. Once the framing passes its bound, 413 at once instead
+        // of waiting for bytes a connection would never buffer.
+        let limits = limits();
+        let mut wire = b"POST /v1/tasks HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+        let body = format!("{}{}", r#"{"name":"agent","expire":"1h"}"#, " ".repeat(200));
+        for byte in body.bytes() {
+            wire.extend_from_slice(format!("1;{}\r\n", "e".repeat(250)).as_bytes());
+            wire.push(byte);
+            wire.extend_from_slice(b"\r\n");
+        }
+        wire.extend_from_slice(b"0\r\n\r\n");
+        assert!(wire.len() > limits.max_request_bytes());
+        assert_eq!(status(&wire), 413);
+        // Every prefix that fits is still only incomplete.
+        assert!(matches!(
+            parse(&wire[..limits.max_request_bytes() / 2], &limits),
+            Ok(Parsed::Partial(_))
+        ));
+        // Ordinary chunking of a full-size body fits.
+        let mut fits = b"POST /v1/tasks HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+        for chunk in vec![b'x'; limits.max_body].chunks(1000) {
+            fits.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+            fits.extend_from_slice(chunk);
+            fits.extend_from_slice(b"\r\n");
+        }
+        fits.extend_from_slice(b"0\r\n\r\n");
+        assert!(fits.len() <= limits.max_request_bytes());
+        assert!(matches!(parse(&fits, &limits), Ok(Parsed::Complete { .. })));
     }
 
     #[test]

@@ -121,10 +121,10 @@ impl Config {
             .join(Config::DEFAULT_DB_NAME)
     }
 
-    /// The most input buffered per connection: one largest head and body,
-    /// with room for chunked framing overhead.
+    /// The most input buffered per connection: the largest request the
+    /// framer accepts, so every request it can accept also arrives.
     fn max_input(&self) -> usize {
-        self.limits.max_head + 2 * self.limits.max_body + 4096
+        self.limits.max_request_bytes()
     }
 }
 

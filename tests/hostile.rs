@@ -70,7 +70,18 @@ fn every_malformed_request_gets_its_status_and_the_daemon_goes_on() {
     );
     let chunk_overflow =
         "PUT /v1/tasks/a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffffff\r\n";
+    // One body byte per chunk, each with a long extension: more framing
+    // than a connection buffers (found while fuzzing).
+    let mut chunk_framing =
+        b"POST /v1/tasks HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    for byte in format!("{}{}", r#"{"name":"agent","expire":"1h"}"#, " ".repeat(200)).bytes() {
+        chunk_framing.extend_from_slice(format!("1;{}\r\n", "e".repeat(250)).as_bytes());
+        chunk_framing.push(byte);
+        chunk_framing.extend_from_slice(b"\r\n");
+    }
+    chunk_framing.extend_from_slice(b"0\r\n\r\n");
     let catalogue: Vec<(&str, Vec<u8>, u16)> = vec![
+        ("chunk framing past what a connection buffers", chunk_framing, 413),
         ("Content-Length with a sign", b"PUT /v1/tasks/a HTTP/1.1\r\nContent-Length: +13\r\n\r\n{\"expire\":60}".to_vec(), 400),
         ("differing duplicate Content-Length", b"PUT /v1/tasks/a HTTP/1.1\r\nContent-Length: 13\r\nContent-Length: 12\r\n\r\n{\"expire\":60}".to_vec(), 400),
         ("Content-Length list", b"PUT /v1/tasks/a HTTP/1.1\r\nContent-Length: 13, 13\r\n\r\n{\"expire\":60}".to_vec(), 400),
