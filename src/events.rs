@@ -18,6 +18,9 @@ use crate::time::Timestamp;
 /// bytes each this is ~1.5 MB, and covers days of a heartbeat every minute.
 pub const DEFAULT_RETENTION: usize = 10_000;
 
+/// Room for one event line: two timestamps, a maximal name and the keys.
+const LINE_CAPACITY: usize = 256;
+
 /// What happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EventKind {
@@ -93,11 +96,30 @@ impl Event {
         Value::Object(object)
     }
 
-    /// The JSON object followed by a newline: one line of the stream.
+    /// The JSON object followed by a newline: one line of the stream, byte
+    /// for byte what serializing [`to_json`](Self::to_json) writes.
     pub fn to_line(&self) -> Vec<u8> {
-        let mut line = self.to_json().to_string().into_bytes();
-        line.push(b'\n');
+        let mut line = Vec::with_capacity(LINE_CAPACITY);
+        self.write_line(&mut line);
         line
+    }
+
+    /// Appends [`to_line`](Self::to_line) to `out`, without building a JSON
+    /// value: task names and RFC 3339 timestamps need no escaping (the
+    /// [`TaskName`] rule allows ASCII letters, digits and `._-:@` only), and
+    /// the keys are written in the order `serde_json`'s map sorts them.
+    pub fn write_line(&self, out: &mut Vec<u8>) {
+        use std::io::Write;
+        // Writing to a Vec cannot fail.
+        let _ = write!(out, "{{\"at\":\"{}\",\"event\":\"{}\"", self.at, self.kind);
+        if let Some(expires_at) = self.expires_at {
+            let _ = write!(out, ",\"expires_at\":\"{expires_at}\"");
+        }
+        let _ = write!(out, ",\"seq\":{}", self.seq);
+        if let Some(task) = &self.task {
+            let _ = write!(out, ",\"task\":\"{task}\"");
+        }
+        out.extend_from_slice(b"}\n");
     }
 
     /// Reads back what [`to_json`](Self::to_json) wrote; `None` if it is not
@@ -121,6 +143,49 @@ impl Event {
             task,
             expires_at: time("expires_at"),
         })
+    }
+}
+
+/// A batch's events as their lines, serialized once and shared by the
+/// store and the streams.
+#[derive(Debug, Default)]
+pub struct EventLines {
+    text: Vec<u8>,
+    /// Each event's sequence number and the end of its line in `text`.
+    ends: Vec<(u64, usize)>,
+}
+
+impl EventLines {
+    /// The lines of `events`, in order.
+    pub fn new(events: &[Event]) -> Self {
+        let mut lines = EventLines {
+            text: Vec::with_capacity(events.len() * LINE_CAPACITY),
+            ends: Vec::with_capacity(events.len()),
+        };
+        for event in events {
+            lines.push(event);
+        }
+        lines
+    }
+
+    /// Appends one event's line.
+    pub fn push(&mut self, event: &Event) {
+        event.write_line(&mut self.text);
+        self.ends.push((event.seq, self.text.len()));
+    }
+
+    /// Each event's sequence number and line (with its newline), in order.
+    pub fn iter(&self) -> impl Iterator<Item = (u64, &[u8])> {
+        let mut start = 0;
+        self.ends.iter().map(move |&(seq, end)| {
+            let line = &self.text[start..end];
+            start = end;
+            (seq, line)
+        })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
     }
 }
 
@@ -325,7 +390,7 @@ mod tests {
         let now = Timestamp::from_nanos(1_780_420_274_555_839_485);
         for event in log.plan(
             &[
-                put("a", true),
+                put("A0.b_c-d:e@f", true),
                 Change::Remove {
                     name: name("a"),
                     expired: true,
@@ -337,6 +402,9 @@ mod tests {
         ) {
             let line = event.to_line();
             assert!(line.ends_with(b"\n"));
+            let mut through_value = event.to_json().to_string().into_bytes();
+            through_value.push(b'\n');
+            assert_eq!(line, through_value);
             assert_eq!(Event::from_json(&line), Some(event));
         }
         assert_eq!(Event::from_json(b"{\"seq\":1}"), None);

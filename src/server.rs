@@ -26,7 +26,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::api::{self, Query, Routed};
 use crate::conn::{Conn, Deadline, Next, Reply, Timeouts};
-use crate::events::{Event, EventKind, EventLog};
+use crate::events::{EventKind, EventLines, EventLog};
 use crate::hooks::{HookConfig, Hooks};
 use crate::http::{Limits, Request};
 use crate::metrics::{Gauges, Metrics};
@@ -223,7 +223,7 @@ pub struct Server {
     metrics: Metrics,
     events: EventLog,
     /// Events committed this turn, sent to the streams after the replies.
-    to_broadcast: Vec<Event>,
+    to_broadcast: Vec<EventLines>,
     /// Connections carrying an event stream.
     streams: Vec<Token>,
     hooks: Hooks,
@@ -698,8 +698,9 @@ impl Server {
         let keep_from = events
             .last()
             .map_or(0, |last| self.events.oldest_kept_after(last.seq));
+        let lines = EventLines::new(&events);
         let started = Instant::now();
-        match self.store.commit_batch(batch.changes(), &events, keep_from) {
+        match self.store.commit_batch(batch.changes(), &lines, keep_from) {
             Ok(()) => {
                 let took = started.elapsed();
                 self.metrics.commit(batch.len(), took);
@@ -742,7 +743,7 @@ impl Server {
                         _ => {}
                     }
                 }
-                self.to_broadcast.extend(events);
+                self.to_broadcast.push(lines);
                 true
             }
             Err(e) => {
@@ -824,7 +825,7 @@ impl Server {
         if self.to_broadcast.is_empty() {
             return;
         }
-        let lines: Vec<Vec<u8>> = self.to_broadcast.drain(..).map(|e| e.to_line()).collect();
+        let batches = std::mem::take(&mut self.to_broadcast);
         let streams = std::mem::take(&mut self.streams);
         for token in streams {
             let Some(conn) = self.conns.get_mut(&token) else {
@@ -836,7 +837,7 @@ impl Server {
             let keeping_up = conn.output_pending() <= MAX_OUTPUT_BACKLOG;
             conn.push_output(mono, |out| {
                 if keeping_up {
-                    for line in &lines {
+                    for (_, line) in batches.iter().flat_map(EventLines::iter) {
                         api::stream_chunk(version, line, out);
                     }
                 } else {
@@ -958,8 +959,11 @@ fn event_stream_head(events: &EventLog, request: &Request, since: Option<u64>) -
             line.push(b'\n');
             api::stream_chunk(request.minor_version, &line, &mut out);
         }
+        let mut line = Vec::new();
         for event in events.since(since) {
-            api::stream_chunk(request.minor_version, &event.to_line(), &mut out);
+            line.clear();
+            event.write_line(&mut line);
+            api::stream_chunk(request.minor_version, &line, &mut out);
         }
     }
     out

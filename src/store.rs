@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use redb::{Database, DatabaseError, ReadableTable, TableDefinition};
 use tracing::{error, warn};
 
-use crate::events::Event;
+use crate::events::{Event, EventLines};
 use crate::record::{self, RecordError};
 use crate::tasks::{Change, Task};
 
@@ -177,7 +177,7 @@ impl Store {
     /// database has been dropped; call [`Store::load`] to reopen it and learn
     /// what is on disk.
     pub fn commit(&mut self, changes: &[Change]) -> Result<(), StoreError> {
-        self.commit_batch(changes, &[], 0)
+        self.commit_batch(changes, &EventLines::default(), 0)
     }
 
     /// Makes `changes` and their `events` durable in one write transaction,
@@ -188,17 +188,15 @@ impl Store {
     pub fn commit_batch(
         &mut self,
         changes: &[Change],
-        events: &[Event],
+        events: &EventLines,
         keep_events_from: u64,
     ) -> Result<(), StoreError> {
         self.guard(|db| {
             let txn = db.begin_write().map_err(io)?;
             if !events.is_empty() {
                 let mut table = txn.open_table(EVENTS).map_err(io)?;
-                for event in events {
-                    table
-                        .insert(event.seq, event.to_line().as_slice())
-                        .map_err(io)?;
+                for (seq, line) in events.iter() {
+                    table.insert(seq, line).map_err(io)?;
                 }
                 // Events that fell out of the retention window go; usually
                 // as many as were added.
