@@ -16,7 +16,13 @@ use crate::time::Timestamp;
 
 /// Events kept (in memory and on disk) for `?since=` replay. At about 150
 /// bytes each this is ~1.5 MB, and covers days of a heartbeat every minute.
+/// The disk may hold up to [`EventLog::trim_slack`] more, which a restart
+/// does not replay.
 pub const DEFAULT_RETENTION: usize = 10_000;
+
+/// The least [`EventLog::trim_slack`]: the store deletes old events at most
+/// once in this many commits, ~150 KB of history at a time.
+pub const MIN_TRIM_SLACK: u64 = 1024;
 
 /// Room for one event line: two timestamps, a maximal name and the keys.
 const LINE_CAPACITY: usize = 256;
@@ -282,6 +288,14 @@ impl EventLog {
         (last_seq + 1).saturating_sub(self.retention as u64).max(1)
     }
 
+    /// How many events past the retention the store may hold before it
+    /// deletes them, all in one commit: a tenth of the retention, at least
+    /// [`MIN_TRIM_SLACK`]. Trimming one event per commit would write a
+    /// second leaf of the history on every commit.
+    pub fn trim_slack(&self) -> u64 {
+        (self.retention as u64 / 10).max(MIN_TRIM_SLACK)
+    }
+
     /// Retained events after `seq`, in order.
     pub fn since(&self, seq: u64) -> impl Iterator<Item = &Event> {
         let start = self.history.partition_point(|event| event.seq <= seq);
@@ -380,6 +394,8 @@ mod tests {
         assert!(log.has_gap_after(0));
         assert!(!log.has_gap_after(2));
         assert_eq!(log.oldest_kept_after(5), 3);
+        assert_eq!(log.trim_slack(), MIN_TRIM_SLACK);
+        assert_eq!(EventLog::new(100_000, Vec::new()).trim_slack(), 10_000);
         let reloaded = EventLog::new(3, log.since(0).cloned().collect());
         assert_eq!(reloaded.next_seq(), 6);
     }

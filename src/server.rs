@@ -700,7 +700,11 @@ impl Server {
             .map_or(0, |last| self.events.oldest_kept_after(last.seq));
         let lines = EventLines::new(&events);
         let started = Instant::now();
-        match self.store.commit_batch(batch.changes(), &lines, keep_from) {
+        let trim_slack = self.events.trim_slack();
+        match self
+            .store
+            .commit_batch(batch.changes(), &lines, keep_from, trim_slack)
+        {
             Ok(()) => {
                 let took = started.elapsed();
                 self.metrics.commit(batch.len(), took);

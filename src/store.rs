@@ -177,11 +177,13 @@ impl Store {
     /// database has been dropped; call [`Store::load`] to reopen it and learn
     /// what is on disk.
     pub fn commit(&mut self, changes: &[Change]) -> Result<(), StoreError> {
-        self.commit_batch(changes, &EventLines::default(), 0)
+        self.commit_batch(changes, &EventLines::default(), 0, 0)
     }
 
-    /// Makes `changes` and their `events` durable in one write transaction,
-    /// deleting events numbered below `keep_events_from`.
+    /// Makes `changes` and their `events` durable in one write transaction.
+    /// Events numbered below `keep_events_from` are deleted, all at once,
+    /// when the oldest stored one is more than `trim_slack` below it; until
+    /// then they stay, so a commit usually writes one leaf of the history.
     ///
     /// # Errors
     /// As [`Store::commit`].
@@ -190,6 +192,7 @@ impl Store {
         changes: &[Change],
         events: &EventLines,
         keep_events_from: u64,
+        trim_slack: u64,
     ) -> Result<(), StoreError> {
         self.guard(|db| {
             let txn = db.begin_write().map_err(io)?;
@@ -198,16 +201,11 @@ impl Store {
                 for (seq, line) in events.iter() {
                     table.insert(seq, line).map_err(io)?;
                 }
-                // Events that fell out of the retention window go; usually
-                // as many as were added.
-                loop {
-                    let first = table.first().map_err(io)?.map(|(seq, _)| seq.value());
-                    match first {
-                        Some(seq) if seq < keep_events_from => {
-                            table.remove(seq).map_err(io)?;
-                        }
-                        _ => break,
-                    }
+                let oldest = table.first().map_err(io)?.map(|(seq, _)| seq.value());
+                if oldest.is_some_and(|seq| seq.saturating_add(trim_slack) < keep_events_from) {
+                    table
+                        .retain_in(..keep_events_from, |_, _| false)
+                        .map_err(io)?;
                 }
             }
             {
