@@ -293,6 +293,37 @@ impl From<&Task> for TaskView {
     }
 }
 
+/// A task as the daemon writes it: the JSON of [`TaskView`], serialized
+/// straight from the task without building its strings.
+#[derive(Serialize)]
+struct TaskJson<'a> {
+    name: &'a str,
+    #[serde(serialize_with = "as_display")]
+    started_at: Timestamp,
+    #[serde(serialize_with = "as_display")]
+    expires_at: Timestamp,
+}
+
+impl<'a> From<&'a Task> for TaskJson<'a> {
+    fn from(task: &'a Task) -> Self {
+        TaskJson {
+            name: task.name.as_str(),
+            started_at: task.started_at,
+            expires_at: task.expires_at,
+        }
+    }
+}
+
+/// The body of `GET /v1/tasks` as the daemon writes it.
+#[derive(Serialize)]
+struct TaskListJson<'a> {
+    tasks: Vec<TaskJson<'a>>,
+}
+
+fn as_display<S: serde::Serializer>(time: &Timestamp, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.collect_str(time)
+}
+
 /// The body of `GET /v1/tasks`.
 #[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct TaskList {
@@ -309,13 +340,13 @@ pub fn answer(
 ) -> Response {
     match query {
         Query::List => {
-            let list = TaskList {
-                tasks: tasks.live(now).map(TaskView::from).collect(),
+            let list = TaskListJson {
+                tasks: tasks.live(now).map(TaskJson::from).collect(),
             };
             json(200, &list)
         }
         Query::Get(name) => match tasks.get(name, now) {
-            Some(task) => json(200, &TaskView::from(task)),
+            Some(task) => json(200, &TaskJson::from(task)),
             None => task_error(&TaskError::NotFound(name.clone())),
         },
         Query::Status => {
@@ -381,9 +412,9 @@ pub fn metrics_page(text: String) -> Response {
 /// The response to a command once its batch is durable.
 pub fn outcome(result: &Result<Outcome, TaskError>) -> Response {
     match result {
-        Ok(Outcome::Created(task)) => json(201, &TaskView::from(task)),
+        Ok(Outcome::Created(task)) => json(201, &TaskJson::from(task)),
         // The seed: PUT "creates the task or refreshes its expiry. Returns 200."
-        Ok(Outcome::Upserted { task, .. }) => json(200, &TaskView::from(task)),
+        Ok(Outcome::Upserted { task, .. }) => json(200, &TaskJson::from(task)),
         Ok(Outcome::Deleted) => Response::empty(204),
         Err(e) => task_error(e),
     }
@@ -436,6 +467,29 @@ mod tests {
     use super::*;
 
     const MAX: Duration = expire::DEFAULT_MAX_EXPIRE;
+
+    #[test]
+    fn tasks_are_written_as_task_views() {
+        let task = Task {
+            name: TaskName::parse("A0.b_c-d:e@f").unwrap(),
+            started_at: Timestamp::from_nanos(1_780_420_274_555_839_485),
+            expires_at: Timestamp::from_nanos(1_780_420_874_000_000_000),
+        };
+        assert_eq!(
+            serde_json::to_vec(&TaskJson::from(&task)).unwrap(),
+            serde_json::to_vec(&TaskView::from(&task)).unwrap()
+        );
+        let list = TaskListJson {
+            tasks: vec![TaskJson::from(&task), TaskJson::from(&task)],
+        };
+        let views = TaskList {
+            tasks: vec![TaskView::from(&task), TaskView::from(&task)],
+        };
+        assert_eq!(
+            serde_json::to_vec(&list).unwrap(),
+            serde_json::to_vec(&views).unwrap()
+        );
+    }
 
     fn request(method: Method, target: &str, body: &str) -> Request {
         Request {
