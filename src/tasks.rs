@@ -464,17 +464,17 @@ impl Tasks {
     }
 
     fn insert(&mut self, task: Task) {
-        if let Some(old) = self.by_name.get(&task.name) {
-            self.deadlines.remove(&(old.expires_at, old.name.clone()));
+        let deadline = (task.expires_at, task.name.clone());
+        if let Some(old) = self.by_name.insert(task.name.clone(), task) {
+            self.deadlines.remove(&(old.expires_at, old.name));
         }
-        self.deadlines.insert((task.expires_at, task.name.clone()));
-        self.by_name.insert(task.name.clone(), task);
+        self.deadlines.insert(deadline);
     }
 
-    fn remove(&mut self, name: &TaskName) -> Option<Task> {
-        let old = self.by_name.remove(name)?;
-        self.deadlines.remove(&(old.expires_at, old.name.clone()));
-        Some(old)
+    fn remove(&mut self, name: &TaskName) {
+        if let Some(old) = self.by_name.remove(name) {
+            self.deadlines.remove(&(old.expires_at, old.name));
+        }
     }
 }
 
