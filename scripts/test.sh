@@ -23,4 +23,10 @@ fi
 # fails here (their corpora are replayed by tests/fuzz_corpus.rs below).
 cargo check --manifest-path fuzz/Cargo.toml --locked --bins
 
-cargo test --all-targets "$@"
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+cargo test --all-targets "$@" 2>&1 | tee "$log"
+# One closing line for the whole run (the last target is a criterion
+# bench, whose own last line is not a test summary).
+awk '/^test result:/ { passed += $4; failed += $6 }
+     END { printf "cargo test: %d passed, %d failed\n", passed, failed }' "$log"
