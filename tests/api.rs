@@ -248,7 +248,7 @@ fn both_expire_forms_and_the_refusals() {
         let message = error["error"].as_str().unwrap();
         assert!(message.contains(needle), "{body}: {message}");
     }
-    assert_eq!(daemon.call("GET", "/v1/tasks/refused", None).0, 404);
+    assert_eq!(daemon.status("GET", "/v1/tasks/refused", None), 404);
 }
 
 #[test]
@@ -334,30 +334,24 @@ fn a_task_lapses_on_its_own_without_any_request() {
     let dirs = Dirs::new();
     let daemon = Daemon::start(&dirs, &[]);
     assert_eq!(
-        daemon
-            .call("POST", "/v1/tasks", Some(r#"{"name":"brief","expire":1}"#))
-            .0,
+        daemon.status("POST", "/v1/tasks", Some(r#"{"name":"brief","expire":1}"#)),
         201
     );
     assert_eq!(
-        daemon
-            .call(
-                "POST",
-                "/v1/tasks",
-                Some(r#"{"name":"long","expire":"1h"}"#)
-            )
-            .0,
+        daemon.status(
+            "POST",
+            "/v1/tasks",
+            Some(r#"{"name":"long","expire":"1h"}"#)
+        ),
         201
     );
     // No request is sent until the reactor's own timer has expired the task.
     let line = daemon.wait_for_log("task expired");
     assert!(line.contains("brief"), "{line}");
-    assert_eq!(daemon.call("GET", "/v1/tasks/brief", None).0, 404);
+    assert_eq!(daemon.status("GET", "/v1/tasks/brief", None), 404);
     // And POST creates it again.
     assert_eq!(
-        daemon
-            .call("POST", "/v1/tasks", Some(r#"{"name":"brief","expire":60}"#))
-            .0,
+        daemon.status("POST", "/v1/tasks", Some(r#"{"name":"brief","expire":60}"#)),
         201
     );
     let (_, list) = daemon.call("GET", "/v1/tasks", None);
@@ -383,20 +377,16 @@ fn tasks_survive_kill_9_with_identical_timestamps() {
     let (_, kept) = daemon.call("GET", "/v1/tasks/keep", None);
     assert_eq!(kept["started_at"], keep["started_at"]);
     assert_eq!(
-        daemon
-            .call(
-                "POST",
-                "/v1/tasks",
-                Some(r#"{"name":"gone","expire":"1h"}"#)
-            )
-            .0,
+        daemon.status(
+            "POST",
+            "/v1/tasks",
+            Some(r#"{"name":"gone","expire":"1h"}"#)
+        ),
         201
     );
-    assert_eq!(daemon.call("DELETE", "/v1/tasks/gone", None).0, 204);
+    assert_eq!(daemon.status("DELETE", "/v1/tasks/gone", None), 204);
     assert_eq!(
-        daemon
-            .call("POST", "/v1/tasks", Some(r#"{"name":"lapses","expire":1}"#))
-            .0,
+        daemon.status("POST", "/v1/tasks", Some(r#"{"name":"lapses","expire":1}"#)),
         201
     );
     daemon.kill9();
@@ -420,16 +410,14 @@ fn sigterm_exits_zero_and_removes_the_socket() {
     let dirs = Dirs::new();
     let daemon = Daemon::start(&dirs, &[]);
     assert_eq!(
-        daemon
-            .call("POST", "/v1/tasks", Some(r#"{"name":"a","expire":"1h"}"#))
-            .0,
+        daemon.status("POST", "/v1/tasks", Some(r#"{"name":"a","expire":"1h"}"#)),
         201
     );
     let (status, log) = daemon.terminate();
     assert!(status.success(), "{status:?}\n{log}");
     assert!(!dirs.socket().exists());
     let daemon = Daemon::start(&dirs, &[]);
-    assert_eq!(daemon.call("GET", "/v1/tasks/a", None).0, 200);
+    assert_eq!(daemon.status("GET", "/v1/tasks/a", None), 200);
 }
 
 #[test]
@@ -437,9 +425,7 @@ fn a_second_daemon_refuses_and_leaves_the_first_alone() {
     let dirs = Dirs::new();
     let first = Daemon::start(&dirs, &[]);
     assert_eq!(
-        first
-            .call("POST", "/v1/tasks", Some(r#"{"name":"a","expire":"1h"}"#))
-            .0,
+        first.status("POST", "/v1/tasks", Some(r#"{"name":"a","expire":"1h"}"#)),
         201
     );
 
@@ -468,7 +454,7 @@ fn a_second_daemon_refuses_and_leaves_the_first_alone() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("another process is serving"), "{stderr}");
 
-    assert_eq!(first.call("GET", "/v1/tasks/a", None).0, 200);
+    assert_eq!(first.status("GET", "/v1/tasks/a", None), 200);
 }
 
 #[test]

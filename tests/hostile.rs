@@ -153,7 +153,7 @@ fn content_length_with_chunked_trusts_chunked_and_closes() {
         1,
         "the smuggled request was answered: {text}"
     );
-    assert_eq!(daemon.call("GET", "/v1/tasks/a", None).0, 200);
+    assert_eq!(daemon.status("GET", "/v1/tasks/a", None), 200);
 }
 
 #[test]
@@ -256,13 +256,11 @@ fn the_task_limit_refuses_and_evicts_nothing() {
     let daemon = Daemon::start(&dirs, &["--max-tasks", "3"]);
     for name in ["a", "b", "c"] {
         assert_eq!(
-            daemon
-                .call(
-                    "PUT",
-                    &format!("/v1/tasks/{name}"),
-                    Some(r#"{"expire":"1h"}"#)
-                )
-                .0,
+            daemon.status(
+                "PUT",
+                &format!("/v1/tasks/{name}"),
+                Some(r#"{"expire":"1h"}"#)
+            ),
             200
         );
     }
@@ -271,18 +269,14 @@ fn the_task_limit_refuses_and_evicts_nothing() {
     assert!(body["error"].as_str().unwrap().contains("limit of 3 tasks"));
     // Refreshing at the limit works; deleting makes room.
     assert_eq!(
-        daemon
-            .call("PUT", "/v1/tasks/a", Some(r#"{"expire":"1h"}"#))
-            .0,
+        daemon.status("PUT", "/v1/tasks/a", Some(r#"{"expire":"1h"}"#)),
         200
     );
     let (_, list) = daemon.call("GET", "/v1/tasks", None);
     assert_eq!(list["tasks"].as_array().unwrap().len(), 3);
-    assert_eq!(daemon.call("DELETE", "/v1/tasks/b", None).0, 204);
+    assert_eq!(daemon.status("DELETE", "/v1/tasks/b", None), 204);
     assert_eq!(
-        daemon
-            .call("POST", "/v1/tasks", Some(r#"{"name":"d","expire":"1h"}"#))
-            .0,
+        daemon.status("POST", "/v1/tasks", Some(r#"{"name":"d","expire":"1h"}"#)),
         201
     );
 }

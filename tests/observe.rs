@@ -87,9 +87,7 @@ fn edges_and_events_in_order_with_status() {
 
     let mut events = EventStream::open(&daemon, "");
     assert_eq!(
-        daemon
-            .call("POST", "/v1/tasks", Some(r#"{"name":"a","expire":"1h"}"#))
-            .0,
+        daemon.status("POST", "/v1/tasks", Some(r#"{"name":"a","expire":"1h"}"#)),
         201
     );
     let (_, b) = daemon.call("PUT", "/v1/tasks/b", Some(r#"{"expire":"2h"}"#));
@@ -105,10 +103,10 @@ fn edges_and_events_in_order_with_status() {
     assert_eq!(status["idle_since"], Value::Null);
 
     assert_eq!(
-        daemon.call("PUT", "/v1/tasks/b", Some(r#"{"expire":1}"#)).0,
+        daemon.status("PUT", "/v1/tasks/b", Some(r#"{"expire":1}"#)),
         200
     );
-    assert_eq!(daemon.call("DELETE", "/v1/tasks/a", None).0, 204);
+    assert_eq!(daemon.status("DELETE", "/v1/tasks/a", None), 204);
     // b now expires on its own: "expired" then "idle".
     let got = events.next_n(7);
     assert_eq!(
@@ -131,9 +129,7 @@ fn edges_and_events_in_order_with_status() {
 
     // Held again.
     assert_eq!(
-        daemon
-            .call("POST", "/v1/tasks", Some(r#"{"name":"c","expire":60}"#))
-            .0,
+        daemon.status("POST", "/v1/tasks", Some(r#"{"name":"c","expire":60}"#)),
         201
     );
     assert_eq!(summary(&events.next_n(2)), ["created c", "held"]);
@@ -144,15 +140,11 @@ fn since_replays_what_a_restart_missed() {
     let dirs = Dirs::new();
     let daemon = Daemon::start(&dirs, &[]);
     assert_eq!(
-        daemon
-            .call("POST", "/v1/tasks", Some(r#"{"name":"a","expire":"1h"}"#))
-            .0,
+        daemon.status("POST", "/v1/tasks", Some(r#"{"name":"a","expire":"1h"}"#)),
         201
     );
     assert_eq!(
-        daemon
-            .call("POST", "/v1/tasks", Some(r#"{"name":"b","expire":1}"#))
-            .0,
+        daemon.status("POST", "/v1/tasks", Some(r#"{"name":"b","expire":1}"#)),
         201
     );
     let mut events = EventStream::open(&daemon, "?since=0");
@@ -164,15 +156,15 @@ fn since_replays_what_a_restart_missed() {
     // While the daemon is down, b falls due; the restart expires it.
     std::thread::sleep(Duration::from_millis(1100));
     let daemon = Daemon::start(&dirs, &[]);
-    assert_eq!(daemon.call("DELETE", "/v1/tasks/a", None).0, 204);
+    assert_eq!(daemon.status("DELETE", "/v1/tasks/a", None), 204);
     let mut resumed = EventStream::open(&daemon, &format!("?since={last_seen}"));
     let missed = resumed.next_n(3);
     assert_eq!(summary(&missed), ["expired b", "deleted a", "idle"]);
     assert_eq!(seqs(&missed), [4, 5, 6]);
 
     // Bad since values are refused.
-    assert_eq!(daemon.call("GET", "/v1/events?since=x", None).0, 400);
-    assert_eq!(daemon.call("POST", "/v1/events", None).0, 405);
+    assert_eq!(daemon.status("GET", "/v1/events?since=x", None), 400);
+    assert_eq!(daemon.status("POST", "/v1/events", None), 405);
 }
 
 #[test]
@@ -184,7 +176,7 @@ fn a_slow_consumer_is_cut_off_while_others_are_served() {
     let mut slow = daemon.connect();
     slow.write_all(b"GET /v1/events HTTP/1.1\r\n\r\n").unwrap();
     // Make sure the stream is open before the flood.
-    assert_eq!(daemon.call("GET", "/v1/status", None).0, 200);
+    assert_eq!(daemon.status("GET", "/v1/status", None), 200);
     let metrics = metrics_text(&daemon);
     assert!(
         metrics.contains("sprite_tasks_event_streams 1\n"),
@@ -218,7 +210,7 @@ fn a_slow_consumer_is_cut_off_while_others_are_served() {
         text.ends_with("\r\n0\r\n\r\n"),
         "the stream was not ended properly"
     );
-    assert_eq!(daemon.call("GET", "/v1/tasks/t0", None).0, 200);
+    assert_eq!(daemon.status("GET", "/v1/tasks/t0", None), 200);
 }
 
 fn metrics_text(daemon: &Daemon) -> String {
@@ -278,18 +270,14 @@ fn metrics_parse_and_move() {
     assert_eq!(sample(&before, "sprite_tasks_held"), 0.0);
     assert_eq!(sample(&before, "sprite_tasks_commit_changes_count"), 0.0);
     assert_eq!(
-        daemon
-            .call("POST", "/v1/tasks", Some(r#"{"name":"a","expire":"1h"}"#))
-            .0,
+        daemon.status("POST", "/v1/tasks", Some(r#"{"name":"a","expire":"1h"}"#)),
         201
     );
     assert_eq!(
-        daemon
-            .call("POST", "/v1/tasks", Some(r#"{"name":"a","expire":"1h"}"#))
-            .0,
+        daemon.status("POST", "/v1/tasks", Some(r#"{"name":"a","expire":"1h"}"#)),
         409
     );
-    assert_eq!(daemon.call("GET", "/v1/tasks/zzz", None).0, 404);
+    assert_eq!(daemon.status("GET", "/v1/tasks/zzz", None), 404);
     let after = samples(&metrics_text(&daemon));
     assert_eq!(sample(&after, "sprite_tasks_live"), 1.0);
     assert_eq!(sample(&after, "sprite_tasks_held"), 1.0);
@@ -348,15 +336,11 @@ fn hooks_run_at_the_edges() {
 
     // idle -> held: the command starts.
     assert_eq!(
-        daemon
-            .call("POST", "/v1/tasks", Some(r#"{"name":"a","expire":"1h"}"#))
-            .0,
+        daemon.status("POST", "/v1/tasks", Some(r#"{"name":"a","expire":"1h"}"#)),
         201
     );
     assert_eq!(
-        daemon
-            .call("POST", "/v1/tasks", Some(r#"{"name":"b","expire":"1h"}"#))
-            .0,
+        daemon.status("POST", "/v1/tasks", Some(r#"{"name":"b","expire":"1h"}"#)),
         201
     );
     daemon.wait_for_log("--while-held command started");
@@ -367,9 +351,9 @@ fn hooks_run_at_the_edges() {
     assert!(process_exists(pid));
 
     // held -> idle: it is stopped and reaped, and --on-idle runs once.
-    assert_eq!(daemon.call("DELETE", "/v1/tasks/a", None).0, 204);
+    assert_eq!(daemon.status("DELETE", "/v1/tasks/a", None), 204);
     assert!(process_exists(pid), "still held by b");
-    assert_eq!(daemon.call("DELETE", "/v1/tasks/b", None).0, 204);
+    assert_eq!(daemon.status("DELETE", "/v1/tasks/b", None), 204);
     daemon.wait_for_log("--while-held command exited");
     daemon.wait_for_log("--on-idle command exited");
     assert!(
@@ -380,7 +364,7 @@ fn hooks_run_at_the_edges() {
 
     // A second cycle: a new command, and --on-idle once more.
     assert_eq!(
-        daemon.call("PUT", "/v1/tasks/c", Some(r#"{"expire":1}"#)).0,
+        daemon.status("PUT", "/v1/tasks/c", Some(r#"{"expire":1}"#)),
         200
     );
     let log_lines_before = daemon
@@ -402,15 +386,13 @@ fn a_failing_hook_does_not_stop_the_daemon() {
     let dirs = Dirs::new();
     let daemon = Daemon::start(&dirs, &["--on-idle", "exit 7", "--while-held", "exit 3"]);
     assert_eq!(
-        daemon
-            .call("PUT", "/v1/tasks/a", Some(r#"{"expire":60}"#))
-            .0,
+        daemon.status("PUT", "/v1/tasks/a", Some(r#"{"expire":60}"#)),
         200
     );
     daemon.wait_for_log("--while-held command failed");
-    assert_eq!(daemon.call("DELETE", "/v1/tasks/a", None).0, 204);
+    assert_eq!(daemon.status("DELETE", "/v1/tasks/a", None), 204);
     daemon.wait_for_log("--on-idle command failed");
-    assert_eq!(daemon.call("GET", "/v1/tasks", None).0, 200);
+    assert_eq!(daemon.status("GET", "/v1/tasks", None), 200);
     let text = metrics_text(&daemon);
     assert!(
         text.contains("sprite_tasks_hook_failures_total 2\n"),

@@ -186,6 +186,11 @@ impl Daemon {
         out
     }
 
+    /// One request on its own connection: its status.
+    pub fn status(&self, method: &str, path: &str, body: Option<&str>) -> u16 {
+        self.call(method, path, body).0
+    }
+
     /// One request on its own connection: the status and the body as JSON
     /// (`Value::Null` for an empty body).
     pub fn call(&self, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
