@@ -303,10 +303,8 @@ impl Server {
             )));
         }
         server.to_broadcast.clear();
-        if !server.tasks.is_empty() {
-            // Held from the previous run: the hook starts with the daemon.
-            server.follow_hold(now, mono);
-        }
+        // Held from the previous run: the hook starts with the daemon.
+        server.follow_hold(now, mono);
 
         let mut listener = bind(&server.config.socket, server.config.socket_mode)?;
         server
@@ -650,7 +648,8 @@ impl Server {
                             let gauges = Gauges {
                                 live_tasks: self.tasks.live(now).count(),
                                 held: self.held_since.is_some(),
-                                held_seconds: held_seconds(self.held_before, self.held_since, mono),
+                                held_seconds: held_total(self.held_before, self.held_since, mono)
+                                    .as_secs_f64(),
                                 connections: open_connections,
                                 streams: self.streams.len(),
                             };
@@ -727,23 +726,8 @@ impl Server {
                 self.events.append(&events);
                 for event in &events {
                     match event.kind {
-                        EventKind::Held => {
-                            info!("held: the first task is live");
-                            self.held_since = Some(mono);
-                            self.idle_since = None;
-                            self.hooks.held();
-                        }
-                        EventKind::Idle => {
-                            info!("idle: the last task is gone");
-                            self.held_before = Duration::from_secs_f64(held_seconds(
-                                self.held_before,
-                                self.held_since,
-                                mono,
-                            ));
-                            self.held_since = None;
-                            self.idle_since = Some(now);
-                            self.hooks.idle(mono);
-                        }
+                        EventKind::Held => self.enter_held(mono),
+                        EventKind::Idle => self.enter_idle(now, mono),
                         _ => {}
                     }
                 }
@@ -804,20 +788,27 @@ impl Server {
     /// held, after a load that did not go through an edge event.
     fn follow_hold(&mut self, now: Timestamp, mono: Instant) {
         match (self.tasks.is_empty(), self.held_since.is_some()) {
-            (false, false) => {
-                self.held_since = Some(mono);
-                self.idle_since = None;
-                self.hooks.held();
-            }
-            (true, true) => {
-                self.held_before =
-                    Duration::from_secs_f64(held_seconds(self.held_before, self.held_since, mono));
-                self.held_since = None;
-                self.idle_since = Some(now);
-                self.hooks.idle(mono);
-            }
+            (false, false) => self.enter_held(mono),
+            (true, true) => self.enter_idle(now, mono),
             _ => {}
         }
+    }
+
+    /// The idle -> held edge.
+    fn enter_held(&mut self, mono: Instant) {
+        info!("held: the first task is live");
+        self.held_since = Some(mono);
+        self.idle_since = None;
+        self.hooks.held();
+    }
+
+    /// The held -> idle edge.
+    fn enter_idle(&mut self, now: Timestamp, mono: Instant) {
+        info!("idle: the last task is gone");
+        self.held_before = held_total(self.held_before, self.held_since, mono);
+        self.held_since = None;
+        self.idle_since = Some(now);
+        self.hooks.idle(mono);
     }
 
     /// Sends this turn's committed events to every stream, cutting off a
@@ -973,12 +964,12 @@ fn event_stream_head(events: &EventLog, request: &Request, since: Option<u64>) -
     out
 }
 
-/// Seconds held: the time before the current hold plus the current one.
-fn held_seconds(before: Duration, since: Option<Instant>, mono: Instant) -> f64 {
-    let current = since.map_or(Duration::ZERO, |since| {
-        mono.saturating_duration_since(since)
-    });
-    (before + current).as_secs_f64()
+/// Time held since the daemon started: the holds before plus the current one.
+fn held_total(before: Duration, since: Option<Instant>, mono: Instant) -> Duration {
+    before
+        + since.map_or(Duration::ZERO, |since| {
+            mono.saturating_duration_since(since)
+        })
 }
 
 /// Answers a connection past the cap with a 503 and drops it.
