@@ -11,7 +11,8 @@
 //! - [`metrics`]: counters and their Prometheus rendering.
 //! - [`hooks`]: the `--while-held` and `--on-idle` commands.
 //! - [`record`]: the checksummed on-disk layout of one task.
-//! - [`store`]: the only module that knows redb.
+//! - [`store`]: the write-ahead log in front of redb; the only module that
+//!   knows redb and the files on disk.
 //! - [`http`]: request framing and response encoding, pure, every limit named.
 //! - [`api`]: routes and JSON: a request becomes a command, query or error;
 //!   outcomes become responses.
@@ -20,15 +21,15 @@
 //!
 //! `time`, `expire` and `tasks` depend on nothing of ours that does I/O; only
 //! `server` touches mio and only `store` touches redb.
+//!
+//! [`testing`] holds what only tests and fuzzers use: storage that fails on
+//! purpose or loses power, and the fuzz targets' bodies.
 
 pub mod api;
 pub mod client;
 pub mod conn;
 pub mod events;
 pub mod expire;
-pub mod faulty;
-#[doc(hidden)]
-pub mod fuzzing;
 pub mod hooks;
 pub mod http;
 pub mod metrics;
@@ -36,4 +37,6 @@ pub mod record;
 pub mod server;
 pub mod store;
 pub mod tasks;
+#[doc(hidden)]
+pub mod testing;
 pub mod time;

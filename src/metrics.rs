@@ -94,6 +94,12 @@ pub struct Gauges {
     pub held_seconds: f64,
     pub connections: usize,
     pub streams: usize,
+    /// The write-ahead log: bytes not yet checkpointed, its size, and the
+    /// checkpoints into the database that succeeded and failed.
+    pub log_used_bytes: u64,
+    pub log_size_bytes: u64,
+    pub checkpoints: u64,
+    pub checkpoint_failures: u64,
 }
 
 impl Metrics {
@@ -185,6 +191,30 @@ impl Metrics {
             "counter",
             "Connections refused with 503 at the connection cap.",
             self.connections_rejected.to_string(),
+        );
+        single(
+            "sprite_tasks_log_used_bytes",
+            "gauge",
+            "Bytes of the write-ahead log not yet checkpointed into the database.",
+            gauges.log_used_bytes.to_string(),
+        );
+        single(
+            "sprite_tasks_log_size_bytes",
+            "gauge",
+            "Size of the write-ahead log; writers get 503 when it is full.",
+            gauges.log_size_bytes.to_string(),
+        );
+        single(
+            "sprite_tasks_checkpoints_total",
+            "counter",
+            "Checkpoints of the log into the database.",
+            gauges.checkpoints.to_string(),
+        );
+        single(
+            "sprite_tasks_checkpoint_failures_total",
+            "counter",
+            "Checkpoints that failed (retried; the changes stay in the log).",
+            gauges.checkpoint_failures.to_string(),
         );
         single(
             "sprite_tasks_hook_runs_total",

@@ -240,6 +240,9 @@ pub struct Server {
     /// A failed commit left memory and disk possibly different, and the
     /// store could not be reloaded yet.
     needs_reload: bool,
+    /// Why this turn's batch was refused without touching the disk (the
+    /// log is full), for its clients' 503.
+    refusal: Option<String>,
     shutdown_by: Option<Instant>,
 }
 
@@ -290,6 +293,7 @@ impl Server {
             accept_paused_until: None,
             store_retry_at: None,
             needs_reload: false,
+            refusal: None,
             shutdown_by: None,
         };
 
@@ -319,6 +323,7 @@ impl Server {
             live_tasks = server.tasks.len(),
             expired_while_down = expired,
             quarantined = loaded.quarantined.len(),
+            replayed_log_frames = loaded.replayed,
             next_event = server.events.next_seq(),
             "sprite-tasksd listening"
         );
@@ -352,6 +357,7 @@ impl Server {
                 self.accept_all(mono);
             }
             self.turn(now, mono);
+            self.store.poll(mono);
             self.sweep(mono);
             self.hooks.poll(mono);
             if let Some(by) = self.shutdown_by
@@ -361,6 +367,14 @@ impl Server {
             }
         }
         self.hooks.kill_all();
+        // What waits in the log goes into the database now, so the next
+        // start replays nothing. A failure here loses nothing: the log
+        // still holds it.
+        if !self.needs_reload
+            && let Err(e) = self.store.checkpoint_now()
+        {
+            warn!(error = %e, "the final checkpoint failed; the next start replays the log");
+        }
         let stats = Stats {
             requests: self.metrics.requests(),
             commits: self.metrics.commits(),
@@ -397,6 +411,9 @@ impl Server {
             until(at);
         }
         if let Some(at) = self.hooks.next_deadline() {
+            until(at);
+        }
+        if let Some(at) = self.store.next_deadline() {
             until(at);
         }
         match self.store_retry_at {
@@ -591,6 +608,7 @@ impl Server {
         for token in touched {
             self.deliver(token, committed, mono);
         }
+        self.refusal = None;
         self.broadcast(mono);
         for token in again {
             self.schedule(token);
@@ -645,6 +663,7 @@ impl Server {
                             return Ok(false);
                         }
                         Routed::Query(Query::Metrics) => {
+                            let store = self.store.counters();
                             let gauges = Gauges {
                                 live_tasks: self.tasks.live(now).count(),
                                 held: self.held_since.is_some(),
@@ -652,6 +671,10 @@ impl Server {
                                     .as_secs_f64(),
                                 connections: open_connections,
                                 streams: self.streams.len(),
+                                log_used_bytes: store.log_used,
+                                log_size_bytes: store.log_size,
+                                checkpoints: store.checkpoints,
+                                checkpoint_failures: store.checkpoint_failures,
                             };
                             let counts = self.hooks.counts();
                             self.metrics.hook_runs = counts.started;
@@ -734,6 +757,14 @@ impl Server {
                 self.to_broadcast.push(lines);
                 true
             }
+            Err(StoreError::Full(reason)) => {
+                self.metrics.commit_failures += 1;
+                warn!(reason = %reason, changes = batch.len(), "batch refused: the log is full; its clients get 503");
+                self.refusal = Some(reason);
+                // Due expiries wait for the retry timer instead of spinning.
+                self.store_retry_at = Some(mono + STORE_RETRY);
+                false
+            }
             Err(e) => {
                 self.metrics.commit_failures += 1;
                 error!(error = %e, changes = batch.len(), "commit failed; the affected clients get 503");
@@ -741,6 +772,10 @@ impl Server {
                 // memory is rebuilt from whatever the disk now says.
                 self.needs_reload = true;
                 self.reload(now, mono);
+                // Even when the reload succeeds (it only reads), due
+                // expiries wait for the retry timer instead of spinning on
+                // a disk that refuses writes; clients still try each turn.
+                self.store_retry_at = Some(mono + STORE_RETRY);
                 false
             }
         }
@@ -863,11 +898,12 @@ impl Server {
             return;
         };
         let metrics = &mut self.metrics;
+        let refusal = &self.refusal;
         conn.render(mono, |(label, result)| {
-            let response = if committed {
-                api::outcome(&result)
-            } else {
-                api::commit_failed()
+            let response = match (committed, refusal) {
+                (true, _) => api::outcome(&result),
+                (false, Some(reason)) => api::error(503, reason.clone()),
+                (false, None) => api::commit_failed(),
             };
             metrics.request(label, response.status);
             response
@@ -986,6 +1022,30 @@ fn reject_over_capacity(stream: &mut UnixStream, cap: usize) {
     warn!(cap, "connection refused: too many open connections");
 }
 
+/// Refuses a socket path that another process serves, or that holds
+/// something other than a socket; says whether a (stale) socket file is
+/// there. Touches nothing.
+///
+/// # Errors
+/// [`ServerError::SocketInUse`], [`ServerError::NotASocket`], or
+/// [`ServerError::Socket`] when the path cannot be examined.
+pub fn refuse_live_socket(path: &Path) -> Result<bool, ServerError> {
+    match fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => {
+            if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                return Err(ServerError::SocketInUse(path.to_path_buf()));
+            }
+            Ok(true)
+        }
+        Ok(_) => Err(ServerError::NotASocket(path.to_path_buf())),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(source) => Err(ServerError::Socket {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
 /// Binds the socket, replacing a socket file left by a dead daemon but never
 /// a live one or a file that is not a socket.
 fn bind(path: &Path, mode: u32) -> Result<UnixListener, ServerError> {
@@ -993,17 +1053,9 @@ fn bind(path: &Path, mode: u32) -> Result<UnixListener, ServerError> {
         path: path.to_path_buf(),
         source,
     };
-    match fs::symlink_metadata(path) {
-        Ok(meta) if meta.file_type().is_socket() => {
-            if std::os::unix::net::UnixStream::connect(path).is_ok() {
-                return Err(ServerError::SocketInUse(path.to_path_buf()));
-            }
-            info!(socket = %path.display(), "removing a stale socket file");
-            fs::remove_file(path).map_err(socket_error)?;
-        }
-        Ok(_) => return Err(ServerError::NotASocket(path.to_path_buf())),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(socket_error(e)),
+    if refuse_live_socket(path)? {
+        info!(socket = %path.display(), "removing a stale socket file");
+        fs::remove_file(path).map_err(socket_error)?;
     }
     let listener = UnixListener::bind(path).map_err(socket_error)?;
     fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(socket_error)?;

@@ -13,13 +13,13 @@ use std::time::{Duration, Instant, SystemTime};
 use common::{Daemon, Dirs, WAIT, request_bytes};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde_json::Value;
-use sprite_tasks::faulty::{self, FaultSwitch};
 use sprite_tasks::server::{Config, Server};
-use sprite_tasks::store::Store;
+use sprite_tasks::store::{Store, StoreOptions};
 use sprite_tasks::tasks::{Batch, Change, Command, Task, TaskName, Tasks};
+use sprite_tasks::testing::faulty::{self, FaultSwitch};
 use sprite_tasks::time::{ReactorClock, Timestamp};
 
-/// The store's tables, as laid out on disk (see `src/store.rs`).
+/// The store's tables, as laid out on disk (see `src/store/tables.rs`).
 const TASKS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("tasks");
 const QUARANTINE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("quarantine");
 
@@ -202,7 +202,8 @@ fn start_up_syncs(tasks: &[Task]) -> (u64, Vec<Task>) {
         .unwrap();
     let db = db_dir.path().join("tasks.redb");
     {
-        let mut store = Store::open(&db).unwrap();
+        let mut store = Store::open(&db, &StoreOptions::default()).unwrap();
+        store.load().unwrap();
         let changes: Vec<Change> = tasks
             .iter()
             .map(|task| Change::Put {
@@ -213,7 +214,7 @@ fn start_up_syncs(tasks: &[Task]) -> (u64, Vec<Task>) {
         store.commit(&changes).unwrap();
     }
     let switch = FaultSwitch::new();
-    let store = Store::with_opener(&db, faulty::opener(&db, switch.clone())).unwrap();
+    let store = faulty::store(&db, &switch, &StoreOptions::default()).unwrap();
     let before = switch.syncs();
     let config = Config {
         socket: socket_dir.path().join("api.sock"),
@@ -222,7 +223,7 @@ fn start_up_syncs(tasks: &[Task]) -> (u64, Vec<Task>) {
     let server = Server::new(config, store).unwrap();
     let syncs = switch.syncs() - before;
     drop(server);
-    let mut store = Store::open(&db).unwrap();
+    let mut store = Store::open(&db, &StoreOptions::default()).unwrap();
     (syncs, store.load().unwrap().tasks)
 }
 
@@ -467,4 +468,116 @@ fn clock_steps_neither_stretch_nor_skip_a_hold() {
         survivors
     );
     assert_eq!(expire(&mut restarted, wall(100_060 + 3600)), 1);
+}
+
+/// A database written by the release before the write-ahead log (commit
+/// 80fdb50: redb only, no `meta` table, no log file) opens and carries on
+/// with nothing lost: its rows and its event history, with their sequence
+/// numbers, then new changes numbered after them, across a restart.
+#[test]
+fn a_database_from_the_release_before_the_log_opens_with_nothing_lost() {
+    const FIXTURE: &str = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/redb-only-80fdb50.redb"
+    );
+    let dirs = Dirs::new();
+    std::fs::copy(FIXTURE, dirs.db()).unwrap();
+
+    // Exactly what that release wrote, read through today's store.
+    {
+        let mut store = Store::open(&dirs.db(), &StoreOptions::default()).unwrap();
+        let loaded = store.load().unwrap();
+        assert!(loaded.quarantined.is_empty(), "{:?}", loaded.quarantined);
+        assert_eq!(loaded.replayed, 0);
+        let rows: Vec<(String, String, String)> = loaded
+            .tasks
+            .iter()
+            .map(|t| {
+                (
+                    t.name.to_string(),
+                    t.started_at.to_string(),
+                    t.expires_at.to_string(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                (
+                    "agent-1".to_string(),
+                    "2026-11-29T13:18:03.178508041Z".to_string(),
+                    "2026-11-29T14:17:03.178508041Z".to_string()
+                ),
+                (
+                    "held-long".to_string(),
+                    "2026-11-29T13:18:03.141667023Z".to_string(),
+                    "2026-11-29T14:18:03.141667023Z".to_string()
+                ),
+            ]
+        );
+        let events: Vec<(u64, String)> = loaded
+            .events
+            .iter()
+            .map(|e| (e.seq, e.kind.to_string()))
+            .collect();
+        let kinds = ["created", "held", "created", "deleted", "created"];
+        let expected: Vec<(u64, String)> = (1..).zip(kinds.map(String::from)).collect();
+        assert_eq!(events, expected);
+    }
+    assert!(
+        !std::fs::read_dir(dirs.db().parent().unwrap())
+            .unwrap()
+            .any(|e| e.unwrap().file_name().to_string_lossy().contains(".new-"))
+    );
+
+    // The real daemon on it: the history replays with the same numbers,
+    // and what comes next is numbered after it, across a restart.
+    let daemon = Daemon::start(&dirs, &[]);
+    let (status, _) = daemon.call("PUT", "/v1/tasks/after-upgrade", Some(r#"{"expire":"1h"}"#));
+    assert_eq!(status, 200);
+    daemon.kill9();
+    let daemon = Daemon::start(&dirs, &[]);
+    let (status, body) = daemon.call("GET", "/v1/tasks/after-upgrade", None);
+    assert_eq!(status, 200, "kept across kill -9: {body}");
+    let seqs = event_seqs(&daemon, "after-upgrade");
+    assert_eq!(&seqs[..5], &[1, 2, 3, 4, 5], "{seqs:?}");
+    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
+    let (status, log) = daemon.terminate();
+    assert!(status.success(), "{log}");
+}
+
+/// The sequence numbers of the retained events, replayed from 0, through
+/// the deletion of `last` (made after subscribing, so the replay has ended
+/// when it arrives).
+fn event_seqs(daemon: &Daemon, last: &str) -> Vec<u64> {
+    let mut stream = daemon.connect();
+    stream
+        .write_all(b"GET /v1/events?since=0 HTTP/1.0\r\nHost: sprite\r\n\r\n")
+        .unwrap();
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    // The head, up to the blank line.
+    while reader.read_line(&mut line).unwrap() > 0 && line != "\r\n" {
+        line.clear();
+    }
+    assert_eq!(
+        daemon.status("DELETE", &format!("/v1/tasks/{last}"), None),
+        204
+    );
+    let mut seqs = Vec::new();
+    loop {
+        line.clear();
+        assert!(
+            reader.read_line(&mut line).unwrap() > 0,
+            "the stream ended early"
+        );
+        let Ok(event) = serde_json::from_str::<Value>(&line) else {
+            continue;
+        };
+        seqs.extend(event["seq"].as_u64());
+        if event["event"] == "deleted" && event["task"] == last {
+            return seqs;
+        }
+    }
 }

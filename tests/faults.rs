@@ -1,5 +1,7 @@
-//! Failing storage: the real [`Server`], in this process, over a database
-//! whose every write and sync goes through a [`FaultSwitch`].
+//! Failing storage: the real [`Server`], in this process, over a log and a
+//! database whose every write and sync goes through a [`FaultSwitch`] (one
+//! for the log, on the request path, and one for the database, written by
+//! checkpoints).
 //!
 //! Each scenario runs its own server on its own socket and database and
 //! keeps a record of what the clients were told. What the daemon serves
@@ -21,9 +23,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use common::{WAIT, read_response, request_bytes};
 use serde_json::Value;
-use sprite_tasks::faulty::{self, FaultOn, FaultSwitch};
 use sprite_tasks::server::{Config, Server, Stats};
-use sprite_tasks::store::Store;
+use sprite_tasks::store::{Store, StoreOptions};
+use sprite_tasks::testing::faulty::{self, FaultOn, FaultSwitch};
 
 /// A task as the API shows it: name to (started_at, expires_at).
 type Served = BTreeMap<String, (String, String)>;
@@ -33,7 +35,10 @@ struct InProcess {
     name: &'static str,
     socket: PathBuf,
     db: PathBuf,
+    /// The log's switch: faults here fail requests.
     switch: FaultSwitch,
+    /// The database's: faults here fail checkpoints.
+    db_switch: FaultSwitch,
     thread: JoinHandle<Result<Stats, String>>,
     /// What must be on disk when the scenario ends.
     expected: Served,
@@ -44,12 +49,17 @@ struct InProcess {
 
 impl InProcess {
     fn start(name: &'static str) -> InProcess {
-        InProcess::try_start(name, FaultSwitch::new())
+        InProcess::try_start(name, FaultSwitch::new(), StoreOptions::default())
             .unwrap_or_else(|e| panic!("{name}: the server did not start: {e}"))
     }
 
-    /// Starts a server whose backend obeys `switch` from the first open.
-    fn try_start(name: &'static str, switch: FaultSwitch) -> Result<InProcess, String> {
+    /// Starts a server whose log obeys `switch` from the first open.
+    fn try_start(
+        name: &'static str,
+        switch: FaultSwitch,
+        options: StoreOptions,
+    ) -> Result<InProcess, String> {
+        let db_switch = FaultSwitch::new();
         let socket_dir = tempfile::Builder::new().prefix("sf").tempdir().unwrap();
         let db_dir = tempfile::Builder::new()
             .prefix("db")
@@ -64,11 +74,9 @@ impl InProcess {
         };
         let (ready, started) = mpsc::channel();
         let thread = {
-            let (db, switch) = (db.clone(), switch.clone());
-            // The store's opener is not `Send`: build everything on the
-            // server's own thread.
+            let (db, switch, db_switch) = (db.clone(), switch.clone(), db_switch.clone());
             std::thread::spawn(move || {
-                let server = Store::with_opener(&db, faulty::opener(&db, switch))
+                let server = faulty::store_with(&db, &db_switch, &switch, &options)
                     .map_err(|e| e.to_string())
                     .and_then(|store| Server::new(config, store).map_err(|e| e.to_string()));
                 match server {
@@ -91,6 +99,7 @@ impl InProcess {
             socket,
             db,
             switch,
+            db_switch,
             thread,
             expected: Served::new(),
             failed_commits: 0,
@@ -303,19 +312,76 @@ fn expiry_on_a_full_disk() -> InProcess {
     daemon
 }
 
-/// A database whose writes fail from the start: the daemon refuses to start
-/// (start-up commits the quarantine pass and due expiries) and says why.
-fn start_on_a_failing_disk() {
+/// A disk whose every write fails from the start: the daemon starts (it
+/// only reads to start), serves reads, and answers every change with a 503
+/// that names the disk, until the disk heals.
+fn start_on_a_failing_disk() -> InProcess {
     let switch = FaultSwitch::new();
     switch.fail_after(0, FaultOn::Writes, libc::ENOSPC);
-    match InProcess::try_start("failing from the start", switch.clone()) {
-        Ok(_) => panic!("a daemon that cannot write started"),
-        Err(message) => assert!(
-            message.contains("No space left on device"),
-            "the start-up error names the cause: {message}"
-        ),
+    let mut daemon =
+        InProcess::try_start("failing from the start", switch, StoreOptions::default())
+            .unwrap_or_else(|e| panic!("a daemon that can read starts: {e}"));
+    assert_commit_failed(daemon.name, &daemon.put("refused"));
+    daemon.failed_commits += 1;
+    daemon.assert_serves_expected("reads are served on a failing disk");
+    assert!(daemon.switch.injected() > 0);
+    daemon.switch.heal();
+    assert_eq!(daemon.put("accepted").0, 200);
+    daemon
+}
+
+/// The database's disk is full, so checkpoints fail, while the log (written
+/// once, in place) still takes writes: changes are acknowledged until the
+/// log fills, then refused with a 503 that says why, while reads are still
+/// served. Once space is freed the retried checkpoint empties the log and
+/// writes are accepted again; nothing acknowledged is lost.
+fn log_fills_while_checkpoints_fail() -> InProcess {
+    let options = StoreOptions {
+        log_size: sprite_tasks::store::MIN_LOG_SIZE,
+        ..StoreOptions::default()
+    };
+    let mut daemon = InProcess::try_start("log fills", FaultSwitch::new(), options)
+        .unwrap_or_else(|e| panic!("log fills: {e}"));
+    daemon
+        .db_switch
+        .fail_after(0, FaultOn::Writes, libc::ENOSPC);
+    let mut refused = None;
+    for i in 0..10_000 {
+        let answer = daemon.put(&format!("fill-{i}"));
+        if answer.0 != 200 {
+            refused = Some(answer);
+            break;
+        }
     }
-    assert!(switch.injected() > 0);
+    let (status, body) = refused.expect("a 64 KiB log fills within 10,000 changes");
+    assert_eq!(status, 503, "{body}");
+    let message = body["error"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("log is full"),
+        "the 503 says why: {message}"
+    );
+    assert!(message.contains("nothing was changed"), "{message}");
+    daemon.failed_commits += 1;
+    daemon.assert_serves_expected("reads are served while the log is full");
+    assert!(
+        daemon.db_switch.injected() > 0,
+        "checkpoints were attempted"
+    );
+
+    daemon.db_switch.heal();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (status, body) = daemon.put("after-space-freed");
+        if status == 200 {
+            break;
+        }
+        assert_eq!(status, 503, "{body}");
+        assert!(Instant::now() < deadline, "writes never resumed: {body}");
+        // Polling: the checkpoint retry timer is the server's, not ours.
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    daemon.assert_serves_expected("after the checkpoint caught up");
+    daemon
 }
 
 /// A sync that keeps failing until the disk is healed, so the reload after
@@ -343,9 +409,10 @@ fn storage_faults_fail_the_commit_never_the_promise() {
     let group = group_commit_fails_whole();
     let points = every_fault_point();
     let expiry = expiry_on_a_full_disk();
-    start_on_a_failing_disk();
+    let failing = start_on_a_failing_disk();
     let healed = sync_fails_until_healed();
-    let daemons = vec![full, group, points, expiry, healed];
+    let filled = log_fills_while_checkpoints_fail();
+    let daemons = vec![full, group, points, expiry, failing, healed, filled];
 
     // Stop every in-process server at once.
     common::signal(std::process::id(), libc::SIGTERM);
@@ -378,7 +445,7 @@ fn storage_faults_fail_the_commit_never_the_promise() {
 
 /// Every task in the file at `db`, read by a fresh store.
 fn read_database(db: &Path) -> Served {
-    let mut store = Store::open(db).expect("the database reopens");
+    let mut store = Store::open(db, &StoreOptions::default()).expect("the database reopens");
     let loaded = store.load().expect("the database loads");
     assert!(loaded.quarantined.is_empty(), "{:?}", loaded.quarantined);
     loaded

@@ -1,5 +1,5 @@
 //! Replays every committed fuzz input through the same bodies the fuzz
-//! targets run (`sprite_tasks::fuzzing`), on stable Rust, in plain
+//! targets run (`sprite_tasks::testing::fuzzing`), on stable Rust, in plain
 //! `cargo test`: the seed corpora in `fuzz/corpus/<target>/` and the inputs
 //! that once broke a property, kept in `fuzz/regressions/<target>/`.
 //!
@@ -8,7 +8,7 @@
 
 use std::path::{Path, PathBuf};
 
-use sprite_tasks::fuzzing;
+use sprite_tasks::testing::fuzzing;
 
 fn inputs(target: &str) -> Vec<PathBuf> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz");

@@ -2,4 +2,4 @@
 
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| sprite_tasks::fuzzing::http_request(data));
+fuzz_target!(|data: &[u8]| sprite_tasks::testing::fuzzing::http_request(data));

@@ -2,4 +2,4 @@
 
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| sprite_tasks::fuzzing::tasks_model(data));
+fuzz_target!(|data: &[u8]| sprite_tasks::testing::fuzzing::tasks_model(data));

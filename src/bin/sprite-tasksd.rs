@@ -10,8 +10,8 @@ use sprite_tasks::conn::Timeouts;
 use sprite_tasks::expire::{DEFAULT_MAX_EXPIRE, MAX_EXPIRE_CEILING};
 use sprite_tasks::hooks::HookConfig;
 use sprite_tasks::http::Limits;
-use sprite_tasks::server::{Config, Server};
-use sprite_tasks::store::Store;
+use sprite_tasks::server::{self, Config, Server};
+use sprite_tasks::store::{self, Store, StoreOptions};
 use sprite_tasks::tasks::DEFAULT_MAX_TASKS;
 
 /// The Tasks API daemon: keeps a Sprite awake while tasks are live.
@@ -99,7 +99,53 @@ struct Args {
     /// Events kept (in the database) for GET /v1/events?since=SEQ.
     #[arg(long, default_value_t = sprite_tasks::events::DEFAULT_RETENTION)]
     event_retention: usize,
+
+    /// Size of the write-ahead log (DB.wal) when it is created, in bytes
+    /// (suffixes KiB, MiB). An existing log keeps its size. Writers get 503
+    /// when it is full because checkpoints into the database keep failing.
+    #[arg(long, default_value = "16MiB", value_parser = parse_size)]
+    log_size: u64,
+
+    /// Checkpoint the log into the database at most this long after a
+    /// change...
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    checkpoint_interval: Duration,
+
+    /// ...or once this many changes wait, whichever comes first.
+    #[arg(long, default_value_t = store::DEFAULT_CHECKPOINT_CHANGES)]
+    checkpoint_changes: usize,
 }
+
+/// Parses `65536`, `64KiB` or `16MiB`.
+fn parse_size(text: &str) -> Result<u64, String> {
+    let (digits, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(at) => text.split_at(at),
+        None => (text, ""),
+    };
+    let shift = match unit {
+        "" | "B" => 0,
+        "KiB" | "K" | "k" => 10,
+        "MiB" | "M" => 20,
+        "GiB" | "G" => 30,
+        _ => return Err(format!("{text:?} is not a size such as 16MiB")),
+    };
+    let size = digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(1 << shift))
+        .ok_or_else(|| format!("{text:?} is not a size such as 16MiB"))?;
+    if !(store::MIN_LOG_SIZE..=MAX_LOG_SIZE).contains(&size) {
+        return Err(format!(
+            "{text:?} must be between {}KiB and {}GiB",
+            store::MIN_LOG_SIZE >> 10,
+            MAX_LOG_SIZE >> 30
+        ));
+    }
+    Ok(size)
+}
+
+/// The largest log: recovery reads the whole log into memory.
+const MAX_LOG_SIZE: u64 = 1 << 30;
 
 fn parse_mode(text: &str) -> Result<u32, String> {
     u32::from_str_radix(text.trim_start_matches("0o"), 8)
@@ -172,7 +218,13 @@ fn main() -> ExitCode {
         },
         event_retention: args.event_retention.max(1),
     };
-    match run(config, &db) {
+    let store_options = StoreOptions {
+        log_size: args.log_size,
+        checkpoint_interval: args.checkpoint_interval,
+        checkpoint_changes: args.checkpoint_changes.max(1),
+        background: true,
+    };
+    match run(config, &db, &store_options) {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
             tracing::error!("{message}");
@@ -182,12 +234,14 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(config: Config, db: &Path) -> Result<(), String> {
+fn run(config: Config, db: &Path, store_options: &StoreOptions) -> Result<(), String> {
+    // A daemon already serving the socket: refuse before creating anything.
+    server::refuse_live_socket(&config.socket).map_err(|e| e.to_string())?;
     create_parent(db)?;
     create_parent(&config.socket)?;
-    // The database lock is taken first: a second daemon stops here, before
+    // The database lock is taken next: a second daemon stops here, before
     // it touches the first one's socket.
-    let store = Store::open(db).map_err(|e| e.to_string())?;
+    let store = Store::open(db, store_options).map_err(|e| e.to_string())?;
     let server = Server::new(config, store).map_err(|e| e.to_string())?;
     server.run().map_err(|e| e.to_string())?;
     Ok(())

@@ -9,7 +9,7 @@
 //!
 //! Depends on everything it checks: [`crate::http`], [`crate::conn`],
 //! [`crate::expire`], [`crate::api`], [`crate::tasks`], [`crate::record`],
-//! [`crate::store`] and [`crate::faulty`]. Nothing of the daemon depends on it.
+//! [`crate::store`], [`super::faulty`] and [`super::powercut`]. Nothing of the daemon depends on it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, Read, Write};
@@ -19,10 +19,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use super::faulty::{self, FaultOn, FaultSwitch};
+use super::powercut;
 use crate::api::{self, Query, Routed};
 use crate::conn::{Conn, Next, Reply};
 use crate::expire::{self, DEFAULT_MAX_EXPIRE, MAX_EXPIRE_CEILING, MIN_EXPIRE};
-use crate::faulty::{self, FaultOn, FaultSwitch};
 use crate::http::{self, Limits, Method, Parsed, Request, Response};
 use crate::record;
 use crate::store::Store;
@@ -719,34 +720,6 @@ impl Drop for Scratch {
     }
 }
 
-/// redb's default cache is 1 GiB, allocated as it fills; a fuzz run opens
-/// thousands of databases of a few pages each. A small cache keeps each
-/// open cheap and changes nothing that is written.
-const FUZZ_CACHE_BYTES: usize = 256 * 1024;
-
-/// [`faulty::open`] with a small cache.
-fn open_small(
-    path: &std::path::Path,
-    switch: &FaultSwitch,
-) -> Result<redb::Database, redb::DatabaseError> {
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(path)?;
-    redb::Builder::new()
-        .set_cache_size(FUZZ_CACHE_BYTES)
-        .create_with_backend(faulty::FaultyBackend::new(file, switch.clone())?)
-}
-
-/// [`faulty::opener`] with a small cache.
-fn small_cache_opener(path: &std::path::Path, switch: &FaultSwitch) -> crate::store::Opener {
-    let path = path.to_path_buf();
-    let switch = switch.clone();
-    Box::new(move || open_small(&path, &switch))
-}
-
 fn task_of(input: &mut Input) -> Task {
     let name = name_at(input.byte());
     let started = START_NANOS + u64::from(input.byte()) * 1_000_000_000;
@@ -808,12 +781,31 @@ fn load_rows(store: &mut Store, after: &str) -> BTreeMap<String, Task> {
     by_name(loaded.tasks)
 }
 
-/// `store_crash`: operations of a few bytes each, against a [`Store`] over
-/// [`faulty`]'s failing backend on a fresh file:
+/// Fuzz input as the power-cut simulation's choices.
+impl powercut::Choices for Input<'_> {
+    fn below(&mut self, n: u64) -> u64 {
+        u64::from(self.u16()) % n.max(1)
+    }
+
+    fn exhausted(&self) -> bool {
+        self.data.is_empty()
+    }
+}
+
+/// `store_crash`: the first byte picks one of two runs.
+///
+/// Odd: [`powercut::run`] with the input as its choices: commits,
+/// checkpoints and recoveries through the real store (log and redb) over a
+/// simulated disk, power cut at input-chosen operations with a random
+/// prefix of the unsynced writes kept and the last one torn.
+///
+/// Even: operations of a few bytes each against a [`Store`] over
+/// [`faulty`]'s failing files (the log and the database):
 ///
 /// - arm the fault switch: fail after N more writes and/or syncs, once or
 ///   for good, with torn writes or not;
 /// - commit a batch of one to four puts and removes;
+/// - checkpoint the log into the database now;
 /// - drop the store and reopen it (a restart);
 /// - write one raw row behind the store's back, valid, damaged or garbage,
 ///   and reopen.
@@ -821,24 +813,31 @@ fn load_rows(store: &mut Store, after: &str) -> BTreeMap<String, Task> {
 /// Properties: a batch that was acknowledged is on disk after every later
 /// failure and reopen; after a failed commit the reloaded store (the switch
 /// healed, as after a disk is freed) holds the batch entirely or not at all;
-/// a store that reloads after a failure still accepts commits; nothing the
-/// store wrote is ever quarantined; and whatever a raw row holds, the
-/// record decoder decides it without panicking: served if it decodes,
-/// quarantined if not.
+/// a failed checkpoint loses nothing; a store that reloads after a failure
+/// still accepts commits; nothing the store wrote is ever quarantined; and
+/// whatever a raw row holds, the record decoder decides it without
+/// panicking: served if it decodes, quarantined if not.
 pub fn store_crash(data: &[u8]) {
+    let mut input = Input::new(data);
+    if input.byte() & 1 == 1 {
+        if let Err(violation) = powercut::run(&mut input, u64::MAX) {
+            panic!("{violation}");
+        }
+        return;
+    }
     let scratch = Scratch::new();
     let path = scratch.dir.join("tasks.redb");
     let switch = FaultSwitch::new();
+    let options = powercut::sim_options();
     let reopen = |switch: &FaultSwitch| {
-        Store::with_opener(&path, small_cache_opener(&path, switch))
+        faulty::store(&path, switch, &options)
             .unwrap_or_else(|e| panic!("a healthy open failed: {e}"))
     };
     let mut store = reopen(&switch);
     let mut model = load_rows(&mut store, "when new");
-    let mut input = Input::new(data);
     while !input.is_empty() {
         let op = input.byte();
-        match op % 5 {
+        match op % 6 {
             0 => {
                 let after = u64::from(input.byte() % 64);
                 let on = match (op >> 3) % 3 {
@@ -863,6 +862,7 @@ pub fn store_crash(data: &[u8]) {
                 let changes: Vec<Change> = (0..count).map(|_| change_of(&mut input)).collect();
                 match store.commit(&changes) {
                     Ok(()) => model = applied(model, &changes),
+                    Err(crate::store::StoreError::Full(_)) => {}
                     Err(_) => {
                         switch.heal();
                         let seen = load_rows(&mut store, "after a failed commit");
@@ -883,8 +883,15 @@ pub fn store_crash(data: &[u8]) {
                 let seen = load_rows(&mut store, "after a restart");
                 assert_eq!(seen, model, "a restart changed the store");
             }
+            4 => {
+                // A failed checkpoint is retried later; nothing is lost.
+                let _ = store.checkpoint_now();
+            }
             _ => {
                 switch.heal();
+                // The raw row goes under the checkpointed state: nothing
+                // of the log may be replayed over it.
+                store.checkpoint_now().expect("a healthy checkpoint");
                 drop(store);
                 let expected = write_raw_row(&path, &switch, &mut input, model);
                 store = reopen(&switch);
@@ -948,7 +955,7 @@ fn write_raw_row(
             (key, value)
         }
     };
-    let db = open_small(path, switch).expect("a healthy open for a raw row");
+    let db = faulty::open(path, switch).expect("a healthy open for a raw row");
     let txn = db.begin_write().expect("a write transaction");
     {
         let mut table = txn.open_table(TASKS_TABLE).expect("the task table");

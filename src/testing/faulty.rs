@@ -1,16 +1,16 @@
-//! A redb storage backend that fails on purpose, for the crash and
-//! fault-injection tests and the fuzz targets.
+//! Storage that fails on purpose, for the crash and fault-injection tests
+//! and the fuzz targets.
 //!
 //! [`FaultyBackend`] wraps redb's own `FileBackend` over a real file and
-//! consults a shared [`FaultSwitch`] before every write, `set_len` and
-//! `sync_data`. Tests hold a clone of the switch and arm it ("fail after N
-//! more writes or syncs, with `ENOSPC`"), then heal it; [`opener`] turns a
-//! path and a switch into a [`store::Opener`](crate::store::Opener), so the
-//! store's drop-and-reopen after a failed commit goes through the same
-//! switch. Reads and the file-lock methods are delegated untouched, so the
-//! lock that keeps a second daemon out still works.
-//!
-//! Depends on redb and nothing else of ours but the `Opener` type.
+//! [`FaultyLog`] wraps the log file; both consult a shared [`FaultSwitch`]
+//! before every write, `set_len` and sync. Tests hold a clone of the switch
+//! and arm it ("fail after N more writes or syncs, with `ENOSPC`"), then
+//! heal it; [`opener`] turns a path and a switch into a
+//! [`store::Opener`](crate::store::Opener), so the store's drop-and-reopen
+//! after a failed checkpoint goes through the same switch, and [`store`]
+//! builds a whole [`Store`] over both. Reads and the file-lock methods are
+//! delegated untouched, so the lock that keeps a second daemon out still
+//! works.
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU8, AtomicU64, Ordering};
 use redb::backends::FileBackend;
 use redb::{BackendError, Builder, Database, DatabaseError, StorageBackend};
 
-use crate::store::Opener;
+use crate::store::{self, LogIo, Opener, Store, StoreError, StoreOptions};
 
 /// Which operations a fault counts and fails.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -290,8 +290,15 @@ pub fn open(path: &Path, switch: &FaultSwitch) -> Result<Database, DatabaseError
         .create(true)
         .truncate(false)
         .open(path)?;
-    Builder::new().create_with_backend(FaultyBackend::new(file, switch.clone())?)
+    Builder::new()
+        .set_cache_size(FAULTY_CACHE_BYTES)
+        .create_with_backend(FaultyBackend::new(file, switch.clone())?)
 }
+
+/// redb's default cache is 1 GiB, allocated as it fills; fault runs open
+/// thousands of databases of a few pages each. A small cache keeps each
+/// open cheap and changes nothing that is written.
+const FAULTY_CACHE_BYTES: usize = 256 * 1024;
 
 /// A [`store::Opener`](crate::store::Opener) for `path` whose every
 /// (re)open goes through `switch`: pass it to
@@ -299,6 +306,95 @@ pub fn open(path: &Path, switch: &FaultSwitch) -> Result<Database, DatabaseError
 pub fn opener(path: &Path, switch: FaultSwitch) -> Opener {
     let path = path.to_path_buf();
     Box::new(move || open(&path, &switch))
+}
+
+/// The log file, failing when its [`FaultSwitch`] says so.
+#[derive(Debug)]
+pub struct FaultyLog {
+    file: File,
+    switch: FaultSwitch,
+}
+
+impl LogIo for FaultyLog {
+    fn len(&self) -> Result<u64, io::Error> {
+        LogIo::len(&self.file)
+    }
+
+    fn read_at(&self, offset: u64, out: &mut [u8]) -> Result<(), io::Error> {
+        LogIo::read_at(&self.file, offset, out)
+    }
+
+    fn write_at(&self, offset: u64, data: &[u8]) -> Result<(), io::Error> {
+        if let Err(error) = self.switch.check(Op::Write) {
+            if self.switch.state.torn.load(Ordering::SeqCst) && data.len() > 1 {
+                let _ = LogIo::write_at(&self.file, offset, &data[..data.len() / 2]);
+            }
+            return Err(error);
+        }
+        LogIo::write_at(&self.file, offset, data)?;
+        self.switch.count(Op::Write);
+        Ok(())
+    }
+
+    fn sync_data(&self) -> Result<(), io::Error> {
+        self.switch.check(Op::Sync)?;
+        LogIo::sync_data(&self.file)?;
+        self.switch.count(Op::Sync);
+        Ok(())
+    }
+}
+
+/// A [`Store`] at `path` whose database and log both obey `switch`. The
+/// files are created (healthy) when missing.
+///
+/// # Errors
+/// As [`Store::open`].
+pub fn store(
+    path: &Path,
+    switch: &FaultSwitch,
+    options: &StoreOptions,
+) -> Result<Store, StoreError> {
+    store_with(path, switch, switch, options)
+}
+
+/// A [`Store`] at `path` whose database obeys `db_switch` and whose log
+/// obeys `log_switch`: a disk that fills up fails the checkpoints, not the
+/// preallocated log.
+///
+/// # Errors
+/// As [`Store::open`].
+pub fn store_with(
+    path: &Path,
+    db_switch: &FaultSwitch,
+    log_switch: &FaultSwitch,
+    options: &StoreOptions,
+) -> Result<Store, StoreError> {
+    let switch = db_switch;
+    // Create both files the ordinary way, then reopen them through the switch.
+    drop(Store::open(
+        path,
+        &StoreOptions {
+            background: false,
+            ..options.clone()
+        },
+    )?);
+    let db = open(path, switch).map_err(|e| StoreError::Open(e.to_string()))?;
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(store::files::log_path(path))
+        .map_err(|e| StoreError::Open(e.to_string()))?;
+    let log = FaultyLog {
+        file,
+        switch: log_switch.clone(),
+    };
+    Store::with_backends(
+        path,
+        db,
+        opener(path, switch.clone()),
+        Arc::new(log),
+        options,
+    )
 }
 
 #[cfg(test)]

@@ -1,0 +1,627 @@
+//! The write-ahead log's frames, pure over byte slices: encoding one
+//! committed batch, and scanning a ring of bytes for the valid frames after a
+//! known point.
+//!
+//! Depends on [`crate::tasks`] and [`crate::time`] only; no I/O.
+//!
+//! The log is a ring of `size` bytes. A *position* counts bytes written
+//! since the log was created, so `position % size` is the offset in the file
+//! and `position / size` is the frame's *generation* (how many times the
+//! ring had wrapped when it was written). Frames are packed one after the
+//! other, each starting on an 8-byte boundary; a frame never straddles the
+//! end of the ring: when it does not fit, a [`FrameKind::Wrap`] marker (or,
+//! when fewer than [`HEADER_LEN`] bytes remain, nothing) sends the reader to
+//! the start of the next generation.
+//!
+//! Frame layout (integers little-endian):
+//!
+//! | offset | size | field |
+//! |---|---|---|
+//! | 0 | 4 | magic `SPWL` |
+//! | 4 | 2 | kind: 1 batch, 2 wrap |
+//! | 6 | 2 | format version, 1 |
+//! | 8 | 4 | payload length |
+//! | 12 | 4 | CRC-32 (IEEE) of bytes 0..12, 16..32 and the payload |
+//! | 16 | 8 | log sequence number (LSN) |
+//! | 24 | 8 | generation |
+//! | 32 | n | payload, then zeros to the next 8-byte boundary |
+//!
+//! A batch's payload: `u32` change count, each change as a kind byte (1 put
+//! of a new task, 2 put of a refresh, 3 removal by delete, 4 removal by
+//! expiry), `u16` name length, the name, and for a put `started_at` and
+//! `expires_at` (`u64` ns); then `u32` event count, each as `u64` sequence
+//! number, `u32` length and the event's JSON line; then `u64`
+//! keep-events-from and `u64` trim slack (see
+//! [`Store::commit_batch`](super::Store::commit_batch)).
+//!
+//! Invariant a reader relies on: frames of one generation are written in
+//! increasing LSN order with no gaps, so the first frame that is short,
+//! fails its CRC, or breaks the sequence or the generation ends the log.
+//! Whatever follows it was never acknowledged.
+
+use std::fmt;
+
+use crate::tasks::{Change, Task, TaskName};
+use crate::time::Timestamp;
+
+/// Bytes of a frame header.
+pub const HEADER_LEN: usize = 32;
+
+/// Frames start on multiples of this.
+pub const ALIGN: u64 = 8;
+
+const MAGIC: [u8; 4] = *b"SPWL";
+const FORMAT: u16 = 1;
+
+/// What a frame holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrameKind {
+    /// One committed batch.
+    Batch = 1,
+    /// The rest of this generation is unused; continue at the next one.
+    Wrap = 2,
+}
+
+/// One decoded batch: what a frame's payload says.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BatchRecord {
+    pub changes: Vec<Change>,
+    /// Events as `(seq, JSON line)`.
+    pub events: Vec<(u64, Vec<u8>)>,
+    pub keep_events_from: u64,
+    pub trim_slack: u64,
+}
+
+/// Why a scan stopped. Every reason but [`Stop::End`] means the bytes at
+/// the stopping point were written (or half written) but never
+/// acknowledged, or are left over from an earlier generation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Stop {
+    /// Zeros: nothing was ever written here.
+    End,
+    /// Not a frame header.
+    Magic,
+    /// A header whose format or kind this build does not know.
+    Format { kind: u16, version: u16 },
+    /// The payload runs past the end of the ring.
+    Short { length: u32 },
+    /// The checksum does not match.
+    Checksum,
+    /// A frame of another generation (left over from the last lap).
+    Generation { found: u64, expected: u64 },
+    /// A frame out of sequence.
+    Sequence { found: u64, expected: u64 },
+    /// A valid frame whose payload does not decode: a bug, not a tear.
+    Payload(String),
+    /// The scan went once round the whole ring.
+    Full,
+}
+
+impl fmt::Display for Stop {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Stop::End => write!(f, "end of the written log"),
+            Stop::Magic => write!(f, "no frame header"),
+            Stop::Format { kind, version } => {
+                write!(f, "unknown frame kind {kind} or format {version}")
+            }
+            Stop::Short { length } => write!(f, "a {length}-byte frame runs past the ring"),
+            Stop::Checksum => write!(f, "checksum mismatch (a torn write)"),
+            Stop::Generation { found, expected } => {
+                write!(f, "a frame of generation {found}, expected {expected}")
+            }
+            Stop::Sequence { found, expected } => {
+                write!(f, "sequence number {found}, expected {expected}")
+            }
+            Stop::Payload(why) => write!(f, "undecodable payload: {why}"),
+            Stop::Full => write!(f, "the whole ring was read"),
+        }
+    }
+}
+
+impl Stop {
+    /// Whether the stop is the ordinary end of a log (never written here,
+    /// or written in an earlier generation), as opposed to a torn or
+    /// damaged frame worth a warning.
+    pub fn is_clean(&self) -> bool {
+        matches!(self, Stop::End | Stop::Generation { .. } | Stop::Full)
+    }
+}
+
+/// The valid frames found after a starting point.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scan {
+    /// Each batch with its LSN, in order.
+    pub batches: Vec<(u64, BatchRecord)>,
+    /// Where the next frame goes: just after the last valid frame.
+    pub end: u64,
+    /// The LSN the next frame gets.
+    pub next_lsn: u64,
+    /// Why the scan stopped, and the position it stopped at.
+    pub stop: Stop,
+    pub stop_at: u64,
+}
+
+/// Rounds a length up to [`ALIGN`].
+pub fn aligned(len: u64) -> u64 {
+    len.div_ceil(ALIGN) * ALIGN
+}
+
+/// Where a frame of `len` bytes (aligned) goes when the ring's next free
+/// position is `head`: `head` itself if it fits before the ring's end,
+/// else the start of the next generation. The second value is whether a
+/// wrap marker must be written at `head` (there is room for a header).
+pub fn place(head: u64, len: u64, size: u64) -> (u64, bool) {
+    let room = size - head % size;
+    if len <= room {
+        (head, false)
+    } else {
+        (head + room, room >= HEADER_LEN as u64)
+    }
+}
+
+/// Where a frame goes: its LSN, its position and the ring's size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Slot {
+    pub lsn: u64,
+    pub position: u64,
+    pub size: u64,
+}
+
+/// Appends a batch frame for `slot` to `out` (padded to [`ALIGN`]):
+/// `changes`, `events` as `(seq, line)`, and the history trimming bounds
+/// `(keep_events_from, trim_slack)`.
+pub fn encode_batch<'a>(
+    out: &mut Vec<u8>,
+    slot: Slot,
+    changes: &[Change],
+    events: impl Iterator<Item = (u64, &'a [u8])>,
+    (keep_events_from, trim_slack): (u64, u64),
+) {
+    let start = out.len();
+    out.resize(start + HEADER_LEN, 0);
+    out.extend_from_slice(&(changes.len() as u32).to_le_bytes());
+    for change in changes {
+        let (kind, name, task) = match change {
+            Change::Put { task, created } => {
+                (if *created { 1u8 } else { 2 }, &task.name, Some(task))
+            }
+            Change::Remove { name, expired } => (if *expired { 4 } else { 3 }, name, None),
+        };
+        out.push(kind);
+        let name = name.as_str().as_bytes();
+        out.extend_from_slice(&(name.len() as u16).to_le_bytes());
+        out.extend_from_slice(name);
+        if let Some(task) = task {
+            out.extend_from_slice(&task.started_at.as_nanos().to_le_bytes());
+            out.extend_from_slice(&task.expires_at.as_nanos().to_le_bytes());
+        }
+    }
+    let count_at = out.len();
+    out.extend_from_slice(&0u32.to_le_bytes());
+    let mut count = 0u32;
+    for (seq, line) in events {
+        out.extend_from_slice(&seq.to_le_bytes());
+        out.extend_from_slice(&(line.len() as u32).to_le_bytes());
+        out.extend_from_slice(line);
+        count += 1;
+    }
+    out[count_at..count_at + 4].copy_from_slice(&count.to_le_bytes());
+    out.extend_from_slice(&keep_events_from.to_le_bytes());
+    out.extend_from_slice(&trim_slack.to_le_bytes());
+    seal(out, start, FrameKind::Batch, slot);
+}
+
+/// Appends a wrap marker at `slot`; its LSN is the one of the frame that
+/// follows it at the start of the next generation.
+pub fn encode_wrap(out: &mut Vec<u8>, slot: Slot) {
+    let start = out.len();
+    out.resize(start + HEADER_LEN, 0);
+    seal(out, start, FrameKind::Wrap, slot);
+}
+
+/// Fills in the header of the frame starting at `start` and pads it.
+fn seal(out: &mut Vec<u8>, start: usize, kind: FrameKind, slot: Slot) {
+    let generation = slot.position / slot.size;
+    let lsn = slot.lsn;
+    let payload_len = (out.len() - start - HEADER_LEN) as u32;
+    let header = &mut out[start..start + HEADER_LEN];
+    header[0..4].copy_from_slice(&MAGIC);
+    header[4..6].copy_from_slice(&(kind as u16).to_le_bytes());
+    header[6..8].copy_from_slice(&FORMAT.to_le_bytes());
+    header[8..12].copy_from_slice(&payload_len.to_le_bytes());
+    header[16..24].copy_from_slice(&lsn.to_le_bytes());
+    header[24..32].copy_from_slice(&generation.to_le_bytes());
+    let crc = checksum(&out[start..]);
+    out[start + 12..start + 16].copy_from_slice(&crc.to_le_bytes());
+    let padded = start + aligned((out.len() - start) as u64) as usize;
+    out.resize(padded, 0);
+}
+
+/// CRC of a whole frame (header and payload) with the CRC field skipped.
+fn checksum(frame: &[u8]) -> u32 {
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&frame[..12]);
+    hasher.update(&frame[16..]);
+    hasher.finalize()
+}
+
+/// Reads the frames of `ring` (the whole log file, `ring.len()` its size)
+/// from `start`, expecting `first_lsn` first, until the first frame that is
+/// not the valid next one. Never reads more than once round the ring.
+pub fn scan(ring: &[u8], start: u64, first_lsn: u64) -> Scan {
+    let size = ring.len() as u64;
+    let mut scan = Scan {
+        batches: Vec::new(),
+        end: start,
+        next_lsn: first_lsn,
+        stop: Stop::End,
+        stop_at: start,
+    };
+    if size < HEADER_LEN as u64 {
+        scan.stop = Stop::Full;
+        return scan;
+    }
+    let mut position = start;
+    loop {
+        if position - start >= size {
+            return stopped(scan, Stop::Full, position);
+        }
+        let offset = (position % size) as usize;
+        let generation = position / size;
+        if ring.len() - offset < HEADER_LEN {
+            // Too little room for a header: the writer moved on to the next
+            // generation without a marker.
+            position += (ring.len() - offset) as u64;
+            continue;
+        }
+        let header = &ring[offset..offset + HEADER_LEN];
+        if header.iter().all(|&b| b == 0) {
+            return stopped(scan, Stop::End, position);
+        }
+        if header[0..4] != MAGIC {
+            return stopped(scan, Stop::Magic, position);
+        }
+        let kind = u16::from_le_bytes([header[4], header[5]]);
+        let version = u16::from_le_bytes([header[6], header[7]]);
+        if version != FORMAT || !(kind == FrameKind::Batch as u16 || kind == FrameKind::Wrap as u16)
+        {
+            return stopped(scan, Stop::Format { kind, version }, position);
+        }
+        let length = u32::from_le_bytes([header[8], header[9], header[10], header[11]]);
+        let frame_end = offset + HEADER_LEN + length as usize;
+        if frame_end > ring.len() {
+            return stopped(scan, Stop::Short { length }, position);
+        }
+        let frame = &ring[offset..frame_end];
+        let stored = u32::from_le_bytes([header[12], header[13], header[14], header[15]]);
+        if stored != checksum(frame) {
+            return stopped(scan, Stop::Checksum, position);
+        }
+        let lsn = read_u64(&header[16..24]);
+        let found_generation = read_u64(&header[24..32]);
+        if found_generation != generation {
+            let stop = Stop::Generation {
+                found: found_generation,
+                expected: generation,
+            };
+            return stopped(scan, stop, position);
+        }
+        if lsn != scan.next_lsn {
+            let stop = Stop::Sequence {
+                found: lsn,
+                expected: scan.next_lsn,
+            };
+            return stopped(scan, stop, position);
+        }
+        if kind == FrameKind::Wrap as u16 {
+            position = (generation + 1) * size;
+            continue;
+        }
+        match decode_batch(&frame[HEADER_LEN..]) {
+            Ok(batch) => scan.batches.push((lsn, batch)),
+            Err(why) => return stopped(scan, Stop::Payload(why), position),
+        }
+        position += aligned((HEADER_LEN + length as usize) as u64);
+        scan.next_lsn = lsn + 1;
+        scan.end = position;
+    }
+}
+
+fn stopped(mut scan: Scan, stop: Stop, at: u64) -> Scan {
+    scan.stop = stop;
+    scan.stop_at = at;
+    scan
+}
+
+/// Decodes a batch payload.
+///
+/// # Errors
+/// A message saying what does not decode.
+pub fn decode_batch(payload: &[u8]) -> Result<BatchRecord, String> {
+    let mut reader = Reader { bytes: payload };
+    let mut batch = BatchRecord::default();
+    let changes = reader.u32()?;
+    for _ in 0..changes {
+        let kind = reader.u8()?;
+        let name_len = reader.u16()? as usize;
+        let name = reader.take(name_len)?;
+        let name = std::str::from_utf8(name)
+            .ok()
+            .and_then(|name| TaskName::parse(name).ok())
+            .ok_or_else(|| "a change names no valid task".to_string())?;
+        let change = match kind {
+            1 | 2 => {
+                let started_at = Timestamp::from_nanos(reader.u64()?);
+                let expires_at = Timestamp::from_nanos(reader.u64()?);
+                if started_at > expires_at {
+                    return Err(format!("task {name} starts after it expires"));
+                }
+                Change::Put {
+                    task: Task {
+                        name,
+                        started_at,
+                        expires_at,
+                    },
+                    created: kind == 1,
+                }
+            }
+            3 | 4 => Change::Remove {
+                name,
+                expired: kind == 4,
+            },
+            other => return Err(format!("unknown change kind {other}")),
+        };
+        batch.changes.push(change);
+    }
+    let events = reader.u32()?;
+    for _ in 0..events {
+        let seq = reader.u64()?;
+        let len = reader.u32()? as usize;
+        batch.events.push((seq, reader.take(len)?.to_vec()));
+    }
+    batch.keep_events_from = reader.u64()?;
+    batch.trim_slack = reader.u64()?;
+    if !reader.bytes.is_empty() {
+        return Err(format!("{} bytes after the batch", reader.bytes.len()));
+    }
+    Ok(batch)
+}
+
+struct Reader<'a> {
+    bytes: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, len: usize) -> Result<&'a [u8], String> {
+        if self.bytes.len() < len {
+            return Err(format!("{len} bytes wanted, {} left", self.bytes.len()));
+        }
+        let (head, rest) = self.bytes.split_at(len);
+        self.bytes = rest;
+        Ok(head)
+    }
+
+    fn u8(&mut self) -> Result<u8, String> {
+        Ok(self.take(1)?[0])
+    }
+
+    fn u16(&mut self) -> Result<u16, String> {
+        let b = self.take(2)?;
+        Ok(u16::from_le_bytes([b[0], b[1]]))
+    }
+
+    fn u32(&mut self) -> Result<u32, String> {
+        let b = self.take(4)?;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    fn u64(&mut self) -> Result<u64, String> {
+        Ok(read_u64(self.take(8)?))
+    }
+}
+
+fn read_u64(bytes: &[u8]) -> u64 {
+    let mut array = [0u8; 8];
+    array.copy_from_slice(bytes);
+    u64::from_le_bytes(array)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task(name: &str, started: u64, expires: u64) -> Task {
+        Task {
+            name: TaskName::parse(name).unwrap(),
+            started_at: Timestamp::from_nanos(started),
+            expires_at: Timestamp::from_nanos(expires),
+        }
+    }
+
+    fn batch(n: u64) -> BatchRecord {
+        BatchRecord {
+            changes: vec![
+                Change::Put {
+                    task: task(&format!("t{n}"), n, n + 10),
+                    created: n.is_multiple_of(2),
+                },
+                Change::Remove {
+                    name: TaskName::parse("gone").unwrap(),
+                    expired: n.is_multiple_of(3),
+                },
+            ],
+            events: vec![(n * 2, format!("{{\"seq\":{}}}\n", n * 2).into_bytes())],
+            keep_events_from: n,
+            trim_slack: 1024,
+        }
+    }
+
+    /// Writes `batches` into a ring of `size` bytes the way the store does,
+    /// starting at `head` with `lsn`; returns the ring and the final head.
+    fn write(ring: &mut [u8], mut head: u64, mut lsn: u64, batches: &[BatchRecord]) -> u64 {
+        let size = ring.len() as u64;
+        for b in batches {
+            let encode = |frame: &mut Vec<u8>, position| {
+                let slot = Slot {
+                    lsn,
+                    position,
+                    size,
+                };
+                let events = b.events.iter().map(|(s, l)| (*s, l.as_slice()));
+                encode_batch(
+                    frame,
+                    slot,
+                    &b.changes,
+                    events,
+                    (b.keep_events_from, b.trim_slack),
+                );
+            };
+            let mut frame = Vec::new();
+            encode(&mut frame, 0);
+            let (at, marker) = place(head, frame.len() as u64, size);
+            if marker {
+                let mut wrap = Vec::new();
+                encode_wrap(
+                    &mut wrap,
+                    Slot {
+                        lsn,
+                        position: head,
+                        size,
+                    },
+                );
+                let off = (head % size) as usize;
+                ring[off..off + wrap.len()].copy_from_slice(&wrap);
+            }
+            frame.clear();
+            encode(&mut frame, at);
+            let off = (at % size) as usize;
+            ring[off..off + frame.len()].copy_from_slice(&frame);
+            head = at + frame.len() as u64;
+            lsn += 1;
+        }
+        head
+    }
+
+    #[test]
+    fn batches_round_trip_in_order() {
+        let mut ring = vec![0u8; 4096];
+        let batches: Vec<_> = (1..=5).map(batch).collect();
+        let head = write(&mut ring, 0, 1, &batches);
+        let scan = scan(&ring, 0, 1);
+        assert_eq!(scan.stop, Stop::End);
+        assert_eq!(scan.end, head);
+        assert_eq!(scan.next_lsn, 6);
+        let found: Vec<_> = scan.batches.into_iter().map(|(_, b)| b).collect();
+        assert_eq!(found, batches);
+    }
+
+    #[test]
+    fn a_scan_starts_where_it_is_told_and_expects_that_lsn() {
+        let mut ring = vec![0u8; 4096];
+        let batches: Vec<_> = (1..=4).map(batch).collect();
+        let head = write(&mut ring, 0, 1, &batches[..2]);
+        write(&mut ring, head, 3, &batches[2..]);
+        let scan_from = scan(&ring, head, 3);
+        assert_eq!(scan_from.batches.len(), 2);
+        assert_eq!(scan_from.batches[0].0, 3);
+        let wrong = scan(&ring, head, 4);
+        assert!(wrong.batches.is_empty());
+        assert_eq!(
+            wrong.stop,
+            Stop::Sequence {
+                found: 3,
+                expected: 4
+            }
+        );
+    }
+
+    #[test]
+    fn the_ring_wraps_and_old_generations_end_the_log() {
+        let size = 1024u64;
+        let mut ring = vec![0u8; size as usize];
+        let batches: Vec<_> = (1..=40).map(batch).collect();
+        // Fill several laps; each scan from the last checkpoint point must
+        // find exactly what was written after it.
+        let mut head = 0;
+        let mut lsn = 1;
+        for chunk in batches.chunks(3) {
+            let start = head;
+            head = write(&mut ring, head, lsn, chunk);
+            let scan = scan(&ring, start, lsn);
+            assert_eq!(scan.batches.len(), chunk.len(), "from {start}");
+            assert_eq!(scan.end, head);
+            assert!(scan.stop.is_clean(), "{:?} at {}", scan.stop, scan.stop_at);
+            lsn += chunk.len() as u64;
+        }
+        assert!(
+            head / size >= 3,
+            "the test wrapped only {} times",
+            head / size
+        );
+    }
+
+    #[test]
+    fn every_torn_tail_ends_the_log_before_the_torn_frame() {
+        let mut clean = vec![0u8; 2048];
+        let batches: Vec<_> = (1..=3).map(batch).collect();
+        let before = write(&mut clean, 0, 1, &batches[..2]);
+        let mut full = clean.clone();
+        write(&mut full, before, 3, &batches[2..]);
+        // A cut past the last byte that differs from what was there is no
+        // tear at all (trailing zeros of the payload, the padding).
+        let changed_end = (0..full.len())
+            .rev()
+            .find(|&i| full[i] != clean[i])
+            .unwrap() as u64
+            + 1;
+        for cut in before..changed_end {
+            let mut torn = clean.clone();
+            torn[before as usize..cut as usize]
+                .copy_from_slice(&full[before as usize..cut as usize]);
+            let scan = scan(&torn, 0, 1);
+            assert_eq!(scan.batches.len(), 2, "cut at {cut}");
+            assert_eq!(scan.end, before);
+        }
+    }
+
+    #[test]
+    fn every_flipped_bit_of_a_frame_is_caught() {
+        let mut ring = vec![0u8; 512];
+        write(&mut ring, 0, 1, &[batch(1)]);
+        assert_eq!(scan(&ring, 0, 1).batches.len(), 1);
+        // The padding after the payload is not part of the frame.
+        let payload = u32::from_le_bytes([ring[8], ring[9], ring[10], ring[11]]) as usize;
+        for bit in 0..(HEADER_LEN + payload) * 8 {
+            let mut damaged = ring.clone();
+            damaged[bit / 8] ^= 1 << (bit % 8);
+            assert!(scan(&damaged, 0, 1).batches.is_empty(), "bit {bit}");
+        }
+    }
+
+    #[test]
+    fn garbage_never_panics_and_is_never_a_frame() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..200 {
+            let ring: Vec<u8> = (0..300)
+                .map(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    seed as u8
+                })
+                .collect();
+            assert!(scan(&ring, 0, 1).batches.is_empty());
+        }
+    }
+
+    #[test]
+    fn placement_wraps_with_or_without_a_marker() {
+        assert_eq!(place(0, 64, 1024), (0, false));
+        assert_eq!(place(960, 64, 1024), (960, false));
+        assert_eq!(place(968, 64, 1024), (1024, true));
+        assert_eq!(place(1000, 64, 1024), (1024, false));
+        assert_eq!(place(2040, 8, 1024), (2040, false));
+    }
+}

@@ -1,0 +1,926 @@
+//! The durable store: a write-ahead log in front of redb. The only module
+//! that knows redb and the files on disk.
+//!
+//! - [`frame`]: the log's frames, pure over byte slices.
+//! - [`files`]: creating files whole, the log's byte interface ([`LogIo`]).
+//! - [`tables`]: redb, the state as of the last checkpoint.
+//! - [`checkpoint`]: folding logged changes ([`Pending`]) and the worker
+//!   thread that writes them to redb and recovers at start-up.
+//!
+//! # The commit contract
+//! [`Store::commit_batch`] encodes the batch (its changes and their events)
+//! as one frame, writes it into the preallocated, zero-filled log with one
+//! write and makes it durable with one `fdatasync`, and only then returns
+//! `Ok`: a caller may answer "done" after it. The changes then wait in
+//! memory ([`Pending`]) until a checkpoint writes them to redb in one
+//! `Durability::Immediate` transaction on the worker thread, together with
+//! the log mark they reach; the log space before that mark is then free
+//! for reuse.
+//!
+//! # Invariants
+//! - Every acknowledged batch is in redb or in the log after redb's mark
+//!   (`tail <= head`, `head - tail <= size`: the ring never overwrites a
+//!   frame that is not checkpointed).
+//! - Frames after the mark have consecutive LSNs and their generation; the
+//!   first that does not ends the log ([`frame::scan`]).
+//! - After a failed log write or sync nothing more is logged until
+//!   [`Store::load`] has re-read what the disk holds: the caller reloads its
+//!   memory from that, so memory never runs ahead of the disk.
+//! - A failed checkpoint changes nothing on disk that recovery relies on;
+//!   its changes are folded back and retried.
+
+pub mod checkpoint;
+pub mod files;
+pub mod frame;
+pub mod tables;
+
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use redb::{Database, DatabaseError};
+use tracing::{error, info, warn};
+
+use crate::events::{Event, EventLines};
+use crate::record::RecordError;
+use crate::tasks::{Change, Task};
+
+pub use checkpoint::Pending;
+pub use files::LogIo;
+pub use tables::{LogMark, Opener};
+
+use checkpoint::{Done, Engine, Worker};
+use frame::{Slot, Stop};
+use tables::Tables;
+
+/// The log's size when it is created: 16 MiB. Zero-filled once (tens of
+/// milliseconds), it holds about 80,000 one-task frames: several seconds
+/// of writes at the fastest rate this daemon reaches, against checkpoints
+/// started every second or at a quarter full.
+pub const DEFAULT_LOG_SIZE: u64 = 16 << 20;
+
+/// The smallest log accepted: room for a few large batches.
+pub const MIN_LOG_SIZE: u64 = 64 << 10;
+
+/// A checkpoint starts this long after the first change it would cover:
+/// a second's worth of changes costs one redb commit instead of thousands.
+pub const DEFAULT_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// ... or once this many changes wait, whichever comes first, so a burst's
+/// checkpoint (and the replay after a crash) stays small: 16,384 changes
+/// commit to redb in well under 100 ms.
+pub const DEFAULT_CHECKPOINT_CHANGES: usize = 16_384;
+
+/// ... or once the log is this fraction full (1/4), leaving three quarters
+/// for the writes that arrive while the checkpoint runs.
+const CHECKPOINT_AT_FILL_DIVISOR: u64 = 4;
+
+/// One frame may use at most this fraction of the ring (1/2), so that a
+/// frame always fits once the ring is checkpointed.
+const MAX_FRAME_DIVISOR: u64 = 2;
+
+/// After a failed checkpoint, wait this long before the next attempt, so a
+/// broken disk does not keep the worker busy.
+pub const CHECKPOINT_RETRY: Duration = Duration::from_secs(1);
+
+/// How the store is set up.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// Size of a newly created log (an existing one keeps its size).
+    pub log_size: u64,
+    pub checkpoint_interval: Duration,
+    pub checkpoint_changes: usize,
+    /// Checkpoints on a thread of their own (production) or inline, when
+    /// due, in [`Store::poll`] (deterministic tests).
+    pub background: bool,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            log_size: DEFAULT_LOG_SIZE,
+            checkpoint_interval: DEFAULT_CHECKPOINT_INTERVAL,
+            checkpoint_changes: DEFAULT_CHECKPOINT_CHANGES,
+            background: true,
+        }
+    }
+}
+
+/// What the store holds.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    /// Every trusted row, expired or not.
+    pub tasks: Vec<Task>,
+    /// Rows moved to quarantine on this load: key and reason.
+    pub quarantined: Vec<(String, RecordError)>,
+    /// The retained event history, in order. Unreadable events are skipped.
+    pub events: Vec<Event>,
+    /// Log frames replayed over the tables.
+    pub replayed: usize,
+    /// Where the log ended with a torn or damaged frame (never
+    /// acknowledged), as a file offset and the reason.
+    pub torn_tail: Option<(u64, Stop)>,
+}
+
+/// Errors at the store boundary.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// Another process (another daemon) holds the database.
+    Locked(PathBuf),
+    /// The file exists but is not a redb database, or is damaged beyond
+    /// redb's repair. It is left untouched.
+    Unreadable { path: PathBuf, reason: String },
+    /// The file cannot be created or opened: permission denied, a
+    /// read-only file system, a missing directory.
+    Access {
+        path: PathBuf,
+        action: &'static str,
+        problem: &'static str,
+    },
+    /// Any other failure to open.
+    Open(String),
+    /// A read or write failed; the caller must [`Store::load`] before the
+    /// next commit.
+    Io(String),
+    /// The log has no room for the batch: checkpoints are failing, or the
+    /// batch is larger than the log can take. Nothing was written.
+    Full(String),
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreError::Locked(path) => write!(
+                f,
+                "database {} is in use by another process (is another sprite-tasksd running?)",
+                path.display()
+            ),
+            StoreError::Unreadable { path, reason } => write!(
+                f,
+                "{} is not a sprite-tasks database or is damaged ({reason}); it was left untouched: move it away or pass another --db",
+                path.display()
+            ),
+            StoreError::Access {
+                path,
+                action,
+                problem,
+            } => write!(
+                f,
+                "cannot {action} {}: {problem}; run as a user who may write there (e.g. root for /.sprite), or pass --socket and --db somewhere writable, e.g. --socket \"$XDG_RUNTIME_DIR/sprite/api.sock\" (the database goes beside the socket)",
+                path.display()
+            ),
+            StoreError::Open(reason) => write!(f, "cannot open the database: {reason}"),
+            StoreError::Io(reason) => write!(f, "database write failed: {reason}"),
+            StoreError::Full(reason) => write!(f, "{reason}"),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+/// Counters for the metrics page.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct StoreCounters {
+    pub log_frames: u64,
+    pub log_bytes: u64,
+    pub checkpoints: u64,
+    pub checkpoint_failures: u64,
+    /// Bytes of the log not yet checkpointed, and the log's size.
+    pub log_used: u64,
+    pub log_size: u64,
+}
+
+/// The log's write side, the pending changes and the checkpoint worker.
+pub struct Store {
+    path: PathBuf,
+    log: Arc<dyn LogIo>,
+    options: StoreOptions,
+    worker: Worker,
+    /// The ring's size and positions: `tail` is redb's mark, `head` where
+    /// the next frame goes. Invariant: `tail <= head <= tail + size`.
+    size: u64,
+    head: u64,
+    tail: u64,
+    next_lsn: u64,
+    pending: Pending,
+    /// When the oldest pending change was logged, as far as `poll` saw.
+    pending_since: Option<Instant>,
+    /// Recovery replayed frames: checkpoint them at the next `poll`.
+    checkpoint_soon: bool,
+    in_flight: bool,
+    /// A checkpoint failed; `poll` sets `retry_at` from it.
+    checkpoint_failed: bool,
+    retry_at: Option<Instant>,
+    /// A log write or sync failed: nothing is logged until `load`.
+    broken: bool,
+    /// Encoding buffer, reused.
+    frame: Vec<u8>,
+    counters: StoreCounters,
+}
+
+impl fmt::Debug for Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Store")
+            .field("path", &self.path)
+            .field("head", &self.head)
+            .field("tail", &self.tail)
+            .field("size", &self.size)
+            .field("next_lsn", &self.next_lsn)
+            .finish()
+    }
+}
+
+impl Store {
+    /// Opens the database at `path` and its log beside it, creating either
+    /// whole when missing, and takes the database's lock.
+    ///
+    /// # Errors
+    /// [`StoreError::Locked`] if another process holds it,
+    /// [`StoreError::Access`] if it cannot be created or opened,
+    /// [`StoreError::Unreadable`] if it is not a redb file.
+    pub fn open(path: &Path, options: &StoreOptions) -> Result<Store, StoreError> {
+        let db = open_or_create_db(path)?;
+        // Under the lock: what a cut left half-made is nobody's.
+        let log_path = files::log_path(path);
+        files::remove_stray_temporaries(path);
+        files::remove_stray_temporaries(&log_path);
+        let log_size = options.log_size.max(MIN_LOG_SIZE) / frame::ALIGN * frame::ALIGN;
+        let log =
+            files::open_log(&log_path, log_size).map_err(|e| match files::access_problem(&e) {
+                Some(problem) => StoreError::Access {
+                    path: log_path.clone(),
+                    action: "create or open the log",
+                    problem,
+                },
+                None => {
+                    StoreError::Open(format!("cannot open the log {}: {e}", log_path.display()))
+                }
+            })?;
+        let reopen_path = path.to_path_buf();
+        let opener: Opener = Box::new(move || Database::open(&reopen_path));
+        Store::with_backends(path, db, opener, Arc::new(log), options)
+    }
+
+    /// A store over an open database, the opener that reopens it after a
+    /// failure, and a log; `path` is only used in messages.
+    ///
+    /// # Errors
+    /// [`StoreError::Open`] if the worker thread cannot start or the log is
+    /// too small.
+    pub fn with_backends(
+        path: &Path,
+        db: Database,
+        opener: Opener,
+        log: Arc<dyn LogIo>,
+        options: &StoreOptions,
+    ) -> Result<Store, StoreError> {
+        let size = log
+            .len()
+            .map_err(|e| StoreError::Open(format!("cannot read the log's size: {e}")))?;
+        if size < MIN_LOG_SIZE {
+            return Err(StoreError::Open(format!(
+                "the log is {size} bytes, smaller than the minimum {MIN_LOG_SIZE}"
+            )));
+        }
+        let engine = Engine {
+            tables: Tables::new(db, opener),
+            log: Arc::clone(&log),
+        };
+        let worker = if options.background {
+            Worker::spawn(engine)?
+        } else {
+            Worker::inline(engine)
+        };
+        Ok(Store {
+            path: path.to_path_buf(),
+            log,
+            options: options.clone(),
+            worker,
+            size,
+            head: 0,
+            tail: 0,
+            next_lsn: 1,
+            pending: Pending::default(),
+            pending_since: None,
+            checkpoint_soon: false,
+            in_flight: false,
+            checkpoint_failed: false,
+            retry_at: None,
+            broken: true,
+            frame: Vec::new(),
+            counters: StoreCounters {
+                log_size: size,
+                ..StoreCounters::default()
+            },
+        })
+    }
+
+    /// The database's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Reads the state from disk: redb's tables with the log replayed over
+    /// them. Must be called before the first commit, and after any failed
+    /// one. Replayed frames are checkpointed at the next [`Store::poll`].
+    ///
+    /// # Errors
+    /// [`StoreError::Io`] if the database or the log cannot be read.
+    pub fn load(&mut self) -> Result<Loaded, StoreError> {
+        while self.in_flight {
+            let done = self.worker.wait()?;
+            self.take(done);
+        }
+        self.worker.recover();
+        let recovered = loop {
+            match self.worker.wait()? {
+                Done::Recovered(result) => break result?,
+                done => self.take(done),
+            }
+        };
+        self.size = recovered.size;
+        self.tail = recovered.checkpointed.position;
+        self.head = recovered.head;
+        self.next_lsn = recovered.next_lsn;
+        self.pending = recovered.pending;
+        self.pending_since = None;
+        self.checkpoint_soon = !self.pending.is_empty();
+        self.broken = false;
+        self.counters.log_size = self.size;
+        self.counters.log_used = self.head - self.tail;
+        if let Some((offset, stop)) = &recovered.loaded.torn_tail {
+            warn!(offset, reason = %stop, "the log ends with a frame that was never acknowledged; it is ignored");
+        }
+        Ok(recovered.loaded)
+    }
+
+    /// Makes `changes` durable (no events).
+    ///
+    /// # Errors
+    /// As [`Store::commit_batch`].
+    pub fn commit(&mut self, changes: &[Change]) -> Result<(), StoreError> {
+        self.commit_batch(changes, &EventLines::default(), 0, 0)
+    }
+
+    /// Makes `changes` and their `events` durable: one frame, one write,
+    /// one `fdatasync`. At the next checkpoint, events numbered below
+    /// `keep_events_from` are deleted from the history, all at once, when
+    /// the oldest stored one is more than `trim_slack` below it.
+    ///
+    /// # Errors
+    /// [`StoreError::Full`]: nothing was written, the store is usable.
+    /// [`StoreError::Io`]: the batch may or may not be on disk; call
+    /// [`Store::load`] to learn what is.
+    pub fn commit_batch(
+        &mut self,
+        changes: &[Change],
+        events: &EventLines,
+        keep_events_from: u64,
+        trim_slack: u64,
+    ) -> Result<(), StoreError> {
+        if self.broken {
+            return Err(StoreError::Io(
+                "the log is not usable until the store is reloaded".into(),
+            ));
+        }
+        let bounds = (keep_events_from, trim_slack);
+        let mut slot = Slot {
+            lsn: self.next_lsn,
+            position: self.head,
+            size: self.size,
+        };
+        let mut frame = std::mem::take(&mut self.frame);
+        frame.clear();
+        frame::encode_batch(&mut frame, slot, changes, events.iter(), bounds);
+        let len = frame.len() as u64;
+        if len > self.size / MAX_FRAME_DIVISOR {
+            self.frame = frame;
+            return Err(StoreError::Full(format!(
+                "this batch of {} changes needs {len} bytes of log, more than half of the {}-byte log; retry with fewer requests at once, or start the daemon with a larger --log-size",
+                changes.len(),
+                self.size
+            )));
+        }
+        let (position, marker) = frame::place(self.head, len, self.size);
+        if !self.make_room(position + len) {
+            self.frame = frame;
+            return Err(StoreError::Full(
+                "the write-ahead log is full because it cannot be checkpointed into the database (see the daemon's log; is the disk full?); nothing was changed; retry later".into(),
+            ));
+        }
+        if position != self.head {
+            slot.position = position;
+            frame.clear();
+            frame::encode_batch(&mut frame, slot, changes, events.iter(), bounds);
+        }
+        let result = self.write_frame(&frame, marker, slot);
+        self.frame = frame;
+        if let Err(e) = result {
+            self.broken = true;
+            return Err(StoreError::Io(format!("writing the log failed: {e}")));
+        }
+        self.head = position + len;
+        self.next_lsn += 1;
+        let mark = LogMark {
+            lsn: slot.lsn,
+            position: self.head,
+        };
+        self.pending.add(changes, events.iter(), bounds, mark);
+        self.counters.log_frames += 1;
+        self.counters.log_bytes += len;
+        self.counters.log_used = self.head - self.tail;
+        Ok(())
+    }
+
+    /// One write (two when the ring wraps with a marker), one sync.
+    fn write_frame(&mut self, frame: &[u8], marker: bool, slot: Slot) -> io::Result<()> {
+        if marker {
+            let mut wrap = Vec::with_capacity(frame::HEADER_LEN);
+            frame::encode_wrap(
+                &mut wrap,
+                Slot {
+                    position: self.head,
+                    ..slot
+                },
+            );
+            self.log.write_at(self.head % self.size, &wrap)?;
+        }
+        self.log.write_at(slot.position % self.size, frame)?;
+        self.log.sync_data()
+    }
+
+    /// Waits for checkpoints until the ring has room up to `end`. Starts
+    /// one if none runs; gives up after one that fails.
+    fn make_room(&mut self, end: u64) -> bool {
+        let mut waited = 0;
+        while end - self.tail > self.size {
+            if waited == 2 || (self.checkpoint_failed && !self.in_flight) {
+                return false;
+            }
+            if !self.in_flight {
+                if self.pending.is_empty() || self.retry_at.is_some() {
+                    return false;
+                }
+                self.start_checkpoint();
+            }
+            match self.worker.wait() {
+                Ok(done) => self.take(done),
+                Err(e) => {
+                    error!(error = %e, "checkpoint worker unavailable");
+                    return false;
+                }
+            }
+            waited += 1;
+        }
+        true
+    }
+
+    /// Collects finished checkpoints and starts one when due: after the
+    /// interval since the oldest pending change, at the change threshold,
+    /// or at a quarter of the log.
+    pub fn poll(&mut self, mono: Instant) {
+        while let Some(done) = self.worker.try_done() {
+            self.take(done);
+        }
+        if self.checkpoint_failed {
+            self.checkpoint_failed = false;
+            self.retry_at = Some(mono + CHECKPOINT_RETRY);
+        }
+        if self.retry_at.is_some_and(|at| at <= mono) {
+            self.retry_at = None;
+        }
+        if self.pending.is_empty() {
+            self.pending_since = None;
+            return;
+        }
+        let since = *self.pending_since.get_or_insert(mono);
+        let due = self.checkpoint_soon
+            || mono >= since + self.options.checkpoint_interval
+            || self.pending.changes() >= self.options.checkpoint_changes
+            || (self.head - self.tail) * CHECKPOINT_AT_FILL_DIVISOR >= self.size;
+        if due && !self.in_flight && self.retry_at.is_none() && !self.broken {
+            self.start_checkpoint();
+        }
+    }
+
+    /// When [`Store::poll`] must run next to start a checkpoint on time.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        if self.pending.is_empty() || self.in_flight {
+            return None;
+        }
+        let due = self
+            .pending_since
+            .map(|since| since + self.options.checkpoint_interval);
+        match (due, self.retry_at) {
+            (Some(due), Some(retry)) => Some(due.max(retry)),
+            (due, retry) => due.or(retry),
+        }
+    }
+
+    /// Writes everything pending to redb now, waiting for it.
+    ///
+    /// # Errors
+    /// [`StoreError::Io`] if the checkpoint fails; its changes stay
+    /// pending (and in the log).
+    pub fn checkpoint_now(&mut self) -> Result<(), StoreError> {
+        while self.in_flight {
+            let done = self.worker.wait()?;
+            self.take(done);
+        }
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        self.start_checkpoint();
+        while self.in_flight {
+            let done = self.worker.wait()?;
+            self.take(done);
+        }
+        if self.checkpoint_failed {
+            self.checkpoint_failed = false;
+            return Err(StoreError::Io("the checkpoint failed".into()));
+        }
+        Ok(())
+    }
+
+    /// Counters for the metrics page.
+    pub fn counters(&self) -> StoreCounters {
+        self.counters
+    }
+
+    fn start_checkpoint(&mut self) {
+        let pending = std::mem::take(&mut self.pending);
+        self.pending_since = None;
+        self.checkpoint_soon = false;
+        self.in_flight = true;
+        self.worker.checkpoint(pending);
+    }
+
+    fn take(&mut self, done: Done) {
+        match done {
+            Done::Checkpointed(Ok(mark)) => {
+                self.in_flight = false;
+                self.tail = mark.position;
+                self.counters.checkpoints += 1;
+                self.counters.log_used = self.head - self.tail;
+            }
+            Done::Checkpointed(Err((e, mut failed))) => {
+                self.in_flight = false;
+                self.checkpoint_failed = true;
+                self.counters.checkpoint_failures += 1;
+                error!(error = %e, changes = failed.changes(), "checkpoint failed; the changes stay in the log and it is retried");
+                failed.absorb(std::mem::take(&mut self.pending));
+                self.pending = failed;
+            }
+            Done::Recovered(_) => {
+                warn!("an unexpected recovery report was dropped");
+            }
+        }
+    }
+}
+
+/// Opens the database at `path`, creating it whole if it does not exist.
+fn open_or_create_db(path: &Path) -> Result<Database, StoreError> {
+    let access = |action, e: &io::Error| {
+        files::access_problem(e).map(|problem| StoreError::Access {
+            path: path.to_path_buf(),
+            action,
+            problem,
+        })
+    };
+    if !path.exists() {
+        let created = files::create_whole(path, |temp| {
+            Database::create(temp).map(drop).map_err(|e| match e {
+                DatabaseError::Storage(redb::StorageError::Io(io)) => io,
+                other => io::Error::other(other.to_string()),
+            })
+        });
+        match created {
+            Ok(made) => {
+                if made {
+                    info!(path = %path.display(), "created a new database");
+                }
+            }
+            Err(e) => {
+                return Err(access("create the database", &e).unwrap_or_else(|| {
+                    StoreError::Open(format!("cannot create {}: {e}", path.display()))
+                }));
+            }
+        }
+    }
+    Database::open(path).map_err(|e| match e {
+        DatabaseError::DatabaseAlreadyOpen => StoreError::Locked(path.to_path_buf()),
+        DatabaseError::Storage(redb::StorageError::Io(io)) => access("open the database", &io)
+            .unwrap_or_else(|| StoreError::Unreadable {
+                path: path.to_path_buf(),
+                reason: io.to_string(),
+            }),
+        DatabaseError::Storage(storage) => StoreError::Unreadable {
+            path: path.to_path_buf(),
+            reason: storage.to_string(),
+        },
+        other => StoreError::Open(other.to_string()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tasks::TaskName;
+    use crate::testing::faulty::{self, FaultOn, FaultSwitch};
+    use crate::time::Timestamp;
+    use redb::ReadableDatabase;
+    use std::collections::BTreeMap;
+
+    fn task(name: &str, expires: u64) -> Task {
+        Task {
+            name: TaskName::parse(name).unwrap(),
+            started_at: Timestamp::from_nanos(0),
+            expires_at: Timestamp::from_nanos(expires),
+        }
+    }
+
+    fn put(name: &str, expires: u64) -> Change {
+        Change::Put {
+            task: task(name, expires),
+            created: true,
+        }
+    }
+
+    fn inline() -> StoreOptions {
+        StoreOptions {
+            log_size: MIN_LOG_SIZE,
+            background: false,
+            ..StoreOptions::default()
+        }
+    }
+
+    fn sorted(mut tasks: Vec<Task>) -> Vec<Task> {
+        tasks.sort_by(|a, b| a.name.cmp(&b.name));
+        tasks
+    }
+
+    #[test]
+    fn commits_survive_reopening_from_the_log_and_from_a_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tasks.redb");
+        for background in [false, true] {
+            let options = StoreOptions {
+                background,
+                ..inline()
+            };
+            {
+                let mut store = Store::open(&path, &options).unwrap();
+                store.load().unwrap();
+                store.commit(&[put("a", 10), put("b", 20)]).unwrap();
+                store
+                    .commit(&[Change::Remove {
+                        name: TaskName::parse("a").unwrap(),
+                        expired: false,
+                    }])
+                    .unwrap();
+            }
+            // Not checkpointed: the log replays.
+            let mut store = Store::open(&path, &options).unwrap();
+            let loaded = store.load().unwrap();
+            assert_eq!(loaded.tasks, vec![task("b", 20)]);
+            assert!(loaded.replayed >= 2, "{loaded:?}");
+            store.checkpoint_now().unwrap();
+            drop(store);
+            // Checkpointed: nothing to replay.
+            let mut store = Store::open(&path, &options).unwrap();
+            let loaded = store.load().unwrap();
+            assert_eq!(loaded.tasks, vec![task("b", 20)]);
+            assert_eq!(loaded.replayed, 0);
+            store.commit(&[put("a", 30)]).unwrap();
+            store.checkpoint_now().unwrap();
+            store
+                .commit(&[Change::Remove {
+                    name: TaskName::parse("a").unwrap(),
+                    expired: true,
+                }])
+                .unwrap();
+        }
+    }
+
+    #[test]
+    fn a_second_open_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tasks.redb");
+        let _first = Store::open(&path, &inline()).unwrap();
+        assert!(matches!(
+            Store::open(&path, &inline()),
+            Err(StoreError::Locked(_))
+        ));
+    }
+
+    #[test]
+    fn a_foreign_file_is_refused_and_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tasks.redb");
+        let content = b"these are somebody's notes, not a database\n".repeat(100);
+        std::fs::write(&path, &content).unwrap();
+        let error = Store::open(&path, &inline()).unwrap_err();
+        assert!(matches!(error, StoreError::Unreadable { .. }), "{error}");
+        assert_eq!(std::fs::read(&path).unwrap(), content);
+        assert!(
+            !files::log_path(&path).exists(),
+            "no log beside a foreign file"
+        );
+    }
+
+    #[test]
+    fn a_missing_directory_is_named_not_called_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("missing").join("tasks.redb");
+        let error = Store::open(&path, &inline()).unwrap_err();
+        assert!(
+            matches!(
+                error,
+                StoreError::Access {
+                    problem: "its directory does not exist",
+                    ..
+                }
+            ),
+            "{error}"
+        );
+        assert!(error.to_string().contains("--db"), "{error}");
+    }
+
+    #[test]
+    fn damaged_rows_are_quarantined_not_served() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tasks.redb");
+        drop(Store::open(&path, &inline()).unwrap());
+        {
+            let db = Database::open(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            {
+                let mut tasks = txn.open_table(tables::TASKS).unwrap();
+                let good = crate::record::encode(&task("good", 5));
+                tasks.insert(b"good".as_slice(), good.as_slice()).unwrap();
+                let mut flipped = crate::record::encode(&task("bad", 5));
+                flipped[3] ^= 0x40;
+                tasks.insert(b"bad".as_slice(), flipped.as_slice()).unwrap();
+                tasks
+                    .insert(b"short".as_slice(), b"\x01\x02".as_slice())
+                    .unwrap();
+            }
+            txn.commit().unwrap();
+        }
+        let mut store = Store::open(&path, &inline()).unwrap();
+        let loaded = store.load().unwrap();
+        assert_eq!(loaded.tasks, vec![task("good", 5)]);
+        let keys: Vec<_> = loaded.quarantined.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(keys, ["bad", "short"]);
+        drop(store);
+        // Moved, not deleted; and not reported again.
+        {
+            let db = Database::open(&path).unwrap();
+            let txn = db.begin_read().unwrap();
+            let quarantine = txn
+                .open_table(redb::TableDefinition::<&[u8], &[u8]>::new("quarantine"))
+                .unwrap();
+            assert_eq!(redb::ReadableTableMetadata::len(&quarantine).unwrap(), 2);
+        }
+        let mut store = Store::open(&path, &inline()).unwrap();
+        assert!(store.load().unwrap().quarantined.is_empty());
+    }
+
+    #[test]
+    fn the_log_wraps_many_times_and_loses_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tasks.redb");
+        let mut store = Store::open(&path, &inline()).unwrap();
+        store.load().unwrap();
+        let start = Instant::now();
+        let mut expected = BTreeMap::new();
+        let mut checkpoints = 0;
+        for i in 0..4000u64 {
+            let name = format!("t{}", i % 50);
+            store.commit(&[put(&name, i)]).unwrap();
+            expected.insert(name.clone(), task(&name, i));
+            store.poll(start + Duration::from_millis(i));
+            if i % 997 == 0 {
+                // A restart now and then, with whatever is in the log.
+                checkpoints += store.counters().checkpoints;
+                drop(store);
+                store = Store::open(&path, &inline()).unwrap();
+                let loaded = store.load().unwrap();
+                assert_eq!(
+                    sorted(loaded.tasks),
+                    expected.values().cloned().collect::<Vec<_>>()
+                );
+            }
+        }
+        checkpoints += store.counters().checkpoints;
+        assert!(store.head > 4 * store.size, "wrapped: {store:?}");
+        assert!(checkpoints > 4, "{checkpoints} checkpoints");
+        drop(store);
+        let mut store = Store::open(&path, &inline()).unwrap();
+        let loaded = store.load().unwrap();
+        assert_eq!(
+            sorted(loaded.tasks),
+            expected.into_values().collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn a_failed_checkpoint_keeps_the_log_until_it_is_full_and_loses_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tasks.redb");
+        let db_switch = FaultSwitch::new();
+        let log_switch = FaultSwitch::new();
+        let mut store = faulty::store_with(&path, &db_switch, &log_switch, &inline()).unwrap();
+        store.load().unwrap();
+        db_switch.fail_after(0, FaultOn::Writes, libc::ENOSPC);
+        let start = Instant::now();
+        let mut acknowledged = Vec::new();
+        let mut full = None;
+        for i in 0..10_000u64 {
+            let name = format!("t{i}");
+            match store.commit(&[put(&name, i)]) {
+                Ok(()) => acknowledged.push(task(&name, i)),
+                Err(e) => {
+                    full = Some(e);
+                    break;
+                }
+            }
+            store.poll(start + Duration::from_millis(i * 10));
+        }
+        let full = full.expect("the log fills while checkpoints fail");
+        assert!(matches!(full, StoreError::Full(_)), "{full}");
+        assert!(store.counters().checkpoint_failures > 0);
+        assert!(acknowledged.len() > 100, "the log took writes meanwhile");
+        // Still usable: a refused batch broke nothing.
+        assert!(matches!(
+            store.commit(&[put("again", 1)]),
+            Err(StoreError::Full(_))
+        ));
+        drop(store);
+        db_switch.heal();
+        let mut store = faulty::store_with(&path, &db_switch, &log_switch, &inline()).unwrap();
+        let loaded = store.load().unwrap();
+        assert_eq!(sorted(loaded.tasks), sorted(acknowledged));
+        store.checkpoint_now().unwrap();
+        store.commit(&[put("after", 1)]).unwrap();
+    }
+
+    #[test]
+    fn a_torn_tail_is_ignored_then_overwritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tasks.redb");
+        let log_path = files::log_path(&path);
+        let mut store = Store::open(&path, &inline()).unwrap();
+        store.load().unwrap();
+        store.commit(&[put("kept", 1)]).unwrap();
+        let head = store.head;
+        store.commit(&[put("torn", 2)]).unwrap();
+        let end = store.head;
+        drop(store);
+        // Half of the last frame reached the disk.
+        let mut bytes = std::fs::read(&log_path).unwrap();
+        let middle = ((head + end) / 2) as usize;
+        bytes[middle..end as usize].fill(0);
+        std::fs::write(&log_path, &bytes).unwrap();
+
+        let mut store = Store::open(&path, &inline()).unwrap();
+        let loaded = store.load().unwrap();
+        assert_eq!(loaded.tasks, vec![task("kept", 1)]);
+        let (offset, reason) = loaded.torn_tail.expect("the tear is reported");
+        assert_eq!(offset, head);
+        assert_eq!(reason, Stop::Checksum);
+        store.commit(&[put("next", 3)]).unwrap();
+        drop(store);
+        let mut store = Store::open(&path, &inline()).unwrap();
+        let loaded = store.load().unwrap();
+        assert_eq!(sorted(loaded.tasks), vec![task("kept", 1), task("next", 3)]);
+        assert!(loaded.torn_tail.is_none());
+    }
+
+    #[test]
+    fn a_failed_log_write_refuses_commits_until_reloaded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tasks.redb");
+        let switch = FaultSwitch::new();
+        let mut store = faulty::store(&path, &switch, &inline()).unwrap();
+        store.load().unwrap();
+        store.commit(&[put("a", 1)]).unwrap();
+        switch.fail_once_after(1, FaultOn::Any, libc::EIO);
+        assert!(matches!(
+            store.commit(&[put("b", 2)]),
+            Err(StoreError::Io(_))
+        ));
+        assert!(matches!(
+            store.commit(&[put("c", 3)]),
+            Err(StoreError::Io(_))
+        ));
+        // The write reached the page cache before the sync failed: the
+        // reload finds it, and memory follows the disk.
+        let loaded = store.load().unwrap();
+        assert_eq!(sorted(loaded.tasks), vec![task("a", 1), task("b", 2)]);
+        store.commit(&[put("c", 3)]).unwrap();
+    }
+}

@@ -1,0 +1,197 @@
+//! The redb side of the store: the state as of the last checkpoint.
+//!
+//! Tables: `tasks` maps a task name to its [`record`](crate::record);
+//! `quarantine` keeps rows that could not be trusted on load, never served
+//! and never silently deleted; `events` is the retained event history;
+//! `meta` says which log frames the tables already contain (`log.lsn`, the
+//! last one, and `log.position`, where the frame after it goes). A database
+//! written before the log existed has no `meta` and covers nothing of it.
+//!
+//! After a failed write or sync redb refuses further writes until the
+//! `Database` is dropped and reopened, so a failure drops it and the next
+//! call reopens it through the [`Opener`].
+
+use std::fmt;
+
+use redb::{Database, DatabaseError, ReadableTable, TableDefinition};
+use tracing::{error, warn};
+
+use super::checkpoint::Pending;
+use super::{Loaded, StoreError};
+use crate::events::Event;
+use crate::record::{self, RecordError};
+
+pub(crate) const TASKS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("tasks");
+const QUARANTINE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("quarantine");
+/// The retained event history: sequence number to the event's JSON.
+const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
+/// Where the tables stand in the log.
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const META_LSN: &str = "log.lsn";
+const META_POSITION: &str = "log.position";
+
+/// Opens (or reopens) the database. Production opens the file; tests pass
+/// storage that fails on purpose or loses power.
+pub type Opener = Box<dyn FnMut() -> Result<Database, DatabaseError> + Send>;
+
+/// Which part of the log the tables contain.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LogMark {
+    /// The last frame checkpointed (0: none).
+    pub lsn: u64,
+    /// Where the frame after it goes.
+    pub position: u64,
+}
+
+/// The redb database and how to reopen it.
+pub struct Tables {
+    db: Option<Database>,
+    opener: Opener,
+}
+
+impl fmt::Debug for Tables {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tables")
+            .field("open", &self.db.is_some())
+            .finish()
+    }
+}
+
+impl Tables {
+    /// Wraps an open database.
+    pub fn new(db: Database, opener: Opener) -> Tables {
+        Tables {
+            db: Some(db),
+            opener,
+        }
+    }
+
+    /// Reads every row and the log mark. Rows that fail to decode are
+    /// logged, moved to the quarantine table in one commit, and left out.
+    ///
+    /// # Errors
+    /// [`StoreError::Io`] if the database cannot be read or the quarantine
+    /// cannot be committed.
+    pub fn load(&mut self) -> Result<(Loaded, LogMark), StoreError> {
+        self.guard(|db| {
+            let txn = db.begin_write().map_err(io)?;
+            let mut loaded = Loaded::default();
+            let mut mark = LogMark::default();
+            {
+                let mut tasks = txn.open_table(TASKS).map_err(io)?;
+                let mut bad: Vec<(Vec<u8>, Vec<u8>, RecordError)> = Vec::new();
+                for row in tasks.iter().map_err(io)? {
+                    let (key, value) = row.map_err(io)?;
+                    match record::decode(key.value(), value.value()) {
+                        Ok(task) => loaded.tasks.push(task),
+                        Err(reason) => bad.push((key.value().to_vec(), value.value().to_vec(), reason)),
+                    }
+                }
+                let events = txn.open_table(EVENTS).map_err(io)?;
+                for row in events.iter().map_err(io)? {
+                    let (seq, value) = row.map_err(io)?;
+                    match Event::from_json(value.value()) {
+                        Some(event) => loaded.events.push(event),
+                        None => warn!(seq = seq.value(), "unreadable event skipped"),
+                    }
+                }
+                let meta = txn.open_table(META).map_err(io)?;
+                if let Some(lsn) = meta.get(META_LSN).map_err(io)? {
+                    mark.lsn = lsn.value();
+                }
+                if let Some(position) = meta.get(META_POSITION).map_err(io)? {
+                    mark.position = position.value();
+                }
+                let mut quarantine = txn.open_table(QUARANTINE).map_err(io)?;
+                for (key, value, reason) in bad {
+                    let shown = String::from_utf8_lossy(&key).into_owned();
+                    error!(key = %shown, %reason, "damaged task record moved to the quarantine table; it will not be served");
+                    quarantine.insert(key.as_slice(), value.as_slice()).map_err(io)?;
+                    tasks.remove(key.as_slice()).map_err(io)?;
+                    loaded.quarantined.push((shown, reason));
+                }
+            }
+            if loaded.quarantined.is_empty() {
+                // Nothing changed: no fsync needed.
+                txn.abort().map_err(io)?;
+            } else {
+                txn.commit().map_err(io)?;
+            }
+            Ok((loaded, mark))
+        })
+    }
+
+    /// Writes `pending` (rows, events, and the log mark it reaches) in one
+    /// `Durability::Immediate` transaction. Events numbered below its
+    /// `keep_events_from` are deleted, all at once, when the oldest stored
+    /// one is more than its `trim_slack` below it.
+    ///
+    /// # Errors
+    /// [`StoreError::Io`]: nothing of it may be assumed written. The
+    /// database has been dropped and the next call reopens it.
+    pub fn checkpoint(&mut self, pending: &Pending) -> Result<(), StoreError> {
+        self.guard(|db| {
+            let txn = db.begin_write().map_err(io)?;
+            {
+                let mut table = txn.open_table(EVENTS).map_err(io)?;
+                for (seq, line) in pending.events() {
+                    table.insert(seq, line).map_err(io)?;
+                }
+                let keep_from = pending.keep_events_from();
+                let oldest = table.first().map_err(io)?.map(|(seq, _)| seq.value());
+                if oldest.is_some_and(|seq| seq.saturating_add(pending.trim_slack()) < keep_from) {
+                    table.retain_in(..keep_from, |_, _| false).map_err(io)?;
+                }
+            }
+            {
+                let mut tasks = txn.open_table(TASKS).map_err(io)?;
+                for (name, row) in pending.rows() {
+                    match row {
+                        Some(task) => {
+                            tasks
+                                .insert(name.as_str().as_bytes(), record::encode(task).as_slice())
+                                .map_err(io)?;
+                        }
+                        None => {
+                            tasks.remove(name.as_str().as_bytes()).map_err(io)?;
+                        }
+                    }
+                }
+            }
+            {
+                let mut meta = txn.open_table(META).map_err(io)?;
+                let mark = pending.mark();
+                meta.insert(META_LSN, mark.lsn).map_err(io)?;
+                meta.insert(META_POSITION, mark.position).map_err(io)?;
+            }
+            txn.commit().map_err(io)
+        })
+    }
+
+    /// Runs `work` on an open database, reopening it first if an earlier
+    /// failure dropped it, and dropping it if `work` fails.
+    fn guard<T>(
+        &mut self,
+        work: impl FnOnce(&Database) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        if self.db.is_none() {
+            let db = (self.opener)()
+                .map_err(|e| StoreError::Io(format!("reopening the database failed: {e}")))?;
+            warn!("database reopened after a failed write");
+            self.db = Some(db);
+        }
+        let Some(db) = self.db.as_ref() else {
+            return Err(StoreError::Io("database unavailable".into()));
+        };
+        let result = work(db);
+        if result.is_err() {
+            // redb refuses writes after an I/O error until reopened.
+            self.db = None;
+        }
+        result
+    }
+}
+
+fn io(error: impl fmt::Display) -> StoreError {
+    StoreError::Io(error.to_string())
+}

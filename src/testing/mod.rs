@@ -1,0 +1,12 @@
+//! What only tests and fuzzers use, apart from the product: nothing of the
+//! daemon depends on this module.
+//!
+//! - [`faulty`]: the log and the database over real files that fail on
+//!   purpose (a full disk, an I/O error, a torn write).
+//! - [`powercut`]: a simulated disk that keeps only what was synced, and the
+//!   power-cut run against a model.
+//! - [`fuzzing`]: the bodies of the cargo-fuzz targets.
+
+pub mod faulty;
+pub mod fuzzing;
+pub mod powercut;
