@@ -23,6 +23,11 @@
 //! apt-get only); when it cannot, it prints one line and skips the Redis
 //! rows. Full (not `--quick`) runs also cross-check with `redis-benchmark`.
 //!
+//! The log floors time one 128-byte record made durable five ways (append +
+//! `fdatasync`, append into `fallocate`d space, overwrite of a zero-filled
+//! file + `fdatasync`, the same with `O_DSYNC`, append + `fsync`), for the
+//! write-ahead log's design.
+//!
 //! Every figure is printed beside its ratio to the relevant floor (and to
 //! Redis), and the whole run is written as JSON (default
 //! `target/latency.json`) so commits can be compared. A noisy machine moves
@@ -30,9 +35,9 @@
 //!
 //! Options: `--quick` (short phases, scale up to 10k), `--duration SECS`
 //! (per phase), `--clients 1,8,64`, `--scale 1,1000,10000,100000`,
-//! `--no-scale`, `--no-lists`, `--no-redis`, `--json PATH`.
-//! `SPRITE_BENCH_WRAP="perf record -o FILE --"` runs each daemon under a
-//! profiler.
+//! `--no-scale`, `--no-lists`, `--no-redis`, `--log-floors` (only the log
+//! floors, `--duration` in all), `--json PATH`. `SPRITE_BENCH_WRAP="perf
+//! record -o FILE --"` runs each daemon under a profiler.
 //!
 //! Run without `--bench` (as `cargo test --all-targets` does) it is a smoke
 //! test: a few requests whose answers are checked, a few floor samples, no
@@ -99,6 +104,8 @@ struct Options {
     lists: bool,
     /// Run Redis beside the daemon (`--no-redis` to skip).
     redis: bool,
+    /// Only the log floors (`--log-floors`).
+    log_floors_only: bool,
     json: PathBuf,
 }
 
@@ -116,6 +123,7 @@ impl Options {
             },
             lists: true,
             redis: true,
+            log_floors_only: false,
             json: Path::new(env!("CARGO_TARGET_TMPDIR"))
                 .parent()
                 .unwrap_or(Path::new("."))
@@ -144,6 +152,7 @@ impl Options {
                 "--no-scale" => options.scale.clear(),
                 "--no-lists" => options.lists = false,
                 "--no-redis" => options.redis = false,
+                "--log-floors" => options.log_floors_only = true,
                 "--json" => options.json = PathBuf::from(value("--json")),
                 other if other.starts_with('-') => usage(&format!("unknown option {other}")),
                 // Cargo passes bench-name filters through; this bench has
@@ -175,7 +184,7 @@ fn usage(problem: &str) -> ! {
         "latency bench: {problem}\n\
          usage: cargo bench --bench latency -- [--quick] [--duration SECS] \
          [--clients 1,8,64] [--scale 1,1000,10000,100000] [--no-scale] [--no-lists] \
-         [--no-redis] [--json PATH]"
+         [--no-redis] [--log-floors] [--json PATH]"
     );
     std::process::exit(2);
 }
@@ -1257,6 +1266,218 @@ fn redb_floor(duration: Duration, min: usize) -> Summary {
     repeat(duration, min, |_| probe.once())
 }
 
+/// The size of one log record in the log floors: a create's change, framed.
+const LOG_RECORD: usize = 128;
+
+/// Space preallocated for the log floors that preallocate.
+const LOG_SPACE: u64 = 32 << 20;
+
+/// Ways of making one log record durable, for the write-ahead log's design.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum LogWay {
+    /// Append to a growing file, then `fdatasync`: the new size is metadata
+    /// that must be journalled too.
+    Append,
+    /// Append into `fallocate`d space, then `fdatasync`: the size is set,
+    /// but each first write converts an unwritten extent.
+    Fallocated,
+    /// Overwrite a preallocated, zero-filled (written and synced) file,
+    /// cycling through it, then `fdatasync`: data only.
+    Overwrite,
+    /// The same, the file opened `O_DSYNC`, no explicit sync.
+    OverwriteDsync,
+    /// Append to a growing file, then `fsync`, for reference.
+    AppendFsync,
+}
+
+impl LogWay {
+    const ALL: [LogWay; 5] = [
+        LogWay::Append,
+        LogWay::Fallocated,
+        LogWay::Overwrite,
+        LogWay::OverwriteDsync,
+        LogWay::AppendFsync,
+    ];
+
+    fn key(self) -> &'static str {
+        match self {
+            LogWay::Append => "append_fdatasync",
+            LogWay::Fallocated => "fallocated_fdatasync",
+            LogWay::Overwrite => "overwrite_zeroed_fdatasync",
+            LogWay::OverwriteDsync => "overwrite_zeroed_o_dsync",
+            LogWay::AppendFsync => "append_fsync",
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            LogWay::Append => "(a) append, file grows + fdatasync",
+            LogWay::Fallocated => "(b) append into fallocate + fdatasync",
+            LogWay::Overwrite => "(c) overwrite zero-filled + fdatasync",
+            LogWay::OverwriteDsync => "(d) overwrite zero-filled, O_DSYNC",
+            LogWay::AppendFsync => "(e) append, file grows + fsync",
+        }
+    }
+}
+
+/// One [`LogWay`]'s file on the database's filesystem.
+struct LogProbe {
+    _dirs: Dirs,
+    way: LogWay,
+    file: fs::File,
+    offset: u64,
+}
+
+impl LogProbe {
+    fn new(way: LogWay) -> LogProbe {
+        let dirs = Dirs::new();
+        let path = dirs.db_dir.path().join("log.bin");
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .expect("create the log floor's file");
+        match way {
+            LogWay::Append | LogWay::AppendFsync => {}
+            LogWay::Fallocated => {
+                // SAFETY: fallocate(2) on a file descriptor we own.
+                let result = unsafe {
+                    libc::fallocate(
+                        std::os::fd::AsRawFd::as_raw_fd(&file),
+                        0,
+                        0,
+                        LOG_SPACE as libc::off_t,
+                    )
+                };
+                assert_eq!(result, 0, "fallocate: {}", std::io::Error::last_os_error());
+            }
+            LogWay::Overwrite | LogWay::OverwriteDsync => {
+                let zeros = vec![0u8; 1 << 20];
+                for at in (0..LOG_SPACE).step_by(zeros.len()) {
+                    file.write_all_at(&zeros, at).expect("zero-fill");
+                }
+            }
+        }
+        file.sync_all().expect("sync the log floor's file");
+        // The directory entry too, so no first sync pays for it.
+        fs::File::open(dirs.db_dir.path())
+            .and_then(|dir| dir.sync_all())
+            .expect("sync the directory");
+        let file = if way == LogWay::OverwriteDsync {
+            use std::os::unix::fs::OpenOptionsExt;
+            OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_DSYNC)
+                .open(&path)
+                .expect("open O_DSYNC")
+        } else {
+            file
+        };
+        LogProbe {
+            _dirs: dirs,
+            way,
+            file,
+            offset: 0,
+        }
+    }
+
+    fn once(&mut self, record: &[u8; LOG_RECORD]) {
+        self.file
+            .write_all_at(record, self.offset)
+            .expect("write a record");
+        match self.way {
+            LogWay::Append | LogWay::Fallocated | LogWay::Overwrite => {
+                self.file.sync_data().expect("fdatasync")
+            }
+            LogWay::AppendFsync => self.file.sync_all().expect("fsync"),
+            LogWay::OverwriteDsync => {}
+        }
+        self.offset += LOG_RECORD as u64;
+        let preallocated = matches!(
+            self.way,
+            LogWay::Fallocated | LogWay::Overwrite | LogWay::OverwriteDsync
+        );
+        if preallocated && self.offset + LOG_RECORD as u64 > LOG_SPACE {
+            // A fallocated file wrapped is an overwritten one: start afresh.
+            if self.way == LogWay::Fallocated {
+                *self = LogProbe::new(self.way);
+            } else {
+                self.offset = 0;
+            }
+        }
+    }
+}
+
+/// Each [`LogWay`] timed for `duration` in all, round-robin, one record per
+/// way per round, so the disk's drifts hit every way alike.
+fn log_floors(duration: Duration, min: usize) -> Vec<(LogWay, Summary)> {
+    let mut probes: Vec<LogProbe> = LogWay::ALL.into_iter().map(LogProbe::new).collect();
+    let mut samples: Vec<Vec<Duration>> = vec![Vec::new(); probes.len()];
+    let mut record = [b'r'; LOG_RECORD];
+    record[LOG_RECORD - 1] = b'\n';
+    let started = Instant::now();
+    let mut round = 0;
+    while round < min || started.elapsed() < duration {
+        for (probe, samples) in probes.iter_mut().zip(&mut samples) {
+            let at = Instant::now();
+            probe.once(&record);
+            samples.push(at.elapsed());
+        }
+        round += 1;
+    }
+    let wall = started.elapsed();
+    LogWay::ALL
+        .into_iter()
+        .zip(samples)
+        .map(|(way, samples)| (way, Summary::of(samples, wall)))
+        .collect()
+}
+
+fn print_log_floors(floors: &[(LogWay, Summary)]) {
+    println!(
+        "\nlog floors: one {LOG_RECORD} B record made durable, on the database's filesystem \
+         (ways interleaved round-robin)"
+    );
+    println!(
+        "{:<40} {:>7} {:>9} {:>9} {:>9} {:>9} {:>8}",
+        "way", "n", "p50", "p90", "p99", "max", "÷ (c)"
+    );
+    let overwrite = floors
+        .iter()
+        .find(|(way, _)| *way == LogWay::Overwrite)
+        .map(|(_, s)| s.p50);
+    for (way, s) in floors {
+        println!(
+            "{:<40} {:>7} {:>9} {:>9} {:>9} {:>9} {:>8}",
+            way.describe(),
+            s.count,
+            show(s.p50),
+            show(s.p90),
+            show(s.p99),
+            show(s.max),
+            overwrite.map_or("-".into(), |o| format!("{:.2}", ratio(s.p50, o)))
+        );
+    }
+    println!(
+        "÷ (c): p50 over the zero-filled overwrite's p50. (b) converts an unwritten extent \
+         when a record first enters a 4 KiB block ({} records a block: its cost is in the \
+         tail); (a) and (e) journal the new size at every record.",
+        4096 / LOG_RECORD
+    );
+}
+
+fn log_floors_json(floors: &[(LogWay, Summary)]) -> Value {
+    json!({
+        "record_bytes": LOG_RECORD,
+        "ways": floors.iter().map(|(way, s)| json!({
+            "way": way.key(),
+            "latency": s.to_json(),
+        })).collect::<Vec<_>>(),
+    })
+}
+
 /// One client's mutations with the floors' operations interleaved: request,
 /// Redis SET (when Redis runs), fsync, redb commit, request, ... The disk's
 /// latency on a shared machine drifts by an order of magnitude within
@@ -1504,6 +1725,14 @@ fn expire_at_once(daemon: &Daemon, names: &[String], populate_time: Duration) ->
 
 fn run(options: &Options) {
     let run_started = Instant::now();
+    if options.log_floors_only {
+        println!(
+            "log floors: {:.1} s, interleaved",
+            options.duration.as_secs_f64()
+        );
+        print_log_floors(&log_floors(options.duration, 50));
+        return;
+    }
     println!(
         "sprite-tasksd latency: phases of {:.1} s, clients {:?}, scale {:?}{}",
         options.duration.as_secs_f64(),
@@ -1533,6 +1762,8 @@ fn run(options: &Options) {
         options.duration.min(Duration::from_secs(3)),
     );
     print_floors(&floors);
+    let log = log_floors(options.duration.min(Duration::from_secs(3)), 50);
+    print_log_floors(&log);
     let paired = if options.clients.contains(&1) {
         paired_mutations(options.duration, redis)
     } else {
@@ -1579,6 +1810,7 @@ fn run(options: &Options) {
         "phase_seconds": options.duration.as_secs_f64(),
         "floors": floors_json(&floors),
         "floors_after": floors_json(&floors_after),
+        "log_floors": log_floors_json(&log),
         "one_client_interleaved": paired.iter().map(|p| json!({
             "endpoint": p.endpoint,
             "latency": p.request.to_json(),
@@ -2174,6 +2406,11 @@ fn smoke() {
         );
         assert!(summary.count <= 6);
     }
+    assert!(
+        log_floors(Duration::ZERO, 2)
+            .iter()
+            .all(|(_, s)| s.count >= 2)
+    );
     let short = Duration::from_millis(30);
     assert!(echo_floor(1, short).count > 0);
     assert!(fsync_floor(Duration::ZERO, 3).count >= 3);
