@@ -250,6 +250,31 @@ fn show(duration: Duration) -> String {
 // ---------------------------------------------------------------------------
 // The daemon
 
+/// Children the bench starts are killed in `Drop`, which runs on panics;
+/// `PR_SET_PDEATHSIG` also kills them when the bench itself dies (a signal,
+/// an abort), where no `Drop` runs. Every child is spawned from the main
+/// thread, whose exit is what the kernel watches.
+trait DiesWithBench {
+    fn dies_with_bench(&mut self) -> &mut Self;
+}
+
+impl DiesWithBench for Command {
+    fn dies_with_bench(&mut self) -> &mut Command {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: prctl(2) is async-signal-safe; the closure allocates
+        // nothing and touches no lock between fork and exec.
+        unsafe {
+            self.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == 0 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            })
+        }
+    }
+}
+
 /// Where one daemon keeps its files: a short socket path (108-byte limit)
 /// and a database on the build's disk, so `fdatasync` is real.
 struct Dirs {
@@ -311,6 +336,7 @@ impl Daemon {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
+            .dies_with_bench()
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {DAEMON}: {e}"));
         let mut daemon = Daemon {
@@ -884,6 +910,7 @@ impl Redis {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
+            .dies_with_bench()
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", program.display()));
         let mut redis = Redis {
@@ -1097,6 +1124,7 @@ fn echo_floor(clients: usize, duration: Duration) -> Summary {
         .arg("--echo-server")
         .arg(&socket)
         .stdin(Stdio::null())
+        .dies_with_bench()
         .spawn()
         .expect("start the echo server");
     let started = Instant::now();
