@@ -2128,7 +2128,12 @@ fn print_redis(rows: &[Row], paired: &[Paired], floors: &Floors, cross_checks: &
             .find(|row| row.endpoint == endpoint && row.clients == clients)
             .map(|row| &row.summary)
     };
-    let mut counts: Vec<usize> = rows.iter().map(|row| row.clients).collect();
+    let mut counts: Vec<usize> = rows
+        .iter()
+        .filter(|row| row.endpoint == "redis SET")
+        .map(|row| row.clients)
+        .collect();
+    counts.sort_unstable();
     counts.dedup();
     for clients in counts {
         let (Some(create), Some(set)) = (find("create", clients), find("redis SET", clients))
