@@ -17,7 +17,8 @@
 //! always` and `save ""`, on a temporary Unix socket, its AOF on the same
 //! filesystem as the daemon's database. The same client loop drives it over
 //! RESP (`SET key value EX 3600` as the durable write, `GET key` as the
-//! read), its phases alternating with ours at each client count, and its SET
+//! read), its phases alternating with ours at each client count (its SETs
+//! and our creates in alternating slices of one phase), and its SET
 //! interleaved request by request with ours at one client. When
 //! `redis-server` is missing the bench installs Debian's package (root and
 //! apt-get only); when it cannot, it prints one line and skips the Redis
@@ -596,6 +597,9 @@ fn phase(
     phase_on::<Client>(socket, clients, duration, limit, make)
 }
 
+/// Slices the create and Redis SET phases alternate in.
+const SLICES: u32 = 4;
+
 /// [`phase`] over any [`Connection`]: the daemon's HTTP or Redis's RESP, so
 /// both are driven and timed by the same loop.
 fn phase_on<C: Connection>(
@@ -605,9 +609,22 @@ fn phase_on<C: Connection>(
     limit: impl Fn(usize) -> usize + Sync,
     make: impl Fn(usize, usize) -> (Vec<u8>, u16) + Sync,
 ) -> (Summary, Vec<usize>) {
+    let (results, wall) = phase_samples::<C>(socket, clients, duration, limit, make);
+    let counts = results.iter().map(Vec::len).collect();
+    (Summary::of(results.concat(), wall), counts)
+}
+
+/// [`phase_on`]'s samples, each client's apart, and its wall time.
+fn phase_samples<C: Connection>(
+    socket: &Path,
+    clients: usize,
+    duration: Duration,
+    limit: impl Fn(usize) -> usize + Sync,
+    make: impl Fn(usize, usize) -> (Vec<u8>, u16) + Sync,
+) -> (Vec<Vec<Duration>>, Duration) {
     let barrier = Barrier::new(clients + 1);
     let (make, limit, barrier) = (&make, &limit, &barrier);
-    let (results, wall) = std::thread::scope(|scope| {
+    std::thread::scope(|scope| {
         let handles: Vec<_> = (0..clients)
             .map(|client| {
                 scope.spawn(move || {
@@ -643,9 +660,7 @@ fn phase_on<C: Connection>(
             .map(|handle| handle.join().expect("a client thread"))
             .collect();
         (results, started.elapsed())
-    });
-    let counts = results.iter().map(Vec::len).collect();
-    (Summary::of(results.concat(), wall), counts)
+    })
 }
 
 /// Group-commit figures of a mutation phase, from the daemon's counters.
@@ -685,8 +700,9 @@ struct Row {
 type CrossCheck = (usize, f64, f64);
 
 /// The create, refresh, get and delete phases on a fresh daemon; with
-/// `redis`, a fresh Redis's SET and GET phases alternate with them (create,
-/// SET, refresh, GET, get, delete), so the machine's noise hits both sides.
+/// `redis`, a fresh Redis's SET and GET phases alternate with them (create
+/// and SET in [`SLICES`] alternating slices, then refresh, GET, get,
+/// delete), so the machine's noise hits both sides.
 /// With `cross_check`, `redis-benchmark` runs after Redis's phases.
 fn mutations_and_gets(
     clients: usize,
@@ -718,24 +734,48 @@ fn mutations_and_gets(
             });
         };
 
-    let mut created = Vec::new();
+    // With Redis, our creates and its SETs alternate in slices of the
+    // phase, so that a slow spell of the disk lands on both and the rates
+    // compare.
+    let slices = if peer.is_some() { SLICES } else { 1 };
+    let slice = duration / slices;
+    let mut created = vec![0; clients];
+    let mut redis_sets = vec![0; clients];
+    let (mut set_samples, mut set_wall) = (Vec::new(), Duration::ZERO);
     measured("create", true, &mut || {
-        let (summary, counts) = phase(&socket, clients, duration, unlimited, |c, i| {
-            (create(&name(c, i)), 201)
-        });
-        created = counts;
-        summary
+        let (mut samples, mut wall) = (Vec::new(), Duration::ZERO);
+        for _ in 0..slices {
+            let base = created.clone();
+            let (more, took) =
+                phase_samples::<Client>(&socket, clients, slice, unlimited, |c, i| {
+                    (create(&name(c, base[c] + i)), 201)
+                });
+            created
+                .iter_mut()
+                .zip(&more)
+                .for_each(|(n, s)| *n += s.len());
+            samples.extend(more);
+            wall += took;
+            if let Some(peer) = &peer {
+                let base = redis_sets.clone();
+                let (more, took) =
+                    phase_samples::<Resp>(&peer.socket, clients, slice, unlimited, |c, i| {
+                        (redis_set(&name(c, base[c] + i)), 200)
+                    });
+                redis_sets
+                    .iter_mut()
+                    .zip(&more)
+                    .for_each(|(n, s)| *n += s.len());
+                set_samples.extend(more);
+                set_wall += took;
+            }
+        }
+        Summary::of(samples.concat(), wall)
     });
     let created = &created;
-    let mut redis_sets = Vec::new();
-    if let Some(peer) = &peer {
+    if peer.is_some() {
         measured("redis SET", false, &mut || {
-            let (summary, counts) =
-                phase_on::<Resp>(&peer.socket, clients, duration, unlimited, |c, i| {
-                    (redis_set(&name(c, i)), 200)
-                });
-            redis_sets = counts;
-            summary
+            Summary::of(std::mem::take(&mut set_samples).concat(), set_wall)
         });
     }
     measured("refresh", true, &mut || {
