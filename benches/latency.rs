@@ -24,10 +24,11 @@
 //! apt-get only); when it cannot, it prints one line and skips the Redis
 //! rows. Full (not `--quick`) runs also cross-check with `redis-benchmark`.
 //!
-//! The log floors time one 128-byte record made durable five ways (append +
-//! `fdatasync`, append into `fallocate`d space, overwrite of a zero-filled
-//! file + `fdatasync`, the same with `O_DSYNC`, append + `fsync`), for the
-//! write-ahead log's design.
+//! The log floors time one 128-byte record made durable in six ways, for
+//! the write-ahead log's design: append and `fdatasync`; append into
+//! `fallocate`d space; the same with each record in a new block; overwrite
+//! of a zero-filled file and `fdatasync`; the same opened `O_DSYNC`; append
+//! and `fsync`.
 //!
 //! Every figure is printed beside its ratio to the relevant floor (and to
 //! Redis), and the whole run is written as JSON (default
@@ -1337,8 +1338,12 @@ fn redb_floor(duration: Duration, min: usize) -> Summary {
 /// The size of one log record in the log floors: a create's change, framed.
 const LOG_RECORD: usize = 128;
 
-/// Space preallocated for the log floors that preallocate.
+/// Space zero-filled for the log floors that overwrite.
 const LOG_SPACE: u64 = 32 << 20;
+
+/// Space `fallocate`d for the log floors that append into it (unwritten
+/// extents: no data is written, so it can be larger).
+const FALLOCATED_SPACE: u64 = 256 << 20;
 
 /// Ways of making one log record durable, for the write-ahead log's design.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -1347,8 +1352,11 @@ enum LogWay {
     /// that must be journalled too.
     Append,
     /// Append into `fallocate`d space, then `fdatasync`: the size is set,
-    /// but each first write converts an unwritten extent.
+    /// but each first write into a block converts an unwritten extent.
     Fallocated,
+    /// The same, each record opening a new 4 KiB block: the conversion's
+    /// cost at every record (a group commit that crosses a block pays it).
+    FallocatedNewBlock,
     /// Overwrite a preallocated, zero-filled (written and synced) file,
     /// cycling through it, then `fdatasync`: data only.
     Overwrite,
@@ -1359,9 +1367,10 @@ enum LogWay {
 }
 
 impl LogWay {
-    const ALL: [LogWay; 5] = [
+    const ALL: [LogWay; 6] = [
         LogWay::Append,
         LogWay::Fallocated,
+        LogWay::FallocatedNewBlock,
         LogWay::Overwrite,
         LogWay::OverwriteDsync,
         LogWay::AppendFsync,
@@ -1371,6 +1380,7 @@ impl LogWay {
         match self {
             LogWay::Append => "append_fdatasync",
             LogWay::Fallocated => "fallocated_fdatasync",
+            LogWay::FallocatedNewBlock => "fallocated_new_block_fdatasync",
             LogWay::Overwrite => "overwrite_zeroed_fdatasync",
             LogWay::OverwriteDsync => "overwrite_zeroed_o_dsync",
             LogWay::AppendFsync => "append_fsync",
@@ -1381,6 +1391,7 @@ impl LogWay {
         match self {
             LogWay::Append => "(a) append, file grows + fdatasync",
             LogWay::Fallocated => "(b) append into fallocate + fdatasync",
+            LogWay::FallocatedNewBlock => "(b') the same, a new 4 KiB block each",
             LogWay::Overwrite => "(c) overwrite zero-filled + fdatasync",
             LogWay::OverwriteDsync => "(d) overwrite zero-filled, O_DSYNC",
             LogWay::AppendFsync => "(e) append, file grows + fsync",
@@ -1409,14 +1420,14 @@ impl LogProbe {
             .expect("create the log floor's file");
         match way {
             LogWay::Append | LogWay::AppendFsync => {}
-            LogWay::Fallocated => {
+            LogWay::Fallocated | LogWay::FallocatedNewBlock => {
                 // SAFETY: fallocate(2) on a file descriptor we own.
                 let result = unsafe {
                     libc::fallocate(
                         std::os::fd::AsRawFd::as_raw_fd(&file),
                         0,
                         0,
-                        LOG_SPACE as libc::off_t,
+                        FALLOCATED_SPACE as libc::off_t,
                     )
                 };
                 assert_eq!(result, 0, "fallocate: {}", std::io::Error::last_os_error());
@@ -1456,20 +1467,26 @@ impl LogProbe {
             .write_all_at(record, self.offset)
             .expect("write a record");
         match self.way {
-            LogWay::Append | LogWay::Fallocated | LogWay::Overwrite => {
-                self.file.sync_data().expect("fdatasync")
-            }
+            LogWay::Append
+            | LogWay::Fallocated
+            | LogWay::FallocatedNewBlock
+            | LogWay::Overwrite => self.file.sync_data().expect("fdatasync"),
             LogWay::AppendFsync => self.file.sync_all().expect("fsync"),
             LogWay::OverwriteDsync => {}
         }
-        self.offset += LOG_RECORD as u64;
-        let preallocated = matches!(
-            self.way,
-            LogWay::Fallocated | LogWay::Overwrite | LogWay::OverwriteDsync
-        );
-        if preallocated && self.offset + LOG_RECORD as u64 > LOG_SPACE {
-            // A fallocated file wrapped is an overwritten one: start afresh.
-            if self.way == LogWay::Fallocated {
+        self.offset += match self.way {
+            LogWay::FallocatedNewBlock => 4096,
+            _ => LOG_RECORD as u64,
+        };
+        let space = match self.way {
+            LogWay::Append | LogWay::AppendFsync => u64::MAX,
+            LogWay::Fallocated | LogWay::FallocatedNewBlock => FALLOCATED_SPACE,
+            LogWay::Overwrite | LogWay::OverwriteDsync => LOG_SPACE,
+        };
+        if self.offset + LOG_RECORD as u64 > space {
+            // A fallocated file wrapped would be an overwritten one: start
+            // afresh (one sample pays for it).
+            if matches!(self.way, LogWay::Fallocated | LogWay::FallocatedNewBlock) {
                 *self = LogProbe::new(self.way);
             } else {
                 self.offset = 0;
@@ -1531,7 +1548,7 @@ fn print_log_floors(floors: &[(LogWay, Summary)]) {
     println!(
         "÷ (c): p50 over the zero-filled overwrite's p50. (b) converts an unwritten extent \
          when a record first enters a 4 KiB block ({} records a block: its cost is in the \
-         tail); (a) and (e) journal the new size at every record.",
+         tail), (b') at every record; (a) and (e) journal the new size at every record.",
         4096 / LOG_RECORD
     );
 }
