@@ -1825,23 +1825,21 @@ fn run(options: &Options) {
         options.scale,
         if options.quick { " (quick)" } else { "" }
     );
-    let redis = options.redis.then(|| find_redis(true)).and_then(|found| {
-        found
-            .inspect(|program| {
-                println!(
-                    "redis: {} ({}), appendonly yes, appendfsync always, save \"\", \
-                     AOF on the database's filesystem",
-                    program.display(),
-                    redis_version(program)
-                )
-            })
-            .inspect_err(|why| println!("redis: {why}; the Redis rows are skipped"))
-            .ok()
-    });
-    if !options.redis {
-        println!("redis: --no-redis; the Redis rows are skipped");
+    let found = if options.redis {
+        find_redis(true)
+    } else {
+        Err("--no-redis".into())
+    };
+    match &found {
+        Ok(program) => println!(
+            "redis: {} ({}), appendonly yes, appendfsync always, save \"\", \
+             AOF on the database's filesystem",
+            program.display(),
+            redis_version(program)
+        ),
+        Err(why) => println!("redis: {why}; the Redis rows are skipped"),
     }
-    let redis = redis.as_deref();
+    let redis = found.as_deref().ok();
     let floors = Floors::measure(
         &options.clients,
         options.duration.min(Duration::from_secs(3)),
@@ -1906,7 +1904,10 @@ fn run(options: &Options) {
             "p50_over_redb_commit_plus_transport": ratio(p.request.p50, p.store.p50 + floors.transport.p50),
             "p50_over_redis_set": p.redis.as_ref().map(|r| ratio(p.request.p50, r.p50)),
         })).collect::<Vec<_>>(),
-        "redis": redis_json(redis, &rows, &cross_checks),
+        "redis": match &found {
+            Ok(program) => redis_json(program, &rows, &cross_checks),
+            Err(why) => json!({ "skipped": why }),
+        },
         "requests": rows.iter().map(|row| {
             let floor = floor_of(row, &floors);
             json!({
@@ -1978,10 +1979,7 @@ fn redis_peer<'a>(row: &Row, rows: &'a [Row]) -> Option<&'a Row> {
         .find(|other| other.endpoint == peer && other.clients == row.clients)
 }
 
-fn redis_json(redis: Option<&Path>, rows: &[Row], cross_checks: &[CrossCheck]) -> Value {
-    let Some(program) = redis else {
-        return Value::Null;
-    };
+fn redis_json(program: &Path, rows: &[Row], cross_checks: &[CrossCheck]) -> Value {
     json!({
         "program": program.display().to_string(),
         "version": redis_version(program),
