@@ -134,13 +134,13 @@ fn route_inner(request: &Request, max_expire: Duration) -> Result<Routed, Respon
     else {
         return Err(error(
             404,
-            format!("no such endpoint {path:?}; the API is under {TASKS_PATH}"),
+            format!("no such endpoint \"{path}\"; the API is under {TASKS_PATH}"),
         ));
     };
     if segment.contains('/') {
         return Err(error(
             404,
-            format!("no such endpoint {path:?}; a task is addressed as {TASKS_PATH}/NAME"),
+            format!("no such endpoint \"{path}\"; a task is addressed as {TASKS_PATH}/NAME"),
         ));
     }
     let name = decode_name(segment)?;
@@ -153,7 +153,7 @@ fn route_inner(request: &Request, max_expire: Duration) -> Result<Routed, Respon
                 return Err(error(
                     400,
                     format!(
-                        "the body names task {other:?} but the path names {name:?}; drop the body's name or make them agree"
+                        "the body names task \"{other}\" but the path names \"{name}\"; drop the body's name or make them agree"
                     ),
                 ));
             }
@@ -174,7 +174,7 @@ fn since_parameter(target: &str) -> Result<Option<u64>, Response> {
             return value.parse().map(Some).map_err(|_| {
                 error(
                     400,
-                    format!("since={value:?} is not an event sequence number"),
+                    format!("since=\"{value}\" is not an event sequence number"),
                 )
             });
         }
@@ -193,7 +193,7 @@ fn request_path(target: &str) -> Result<&str, Response> {
     if !path.starts_with('/') {
         return Err(error(
             400,
-            format!("the request target {target:?} is not a path"),
+            format!("the request target \"{target}\" is not a path"),
         ));
     }
     Ok(path)
@@ -215,7 +215,7 @@ fn decode_name(segment: &str) -> Result<TaskName, Response> {
                 None => {
                     return Err(error(
                         400,
-                        format!("invalid percent-encoding in the task name {segment:?}"),
+                        format!("invalid percent-encoding in the task name \"{segment}\""),
                     ));
                 }
             }
@@ -455,10 +455,13 @@ pub fn error(status: u16, message: impl Into<String>) -> Response {
     json(status, &serde_json::json!({ "error": message.into() }))
 }
 
+/// A JSON body ending in a newline, so that `curl` output does not run into
+/// the shell prompt.
 fn json(status: u16, value: &impl Serialize) -> Response {
     // Serializing our own plain structs cannot fail; an empty object is the
     // fallback should that ever change.
-    let body = serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec());
+    let mut body = serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec());
+    body.push(b'\n');
     Response::json(status, body)
 }
 
@@ -694,6 +697,83 @@ mod tests {
             body["error"],
             "expire must be at most 1h (3600 seconds); refresh the task to hold longer"
         );
+    }
+
+    #[test]
+    fn error_messages_carry_no_rust_debug_text() {
+        let cases = vec![
+            (
+                request(Method::Put, "/v1/tasks/a", r#"{"name":"b","expire":"1h"}"#),
+                r#"the body names task "b" but the path names "a"; drop the body's name or make them agree"#,
+            ),
+            (
+                request(Method::Get, "/v2", ""),
+                r#"no such endpoint "/v2"; the API is under /v1/tasks"#,
+            ),
+            (
+                request(Method::Get, "/v1/tasks/a/b", ""),
+                r#"no such endpoint "/v1/tasks/a/b"; a task is addressed as /v1/tasks/NAME"#,
+            ),
+            (
+                request(Method::Get, "/v1/events?since=x", ""),
+                r#"since="x" is not an event sequence number"#,
+            ),
+            (
+                request(Method::Get, "/v1/tasks/a%zz", ""),
+                r#"invalid percent-encoding in the task name "a%zz""#,
+            ),
+            (
+                request(
+                    Method::Post,
+                    "/v1/tasks",
+                    r#"{"name":"a\u0001","expire":"1h"}"#,
+                ),
+                "the task name contains U+0001; a task name is 1 to 128 characters of letters, digits, '.', '_', '-', ':' and '@', starting with a letter or digit",
+            ),
+            (
+                request(Method::Post, "/v1/tasks", r#"{"name":"a b","expire":"1h"}"#),
+                "the task name contains ' '; a task name is 1 to 128 characters of letters, digits, '.', '_', '-', ':' and '@', starting with a letter or digit",
+            ),
+            (
+                request(Method::Post, "/v1/tasks", r#"{"name":"a","expire":"soon"}"#),
+                r#"expire "soon" is not a duration; expire is an integer number of seconds or a duration string such as "90s", "30m" or "1h""#,
+            ),
+        ];
+        for (request, expected) in cases {
+            let Routed::Reply(response) = route(&request, MAX) else {
+                panic!("{request:?} was not refused")
+            };
+            let body: Value = serde_json::from_slice(&response.body).unwrap();
+            assert_eq!(body["error"], expected, "{request:?}");
+        }
+    }
+
+    #[test]
+    fn json_bodies_end_with_a_newline() {
+        let task = Task {
+            name: name("a"),
+            started_at: Timestamp::from_nanos(0),
+            expires_at: Timestamp::from_nanos(1),
+        };
+        let mut tasks = Tasks::new(1);
+        tasks.load([task.clone()]);
+        let now = Timestamp::from_nanos(0);
+        let bodies = [
+            outcome(&Ok(Outcome::Created(task))).body,
+            answer(&Query::List, &tasks, None, now).body,
+            answer(&Query::Status, &tasks, None, now).body,
+            error(400, "x").body,
+            commit_failed().body,
+        ];
+        for body in bodies {
+            assert_eq!(
+                body.last(),
+                Some(&b'\n'),
+                "{}",
+                String::from_utf8_lossy(&body)
+            );
+            assert_eq!(body.iter().filter(|&&b| b == b'\n').count(), 1);
+        }
     }
 
     #[test]
