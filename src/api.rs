@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::expire;
-use crate::http::{Method, Request, Response};
+use crate::http::{HttpDate, Method, Request, Response};
 use crate::tasks::{Command, Outcome, Task, TaskError, TaskName, Tasks};
 use crate::time::Timestamp;
 
@@ -35,8 +35,11 @@ pub const EVENTS_PATH: &str = "/v1/events";
 /// Prometheus metrics.
 pub const METRICS_PATH: &str = "/metrics";
 
-const COLLECTION_ALLOW: &str = "GET, POST, PUT";
-const ITEM_ALLOW: &str = "GET, PUT, DELETE";
+const COLLECTION_ALLOW: &str = "GET, HEAD, POST, PUT";
+const ITEM_ALLOW: &str = "GET, HEAD, PUT, DELETE";
+const READ_ONLY_ALLOW: &str = "GET, HEAD";
+/// The event stream has no HEAD: its head alone would open a stream.
+const EVENTS_ALLOW: &str = "GET";
 const EXAMPLE_BODY: &str = r#"{"name": "agent", "expire": "1h"}"#;
 
 /// What a request asks of the daemon.
@@ -71,14 +74,14 @@ pub fn route_label(request: &Request) -> &'static str {
         return "other";
     };
     match (path, &request.method) {
-        (TASKS_PATH, Method::Get) => "list",
+        (TASKS_PATH, Method::Get | Method::Head) => "list",
         (TASKS_PATH, Method::Post) => "create",
         (TASKS_PATH, Method::Put) => "upsert",
         (STATUS_PATH, _) => "status",
         (EVENTS_PATH, _) => "events",
         (METRICS_PATH, _) => "metrics",
         (path, method) if path.starts_with("/v1/tasks/") => match method {
-            Method::Get => "get",
+            Method::Get | Method::Head => "get",
             Method::Put => "upsert",
             Method::Delete => "delete",
             _ => "other",
@@ -96,23 +99,37 @@ pub fn route(request: &Request, max_expire: Duration) -> Routed {
 }
 
 fn route_inner(request: &Request, max_expire: Duration) -> Result<Routed, Response> {
+    // RFC 9110 section 9.1: a method the server does not implement is 501,
+    // whatever the target (`OPTIONS *` included); 405 is for a method it
+    // implements but not on that resource.
+    if let Method::Other(token) = &request.method {
+        return Err(error(
+            501,
+            format!(
+                "method {token} is not implemented; the API uses GET, HEAD, POST, PUT and DELETE"
+            ),
+        ));
+    }
     let path = request_path(&request.target)?;
     let read_only = |query: Query| match request.method {
-        Method::Get => Ok(Routed::Query(query)),
-        _ => Err(not_allowed(&request.method, "GET")),
+        Method::Get | Method::Head => Ok(Routed::Query(query)),
+        _ => Err(not_allowed(&request.method, READ_ONLY_ALLOW)),
     };
     match path {
         STATUS_PATH => return read_only(Query::Status),
         METRICS_PATH => return read_only(Query::Metrics),
         EVENTS_PATH => {
+            if request.method != Method::Get {
+                return Err(not_allowed(&request.method, EVENTS_ALLOW));
+            }
             let since = since_parameter(&request.target)?;
-            return read_only(Query::Events { since });
+            return Ok(Routed::Query(Query::Events { since }));
         }
         _ => {}
     }
     if path == TASKS_PATH {
         return match request.method {
-            Method::Get => Ok(Routed::Query(Query::List)),
+            Method::Get | Method::Head => Ok(Routed::Query(Query::List)),
             Method::Post => {
                 let body = TaskBody::decode(&request.body)?;
                 let name = body.required_name()?;
@@ -145,7 +162,7 @@ fn route_inner(request: &Request, max_expire: Duration) -> Result<Routed, Respon
     }
     let name = decode_name(segment)?;
     match request.method {
-        Method::Get => Ok(Routed::Query(Query::Get(name))),
+        Method::Get | Method::Head => Ok(Routed::Query(Query::Get(name))),
         Method::Delete => Ok(Routed::Mutation(Command::Delete { name })),
         Method::Put => {
             let body = TaskBody::decode(&request.body)?;
@@ -369,16 +386,20 @@ pub fn answer(
 
 /// The response head of an event stream: chunked newline-delimited JSON
 /// on HTTP/1.1, a body that ends when the connection does on HTTP/1.0.
-pub fn stream_head(minor_version: u8) -> Vec<u8> {
-    let framing = if minor_version == 0 {
-        "Connection: close\r\n"
+pub fn stream_head(minor_version: u8, date: &HttpDate) -> Vec<u8> {
+    let framing: &[u8] = if minor_version == 0 {
+        b"Connection: close\r\n"
     } else {
-        "Transfer-Encoding: chunked\r\n"
+        b"Transfer-Encoding: chunked\r\n"
     };
-    format!(
-        "HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\nCache-Control: no-store\r\n{framing}\r\n"
-    )
-    .into_bytes()
+    let mut head = b"HTTP/1.1 200 OK\r\nDate: ".to_vec();
+    head.extend_from_slice(date.as_bytes());
+    head.extend_from_slice(
+        b"\r\nContent-Type: application/x-ndjson\r\nCache-Control: no-store\r\n",
+    );
+    head.extend_from_slice(framing);
+    head.extend_from_slice(b"\r\n");
+    head
 }
 
 /// One line of an event stream, framed as a chunk on HTTP/1.1.
@@ -532,6 +553,18 @@ mod tests {
                 Routed::Query(Query::Get(name("agent"))),
             ),
             (
+                request(Method::Head, "/v1/tasks/agent", ""),
+                Routed::Query(Query::Get(name("agent"))),
+            ),
+            (
+                request(Method::Head, "/v1/tasks", ""),
+                Routed::Query(Query::List),
+            ),
+            (
+                request(Method::Head, "/v1/status", ""),
+                Routed::Query(Query::Status),
+            ),
+            (
                 request(
                     Method::Post,
                     "/v1/tasks",
@@ -598,8 +631,19 @@ mod tests {
             (request(Method::Post, "/v1/tasks/agent", "{}"), 405),
             (
                 request(Method::Other("PATCH".into()), "/v1/tasks/agent", ""),
-                405,
+                501,
             ),
+            (request(Method::Other("OPTIONS".into()), "*", ""), 501),
+            (
+                request(Method::Other("OPTIONS".into()), "/v1/tasks", ""),
+                501,
+            ),
+            (
+                request(Method::Other("CONNECT".into()), "sprite:80", ""),
+                501,
+            ),
+            (request(Method::Head, "/v1/events", ""), 405),
+            (request(Method::Post, "/v1/status", ""), 405),
             (request(Method::Get, "/v1/tasks/a%2Fb", ""), 400),
             (request(Method::Get, "/v1/tasks/a%00", ""), 400),
             (request(Method::Get, "/v1/tasks/%ff", ""), 400),
