@@ -18,6 +18,14 @@
 //!   peer that disagrees about where the body ends can smuggle nothing.
 //! - `Expect: 100-continue` is honoured on HTTP/1.1 once the head is accepted;
 //!   any other expectation is 417.
+//!
+//! Beyond framing: `Host` is required on HTTP/1.1, at most once in any
+//! version, and must be a host with an optional port (RFC 9112 section 3.2);
+//! a malformed request line is 400 and only a well-formed unsupported
+//! version is 505; the target is ASCII. [`Response::encode`] dates every
+//! response with an [`HttpDate`] the caller keeps per second, and never
+//! sends content with 1xx, 204, 304 or in answer to HEAD. docs/http.md has
+//! the table of answers.
 
 use std::fmt;
 
@@ -35,7 +43,8 @@ pub const MAX_TRAILER_BYTES: usize = 4096;
 /// Size limits, settings of the daemon.
 #[derive(Debug, Clone)]
 pub struct Limits {
-    /// Largest request head: request line and headers (431 past it).
+    /// Largest request head: request line and headers (past it: 414 while
+    /// the request line is not complete, 431 otherwise).
     pub max_head: usize,
     /// Longest request target (414 past it).
     pub max_target: usize,
