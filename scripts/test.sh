@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The project's test command (README, .ci/run): checks the tools the
-# integration tests drive (curl, python3, node), installs what is missing
-# from Debian's packages when run as root, then runs every test.
+# integration tests drive (curl, python3 with h11, node), installs what is
+# missing when run as root, then runs every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,6 +15,21 @@ if [ ${#missing[@]} -gt 0 ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
   else
     echo "the tests need: ${missing[*]}; install them (e.g. apt-get install ${missing[*]})" >&2
+    exit 1
+  fi
+fi
+
+# Python's h11 is the reference parser of tests/h11_differential.rs. The
+# python3 on PATH may not be Debian's (pyenv), so pip is tried first.
+if ! python3 -c 'import h11' >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ]; then
+    echo "installing h11"
+    python3 -m pip install -q h11 >/dev/null 2>&1 \
+      || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-h11 >/dev/null; } \
+      || true
+  fi
+  if ! python3 -c 'import h11' >/dev/null 2>&1; then
+    echo "the tests need Python's h11 for python3; install it (e.g. python3 -m pip install h11, or apt-get install python3-h11)" >&2
     exit 1
   fi
 fi

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::expire;
-use crate::http::{Method, Request, Response};
+use crate::http::{HttpDate, Method, Request, Response};
 use crate::tasks::{Command, Outcome, Task, TaskError, TaskName, Tasks};
 use crate::time::Timestamp;
 
@@ -35,8 +35,11 @@ pub const EVENTS_PATH: &str = "/v1/events";
 /// Prometheus metrics.
 pub const METRICS_PATH: &str = "/metrics";
 
-const COLLECTION_ALLOW: &str = "GET, POST, PUT";
-const ITEM_ALLOW: &str = "GET, PUT, DELETE";
+const COLLECTION_ALLOW: &str = "GET, HEAD, POST, PUT";
+const ITEM_ALLOW: &str = "GET, HEAD, PUT, DELETE";
+const READ_ONLY_ALLOW: &str = "GET, HEAD";
+/// The event stream has no HEAD: its head alone would open a stream.
+const EVENTS_ALLOW: &str = "GET";
 const EXAMPLE_BODY: &str = r#"{"name": "agent", "expire": "1h"}"#;
 
 /// What a request asks of the daemon.
@@ -71,14 +74,14 @@ pub fn route_label(request: &Request) -> &'static str {
         return "other";
     };
     match (path, &request.method) {
-        (TASKS_PATH, Method::Get) => "list",
+        (TASKS_PATH, Method::Get | Method::Head) => "list",
         (TASKS_PATH, Method::Post) => "create",
         (TASKS_PATH, Method::Put) => "upsert",
         (STATUS_PATH, _) => "status",
         (EVENTS_PATH, _) => "events",
         (METRICS_PATH, _) => "metrics",
         (path, method) if path.starts_with("/v1/tasks/") => match method {
-            Method::Get => "get",
+            Method::Get | Method::Head => "get",
             Method::Put => "upsert",
             Method::Delete => "delete",
             _ => "other",
@@ -96,23 +99,37 @@ pub fn route(request: &Request, max_expire: Duration) -> Routed {
 }
 
 fn route_inner(request: &Request, max_expire: Duration) -> Result<Routed, Response> {
+    // RFC 9110 section 9.1: a method the server does not implement is 501,
+    // whatever the target (`OPTIONS *` included); 405 is for a method it
+    // implements but not on that resource.
+    if let Method::Other(token) = &request.method {
+        return Err(error(
+            501,
+            format!(
+                "method {token} is not implemented; the API uses GET, HEAD, POST, PUT and DELETE"
+            ),
+        ));
+    }
     let path = request_path(&request.target)?;
     let read_only = |query: Query| match request.method {
-        Method::Get => Ok(Routed::Query(query)),
-        _ => Err(not_allowed(&request.method, "GET")),
+        Method::Get | Method::Head => Ok(Routed::Query(query)),
+        _ => Err(not_allowed(&request.method, READ_ONLY_ALLOW)),
     };
     match path {
         STATUS_PATH => return read_only(Query::Status),
         METRICS_PATH => return read_only(Query::Metrics),
         EVENTS_PATH => {
+            if request.method != Method::Get {
+                return Err(not_allowed(&request.method, EVENTS_ALLOW));
+            }
             let since = since_parameter(&request.target)?;
-            return read_only(Query::Events { since });
+            return Ok(Routed::Query(Query::Events { since }));
         }
         _ => {}
     }
     if path == TASKS_PATH {
         return match request.method {
-            Method::Get => Ok(Routed::Query(Query::List)),
+            Method::Get | Method::Head => Ok(Routed::Query(Query::List)),
             Method::Post => {
                 let body = TaskBody::decode(&request.body)?;
                 let name = body.required_name()?;
@@ -134,18 +151,18 @@ fn route_inner(request: &Request, max_expire: Duration) -> Result<Routed, Respon
     else {
         return Err(error(
             404,
-            format!("no such endpoint {path:?}; the API is under {TASKS_PATH}"),
+            format!("no such endpoint \"{path}\"; the API is under {TASKS_PATH}"),
         ));
     };
     if segment.contains('/') {
         return Err(error(
             404,
-            format!("no such endpoint {path:?}; a task is addressed as {TASKS_PATH}/NAME"),
+            format!("no such endpoint \"{path}\"; a task is addressed as {TASKS_PATH}/NAME"),
         ));
     }
     let name = decode_name(segment)?;
     match request.method {
-        Method::Get => Ok(Routed::Query(Query::Get(name))),
+        Method::Get | Method::Head => Ok(Routed::Query(Query::Get(name))),
         Method::Delete => Ok(Routed::Mutation(Command::Delete { name })),
         Method::Put => {
             let body = TaskBody::decode(&request.body)?;
@@ -153,7 +170,7 @@ fn route_inner(request: &Request, max_expire: Duration) -> Result<Routed, Respon
                 return Err(error(
                     400,
                     format!(
-                        "the body names task {other:?} but the path names {name:?}; drop the body's name or make them agree"
+                        "the body names task \"{other}\" but the path names \"{name}\"; drop the body's name or make them agree"
                     ),
                 ));
             }
@@ -174,7 +191,7 @@ fn since_parameter(target: &str) -> Result<Option<u64>, Response> {
             return value.parse().map(Some).map_err(|_| {
                 error(
                     400,
-                    format!("since={value:?} is not an event sequence number"),
+                    format!("since=\"{value}\" is not an event sequence number"),
                 )
             });
         }
@@ -193,7 +210,7 @@ fn request_path(target: &str) -> Result<&str, Response> {
     if !path.starts_with('/') {
         return Err(error(
             400,
-            format!("the request target {target:?} is not a path"),
+            format!("the request target \"{target}\" is not a path"),
         ));
     }
     Ok(path)
@@ -215,7 +232,7 @@ fn decode_name(segment: &str) -> Result<TaskName, Response> {
                 None => {
                     return Err(error(
                         400,
-                        format!("invalid percent-encoding in the task name {segment:?}"),
+                        format!("invalid percent-encoding in the task name \"{segment}\""),
                     ));
                 }
             }
@@ -369,16 +386,20 @@ pub fn answer(
 
 /// The response head of an event stream: chunked newline-delimited JSON
 /// on HTTP/1.1, a body that ends when the connection does on HTTP/1.0.
-pub fn stream_head(minor_version: u8) -> Vec<u8> {
-    let framing = if minor_version == 0 {
-        "Connection: close\r\n"
+pub fn stream_head(minor_version: u8, date: &HttpDate) -> Vec<u8> {
+    let framing: &[u8] = if minor_version == 0 {
+        b"Connection: close\r\n"
     } else {
-        "Transfer-Encoding: chunked\r\n"
+        b"Transfer-Encoding: chunked\r\n"
     };
-    format!(
-        "HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\nCache-Control: no-store\r\n{framing}\r\n"
-    )
-    .into_bytes()
+    let mut head = b"HTTP/1.1 200 OK\r\nDate: ".to_vec();
+    head.extend_from_slice(date.as_bytes());
+    head.extend_from_slice(
+        b"\r\nContent-Type: application/x-ndjson\r\nCache-Control: no-store\r\n",
+    );
+    head.extend_from_slice(framing);
+    head.extend_from_slice(b"\r\n");
+    head
 }
 
 /// One line of an event stream, framed as a chunk on HTTP/1.1.
@@ -455,10 +476,13 @@ pub fn error(status: u16, message: impl Into<String>) -> Response {
     json(status, &serde_json::json!({ "error": message.into() }))
 }
 
+/// A JSON body ending in a newline, so that `curl` output does not run into
+/// the shell prompt.
 fn json(status: u16, value: &impl Serialize) -> Response {
     // Serializing our own plain structs cannot fail; an empty object is the
     // fallback should that ever change.
-    let body = serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec());
+    let mut body = serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec());
+    body.push(b'\n');
     Response::json(status, body)
 }
 
@@ -529,6 +553,18 @@ mod tests {
                 Routed::Query(Query::Get(name("agent"))),
             ),
             (
+                request(Method::Head, "/v1/tasks/agent", ""),
+                Routed::Query(Query::Get(name("agent"))),
+            ),
+            (
+                request(Method::Head, "/v1/tasks", ""),
+                Routed::Query(Query::List),
+            ),
+            (
+                request(Method::Head, "/v1/status", ""),
+                Routed::Query(Query::Status),
+            ),
+            (
                 request(
                     Method::Post,
                     "/v1/tasks",
@@ -595,8 +631,19 @@ mod tests {
             (request(Method::Post, "/v1/tasks/agent", "{}"), 405),
             (
                 request(Method::Other("PATCH".into()), "/v1/tasks/agent", ""),
-                405,
+                501,
             ),
+            (request(Method::Other("OPTIONS".into()), "*", ""), 501),
+            (
+                request(Method::Other("OPTIONS".into()), "/v1/tasks", ""),
+                501,
+            ),
+            (
+                request(Method::Other("CONNECT".into()), "sprite:80", ""),
+                501,
+            ),
+            (request(Method::Head, "/v1/events", ""), 405),
+            (request(Method::Post, "/v1/status", ""), 405),
             (request(Method::Get, "/v1/tasks/a%2Fb", ""), 400),
             (request(Method::Get, "/v1/tasks/a%00", ""), 400),
             (request(Method::Get, "/v1/tasks/%ff", ""), 400),
@@ -694,6 +741,83 @@ mod tests {
             body["error"],
             "expire must be at most 1h (3600 seconds); refresh the task to hold longer"
         );
+    }
+
+    #[test]
+    fn error_messages_carry_no_rust_debug_text() {
+        let cases = vec![
+            (
+                request(Method::Put, "/v1/tasks/a", r#"{"name":"b","expire":"1h"}"#),
+                r#"the body names task "b" but the path names "a"; drop the body's name or make them agree"#,
+            ),
+            (
+                request(Method::Get, "/v2", ""),
+                r#"no such endpoint "/v2"; the API is under /v1/tasks"#,
+            ),
+            (
+                request(Method::Get, "/v1/tasks/a/b", ""),
+                r#"no such endpoint "/v1/tasks/a/b"; a task is addressed as /v1/tasks/NAME"#,
+            ),
+            (
+                request(Method::Get, "/v1/events?since=x", ""),
+                r#"since="x" is not an event sequence number"#,
+            ),
+            (
+                request(Method::Get, "/v1/tasks/a%zz", ""),
+                r#"invalid percent-encoding in the task name "a%zz""#,
+            ),
+            (
+                request(
+                    Method::Post,
+                    "/v1/tasks",
+                    r#"{"name":"a\u0001","expire":"1h"}"#,
+                ),
+                "the task name contains U+0001; a task name is 1 to 128 characters of letters, digits, '.', '_', '-', ':' and '@', starting with a letter or digit",
+            ),
+            (
+                request(Method::Post, "/v1/tasks", r#"{"name":"a b","expire":"1h"}"#),
+                "the task name contains ' '; a task name is 1 to 128 characters of letters, digits, '.', '_', '-', ':' and '@', starting with a letter or digit",
+            ),
+            (
+                request(Method::Post, "/v1/tasks", r#"{"name":"a","expire":"soon"}"#),
+                r#"expire "soon" is not a duration; expire is an integer number of seconds or a duration string such as "90s", "30m" or "1h""#,
+            ),
+        ];
+        for (request, expected) in cases {
+            let Routed::Reply(response) = route(&request, MAX) else {
+                panic!("{request:?} was not refused")
+            };
+            let body: Value = serde_json::from_slice(&response.body).unwrap();
+            assert_eq!(body["error"], expected, "{request:?}");
+        }
+    }
+
+    #[test]
+    fn json_bodies_end_with_a_newline() {
+        let task = Task {
+            name: name("a"),
+            started_at: Timestamp::from_nanos(0),
+            expires_at: Timestamp::from_nanos(1),
+        };
+        let mut tasks = Tasks::new(1);
+        tasks.load([task.clone()]);
+        let now = Timestamp::from_nanos(0);
+        let bodies = [
+            outcome(&Ok(Outcome::Created(task))).body,
+            answer(&Query::List, &tasks, None, now).body,
+            answer(&Query::Status, &tasks, None, now).body,
+            error(400, "x").body,
+            commit_failed().body,
+        ];
+        for body in bodies {
+            assert_eq!(
+                body.last(),
+                Some(&b'\n'),
+                "{}",
+                String::from_utf8_lossy(&body)
+            );
+            assert_eq!(body.iter().filter(|&&b| b == b'\n').count(), 1);
+        }
     }
 
     #[test]

@@ -8,7 +8,9 @@
 use std::io::{self, Read, Write};
 use std::time::{Duration, Instant};
 
-use crate::http::{self, HttpError, Limits, Parsed, Progress, Request, Response};
+use crate::http::{
+    self, Answering, HttpDate, HttpError, Limits, Method, Parsed, Progress, Request, Response,
+};
 
 /// Most bytes read from the socket per `read` call.
 const READ_CHUNK: usize = 16 * 1024;
@@ -136,8 +138,7 @@ pub enum Reply<P> {
 #[derive(Debug)]
 struct Queued<P> {
     reply: Reply<P>,
-    minor_version: u8,
-    keep_alive: bool,
+    to: Answering,
 }
 
 /// What [`Conn::next_request`] found in the input.
@@ -162,6 +163,9 @@ pub struct Conn<S, P> {
     written: usize,
     queued: Vec<Queued<P>>,
     held_back: Option<Request>,
+    /// Whether the request just taken is HEAD: its reply goes without
+    /// content. Taken by the next [`queue`](Self::queue).
+    taken_head: bool,
     /// While an event stream is open: the HTTP minor version it speaks.
     event_stream: Option<u8>,
     planned_in_queue: usize,
@@ -191,6 +195,7 @@ impl<S: Read + Write, P> Conn<S, P> {
             written: 0,
             queued: Vec::new(),
             held_back: None,
+            taken_head: false,
             event_stream: None,
             planned_in_queue: 0,
             continue_sent: false,
@@ -283,6 +288,7 @@ impl<S: Read + Write, P> Conn<S, P> {
     /// Takes the next request from the input.
     pub fn next_request(&mut self, limits: &Limits, now: Instant) -> Next {
         if let Some(request) = self.held_back.take() {
+            self.taken_head = request.method == Method::Head;
             return Next::Request(request);
         }
         match http::parse(self.input.pending(), limits) {
@@ -291,6 +297,7 @@ impl<S: Read + Write, P> Conn<S, P> {
                 self.continue_sent = false;
                 self.body_started = None;
                 self.request_started = (!self.input.is_empty()).then_some(now);
+                self.taken_head = request.method == Method::Head;
                 Next::Request(request)
             }
             Ok(Parsed::Partial(progress)) => {
@@ -300,8 +307,11 @@ impl<S: Read + Write, P> Conn<S, P> {
                         self.continue_sent = true;
                         self.queued.push(Queued {
                             reply: Reply::Continue,
-                            minor_version: 1,
-                            keep_alive: true,
+                            to: Answering {
+                                minor_version: 1,
+                                keep_alive: true,
+                                head: false,
+                            },
                         });
                     }
                 }
@@ -311,7 +321,12 @@ impl<S: Read + Write, P> Conn<S, P> {
                 }
                 Next::NeedMore
             }
-            Err(e) => Next::Invalid(e),
+            Err(e) => {
+                // A refused HEAD still gets no content.
+                let pending = self.input.pending();
+                self.taken_head = pending[http::skip_empty_lines(pending)..].starts_with(b"HEAD ");
+                Next::Invalid(e)
+            }
         }
     }
 
@@ -321,7 +336,8 @@ impl<S: Read + Write, P> Conn<S, P> {
         self.held_back = Some(request);
     }
 
-    /// Queues a reply for the request just taken.
+    /// Queues a reply for the request just taken (or refused); a HEAD
+    /// request's reply is sent without content.
     pub fn queue(&mut self, reply: Reply<P>, minor_version: u8, keep_alive: bool) {
         if matches!(reply, Reply::Planned(_)) {
             self.planned_in_queue += 1;
@@ -331,8 +347,11 @@ impl<S: Read + Write, P> Conn<S, P> {
         }
         self.queued.push(Queued {
             reply,
-            minor_version,
-            keep_alive,
+            to: Answering {
+                minor_version,
+                keep_alive,
+                head: std::mem::take(&mut self.taken_head),
+            },
         });
     }
 
@@ -362,9 +381,14 @@ impl<S: Read + Write, P> Conn<S, P> {
         self.reading_stopped = true;
     }
 
-    /// Turns queued replies into bytes, in order; `planned` answers the
-    /// planned ones.
-    pub fn render(&mut self, now: Instant, mut planned: impl FnMut(P) -> Response) {
+    /// Turns queued replies into bytes, in order, dated `date`; `planned`
+    /// answers the planned ones.
+    pub fn render(
+        &mut self,
+        now: Instant,
+        date: &HttpDate,
+        mut planned: impl FnMut(P) -> Response,
+    ) {
         if self.queued.is_empty() {
             return;
         }
@@ -384,7 +408,7 @@ impl<S: Read + Write, P> Conn<S, P> {
                 Reply::Ready(response) => response,
                 Reply::Planned(p) => planned(p),
             };
-            response.encode(queued.minor_version, queued.keep_alive, &mut self.output);
+            response.encode(queued.to, date, &mut self.output);
         }
         self.planned_in_queue = 0;
     }
@@ -532,6 +556,10 @@ mod tests {
         Conn::new(script, now)
     }
 
+    fn date() -> HttpDate {
+        HttpDate::at(1_780_000_000)
+    }
+
     fn answer(status: u16) -> Response {
         Response::empty(status)
     }
@@ -540,7 +568,7 @@ mod tests {
     fn pipelined_replies_keep_request_order_across_the_commit() {
         let now = Instant::now();
         let mut c = conn(
-            vec![b"PUT /a HTTP/1.1\r\n\r\nGET /b HTTP/1.1\r\n\r\n"],
+            vec![b"PUT /a HTTP/1.1\r\nHost: h\r\n\r\nGET /b HTTP/1.1\r\nHost: h\r\n\r\n"],
             1 << 20,
         );
         assert!(c.read_available(1 << 16, now).unwrap());
@@ -554,7 +582,7 @@ mod tests {
         };
         // The read waits for the commit of the planned change before it.
         c.hold_back(read);
-        c.render(now, answer);
+        c.render(now, &date(), answer);
         assert!(!c.has_planned());
         let Next::Request(again) = c.next_request(&Limits::default(), now) else {
             panic!()
@@ -565,7 +593,7 @@ mod tests {
             c.next_request(&Limits::default(), now),
             Next::NeedMore
         ));
-        c.render(now, answer);
+        c.render(now, &date(), answer);
         c.flush(now).unwrap();
         let text = String::from_utf8(c.stream().written.clone()).unwrap();
         let first = text.find("201").unwrap();
@@ -577,7 +605,9 @@ mod tests {
     fn expect_continue_is_sent_once_before_the_answer() {
         let now = Instant::now();
         let mut c = conn(
-            vec![b"PUT /a HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n"],
+            vec![
+                b"PUT /a HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n",
+            ],
             1 << 20,
         );
         c.read_available(1 << 16, now).unwrap();
@@ -590,7 +620,7 @@ mod tests {
             Next::NeedMore
         ));
         assert_eq!(c.queued_len(), 1);
-        c.render(now, answer);
+        c.render(now, &date(), answer);
         c.flush(now).unwrap();
         assert_eq!(c.stream().written, http::CONTINUE);
     }
@@ -599,13 +629,13 @@ mod tests {
     fn a_client_that_stops_reading_hits_the_write_deadline() {
         let start = Instant::now();
         let timeouts = Timeouts::default();
-        let mut c = conn(vec![b"GET / HTTP/1.1\r\n\r\n"], 10);
+        let mut c = conn(vec![b"GET / HTTP/1.1\r\nHost: h\r\n\r\n"], 10);
         c.read_available(1 << 16, start).unwrap();
         let Next::Request(_) = c.next_request(&Limits::default(), start) else {
             panic!()
         };
         c.queue(Reply::Ready(answer(200)), 1, true);
-        c.render(start, answer);
+        c.render(start, &date(), answer);
         c.flush(start).unwrap();
         assert!(c.output_pending() > 0);
         assert_eq!(
@@ -620,7 +650,10 @@ mod tests {
         let later = start + Duration::from_secs(1);
         let timeouts = Timeouts::default();
         let mut c = conn_at(
-            vec![b"PUT /a HTTP/1.1\r\nContent-Le", b"ngth: 5\r\n\r\nab"],
+            vec![
+                b"PUT /a HTTP/1.1\r\nHost: h\r\nContent-Le",
+                b"ngth: 5\r\n\r\nab",
+            ],
             1 << 20,
             start,
         );
@@ -652,7 +685,10 @@ mod tests {
     #[test]
     fn eof_mid_request_closes_after_the_answers() {
         let now = Instant::now();
-        let mut c = conn(vec![b"GET / HTTP/1.1\r\n\r\nGET /x HT", b""], 1 << 20);
+        let mut c = conn(
+            vec![b"GET / HTTP/1.1\r\nHost: h\r\n\r\nGET /x HT", b""],
+            1 << 20,
+        );
         // Data and hang-up reported together: the EOF is read through the
         // short read, as no further edge will come.
         c.mark_hung_up();
@@ -667,9 +703,59 @@ mod tests {
         ));
         assert!(c.is_closing());
         assert!(!c.is_finished());
-        c.render(now, answer);
+        c.render(now, &date(), answer);
         c.flush(now).unwrap();
         assert!(c.is_finished());
+    }
+
+    #[test]
+    fn a_reply_to_head_has_no_content_and_the_next_reply_follows() {
+        let now = Instant::now();
+        let mut c = conn(
+            vec![b"HEAD /a HTTP/1.1\r\nHost: h\r\n\r\nGET /a HTTP/1.1\r\nHost: h\r\n\r\n"],
+            1 << 20,
+        );
+        c.read_available(1 << 16, now).unwrap();
+        for _ in 0..2 {
+            let Next::Request(request) = c.next_request(&Limits::default(), now) else {
+                panic!()
+            };
+            let reply = Reply::Ready(Response::json(200, b"{}\n".to_vec()));
+            c.queue(reply, request.minor_version, request.keep_alive);
+        }
+        c.render(now, &date(), answer);
+        c.flush(now).unwrap();
+        let text = String::from_utf8(c.stream().written.clone()).unwrap();
+        let responses: Vec<&str> = text.split("HTTP/1.1 ").skip(1).collect();
+        assert_eq!(responses.len(), 2, "{text}");
+        assert!(
+            responses[0].ends_with("Content-Length: 3\r\n\r\n"),
+            "{text}"
+        );
+        assert!(
+            responses[1].ends_with("Content-Length: 3\r\n\r\n{}\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_refused_head_gets_no_content_either() {
+        let now = Instant::now();
+        let mut c = conn(vec![b"HEAD /a HTTP/1.1\r\n\r\n"], 1 << 20);
+        c.read_available(1 << 16, now).unwrap();
+        let Next::Invalid(e) = c.next_request(&Limits::default(), now) else {
+            panic!()
+        };
+        c.queue(
+            Reply::Ready(Response::json(e.status, b"{}\n".to_vec())),
+            1,
+            false,
+        );
+        c.render(now, &date(), answer);
+        c.flush(now).unwrap();
+        let text = String::from_utf8(c.stream().written.clone()).unwrap();
+        assert!(text.starts_with("HTTP/1.1 400 "), "{text}");
+        assert!(text.ends_with("\r\n\r\n"), "{text}");
     }
 
     #[test]

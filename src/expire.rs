@@ -54,7 +54,7 @@ impl fmt::Display for ExpireError {
         match self {
             ExpireError::WrongType => write!(f, "{ACCEPTED}"),
             ExpireError::Unreadable(text) => {
-                write!(f, "expire {text:?} is not a duration; {ACCEPTED}")
+                write!(f, "expire \"{text}\" is not a duration; {ACCEPTED}")
             }
             ExpireError::TooShort => write!(f, "expire must be at least 1 second"),
             ExpireError::TooLong { max } => write!(

@@ -18,6 +18,14 @@
 //!   peer that disagrees about where the body ends can smuggle nothing.
 //! - `Expect: 100-continue` is honoured on HTTP/1.1 once the head is accepted;
 //!   any other expectation is 417.
+//!
+//! Beyond framing: `Host` is required on HTTP/1.1, at most once in any
+//! version, and must be a host with an optional port (RFC 9112 section 3.2);
+//! a malformed request line is 400 and only a well-formed unsupported
+//! version is 505; the target is ASCII. [`Response::encode`] dates every
+//! response with an [`HttpDate`] the caller keeps per second, and never
+//! sends content with 1xx, 204, 304 or in answer to HEAD. docs/http.md has
+//! the table of answers.
 
 use std::fmt;
 
@@ -35,7 +43,8 @@ pub const MAX_TRAILER_BYTES: usize = 4096;
 /// Size limits, settings of the daemon.
 #[derive(Debug, Clone)]
 pub struct Limits {
-    /// Largest request head: request line and headers (431 past it).
+    /// Largest request head: request line and headers (past it: 414 while
+    /// the request line is not complete, 431 otherwise).
     pub max_head: usize,
     /// Longest request target (414 past it).
     pub max_target: usize,
@@ -81,10 +90,12 @@ impl Default for Limits {
     }
 }
 
-/// A request method. The API uses four; anything else is kept for the 405.
+/// A request method. The API uses five; anything else is kept for the 501.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Method {
     Get,
+    /// GET without the content (RFC 9110 section 9.3.2).
+    Head,
     Post,
     Put,
     Delete,
@@ -95,6 +106,7 @@ impl Method {
     fn from_token(token: &str) -> Method {
         match token {
             "GET" => Method::Get,
+            "HEAD" => Method::Head,
             "POST" => Method::Post,
             "PUT" => Method::Put,
             "DELETE" => Method::Delete,
@@ -106,6 +118,7 @@ impl Method {
     pub fn as_str(&self) -> &str {
         match self {
             Method::Get => "GET",
+            Method::Head => "HEAD",
             Method::Post => "POST",
             Method::Put => "PUT",
             Method::Delete => "DELETE",
@@ -216,7 +229,7 @@ pub fn parse(buf: &[u8], limits: &Limits) -> Result<Parsed, HttpError> {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => {
             if buf.len() > limits.max_head {
-                return Err(head_too_large(limits));
+                return Err(head_too_large(buf, limits));
             }
             return Ok(Parsed::Partial(Progress::Head));
         }
@@ -227,12 +240,16 @@ pub fn parse(buf: &[u8], limits: &Limits) -> Result<Parsed, HttpError> {
             ));
         }
         Err(httparse::Error::Version) => {
-            return Err(HttpError::new(505, "only HTTP/1.0 and HTTP/1.1 are served"));
+            return match version_refusal(buf) {
+                Some(refusal) => Err(refusal),
+                None if buf.len() > limits.max_head => Err(head_too_large(buf, limits)),
+                None => Ok(Parsed::Partial(Progress::Head)),
+            };
         }
         Err(e) => return Err(HttpError::new(400, format!("malformed request head: {e}"))),
     };
     if head_len > limits.max_head {
-        return Err(head_too_large(limits));
+        return Err(head_too_large(buf, limits));
     }
     let method = Method::from_token(head.method.unwrap_or_default());
     let target = head.path.unwrap_or_default();
@@ -245,6 +262,14 @@ pub fn parse(buf: &[u8], limits: &Limits) -> Result<Parsed, HttpError> {
             ),
         ));
     }
+    // RFC 9112 section 3.2 and RFC 3986: a target is ASCII; httparse lets
+    // UTF-8 through.
+    if !target.is_ascii() {
+        return Err(HttpError::new(
+            400,
+            "the request target has bytes outside ASCII; percent-encode them",
+        ));
+    }
     let minor_version = head.version.unwrap_or(1);
 
     let mut content_length: Option<u64> = None;
@@ -252,9 +277,14 @@ pub fn parse(buf: &[u8], limits: &Limits) -> Result<Parsed, HttpError> {
     let mut close = false;
     let mut keep_alive_token = false;
     let mut expects_continue = false;
+    let mut hosts = 0usize;
+    let mut host_value: &[u8] = b"";
     for header in head.headers.iter() {
         let name = header.name;
-        if name.eq_ignore_ascii_case("content-length") {
+        if name.eq_ignore_ascii_case("host") {
+            hosts += 1;
+            host_value = header.value;
+        } else if name.eq_ignore_ascii_case("content-length") {
             let length = parse_content_length(header.value)?;
             if content_length.is_some_and(|seen| seen != length) {
                 return Err(HttpError::new(400, "conflicting Content-Length headers"));
@@ -280,7 +310,7 @@ pub fn parse(buf: &[u8], limits: &Limits) -> Result<Parsed, HttpError> {
                 return Err(HttpError::new(
                     417,
                     format!(
-                        "unsupported expectation {:?}; only 100-continue is known",
+                        "unsupported expectation \"{}\"; only 100-continue is known",
                         value.trim()
                     ),
                 ));
@@ -288,6 +318,29 @@ pub fn parse(buf: &[u8], limits: &Limits) -> Result<Parsed, HttpError> {
             // RFC 9110 10.1.1: ignored on HTTP/1.0.
             expects_continue = minor_version == 1;
         }
+    }
+    // RFC 9112 section 3.2: Host is required in HTTP/1.1, once at most in
+    // any version, and must be a valid uri-host [":" port].
+    match hosts {
+        0 if minor_version == 1 => {
+            return Err(HttpError::new(
+                400,
+                "the request has no Host header; HTTP/1.1 requires one (curl sends it)",
+            ));
+        }
+        0 | 1 => {}
+        _ => {
+            return Err(HttpError::new(
+                400,
+                "the request has more than one Host header; send exactly one",
+            ));
+        }
+    }
+    if !is_valid_host(host_value) {
+        return Err(HttpError::new(
+            400,
+            "the Host header is not a host name with an optional port",
+        ));
     }
     let mut keep_alive = match minor_version {
         0 => keep_alive_token && !close,
@@ -312,7 +365,7 @@ pub fn parse(buf: &[u8], limits: &Limits) -> Result<Parsed, HttpError> {
             return Err(HttpError::new(
                 501,
                 format!(
-                    "transfer coding {other:?} is not supported; send the body with chunked or Content-Length"
+                    "transfer coding \"{other}\" is not supported; send the body with chunked or Content-Length"
                 ),
             ));
         }
@@ -367,11 +420,150 @@ pub fn parse(buf: &[u8], limits: &Limits) -> Result<Parsed, HttpError> {
     })
 }
 
-fn head_too_large(limits: &Limits) -> HttpError {
+/// The refusal of a head past `max_head`: 414 while its request line is not
+/// complete (the target is what is long), 431 otherwise.
+fn head_too_large(buf: &[u8], limits: &Limits) -> HttpError {
+    let line_start = skip_empty_lines(buf);
+    let line = &buf[line_start..buf.len().min(line_start + limits.max_head)];
+    if !line.is_empty() && !line.contains(&b'\n') {
+        return HttpError::new(
+            414,
+            format!(
+                "the request line is longer than {} bytes; the target is too long",
+                limits.max_head
+            ),
+        );
+    }
     HttpError::new(
         431,
         format!("the request head is larger than {} bytes", limits.max_head),
     )
+}
+
+/// Where the request line starts: httparse skips empty lines before it (RFC
+/// 9112 section 2.2).
+pub fn skip_empty_lines(buf: &[u8]) -> usize {
+    let mut at = 0;
+    loop {
+        if buf[at..].starts_with(b"\r\n") {
+            at += 2;
+        } else if buf[at..].starts_with(b"\n") {
+            at += 1;
+        } else {
+            return at;
+        }
+    }
+}
+
+/// The status for a request line whose version httparse refused, or `None`
+/// while the line is incomplete and could still be well-formed.
+///
+/// A well-formed `HTTP/x.y` that is not 1.0 or 1.1 is 505 (RFC 9110 section
+/// 15.6.6); anything else in its place is a malformed request line, 400
+/// (RFC 9112 section 3): `HTTP/1`, `HTTP/01.1`, `http/1.1`, a space inside
+/// the target, or whitespace after the version.
+fn version_refusal(buf: &[u8]) -> Option<HttpError> {
+    let malformed = || {
+        Some(HttpError::new(
+            400,
+            "malformed request line; send METHOD TARGET HTTP/1.1",
+        ))
+    };
+    let start = skip_empty_lines(buf);
+    let rest = &buf[start..];
+    let (line, complete) = match rest.iter().position(|&b| b == b'\n') {
+        Some(end) => (
+            rest[..end].strip_suffix(b"\r").unwrap_or(&rest[..end]),
+            true,
+        ),
+        None => (rest.strip_suffix(b"\r").unwrap_or(rest), false),
+    };
+    // httparse got past `METHOD SP TARGET SP`; the version is the rest.
+    let mut fields = line.splitn(3, |&b| b == b' ');
+    let version = match (fields.next(), fields.next(), fields.next()) {
+        (Some(_), Some(_), Some(version)) => version,
+        _ => return malformed(),
+    };
+    const SHAPE: &[u8; 8] = b"HTTP/0.0";
+    let fits = |(index, &byte): (usize, &u8)| match SHAPE[index] {
+        b'0' => byte.is_ascii_digit(),
+        expected => byte == expected,
+    };
+    if version.len() > SHAPE.len() || !version.iter().enumerate().all(fits) {
+        return malformed();
+    }
+    if !complete || version.len() < SHAPE.len() {
+        return if complete { malformed() } else { None };
+    }
+    Some(HttpError::new(505, "only HTTP/1.0 and HTTP/1.1 are served"))
+}
+
+/// RFC 9112 section 3.2 with RFC 3986 section 3.2.2: `uri-host [":" port]`,
+/// where uri-host is an IP literal in brackets or a reg-name (unreserved,
+/// percent-encoded and sub-delims characters). Empty is valid: the target
+/// has no authority. A comma is refused although reg-name allows it: no
+/// name resolves with one, and a comma list is what two Host lines folded
+/// into one look like. No userinfo, path or whitespace.
+fn is_valid_host(value: &[u8]) -> bool {
+    let value = value.trim_ascii();
+    let (host, port) = if value.starts_with(b"[") {
+        let Some(close) = value.iter().position(|&b| b == b']') else {
+            return false;
+        };
+        let literal = &value[1..close];
+        let literal_ok =
+            !literal.is_empty() && literal.iter().all(|&b| is_reg_name_byte(b) || b == b':');
+        if !literal_ok {
+            return false;
+        }
+        (&value[..0], &value[close + 1..])
+    } else {
+        match value.iter().position(|&b| b == b':') {
+            Some(colon) => (&value[..colon], &value[colon..]),
+            None => (value, &value[value.len()..]),
+        }
+    };
+    let port_ok = match port.split_first() {
+        None => true,
+        Some((b':', digits)) => digits.iter().all(u8::is_ascii_digit),
+        Some(_) => false,
+    };
+    let mut at = 0;
+    while at < host.len() {
+        if host[at] == b'%' {
+            let hex = host.get(at + 1..at + 3);
+            if !hex.is_some_and(|pair| pair.iter().all(u8::is_ascii_hexdigit)) {
+                return false;
+            }
+            at += 3;
+        } else if is_reg_name_byte(host[at]) {
+            at += 1;
+        } else {
+            return false;
+        }
+    }
+    port_ok
+}
+
+/// RFC 3986 unreserved and sub-delims, without the comma.
+fn is_reg_name_byte(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric()
+        || matches!(
+            byte,
+            b'-' | b'.'
+                | b'_'
+                | b'~'
+                | b'!'
+                | b'$'
+                | b'&'
+                | b'\''
+                | b'('
+                | b')'
+                | b'*'
+                | b'+'
+                | b';'
+                | b'='
+        )
 }
 
 fn body_too_large(limits: &Limits) -> HttpError {
@@ -411,52 +603,24 @@ fn decode_chunked(buf: &[u8], max_body: usize) -> Result<Option<(Vec<u8>, usize)
     let mut body = Vec::new();
     let mut at = 0;
     loop {
-        let line = match take_line(&buf[at..], MAX_CHUNK_LINE) {
-            Ok(Some(line)) => line,
-            Ok(None) => return Ok(None),
-            Err(LineError::TooLong) => return Err(bad("a chunk-size line is too long")),
-            Err(LineError::Malformed(e)) => return Err(bad(e)),
-        };
-        let line_len = line.len() + 2;
-        let (size_text, extension) = match line.iter().position(|&b| b == b';') {
-            Some(split) => (&line[..split], &line[split..]),
-            None => (line, &line[line.len()..]),
-        };
-        if size_text.is_empty() || !size_text.iter().all(u8::is_ascii_hexdigit) {
-            return Err(bad("a chunk size must be hexadecimal digits"));
-        }
-        if !extension
-            .iter()
-            .all(|&b| b == b'\t' || (b' '..=b'~').contains(&b))
-        {
-            return Err(bad("control characters in a chunk extension"));
-        }
-        let size = size_text.iter().try_fold(0usize, |acc, &digit| {
-            let value = (digit as char).to_digit(16).unwrap_or(0) as usize;
-            acc.checked_mul(16).and_then(|acc| acc.checked_add(value))
-        });
-        let size = match size {
-            Some(size) if size <= max_body.saturating_sub(body.len()) => size,
-            _ => {
-                return Err(HttpError::new(
-                    413,
-                    format!("the request body is larger than {max_body} bytes"),
-                ));
-            }
+        let room = max_body.saturating_sub(body.len());
+        let Some((size, line_len)) = scan_chunk_line(&buf[at..], room)? else {
+            return Ok(None);
         };
         at += line_len;
         if size == 0 {
             break;
         }
-        if buf.len() < at + size + 2 {
-            return Ok(None);
-        }
-        body.extend_from_slice(&buf[at..at + size]);
-        at += size;
-        if &buf[at..at + 2] != b"\r\n" {
+        let data_end = at + size;
+        let after = &buf[buf.len().min(data_end)..buf.len().min(data_end + 2)];
+        if !b"\r\n".starts_with(after) {
             return Err(bad("chunk data is not followed by CRLF"));
         }
-        at += 2;
+        if after.len() < 2 {
+            return Ok(None);
+        }
+        body.extend_from_slice(&buf[at..data_end]);
+        at = data_end + 2;
     }
     // Trailer section: header lines up to an empty line, all ignored.
     let trailers_start = at;
@@ -477,10 +641,127 @@ fn decode_chunked(buf: &[u8], max_body: usize) -> Result<Option<(Vec<u8>, usize)
         if line.is_empty() {
             return Ok(Some((body, at)));
         }
-        if !line.contains(&b':') || line.iter().any(|&b| b != b'\t' && (b < b' ' || b == 0x7f)) {
+        if !is_field_line(line) {
             return Err(bad("a trailer line is not a header field"));
         }
     }
+}
+
+/// Where the chunk-size line at the start of `buf` stands: `Ok(None)` while it
+/// is incomplete but could still be valid, otherwise the chunk size and the
+/// line's length with its CRLF. Each byte is judged as it arrives, so a line
+/// that can no longer become valid is refused at once, not when a timeout
+/// passes.
+///
+/// The grammar of RFC 9112 section 7.1.1, CRLF only:
+/// `1*HEXDIG *( BWS ";" BWS token [ BWS "=" BWS ( token / quoted-string ) ] )`.
+///
+/// # Errors
+/// 400 for a malformed line or one longer than [`MAX_CHUNK_LINE`]; 413 as
+/// soon as the size passes `room`.
+fn scan_chunk_line(buf: &[u8], room: usize) -> Result<Option<(usize, usize)>, HttpError> {
+    /// Where in the line the scanner is.
+    #[derive(Clone, Copy, PartialEq, Eq)]
+    enum At {
+        Size,
+        /// Whitespace after the size or a value: only `;` may follow.
+        Gap,
+        /// After `;`: whitespace, then a name.
+        NameStart,
+        Name,
+        /// Whitespace after a name: `=` or `;` may follow.
+        AfterName,
+        /// After `=`: whitespace, then a token or a quoted string.
+        ValueStart,
+        Token,
+        Quoted,
+        QuotedEscape,
+        /// After a closing quote: whitespace, `;` or the line end.
+        AfterQuoted,
+        Cr,
+    }
+    let bad = |what: &str| HttpError::new(400, format!("malformed chunked body: {what}"));
+    let too_large = || {
+        HttpError::new(
+            413,
+            format!("a chunk is larger than the {room} bytes left for the body"),
+        )
+    };
+    let mut state = At::Size;
+    let mut size = 0usize;
+    for (index, &byte) in buf.iter().enumerate() {
+        if index >= MAX_CHUNK_LINE {
+            return Err(bad("a chunk-size line is too long"));
+        }
+        let blank = byte == b' ' || byte == b'\t';
+        state = match (state, byte) {
+            (At::Cr, b'\n') => return Ok(Some((size, index + 1))),
+            (At::Cr, _) => return Err(bad("bare CR in a chunk-size line")),
+            (_, b'\n') => return Err(bad("bare LF line ending")),
+            (At::Size, _) if byte.is_ascii_hexdigit() => {
+                let digit = (byte as char).to_digit(16).unwrap_or(0) as usize;
+                size = size
+                    .checked_mul(16)
+                    .and_then(|size| size.checked_add(digit))
+                    .filter(|&size| size <= room)
+                    .ok_or_else(too_large)?;
+                At::Size
+            }
+            (At::Size, _) if index == 0 => {
+                return Err(bad("a chunk size must start with a hexadecimal digit"));
+            }
+            (At::Quoted, b'"') => At::AfterQuoted,
+            (At::Quoted, b'\\') => At::QuotedEscape,
+            (At::Quoted, _) if blank || is_text(byte) => At::Quoted,
+            (At::QuotedEscape, _) if blank || is_text(byte) => At::Quoted,
+            (At::Size | At::Token | At::Name | At::AfterQuoted, b'\r') => At::Cr,
+            (At::Size | At::Token | At::Name | At::AfterQuoted | At::Gap, _) if blank => {
+                if state == At::Name {
+                    At::AfterName
+                } else {
+                    At::Gap
+                }
+            }
+            (At::AfterName, _) if blank => At::AfterName,
+            (At::NameStart | At::ValueStart, _) if blank => state,
+            (At::Size | At::Gap | At::Name | At::AfterName | At::Token | At::AfterQuoted, b';') => {
+                At::NameStart
+            }
+            (At::NameStart | At::Name, _) if is_tchar(byte) => At::Name,
+            (At::Name | At::AfterName, b'=') => At::ValueStart,
+            (At::ValueStart, b'"') => At::Quoted,
+            (At::ValueStart | At::Token, _) if is_tchar(byte) => At::Token,
+            _ => {
+                return Err(bad(
+                    "a chunk-size line does not follow RFC 9112 section 7.1.1",
+                ));
+            }
+        };
+    }
+    Ok(None)
+}
+
+/// RFC 9110 section 5.6.2: a token character.
+fn is_tchar(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&byte)
+}
+
+/// A visible character or obs-text (RFC 9110 section 5.5): what a field
+/// value or quoted string may hold besides whitespace.
+fn is_text(byte: u8) -> bool {
+    (0x21..=0x7e).contains(&byte) || byte >= 0x80
+}
+
+/// RFC 9112 section 5: `token ":" OWS field-value OWS`, no whitespace
+/// before the colon, no control characters.
+fn is_field_line(line: &[u8]) -> bool {
+    let Some(colon) = line.iter().position(|&b| b == b':') else {
+        return false;
+    };
+    let (name, value) = (&line[..colon], &line[colon + 1..]);
+    !name.is_empty()
+        && name.iter().all(|&b| is_tchar(b))
+        && value.iter().all(|&b| b == b' ' || b == b'\t' || is_text(b))
 }
 
 /// Why a line could not be taken.
@@ -547,13 +828,21 @@ impl Response {
         }
     }
 
-    /// Appends the encoded response to `out`. `keep_alive` says whether the
-    /// connection stays open; `minor_version` is the request's.
-    pub fn encode(&self, minor_version: u8, keep_alive: bool, out: &mut Vec<u8>) {
+    /// Appends the encoded response to `out`.
+    ///
+    /// Content is sent only where a response may carry it: never for 1xx,
+    /// 204 or 304 (RFC 9110 sections 15.2, 15.3.5, 15.4.5), and never in
+    /// answer to HEAD, whose `Content-Length` is still that of the content a
+    /// GET would get (RFC 9110 sections 9.3.2 and 8.6).
+    pub fn encode(&self, to: Answering, date: &HttpDate, out: &mut Vec<u8>) {
         use std::io::Write;
         // Writing to a Vec cannot fail.
         let _ = write!(out, "HTTP/1.1 {} {}\r\n", self.status, reason(self.status));
-        if self.status != 204 && self.status != 304 {
+        out.extend_from_slice(b"Date: ");
+        out.extend_from_slice(date.as_bytes());
+        out.extend_from_slice(b"\r\n");
+        let may_have_content = !may_not_have_content(self.status);
+        if may_have_content {
             if !self.content_type.is_empty() {
                 let _ = write!(out, "Content-Type: {}\r\n", self.content_type);
             }
@@ -562,14 +851,135 @@ impl Response {
         if let Some(allow) = self.allow {
             let _ = write!(out, "Allow: {allow}\r\n");
         }
-        if !keep_alive {
+        if !to.keep_alive {
             out.extend_from_slice(b"Connection: close\r\n");
-        } else if minor_version == 0 {
+        } else if to.minor_version == 0 {
             out.extend_from_slice(b"Connection: keep-alive\r\n");
         }
         out.extend_from_slice(b"\r\n");
-        out.extend_from_slice(&self.body);
+        if may_have_content && !to.head {
+            out.extend_from_slice(&self.body);
+        }
     }
+}
+
+/// Whether a response with `status` never carries content, whatever the
+/// request: 1xx, 204 and 304.
+pub fn may_not_have_content(status: u16) -> bool {
+    (100..200).contains(&status) || status == 204 || status == 304
+}
+
+/// What the encoding of a response depends on in the request it answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Answering {
+    /// The request's HTTP minor version.
+    pub minor_version: u8,
+    /// Whether the connection stays open after the response.
+    pub keep_alive: bool,
+    /// Whether the request was HEAD: the response goes without content.
+    pub head: bool,
+}
+
+impl Answering {
+    /// A refusal of a request that could not be framed: the connection
+    /// closes after it.
+    pub const REFUSAL: Answering = Answering {
+        minor_version: 1,
+        keep_alive: false,
+        head: false,
+    };
+}
+
+/// Length of an IMF-fixdate: `Sun, 06 Nov 1994 08:49:37 GMT`.
+const IMF_FIXDATE_LEN: usize = 29;
+
+/// The `Date` header value (RFC 9110 section 6.6.1), formatted once per
+/// second: the reactor calls [`advance`](Self::advance) with the time each
+/// turn and every response of that second copies the same 29 bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpDate {
+    unix_second: u64,
+    text: [u8; IMF_FIXDATE_LEN],
+}
+
+impl HttpDate {
+    /// The date of `unix_second` (seconds since 1970-01-01 UTC).
+    pub fn at(unix_second: u64) -> Self {
+        HttpDate {
+            unix_second,
+            text: imf_fixdate(unix_second),
+        }
+    }
+
+    /// Moves to `unix_second`; formats only when the second changed.
+    pub fn advance(&mut self, unix_second: u64) {
+        if unix_second != self.unix_second {
+            *self = HttpDate::at(unix_second);
+        }
+    }
+
+    /// The formatted date, ASCII.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.text
+    }
+}
+
+/// Formats an IMF-fixdate (RFC 9110 section 5.6.7). Years past 9999 print
+/// as 9999-12-31T23:59:59, the last instant the format can carry.
+fn imf_fixdate(unix_second: u64) -> [u8; IMF_FIXDATE_LEN] {
+    const LAST: u64 = 253_402_300_799; // 9999-12-31T23:59:59Z
+    const DAYS: [&[u8; 3]; 7] = [b"Thu", b"Fri", b"Sat", b"Sun", b"Mon", b"Tue", b"Wed"];
+    const MONTHS: [&[u8; 3]; 12] = [
+        b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov",
+        b"Dec",
+    ];
+    let second = unix_second.min(LAST);
+    let days = second / 86_400;
+    let in_day = second % 86_400;
+    let (year, month, day) = civil_from_days(days);
+    let mut out = [0u8; IMF_FIXDATE_LEN];
+    let weekday = DAYS[(days % 7) as usize];
+    out[..3].copy_from_slice(weekday);
+    out[3..5].copy_from_slice(b", ");
+    two_digits(&mut out[5..7], day);
+    out[7] = b' ';
+    out[8..11].copy_from_slice(MONTHS[(month - 1) as usize]);
+    out[11] = b' ';
+    two_digits(&mut out[12..14], year / 100);
+    two_digits(&mut out[14..16], year % 100);
+    out[16] = b' ';
+    two_digits(&mut out[17..19], in_day / 3600);
+    out[19] = b':';
+    two_digits(&mut out[20..22], in_day / 60 % 60);
+    out[22] = b':';
+    two_digits(&mut out[23..25], in_day % 60);
+    out[25..].copy_from_slice(b" GMT");
+    out
+}
+
+fn two_digits(out: &mut [u8], value: u64) {
+    out[0] = b'0' + (value / 10 % 10) as u8;
+    out[1] = b'0' + (value % 10) as u8;
+}
+
+/// Year, month (1-12) and day (1-31) of a count of days since 1970-01-01,
+/// by Howard Hinnant's `civil_from_days`.
+fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let day_of_era = z % 146_097;
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let shifted_month = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * shifted_month + 2) / 5 + 1;
+    let month = if shifted_month < 10 {
+        shifted_month + 3
+    } else {
+        shifted_month - 9
+    };
+    let year = year_of_era + era * 400 + u64::from(month <= 2);
+    (year, month, day)
 }
 
 /// The reason phrase for the statuses this daemon sends.
@@ -633,10 +1043,13 @@ mod tests {
     #[test]
     fn keep_alive_rules() {
         let cases: &[(&[u8], bool)] = &[
-            (b"GET / HTTP/1.1\r\n\r\n", true),
-            (b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n", false),
+            (b"GET / HTTP/1.1\r\nHost: h\r\n\r\n", true),
             (
-                b"GET / HTTP/1.1\r\nConnection: keep-alive, Close\r\n\r\n",
+                b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
+                false,
+            ),
+            (
+                b"GET / HTTP/1.1\r\nHost: h\r\nConnection: keep-alive, Close\r\n\r\n",
                 false,
             ),
             (b"GET / HTTP/1.0\r\n\r\n", false),
@@ -654,7 +1067,7 @@ mod tests {
 
     #[test]
     fn incomplete_is_not_an_error() {
-        let full = b"PUT /v1/tasks/a HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello";
+        let full = b"PUT /v1/tasks/a HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello";
         for cut in 0..full.len() {
             let parsed = parse(&full[..cut], &limits()).unwrap();
             assert!(
@@ -672,7 +1085,7 @@ mod tests {
 
     #[test]
     fn pipelined_requests_are_framed_one_at_a_time() {
-        let bytes = b"GET /a HTTP/1.1\r\n\r\nDELETE /b HTTP/1.1\r\n\r\n";
+        let bytes = b"GET /a HTTP/1.1\r\nHost: h\r\n\r\nDELETE /b HTTP/1.1\r\nHost: h\r\n\r\n";
         let (first, consumed) = complete(bytes);
         assert_eq!(first.target, "/a");
         let (second, rest) = complete(&bytes[consumed..]);
@@ -682,7 +1095,7 @@ mod tests {
 
     #[test]
     fn chunked_bodies() {
-        let bytes = b"POST /v1/tasks HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: 1\r\n\r\nNEXT";
+        let bytes = b"POST /v1/tasks HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: 1\r\n\r\nNEXT";
         let (request, consumed) = complete(bytes);
         assert_eq!(request.body, b"hello world");
         assert_eq!(&bytes[consumed..], b"NEXT");
@@ -696,38 +1109,38 @@ mod tests {
 
     #[test]
     fn refusals_table() {
-        let long_target = format!("GET /{} HTTP/1.1\r\n\r\n", "a".repeat(1100));
-        let many_headers = format!("GET / HTTP/1.1\r\n{}\r\n", "X: y\r\n".repeat(33));
-        let big_head = format!("GET / HTTP/1.1\r\nX: {}", "a".repeat(9000));
+        let long_target = format!("GET /{} HTTP/1.1\r\nHost: h\r\n\r\n", "a".repeat(1100));
+        let many_headers = format!("GET / HTTP/1.1\r\nHost: h\r\n{}\r\n", "X: y\r\n".repeat(33));
+        let big_head = format!("GET / HTTP/1.1\r\nHost: h\r\nX: {}", "a".repeat(9000));
         let cases: Vec<(&[u8], u16)> =
             vec![
-            (b"GET / HTTP/1.1\r\nContent-Length: +5\r\n\r\n", 400),
-            (b"GET / HTTP/1.1\r\nContent-Length: 5, 5\r\n\r\n", 400),
-            (b"GET / HTTP/1.1\r\nContent-Length: 0x5\r\n\r\n", 400),
-            (b"GET / HTTP/1.1\r\nContent-Length: \r\n\r\n", 400),
-            (b"GET / HTTP/1.1\r\nContent-Length: 99999999999999999999999\r\n\r\n", 400),
-            (b"GET / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n", 400),
-            (b"POST / HTTP/1.1\r\nContent-Length: 16385\r\n\r\n", 413),
+            (b"GET / HTTP/1.1\r\nHost: h\r\nContent-Length: +5\r\n\r\n", 400),
+            (b"GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 5, 5\r\n\r\n", 400),
+            (b"GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 0x5\r\n\r\n", 400),
+            (b"GET / HTTP/1.1\r\nHost: h\r\nContent-Length: \r\n\r\n", 400),
+            (b"GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 99999999999999999999999\r\n\r\n", 400),
+            (b"GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n", 400),
+            (b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 16385\r\n\r\n", 413),
             (b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
-            (b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n", 400),
-            (b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", 501),
-            (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked, chunked\r\n\r\n", 400),
-            (b"POST / HTTP/1.1\r\nTransfer-Encoding: ,\r\n\r\n", 400),
-            (b"POST / HTTP/1.1\r\nExpect: 200-ok\r\n\r\n", 417),
+            (b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip\r\n\r\n", 400),
+            (b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", 501),
+            (b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked, chunked\r\n\r\n", 400),
+            (b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: ,\r\n\r\n", 400),
+            (b"POST / HTTP/1.1\r\nHost: h\r\nExpect: 200-ok\r\n\r\n", 417),
             (b"GET / HTTP/2.0\r\n\r\n", 505),
-            (b"GET /\x01 HTTP/1.1\r\n\r\n", 400),
-            (b"GET / HTTP/1.1\r\nBad Header: x\r\n\r\n", 400),
+            (b"GET /\x01 HTTP/1.1\r\nHost: h\r\n\r\n", 400),
+            (b"GET / HTTP/1.1\r\nHost: h\r\nBad Header: x\r\n\r\n", 400),
             (long_target.as_bytes(), 414),
             (many_headers.as_bytes(), 431),
             (big_head.as_bytes(), 431),
-            (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n\r\n", 400),
-            (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nz\r\n", 400),
-            (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\nhello", 400),
-            (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhelloXY", 400),
-            (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5;\x01\r\n", 400),
-            (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n4001\r\n", 413),
-            (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffffffff\r\n", 413),
-            (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nno colon\r\n\r\n", 400),
+            (b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n\r\n", 400),
+            (b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\nz\r\n", 400),
+            (b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n5\nhello", 400),
+            (b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhelloXY", 400),
+            (b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n5;\x01\r\n", 400),
+            (b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n4001\r\n", 413),
+            (b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffffffff\r\n", 413),
+            (b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nno colon\r\n\r\n", 400),
         ];
         for (bytes, expected) in cases {
             assert_eq!(
@@ -738,12 +1151,12 @@ mod tests {
             );
         }
         let long_ext = format!(
-            "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1;{}",
+            "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n1;{}",
             "e".repeat(300)
         );
         assert_eq!(status(long_ext.as_bytes()), 400);
         let long_trailer = format!(
-            "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX: {}",
+            "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX: {}",
             "t".repeat(5000)
         );
         assert_eq!(status(long_trailer.as_bytes()), 431);
@@ -755,7 +1168,8 @@ mod tests {
         // extension. Once the framing passes its bound, 413 at once instead
         // of waiting for bytes a connection would never buffer.
         let limits = limits();
-        let mut wire = b"POST /v1/tasks HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+        let mut wire =
+            b"POST /v1/tasks HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
         let body = format!("{}{}", r#"{"name":"agent","expire":"1h"}"#, " ".repeat(200));
         for byte in body.bytes() {
             wire.extend_from_slice(format!("1;{}\r\n", "e".repeat(250)).as_bytes());
@@ -771,7 +1185,8 @@ mod tests {
             Ok(Parsed::Partial(_))
         ));
         // Ordinary chunking of a full-size body fits.
-        let mut fits = b"POST /v1/tasks HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+        let mut fits =
+            b"POST /v1/tasks HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
         for chunk in vec![b'x'; limits.max_body].chunks(1000) {
             fits.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
             fits.extend_from_slice(chunk);
@@ -784,7 +1199,7 @@ mod tests {
 
     #[test]
     fn content_length_with_chunked_trusts_chunked_and_closes() {
-        let bytes = b"POST / HTTP/1.1\r\nContent-Length: 100\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n";
+        let bytes = b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 100\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n";
         let (request, consumed) = complete(bytes);
         assert_eq!(request.body, b"hi");
         assert_eq!(consumed, bytes.len());
@@ -793,7 +1208,7 @@ mod tests {
 
     #[test]
     fn expect_continue_is_reported_until_the_body_arrives() {
-        let head = b"PUT /v1/tasks/a HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n";
+        let head = b"PUT /v1/tasks/a HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n";
         assert_eq!(
             parse(head, &limits()).unwrap(),
             Parsed::Partial(Progress::Body {
@@ -815,7 +1230,7 @@ mod tests {
             })
         );
         // A body that is too large is refused before it is sent.
-        let big = b"PUT /x HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 1000000\r\n\r\n";
+        let big = b"PUT /x HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 1000000\r\n\r\n";
         assert_eq!(status(big), 413);
     }
 
@@ -829,8 +1244,8 @@ mod tests {
     fn encode_then_parse_gives_the_same_request() {
         let sources: &[&[u8]] = &[
             b"PUT /v1/tasks/a HTTP/1.0\r\nConnection: keep-alive\r\nContent-Length: 3\r\n\r\nabc",
-            b"POST /v1/tasks HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n",
-            b"DELETE /x HTTP/1.1\r\nConnection: close\r\n\r\n",
+            b"POST /v1/tasks HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n",
+            b"DELETE /x HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
         ];
         for source in sources {
             let (request, _) = complete(source);
@@ -843,21 +1258,287 @@ mod tests {
 
     #[test]
     fn responses_encode() {
+        let date = HttpDate::at(784_111_777);
+        let to = |minor_version, keep_alive, head| Answering {
+            minor_version,
+            keep_alive,
+            head,
+        };
         let mut out = Vec::new();
-        Response::json(201, b"{}".to_vec()).encode(1, true, &mut out);
-        assert_eq!(out, b"HTTP/1.1 201 Created\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}");
-        out.clear();
-        Response::empty(204).encode(0, true, &mut out);
+        Response::json(201, b"{}\n".to_vec()).encode(to(1, true, false), &date, &mut out);
         assert_eq!(
             out,
-            b"HTTP/1.1 204 No Content\r\nConnection: keep-alive\r\n\r\n"
+            b"HTTP/1.1 201 Created\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\nContent-Type: application/json\r\nContent-Length: 3\r\n\r\n{}\n"
+        );
+        out.clear();
+        Response::empty(204).encode(to(0, true, false), &date, &mut out);
+        assert_eq!(
+            out,
+            b"HTTP/1.1 204 No Content\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\nConnection: keep-alive\r\n\r\n"
         );
         out.clear();
         let mut not_allowed = Response::json(405, b"{}".to_vec());
         not_allowed.allow = Some("GET, PUT, DELETE");
-        not_allowed.encode(1, false, &mut out);
+        not_allowed.encode(Answering::REFUSAL, &date, &mut out);
         assert!(out.starts_with(b"HTTP/1.1 405 Method Not Allowed\r\n"));
         assert!(out.windows(24).any(|w| w == b"Allow: GET, PUT, DELETE\r"));
         assert!(out.windows(17).any(|w| w == b"Connection: close"));
+    }
+
+    #[test]
+    fn a_response_to_head_has_no_content_but_the_length_a_get_would_get() {
+        let date = HttpDate::at(0);
+        let head = Answering {
+            minor_version: 1,
+            keep_alive: true,
+            head: true,
+        };
+        for status in [200, 404, 405] {
+            let mut out = Vec::new();
+            Response::json(status, b"{\"a\":1}\n".to_vec()).encode(head, &date, &mut out);
+            let text = String::from_utf8(out).unwrap();
+            assert!(text.ends_with("Content-Length: 8\r\n\r\n"), "{text}");
+        }
+    }
+
+    #[test]
+    fn statuses_without_content_never_carry_it() {
+        let date = HttpDate::at(0);
+        for status in [100, 101, 204, 304] {
+            let mut out = Vec::new();
+            let response = Response::json(status, b"{}".to_vec());
+            let to = Answering {
+                minor_version: 1,
+                keep_alive: true,
+                head: false,
+            };
+            response.encode(to, &date, &mut out);
+            let text = String::from_utf8(out).unwrap();
+            assert!(text.ends_with("\r\n\r\n"), "{status}: {text}");
+            assert!(!text.contains("Content-Length"), "{status}: {text}");
+        }
+    }
+
+    #[test]
+    fn dates_are_imf_fixdates() {
+        let cases: &[(u64, &str)] = &[
+            (0, "Thu, 01 Jan 1970 00:00:00 GMT"),
+            (784_111_777, "Sun, 06 Nov 1994 08:49:37 GMT"),
+            (951_782_400, "Tue, 29 Feb 2000 00:00:00 GMT"),
+            (1_780_420_274, "Tue, 02 Jun 2026 17:11:14 GMT"),
+            (4_133_980_799, "Fri, 31 Dec 2100 23:59:59 GMT"),
+            (253_402_300_799, "Fri, 31 Dec 9999 23:59:59 GMT"),
+            (u64::MAX, "Fri, 31 Dec 9999 23:59:59 GMT"),
+        ];
+        for (second, expected) in cases {
+            assert_eq!(
+                std::str::from_utf8(HttpDate::at(*second).as_bytes()).unwrap(),
+                *expected,
+                "{second}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_date_is_formatted_once_per_second() {
+        let mut date = HttpDate::at(784_111_777);
+        let before = date.clone();
+        date.advance(784_111_777);
+        assert_eq!(date, before);
+        date.advance(784_111_778);
+        assert_eq!(date.as_bytes(), b"Sun, 06 Nov 1994 08:49:38 GMT");
+    }
+
+    #[test]
+    fn request_lines() {
+        // RFC 9112 section 3: a malformed request line is 400; RFC 9110
+        // section 15.6.6: a well-formed version we do not serve is 505.
+        let cases: &[(&[u8], u16)] = &[
+            (b"GET / HTTP/1\r\nHost: h\r\n\r\n", 400),
+            (b"GET / HTTP/01.1\r\nHost: h\r\n\r\n", 400),
+            (b"GET / HTTP/1.1 \r\nHost: h\r\n\r\n", 400),
+            (b"GET / http/1.1\r\nHost: h\r\n\r\n", 400),
+            (b"GET /a b HTTP/1.1\r\nHost: h\r\n\r\n", 400),
+            (b"GET  / HTTP/1.1\r\nHost: h\r\n\r\n", 400),
+            (b"GET / HTTP/1.1.1\r\nHost: h\r\n\r\n", 400),
+            (b"GET / HTTP/2.0\r\n\r\n", 505),
+            (b"GET / HTTP/0.9\r\n\r\n", 505),
+            (b"GET / HTTP/1.2\r\n\r\n", 505),
+            (b"\r\nGET / HTTP/3.0\r\n\r\n", 505),
+            (b"GET /caf\xc3\xa9 HTTP/1.1\r\nHost: h\r\n\r\n", 400),
+            (b"GET /?q=\xc3\xa9 HTTP/1.1\r\nHost: h\r\n\r\n", 400),
+            (b"GET /\xff HTTP/1.1\r\nHost: h\r\n\r\n", 400),
+        ];
+        for (bytes, expected) in cases {
+            assert_eq!(
+                status(bytes),
+                *expected,
+                "{:?}",
+                String::from_utf8_lossy(bytes)
+            );
+        }
+        // A version still arriving is incomplete, not refused.
+        for partial in [&b"GET / HTTP/2"[..], b"GET / HTTP/2.0", b"GET / HTTP/2.0\r"] {
+            assert_eq!(
+                parse(partial, &limits()),
+                Ok(Parsed::Partial(Progress::Head)),
+                "{partial:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn host_rules() {
+        // RFC 9112 section 3.2.
+        let cases: &[(&[u8], Option<u16>)] = &[
+            (b"GET / HTTP/1.1\r\nHost: sprite\r\n\r\n", None),
+            (b"GET / HTTP/1.1\r\nHost: sprite:80\r\n\r\n", None),
+            (b"GET / HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n", None),
+            (b"GET / HTTP/1.1\r\nHost: [::1]:8080\r\n\r\n", None),
+            (b"GET / HTTP/1.1\r\nHost: xn--caf-dma.example\r\n\r\n", None),
+            (b"GET / HTTP/1.1\r\nHost: a%41b\r\n\r\n", None),
+            (b"GET / HTTP/1.1\r\nHost:\r\n\r\n", None),
+            (
+                b"GET http://sprite/v1/tasks HTTP/1.1\r\nHost: other\r\n\r\n",
+                None,
+            ),
+            (b"GET / HTTP/1.0\r\n\r\n", None),
+            (b"GET / HTTP/1.0\r\nHost: sprite\r\n\r\n", None),
+            (b"GET / HTTP/1.1\r\n\r\n", Some(400)),
+            (b"GET http://sprite/ HTTP/1.1\r\n\r\n", Some(400)),
+            (b"GET / HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n", Some(400)),
+            (b"GET / HTTP/1.1\r\nHost: a\r\nhost: b\r\n\r\n", Some(400)),
+            (b"GET / HTTP/1.0\r\nHost: a\r\nHost: a\r\n\r\n", Some(400)),
+            (b"GET / HTTP/1.1\r\nHost: user@sprite\r\n\r\n", Some(400)),
+            (b"GET / HTTP/1.1\r\nHost: sprite/v1\r\n\r\n", Some(400)),
+            (b"GET / HTTP/1.1\r\nHost: a, b\r\n\r\n", Some(400)),
+            (b"GET / HTTP/1.1\r\nHost: a,b\r\n\r\n", Some(400)),
+            (b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n", Some(400)),
+            (b"GET / HTTP/1.1\r\nHost: sprite:8x\r\n\r\n", Some(400)),
+            (b"GET / HTTP/1.1\r\nHost: [::1\r\n\r\n", Some(400)),
+            (b"GET / HTTP/1.1\r\nHost: a%4\r\n\r\n", Some(400)),
+            (b"GET / HTTP/1.1\r\nHost: caf\xc3\xa9\r\n\r\n", Some(400)),
+        ];
+        for (bytes, expected) in cases {
+            let got = match parse(bytes, &limits()) {
+                Ok(Parsed::Complete { .. }) => None,
+                Err(e) => Some(e.status),
+                other => panic!("{other:?}"),
+            };
+            assert_eq!(got, *expected, "{:?}", String::from_utf8_lossy(bytes));
+        }
+    }
+
+    #[test]
+    fn a_request_line_past_the_head_limit_is_414_and_headers_past_it_431() {
+        let long_line = format!("GET /v1/tasks/{} HTTP/1.1\r\n", "n".repeat(10_000));
+        assert_eq!(status(long_line.as_bytes()), 414);
+        // Still arriving: the same answer once past the limit.
+        assert_eq!(status(&long_line.as_bytes()[..9000]), 414);
+        let long_header = format!(
+            "GET / HTTP/1.1\r\nHost: h\r\nX: {}\r\n\r\n",
+            "x".repeat(10_000)
+        );
+        assert_eq!(status(long_header.as_bytes()), 431);
+        let blank_lines = b"\r\n".repeat(5000);
+        assert_eq!(status(&blank_lines), 431);
+    }
+
+    #[test]
+    fn chunk_extensions_follow_the_grammar() {
+        // RFC 9112 section 7.1.1.
+        let framed = |line: &str| {
+            let bytes = format!(
+                "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n{line}\r\nhello\r\n0\r\n\r\n"
+            );
+            match parse(bytes.as_bytes(), &limits()) {
+                Ok(Parsed::Complete { request, .. }) => {
+                    assert_eq!(request.body, b"hello", "{line:?}");
+                    None
+                }
+                Err(e) => Some(e.status),
+                other => panic!("{line:?}: {other:?}"),
+            }
+        };
+        let cases: &[(&str, Option<u16>)] = &[
+            ("5", None),
+            ("05", None),
+            ("5;a", None),
+            ("5;a=b", None),
+            ("5;a=b;c", None),
+            ("5 ;a", None),
+            ("5; a = b", None),
+            ("5;a=\"quoted \\\" text\"", None),
+            ("5;a=\"\";b=c", None),
+            ("5;", Some(400)),
+            ("5;bad[=x", Some(400)),
+            ("5;a=", Some(400)),
+            ("5;=b", Some(400)),
+            ("5 ", Some(400)),
+            ("5;a ", Some(400)),
+            ("5;a=b c", Some(400)),
+            ("5;a=\"open", Some(400)),
+            ("5;a=\"x\"y", Some(400)),
+            ("5;a\x01", Some(400)),
+            ("0x5", Some(400)),
+            ("+5", Some(400)),
+            (" 5", Some(400)),
+            ("", Some(400)),
+        ];
+        for (line, expected) in cases {
+            assert_eq!(framed(line), *expected, "{line:?}");
+        }
+    }
+
+    #[test]
+    fn a_chunk_line_that_cannot_become_valid_is_refused_at_once() {
+        // No CRLF has arrived: each of these is refused on its bad byte,
+        // not after the body timeout.
+        let head = "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n";
+        for (rest, expected) in [
+            ("z", 400),
+            ("5;[", 400),
+            ("5 x", 400),
+            ("5;a=\"\x01", 400),
+            ("4001", 413),
+        ] {
+            let bytes = format!("{head}{rest}");
+            assert_eq!(status(bytes.as_bytes()), expected, "{rest:?}");
+        }
+        // A prefix that can still become valid is only incomplete.
+        for rest in ["5", "5;", "5;a", "5;a=", "5;a=\"x", "5\r"] {
+            let bytes = format!("{head}{rest}");
+            assert!(
+                matches!(parse(bytes.as_bytes(), &limits()), Ok(Parsed::Partial(_))),
+                "{rest:?}"
+            );
+        }
+        // Chunk data followed by anything but CRLF, as soon as it shows.
+        let bytes = format!("{head}2\r\n{{}}X");
+        assert_eq!(status(bytes.as_bytes()), 400);
+    }
+
+    #[test]
+    fn trailer_lines_are_field_lines() {
+        let with = |trailer: &str| {
+            let bytes = format!(
+                "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n{trailer}\r\n\r\n"
+            );
+            parse(bytes.as_bytes(), &limits())
+                .map(|_| ())
+                .map_err(|e| e.status)
+        };
+        assert_eq!(with("X-A: 1"), Ok(()));
+        assert_eq!(with("X-A:"), Ok(()));
+        assert_eq!(with("X-A : 1"), Err(400));
+        assert_eq!(with(": 1"), Err(400));
+        assert_eq!(with("X-A: \x01"), Err(400));
+    }
+
+    #[test]
+    fn head_is_a_method_of_its_own() {
+        let (request, _) = complete(b"HEAD /v1/tasks HTTP/1.1\r\nHost: h\r\n\r\n");
+        assert_eq!(request.method, Method::Head);
+        assert_eq!(request.method.as_str(), "HEAD");
     }
 }

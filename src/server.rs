@@ -28,7 +28,7 @@ use crate::api::{self, Query, Routed};
 use crate::conn::{Conn, Deadline, Next, Reply, Timeouts};
 use crate::events::{EventKind, EventLines, EventLog};
 use crate::hooks::{HookConfig, Hooks};
-use crate::http::{Limits, Request};
+use crate::http::{Answering, HttpDate, Limits, Request};
 use crate::metrics::{Gauges, Metrics};
 use crate::store::{Store, StoreError};
 use crate::tasks::{Batch, Change, Outcome, TaskError, Tasks};
@@ -220,6 +220,8 @@ pub struct Server {
     tasks: Tasks,
     store: Store,
     clock: ReactorClock,
+    /// The `Date` of responses, formatted once per second of `clock`.
+    date: HttpDate,
     metrics: Metrics,
     events: EventLog,
     /// Events committed this turn, sent to the streams after the replies.
@@ -280,6 +282,7 @@ impl Server {
             ready: VecDeque::new(),
             tasks,
             store,
+            date: HttpDate::at(unix_second(clock.last())),
             clock,
             metrics: Metrics::default(),
             events,
@@ -346,6 +349,7 @@ impl Server {
             }
             let mono = Instant::now();
             let now = self.clock.observe(wall_now(), mono);
+            self.date.advance(unix_second(now));
             for event in events.iter() {
                 match event.token() {
                     LISTENER => self.accept_all(mono),
@@ -465,7 +469,7 @@ impl Server {
                 Ok((mut stream, _)) => {
                     if self.conns.len() >= self.config.max_connections {
                         self.metrics.connections_rejected += 1;
-                        reject_over_capacity(&mut stream, self.config.max_connections);
+                        reject_over_capacity(&mut stream, self.config.max_connections, &self.date);
                         continue;
                     }
                     self.metrics.connections_accepted += 1;
@@ -655,7 +659,7 @@ impl Server {
                             return Ok(true);
                         }
                         Routed::Query(Query::Events { since }) => {
-                            let head = event_stream_head(&self.events, &request, since);
+                            let head = event_stream_head(&self.events, &request, since, &self.date);
                             conn.queue(Reply::Raw(head), request.minor_version, true);
                             conn.start_stream(request.minor_version);
                             self.metrics.request(label, 200);
@@ -899,7 +903,7 @@ impl Server {
         };
         let metrics = &mut self.metrics;
         let refusal = &self.refusal;
-        conn.render(mono, |(label, result)| {
+        conn.render(mono, &self.date, |(label, result)| {
             let response = match (committed, refusal) {
                 (true, _) => api::outcome(&result),
                 (false, Some(reason)) => api::error(503, reason.clone()),
@@ -978,8 +982,13 @@ impl Server {
 
 /// The head of an event stream and the replay of retained events after
 /// `since` (none without it).
-fn event_stream_head(events: &EventLog, request: &Request, since: Option<u64>) -> Vec<u8> {
-    let mut out = api::stream_head(request.minor_version);
+fn event_stream_head(
+    events: &EventLog,
+    request: &Request,
+    since: Option<u64>,
+    date: &HttpDate,
+) -> Vec<u8> {
+    let mut out = api::stream_head(request.minor_version, date);
     if let Some(since) = since {
         if events.has_gap_after(since) {
             let notice = serde_json::json!({
@@ -1000,6 +1009,11 @@ fn event_stream_head(events: &EventLog, request: &Request, since: Option<u64>) -
     out
 }
 
+/// Whole seconds since the epoch, for the `Date` header.
+fn unix_second(now: Timestamp) -> u64 {
+    now.as_nanos() / 1_000_000_000
+}
+
 /// Time held since the daemon started: the holds before plus the current one.
 fn held_total(before: Duration, since: Option<Instant>, mono: Instant) -> Duration {
     before
@@ -1009,14 +1023,14 @@ fn held_total(before: Duration, since: Option<Instant>, mono: Instant) -> Durati
 }
 
 /// Answers a connection past the cap with a 503 and drops it.
-fn reject_over_capacity(stream: &mut UnixStream, cap: usize) {
+fn reject_over_capacity(stream: &mut UnixStream, cap: usize, date: &HttpDate) {
     use std::io::Write;
     let response = api::error(
         503,
         format!("the daemon is at its limit of {cap} open connections; retry shortly"),
     );
     let mut bytes = Vec::new();
-    response.encode(1, false, &mut bytes);
+    response.encode(Answering::REFUSAL, date, &mut bytes);
     // Best effort: a fresh socket's buffer takes a few hundred bytes.
     let _ = stream.write(&bytes);
     warn!(cap, "connection refused: too many open connections");

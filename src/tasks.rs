@@ -86,7 +86,10 @@ impl fmt::Display for NameError {
         match self {
             NameError::Empty => write!(f, "the task name is empty; {RULE}"),
             NameError::TooLong { len } => write!(f, "the task name is {len} bytes long; {RULE}"),
-            NameError::BadChar(c) => write!(f, "the task name contains {c:?}; {RULE}"),
+            NameError::BadChar(c) if c.is_control() => {
+                write!(f, "the task name contains U+{:04X}; {RULE}", u32::from(*c))
+            }
+            NameError::BadChar(c) => write!(f, "the task name contains '{c}'; {RULE}"),
             NameError::BadStart => {
                 write!(f, "the task name must start with a letter or digit; {RULE}")
             }

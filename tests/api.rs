@@ -259,9 +259,9 @@ fn unknown_paths_and_wrong_methods() {
     for (method, path, status, allow) in [
         ("GET", "/", 404, None),
         ("GET", "/v2/tasks", 404, None),
-        ("DELETE", "/v1/tasks", 405, Some("GET, POST, PUT")),
-        ("POST", "/v1/tasks/a", 405, Some("GET, PUT, DELETE")),
-        ("PATCH", "/v1/tasks/a", 405, Some("GET, PUT, DELETE")),
+        ("DELETE", "/v1/tasks", 405, Some("GET, HEAD, POST, PUT")),
+        ("POST", "/v1/tasks/a", 405, Some("GET, HEAD, PUT, DELETE")),
+        ("PATCH", "/v1/tasks/a", 501, None),
         ("GET", "/v1/tasks/a%2Fb", 400, None),
         ("GET", "/v1/tasks/a%00", 400, None),
     ] {

@@ -35,7 +35,7 @@ fn status_of(response: &[u8]) -> u16 {
 /// `PUT /v1/tasks/a` with `body`, its length computed.
 fn put_a(body: &[u8]) -> Vec<u8> {
     let mut bytes = format!(
-        "PUT /v1/tasks/a HTTP/1.1\r\nContent-Length: {}\r\n\r\n",
+        "PUT /v1/tasks/a HTTP/1.1\r\nHost: sprite\r\nContent-Length: {}\r\n\r\n",
         body.len()
     )
     .into_bytes();
@@ -53,27 +53,32 @@ fn assert_good_request_answered(daemon: &Daemon) {
 fn every_malformed_request_gets_its_status_and_the_daemon_goes_on() {
     let dirs = Dirs::new();
     let daemon = Daemon::start(&dirs, &[]);
-    let long_target = format!("GET /v1/tasks/{} HTTP/1.1\r\n\r\n", "a".repeat(2000));
-    let many_headers = format!("GET /v1/tasks HTTP/1.1\r\n{}\r\n", "X-A: b\r\n".repeat(40));
+    let long_target = format!(
+        "GET /v1/tasks/{} HTTP/1.1\r\nHost: sprite\r\n\r\n",
+        "a".repeat(2000)
+    );
+    let many_headers = format!(
+        "GET /v1/tasks HTTP/1.1\r\nHost: sprite\r\n{}\r\n",
+        "X-A: b\r\n".repeat(40)
+    );
     let huge_head = format!(
-        "GET /v1/tasks HTTP/1.1\r\nX-A: {}\r\n\r\n",
+        "GET /v1/tasks HTTP/1.1\r\nHost: sprite\r\nX-A: {}\r\n\r\n",
         "b".repeat(10_000)
     );
     let deep_json = format!(
-        "PUT /v1/tasks/a HTTP/1.1\r\nContent-Length: 401\r\n\r\n{}1{}",
+        "PUT /v1/tasks/a HTTP/1.1\r\nHost: sprite\r\nContent-Length: 401\r\n\r\n{}1{}",
         "[".repeat(200),
         "]".repeat(200)
     );
     let long_name = format!(
-        "PUT /v1/tasks/{} HTTP/1.1\r\nContent-Length: 13\r\n\r\n{{\"expire\":60}}",
+        "PUT /v1/tasks/{} HTTP/1.1\r\nHost: sprite\r\nContent-Length: 13\r\n\r\n{{\"expire\":60}}",
         "n".repeat(129)
     );
-    let chunk_overflow =
-        "PUT /v1/tasks/a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffffff\r\n";
+    let chunk_overflow = "PUT /v1/tasks/a HTTP/1.1\r\nHost: sprite\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffffff\r\n";
     // One body byte per chunk, each with a long extension: more framing
     // than a connection buffers (found while fuzzing).
     let mut chunk_framing =
-        b"POST /v1/tasks HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+        b"POST /v1/tasks HTTP/1.1\r\nHost: sprite\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
     for byte in format!("{}{}", r#"{"name":"agent","expire":"1h"}"#, " ".repeat(200)).bytes() {
         chunk_framing.extend_from_slice(format!("1;{}\r\n", "e".repeat(250)).as_bytes());
         chunk_framing.push(byte);
@@ -82,29 +87,29 @@ fn every_malformed_request_gets_its_status_and_the_daemon_goes_on() {
     chunk_framing.extend_from_slice(b"0\r\n\r\n");
     let catalogue: Vec<(&str, Vec<u8>, u16)> = vec![
         ("chunk framing past what a connection buffers", chunk_framing, 413),
-        ("Content-Length with a sign", b"PUT /v1/tasks/a HTTP/1.1\r\nContent-Length: +13\r\n\r\n{\"expire\":60}".to_vec(), 400),
-        ("differing duplicate Content-Length", b"PUT /v1/tasks/a HTTP/1.1\r\nContent-Length: 13\r\nContent-Length: 12\r\n\r\n{\"expire\":60}".to_vec(), 400),
-        ("Content-Length list", b"PUT /v1/tasks/a HTTP/1.1\r\nContent-Length: 13, 13\r\n\r\n{\"expire\":60}".to_vec(), 400),
-        ("body over the limit, decided from the head", b"PUT /v1/tasks/a HTTP/1.1\r\nContent-Length: 1000000\r\n\r\n".to_vec(), 413),
+        ("Content-Length with a sign", b"PUT /v1/tasks/a HTTP/1.1\r\nHost: sprite\r\nContent-Length: +13\r\n\r\n{\"expire\":60}".to_vec(), 400),
+        ("differing duplicate Content-Length", b"PUT /v1/tasks/a HTTP/1.1\r\nHost: sprite\r\nContent-Length: 13\r\nContent-Length: 12\r\n\r\n{\"expire\":60}".to_vec(), 400),
+        ("Content-Length list", b"PUT /v1/tasks/a HTTP/1.1\r\nHost: sprite\r\nContent-Length: 13, 13\r\n\r\n{\"expire\":60}".to_vec(), 400),
+        ("body over the limit, decided from the head", b"PUT /v1/tasks/a HTTP/1.1\r\nHost: sprite\r\nContent-Length: 1000000\r\n\r\n".to_vec(), 413),
         ("chunk over the limit", chunk_overflow.as_bytes().to_vec(), 413),
-        ("unknown transfer coding", b"PUT /v1/tasks/a HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n".to_vec(), 400),
-        ("coding before chunked", b"PUT /v1/tasks/a HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n".to_vec(), 501),
-        ("chunked twice", b"PUT /v1/tasks/a HTTP/1.1\r\nTransfer-Encoding: chunked, chunked\r\n\r\n".to_vec(), 400),
+        ("unknown transfer coding", b"PUT /v1/tasks/a HTTP/1.1\r\nHost: sprite\r\nTransfer-Encoding: gzip\r\n\r\n".to_vec(), 400),
+        ("coding before chunked", b"PUT /v1/tasks/a HTTP/1.1\r\nHost: sprite\r\nTransfer-Encoding: gzip, chunked\r\n\r\n".to_vec(), 501),
+        ("chunked twice", b"PUT /v1/tasks/a HTTP/1.1\r\nHost: sprite\r\nTransfer-Encoding: chunked, chunked\r\n\r\n".to_vec(), 400),
         ("Transfer-Encoding on HTTP/1.0", b"PUT /v1/tasks/a HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec(), 400),
-        ("chunk size not hex", b"PUT /v1/tasks/a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n".to_vec(), 400),
-        ("chunk size empty", b"PUT /v1/tasks/a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n\r\n".to_vec(), 400),
-        ("chunk size line with bare LF", b"PUT /v1/tasks/a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nd\n{\"expire\":60}\r\n0\r\n\r\n".to_vec(), 400),
-        ("chunk data without its CRLF", b"PUT /v1/tasks/a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}XX0\r\n\r\n".to_vec(), 400),
-        ("unknown expectation", b"PUT /v1/tasks/a HTTP/1.1\r\nExpect: the-unexpected\r\nContent-Length: 13\r\n\r\n{\"expire\":60}".to_vec(), 417),
+        ("chunk size not hex", b"PUT /v1/tasks/a HTTP/1.1\r\nHost: sprite\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n".to_vec(), 400),
+        ("chunk size empty", b"PUT /v1/tasks/a HTTP/1.1\r\nHost: sprite\r\nTransfer-Encoding: chunked\r\n\r\n\r\n".to_vec(), 400),
+        ("chunk size line with bare LF", b"PUT /v1/tasks/a HTTP/1.1\r\nHost: sprite\r\nTransfer-Encoding: chunked\r\n\r\nd\n{\"expire\":60}\r\n0\r\n\r\n".to_vec(), 400),
+        ("chunk data without its CRLF", b"PUT /v1/tasks/a HTTP/1.1\r\nHost: sprite\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}XX0\r\n\r\n".to_vec(), 400),
+        ("unknown expectation", b"PUT /v1/tasks/a HTTP/1.1\r\nHost: sprite\r\nExpect: the-unexpected\r\nContent-Length: 13\r\n\r\n{\"expire\":60}".to_vec(), 417),
         ("head over the limit", huge_head.into_bytes(), 431),
         ("too many headers", many_headers.into_bytes(), 431),
         ("target over the limit", long_target.into_bytes(), 414),
         ("HTTP/2 request line", b"GET /v1/tasks HTTP/2.0\r\n\r\n".to_vec(), 505),
-        ("binary garbage", b"\x00\x01\x02\x03 / HTTP/1.1\r\n\r\n".to_vec(), 400),
-        ("NUL in the name", b"GET /v1/tasks/a%00b HTTP/1.1\r\n\r\n".to_vec(), 400),
-        ("slash in the name", b"GET /v1/tasks/a%2Fb HTTP/1.1\r\n\r\n".to_vec(), 400),
-        ("invalid UTF-8 in the name", b"GET /v1/tasks/%C3%28 HTTP/1.1\r\n\r\n".to_vec(), 400),
-        ("broken percent-encoding", b"GET /v1/tasks/a%G1 HTTP/1.1\r\n\r\n".to_vec(), 400),
+        ("binary garbage", b"\x00\x01\x02\x03 / HTTP/1.1\r\nHost: sprite\r\n\r\n".to_vec(), 400),
+        ("NUL in the name", b"GET /v1/tasks/a%00b HTTP/1.1\r\nHost: sprite\r\n\r\n".to_vec(), 400),
+        ("slash in the name", b"GET /v1/tasks/a%2Fb HTTP/1.1\r\nHost: sprite\r\n\r\n".to_vec(), 400),
+        ("invalid UTF-8 in the name", b"GET /v1/tasks/%C3%28 HTTP/1.1\r\nHost: sprite\r\n\r\n".to_vec(), 400),
+        ("broken percent-encoding", b"GET /v1/tasks/a%G1 HTTP/1.1\r\nHost: sprite\r\n\r\n".to_vec(), 400),
         ("name too long", long_name.into_bytes(), 400),
         ("deeply nested JSON", deep_json.into_bytes(), 400),
         ("JSON of the wrong type", put_a(br#"{"expire":true}"#), 400),
@@ -143,7 +148,7 @@ fn content_length_with_chunked_trusts_chunked_and_closes() {
     let dirs = Dirs::new();
     let daemon = Daemon::start(&dirs, &[]);
     // A smuggling attempt: the length claims the second request is body.
-    let attack = b"PUT /v1/tasks/a HTTP/1.1\r\nContent-Length: 60\r\nTransfer-Encoding: chunked\r\n\r\nd\r\n{\"expire\":60}\r\n0\r\n\r\nDELETE /v1/tasks/a HTTP/1.1\r\n\r\n";
+    let attack = b"PUT /v1/tasks/a HTTP/1.1\r\nHost: sprite\r\nContent-Length: 60\r\nTransfer-Encoding: chunked\r\n\r\nd\r\n{\"expire\":60}\r\n0\r\n\r\nDELETE /v1/tasks/a HTTP/1.1\r\nHost: sprite\r\n\r\n";
     let response = daemon.raw(attack);
     let text = String::from_utf8_lossy(&response);
     assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
@@ -173,7 +178,7 @@ fn expect_100_continue() {
     // Too large: the final answer comes at once, without 100.
     stream
         .write_all(
-            b"POST /v1/tasks HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 99999999\r\n\r\n",
+            b"POST /v1/tasks HTTP/1.1\r\nHost: sprite\r\nExpect: 100-continue\r\nContent-Length: 99999999\r\n\r\n",
         )
         .unwrap();
     assert_eq!(read_response(&mut stream).unwrap().status, 413);
@@ -335,8 +340,10 @@ fn slow_idle_and_flooding_clients_cost_a_good_client_nothing() {
     let mut slow_bodies: Vec<UnixStream> = (0..SLOW_BODIES)
         .map(|_| {
             let mut s = daemon.connect();
-            s.write_all(b"PUT /v1/tasks/slow HTTP/1.1\r\nContent-Length: 13\r\n\r\n{\"exp")
-                .unwrap();
+            s.write_all(
+                b"PUT /v1/tasks/slow HTTP/1.1\r\nHost: sprite\r\nContent-Length: 13\r\n\r\n{\"exp",
+            )
+            .unwrap();
             s
         })
         .collect();

@@ -174,7 +174,8 @@ fn a_slow_consumer_is_cut_off_while_others_are_served() {
     let daemon = Daemon::start(&dirs, &[]);
     // The consumer opens a stream and never reads.
     let mut slow = daemon.connect();
-    slow.write_all(b"GET /v1/events HTTP/1.1\r\n\r\n").unwrap();
+    slow.write_all(b"GET /v1/events HTTP/1.1\r\nHost: sprite\r\n\r\n")
+        .unwrap();
     // Make sure the stream is open before the flood.
     assert_eq!(daemon.status("GET", "/v1/status", None), 200);
     let metrics = metrics_text(&daemon);
