@@ -9,6 +9,8 @@
 //!   plan a batch of changes, apply it once it is durable.
 //! - [`events`]: numbered change and held/idle events, with a bounded history.
 //! - [`metrics`]: counters and their Prometheus rendering.
+//! - [`logging`]: the daemon's stderr log writer, which drops (and counts)
+//!   what it cannot write instead of failing.
 //! - [`hooks`]: the `--while-held` and `--on-idle` commands.
 //! - [`record`]: the checksummed on-disk layout of one task.
 //! - [`store`]: the only module that knows redb.
@@ -31,6 +33,7 @@ pub mod faulty;
 pub mod fuzzing;
 pub mod hooks;
 pub mod http;
+pub mod logging;
 pub mod metrics;
 pub mod record;
 pub mod server;
