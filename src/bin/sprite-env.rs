@@ -18,8 +18,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use clap::{Args, Parser, Subcommand};
 use sprite_tasks::client::{
-    self, Client, ClientError, check_interval, curl_args, expire_value, parse_interval,
-    render_event, render_status, render_tasks, retry_delay,
+    self, Client, ClientError, check_interval, curl_args, parse_interval, render_event,
+    render_status, render_tasks, retry_delay,
 };
 use sprite_tasks::expire::MAX_EXPIRE_CEILING;
 use sprite_tasks::server::Config;
@@ -302,13 +302,13 @@ fn tasks(client: &Client, command: TasksCommand) -> Result<ExitCode, String> {
         }
         TasksCommand::Create(args) => {
             let answer = client
-                .create(&args.name, &expire_value(&args.expire))
+                .create(&args.name, &sprite_tasks::expire::arg_value(&args.expire))
                 .map_err(failed)?;
             print_task(args.json.json, answer)?;
         }
         TasksCommand::Refresh(args) => {
             let answer = client
-                .refresh(&args.name, &expire_value(&args.expire))
+                .refresh(&args.name, &sprite_tasks::expire::arg_value(&args.expire))
                 .map_err(failed)?;
             print_task(args.json.json, answer)?;
         }
@@ -401,7 +401,7 @@ mod hold {
             say("no command given after `--`");
             return ExitCode::from(EXIT_USAGE);
         };
-        let expire_json = expire_value(&args.expire);
+        let expire_json = sprite_tasks::expire::arg_value(&args.expire);
         let expire = match sprite_tasks::expire::decode(&expire_json, MAX_EXPIRE_CEILING) {
             Ok(expire) => expire,
             Err(e) => {
