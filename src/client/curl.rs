@@ -10,6 +10,8 @@ use std::fmt;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::Path;
 
+use crate::api::EVENTS_PATH;
+
 /// The URL prefix `sprite-env curl` puts before an API path.
 pub const BASE_URL: &str = "http://sprite";
 
@@ -217,9 +219,60 @@ struct CurlSeen {
     paths: usize,
     body: bool,
     content_type: bool,
+    /// The user chose curl's output mode: silent or not, progress, verbosity.
+    output_mode: bool,
+    /// A URL is the event stream.
+    events: bool,
+    /// `-N`/`--no-buffer` given.
+    no_buffer: bool,
 }
 
+/// curl's flags that choose what it prints besides the body; with none of
+/// them, `sprite-env curl` adds `-sS` (no progress meter, errors shown).
+const CURL_OUTPUT_FLAGS: &[&str] = &[
+    "silent",
+    "no-silent",
+    "show-error",
+    "no-show-error",
+    "verbose",
+    "no-verbose",
+    "progress-bar",
+    "no-progress-bar",
+    "no-progress-meter",
+    "trace",
+    "trace-ascii",
+];
+
 impl CurlSeen {
+    /// Notes a rewritten URL argument.
+    fn url(&mut self, url: &OsStr) {
+        self.paths += 1;
+        let events = format!("{BASE_URL}{EVENTS_PATH}");
+        let rest = url.as_bytes().strip_prefix(events.as_bytes());
+        if rest.is_some_and(|rest| rest.is_empty() || b"?/".contains(&rest[0])) {
+            self.events = true;
+        }
+    }
+
+    /// Notes a long option (without `--`, `expand-` stripped).
+    fn long_flag(&mut self, name: &str) {
+        if CURL_OUTPUT_FLAGS.contains(&name) {
+            self.output_mode = true;
+        }
+        if name == "no-buffer" {
+            self.no_buffer = true;
+        }
+    }
+
+    /// Notes a short flag of a cluster.
+    fn short_flag(&mut self, option: u8) {
+        match option {
+            b's' | b'S' | b'v' | b'#' => self.output_mode = true,
+            b'N' => self.no_buffer = true,
+            _ => {}
+        }
+    }
+
     /// Notes an option (by long name, `expand-` stripped) and its value.
     fn option(&mut self, name: &str, value: &[u8]) {
         match name {
@@ -262,7 +315,9 @@ fn rewrite_url(arg: &OsStr) -> Result<OsString, CurlArgsError> {
 }
 
 /// The arguments to run `curl` with for `sprite-env curl ARGS`: the socket
-/// first, then a JSON `Content-Type` if a body is sent without one, then the
+/// first; `-sS` unless the user chose curl's output mode (`-s`, `-S`, `-v`,
+/// `-#`, `--progress-bar`, `--trace`…); `-N` for the event stream; a JSON
+/// `Content-Type` if a body is sent without one; then the
 /// user's arguments with every API path (a URL argument starting with `/`,
 /// wherever it stands, or the value of `--url`) turned into
 /// `http://sprite/PATH`.
@@ -280,8 +335,9 @@ pub fn curl_args(user_args: &[OsString], socket: &Path) -> Result<Vec<OsString>,
         let bytes = arg.as_bytes();
         at += 1;
         if options_done || !bytes.starts_with(b"-") || bytes == b"-" {
-            rewritten.push(rewrite_url(arg)?);
-            seen.paths += 1;
+            let url = rewrite_url(arg)?;
+            seen.url(&url);
+            rewritten.push(url);
             continue;
         }
         if bytes == b"--" {
@@ -299,6 +355,7 @@ pub fn curl_args(user_args: &[OsString], socket: &Path) -> Result<Vec<OsString>,
             if name == "next" {
                 return Err(CurlArgsError::Unsupported("--next".into()));
             }
+            seen.long_flag(name);
             if !CURL_LONG_WITH_VALUE.contains(&name) {
                 rewritten.push(arg.to_owned());
                 continue;
@@ -308,10 +365,10 @@ pub fn curl_args(user_args: &[OsString], socket: &Path) -> Result<Vec<OsString>,
                     seen.option(name, value);
                     if name == "url" {
                         let url = rewrite_url(OsStr::from_bytes(value))?;
+                        seen.url(&url);
                         let mut joined = b"--url=".to_vec();
                         joined.extend_from_slice(url.as_bytes());
                         rewritten.push(OsString::from_vec(joined));
-                        seen.paths += 1;
                     } else {
                         rewritten.push(arg.to_owned());
                     }
@@ -323,8 +380,9 @@ pub fn curl_args(user_args: &[OsString], socket: &Path) -> Result<Vec<OsString>,
                         at += 1;
                         seen.option(name, value.as_bytes());
                         if name == "url" {
-                            rewritten.push(rewrite_url(value)?);
-                            seen.paths += 1;
+                            let url = rewrite_url(value)?;
+                            seen.url(&url);
+                            rewritten.push(url);
                         } else {
                             rewritten.push(value.clone());
                         }
@@ -339,6 +397,7 @@ pub fn curl_args(user_args: &[OsString], socket: &Path) -> Result<Vec<OsString>,
             if option == b':' {
                 return Err(CurlArgsError::Unsupported("-: (--next)".into()));
             }
+            seen.short_flag(option);
             if CURL_SHORT_WITH_VALUE.contains(&option) {
                 let rest = &bytes[index + 1..];
                 if !rest.is_empty() {
@@ -359,6 +418,14 @@ pub fn curl_args(user_args: &[OsString], socket: &Path) -> Result<Vec<OsString>,
         OsString::from("--unix-socket"),
         socket.as_os_str().to_owned(),
     ];
+    if !seen.output_mode {
+        // No progress meter in logs and pipes; errors still said.
+        args.push("-sS".into());
+    }
+    if seen.events && !seen.no_buffer {
+        // Each event as it comes, not when curl's buffer fills.
+        args.push("-N".into());
+    }
     if seen.body && !seen.content_type {
         args.push("-H".into());
         args.push("Content-Type: application/json".into());
@@ -514,8 +581,45 @@ mod tests {
             let got = curl_args(&os(&input), Path::new(SOCKET))
                 .unwrap_or_else(|e| panic!("{input:?}: {e}"));
             let mut want = vec!["--unix-socket", SOCKET];
+            // The cases with their own -s choose the output mode (the rule
+            // has its own table below); the others get -sS.
+            if !input.iter().any(|a| a.starts_with("-s")) {
+                want.push("-sS");
+            }
             want.extend(expected);
             assert_eq!(strings(got), want, "{input:?}");
+        }
+    }
+
+    #[test]
+    fn curl_quiet_unless_asked_and_unbuffered_for_events() {
+        let cases: Vec<(Vec<&str>, Vec<&str>)> = vec![
+            (vec!["/v1/tasks"], vec!["-sS"]),
+            (vec!["-v", "/v1/tasks"], vec![]),
+            (vec!["-fv", "/v1/tasks"], vec![]),
+            (vec!["-#", "/v1/tasks"], vec![]),
+            (vec!["--progress-bar", "/v1/tasks"], vec![]),
+            (vec!["--verbose", "/v1/tasks"], vec![]),
+            (vec!["--trace-ascii", "-", "/v1/tasks"], vec![]),
+            (vec!["--no-progress-meter", "/v1/tasks"], vec![]),
+            (vec!["-S", "/v1/tasks"], vec![]),
+            (vec!["-i", "/v1/tasks"], vec!["-sS"]),
+            // A value is not a flag: -H's `v` does not make it verbose.
+            (vec!["-Hv: 1", "/v1/tasks"], vec!["-sS"]),
+            (vec!["-o", "-v", "/v1/tasks"], vec!["-sS"]),
+            (vec!["/v1/events"], vec!["-sS", "-N"]),
+            (vec!["/v1/events?since=3"], vec!["-sS", "-N"]),
+            (vec!["--url", "/v1/events"], vec!["-sS", "-N"]),
+            (vec!["-sN", "/v1/events"], vec![]),
+            (vec!["--no-buffer", "/v1/events"], vec!["-sS"]),
+            (vec!["/v1/eventsx"], vec!["-sS"]),
+        ];
+        for (input, added) in cases {
+            let got = strings(curl_args(&os(&input), Path::new(SOCKET)).unwrap());
+            let mut want = vec!["--unix-socket", SOCKET];
+            want.extend(added);
+            assert_eq!(&got[..want.len()], want, "{input:?}");
+            assert_eq!(got.len(), want.len() + input.len(), "{input:?}: {got:?}");
         }
     }
 
@@ -564,6 +668,6 @@ mod tests {
     fn curl_keeps_non_utf8_arguments() {
         let odd = OsString::from_vec(b"-H\xff".to_vec());
         let got = curl_args(&[odd.clone(), "/v1/tasks".into()], Path::new(SOCKET)).unwrap();
-        assert_eq!(got[2], odd);
+        assert_eq!(got[3], odd, "after the socket and -sS");
     }
 }

@@ -15,6 +15,18 @@ pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
 /// margin, not minutes.
 pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(5);
 
+/// The longest default refresh interval: the seed's heartbeat refreshes a
+/// 5-minute expiry every minute.
+pub const MAX_DEFAULT_INTERVAL: Duration = Duration::from_secs(60);
+
+/// The refresh interval when `--every` is not given: a fifth of the expiry
+/// (four missed refreshes of margin, as the seed's 5m/1m), at most
+/// [`MAX_DEFAULT_INTERVAL`]. Every expiry the API accepts (at least 1s)
+/// gives an interval that [`check_interval`] accepts.
+pub fn default_interval(expire: Duration) -> Duration {
+    (expire / 5).clamp(MIN_INTERVAL, MAX_DEFAULT_INTERVAL)
+}
+
 /// Reads an `--every` interval: a duration string such as `30s` or `500ms`,
 /// or digits alone as seconds.
 ///
@@ -100,6 +112,23 @@ mod tests {
         }
         assert_eq!(retry_delay(s(60)), MAX_RETRY_DELAY);
         assert_eq!(retry_delay(ms(500)), ms(500));
+    }
+
+    #[test]
+    fn the_default_interval_follows_the_expiry() {
+        let s = Duration::from_secs;
+        let cases = [
+            (s(1), Duration::from_millis(200)),
+            (s(10), s(2)),
+            (s(60), s(12)),
+            (s(300), s(60)),
+            (s(3600), s(60)),
+            (s(7 * 86400), s(60)),
+        ];
+        for (expire, every) in cases {
+            assert_eq!(default_interval(expire), every, "{expire:?}");
+            assert!(check_interval(expire, every).is_ok(), "{expire:?}");
+        }
     }
 
     #[test]

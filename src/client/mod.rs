@@ -24,7 +24,10 @@ pub mod http;
 pub mod render;
 
 pub use curl::{BASE_URL, CurlArgsError, curl_args};
-pub use hold::{MAX_RETRY_DELAY, MIN_INTERVAL, check_interval, parse_interval, retry_delay};
+pub use hold::{
+    MAX_DEFAULT_INTERVAL, MAX_RETRY_DELAY, MIN_INTERVAL, check_interval, default_interval,
+    parse_interval, retry_delay,
+};
 pub use http::{
     BodyFraming, ChunkedDecoder, Client, ClientError, EventStream, HOST, Head, LineSplitter,
     MAX_CHUNK_LINE, MAX_EVENT_LINE, MAX_RESPONSE_BODY, MAX_RESPONSE_HEAD, MAX_TRAILERS,
