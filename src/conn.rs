@@ -3,10 +3,13 @@
 //!
 //! Generic over `Read + Write` so it can be driven without a socket. Depends
 //! on [`crate::http`] for framing; it never reads a clock (`now` comes in) and
-//! never touches the reactor.
+//! never touches the reactor. Each answered request is logged at debug level
+//! (method, target, status, time from framing to answer).
 
 use std::io::{self, Read, Write};
 use std::time::{Duration, Instant};
+
+use tracing::debug;
 
 use crate::http::{self, HttpError, Limits, Parsed, Progress, Request, Response};
 
@@ -138,6 +141,29 @@ struct Queued<P> {
     reply: Reply<P>,
     minor_version: u8,
     keep_alive: bool,
+    /// The request answered, for its log line.
+    request: Option<RequestTrace>,
+}
+
+/// What the log line of an answered request says about it.
+#[derive(Debug, Clone)]
+struct RequestTrace {
+    method: String,
+    target: String,
+    /// When it was framed.
+    at: Instant,
+}
+
+impl RequestTrace {
+    fn log(&self, status: u16, now: Instant) {
+        debug!(
+            method = %self.method,
+            path = %self.target,
+            status,
+            micros = now.saturating_duration_since(self.at).as_micros() as u64,
+            "request"
+        );
+    }
 }
 
 /// What [`Conn::next_request`] found in the input.
@@ -162,6 +188,8 @@ pub struct Conn<S, P> {
     written: usize,
     queued: Vec<Queued<P>>,
     held_back: Option<Request>,
+    /// The request last framed, until its reply is queued.
+    framed: Option<RequestTrace>,
     /// While an event stream is open: the HTTP minor version it speaks.
     event_stream: Option<u8>,
     planned_in_queue: usize,
@@ -191,6 +219,7 @@ impl<S: Read + Write, P> Conn<S, P> {
             written: 0,
             queued: Vec::new(),
             held_back: None,
+            framed: None,
             event_stream: None,
             planned_in_queue: 0,
             continue_sent: false,
@@ -287,6 +316,11 @@ impl<S: Read + Write, P> Conn<S, P> {
         }
         match http::parse(self.input.pending(), limits) {
             Ok(Parsed::Complete { request, consumed }) => {
+                self.framed = Some(RequestTrace {
+                    method: request.method.as_str().to_owned(),
+                    target: request.target.clone(),
+                    at: now,
+                });
                 self.input.consume(consumed);
                 self.continue_sent = false;
                 self.body_started = None;
@@ -302,6 +336,7 @@ impl<S: Read + Write, P> Conn<S, P> {
                             reply: Reply::Continue,
                             minor_version: 1,
                             keep_alive: true,
+                            request: None,
                         });
                     }
                 }
@@ -329,10 +364,15 @@ impl<S: Read + Write, P> Conn<S, P> {
         if !keep_alive {
             self.closing = true;
         }
+        let request = match reply {
+            Reply::Continue => None,
+            _ => self.framed.take(),
+        };
         self.queued.push(Queued {
             reply,
             minor_version,
             keep_alive,
+            request,
         });
     }
 
@@ -378,12 +418,19 @@ impl<S: Read + Write, P> Conn<S, P> {
                     continue;
                 }
                 Reply::Raw(bytes) => {
+                    // An event stream's head: the stream is open.
+                    if let Some(request) = &queued.request {
+                        request.log(200, now);
+                    }
                     self.output.extend_from_slice(&bytes);
                     continue;
                 }
                 Reply::Ready(response) => response,
                 Reply::Planned(p) => planned(p),
             };
+            if let Some(request) = &queued.request {
+                request.log(response.status, now);
+            }
             response.encode(queued.minor_version, queued.keep_alive, &mut self.output);
         }
         self.planned_in_queue = 0;

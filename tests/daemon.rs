@@ -187,3 +187,97 @@ fn the_start_up_line_names_absolute_paths() {
         "{listening}"
     );
 }
+
+/// The value of `field=` in a log line.
+fn field<'a>(line: &'a str, name: &str) -> Option<&'a str> {
+    let start = line.find(&format!(" {name}="))? + name.len() + 2;
+    line[start..].split(' ').next()
+}
+
+#[test]
+fn the_log_says_who_kept_the_machine_awake() {
+    let dirs = Dirs::new();
+    let daemon = Daemon::start(
+        &dirs,
+        &[
+            "--while-held",
+            "echo hello from while-held; echo on stderr >&2; exec sleep 1000",
+            "--on-idle",
+            "echo bye from on-idle",
+        ],
+    );
+
+    assert_eq!(
+        daemon.status("PUT", "/v1/tasks/agent", Some(r#"{"expire":"1h"}"#)),
+        200
+    );
+    let created = daemon.wait_for_log("task created");
+    assert_eq!(field(&created, "task"), Some("agent"), "{created}");
+    assert!(created.contains(" INFO "), "{created}");
+    let held = daemon.wait_for_log("held: the first task is live");
+    assert_eq!(field(&held, "task"), Some("agent"), "{held}");
+    assert_eq!(field(&held, "event"), Some("created"), "{held}");
+
+    // Hook output comes back as log lines naming the hook and its pid.
+    let started = daemon.wait_for_log("--while-held command started");
+    let pid = field(&started, "pid").expect("a pid").to_owned();
+    for needle in [
+        "hook output: hello from while-held",
+        "hook output: on stderr",
+    ] {
+        let line = daemon.wait_for_log(needle);
+        assert_eq!(field(&line, "hook"), Some("while-held"), "{line}");
+        assert_eq!(field(&line, "pid"), Some(pid.as_str()), "{line}");
+    }
+
+    // A refresh at debug; every request has its line.
+    assert_eq!(
+        daemon.status("PUT", "/v1/tasks/agent", Some(r#"{"expire":"1h"}"#)),
+        200
+    );
+    let refreshed = daemon.wait_for_log("task refreshed");
+    assert!(refreshed.contains(" DEBUG "), "{refreshed}");
+    let request = daemon.wait_for_log("method=PUT path=/v1/tasks/agent status=200");
+    assert!(field(&request, "micros").is_some(), "{request}");
+    assert_eq!(daemon.status("GET", "/v1/tasks/nobody", None), 404);
+    daemon.wait_for_log("method=GET path=/v1/tasks/nobody status=404");
+
+    // Deleted, then one that expires: each edge names its task.
+    assert_eq!(daemon.status("DELETE", "/v1/tasks/agent", None), 204);
+    let deleted = daemon.wait_for_log("task deleted");
+    assert_eq!(field(&deleted, "task"), Some("agent"), "{deleted}");
+    let idle = daemon.wait_for_log("idle: the last task is gone");
+    assert_eq!(field(&idle, "task"), Some("agent"), "{idle}");
+    assert_eq!(field(&idle, "event"), Some("deleted"), "{idle}");
+    let bye = daemon.wait_for_log("hook output: bye from on-idle");
+    assert_eq!(field(&bye, "hook"), Some("on-idle"), "{bye}");
+
+    assert_eq!(
+        daemon.status("PUT", "/v1/tasks/brief", Some(r#"{"expire":1}"#)),
+        200
+    );
+    let expired = daemon.wait_for_log("task expired");
+    assert_eq!(field(&expired, "task"), Some("brief"), "{expired}");
+    let idle = eventually(
+        || daemon.log_text(),
+        |log| log.matches("idle: the last task is gone").count() == 2,
+    );
+    let idle = idle
+        .lines()
+        .rfind(|l| l.contains("idle: the last task is gone"))
+        .unwrap();
+    assert_eq!(field(idle, "task"), Some("brief"), "{idle}");
+    assert_eq!(field(idle, "event"), Some("expired"), "{idle}");
+
+    // No hook output reached the log raw.
+    let (_, log) = daemon.terminate();
+    for line in log
+        .lines()
+        .filter(|l| l.contains("hello from") || l.contains("bye from"))
+    {
+        assert!(
+            line.contains("hook output: ") || line.contains(" command="),
+            "raw hook output: {line}"
+        );
+    }
+}
