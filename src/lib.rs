@@ -19,6 +19,9 @@
 //!   outcomes become responses.
 //! - [`conn`]: one connection's buffers, deadlines and queued replies.
 //! - [`server`]: the single-threaded mio reactor that ties them together.
+//! - [`client`]: the library of `sprite-env`, apart from the daemon: an HTTP
+//!   client over the socket, curl argument rewriting, the hold's rules and
+//!   the renderers, one file each.
 //!
 //! `time`, `expire` and `tasks` depend on nothing of ours that does I/O; only
 //! `server` touches mio and only `store` touches redb.
