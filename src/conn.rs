@@ -3,10 +3,13 @@
 //!
 //! Generic over `Read + Write` so it can be driven without a socket. Depends
 //! on [`crate::http`] for framing; it never reads a clock (`now` comes in) and
-//! never touches the reactor.
+//! never touches the reactor. Each answered request is logged at debug level
+//! (method, target, status, time from framing to answer).
 
 use std::io::{self, Read, Write};
 use std::time::{Duration, Instant};
+
+use tracing::debug;
 
 use crate::http::{
     self, Answering, HttpDate, HttpError, Limits, Method, Parsed, Progress, Request, Response,
@@ -139,6 +142,29 @@ pub enum Reply<P> {
 struct Queued<P> {
     reply: Reply<P>,
     to: Answering,
+    /// The request answered, for its log line.
+    request: Option<RequestTrace>,
+}
+
+/// What the log line of an answered request says about it.
+#[derive(Debug, Clone)]
+struct RequestTrace {
+    method: String,
+    target: String,
+    /// When it was framed.
+    at: Instant,
+}
+
+impl RequestTrace {
+    fn log(&self, status: u16, now: Instant) {
+        debug!(
+            method = %self.method,
+            path = %self.target,
+            status,
+            micros = now.saturating_duration_since(self.at).as_micros() as u64,
+            "request"
+        );
+    }
 }
 
 /// What [`Conn::next_request`] found in the input.
@@ -166,6 +192,9 @@ pub struct Conn<S, P> {
     /// Whether the request just taken is HEAD: its reply goes without
     /// content. Taken by the next [`queue`](Self::queue).
     taken_head: bool,
+    /// The request last framed, until its reply is queued (only while
+    /// debug logging is on).
+    framed: Option<RequestTrace>,
     /// While an event stream is open: the HTTP minor version it speaks.
     event_stream: Option<u8>,
     planned_in_queue: usize,
@@ -196,6 +225,7 @@ impl<S: Read + Write, P> Conn<S, P> {
             queued: Vec::new(),
             held_back: None,
             taken_head: false,
+            framed: None,
             event_stream: None,
             planned_in_queue: 0,
             continue_sent: false,
@@ -293,6 +323,14 @@ impl<S: Read + Write, P> Conn<S, P> {
         }
         match http::parse(self.input.pending(), limits) {
             Ok(Parsed::Complete { request, consumed }) => {
+                // Two allocations a request: only when the line is logged.
+                if tracing::enabled!(tracing::Level::DEBUG) {
+                    self.framed = Some(RequestTrace {
+                        method: request.method.as_str().to_owned(),
+                        target: request.target.clone(),
+                        at: now,
+                    });
+                }
                 self.input.consume(consumed);
                 self.continue_sent = false;
                 self.body_started = None;
@@ -312,6 +350,7 @@ impl<S: Read + Write, P> Conn<S, P> {
                                 keep_alive: true,
                                 head: false,
                             },
+                            request: None,
                         });
                     }
                 }
@@ -345,6 +384,10 @@ impl<S: Read + Write, P> Conn<S, P> {
         if !keep_alive {
             self.closing = true;
         }
+        let request = match reply {
+            Reply::Continue => None,
+            _ => self.framed.take(),
+        };
         self.queued.push(Queued {
             reply,
             to: Answering {
@@ -352,6 +395,7 @@ impl<S: Read + Write, P> Conn<S, P> {
                 keep_alive,
                 head: std::mem::take(&mut self.taken_head),
             },
+            request,
         });
     }
 
@@ -402,12 +446,19 @@ impl<S: Read + Write, P> Conn<S, P> {
                     continue;
                 }
                 Reply::Raw(bytes) => {
+                    // An event stream's head: the stream is open.
+                    if let Some(request) = &queued.request {
+                        request.log(200, now);
+                    }
                     self.output.extend_from_slice(&bytes);
                     continue;
                 }
                 Reply::Ready(response) => response,
                 Reply::Planned(p) => planned(p),
             };
+            if let Some(request) = &queued.request {
+                request.log(response.status, now);
+            }
             response.encode(queued.to, date, &mut self.output);
         }
         self.planned_in_queue = 0;

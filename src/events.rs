@@ -317,6 +317,28 @@ impl EventLog {
             .find(|event| matches!(event.kind, EventKind::Held | EventKind::Idle))
     }
 
+    /// The task event behind the most recent edge, if that edge is `edge`:
+    /// for `held`, the last task created or refreshed by the commit that
+    /// made it; for `idle`, the last task deleted or expired. For the log
+    /// line that says who kept the machine awake, or let it go.
+    pub fn edge_cause(&self, edge: EventKind) -> Option<&Event> {
+        let mut newest_first = self.history.iter().rev();
+        newest_first
+            .find(|event| matches!(event.kind, EventKind::Held | EventKind::Idle))
+            .filter(|last| last.kind == edge)
+            .and_then(|last| {
+                // The events of one commit share its `at` and precede its edge.
+                newest_first
+                    .take_while(|event| event.at == last.at && event.task.is_some())
+                    .find(|event| match edge {
+                        EventKind::Held => {
+                            matches!(event.kind, EventKind::Created | EventKind::Refreshed)
+                        }
+                        _ => matches!(event.kind, EventKind::Deleted | EventKind::Expired),
+                    })
+            })
+    }
+
     /// The sequence number the next event will get.
     pub fn next_seq(&self) -> u64 {
         self.next_seq
@@ -381,6 +403,42 @@ mod tests {
         );
         // A batch that leaves the count on the same side of zero has no edge.
         assert_eq!(kinds(&log.plan(&[put("c", true)], 1, 2, now)), ["created"]);
+    }
+
+    #[test]
+    fn the_cause_of_an_edge_is_a_task_of_its_commit() {
+        let mut log = EventLog::new(100, Vec::new());
+        let task =
+            |event: Option<&Event>| event.and_then(|e| e.task.as_ref()).map(|t| t.to_string());
+        assert_eq!(log.edge_cause(EventKind::Held), None);
+        let at = Timestamp::from_nanos;
+        let held = log.plan(&[put("a", true)], 0, 1, at(1));
+        log.append(&held);
+        assert_eq!(task(log.edge_cause(EventKind::Held)), Some("a".into()));
+        assert_eq!(
+            log.edge_cause(EventKind::Idle),
+            None,
+            "the last edge is held"
+        );
+        // Later commits without an edge do not change the cause.
+        let more = log.plan(&[put("b", true)], 1, 2, at(2));
+        log.append(&more);
+        assert_eq!(task(log.edge_cause(EventKind::Held)), Some("a".into()));
+        let remove = |n: &str, expired| Change::Remove {
+            name: name(n),
+            expired,
+        };
+        let idle = log.plan(&[remove("a", false), remove("b", true)], 2, 0, at(3));
+        log.append(&idle);
+        let cause = log.edge_cause(EventKind::Idle).unwrap();
+        assert_eq!(
+            (cause.kind, task(Some(cause))),
+            (EventKind::Expired, Some("b".into()))
+        );
+        // An edge whose commit is older than the history has no cause.
+        let mut short = EventLog::new(1, Vec::new());
+        short.append(&held);
+        assert_eq!(short.edge_cause(EventKind::Held), None);
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! The `expire` field: a JSON integer of seconds or a humantime string,
-//! bounded to `MIN_EXPIRE..=max`.
+//! bounded to `MIN_EXPIRE..=max`. Command lines (`sprite-env --expire`,
+//! `sprite-tasksd --max-expire`) take the same two forms through
+//! [`arg_value`]: digits alone are seconds, anything else a duration string.
 //!
 //! Pure; depends on nothing else of ours. humantime can panic on magnitudes
 //! near `u64::MAX` seconds (chronotope/humantime#66), so a string is checked
@@ -33,6 +35,9 @@ const MAX_DIGIT_RUN: usize = 10;
 /// refreshed; a longer one is a forgotten machine.
 pub const MAX_EXPIRE_CEILING: Duration = Duration::from_secs(7 * 24 * 3600);
 
+/// The forms an `expire` takes, for every message that refuses one.
+pub const FORMS: &str = "an integer number of seconds (300) or a duration string such as \"90s\", \"30m\", \"1h\" or \"1h 30m\" (units s, m, h, d; case-sensitive)";
+
 /// Why an `expire` value was refused. Its `Display` is the sentence the
 /// client sees.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,11 +55,10 @@ pub enum ExpireError {
 
 impl fmt::Display for ExpireError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const ACCEPTED: &str = "expire is an integer number of seconds or a duration string such as \"90s\", \"30m\" or \"1h\"";
         match self {
-            ExpireError::WrongType => write!(f, "{ACCEPTED}"),
+            ExpireError::WrongType => write!(f, "expire is {FORMS}"),
             ExpireError::Unreadable(text) => {
-                write!(f, "expire \"{text}\" is not a duration; {ACCEPTED}")
+                write!(f, "expire \"{text}\" is not a duration; expire is {FORMS}")
             }
             ExpireError::TooShort => write!(f, "expire must be at least 1 second"),
             ExpireError::TooLong { max } => write!(
@@ -89,6 +93,28 @@ pub fn decode(value: &Value, max: Duration) -> Result<Duration, ExpireError> {
         Value::String(text) => parse_text(text, max),
         _ => Err(ExpireError::WrongType),
     }
+}
+
+/// The `expire` value for a command-line duration: digits alone are
+/// seconds (a JSON integer); anything else goes as a string, so a command
+/// line accepts exactly what the API accepts.
+pub fn arg_value(text: &str) -> Value {
+    if !text.is_empty()
+        && text.bytes().all(|b| b.is_ascii_digit())
+        && let Ok(seconds) = text.parse::<u64>()
+    {
+        return Value::from(seconds);
+    }
+    Value::from(text)
+}
+
+/// Decodes a command-line duration as the API would decode the same text
+/// sent as `expire` ([`arg_value`], then [`decode`]).
+///
+/// # Errors
+/// As [`decode`].
+pub fn parse_arg(text: &str, max: Duration) -> Result<Duration, ExpireError> {
+    decode(&arg_value(text), max)
 }
 
 /// Decodes a duration string such as `"5m"` or `"1h 30m"`.
@@ -209,6 +235,42 @@ mod tests {
             ExpireError::TooLong { max }.to_string(),
             "expire must be at most 1m (60 seconds); refresh the task to hold longer"
         );
+    }
+
+    #[test]
+    fn command_lines_take_the_apis_forms() {
+        assert_eq!(arg_value("300"), Value::from(300));
+        assert_eq!(arg_value("5m"), Value::from("5m"));
+        assert_eq!(arg_value(""), Value::from(""));
+        assert_eq!(
+            arg_value("99999999999999999999999"),
+            Value::from("99999999999999999999999")
+        );
+        let week = MAX_EXPIRE_CEILING;
+        let cases = [
+            ("3600", Some(3600)),
+            ("1h", Some(3600)),
+            ("2d", Some(2 * 86400)),
+            ("7d", Some(7 * 86400)),
+            ("168h", Some(7 * 86400)),
+            ("604800", Some(7 * 86400)),
+            ("604801", None),
+            ("8d", None),
+            ("0", None),
+            ("5 minutes", Some(300)),
+            ("5", Some(5)),
+            ("5 parsecs", None),
+            ("99999999999999999999999", None),
+        ];
+        for (text, seconds) in cases {
+            assert_eq!(
+                parse_arg(text, week).ok().map(|d| d.as_secs()),
+                seconds,
+                "{text:?}"
+            );
+        }
+        let refused = parse_arg("soon", week).unwrap_err().to_string();
+        assert!(refused.contains("integer number of seconds") && refused.contains("\"1h 30m\""));
     }
 
     #[test]

@@ -9,6 +9,8 @@
 //!   plan a batch of changes, apply it once it is durable.
 //! - [`events`]: numbered change and held/idle events, with a bounded history.
 //! - [`metrics`]: counters and their Prometheus rendering.
+//! - [`logging`]: the daemon's stderr log writer, which drops (and counts)
+//!   what it cannot write instead of failing.
 //! - [`hooks`]: the `--while-held` and `--on-idle` commands.
 //! - [`record`]: the checksummed on-disk layout of one task.
 //! - [`store`]: the write-ahead log in front of redb; the only module that
@@ -18,6 +20,9 @@
 //!   outcomes become responses.
 //! - [`conn`]: one connection's buffers, deadlines and queued replies.
 //! - [`server`]: the single-threaded mio reactor that ties them together.
+//! - [`client`]: the library of `sprite-env`, apart from the daemon: an HTTP
+//!   client over the socket, curl argument rewriting, the hold's rules and
+//!   the renderers, one file each.
 //!
 //! `time`, `expire` and `tasks` depend on nothing of ours that does I/O; only
 //! `server` touches mio and only `store` touches redb.
@@ -32,6 +37,7 @@ pub mod events;
 pub mod expire;
 pub mod hooks;
 pub mod http;
+pub mod logging;
 pub mod metrics;
 pub mod record;
 pub mod server;

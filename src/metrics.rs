@@ -1,8 +1,9 @@
 //! Counters and histograms, and their rendering in the Prometheus text
 //! format for `GET /metrics`.
 //!
-//! Pure; depends on nothing else of ours. The reactor records into it and
-//! fills in the gauges when rendering.
+//! Pure but for one process-wide counter, [`crate::logging::dropped_writes`],
+//! read when rendering (the log writer has no reactor to report to). The
+//! reactor records into it and fills in the gauges when rendering.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -228,6 +229,12 @@ impl Metrics {
             "Hook commands that failed to start or exited unsuccessfully.",
             self.hook_failures.to_string(),
         );
+        single(
+            "sprite_tasks_log_writes_dropped_total",
+            "counter",
+            "Log lines that could not be written to stderr (a closed pipe) and were dropped.",
+            crate::logging::dropped_writes().to_string(),
+        );
         let _ = writeln!(
             out,
             "# HELP sprite_tasks_requests_total Requests answered, by route and status.\n# TYPE sprite_tasks_requests_total counter"
@@ -271,6 +278,7 @@ mod tests {
         });
         assert!(text.contains("sprite_tasks_live 2\n"));
         assert!(text.contains("sprite_tasks_held 1\n"));
+        assert!(text.contains("\nsprite_tasks_log_writes_dropped_total "));
         assert!(text.contains("sprite_tasks_requests_total{route=\"create\",status=\"201\"} 2\n"));
         assert!(text.contains("sprite_tasks_commit_changes_bucket{le=\"2\"} 1\n"));
         assert!(text.contains("sprite_tasks_commit_changes_bucket{le=\"4\"} 2\n"));

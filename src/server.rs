@@ -26,7 +26,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::api::{self, Query, Routed};
 use crate::conn::{Conn, Deadline, Next, Reply, Timeouts};
-use crate::events::{EventKind, EventLines, EventLog};
+use crate::events::{Event, EventKind, EventLines, EventLog};
 use crate::hooks::{HookConfig, Hooks};
 use crate::http::{Answering, HttpDate, Limits, Request};
 use crate::metrics::{Gauges, Metrics};
@@ -751,6 +751,7 @@ impl Server {
                 }
                 self.tasks.apply(batch);
                 self.events.append(&events);
+                log_changes(&events);
                 for event in &events {
                     match event.kind {
                         EventKind::Held => self.enter_held(mono),
@@ -835,7 +836,10 @@ impl Server {
 
     /// The idle -> held edge.
     fn enter_held(&mut self, mono: Instant) {
-        info!("held: the first task is live");
+        match self.events.edge_cause(EventKind::Held) {
+            Some(cause) => log_edge("held: the first task is live", cause),
+            None => info!(live = self.tasks.len(), "held: tasks are live"),
+        }
         self.held_since = Some(mono);
         self.idle_since = None;
         self.hooks.held();
@@ -843,7 +847,10 @@ impl Server {
 
     /// The held -> idle edge.
     fn enter_idle(&mut self, now: Timestamp, mono: Instant) {
-        info!("idle: the last task is gone");
+        match self.events.edge_cause(EventKind::Idle) {
+            Some(cause) => log_edge("idle: the last task is gone", cause),
+            None => info!("idle: no task is live"),
+        }
         self.held_before = held_total(self.held_before, self.held_since, mono);
         self.held_since = None;
         self.idle_since = Some(now);
@@ -976,6 +983,32 @@ impl Server {
         }
         if self.accept_paused_until.is_some() {
             self.accept_paused_until = Some(Instant::now());
+        }
+    }
+}
+
+/// Logs a held or idle edge with the task event that caused it.
+fn log_edge(message: &str, cause: &Event) {
+    if let Some(task) = &cause.task {
+        info!(task = %task, event = %cause.kind, "{message}");
+    }
+}
+
+/// Logs committed task changes by name: creates and deletes at info,
+/// refreshes at debug (a heartbeat refreshes every minute). Expiries are
+/// logged where they are counted.
+fn log_changes(events: &[Event]) {
+    for event in events {
+        let Some(task) = &event.task else { continue };
+        match (event.kind, event.expires_at) {
+            (EventKind::Created, Some(until)) => {
+                info!(task = %task, expires_at = %until, "task created")
+            }
+            (EventKind::Refreshed, Some(until)) => {
+                debug!(task = %task, expires_at = %until, "task refreshed")
+            }
+            (EventKind::Deleted, _) => info!(task = %task, "task deleted"),
+            _ => {}
         }
     }
 }

@@ -221,13 +221,21 @@ fn tasks_commands_print_tables_and_the_daemons_errors() {
         "agent"
     );
 
-    // Errors: the daemon's sentence, non-zero.
+    // -q: nothing printed, for loops.
+    let out = run(sprite_env(&daemon).args(["tasks", "refresh", "build", "--expire", "90", "-q"]));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(out.stdout.is_empty() && out.stderr.is_empty());
+
+    // Errors: the daemon's sentence in the command line's terms, non-zero.
     for (args, needle) in [
         (
             vec!["tasks", "create", "agent", "--expire", "1h"],
-            "already exists",
+            "already exists; refresh it with `sprite-env tasks refresh agent --expire",
         ),
-        (vec!["tasks", "create", "x", "--expire", "2h"], "at most 1h"),
+        (
+            vec!["tasks", "create", "x", "--expire", "2h"],
+            "--expire must be at most 1h",
+        ),
         (
             vec!["tasks", "refresh", "x", "--expire", "5s5"],
             "not a duration",
@@ -240,6 +248,10 @@ fn tasks_commands_print_tables_and_the_daemons_errors() {
         assert_eq!(out.status.code(), Some(1), "{args:?}");
         let message = text(&out.stderr);
         assert!(message.contains(needle), "{args:?}: {message}");
+        assert!(
+            !message.contains("/v1/"),
+            "CLI terms, not API ones: {message}"
+        );
     }
 
     let out = run(sprite_env(&daemon).args(["tasks", "delete", "agent"]));
@@ -261,13 +273,29 @@ fn tasks_commands_print_tables_and_the_daemons_errors() {
 fn status_says_who_holds_the_machine() {
     let dirs = Dirs::new();
     let daemon = Daemon::start(&dirs, &[]);
-    let status = || text(&run(sprite_env(&daemon).args(["tasks", "status"])).stdout);
+    let status = || {
+        let out = run(sprite_env(&daemon).args(["tasks", "status"]));
+        let held = text(&out.stdout).starts_with("held");
+        assert_eq!(
+            out.status.code(),
+            Some(if held { 0 } else { 3 }),
+            "0 held, 3 idle"
+        );
+        text(&out.stdout)
+    };
+    let quiet = || {
+        let out = run(sprite_env(&daemon).args(["tasks", "status", "-q"]));
+        assert!(out.stdout.is_empty());
+        out.status.code()
+    };
 
     assert_eq!(status(), "idle: nothing holds the machine awake\n");
+    assert_eq!(quiet(), Some(3));
     daemon.call("POST", "/v1/tasks", Some(r#"{"name":"a","expire":"30m"}"#));
     daemon.call("POST", "/v1/tasks", Some(r#"{"name":"b","expire":"1h"}"#));
     let held = status();
     assert!(held.starts_with("held by a, b until "), "{held}");
+    assert_eq!(quiet(), Some(0));
     assert!(held.contains("(in 59m "), "{held}");
     daemon.call("DELETE", "/v1/tasks/a", None);
     daemon.call("DELETE", "/v1/tasks/b", None);
@@ -280,6 +308,16 @@ fn status_says_who_holds_the_machine() {
         serde_json::from_slice::<Value>(&out.stdout).unwrap()["held"],
         false
     );
+    assert_eq!(out.status.code(), Some(3));
+
+    // No daemon: 1, which a script tells apart from idle.
+    let out = run(Command::new(sprite_env_binary()).args([
+        "--socket",
+        "/nonexistent/api.sock",
+        "tasks",
+        "status",
+    ]));
+    assert_eq!(out.status.code(), Some(1));
 }
 
 /// Lines a child prints, as they come.
@@ -357,19 +395,82 @@ fn watch_prints_events_as_they_happen() {
     );
     assert_eq!(events[0]["task"], "early");
 
-    // The daemon stopping ends the watch with a message, non-zero.
+    signal(replay.id(), libc::SIGTERM);
+    wait_with_timeout(&mut replay, WAIT).expect("watch ends on SIGTERM");
+
+    // No daemon when it starts: an error, not an endless wait.
+    let out = run(Command::new(sprite_env_binary()).args([
+        "--socket",
+        "/nonexistent/api.sock",
+        "tasks",
+        "watch",
+    ]));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("is sprite-tasksd running?"));
+}
+
+#[test]
+fn watch_resumes_after_a_daemon_restart_without_missing_or_repeating() {
+    let dirs = Dirs::new();
+    let daemon = Daemon::start(&dirs, &[]);
+    let mut watch = sprite_env(&daemon)
+        .args(["tasks", "watch", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = line_reader(&mut watch);
+    let next = || -> Value {
+        serde_json::from_str(&lines.recv_timeout(WAIT).expect("an event line")).unwrap()
+    };
+    eventually(
+        || text(&daemon.raw(b"GET /metrics HTTP/1.1\r\nHost: sprite\r\nConnection: close\r\n\r\n")),
+        |page| page.contains("\nsprite_tasks_event_streams 1\n"),
+    );
+    let (_, brief) = daemon.call("POST", "/v1/tasks", Some(r#"{"name":"brief","expire":1}"#));
+    assert_eq!(
+        (next()["event"].clone(), next()["event"].clone()),
+        ("created".into(), "held".into())
+    );
+
+    // The daemon stops; while it is down the task falls due, so the restarted
+    // daemon expires it (events 3 and 4) before it accepts anyone. Only a
+    // watcher that resumes with ?since=2 can see them.
     daemon.terminate();
-    let status = wait_with_timeout(&mut replay, WAIT).expect("watch ends with the daemon");
-    assert_eq!(status.code(), Some(1));
+    let due = time_of(&brief["expires_at"]);
+    let now = eventually(wall_now, |now| *now > due);
+    assert!(now > due);
+    let daemon = Daemon::start(&dirs, &[]);
+    daemon.call("PUT", "/v1/tasks/after", Some(r#"{"expire":"1m"}"#));
+    let resumed: Vec<(u64, String)> = (0..4)
+        .map(|_| next())
+        .map(|e| {
+            (
+                e["seq"].as_u64().unwrap(),
+                e["event"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        resumed,
+        [
+            (3, "expired".to_owned()),
+            (4, "idle".to_owned()),
+            (5, "created".to_owned()),
+            (6, "held".to_owned())
+        ]
+    );
+    signal(watch.id(), libc::SIGTERM);
+    wait_with_timeout(&mut watch, WAIT).expect("watch ends on SIGTERM");
     let mut message = String::new();
-    replay
+    watch
         .stderr
         .take()
         .unwrap()
         .read_to_string(&mut message)
         .unwrap();
     assert!(
-        message.contains("the daemon ended the event stream (resume with --since 6)"),
+        message.contains("reconnecting (resuming after #2)"),
         "{message}"
     );
 }
@@ -477,19 +578,22 @@ fn a_holder_told_to_stop_forwards_it_and_releases() {
 }
 
 #[test]
-fn a_killed_holder_leaves_a_task_that_lapses_at_its_expiry() {
+fn a_killed_holder_stops_its_command_and_the_task_lapses_at_its_expiry() {
     let dirs = Dirs::new();
     let daemon = Daemon::start(&dirs, &[]);
     let scratch = tempfile::tempdir().unwrap();
     let pid_file = scratch.path().join("pid");
+    let got = scratch.path().join("got");
 
+    // The command notes the SIGTERM it gets; its loop is its own work.
     let mut holder = sprite_env(&daemon)
         .args([
             "tasks", "hold", "orphan", "--expire", "2s", "--every", "500ms", "--",
         ])
         .args(["sh", "-c"])
         .arg(format!(
-            r#"echo $$ > "{}"; exec sleep 30"#,
+            r#"trap 'echo TERM > "{}"; exit 143' TERM; echo $$ > "{}"; while :; do sleep 0.05; done"#,
+            got.display(),
             pid_file.display()
         ))
         .spawn()
@@ -506,6 +610,16 @@ fn a_killed_holder_leaves_a_task_that_lapses_at_its_expiry() {
     assert_eq!(status, 200, "the hold outlives its killed holder");
     let expires_at = time_of(&task["expires_at"]);
 
+    // The command does not run on unheld: it got SIGTERM.
+    let noted = eventually(
+        || std::fs::read_to_string(&got).unwrap_or_default(),
+        |text| text == "TERM\n",
+    );
+    assert_eq!(
+        noted, "TERM\n",
+        "the command got SIGTERM when its holder died"
+    );
+
     let gone_at = eventually(
         || (task_status(&daemon, "orphan"), wall_now()),
         |(status, _)| *status == 404,
@@ -519,8 +633,86 @@ fn a_killed_holder_leaves_a_task_that_lapses_at_its_expiry() {
         "gone {:?} after its expiry",
         gone_at.1.duration_since(expires_at)
     );
-    // SAFETY: our orphaned grandchild; SIGKILL ends it.
+    // SAFETY: our orphaned grandchild, if still there; SIGKILL ends it.
     unsafe { libc::kill(command_pid, libc::SIGKILL) };
+}
+
+#[test]
+fn hold_with_an_expiry_alone_refreshes_at_a_fifth_of_it() {
+    let dirs = Dirs::new();
+    let daemon = Daemon::start(&dirs, &[]);
+    let scratch = tempfile::tempdir().unwrap();
+    let seen = scratch.path().join("seen");
+
+    // --expire 2s alone: refreshed every 400ms. Outliving the expiry twice
+    // over proves the refreshes came; the task is then seen live again.
+    let mut hold = sprite_env(&daemon);
+    hold.args(["tasks", "hold", "short", "--expire", "2s", "--", "sh", "-c"])
+        .arg(format!(
+            r#"sleep 4.5 && "$SPRITE_ENV" tasks get short --json > "{}""#,
+            seen.display()
+        ));
+    let out = run(&mut hold);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_seen_live(&seen, "short");
+    assert_eq!(task_status(&daemon, "short"), 404, "released at exit");
+
+    // Help says the default; an explicit --every is still checked.
+    let out = run(Command::new(sprite_env_binary()).args(["tasks", "hold", "--help"]));
+    assert!(text(&out.stdout).contains("a fifth of --expire"));
+    let out = run(sprite_env(&daemon).args([
+        "tasks", "hold", "x", "--expire", "10s", "--every", "6s", "--", "true",
+    ]));
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn curl_shows_no_progress_meter_in_a_pipe_and_streams_events_unbuffered() {
+    let dirs = Dirs::new();
+    let daemon = Daemon::start(&dirs, &[]);
+
+    // stdout and stderr are pipes here, as in a log or `| jq`.
+    let out = run(sprite_env(&daemon).args([
+        "curl",
+        "-X",
+        "POST",
+        "/v1/tasks",
+        "-d",
+        r#"{"name":"quiet","expire":"1m"}"#,
+    ]));
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(text(&out.stderr), "", "no progress meter");
+    assert_eq!(
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()["name"],
+        "quiet"
+    );
+    // Errors are still said (-S).
+    let out = run(sprite_env(&daemon).args(["curl", "-f", "/v1/tasks/missing"]));
+    assert_eq!(out.status.code(), Some(22));
+    assert!(text(&out.stderr).contains("404"), "{}", text(&out.stderr));
+    // Progress asked for: kept.
+    let out = run(sprite_env(&daemon).args(["curl", "-#", "/v1/tasks"]));
+    assert!(
+        !out.stderr.is_empty(),
+        "the progress bar the user asked for"
+    );
+
+    // Events: each line as it comes, not when curl's buffer fills.
+    let mut events = sprite_env(&daemon)
+        .args(["curl", "/v1/events"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = line_reader(&mut events);
+    eventually(
+        || text(&daemon.raw(b"GET /metrics HTTP/1.1\r\nHost: sprite\r\nConnection: close\r\n\r\n")),
+        |page| page.contains("\nsprite_tasks_event_streams 1\n"),
+    );
+    daemon.call("DELETE", "/v1/tasks/quiet", None);
+    let line = lines.recv_timeout(WAIT).expect("the event, unbuffered");
+    assert!(line.contains(r#""event":"deleted""#), "{line}");
+    let _ = events.kill();
+    let _ = events.wait();
 }
 
 #[test]
@@ -763,5 +955,21 @@ fn every_command_has_help_with_an_example() {
             help.contains("Example") && help.contains("sprite-env "),
             "{command:?}: {help}"
         );
+        // Every positional argument says what it is.
+        let arguments = help.split("Arguments:").nth(1).unwrap_or("");
+        let arguments = arguments.split("Options:").next().unwrap_or("");
+        let mut lines = arguments
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .peekable();
+        while let Some(line) = lines.next() {
+            if line.trim_start().starts_with('<') || line.trim_start().starts_with('[') {
+                let described = line.trim().contains("  ")
+                    || lines
+                        .peek()
+                        .is_some_and(|next| !next.trim_start().starts_with(['<', '[']));
+                assert!(described, "{command:?}: {line:?} has no help text:\n{help}");
+            }
+        }
     }
 }

@@ -4,7 +4,8 @@
 //!
 //! Exit codes: `curl` passes curl's through (7 when the socket is not
 //! served, 127 when curl is missing); `tasks` exits 0, or 1 with the
-//! daemon's message; `tasks hold` exits with its command's status (dying of
+//! daemon's message; `tasks status` exits 3 when idle (as `systemctl
+//! is-active`); `tasks hold` exits with its command's status (dying of
 //! the same signal if the command did), 125 when the hold could not be taken,
 //! 126/127 when the command cannot be run. Usage errors exit 2.
 
@@ -18,7 +19,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use clap::{Args, Parser, Subcommand};
 use sprite_tasks::client::{
-    self, Client, ClientError, check_interval, curl_args, expire_value, parse_interval,
+    self, Client, ClientError, check_interval, curl_args, default_interval, parse_interval,
     render_event, render_status, render_tasks, retry_delay,
 };
 use sprite_tasks::expire::MAX_EXPIRE_CEILING;
@@ -50,7 +51,10 @@ enum Top {
     ///
     /// The API path (starting with /) may stand anywhere among the curl
     /// arguments. A JSON Content-Type is added when a body is sent (-d,
-    /// --data-*, -T) without one. curl's exit status is passed through.
+    /// --data-*, -T) without one. -sS (no progress meter, errors shown) is
+    /// added unless you choose curl's output yourself (-s, -S, -v, -#,
+    /// --progress-bar, --trace...); -N (no buffering) for /v1/events.
+    /// curl's exit status is passed through.
     ///
     /// Examples:
     ///   sprite-env curl /v1/tasks
@@ -91,6 +95,7 @@ enum TasksCommand {
     ///   sprite-env tasks get agent
     #[command(verbatim_doc_comment)]
     Get {
+        /// The task's name.
         name: String,
         #[command(flatten)]
         json: JsonFlag,
@@ -101,10 +106,11 @@ enum TasksCommand {
     ///   sprite-env tasks create agent --expire 1h
     #[command(verbatim_doc_comment)]
     Create(TaskExpire),
-    /// Refresh a task's expiry, creating it if missing (PUT).
+    /// Refresh a task's expiry, creating it if missing.
     ///
     /// Example:
     ///   sprite-env tasks refresh agent --expire 30m
+    ///   while sleep 60; do sprite-env tasks refresh agent --expire 5m -q; done
     #[command(verbatim_doc_comment)]
     Refresh(TaskExpire),
     /// Delete a task: release its hold (exits 1 if it is not live).
@@ -112,17 +118,33 @@ enum TasksCommand {
     /// Example:
     ///   sprite-env tasks delete agent
     #[command(verbatim_doc_comment)]
-    Delete { name: String },
+    Delete {
+        /// The task's name.
+        name: String,
+    },
     /// Say who holds the machine and until when, or since when it is idle.
+    ///
+    /// Exits 0 when held and 3 when idle (as `systemctl is-active`), so a
+    /// script can test it; 1 if the daemon cannot be asked.
     ///
     /// Example:
     ///   sprite-env tasks status
+    ///   if sprite-env tasks status -q; then echo held; fi
     #[command(verbatim_doc_comment)]
-    Status(JsonFlag),
+    Status {
+        #[command(flatten)]
+        json: JsonFlag,
+        /// Print nothing; the exit status says it.
+        #[arg(short, long, conflicts_with = "json")]
+        quiet: bool,
+    },
     /// Print task events as they happen, until interrupted.
     ///
-    /// Events: created, refreshed, deleted, expired, held, idle. Exits 1 if
-    /// the daemon ends the stream or cuts off a watcher that fell behind.
+    /// Events: created, refreshed, deleted, expired, held, idle. When the
+    /// daemon restarts (or cuts off a watcher that fell behind), the watch
+    /// reconnects and resumes after the last event it printed, so nothing
+    /// retained is missed or printed twice. Exits 1 if there is no daemon
+    /// when it starts.
     ///
     /// Example:
     ///   sprite-env tasks watch --since 0
@@ -142,11 +164,13 @@ enum TasksCommand {
     /// SIGINT, SIGTERM and SIGHUP sent to the holder are forwarded to
     /// COMMAND (Ctrl-C at a terminal reaches COMMAND directly and is not sent
     /// twice); after one, the holder stops refreshing, so a COMMAND that
-    /// ignores it is held for at most one more expiry. If the holder is
-    /// killed with SIGKILL, the task lapses on its own at its expiry.
+    /// ignores it is held for at most one more expiry. If the holder itself
+    /// is killed (kill -9), COMMAND gets SIGTERM (Linux PR_SET_PDEATHSIG)
+    /// rather than run on unheld, and the task lapses at its expiry.
     ///
-    /// --every must be at most half of --expire, so a failed refresh can be
-    /// retried before the hold lapses. The task name is the hold: two
+    /// --every defaults to a fifth of --expire, at most 1m; it must be at
+    /// most half of --expire, so a failed refresh can be retried before the
+    /// hold lapses. The task name is the hold: two
     /// holders of one name share one task, and the first to finish releases
     /// it; give concurrent holds distinct names.
     ///
@@ -168,6 +192,7 @@ struct JsonFlag {
 
 #[derive(Debug, Args)]
 struct TaskExpire {
+    /// The task's name: letters, digits, `.`, `_`, `-`, `:`, `@`.
     name: String,
     /// How long the hold lasts: seconds, or a duration such as 90s, 30m, 1h
     /// (at most the daemon's --max-expire, 1h by default).
@@ -175,6 +200,9 @@ struct TaskExpire {
     expire: String,
     #[command(flatten)]
     json: JsonFlag,
+    /// Print nothing on success (for loops); errors are still reported.
+    #[arg(short, long, conflicts_with = "json")]
+    quiet: bool,
 }
 
 #[derive(Debug, Args)]
@@ -185,9 +213,10 @@ struct HoldArgs {
     /// killed without cleaning up.
     #[arg(long, value_name = "DURATION", default_value = "5m")]
     expire: String,
-    /// Refresh interval; at most half of --expire.
-    #[arg(long, value_name = "DURATION", default_value = "1m")]
-    every: String,
+    /// Refresh interval [default: a fifth of --expire, at most 1m]; at most
+    /// half of --expire.
+    #[arg(long, value_name = "DURATION")]
+    every: Option<String>,
     /// The command to run, after `--`.
     #[arg(last = true, required = true, value_name = "COMMAND")]
     command: Vec<OsString>,
@@ -207,6 +236,9 @@ const EXIT_HOLD_FAILED: u8 = 125;
 const EXIT_CANNOT_EXECUTE: u8 = 126;
 /// The command (or curl) was not found.
 const EXIT_NOT_FOUND: u8 = 127;
+/// `tasks status`: nothing holds the machine (as `systemctl is-active`
+/// says "inactive").
+const EXIT_IDLE: u8 = 3;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -265,11 +297,16 @@ fn print(text: &str) -> Result<(), String> {
     }
 }
 
-/// Prints one task: the daemon's raw JSON with `--json`, else a table row.
+/// Prints one task: the daemon's raw JSON with `--json`, nothing with
+/// `--quiet`, else a table row.
 fn print_task(
     json: bool,
+    quiet: bool,
     (body, task): (Vec<u8>, sprite_tasks::api::TaskView),
 ) -> Result<(), String> {
+    if quiet {
+        return Ok(());
+    }
     print(&if json {
         raw(&body)
     } else {
@@ -285,6 +322,21 @@ fn raw(body: &[u8]) -> String {
     text
 }
 
+/// A client error as the command line says it: the daemon's sentence, with
+/// its API terms (`PUT /v1/tasks/NAME`, `expire`) put as the command that
+/// does the same.
+fn in_cli_terms(error: ClientError, name: &str) -> String {
+    match error {
+        ClientError::Api { status: 409, .. } => format!(
+            "task {name:?} already exists; refresh it with `sprite-env tasks refresh {name} --expire DURATION` or choose another name"
+        ),
+        ClientError::Api { message, .. } if message.starts_with("expire ") => {
+            format!("--{message}")
+        }
+        other => other.to_string(),
+    }
+}
+
 fn tasks(client: &Client, command: TasksCommand) -> Result<ExitCode, String> {
     let failed = |e: ClientError| e.to_string();
     match command {
@@ -297,33 +349,38 @@ fn tasks(client: &Client, command: TasksCommand) -> Result<ExitCode, String> {
             })?;
         }
         TasksCommand::Get { name, json } => {
-            let answer = client.get(&name).map_err(failed)?;
-            print_task(json.json, answer)?;
+            let answer = client.get(&name).map_err(|e| in_cli_terms(e, &name))?;
+            print_task(json.json, false, answer)?;
         }
         TasksCommand::Create(args) => {
             let answer = client
-                .create(&args.name, &expire_value(&args.expire))
-                .map_err(failed)?;
-            print_task(args.json.json, answer)?;
+                .create(&args.name, &sprite_tasks::expire::arg_value(&args.expire))
+                .map_err(|e| in_cli_terms(e, &args.name))?;
+            print_task(args.json.json, args.quiet, answer)?;
         }
         TasksCommand::Refresh(args) => {
             let answer = client
-                .refresh(&args.name, &expire_value(&args.expire))
-                .map_err(failed)?;
-            print_task(args.json.json, answer)?;
+                .refresh(&args.name, &sprite_tasks::expire::arg_value(&args.expire))
+                .map_err(|e| in_cli_terms(e, &args.name))?;
+            print_task(args.json.json, args.quiet, answer)?;
         }
-        TasksCommand::Delete { name } => client.delete(&name).map_err(failed)?,
-        TasksCommand::Status(flag) => {
+        TasksCommand::Delete { name } => {
+            client.delete(&name).map_err(|e| in_cli_terms(e, &name))?
+        }
+        TasksCommand::Status { json, quiet } => {
             let (body, status) = client.status().map_err(failed)?;
-            if flag.json {
+            if json.json {
                 print(&raw(&body))?;
-            } else {
+            } else if !quiet {
                 let tasks = if status.held {
                     client.list().map_err(failed)?.1.tasks
                 } else {
                     Vec::new()
                 };
                 print(&format!("{}\n", render_status(&status, &tasks, now())))?;
+            }
+            if !status.held {
+                return Ok(ExitCode::from(EXIT_IDLE));
             }
         }
         TasksCommand::Watch { since, json } => return watch(client, since, json.json),
@@ -332,18 +389,62 @@ fn tasks(client: &Client, command: TasksCommand) -> Result<ExitCode, String> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// First pause before reconnecting a watch; it doubles up to
+/// [`WATCH_RETRY_MAX`] while the daemon stays away.
+const WATCH_RETRY_FIRST: Duration = Duration::from_millis(100);
+
+/// Longest pause between reconnection attempts: a restarted daemon is
+/// picked up within this.
+const WATCH_RETRY_MAX: Duration = Duration::from_secs(2);
+
+/// `tasks watch`: prints events until interrupted. A stream that ends (the
+/// daemon restarts, or cut off this watcher as too slow) is reopened with
+/// `?since=` the last sequence number printed, so the retained events in
+/// between are replayed, none twice.
 fn watch(client: &Client, since: Option<u64>, json: bool) -> Result<ExitCode, String> {
+    let say = |message: String| eprintln!("sprite-env tasks watch: {message}");
+    // The first connection must succeed: no daemon at all is an error.
     let mut stream = client.events(since).map_err(|e| e.to_string())?;
     let mut last_seq = since;
     loop {
+        let why = match print_events(&mut stream, &mut last_seq, json) {
+            Ok(None) => return Ok(ExitCode::SUCCESS),
+            Ok(Some(why)) => why,
+            Err(e) => e,
+        };
+        let resume = match last_seq {
+            Some(seq) => format!("resuming after #{seq}"),
+            None => "no event seen yet, so resuming with what comes next".to_owned(),
+        };
+        say(format!("{why}; reconnecting ({resume})"));
+        let mut delay = WATCH_RETRY_FIRST;
+        stream = loop {
+            match client.events(last_seq) {
+                Ok(stream) => break stream,
+                // The daemon answered, and refused: retrying cannot help.
+                Err(e @ ClientError::Api { .. }) => return Err(e.to_string()),
+                Err(_) => {
+                    std::thread::sleep(delay);
+                    delay = (delay * 2).min(WATCH_RETRY_MAX);
+                }
+            }
+        };
+        say("reconnected".to_owned());
+    }
+}
+
+/// Prints the stream's events, noting the last sequence number. Returns
+/// `Ok(None)` when stdout is gone (`watch | head`: the watch is over), or
+/// why the stream ended.
+fn print_events(
+    stream: &mut client::EventStream,
+    last_seq: &mut Option<u64>,
+    json: bool,
+) -> Result<Option<String>, String> {
+    loop {
         let line = match stream.next_line() {
             Ok(Some(line)) => line,
-            Ok(None) => {
-                let resume = last_seq
-                    .map(|s| format!(" (resume with --since {s})"))
-                    .unwrap_or_default();
-                return Err(format!("the daemon ended the event stream{resume}"));
-            }
+            Ok(None) => return Ok(Some("the daemon ended the event stream".to_owned())),
             Err(e) => return Err(e.to_string()),
         };
         if line.is_empty() {
@@ -353,27 +454,23 @@ fn watch(client: &Client, since: Option<u64>, json: bool) -> Result<ExitCode, St
             .ok()
             .and_then(|v| v.get("seq").and_then(serde_json::Value::as_u64))
         {
-            last_seq = Some(seq);
+            *last_seq = Some(seq);
         }
         let text = if json {
             raw(&line)
         } else {
             format!("{}\n", render_event(&line))
         };
-        // A reader that went away (`watch | head`) ends the watch quietly.
         let mut stdout = io::stdout().lock();
         if stdout
             .write_all(text.as_bytes())
             .and_then(|()| stdout.flush())
             .is_err()
         {
-            return Ok(ExitCode::SUCCESS);
+            return Ok(None);
         }
         if client::is_lagged(&line) {
-            let resume = last_seq
-                .map(|s| format!("; resume with --since {s}"))
-                .unwrap_or_default();
-            return Err(format!("this watcher fell behind and was cut off{resume}"));
+            return Ok(Some("this watcher fell behind and was cut off".to_owned()));
         }
     }
 }
@@ -401,7 +498,7 @@ mod hold {
             say("no command given after `--`");
             return ExitCode::from(EXIT_USAGE);
         };
-        let expire_json = expire_value(&args.expire);
+        let expire_json = sprite_tasks::expire::arg_value(&args.expire);
         let expire = match sprite_tasks::expire::decode(&expire_json, MAX_EXPIRE_CEILING) {
             Ok(expire) => expire,
             Err(e) => {
@@ -409,10 +506,14 @@ mod hold {
                 return ExitCode::from(EXIT_USAGE);
             }
         };
-        let every = match parse_interval(&args.every).and_then(|every| {
-            check_interval(expire, every)?;
-            Ok(every)
-        }) {
+        let every = match args.every.as_deref().map_or_else(
+            || Ok::<_, String>(default_interval(expire)),
+            |every| {
+                let every = parse_interval(every)?;
+                check_interval(expire, every)?;
+                Ok(every)
+            },
+        ) {
             Ok(every) => every,
             Err(e) => {
                 say(e);
@@ -430,8 +531,9 @@ mod hold {
         };
         if let Err(e) = client.refresh(&args.name, &expire_json) {
             say(format!(
-                "cannot hold task {:?}: {e}; the command was not started",
-                args.name
+                "cannot hold task {:?}: {}; the command was not started",
+                args.name,
+                in_cli_terms(e, &args.name)
             ));
             return ExitCode::from(EXIT_HOLD_FAILED);
         }
@@ -449,7 +551,10 @@ mod hold {
             release(client, &args.name);
             return die_of(stop.signal);
         }
-        let mut child = match Command::new(program).args(program_args).spawn() {
+        let mut command = Command::new(program);
+        command.args(program_args);
+        end_with_holder(&mut command);
+        let mut child = match command.spawn() {
             Ok(child) => child,
             Err(e) => {
                 release(client, &args.name);
@@ -490,6 +595,42 @@ mod hold {
                 ExitCode::from(EXIT_HOLD_FAILED)
             }
         }
+    }
+
+    /// Makes the command get SIGTERM if the holder dies without passing on a
+    /// signal (kill -9, a crash): without its holder nobody refreshes the
+    /// task, so the command must not go on believing itself held.
+    ///
+    /// Linux's `PR_SET_PDEATHSIG` fires when the *thread* that forked the
+    /// child ends; the child is spawned, and supervised, by the main thread,
+    /// which lives until the holder exits. A holder that died between the
+    /// fork and the `prctl` is caught by comparing `getppid()` with the pid
+    /// it had before the fork. Elsewhere this is a no-op, and the task
+    /// lapses at its expiry as before.
+    fn end_with_holder(command: &mut Command) {
+        #[cfg(target_os = "linux")]
+        {
+            // SAFETY: getpid(2) cannot fail.
+            let holder = unsafe { libc::getpid() };
+            // SAFETY: the closure runs in the forked child before exec and
+            // calls only async-signal-safe functions (prctl, getppid, kill).
+            unsafe {
+                command.pre_exec(move || {
+                    if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM, 0, 0, 0) != 0 {
+                        return Err(io::Error::last_os_error());
+                    }
+                    if libc::getppid() != holder {
+                        // The holder is gone already: end as SIGTERM
+                        // would have ended the command. (Not by raising
+                        // it: the holder's handler is still installed.)
+                        libc::_exit(128 + libc::SIGTERM);
+                    }
+                    Ok(())
+                });
+            }
+        }
+        #[cfg(not(target_os = "linux"))]
+        let _ = command;
     }
 
     /// Forwards stop signals to `child` until it exits, and returns its

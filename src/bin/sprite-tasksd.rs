@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use clap::Parser;
 use sprite_tasks::conn::Timeouts;
-use sprite_tasks::expire::{DEFAULT_MAX_EXPIRE, MAX_EXPIRE_CEILING};
+use sprite_tasks::expire::{self, DEFAULT_MAX_EXPIRE, ExpireError, MAX_EXPIRE_CEILING};
 use sprite_tasks::hooks::HookConfig;
 use sprite_tasks::http::Limits;
+use sprite_tasks::logging::{self, StderrLog};
 use sprite_tasks::server::{self, Config, Server};
 use sprite_tasks::store::{self, Store, StoreOptions};
 use sprite_tasks::tasks::DEFAULT_MAX_TASKS;
@@ -40,8 +41,9 @@ struct Args {
     #[arg(long, default_value = "666", value_parser = parse_mode)]
     socket_mode: u32,
 
-    /// Longest `expire` a client may ask for (at most 7d).
-    #[arg(long, default_value = "1h", value_parser = parse_max_expire)]
+    /// Longest `expire` a client may ask for, from 1s up to 7d: seconds
+    /// (3600) or a duration (90m, 2d, 7d), the forms `expire` takes.
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_max_expire)]
     max_expire: Duration,
 
     /// Most tasks held at once; creating more is refused with 507.
@@ -161,12 +163,25 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
         .ok_or_else(|| format!("{text:?} is not a duration between 1ns and 24h such as 10s"))
 }
 
+/// `--max-expire`: what the API takes as `expire`, up to [`MAX_EXPIRE_CEILING`].
 fn parse_max_expire(text: &str) -> Result<Duration, String> {
-    let max = parse_duration(text)?;
-    if max < Duration::from_secs(1) || max > MAX_EXPIRE_CEILING {
-        return Err(format!("{text:?} must be between 1s and 7d"));
-    }
-    Ok(max)
+    expire::parse_arg(text, MAX_EXPIRE_CEILING).map_err(|e| match e {
+        ExpireError::TooShort | ExpireError::TooLong { .. } => format!(
+            "{text:?} is out of range: --max-expire is between 1s and {} ({} seconds)",
+            humantime::format_duration(MAX_EXPIRE_CEILING),
+            MAX_EXPIRE_CEILING.as_secs()
+        ),
+        _ => format!(
+            "{text:?} is not a duration; --max-expire is {}",
+            expire::FORMS
+        ),
+    })
+}
+
+/// `path` made absolute against the working directory, so the start-up line
+/// and every later message name the same file wherever they are read.
+fn absolute(path: &Path) -> Result<PathBuf, String> {
+    std::path::absolute(path).map_err(|e| format!("cannot resolve {}: {e}", path.display()))
 }
 
 fn create_parent(path: &Path) -> Result<(), String> {
@@ -184,17 +199,27 @@ fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
-        .with_writer(std::io::stderr)
+        // Logging is best effort: a closed stderr pipe drops lines (counted
+        // in /metrics), it never stops the daemon.
+        .with_writer(|| StderrLog)
+        .log_internal_errors(false)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     debug_assert!(DEFAULT_MAX_EXPIRE <= MAX_EXPIRE_CEILING);
 
-    let db = args
-        .db
-        .clone()
-        .unwrap_or_else(|| Config::default_db_for(&args.socket));
+    let paths = absolute(&args.socket).and_then(|socket| {
+        let db = match &args.db {
+            Some(db) => absolute(db)?,
+            None => Config::default_db_for(&socket),
+        };
+        Ok((socket, db))
+    });
+    let (socket, db) = match paths {
+        Ok(paths) => paths,
+        Err(message) => return fail(&message),
+    };
     let config = Config {
-        socket: args.socket,
+        socket,
         socket_mode: args.socket_mode,
         limits: Limits {
             max_head: args.max_head,
@@ -226,12 +251,14 @@ fn main() -> ExitCode {
     };
     match run(config, &db, &store_options) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(message) => {
-            tracing::error!("{message}");
-            eprintln!("sprite-tasksd: {message}");
-            ExitCode::FAILURE
-        }
+        Err(message) => fail(&message),
     }
+}
+
+/// Reports a start-up failure, once, and exits 1.
+fn fail(message: &str) -> ExitCode {
+    logging::print_line(&format!("sprite-tasksd: {message}"));
+    ExitCode::FAILURE
 }
 
 fn run(config: Config, db: &Path, store_options: &StoreOptions) -> Result<(), String> {

@@ -108,6 +108,19 @@ impl Daemon {
         daemon
     }
 
+    /// A handle on a daemon the test spawned itself (to own its stderr),
+    /// serving on `dirs`: for requests only. It neither reads the log nor
+    /// kills the process.
+    pub fn attach(dirs: &Dirs) -> Daemon {
+        let (_, receiver) = mpsc::channel();
+        Daemon {
+            child: None,
+            socket: dirs.socket(),
+            db: dirs.db(),
+            log: Mutex::new((Vec::new(), receiver)),
+        }
+    }
+
     /// Waits for a log line containing `needle` (seen before or arriving
     /// within [`WAIT`]) and returns it. Panics with the log so far if none.
     pub fn wait_for_log(&self, needle: &str) -> String {

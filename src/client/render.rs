@@ -1,0 +1,310 @@
+//! What `sprite-env tasks` prints for people: the task table, the status
+//! line, one line per event, durations and times to the second.
+//!
+//! Pure: `now` is an argument. Depends on [`crate::api`]'s wire types and
+//! [`crate::time`].
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::http::Status;
+use crate::api::TaskView;
+use crate::time::Timestamp;
+
+/// A duration as a person reads it, to the second: `1h 5m`, `4m 59s`,
+/// `59s`, `<1s` (a positive remainder under a second), `0s`.
+pub fn format_span(span: Duration) -> String {
+    let seconds = span.as_secs();
+    match seconds {
+        0 if span.is_zero() => "0s".to_owned(),
+        0 => "<1s".to_owned(),
+        1..60 => format!("{seconds}s"),
+        60..3600 => format!("{}m {}s", seconds / 60, seconds % 60),
+        _ => format!("{}h {}m", seconds / 3600, seconds % 3600 / 60),
+    }
+}
+
+/// An API timestamp shortened to the second (`2026-06-02T17:11:14Z`); text
+/// that is not one is shown as it is.
+pub fn format_time(rfc3339: &str) -> String {
+    match Timestamp::parse_rfc3339(rfc3339) {
+        Some(at) => humantime::format_rfc3339_seconds(at.to_system_time()).to_string(),
+        None => rfc3339.to_owned(),
+    }
+}
+
+/// Time from `now` until an API timestamp, as `format_span` prints it, or
+/// `expired` when it is not in the future.
+pub fn format_until(rfc3339: &str, now: Timestamp) -> String {
+    match Timestamp::parse_rfc3339(rfc3339) {
+        Some(at) if at > now => format_span(at.saturating_since(now)),
+        Some(_) => "expired".to_owned(),
+        None => "?".to_owned(),
+    }
+}
+
+/// The task table of `sprite-env tasks list`: name, started, expires in.
+pub fn render_tasks(tasks: &[TaskView], now: Timestamp) -> String {
+    if tasks.is_empty() {
+        return "no tasks: nothing holds the machine awake\n".to_owned();
+    }
+    let rows: Vec<[String; 3]> = tasks
+        .iter()
+        .map(|task| {
+            [
+                task.name.clone(),
+                format_time(&task.started_at),
+                format_until(&task.expires_at, now),
+            ]
+        })
+        .collect();
+    let header = ["NAME", "STARTED", "EXPIRES IN"];
+    let width = |column: usize| {
+        rows.iter()
+            .map(|row| row[column].len())
+            .chain([header[column].len()])
+            .max()
+            .unwrap_or(0)
+    };
+    let (name_width, started_width) = (width(0), width(1));
+    let mut out = String::new();
+    for row in std::iter::once(header.map(str::to_owned)).chain(rows) {
+        out.push_str(&format!(
+            "{:name_width$}  {:started_width$}  {}\n",
+            row[0], row[1], row[2]
+        ));
+    }
+    out
+}
+
+/// The one line of `sprite-env tasks status`.
+pub fn render_status(status: &Status, tasks: &[TaskView], now: Timestamp) -> String {
+    if status.held {
+        let names: Vec<&str> = tasks.iter().map(|t| t.name.as_str()).collect();
+        let who = match names.len() {
+            0 => format!("{} task(s)", status.tasks),
+            _ => names.join(", "),
+        };
+        match &status.held_until {
+            Some(until) => format!(
+                "held by {who} until {} (in {})",
+                format_time(until),
+                format_until(until, now)
+            ),
+            None => format!("held by {who}"),
+        }
+    } else {
+        match &status.idle_since {
+            Some(since) => {
+                let ago = Timestamp::parse_rfc3339(since)
+                    .map(|at| format!(" ({} ago)", format_span(now.saturating_since(at))))
+                    .unwrap_or_default();
+                format!(
+                    "idle since {}{ago}: nothing holds the machine awake",
+                    format_time(since)
+                )
+            }
+            None => "idle: nothing holds the machine awake".to_owned(),
+        }
+    }
+}
+
+/// One event line of `sprite-env tasks watch`, as a person reads it; a line
+/// that is not a JSON object comes back as it is.
+pub fn render_event(line: &[u8]) -> String {
+    let Ok(Value::Object(event)) = serde_json::from_slice::<Value>(line) else {
+        return String::from_utf8_lossy(line).into_owned();
+    };
+    let text = |field: &str| event.get(field).and_then(Value::as_str);
+    let kind = text("event").unwrap_or("?");
+    if let Some(error) = text("error") {
+        return format!("{kind}: {error}");
+    }
+    let mut out = String::new();
+    if let Some(at) = text("at") {
+        out.push_str(&format_time(at));
+        out.push(' ');
+    }
+    if let Some(seq) = event.get("seq").and_then(Value::as_u64) {
+        out.push_str(&format!("#{seq} "));
+    }
+    out.push_str(kind);
+    match (kind, text("task")) {
+        (_, Some(task)) => {
+            out.push(' ');
+            out.push_str(task);
+        }
+        ("held", None) => out.push_str(": the machine is kept awake"),
+        ("idle", None) => out.push_str(": nothing holds the machine awake"),
+        _ => {}
+    }
+    if let Some(expires_at) = text("expires_at") {
+        out.push_str(&format!(" until {}", format_time(expires_at)));
+        let lasts = text("at")
+            .and_then(Timestamp::parse_rfc3339)
+            .zip(Timestamp::parse_rfc3339(expires_at));
+        if let Some((at, expires)) = lasts {
+            out.push_str(&format!(" ({})", format_span(expires.saturating_since(at))));
+        }
+    }
+    out
+}
+
+/// Whether a stream line is the daemon's last word to a consumer that fell
+/// behind (`{"event":"lagged",...}`).
+pub fn is_lagged(line: &[u8]) -> bool {
+    serde_json::from_slice::<Value>(line)
+        .ok()
+        .and_then(|v| {
+            v.get("event")
+                .and_then(Value::as_str)
+                .map(|e| e == "lagged")
+        })
+        .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(text: &str) -> Timestamp {
+        Timestamp::parse_rfc3339(text).unwrap()
+    }
+
+    #[test]
+    fn spans_and_times_for_people() {
+        let cases = [
+            (Duration::ZERO, "0s"),
+            (Duration::from_millis(400), "<1s"),
+            (Duration::from_millis(1999), "1s"),
+            (Duration::from_secs(59), "59s"),
+            (Duration::from_secs(60), "1m 0s"),
+            (Duration::from_secs(299), "4m 59s"),
+            (Duration::from_secs(3600), "1h 0m"),
+            (Duration::from_secs(5 * 86400 + 3700), "121h 1m"),
+        ];
+        for (span, expected) in cases {
+            assert_eq!(format_span(span), expected, "{span:?}");
+        }
+        assert_eq!(
+            format_time("2026-06-02T17:11:14.555839485Z"),
+            "2026-06-02T17:11:14Z"
+        );
+        assert_eq!(format_time("yesterday"), "yesterday");
+        let now = at("2026-06-02T17:00:00Z");
+        assert_eq!(format_until("2026-06-02T17:04:59.9Z", now), "4m 59s");
+        assert_eq!(format_until("2026-06-02T16:59:59Z", now), "expired");
+        assert_eq!(format_until("garbage", now), "?");
+    }
+
+    fn task(name: &str, started: &str, expires: &str) -> TaskView {
+        TaskView {
+            name: name.into(),
+            started_at: started.into(),
+            expires_at: expires.into(),
+        }
+    }
+
+    #[test]
+    fn the_task_table() {
+        let now = at("2026-06-02T17:00:00Z");
+        assert_eq!(
+            render_tasks(&[], now),
+            "no tasks: nothing holds the machine awake\n"
+        );
+        let table = render_tasks(
+            &[
+                task("agent", "2026-06-02T16:00:00.5Z", "2026-06-02T17:05:00.5Z"),
+                task(
+                    "a-much-longer-name",
+                    "2026-06-02T16:59:00Z",
+                    "2026-06-02T17:00:30Z",
+                ),
+            ],
+            now,
+        );
+        assert_eq!(
+            table,
+            "NAME                STARTED               EXPIRES IN\n\
+             agent               2026-06-02T16:00:00Z  5m 0s\n\
+             a-much-longer-name  2026-06-02T16:59:00Z  30s\n"
+        );
+    }
+
+    #[test]
+    fn the_status_line() {
+        let now = at("2026-06-02T17:00:00Z");
+        let held = Status {
+            held: true,
+            tasks: 2,
+            held_until: Some("2026-06-02T18:00:00.1Z".into()),
+            idle_since: None,
+        };
+        let tasks = [
+            task("a", "2026-06-02T16:00:00Z", "2026-06-02T18:00:00.1Z"),
+            task("b", "2026-06-02T16:00:00Z", "2026-06-02T17:30:00Z"),
+        ];
+        assert_eq!(
+            render_status(&held, &tasks, now),
+            "held by a, b until 2026-06-02T18:00:00Z (in 1h 0m)"
+        );
+        assert_eq!(
+            render_status(&held, &[], now),
+            "held by 2 task(s) until 2026-06-02T18:00:00Z (in 1h 0m)"
+        );
+        let idle = Status {
+            held: false,
+            tasks: 0,
+            held_until: None,
+            idle_since: Some("2026-06-02T16:57:00Z".into()),
+        };
+        assert_eq!(
+            render_status(&idle, &[], now),
+            "idle since 2026-06-02T16:57:00Z (3m 0s ago): nothing holds the machine awake"
+        );
+        let never = Status {
+            idle_since: None,
+            ..idle
+        };
+        assert_eq!(
+            render_status(&never, &[], now),
+            "idle: nothing holds the machine awake"
+        );
+    }
+
+    #[test]
+    fn event_lines_for_people() {
+        let cases = [
+            (
+                r#"{"seq":12,"at":"2026-06-02T17:00:00.1Z","event":"created","task":"agent","expires_at":"2026-06-02T17:05:00.1Z"}"#,
+                "2026-06-02T17:00:00Z #12 created agent until 2026-06-02T17:05:00Z (5m 0s)",
+            ),
+            (
+                r#"{"seq":13,"at":"2026-06-02T17:01:00Z","event":"expired","task":"agent"}"#,
+                "2026-06-02T17:01:00Z #13 expired agent",
+            ),
+            (
+                r#"{"seq":14,"at":"2026-06-02T17:01:00Z","event":"idle"}"#,
+                "2026-06-02T17:01:00Z #14 idle: nothing holds the machine awake",
+            ),
+            (
+                r#"{"seq":2,"at":"2026-06-02T17:01:00Z","event":"held"}"#,
+                "2026-06-02T17:01:00Z #2 held: the machine is kept awake",
+            ),
+            (
+                r#"{"event":"lagged","error":"too slow; reconnect"}"#,
+                "lagged: too slow; reconnect",
+            ),
+            (r#"{"event":"gap","error":"lost some"}"#, "gap: lost some"),
+            ("not json", "not json"),
+            ("[1]", "[1]"),
+        ];
+        for (line, expected) in cases {
+            assert_eq!(render_event(line.as_bytes()), expected);
+        }
+        assert!(is_lagged(br#"{"event":"lagged","error":"x"}"#));
+        assert!(!is_lagged(br#"{"event":"idle","seq":1}"#));
+        assert!(!is_lagged(b"lagged"));
+    }
+}
