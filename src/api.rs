@@ -780,7 +780,7 @@ mod tests {
             ),
             (
                 request(Method::Post, "/v1/tasks", r#"{"name":"a","expire":"soon"}"#),
-                r#"expire "soon" is not a duration; expire is an integer number of seconds or a duration string such as "90s", "30m" or "1h""#,
+                r#"expire "soon" is not a duration; expire is an integer number of seconds (300) or a duration string such as "90s", "30m", "1h" or "1h 30m" (units s, m, h, d; case-sensitive)"#,
             ),
         ];
         for (request, expected) in cases {
