@@ -258,9 +258,28 @@ impl Tasks {
     /// expiry batch removes those durably. Loading never refuses a task for
     /// the limit, since every one of them was acknowledged.
     pub fn load(&mut self, tasks: impl IntoIterator<Item = Task>) {
-        for task in tasks {
-            self.insert(task);
+        if !self.by_name.is_empty() {
+            for task in tasks {
+                self.insert(task);
+            }
+            return;
         }
+        // Into an empty state (start-up, a reload): built in bulk from
+        // sorted input, several times faster than one insert at a time
+        // for 100k tasks. A name given twice keeps its last task.
+        let mut rows: Vec<(TaskName, Task)> = tasks
+            .into_iter()
+            .map(|task| (task.name.clone(), task))
+            .collect();
+        rows.sort_by(|a, b| a.0.cmp(&b.0));
+        rows.reverse();
+        rows.dedup_by(|later, earlier| later.0 == earlier.0);
+        self.by_name = rows.into_iter().rev().collect();
+        self.deadlines = self
+            .by_name
+            .values()
+            .map(|task| (task.expires_at, task.name.clone()))
+            .collect();
     }
 
     /// The live task called `name`.
@@ -523,6 +542,27 @@ mod tests {
 
     fn delete(n: &str) -> Command {
         Command::Delete { name: name(n) }
+    }
+
+    #[test]
+    fn a_bulk_load_keeps_the_last_task_of_a_name_and_indexes_every_deadline() {
+        let task = |n: &str, expires: u64| Task {
+            name: name(n),
+            started_at: at(0),
+            expires_at: at(expires),
+        };
+        let mut tasks = Tasks::new(10);
+        tasks.load([task("b", 5), task("a", 9), task("b", 7), task("c", 3)]);
+        assert_eq!(tasks.len(), 3);
+        assert_eq!(tasks.get(&name("b"), at(1)), Some(&task("b", 7)));
+        assert_eq!(tasks.next_deadline(), Some(at(3)));
+        assert_eq!(tasks.last_deadline(), Some(at(9)));
+        // Loading into a state that has tasks goes one at a time.
+        tasks.load([task("a", 2)]);
+        assert_eq!(tasks.next_deadline(), Some(at(2)));
+        assert_eq!(tasks.len(), 3);
+        let mut batch = Batch::new();
+        assert_eq!(tasks.expire_due(&mut batch, at(6)), 2);
     }
 
     #[test]

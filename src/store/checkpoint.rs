@@ -198,34 +198,14 @@ impl Engine {
 
         let mut pending = Pending::default();
         if !scan.batches.is_empty() {
-            let mut rows: BTreeMap<TaskName, Task> = std::mem::take(&mut loaded.tasks)
-                .into_iter()
-                .map(|task| (task.name.clone(), task))
-                .collect();
-            let mut events: BTreeMap<u64, Event> = std::mem::take(&mut loaded.events)
-                .into_iter()
-                .map(|event| (event.seq, event))
-                .collect();
+            let mut replayed_events = Vec::new();
             for (_, batch) in &scan.batches {
-                for change in &batch.changes {
-                    match change {
-                        Change::Put { task, .. } => {
-                            rows.insert(task.name.clone(), task.clone());
-                        }
-                        Change::Remove { name, .. } => {
-                            rows.remove(name);
-                        }
-                    }
-                }
                 for (seq, line) in &batch.events {
                     match Event::from_json(line) {
-                        Some(event) => {
-                            events.insert(*seq, event);
-                        }
+                        Some(event) => replayed_events.push(event),
                         None => warn!(seq, "unreadable event in the log skipped"),
                     }
                 }
-                let mark = LogMark::default();
                 let lines = batch
                     .events
                     .iter()
@@ -234,15 +214,20 @@ impl Engine {
                     &batch.changes,
                     lines,
                     (batch.keep_events_from, batch.trim_slack),
-                    mark,
+                    LogMark::default(),
                 );
             }
             pending.mark = LogMark {
                 lsn: scan.next_lsn - 1,
                 position: scan.end,
             };
-            loaded.tasks = rows.into_values().collect();
-            loaded.events = events.into_values().collect();
+            loaded.tasks = overlay(std::mem::take(&mut loaded.tasks), &pending);
+            loaded.events.extend(replayed_events);
+            // Replayed events follow the checkpointed ones; should a number
+            // repeat, the log's (later) one wins.
+            loaded.events.reverse();
+            loaded.events.sort_by_key(|event| event.seq);
+            loaded.events.dedup_by_key(|event| event.seq);
         }
         loaded.replayed = scan.batches.len();
         if !scan.stop.is_clean() {
@@ -259,6 +244,24 @@ impl Engine {
             size,
         })
     }
+}
+
+/// The checkpointed rows (sorted by name, as redb keeps them) with the
+/// pending rows laid over them: one merge of two sorted sequences.
+fn overlay(checkpointed: Vec<Task>, pending: &Pending) -> Vec<Task> {
+    let mut out = Vec::with_capacity(checkpointed.len() + pending.rows.len());
+    let mut old = checkpointed.into_iter().peekable();
+    for (name, row) in &pending.rows {
+        while let Some(task) = old.next_if(|task| task.name < *name) {
+            out.push(task);
+        }
+        old.next_if(|task| task.name == *name);
+        if let Some(task) = row {
+            out.push(task.clone());
+        }
+    }
+    out.extend(old);
+    out
 }
 
 /// Runs the engine's jobs: on a thread of its own, or inline.
