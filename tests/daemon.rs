@@ -281,3 +281,113 @@ fn the_log_says_who_kept_the_machine_awake() {
         );
     }
 }
+
+/// Runs the daemon to its start-up failure as a non-root user (`nobody`,
+/// through `setpriv` when the tests run as root) and returns its stderr.
+fn start_as_non_root(socket: &std::path::Path, db: &std::path::Path) -> String {
+    let mut command = if unsafe { libc::geteuid() } == 0 {
+        let mut command = Command::new("setpriv");
+        command.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"]);
+        command.arg(daemon_binary());
+        command
+    } else {
+        Command::new(daemon_binary())
+    };
+    let output = command
+        .arg("--socket")
+        .arg(socket)
+        .arg("--db")
+        .arg(db)
+        .stdin(Stdio::null())
+        .output()
+        .expect("the daemon runs");
+    assert!(
+        !output.status.success(),
+        "a daemon that cannot write started"
+    );
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// A directory only root may write, holding what `fill` puts there.
+fn root_owned_dir(fill: impl FnOnce(&std::path::Path)) -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    fill(dir.path());
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    dir
+}
+
+#[test]
+fn permission_denied_is_named_as_such_never_as_damage() {
+    let socket_dir = tempfile::tempdir().unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(socket_dir.path(), std::fs::Permissions::from_mode(0o777))
+            .unwrap();
+    }
+    let socket = socket_dir.path().join("api.sock");
+
+    // A database that cannot be created.
+    let empty = root_owned_dir(|_| {});
+    let message = start_as_non_root(&socket, &empty.path().join("tasks.redb"));
+    assert!(message.contains("cannot create the database"), "{message}");
+    assert!(message.contains("permission denied"), "{message}");
+    assert!(message.contains("--db"), "says what to do: {message}");
+    assert!(!message.contains("damaged"), "{message}");
+    assert_eq!(
+        std::fs::read_dir(empty.path()).unwrap().count(),
+        0,
+        "nothing made"
+    );
+
+    // A healthy database that belongs to root.
+    let owned = root_owned_dir(|dir| {
+        std::fs::copy(
+            concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/fixtures/redb-only-80fdb50.redb"
+            ),
+            dir.join("tasks.redb"),
+        )
+        .unwrap();
+    });
+    let db = owned.path().join("tasks.redb");
+    let before = std::fs::read(&db).unwrap();
+    let message = start_as_non_root(&socket, &db);
+    assert!(message.contains("cannot open the database"), "{message}");
+    assert!(message.contains("permission denied"), "{message}");
+    assert!(!message.contains("damaged"), "{message}");
+    assert_eq!(std::fs::read(&db).unwrap(), before, "left untouched");
+    assert!(
+        !socket.exists(),
+        "no socket for a daemon that did not start"
+    );
+}
+
+#[test]
+fn a_second_daemon_on_a_live_socket_leaves_no_database_behind() {
+    let dirs = Dirs::new();
+    let first = Daemon::start(&dirs, &[]);
+    let other_db = dirs.db().with_file_name("other.redb");
+    let output = Command::new(daemon_binary())
+        .arg("--socket")
+        .arg(dirs.socket())
+        .arg("--db")
+        .arg(&other_db)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let message = String::from_utf8_lossy(&output.stderr);
+    assert!(message.contains("another process is serving"), "{message}");
+    assert!(
+        !other_db.exists(),
+        "no database made by a daemon that was refused"
+    );
+    assert!(!other_db.with_extension("redb.wal").exists());
+    assert_eq!(
+        first.status("GET", "/v1/tasks", None),
+        200,
+        "the first one is untouched"
+    );
+}

@@ -102,7 +102,7 @@ impl fmt::Display for Stop {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Stop::End => write!(f, "end of the written log"),
-            Stop::Magic => write!(f, "no frame header"),
+            Stop::Magic => write!(f, "no frame header (bytes of an earlier generation)"),
             Stop::Format { kind, version } => {
                 write!(f, "unknown frame kind {kind} or format {version}")
             }
@@ -121,11 +121,17 @@ impl fmt::Display for Stop {
 }
 
 impl Stop {
-    /// Whether the stop is the ordinary end of a log (never written here,
-    /// or written in an earlier generation), as opposed to a torn or
-    /// damaged frame worth a warning.
+    /// Whether the stop is the ordinary end of a log, as opposed to a torn
+    /// or damaged frame worth a warning: zeros (never written), a frame of
+    /// an earlier generation, or bytes that are no frame header at all (the
+    /// middle of an earlier generation's frame: frames of two generations
+    /// do not line up). A frame header whose frame does not check out is a
+    /// torn write.
     pub fn is_clean(&self) -> bool {
-        matches!(self, Stop::End | Stop::Generation { .. } | Stop::Full)
+        matches!(
+            self,
+            Stop::End | Stop::Magic | Stop::Generation { .. } | Stop::Full
+        )
     }
 }
 

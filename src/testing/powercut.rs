@@ -405,6 +405,10 @@ pub struct Report {
 /// Names a run uses: few, so changes overwrite each other.
 const NAMES: u64 = 12;
 
+/// Events the simulated history keeps (and half as many again before it
+/// trims), so the database stays small however long the run.
+const EVENTS_KEPT: u64 = 64;
+
 /// Options of a simulated store: the smallest log (it wraps often) and
 /// checkpoints after a handful of changes, inline so a run is repeatable.
 pub fn sim_options() -> StoreOptions {
@@ -500,7 +504,10 @@ pub fn run(choices: &mut impl Choices, cuts: u64) -> Result<Report, String> {
                     let changes = random_changes(choices, &state);
                     let next = applied(&state, &changes);
                     let events = events_for(&state, &changes);
-                    match store.commit_batch(&changes, &events, 0, 0) {
+                    // The history is trimmed as the daemon trims it, so the
+                    // database stays small however long the run.
+                    let keep_from = next.events.saturating_sub(EVENTS_KEPT);
+                    match store.commit_batch(&changes, &events, keep_from, EVENTS_KEPT / 2) {
                         Ok(()) => {
                             report.acknowledged += 1;
                             possible = vec![next.clone()];
