@@ -32,7 +32,7 @@ use crate::http::{Answering, HttpDate, Limits, Request};
 use crate::metrics::{Gauges, Metrics};
 use crate::store::{Store, StoreError};
 use crate::tasks::{Batch, Change, Outcome, TaskError, Tasks};
-use crate::time::{ClockStep, ReactorClock, Reading, Timestamp, wall_now};
+use crate::time::{ClockStep, ReactorClock, Reading, Timestamp, read_clocks};
 
 const LISTENER: Token = Token(0);
 const SIGNALS: Token = Token(1);
@@ -269,8 +269,7 @@ impl Server {
             .last_edge()
             .filter(|edge| edge.kind == EventKind::Idle)
             .map(|edge| edge.at);
-        let mono = Instant::now();
-        let wall = wall_now();
+        let (wall, mono) = read_clocks();
         // The newest event is the daemon's time at its last commit.
         let step_while_down = ClockStep::while_down(events.last_at(), wall);
         let clock = ReactorClock::new(wall, mono);
@@ -357,8 +356,8 @@ impl Server {
             {
                 return Err(ServerError::Reactor(e));
             }
-            let mono = Instant::now();
-            let reading = self.clock.observe(wall_now(), mono);
+            let (wall, mono) = read_clocks();
+            let reading = self.clock.observe(wall, mono);
             let now = self.follow_clock(reading, mono);
             self.date.advance(unix_second(now));
             for event in events.iter() {

@@ -3,8 +3,8 @@
 //! the wall clock ([`ClockStep`]) from time passing.
 //!
 //! This module depends on nothing else of ours. The reactor is the only caller
-//! of [`wall_now`] and [`std::time::Instant::now`]; everything else receives
-//! `now` as an argument.
+//! of [`read_clocks`] (and so of [`wall_now`] and [`std::time::Instant::now`]
+//! for the daemon's time); everything else receives `now` as an argument.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -101,7 +101,7 @@ impl fmt::Display for Timestamp {
     }
 }
 
-/// Reads the wall clock. Only the reactor calls this.
+/// Reads the wall clock; [`read_clocks`] pairs it with the monotonic clock.
 ///
 /// Under [`TEST_CLOCK_OFFSET_ENV`] the reading is shifted by the offset that
 /// file holds.
@@ -114,6 +114,33 @@ pub fn wall_now() -> Timestamp {
             .unwrap_or(wall),
         offset => wall.saturating_sub(Duration::from_nanos(offset.unsigned_abs())),
     }
+}
+
+/// Most time allowed between the two monotonic readings that bracket a
+/// wall-clock reading in [`read_clocks`]: far below [`STEP_TOLERANCE`], so
+/// a pair taken across a stall (a preempted or paused process) is not
+/// mistaken for a step of the wall clock.
+pub const MAX_PAIR_SKEW: Duration = Duration::from_millis(50);
+
+/// Attempts at a pair within [`MAX_PAIR_SKEW`] before the last is taken.
+const PAIR_ATTEMPTS: usize = 3;
+
+/// Reads the wall clock and the monotonic clock as one pair for
+/// [`ReactorClock::observe`]: the wall reading is bracketed by two monotonic
+/// ones, and read again if they lie more than [`MAX_PAIR_SKEW`] apart. Only
+/// the reactor calls this.
+pub fn read_clocks() -> (Timestamp, Instant) {
+    let mut pair = (wall_now(), Instant::now());
+    for _ in 0..PAIR_ATTEMPTS {
+        let before = Instant::now();
+        let wall = wall_now();
+        let after = Instant::now();
+        pair = (wall, before);
+        if after.saturating_duration_since(before) <= MAX_PAIR_SKEW {
+            break;
+        }
+    }
+    pair
 }
 
 /// The offset of the [`TEST_CLOCK_OFFSET_ENV`] hook, zero when it is unset.
