@@ -812,6 +812,8 @@ impl Server {
                 }
             }
         }
+        // A refusal here is not the reason for this turn's clients' 503s.
+        self.refusal = None;
         self.clock.last()
     }
 
