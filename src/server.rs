@@ -271,7 +271,7 @@ impl Server {
             .map(|edge| edge.at);
         let (wall, mono) = read_clocks();
         // The newest event is the daemon's time at its last commit.
-        let step_while_down = ClockStep::while_down(events.last_at(), wall);
+        let back_while_down = ClockStep::back_while_down(events.last_at(), wall);
         let clock = ReactorClock::new(wall, mono);
         let poll = Poll::new().map_err(ServerError::Reactor)?;
         let mut signals = Signals::new([SIGTERM, SIGINT, SIGCHLD]).map_err(ServerError::Reactor)?;
@@ -312,7 +312,7 @@ impl Server {
         // go in one commit.
         let now = server.clock.last();
         let mut batch = Batch::new();
-        let expired = server.check_loaded(&mut batch, now, step_while_down);
+        let expired = server.check_loaded(&mut batch, now, back_while_down);
         if !batch.is_empty() && !server.commit(batch, now, mono) {
             return Err(ServerError::Store(StoreError::Io(
                 "cannot commit the expiries that fell due while the daemon was down".into(),
@@ -731,18 +731,17 @@ impl Server {
         &mut self,
         batch: &mut Batch,
         now: Timestamp,
-        step_while_down: Option<ClockStep>,
+        back_while_down: Option<Duration>,
     ) -> usize {
-        let behind = match step_while_down {
-            Some(ClockStep::Backward(behind)) => Some(behind),
-            _ => None,
-        };
         let max_expire = self.config.max_expire;
-        let planned = self.tasks.plan_load(batch, now, max_expire, behind);
-        if let Some(step) = step_while_down {
+        let planned = self
+            .tasks
+            .plan_load(batch, now, max_expire, back_while_down);
+        if let Some(behind) = back_while_down {
+            self.idle_since = self.idle_since.map(|at| at.saturating_sub(behind));
             self.metrics.clock_steps_backward += 1;
             warn!(
-                step_ns = step.as_signed_nanos(),
+                step_ns = ClockStep::Backward(behind).as_signed_nanos(),
                 moved = planned.moved,
                 expired = planned.expired,
                 "the wall clock reads earlier than the daemon's last commit: it was set back while the daemon was down; every hold moves back with it"

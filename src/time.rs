@@ -181,15 +181,16 @@ impl ClockStep {
         }
     }
 
-    /// The backward step a start-up reading `wall` shows against
-    /// `last_seen`, the daemon's time at its last commit before it stopped.
-    /// The time the daemon was down is unknown, so only a wall clock that
-    /// reads earlier than `last_seen` is known to have been set back, by at
-    /// least that much; a forward step while down is indistinguishable from
-    /// downtime and is not a step.
-    pub fn while_down(last_seen: Option<Timestamp>, wall: Timestamp) -> Option<ClockStep> {
+    /// How far back the wall clock was set while the daemon was down, from
+    /// a start-up reading `wall` and `last_seen`, the daemon's time at its
+    /// last commit before it stopped. The time the daemon was down is
+    /// unknown, so only a wall clock that reads earlier than `last_seen`
+    /// (beyond [`STEP_TOLERANCE`]) is known to have been set back, by at
+    /// least that much; a forward step while down cannot be told from
+    /// downtime.
+    pub fn back_while_down(last_seen: Option<Timestamp>, wall: Timestamp) -> Option<Duration> {
         match Self::between(last_seen?, wall)? {
-            step @ ClockStep::Backward(_) => Some(step),
+            ClockStep::Backward(behind) => Some(behind),
             ClockStep::Forward(_) => None,
         }
     }
@@ -411,15 +412,11 @@ mod tests {
             (Some(at(100)), at(5000), None),
             (Some(at(100)), at(100), None),
             (Some(at(101)), at(100), None),
-            (
-                Some(at(10_900)),
-                at(100),
-                Some(ClockStep::Backward(Duration::from_secs(10_800))),
-            ),
+            (Some(at(10_900)), at(100), Some(Duration::from_secs(10_800))),
         ];
         for (last_seen, wall, step) in cases {
             assert_eq!(
-                ClockStep::while_down(last_seen, wall),
+                ClockStep::back_while_down(last_seen, wall),
                 step,
                 "{last_seen:?} {wall:?}"
             );

@@ -475,8 +475,7 @@ fn clock_steps_neither_stretch_nor_skip_a_hold() {
     restarted.load(survivors.clone());
     let max_expire = Duration::from_secs(3600);
     let mut batch = Batch::new();
-    let step = ClockStep::while_down(Some(now), wall(97_700));
-    assert_eq!(step, None);
+    assert_eq!(ClockStep::back_while_down(Some(now), wall(97_700)), None);
     let planned = restarted.plan_load(&mut batch, wall(97_700), max_expire, None);
     assert_eq!(planned, Rebased::default());
     assert!(batch.is_empty());
@@ -484,9 +483,7 @@ fn clock_steps_neither_stretch_nor_skip_a_hold() {
     // A restart after the clock was set back three hours while the daemon
     // was down: the holds move back by what the last commit shows.
     let restart_at = wall(97_700 - 3 * 3600);
-    let Some(ClockStep::Backward(behind)) = ClockStep::while_down(Some(now), restart_at) else {
-        panic!("a step back is seen")
-    };
+    let behind = ClockStep::back_while_down(Some(now), restart_at).expect("a step back is seen");
     let mut batch = Batch::new();
     restarted.plan_load(&mut batch, restart_at, max_expire, Some(behind));
     restarted.apply(batch);
