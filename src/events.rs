@@ -12,7 +12,7 @@ use std::fmt;
 use serde_json::{Map, Value};
 
 use crate::tasks::{Change, TaskName};
-use crate::time::Timestamp;
+use crate::time::{ClockStep, Timestamp};
 
 /// Events kept (in memory and on disk) for `?since=` replay. At about 150
 /// bytes each this is ~1.5 MB, and covers days of a heartbeat every minute.
@@ -38,6 +38,11 @@ pub enum EventKind {
     Held,
     /// The last live task went: the machine may pause.
     Idle,
+    /// The wall clock stepped by `step_ns` (negative: back). After a step
+    /// back, every live task was moved by the step in the same commit (its
+    /// `refreshed` events follow), keeping its remaining time; after a step
+    /// forward, what fell due expires.
+    ClockStepped,
 }
 
 impl EventKind {
@@ -50,6 +55,7 @@ impl EventKind {
             EventKind::Expired => "expired",
             EventKind::Held => "held",
             EventKind::Idle => "idle",
+            EventKind::ClockStepped => "clock_stepped",
         }
     }
 
@@ -61,6 +67,7 @@ impl EventKind {
             "expired" => EventKind::Expired,
             "held" => EventKind::Held,
             "idle" => EventKind::Idle,
+            "clock_stepped" => EventKind::ClockStepped,
             _ => return None,
         })
     }
@@ -83,6 +90,8 @@ pub struct Event {
     pub task: Option<TaskName>,
     /// The new expiry, for `created` and `refreshed`.
     pub expires_at: Option<Timestamp>,
+    /// The wall clock's step in signed nanoseconds, for `clock_stepped`.
+    pub step_ns: Option<i64>,
 }
 
 impl Event {
@@ -98,6 +107,9 @@ impl Event {
         }
         if let Some(expires_at) = self.expires_at {
             object.insert("expires_at".into(), expires_at.to_string().into());
+        }
+        if let Some(step_ns) = self.step_ns {
+            object.insert("step_ns".into(), step_ns.into());
         }
         Value::Object(object)
     }
@@ -122,6 +134,9 @@ impl Event {
             let _ = write!(out, ",\"expires_at\":\"{expires_at}\"");
         }
         let _ = write!(out, ",\"seq\":{}", self.seq);
+        if let Some(step_ns) = self.step_ns {
+            let _ = write!(out, ",\"step_ns\":{step_ns}");
+        }
         if let Some(task) = &self.task {
             let _ = write!(out, ",\"task\":\"{task}\"");
         }
@@ -148,6 +163,7 @@ impl Event {
             kind: EventKind::parse(value.get("event")?.as_str()?)?,
             task,
             expires_at: time("expires_at"),
+            step_ns: value.get("step_ns").and_then(Value::as_i64),
         })
     }
 }
@@ -220,10 +236,12 @@ impl EventLog {
         }
     }
 
-    /// The events a batch will produce: one per change, then the held or
-    /// idle edge if the number of rows crosses zero.
+    /// The events a batch will produce: its clock step if it records one,
+    /// one per change, then the held or idle edge if the number of rows
+    /// crosses zero.
     pub fn plan(
         &self,
+        clock_step: Option<ClockStep>,
         changes: &[Change],
         rows_before: usize,
         rows_after: usize,
@@ -237,13 +255,18 @@ impl EventLog {
                 kind,
                 task: task.cloned(),
                 expires_at,
+                step_ns: None,
             };
             seq += 1;
             event
         };
-        let mut events: Vec<Event> = changes
-            .iter()
-            .map(|change| match change {
+        let stepped = clock_step.map(|step| Event {
+            step_ns: Some(step.as_signed_nanos()),
+            ..next(EventKind::ClockStepped, None, None)
+        });
+        let mut events: Vec<Event> = stepped
+            .into_iter()
+            .chain(changes.iter().map(|change| match change {
                 Change::Put { task, created } => {
                     let kind = if *created {
                         EventKind::Created
@@ -260,7 +283,7 @@ impl EventLog {
                     };
                     next(kind, Some(name), None)
                 }
-            })
+            }))
             .collect();
         if rows_before == 0 && rows_after > 0 {
             events.push(next(EventKind::Held, None, None));
@@ -339,6 +362,12 @@ impl EventLog {
             })
     }
 
+    /// When the newest retained event happened: the daemon's time at its
+    /// last commit, which a restart compares with the wall clock.
+    pub fn last_at(&self) -> Option<Timestamp> {
+        self.history.back().map(|event| event.at)
+    }
+
     /// The sequence number the next event will get.
     pub fn next_seq(&self) -> u64 {
         self.next_seq
@@ -373,11 +402,12 @@ mod tests {
     fn batches_become_numbered_events_with_edges() {
         let mut log = EventLog::new(100, Vec::new());
         let now = Timestamp::from_nanos(5);
-        let first = log.plan(&[put("a", true)], 0, 1, now);
+        let first = log.plan(None, &[put("a", true)], 0, 1, now);
         assert_eq!(kinds(&first), ["created", "held"]);
         assert_eq!(first.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2]);
         log.append(&first);
         let second = log.plan(
+            None,
             &[
                 put("a", false),
                 Change::Remove {
@@ -402,7 +432,10 @@ mod tests {
             ["expired", "idle"]
         );
         // A batch that leaves the count on the same side of zero has no edge.
-        assert_eq!(kinds(&log.plan(&[put("c", true)], 1, 2, now)), ["created"]);
+        assert_eq!(
+            kinds(&log.plan(None, &[put("c", true)], 1, 2, now)),
+            ["created"]
+        );
     }
 
     #[test]
@@ -412,7 +445,7 @@ mod tests {
             |event: Option<&Event>| event.and_then(|e| e.task.as_ref()).map(|t| t.to_string());
         assert_eq!(log.edge_cause(EventKind::Held), None);
         let at = Timestamp::from_nanos;
-        let held = log.plan(&[put("a", true)], 0, 1, at(1));
+        let held = log.plan(None, &[put("a", true)], 0, 1, at(1));
         log.append(&held);
         assert_eq!(task(log.edge_cause(EventKind::Held)), Some("a".into()));
         assert_eq!(
@@ -421,14 +454,14 @@ mod tests {
             "the last edge is held"
         );
         // Later commits without an edge do not change the cause.
-        let more = log.plan(&[put("b", true)], 1, 2, at(2));
+        let more = log.plan(None, &[put("b", true)], 1, 2, at(2));
         log.append(&more);
         assert_eq!(task(log.edge_cause(EventKind::Held)), Some("a".into()));
         let remove = |n: &str, expired| Change::Remove {
             name: name(n),
             expired,
         };
-        let idle = log.plan(&[remove("a", false), remove("b", true)], 2, 0, at(3));
+        let idle = log.plan(None, &[remove("a", false), remove("b", true)], 2, 0, at(3));
         log.append(&idle);
         let cause = log.edge_cause(EventKind::Idle).unwrap();
         assert_eq!(
@@ -445,7 +478,7 @@ mod tests {
     fn history_is_bounded_and_resumes_numbering() {
         let mut log = EventLog::new(3, Vec::new());
         for _ in 0..5 {
-            let events = log.plan(&[put("a", true)], 1, 1, Timestamp::EPOCH);
+            let events = log.plan(None, &[put("a", true)], 1, 1, Timestamp::EPOCH);
             log.append(&events);
         }
         assert_eq!(log.since(0).map(|e| e.seq).collect::<Vec<_>>(), [3, 4, 5]);
@@ -462,7 +495,9 @@ mod tests {
     fn events_round_trip_through_json() {
         let log = EventLog::new(10, Vec::new());
         let now = Timestamp::from_nanos(1_780_420_274_555_839_485);
+        let back = ClockStep::Backward(std::time::Duration::from_secs(10_800));
         for event in log.plan(
+            Some(back),
             &[
                 put("A0.b_c-d:e@f", true),
                 Change::Remove {
@@ -483,5 +518,32 @@ mod tests {
         }
         assert_eq!(Event::from_json(b"{\"seq\":1}"), None);
         assert_eq!(Event::from_json(b"not json"), None);
+    }
+
+    #[test]
+    fn a_clock_step_comes_first_in_its_batch_with_its_signed_size() {
+        let log = EventLog::new(10, Vec::new());
+        let now = Timestamp::from_nanos(7);
+        let forward = ClockStep::Forward(std::time::Duration::from_secs(2));
+        let events = log.plan(Some(forward), &[], 0, 0, now);
+        assert_eq!(kinds(&events), ["clock_stepped"]);
+        assert_eq!(events[0].step_ns, Some(2_000_000_000));
+        assert_eq!(
+            String::from_utf8(events[0].to_line()).unwrap(),
+            "{\"at\":\"1970-01-01T00:00:00.000000007Z\",\"event\":\"clock_stepped\",\"seq\":1,\"step_ns\":2000000000}\n"
+        );
+        let back = ClockStep::Backward(std::time::Duration::from_secs(3));
+        let events = log.plan(Some(back), &[put("a", false)], 1, 1, now);
+        assert_eq!(kinds(&events), ["clock_stepped", "refreshed"]);
+        assert_eq!(events[0].step_ns, Some(-3_000_000_000));
+        assert_eq!(events[1].step_ns, None);
+    }
+
+    #[test]
+    fn events_written_before_clock_steps_existed_still_decode() {
+        let line = b"{\"at\":\"2026-06-02T17:11:14.555839485Z\",\"event\":\"created\",\"expires_at\":\"2026-06-02T18:11:14.555839485Z\",\"seq\":4,\"task\":\"agent\"}\n";
+        let event = Event::from_json(line).unwrap();
+        assert_eq!((event.kind, event.step_ns), (EventKind::Created, None));
+        assert_eq!(event.to_line(), line);
     }
 }

@@ -69,6 +69,11 @@ pub struct Metrics {
     pub connections_rejected: u64,
     pub hook_runs: u64,
     pub hook_failures: u64,
+    /// Steps of the wall clock seen while running, forward and back.
+    pub clock_steps_forward: u64,
+    pub clock_steps_backward: u64,
+    /// Tasks loaded with an expiry more than the maximum ahead, bounded.
+    pub clamped_at_load: u64,
 }
 
 impl Default for Metrics {
@@ -83,6 +88,9 @@ impl Default for Metrics {
             connections_rejected: 0,
             hook_runs: 0,
             hook_failures: 0,
+            clock_steps_forward: 0,
+            clock_steps_backward: 0,
+            clamped_at_load: 0,
         }
     }
 }
@@ -235,6 +243,25 @@ impl Metrics {
             "Log lines that could not be written to stderr (a closed pipe) and were dropped.",
             crate::logging::dropped_writes().to_string(),
         );
+        single(
+            "sprite_tasks_clamped_at_load_total",
+            "counter",
+            "Tasks loaded at start-up with an expiry more than --max-expire ahead (the clock was set back while the daemon was down), bounded to now + --max-expire.",
+            self.clamped_at_load.to_string(),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP sprite_tasks_clock_steps_total Steps of the wall clock by more than a second, by direction. Holds moved with a step back (and with one seen at start-up); a step forward expired what fell due.\n# TYPE sprite_tasks_clock_steps_total counter"
+        );
+        for (direction, count) in [
+            ("backward", self.clock_steps_backward),
+            ("forward", self.clock_steps_forward),
+        ] {
+            let _ = writeln!(
+                out,
+                "sprite_tasks_clock_steps_total{{direction=\"{direction}\"}} {count}"
+            );
+        }
         let _ = writeln!(
             out,
             "# HELP sprite_tasks_requests_total Requests answered, by route and status.\n# TYPE sprite_tasks_requests_total counter"
@@ -271,6 +298,8 @@ mod tests {
         metrics.request("get", 404);
         metrics.commit(3, Duration::from_micros(300));
         metrics.commit(1, Duration::from_millis(2));
+        metrics.clock_steps_backward = 1;
+        metrics.clamped_at_load = 3;
         let text = metrics.render(&Gauges {
             live_tasks: 2,
             held: true,
@@ -279,6 +308,9 @@ mod tests {
         assert!(text.contains("sprite_tasks_live 2\n"));
         assert!(text.contains("sprite_tasks_held 1\n"));
         assert!(text.contains("\nsprite_tasks_log_writes_dropped_total "));
+        assert!(text.contains("sprite_tasks_clock_steps_total{direction=\"backward\"} 1\n"));
+        assert!(text.contains("sprite_tasks_clock_steps_total{direction=\"forward\"} 0\n"));
+        assert!(text.contains("sprite_tasks_clamped_at_load_total 3\n"));
         assert!(text.contains("sprite_tasks_requests_total{route=\"create\",status=\"201\"} 2\n"));
         assert!(text.contains("sprite_tasks_commit_changes_bucket{le=\"2\"} 1\n"));
         assert!(text.contains("sprite_tasks_commit_changes_bucket{le=\"4\"} 2\n"));

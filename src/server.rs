@@ -32,7 +32,7 @@ use crate::http::{Answering, HttpDate, Limits, Request};
 use crate::metrics::{Gauges, Metrics};
 use crate::store::{Store, StoreError};
 use crate::tasks::{Batch, Change, Outcome, TaskError, Tasks};
-use crate::time::{ReactorClock, Timestamp, wall_now};
+use crate::time::{ClockStep, ReactorClock, Reading, Timestamp, read_clocks};
 
 const LISTENER: Token = Token(0);
 const SIGNALS: Token = Token(1);
@@ -246,6 +246,11 @@ pub struct Server {
     /// log is full), for its clients' 503.
     refusal: Option<String>,
     shutdown_by: Option<Instant>,
+    /// A step back of the wall clock whose moved holds were being
+    /// committed when the commit failed: its event's sequence number and
+    /// the step. If the reload finds that event on disk, the step is
+    /// followed then.
+    unsettled_step_back: Option<(u64, Duration)>,
 }
 
 impl Server {
@@ -264,8 +269,10 @@ impl Server {
             .last_edge()
             .filter(|edge| edge.kind == EventKind::Idle)
             .map(|edge| edge.at);
-        let mono = Instant::now();
-        let clock = ReactorClock::new(wall_now(), mono);
+        let (wall, mono) = read_clocks();
+        // The newest event is the daemon's time at its last commit.
+        let back_while_down = ClockStep::back_while_down(events.last_at(), wall);
+        let clock = ReactorClock::new(wall, mono);
         let poll = Poll::new().map_err(ServerError::Reactor)?;
         let mut signals = Signals::new([SIGTERM, SIGINT, SIGCHLD]).map_err(ServerError::Reactor)?;
         poll.registry()
@@ -298,12 +305,14 @@ impl Server {
             needs_reload: false,
             refusal: None,
             shutdown_by: None,
+            unsettled_step_back: None,
         };
 
-        // What fell due while the daemon was down goes in one commit.
+        // What the clock did and what fell due while the daemon was down
+        // go in one commit.
         let now = server.clock.last();
         let mut batch = Batch::new();
-        let expired = server.tasks.expire_due(&mut batch, now);
+        let expired = server.check_loaded(&mut batch, now, back_while_down);
         if !batch.is_empty() && !server.commit(batch, now, mono) {
             return Err(ServerError::Store(StoreError::Io(
                 "cannot commit the expiries that fell due while the daemon was down".into(),
@@ -347,8 +356,9 @@ impl Server {
             {
                 return Err(ServerError::Reactor(e));
             }
-            let mono = Instant::now();
-            let now = self.clock.observe(wall_now(), mono);
+            let (wall, mono) = read_clocks();
+            let reading = self.clock.observe(wall, mono);
+            let now = self.follow_clock(reading, mono);
             self.date.advance(unix_second(now));
             for event in events.iter() {
                 match event.token() {
@@ -713,14 +723,120 @@ impl Server {
         }
     }
 
+    /// Plans, for the rows just loaded at `now`, following a step back of
+    /// the clock while the daemon was down, bounding expiries no sane clock
+    /// wrote, and removing what fell due; logs and counts the first two.
+    /// Returns how many rows fell due.
+    fn check_loaded(
+        &mut self,
+        batch: &mut Batch,
+        now: Timestamp,
+        back_while_down: Option<Duration>,
+    ) -> usize {
+        let max_expire = self.config.max_expire;
+        let planned = self
+            .tasks
+            .plan_load(batch, now, max_expire, back_while_down);
+        if let Some(behind) = back_while_down {
+            self.idle_since = self.idle_since.map(|at| at.saturating_sub(behind));
+            self.metrics.clock_steps_backward += 1;
+            warn!(
+                step_ns = ClockStep::Backward(behind).as_signed_nanos(),
+                moved = planned.moved,
+                expired = planned.expired,
+                "the wall clock reads earlier than the daemon's last commit: it was set back while the daemon was down; every hold moves back with it"
+            );
+        }
+        for name in &planned.clamped {
+            warn!(
+                task = %name,
+                max_expire = %humantime::format_duration(max_expire),
+                "a task expires more than --max-expire from now (the clock was set back while the daemon was down, or --max-expire was lowered); its expiry is bounded to now + --max-expire"
+            );
+        }
+        self.metrics.clamped_at_load += planned.clamped.len() as u64;
+        planned.expired
+    }
+
+    /// Follows a step of the wall clock that `reading` shows, and returns
+    /// the turn's `now`.
+    ///
+    /// A step forward is already followed by the reading (what fell due
+    /// expires); its event is committed with the first expiries. A step back
+    /// is followed only once every hold has moved back with it in one
+    /// durable commit; until then the reactor stays on its old timeline,
+    /// which stretches no hold, and the next turn tries again.
+    fn follow_clock(&mut self, reading: Reading, mono: Instant) -> Timestamp {
+        let now = reading.now;
+        let Some(step) = reading.step else {
+            return now;
+        };
+        let can_commit =
+            self.store_ready(now, mono) && self.store_retry_at.is_none_or(|at| at <= mono);
+        match step {
+            ClockStep::Forward(_) => {
+                self.metrics.clock_steps_forward += 1;
+                warn!(
+                    step_ns = step.as_signed_nanos(),
+                    "the wall clock stepped forward (a wake, or a clock set right); holds that fell due expire now"
+                );
+                if can_commit {
+                    let mut batch = Batch::new();
+                    batch.note_clock_step(step);
+                    self.tasks
+                        .expire_due_at_most(&mut batch, now, MAX_EXPIRIES_PER_TURN);
+                    self.commit(batch, now, mono);
+                }
+            }
+            ClockStep::Backward(behind) => {
+                if !can_commit {
+                    return now;
+                }
+                let after = now.saturating_sub(behind);
+                let mut batch = Batch::new();
+                let planned = self.tasks.plan_step_back(&mut batch, behind, after);
+                self.unsettled_step_back = Some((self.events.next_seq(), behind));
+                if self.commit(batch, after, mono) {
+                    self.follow_back(behind);
+                    warn!(
+                        step_ns = step.as_signed_nanos(),
+                        moved = planned.moved,
+                        expired = planned.expired,
+                        "the wall clock was set back; every hold moved back with it and keeps its remaining time"
+                    );
+                } else if !self.needs_reload {
+                    // Memory matches the disk (reloaded, or nothing was
+                    // written): followed already, or to be tried again.
+                    self.unsettled_step_back = None;
+                }
+            }
+        }
+        // A refusal here is not the reason for this turn's clients' 503s.
+        self.refusal = None;
+        self.clock.last()
+    }
+
+    /// Moves the reactor's timeline back by `behind` once the holds have
+    /// moved with it on disk and in memory.
+    fn follow_back(&mut self, behind: Duration) {
+        self.unsettled_step_back = None;
+        self.clock.follow_back(behind);
+        self.idle_since = self.idle_since.map(|at| at.saturating_sub(behind));
+        self.metrics.clock_steps_backward += 1;
+    }
+
     /// Commits the batch with its events and applies it; on failure
     /// reloads memory from disk. Returns whether the commit succeeded.
     fn commit(&mut self, batch: Batch, now: Timestamp, mono: Instant) -> bool {
         let rows_before = self.tasks.len();
         let rows_after = rows_before.saturating_add_signed(batch.rows_delta());
-        let events = self
-            .events
-            .plan(batch.changes(), rows_before, rows_after, now);
+        let events = self.events.plan(
+            batch.clock_step(),
+            batch.changes(),
+            rows_before,
+            rows_after,
+            now,
+        );
         let keep_from = events
             .last()
             .map_or(0, |last| self.events.oldest_kept_after(last.seq));
@@ -815,6 +931,16 @@ impl Server {
                     tasks = self.tasks.len(),
                     "database reopened; state reloaded from disk"
                 );
+                if let Some((seq, behind)) = self.unsettled_step_back.take()
+                    && self.events.next_seq() > seq
+                {
+                    // The failed commit moving the holds reached the disk.
+                    self.follow_back(behind);
+                    warn!(
+                        step_ns = ClockStep::Backward(behind).as_signed_nanos(),
+                        "the wall clock was set back; the holds moved back with it (found on disk after a failed commit)"
+                    );
+                }
                 self.follow_hold(now, mono);
             }
             Err(e) => {

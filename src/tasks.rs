@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::time::Duration;
 
-use crate::time::Timestamp;
+use crate::time::{ClockStep, Timestamp};
 
 /// Longest task name in bytes. Long enough for a UUID with a prefix or a
 /// `host:agent@pid` label; short enough that a list of many tasks stays small.
@@ -114,6 +114,38 @@ impl Task {
     pub fn is_live(&self, now: Timestamp) -> bool {
         self.expires_at > now
     }
+
+    /// The same hold moved `behind` earlier: it keeps its length and, seen
+    /// from a clock set back by `behind`, its remaining time.
+    pub fn moved_back(&self, behind: Duration) -> Task {
+        Task {
+            started_at: self.started_at.saturating_sub(behind),
+            expires_at: self.expires_at.saturating_sub(behind),
+            ..self.clone()
+        }
+    }
+
+    /// The hold bounded to what a sane clock could have written at `now`:
+    /// an expiry at most `max_expire` ahead, a start not in the future.
+    fn bounded(&self, now: Timestamp, max_expire: Duration) -> Task {
+        let latest = now.checked_add(max_expire).unwrap_or(now);
+        Task {
+            started_at: self.started_at.min(now),
+            expires_at: self.expires_at.min(latest),
+            ..self.clone()
+        }
+    }
+}
+
+/// What [`Tasks::plan_step_back`] or [`Tasks::plan_load`] planned, row by row.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Rebased {
+    /// Rows moved back with the clock.
+    pub moved: usize,
+    /// Rows whose expiry lay more than the maximum expiry ahead, bounded.
+    pub clamped: Vec<TaskName>,
+    /// Rows due, removed as expired.
+    pub expired: usize,
 }
 
 /// A request to change the state.
@@ -202,6 +234,8 @@ pub struct Batch {
     changes: Vec<Change>,
     latest: BTreeMap<TaskName, Option<Task>>,
     rows_delta: isize,
+    /// The wall-clock step this batch records (its `clock_stepped` event).
+    clock_step: Option<ClockStep>,
 }
 
 impl Batch {
@@ -215,9 +249,19 @@ impl Batch {
         &self.changes
     }
 
-    /// Whether nothing was planned.
+    /// Whether nothing was planned: no change and no clock step.
     pub fn is_empty(&self) -> bool {
-        self.changes.is_empty()
+        self.changes.is_empty() && self.clock_step.is_none()
+    }
+
+    /// Records a step of the wall clock, for its event.
+    pub fn note_clock_step(&mut self, step: ClockStep) {
+        self.clock_step = Some(step);
+    }
+
+    /// The wall-clock step this batch records.
+    pub fn clock_step(&self) -> Option<ClockStep> {
+        self.clock_step
     }
 
     /// Number of changes.
@@ -336,6 +380,86 @@ impl Tasks {
                     },
                 );
                 planned += 1;
+            }
+        }
+        planned
+    }
+
+    /// Plans following a wall clock set back by `behind`, `now` being the
+    /// time after the step: every row moves back by `behind`, so each live
+    /// hold keeps its remaining time exactly, and rows that were already due
+    /// are removed. Rows the batch already changes are left to it. The batch
+    /// records the step.
+    pub fn plan_step_back(&self, batch: &mut Batch, behind: Duration, now: Timestamp) -> Rebased {
+        batch.note_clock_step(ClockStep::Backward(behind));
+        self.plan_rows(batch, now, |task| task.moved_back(behind), |_| false)
+    }
+
+    /// Plans the checks on rows just loaded at start-up, at `now`: when the
+    /// clock was set back while the daemon was down (`step_back`), every row
+    /// moves back with it as in [`plan_step_back`](Self::plan_step_back);
+    /// then a row whose expiry lies more than `max_expire` ahead (no sane
+    /// clock wrote it under this limit) is bounded to `now + max_expire`;
+    /// and rows due are removed.
+    pub fn plan_load(
+        &self,
+        batch: &mut Batch,
+        now: Timestamp,
+        max_expire: Duration,
+        step_back: Option<Duration>,
+    ) -> Rebased {
+        if let Some(behind) = step_back {
+            batch.note_clock_step(ClockStep::Backward(behind));
+        }
+        let behind = step_back.unwrap_or(Duration::ZERO);
+        let latest = now.checked_add(max_expire).unwrap_or(now);
+        self.plan_rows(
+            batch,
+            now,
+            |task| task.moved_back(behind).bounded(now, max_expire),
+            |task| task.moved_back(behind).expires_at > latest,
+        )
+    }
+
+    /// Puts `adjust(row)` for every row the batch does not already change,
+    /// or removes it as expired when that is due at `now`; counts the rows
+    /// for which `clamped` holds apart from the ones merely moved.
+    fn plan_rows(
+        &self,
+        batch: &mut Batch,
+        now: Timestamp,
+        adjust: impl Fn(&Task) -> Task,
+        clamped: impl Fn(&Task) -> bool,
+    ) -> Rebased {
+        let mut planned = Rebased::default();
+        for task in self.by_name.values() {
+            if batch.latest.contains_key(&task.name) {
+                continue;
+            }
+            let adjusted = adjust(task);
+            if !adjusted.is_live(now) {
+                planned.expired += 1;
+                let name = task.name.clone();
+                self.push(
+                    batch,
+                    Change::Remove {
+                        name,
+                        expired: true,
+                    },
+                );
+            } else if adjusted != *task {
+                if clamped(task) {
+                    planned.clamped.push(task.name.clone());
+                } else {
+                    planned.moved += 1;
+                }
+                self.push(
+                    batch,
+                    Change::Put {
+                        task: adjusted,
+                        created: false,
+                    },
+                );
             }
         }
         planned
@@ -805,6 +929,161 @@ mod tests {
             Err(TaskError::TimeOverflow)
         );
         assert!(batch.is_empty());
+    }
+
+    fn remaining(tasks: &Tasks, n: &str, now: Timestamp) -> Duration {
+        tasks
+            .get(&name(n), now)
+            .unwrap()
+            .expires_at
+            .saturating_since(now)
+    }
+
+    #[test]
+    fn a_step_back_moves_every_hold_and_keeps_its_remaining_time() {
+        let mut tasks = Tasks::new(10);
+        run(&mut tasks, create("short", 10), at(10_000)).unwrap();
+        run(&mut tasks, create("long", 3600), at(10_000)).unwrap();
+        run(&mut tasks, create("due", 5), at(10_000)).unwrap();
+        // The timeline reached 10_007 when the wall clock read 6_407: set
+        // back an hour. "due" lapsed at 10_005 but awaits its expiry batch.
+        let before = at(10_007);
+        let behind = secs(3600);
+        let after = before.saturating_sub(behind);
+        let remaining_before = [
+            remaining(&tasks, "short", before),
+            remaining(&tasks, "long", before),
+        ];
+        let mut batch = Batch::new();
+        let planned = tasks.plan_step_back(&mut batch, behind, after);
+        assert_eq!(
+            planned,
+            Rebased {
+                moved: 2,
+                clamped: vec![],
+                expired: 1
+            }
+        );
+        assert_eq!(batch.clock_step(), Some(ClockStep::Backward(behind)));
+        // Planned, not applied.
+        assert_eq!(
+            tasks.get(&name("long"), before).unwrap().started_at,
+            at(10_000)
+        );
+        tasks.apply(batch);
+        assert_eq!(
+            [
+                remaining(&tasks, "short", after),
+                remaining(&tasks, "long", after)
+            ],
+            remaining_before
+        );
+        let long = tasks.get(&name("long"), after).unwrap();
+        assert_eq!((long.started_at, long.expires_at), (at(6_400), at(10_000)));
+        assert!(tasks.get(&name("due"), after).is_none());
+        assert_eq!(tasks.len(), 2);
+        // The short hold lapses 3 s later by the new clock, not an hour later.
+        assert_eq!(tasks.next_deadline(), Some(at(6_410)));
+    }
+
+    #[test]
+    fn a_step_back_leaves_rows_the_batch_already_changes() {
+        let mut tasks = Tasks::new(10);
+        run(&mut tasks, create("a", 60), at(1000)).unwrap();
+        let mut batch = Batch::new();
+        tasks.plan(&mut batch, delete("a"), at(1001)).unwrap();
+        let planned = tasks.plan_step_back(&mut batch, secs(500), at(501));
+        assert_eq!(planned, Rebased::default());
+        assert_eq!(batch.len(), 1);
+    }
+
+    #[test]
+    fn a_forward_step_expires_what_fell_due_and_nothing_else() {
+        let mono = std::time::Instant::now();
+        let mut clock = crate::time::ReactorClock::new(at(1000), mono);
+        let mut tasks = Tasks::new(10);
+        run(&mut tasks, create("ten-minutes", 600), clock.last()).unwrap();
+        run(&mut tasks, create("two-hours", 7200), clock.last()).unwrap();
+        // A wake after twenty minutes; one monotonic second.
+        let reading = clock.observe(at(2201), mono + secs(1));
+        assert_eq!(reading.step, Some(ClockStep::Forward(secs(1200))));
+        let mut batch = Batch::new();
+        batch.note_clock_step(reading.step.unwrap());
+        assert_eq!(tasks.expire_due(&mut batch, reading.now), 1);
+        tasks.apply(batch);
+        assert_eq!(remaining(&tasks, "two-hours", reading.now), secs(6000 - 1));
+        assert_eq!(tasks.len(), 1);
+    }
+
+    #[test]
+    fn a_batch_with_only_a_clock_step_is_not_empty() {
+        let mut batch = Batch::new();
+        assert!(batch.is_empty());
+        batch.note_clock_step(ClockStep::Forward(secs(5)));
+        assert!(!batch.is_empty());
+        assert_eq!(batch.len(), 0);
+    }
+
+    #[test]
+    fn loading_bounds_what_no_sane_clock_wrote_and_follows_a_step_while_down() {
+        let load = |rows: &[(&str, u64, u64)]| {
+            let mut tasks = Tasks::new(10);
+            tasks.load(rows.iter().map(|&(n, started, expires)| Task {
+                name: name(n),
+                started_at: at(started),
+                expires_at: at(expires),
+            }));
+            tasks
+        };
+        let max_expire = secs(3600);
+        let now = at(100_000);
+        // No step seen: a row 3 h ahead is bounded, one within the limit is
+        // left alone, a due one is removed.
+        let tasks = load(&[
+            ("ahead", 110_000, 110_010),
+            ("fine", 99_000, 100_600),
+            ("due", 90_000, 100_000),
+        ]);
+        let mut batch = Batch::new();
+        let planned = tasks.plan_load(&mut batch, now, max_expire, None);
+        assert_eq!(
+            planned,
+            Rebased {
+                moved: 0,
+                clamped: vec![name("ahead")],
+                expired: 1
+            }
+        );
+        assert_eq!(batch.clock_step(), None);
+        let mut tasks = tasks;
+        tasks.apply(batch);
+        let ahead = tasks.get(&name("ahead"), now).unwrap();
+        assert_eq!((ahead.started_at, ahead.expires_at), (now, at(103_600)));
+        assert_eq!(
+            tasks.get(&name("fine"), now).unwrap().expires_at,
+            at(100_600)
+        );
+        assert!(tasks.get(&name("due"), now).is_none());
+
+        // The last commit was at 110_000 (3 h ahead of the clock now): the
+        // rows move back with the step and keep the time they had left then.
+        let tasks = load(&[("ahead", 110_000, 110_010), ("fine", 99_000, 100_600)]);
+        let behind = ClockStep::back_while_down(Some(at(110_000)), now).unwrap();
+        let mut batch = Batch::new();
+        let planned = tasks.plan_load(&mut batch, now, max_expire, Some(behind));
+        assert_eq!(
+            planned,
+            Rebased {
+                moved: 1,
+                clamped: vec![],
+                expired: 1
+            }
+        );
+        assert_eq!(batch.clock_step(), Some(ClockStep::Backward(behind)));
+        let mut tasks = tasks;
+        tasks.apply(batch);
+        assert_eq!(remaining(&tasks, "ahead", now), secs(10));
+        assert_eq!(tasks.len(), 1);
     }
 
     #[test]

@@ -1,12 +1,31 @@
 //! Time: the persisted [`Timestamp`], and [`ReactorClock`], the rule that turns
-//! two clock readings into the daemon's notion of "now".
+//! two clock readings into the daemon's notion of "now" and tells a step of
+//! the wall clock ([`ClockStep`]) from time passing.
 //!
 //! This module depends on nothing else of ours. The reactor is the only caller
-//! of [`wall_now`] and [`std::time::Instant::now`]; everything else receives
-//! `now` as an argument.
+//! of [`read_clocks`] (and so of [`wall_now`] and [`std::time::Instant::now`]
+//! for the daemon's time); everything else receives `now` as an argument.
 
 use std::fmt;
+use std::path::PathBuf;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// How far the wall clock may disagree with the monotonic clock before the
+/// difference counts as a step. NTP slews the two at the same rate, so in
+/// normal running they agree to microseconds; a second is far above that
+/// noise and far below any step worth moving every hold for. Smaller
+/// disagreements add up against the reactor's own timeline, so a clock
+/// nudged back a little at a time is still seen once the total passes this.
+pub const STEP_TOLERANCE: Duration = Duration::from_secs(1);
+
+/// A test hook: when this environment variable names a file, [`wall_now`]
+/// adds the signed nanosecond offset the file holds (e.g. `10800000000000`,
+/// or `-5000000000`) to the real wall clock, read afresh at every call. A
+/// missing or unreadable file is an offset of zero. The tests against the
+/// real binary step the daemon's wall clock with it without touching the
+/// machine's. Not for production use.
+pub const TEST_CLOCK_OFFSET_ENV: &str = "SPRITE_TASKSD_TEST_CLOCK_OFFSET_FILE";
 
 /// A wall-clock instant in nanoseconds since the Unix epoch.
 ///
@@ -33,6 +52,12 @@ impl Timestamp {
     pub fn checked_add(self, duration: Duration) -> Option<Timestamp> {
         let nanos = u64::try_from(duration.as_nanos()).ok()?;
         self.0.checked_add(nanos).map(Timestamp)
+    }
+
+    /// `self - duration`, or the epoch if that is earlier.
+    pub fn saturating_sub(self, duration: Duration) -> Timestamp {
+        let nanos = u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX);
+        Timestamp(self.0.saturating_sub(nanos))
     }
 
     /// How long after `earlier` this is; zero if it is not later.
@@ -76,27 +101,141 @@ impl fmt::Display for Timestamp {
     }
 }
 
-/// Reads the wall clock. Only the reactor calls this.
+/// Reads the wall clock; [`read_clocks`] pairs it with the monotonic clock.
+///
+/// Under [`TEST_CLOCK_OFFSET_ENV`] the reading is shifted by the offset that
+/// file holds.
 pub fn wall_now() -> Timestamp {
-    Timestamp::from_system_time(SystemTime::now())
+    let wall = Timestamp::from_system_time(SystemTime::now());
+    match test_clock_offset() {
+        0 => wall,
+        offset if offset > 0 => wall
+            .checked_add(Duration::from_nanos(offset.unsigned_abs()))
+            .unwrap_or(wall),
+        offset => wall.saturating_sub(Duration::from_nanos(offset.unsigned_abs())),
+    }
 }
 
-/// The daemon's clock: wall-clock time that never runs backwards and never
-/// runs slower than the monotonic clock.
+/// Most time allowed between the two monotonic readings that bracket a
+/// wall-clock reading in [`read_clocks`]: far below [`STEP_TOLERANCE`], so
+/// a pair taken across a stall (a preempted or paused process) is not
+/// mistaken for a step of the wall clock.
+pub const MAX_PAIR_SKEW: Duration = Duration::from_millis(50);
+
+/// Attempts at a pair within [`MAX_PAIR_SKEW`] before the last is taken.
+const PAIR_ATTEMPTS: usize = 3;
+
+/// Reads the wall clock and the monotonic clock as one pair for
+/// [`ReactorClock::observe`]: the wall reading is bracketed by two monotonic
+/// ones, and read again if they lie more than [`MAX_PAIR_SKEW`] apart. Only
+/// the reactor calls this.
+pub fn read_clocks() -> (Timestamp, Instant) {
+    let mut pair = (wall_now(), Instant::now());
+    for _ in 0..PAIR_ATTEMPTS {
+        let before = Instant::now();
+        let wall = wall_now();
+        let after = Instant::now();
+        pair = (wall, before);
+        if after.saturating_duration_since(before) <= MAX_PAIR_SKEW {
+            break;
+        }
+    }
+    pair
+}
+
+/// The offset of the [`TEST_CLOCK_OFFSET_ENV`] hook, zero when it is unset.
+fn test_clock_offset() -> i64 {
+    static PATH: OnceLock<Option<PathBuf>> = OnceLock::new();
+    let Some(path) =
+        PATH.get_or_init(|| std::env::var_os(TEST_CLOCK_OFFSET_ENV).map(PathBuf::from))
+    else {
+        return 0;
+    };
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|text| text.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// A step of the wall clock: how far it moved beyond what the monotonic
+/// clock says passed, when that is more than [`STEP_TOLERANCE`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClockStep {
+    /// The wall clock jumped ahead: a VM resumed, NTP set a clock that was
+    /// behind. Deadlines that it passed fell due.
+    Forward(Duration),
+    /// The wall clock was set back: it had been ahead.
+    Backward(Duration),
+}
+
+impl ClockStep {
+    /// The step a wall-clock reading `wall` makes against `expected`, the
+    /// time the reactor's timeline reached; `None` within [`STEP_TOLERANCE`].
+    pub fn between(expected: Timestamp, wall: Timestamp) -> Option<ClockStep> {
+        if wall > expected {
+            let ahead = wall.saturating_since(expected);
+            (ahead > STEP_TOLERANCE).then_some(ClockStep::Forward(ahead))
+        } else {
+            let behind = expected.saturating_since(wall);
+            (behind > STEP_TOLERANCE).then_some(ClockStep::Backward(behind))
+        }
+    }
+
+    /// How far back the wall clock was set while the daemon was down, from
+    /// a start-up reading `wall` and `last_seen`, the daemon's time at its
+    /// last commit before it stopped. The time the daemon was down is
+    /// unknown, so only a wall clock that reads earlier than `last_seen`
+    /// (beyond [`STEP_TOLERANCE`]) is known to have been set back, by at
+    /// least that much; a forward step while down cannot be told from
+    /// downtime.
+    pub fn back_while_down(last_seen: Option<Timestamp>, wall: Timestamp) -> Option<Duration> {
+        match Self::between(last_seen?, wall)? {
+            ClockStep::Backward(behind) => Some(behind),
+            ClockStep::Forward(_) => None,
+        }
+    }
+
+    /// The step in signed nanoseconds: negative for a step back. Saturates
+    /// at `i64`'s range (292 years).
+    pub fn as_signed_nanos(self) -> i64 {
+        let nanos = |d: Duration| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX);
+        match self {
+            ClockStep::Forward(ahead) => nanos(ahead),
+            ClockStep::Backward(behind) => -nanos(behind),
+        }
+    }
+}
+
+/// One pair of clock readings folded into the daemon's time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Reading {
+    /// The daemon's `now` on its current timeline.
+    pub now: Timestamp,
+    /// The step this reading shows, if any. A backward step is not yet
+    /// followed: `now` stays on the old timeline until the caller has moved
+    /// every hold with it and calls [`ReactorClock::follow_back`].
+    pub step: Option<ClockStep>,
+}
+
+/// The daemon's clock: wall-clock time that never runs slower than the
+/// monotonic clock, and that follows a step of the wall clock only together
+/// with the holds.
 ///
-/// The rule, for a reading of the wall clock `wall` taken `elapsed` (monotonic)
-/// after the previous one, whose result was `last`:
+/// For a reading of the wall clock `wall` taken `elapsed` (monotonic) after
+/// the previous one, whose result was `last`, the timeline reaches
+/// `expected = last + elapsed`, and:
 ///
-/// `now = max(wall, last + elapsed)`
-///
-/// - A wall clock stepped **forward** (a VM resumed after a suspension, NTP
-///   catching up) is honoured at once: expiry deadlines are absolute instants,
-///   and the time really passed.
-/// - A wall clock stepped **backward** is not followed: time keeps advancing at
-///   the monotonic rate from the last value, so a task's remaining lifetime is
-///   never stretched by a step back, and timestamps handed out are never
-///   earlier than ones handed out before. Once the wall clock catches up it
-///   takes over again.
+/// - within [`STEP_TOLERANCE`] of it: `now = max(wall, expected)`, so time
+///   never runs backwards over small disagreements;
+/// - a wall clock stepped **forward** (a VM resumed after a suspension, NTP
+///   catching up) is honoured at once: `now = wall`, deadlines are absolute
+///   instants and the time really passed, so what fell due expires;
+/// - a wall clock stepped **backward** by `Δ` is reported but not followed:
+///   `now = expected`, so no hold is stretched by it. The caller moves every
+///   hold back by `Δ` (keeping its remaining time), makes that durable, and
+///   then calls [`follow_back`](ReactorClock::follow_back): from then on
+///   `now` is the wall clock again. Until it does, every reading reports the
+///   step again.
 #[derive(Debug, Clone)]
 pub struct ReactorClock {
     last_now: Timestamp,
@@ -112,16 +251,26 @@ impl ReactorClock {
         }
     }
 
-    /// Folds in a new pair of readings and returns the daemon's `now`.
-    pub fn observe(&mut self, wall: Timestamp, mono: Instant) -> Timestamp {
+    /// Folds in a new pair of readings.
+    pub fn observe(&mut self, wall: Timestamp, mono: Instant) -> Reading {
         let elapsed = mono.saturating_duration_since(self.last_mono);
-        let carried = self.last_now.checked_add(elapsed).unwrap_or(self.last_now);
-        self.last_now = wall.max(carried);
+        let expected = self.last_now.checked_add(elapsed).unwrap_or(self.last_now);
+        self.last_now = wall.max(expected);
         self.last_mono = mono;
-        self.last_now
+        Reading {
+            now: self.last_now,
+            step: ClockStep::between(expected, wall),
+        }
     }
 
-    /// The last value returned by [`observe`](Self::observe).
+    /// Moves the timeline back by `behind`, a backward step that
+    /// [`observe`](Self::observe) reported and the holds now follow.
+    pub fn follow_back(&mut self, behind: Duration) {
+        self.last_now = self.last_now.saturating_sub(behind);
+    }
+
+    /// The daemon's current `now`: the last reading's, moved by
+    /// [`follow_back`](Self::follow_back).
     pub fn last(&self) -> Timestamp {
         self.last_now
     }
@@ -155,44 +304,132 @@ mod tests {
         assert_eq!(Timestamp::EPOCH.checked_add(Duration::MAX), None);
     }
 
+    fn at(seconds: u64) -> Timestamp {
+        Timestamp::from_nanos(seconds * SECOND)
+    }
+
     #[test]
-    fn clock_follows_wall_clock_forward_steps() {
+    fn a_forward_step_is_followed_at_once_and_reported() {
         let mono = Instant::now();
-        let mut clock = ReactorClock::new(Timestamp::from_nanos(100 * SECOND), mono);
+        let mut clock = ReactorClock::new(at(100), mono);
         // One monotonic second, but the wall clock jumped an hour (a VM resume).
-        let now = clock.observe(
-            Timestamp::from_nanos(3700 * SECOND),
+        let reading = clock.observe(at(3700), mono + Duration::from_secs(1));
+        assert_eq!(reading.now, at(3700));
+        assert_eq!(
+            reading.step,
+            Some(ClockStep::Forward(Duration::from_secs(3599)))
+        );
+        assert_eq!(
+            reading.step.unwrap().as_signed_nanos(),
+            3599 * SECOND as i64
+        );
+        // The next reading agrees with the wall clock: no second report.
+        let reading = clock.observe(at(3702), mono + Duration::from_secs(3));
+        assert_eq!((reading.now, reading.step), (at(3702), None));
+    }
+
+    #[test]
+    fn a_backward_step_is_reported_until_followed_and_then_the_wall_clock_rules() {
+        let mono = Instant::now();
+        let mut clock = ReactorClock::new(at(10_000), mono);
+        // The wall clock is stepped back an hour; two seconds pass.
+        let reading = clock.observe(at(6_402), mono + Duration::from_secs(2));
+        let back = Duration::from_secs(3600);
+        // Not followed yet: the timeline keeps running at the monotonic rate.
+        assert_eq!(reading.now, at(10_002));
+        assert_eq!(reading.step, Some(ClockStep::Backward(back)));
+        assert_eq!(
+            reading.step.unwrap().as_signed_nanos(),
+            -3600 * SECOND as i64
+        );
+        // Not followed (the holds could not be moved): reported again.
+        let reading = clock.observe(at(6_405), mono + Duration::from_secs(5));
+        assert_eq!(reading.now, at(10_005));
+        assert_eq!(reading.step, Some(ClockStep::Backward(back)));
+        // Followed: `now` is the wall clock again, and stays with it.
+        clock.follow_back(back);
+        assert_eq!(clock.last(), at(6_405));
+        let reading = clock.observe(at(6_406), mono + Duration::from_secs(6));
+        assert_eq!((reading.now, reading.step), (at(6_406), None));
+    }
+
+    #[test]
+    fn disagreements_within_the_tolerance_are_not_steps_and_never_run_backwards() {
+        let mono = Instant::now();
+        let mut clock = ReactorClock::new(at(50), mono);
+        let half = Duration::from_millis(500);
+        // Half a second back, no monotonic progress: time stands still.
+        let reading = clock.observe(at(50).saturating_sub(half), mono);
+        assert_eq!((reading.now, reading.step), (at(50), None));
+        // Half a second ahead: followed, not a step.
+        let reading = clock.observe(
+            at(51).checked_add(half).unwrap(),
             mono + Duration::from_secs(1),
         );
-        assert_eq!(now, Timestamp::from_nanos(3700 * SECOND));
-    }
-
-    #[test]
-    fn clock_ignores_backward_steps_but_keeps_running() {
-        let mono = Instant::now();
-        let mut clock = ReactorClock::new(Timestamp::from_nanos(10_000 * SECOND), mono);
-        // The wall clock is stepped back an hour; two seconds pass.
-        let now = clock.observe(
-            Timestamp::from_nanos(6_400 * SECOND),
+        assert_eq!(reading.now, at(51).checked_add(half).unwrap());
+        assert_eq!(reading.step, None);
+        // Exactly the tolerance is still not a step; a nanosecond more is.
+        let reading = clock.observe(
+            at(52).checked_add(half).unwrap(),
+            mono + Duration::from_secs(1),
+        );
+        assert_eq!(reading.step, None);
+        let reading = clock.observe(
+            at(54).checked_add(half + Duration::from_nanos(1)).unwrap(),
             mono + Duration::from_secs(2),
         );
-        assert_eq!(now, Timestamp::from_nanos(10_002 * SECOND));
-        // Three more seconds; the wall clock is still behind.
-        let now = clock.observe(
-            Timestamp::from_nanos(6_403 * SECOND),
-            mono + Duration::from_secs(5),
+        assert_eq!(
+            reading.step,
+            Some(ClockStep::Forward(STEP_TOLERANCE + Duration::from_nanos(1)))
         );
-        assert_eq!(now, Timestamp::from_nanos(10_005 * SECOND));
-        assert_eq!(clock.last(), now);
     }
 
     #[test]
-    fn clock_never_goes_backwards_without_monotonic_progress() {
+    fn small_steps_back_add_up_to_a_step() {
         let mono = Instant::now();
-        let mut clock = ReactorClock::new(Timestamp::from_nanos(50 * SECOND), mono);
-        assert_eq!(
-            clock.observe(Timestamp::from_nanos(49 * SECOND), mono),
-            Timestamp::from_nanos(50 * SECOND)
+        let mut clock = ReactorClock::new(at(1000), mono);
+        let nudge = Duration::from_millis(600);
+        // 0.6 s back: within the tolerance, the timeline stays ahead.
+        let reading = clock.observe(
+            at(1001).saturating_sub(nudge),
+            mono + Duration::from_secs(1),
         );
+        assert_eq!((reading.now, reading.step), (at(1001), None));
+        // Another 0.6 s back: 1.2 s behind the timeline in all.
+        let reading = clock.observe(
+            at(1002).saturating_sub(nudge * 2),
+            mono + Duration::from_secs(2),
+        );
+        assert_eq!(reading.now, at(1002));
+        assert_eq!(reading.step, Some(ClockStep::Backward(nudge * 2)));
+    }
+
+    #[test]
+    fn only_a_wall_clock_behind_the_last_commit_is_a_step_while_down() {
+        let cases = [
+            // (time of the last commit, wall clock at start-up, step)
+            (None, at(100), None),
+            (Some(at(100)), at(5000), None),
+            (Some(at(100)), at(100), None),
+            (Some(at(101)), at(100), None),
+            (Some(at(10_900)), at(100), Some(Duration::from_secs(10_800))),
+        ];
+        for (last_seen, wall, step) in cases {
+            assert_eq!(
+                ClockStep::back_while_down(last_seen, wall),
+                step,
+                "{last_seen:?} {wall:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn saturating_sub_stops_at_the_epoch() {
+        assert_eq!(at(5).saturating_sub(Duration::from_secs(2)), at(3));
+        assert_eq!(
+            at(5).saturating_sub(Duration::from_secs(6)),
+            Timestamp::EPOCH
+        );
+        assert_eq!(at(5).saturating_sub(Duration::MAX), Timestamp::EPOCH);
     }
 }

@@ -15,9 +15,9 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde_json::Value;
 use sprite_tasks::server::{Config, Server};
 use sprite_tasks::store::{Store, StoreOptions};
-use sprite_tasks::tasks::{Batch, Change, Command, Task, TaskName, Tasks};
+use sprite_tasks::tasks::{Batch, Change, Command, Rebased, Task, TaskName, Tasks};
 use sprite_tasks::testing::faulty::{self, FaultSwitch};
-use sprite_tasks::time::{ReactorClock, Timestamp};
+use sprite_tasks::time::{ClockStep, ReactorClock, Timestamp};
 
 /// The store's tables, as laid out on disk (see `src/store/tables.rs`).
 const TASKS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("tasks");
@@ -392,9 +392,11 @@ fn sigterm_under_load_keeps_every_answer_and_removes_the_socket() {
     assert!(!on_disk.contains_key("partial"));
 }
 
-/// The clock rule of `time::ReactorClock` driving the state machine: a wall
-/// clock stepped back does not stretch a hold, one stepped forward expires
-/// what is due at once, and a restart keeps absolute deadlines.
+/// The clock rule of `time::ReactorClock` driving the state machine as the
+/// reactor does: a wall clock stepped back moves every hold with it (each
+/// keeps its remaining time, later timestamps are the wall clock's), one
+/// stepped forward expires what is due at once, and a restart after a step
+/// back while down moves the holds by what it can see and bounds the rest.
 #[test]
 fn clock_steps_neither_stretch_nor_skip_a_hold() {
     let name = |n: &str| TaskName::parse(n).unwrap();
@@ -426,48 +428,82 @@ fn clock_steps_neither_stretch_nor_skip_a_hold() {
 
     // A 60 s hold; then the wall clock is stepped back an hour.
     upsert(&mut tasks, "held", 60, clock.last());
-    let now = clock.observe(wall(100_000 - 3600 + 30), at(30));
-    assert_eq!(now, wall(100_030));
-    assert_eq!(expire(&mut tasks, now), 0);
-    assert!(tasks.get(&name("held"), now).is_some());
-    // 60 monotonic seconds after the hold began it lapses, although the
-    // wall clock still reads an hour earlier.
-    let now = clock.observe(wall(100_000 - 3600 + 60), at(60));
-    assert_eq!(now, wall(100_060));
-    assert!(tasks.get(&name("held"), now).is_none());
-    assert_eq!(expire(&mut tasks, now), 1);
+    let reading = clock.observe(wall(100_000 - 3600 + 30), at(30));
+    let Some(ClockStep::Backward(behind)) = reading.step else {
+        panic!("{reading:?}")
+    };
+    assert_eq!(behind, Duration::from_secs(3600));
+    // Until the holds move, the old timeline runs on: nothing stretched.
+    assert_eq!(reading.now, wall(100_030));
+    let mut batch = Batch::new();
+    let after = reading.now.saturating_sub(behind);
+    tasks.plan_step_back(&mut batch, behind, after);
+    tasks.apply(batch);
+    clock.follow_back(behind);
+    assert_eq!(clock.last(), wall(100_000 - 3600 + 30));
+    // 60 monotonic seconds after the hold began it lapses, by the wall
+    // clock that now reads an hour earlier.
+    let reading = clock.observe(wall(100_000 - 3600 + 59), at(59));
+    assert_eq!(reading.step, None);
+    assert!(tasks.get(&name("held"), reading.now).is_some());
+    let reading = clock.observe(wall(100_000 - 3600 + 60), at(60));
+    assert_eq!(reading.now, wall(96_460));
+    assert!(tasks.get(&name("held"), reading.now).is_none());
+    assert_eq!(expire(&mut tasks, reading.now), 1);
     assert!(tasks.is_empty());
 
-    // Timestamps handed out after the step back are not earlier than those
-    // handed out before it.
+    // Timestamps handed out after the step are the wall clock's.
+    let now = reading.now;
     upsert(&mut tasks, "after-step", 600, now);
     let task = tasks.get(&name("after-step"), now).unwrap().clone();
-    assert!(task.started_at >= wall(100_060));
+    assert_eq!(task.started_at, wall(96_460));
 
     // A forward step (a VM resumed after 20 minutes, one monotonic second):
     // the 10-minute hold is due at once, and nothing else is.
     upsert(&mut tasks, "long", 3600, now);
-    let now = clock.observe(wall(100_060 + 1200), at(61));
-    assert_eq!(now, wall(101_260));
+    let reading = clock.observe(wall(96_460 + 1200), at(61));
+    assert!(matches!(reading.step, Some(ClockStep::Forward(_))));
+    let now = reading.now;
+    assert_eq!(now, wall(97_660));
     assert_eq!(tasks.next_deadline(), Some(task.expires_at));
-    assert_eq!(
-        tasks.next_deadline().unwrap().saturating_since(now),
-        Duration::ZERO
-    );
     assert_eq!(expire(&mut tasks, now), 1);
     assert!(tasks.get(&name("long"), now).is_some());
 
-    // A restart: a fresh clock from the wall, the same absolute deadlines.
+    // A restart with the clock as it was: the same absolute deadlines.
     let survivors: Vec<Task> = tasks.live(now).cloned().collect();
     let mut restarted = Tasks::new(100);
     restarted.load(survivors.clone());
-    let clock = ReactorClock::new(wall(101_300), Instant::now());
-    assert_eq!(expire(&mut restarted, clock.last()), 0);
+    let max_expire = Duration::from_secs(3600);
+    let mut batch = Batch::new();
+    assert_eq!(ClockStep::back_while_down(Some(now), wall(97_700)), None);
+    let planned = restarted.plan_load(&mut batch, wall(97_700), max_expire, None);
+    assert_eq!(planned, Rebased::default());
+    assert!(batch.is_empty());
+
+    // A restart after the clock was set back three hours while the daemon
+    // was down: the holds move back by what the last commit shows.
+    let restart_at = wall(97_700 - 3 * 3600);
+    let behind = ClockStep::back_while_down(Some(now), restart_at).expect("a step back is seen");
+    let mut batch = Batch::new();
+    restarted.plan_load(&mut batch, restart_at, max_expire, Some(behind));
+    restarted.apply(batch);
+    let long = restarted.get(&name("long"), restart_at).unwrap();
+    // It had 2400 s left at the last commit, and has them still: the
+    // downtime (40 s) is the stretch, not the three hours.
     assert_eq!(
-        restarted.live(clock.last()).cloned().collect::<Vec<_>>(),
-        survivors
+        long.expires_at.saturating_since(restart_at),
+        Duration::from_secs(2400)
     );
-    assert_eq!(expire(&mut restarted, wall(100_060 + 3600)), 1);
+
+    // Without a commit to tell (no history), the bound does: no hold lasts
+    // more than the maximum expiry from the restart.
+    let mut blind = Tasks::new(100);
+    blind.load(survivors);
+    let mut batch = Batch::new();
+    let planned = blind.plan_load(&mut batch, restart_at, max_expire, None);
+    assert_eq!(planned.clamped, [name("long")]);
+    blind.apply(batch);
+    assert_eq!(blind.next_deadline(), restart_at.checked_add(max_expire));
 }
 
 /// A database written by the release before the write-ahead log (commit

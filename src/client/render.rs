@@ -137,6 +137,20 @@ pub fn render_event(line: &[u8]) -> String {
         }
         ("held", None) => out.push_str(": the machine is kept awake"),
         ("idle", None) => out.push_str(": nothing holds the machine awake"),
+        ("clock_stepped", None) => {
+            if let Some(step_ns) = event.get("step_ns").and_then(Value::as_i64) {
+                let span = format_span(std::time::Duration::from_nanos(step_ns.unsigned_abs()));
+                if step_ns < 0 {
+                    out.push_str(&format!(
+                        ": the wall clock went back {span}; every hold moved with it"
+                    ));
+                } else {
+                    out.push_str(&format!(
+                        ": the wall clock jumped ahead {span}; what fell due expires"
+                    ));
+                }
+            }
+        }
         _ => {}
     }
     if let Some(expires_at) = text("expires_at") {
@@ -291,6 +305,14 @@ mod tests {
             (
                 r#"{"seq":2,"at":"2026-06-02T17:01:00Z","event":"held"}"#,
                 "2026-06-02T17:01:00Z #2 held: the machine is kept awake",
+            ),
+            (
+                r#"{"seq":15,"at":"2026-06-02T17:01:00Z","event":"clock_stepped","step_ns":-10800000000000}"#,
+                "2026-06-02T17:01:00Z #15 clock_stepped: the wall clock went back 3h 0m; every hold moved with it",
+            ),
+            (
+                r#"{"seq":16,"at":"2026-06-02T17:01:00Z","event":"clock_stepped","step_ns":120000000000}"#,
+                "2026-06-02T17:01:00Z #16 clock_stepped: the wall clock jumped ahead 2m 0s; what fell due expires",
             ),
             (
                 r#"{"event":"lagged","error":"too slow; reconnect"}"#,

@@ -620,6 +620,7 @@ fn events_for(state: &State, changes: &[Change]) -> EventLines {
                 Change::Put { task, .. } => Some(task.expires_at),
                 Change::Remove { .. } => None,
             },
+            step_ns: None,
         })
         .collect();
     EventLines::new(&events)

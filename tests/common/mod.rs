@@ -66,12 +66,23 @@ pub fn daemon_binary() -> &'static str {
 
 /// Spawns the daemon without waiting for it.
 pub fn spawn(socket: &Path, db: &Path, args: &[&str]) -> (Child, Receiver<String>) {
+    spawn_with_env(socket, db, args, &[])
+}
+
+/// As [`spawn`], with extra environment variables (test hooks).
+pub fn spawn_with_env(
+    socket: &Path,
+    db: &Path,
+    args: &[&str],
+    env: &[(&str, &std::ffi::OsStr)],
+) -> (Child, Receiver<String>) {
     let mut child = Command::new(daemon_binary())
         .arg("--socket")
         .arg(socket)
         .arg("--db")
         .arg(db)
         .args(args)
+        .envs(env.iter().copied())
         .env("RUST_LOG", "info,sprite_tasks=debug")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -97,7 +108,12 @@ pub fn spawn(socket: &Path, db: &Path, args: &[&str]) -> (Child, Receiver<String
 impl Daemon {
     /// Starts a daemon on `dirs` and waits until it listens.
     pub fn start(dirs: &Dirs, args: &[&str]) -> Daemon {
-        let (child, receiver) = spawn(&dirs.socket(), &dirs.db(), args);
+        Daemon::start_with_env(dirs, args, &[])
+    }
+
+    /// As [`start`](Self::start), with extra environment variables.
+    pub fn start_with_env(dirs: &Dirs, args: &[&str], env: &[(&str, &std::ffi::OsStr)]) -> Daemon {
+        let (child, receiver) = spawn_with_env(&dirs.socket(), &dirs.db(), args, env);
         let daemon = Daemon {
             child: Some(child),
             socket: dirs.socket(),
