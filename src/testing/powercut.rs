@@ -224,28 +224,30 @@ impl Disk {
         })
     }
 
-    fn change(&self, name: &'static str, write: Pending) -> io::Result<()> {
+    /// Spends one operation on `name`, then runs `op` on it.
+    fn operate(&self, name: &'static str, op: impl FnOnce(&mut SimFile)) -> io::Result<()> {
         let mut state = self.lock();
         Disk::spend(&mut state)?;
         let file = state
             .files
             .get_mut(name)
             .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
-        apply(&mut file.current, &write);
-        file.unsynced.push(write);
+        op(file);
         Ok(())
     }
 
+    fn change(&self, name: &'static str, write: Pending) -> io::Result<()> {
+        self.operate(name, |file| {
+            apply(&mut file.current, &write);
+            file.unsynced.push(write);
+        })
+    }
+
     fn sync(&self, name: &'static str) -> io::Result<()> {
-        let mut state = self.lock();
-        Disk::spend(&mut state)?;
-        let file = state
-            .files
-            .get_mut(name)
-            .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
-        file.durable = file.current.clone();
-        file.unsynced.clear();
-        Ok(())
+        self.operate(name, |file| {
+            file.durable = file.current.clone();
+            file.unsynced.clear();
+        })
     }
 }
 
