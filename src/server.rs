@@ -31,7 +31,7 @@ use crate::hooks::{HookConfig, Hooks};
 use crate::http::{Answering, HttpDate, Limits, Request};
 use crate::metrics::{Gauges, Metrics};
 use crate::store::{Store, StoreError};
-use crate::tasks::{Batch, Change, Outcome, TaskError, Tasks};
+use crate::tasks::{Batch, Change, Outcome, Removal, TaskError, Tasks};
 use crate::time::{ReactorClock, Timestamp, wall_now};
 
 const LISTENER: Token = Token(0);
@@ -649,7 +649,13 @@ impl Server {
                 Next::Request(request) => {
                     let label = api::route_label(&request);
                     let reply = match api::route(&request, self.config.max_expire) {
-                        Routed::Mutation(command) => {
+                        Routed::Mutation {
+                            bind_pid: Some(_), ..
+                        } => Reply::Ready(api::error(
+                            400,
+                            "binding a task to a process is not supported yet",
+                        )),
+                        Routed::Mutation { command, .. } => {
                             Reply::Planned((label, self.tasks.plan(batch, command, now)))
                         }
                         Routed::Query(_) if conn.has_planned() => {
@@ -742,7 +748,7 @@ impl Server {
                 for change in batch.changes() {
                     if let Change::Remove {
                         name,
-                        expired: true,
+                        cause: Removal::Expired,
                     } = change
                     {
                         self.metrics.expired += 1;

@@ -230,10 +230,12 @@ fn start_up_syncs(tasks: &[Task]) -> (u64, Vec<Task>) {
 #[test]
 fn start_up_expires_everything_due_in_one_commit() {
     let now = Timestamp::from_system_time(SystemTime::now());
-    let task = |name: &str, expires_at: Timestamp| Task {
-        name: TaskName::parse(name).unwrap(),
-        started_at: Timestamp::from_nanos(now.as_nanos() - 7200 * SECOND),
-        expires_at,
+    let task = |name: &str, expires_at: Timestamp| {
+        Task::new(
+            TaskName::parse(name).unwrap(),
+            Timestamp::from_nanos(now.as_nanos() - 7200 * SECOND),
+            expires_at,
+        )
     };
     let past = Timestamp::from_nanos(now.as_nanos() - 60 * SECOND);
     let live = task("live", now.checked_add(Duration::from_secs(3600)).unwrap());
@@ -406,6 +408,7 @@ fn clock_steps_neither_stretch_nor_skip_a_hold() {
                 Command::Upsert {
                     name: name(n),
                     expire: Duration::from_secs(secs),
+                    claim: Default::default(),
                 },
                 now,
             )

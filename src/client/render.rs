@@ -203,6 +203,9 @@ mod tests {
             name: name.into(),
             started_at: started.into(),
             expires_at: expires.into(),
+            reason: None,
+            pid: None,
+            holder: None,
         }
     }
 
