@@ -30,8 +30,9 @@ use crate::events::{Event, EventKind, EventLines, EventLog};
 use crate::hooks::{HookConfig, Hooks};
 use crate::http::{Answering, HttpDate, Limits, Request};
 use crate::metrics::{Gauges, Metrics};
+use crate::process::{self, Credentials};
 use crate::store::{Store, StoreError};
-use crate::tasks::{Batch, Change, Outcome, Removal, TaskError, Tasks};
+use crate::tasks::{Batch, Change, Command, Holder, Outcome, Removal, TaskError, Tasks};
 use crate::time::{ReactorClock, Timestamp, wall_now};
 
 const LISTENER: Token = Token(0);
@@ -215,6 +216,11 @@ pub struct Server {
     listener: Option<UnixListener>,
     signals: Signals,
     conns: HashMap<Token, Connection>,
+    /// Each connection's peer: its credentials from `accept`, and the
+    /// holder read from `/proc` at its first create or refresh (once per
+    /// connection, so a heartbeat on a kept-alive connection costs one
+    /// read of `/proc`).
+    peers: HashMap<Token, Peer>,
     next_token: usize,
     ready: VecDeque<Token>,
     tasks: Tasks,
@@ -278,6 +284,7 @@ impl Server {
             listener: None,
             signals,
             conns: HashMap::new(),
+            peers: HashMap::new(),
             next_token: FIRST_CONN,
             ready: VecDeque::new(),
             tasks,
@@ -483,6 +490,24 @@ impl Server {
                         warn!(error = %e, "cannot register a new connection");
                         continue;
                     }
+                    let credentials = {
+                        use std::os::fd::AsRawFd;
+                        process::peer_credentials(stream.as_raw_fd())
+                    };
+                    match credentials {
+                        Ok(credentials) => {
+                            self.peers.insert(
+                                token,
+                                Peer {
+                                    credentials,
+                                    holder: None,
+                                },
+                            );
+                        }
+                        Err(e) => {
+                            debug!(error = %e, "no peer credentials; holders will be unknown")
+                        }
+                    }
                     let conn = Conn::new(stream, mono);
                     self.note_deadline(conn.deadline(&self.config.timeouts).map(|(at, _)| at));
                     self.conns.insert(token, conn);
@@ -655,7 +680,12 @@ impl Server {
                             400,
                             "binding a task to a process is not supported yet",
                         )),
-                        Routed::Mutation { command, .. } => {
+                        Routed::Mutation { mut command, .. } => {
+                            if let Command::Create { claim, .. } | Command::Upsert { claim, .. } =
+                                &mut command
+                            {
+                                claim.holder = self.peers.get_mut(&token).map(Peer::holder);
+                            }
                             Reply::Planned((label, self.tasks.plan(batch, command, now)))
                         }
                         Routed::Query(_) if conn.has_planned() => {
@@ -981,6 +1011,7 @@ impl Server {
     }
 
     fn close(&mut self, token: Token) {
+        self.peers.remove(&token);
         if let Some(mut conn) = self.conns.remove(&token) {
             let _ = self.poll.registry().deregister(conn.stream_mut());
             if conn.stream_version().is_some() {
@@ -990,6 +1021,23 @@ impl Server {
         if self.accept_paused_until.is_some() {
             self.accept_paused_until = Some(Instant::now());
         }
+    }
+}
+
+/// The process on the other end of a connection.
+#[derive(Debug)]
+struct Peer {
+    credentials: Credentials,
+    /// Read from `/proc` when first needed.
+    holder: Option<Holder>,
+}
+
+impl Peer {
+    /// The holder, reading `/proc` on first use.
+    fn holder(&mut self) -> Holder {
+        self.holder
+            .get_or_insert_with(|| process::holder(self.credentials))
+            .clone()
     }
 }
 
