@@ -175,24 +175,33 @@ pub fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
 /// A process the daemon can bind a hold to: its pidfd and start time.
 ///
 /// # Errors
-/// A sentence for the client: the process does not exist or is not
-/// visible to the daemon.
-pub fn open_binding(pid: u32) -> Result<(OwnedFd, u64), String> {
+/// The HTTP status and a sentence for the client: 400 when the process
+/// does not exist or is not visible to the daemon, 503 when the daemon is
+/// out of descriptors.
+pub fn open_binding(pid: u32) -> Result<(OwnedFd, u64), (u16, String)> {
     let pidfd = pidfd_open(pid).map_err(|e| match e.raw_os_error() {
-        Some(libc::ESRCH) => format!(
-            "no process {pid} is visible to the daemon (it has exited, or runs in another PID namespace); \"pid\" must name a running process"
+        Some(libc::ESRCH) => (
+            400,
+            format!(
+                "no process {pid} is visible to the daemon (it has exited, or runs in another PID namespace); \"pid\" must name a running process"
+            ),
         ),
-        Some(libc::EPERM) => format!("the daemon may not watch process {pid}"),
-        Some(libc::EMFILE | libc::ENFILE) => {
-            "the daemon is out of descriptors to watch another process; retry shortly".to_owned()
-        }
-        _ => format!("cannot watch process {pid}: {e}"),
+        Some(libc::EPERM) => (400, format!("the daemon may not watch process {pid}")),
+        Some(libc::EMFILE | libc::ENFILE) => (
+            503,
+            "the daemon is out of descriptors to watch another process; retry shortly".to_owned(),
+        ),
+        _ => (400, format!("cannot watch process {pid}: {e}")),
     })?;
     // Read after the pidfd is open: if the pid was reused in between, the
     // pidfd names the exited process and is already readable, so the hold
     // is released at once rather than bound to the newcomer.
-    let started =
-        start_time(pid).map_err(|_| format!("process {pid} exited before it could be watched"))?;
+    let started = start_time(pid).map_err(|_| {
+        (
+            400,
+            format!("process {pid} exited before it could be watched"),
+        )
+    })?;
     Ok((pidfd, started))
 }
 

@@ -378,6 +378,11 @@ impl Tasks {
         self
     }
 
+    /// The binding of the row called `name`, live or awaiting expiry.
+    pub fn binding_of(&self, name: &TaskName) -> Option<Binding> {
+        self.by_name.get(name).and_then(|task| task.binding)
+    }
+
     /// Rows bound to a process, each with the binding.
     pub fn bound(&self) -> impl Iterator<Item = (&TaskName, Binding)> {
         self.by_name

@@ -4,10 +4,70 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
-use common::{Daemon, Dirs};
+use common::{Daemon, Dirs, eventually};
 use serde_json::Value;
+
+/// An open `GET /v1/events` stream.
+struct EventStream {
+    reader: BufReader<UnixStream>,
+}
+
+impl EventStream {
+    fn open(daemon: &Daemon, query: &str) -> EventStream {
+        let mut stream = daemon.connect();
+        stream
+            .write_all(format!("GET /v1/events{query} HTTP/1.1\r\nHost: sprite\r\n\r\n").as_bytes())
+            .unwrap();
+        let mut reader = BufReader::new(stream);
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            if line == "\r\n" || line.is_empty() {
+                break;
+            }
+        }
+        EventStream { reader }
+    }
+
+    /// The next event; panics at the end of the stream or after the
+    /// connection's read timeout.
+    fn next(&mut self) -> Value {
+        let mut size_line = String::new();
+        self.reader.read_line(&mut size_line).unwrap();
+        let size = usize::from_str_radix(size_line.trim_end(), 16).expect("chunk size");
+        let mut chunk = vec![0u8; size + 2];
+        self.reader.read_exact(&mut chunk).unwrap();
+        assert!(size > 0, "the stream ended");
+        serde_json::from_slice(&chunk[..size - 1]).unwrap()
+    }
+
+    /// Events up to and including the first of `kind`.
+    fn until(&mut self, kind: &str) -> Vec<Value> {
+        let mut seen = Vec::new();
+        loop {
+            let event = self.next();
+            let done = event["event"] == kind;
+            seen.push(event);
+            if done {
+                return seen;
+            }
+        }
+    }
+}
+
+/// A `sleep` that the test kills (or that ends by itself).
+fn sleeper(seconds: &str) -> Child {
+    Command::new("sleep").arg(seconds).spawn().unwrap()
+}
+
+fn bind_body(name: &str, pid: u32) -> String {
+    serde_json::json!({"name": name, "expire": "1h", "pid": pid}).to_string()
+}
 
 fn sprite_env(daemon: &Daemon) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_sprite-env"));
@@ -134,4 +194,148 @@ fn reasons_round_trip_and_their_limits_are_enforced() {
     let daemon = Daemon::start(&dirs, &[]);
     let (_, again) = daemon.call("GET", "/v1/tasks/r", None);
     assert_eq!(again, task);
+}
+
+#[test]
+fn a_bound_sleep_that_exits_releases_its_task_at_once() {
+    let dirs = Dirs::new();
+    let daemon = Daemon::start(&dirs, &[]);
+    let mut events = EventStream::open(&daemon, "");
+    let mut sleep = sleeper("0.5");
+    let pid = sleep.id();
+    let (status, task) = daemon.call("POST", "/v1/tasks", Some(&bind_body("bound", pid)));
+    assert_eq!(status, 201, "{task}");
+    assert_eq!(task["pid"], u64::from(pid));
+    // The exit is observed by waiting for the child on another thread.
+    let reaper = std::thread::spawn(move || {
+        sleep.wait().unwrap();
+        Instant::now()
+    });
+    let seen = events.until("released");
+    let released_at = Instant::now();
+    let exited_at = reaper.join().unwrap();
+    let released = seen.last().unwrap();
+    assert_eq!(released["task"], "bound");
+    assert_eq!(released["pid"], u64::from(pid));
+    assert_eq!(events.next()["event"], "idle");
+    let latency = released_at.saturating_duration_since(exited_at);
+    println!("released {latency:?} after the bound process was reaped");
+    // The goal is well under 100 ms; a busy CI machine gets a generous bound.
+    assert!(latency < Duration::from_secs(2), "{latency:?}");
+    assert_eq!(daemon.status("GET", "/v1/tasks/bound", None), 404);
+}
+
+#[test]
+fn a_pid_the_daemon_cannot_see_is_refused_with_the_reason() {
+    let dirs = Dirs::new();
+    let daemon = Daemon::start(&dirs, &[]);
+    let mut gone = Command::new("true").spawn().unwrap();
+    let pid = gone.id();
+    gone.wait().unwrap();
+    let (status, error) = daemon.call("PUT", "/v1/tasks/x", Some(&bind_body("x", pid)));
+    assert_eq!(status, 400);
+    let message = error["error"].as_str().unwrap();
+    assert!(
+        message.starts_with(&format!("no process {pid} is visible to the daemon")),
+        "{message}"
+    );
+    let (status, _) = daemon.call("PUT", "/v1/tasks/x", Some(r#"{"expire":"1h","pid":0}"#));
+    assert_eq!(status, 400);
+    assert_eq!(daemon.status("GET", "/v1/tasks/x", None), 404);
+}
+
+#[test]
+fn the_bound_limit_is_enforced() {
+    let dirs = Dirs::new();
+    let daemon = Daemon::start(&dirs, &["--max-bound", "1"]);
+    let pid = std::process::id();
+    assert_eq!(
+        daemon.status("POST", "/v1/tasks", Some(&bind_body("a", pid))),
+        201
+    );
+    let (status, error) = daemon.call("POST", "/v1/tasks", Some(&bind_body("b", pid)));
+    assert_eq!(status, 507, "{error}");
+    // Unbound tasks are not counted.
+    let (status, _) = daemon.call("POST", "/v1/tasks", Some(r#"{"name":"b","expire":"1h"}"#));
+    assert_eq!(status, 201);
+}
+
+#[test]
+fn a_binding_survives_a_restart_and_releases_when_its_process_then_exits() {
+    let dirs = Dirs::new();
+    let daemon = Daemon::start(&dirs, &[]);
+    let mut sleep = sleeper("60");
+    let pid = sleep.id();
+    let (status, _) = daemon.call(
+        "POST",
+        "/v1/tasks",
+        Some(
+            &serde_json::json!({"name": "agent", "expire": "1h", "pid": pid, "reason": "r"})
+                .to_string(),
+        ),
+    );
+    assert_eq!(status, 201);
+    // A refresh without "pid" keeps the binding.
+    let (_, refreshed) = daemon.call("PUT", "/v1/tasks/agent", Some(r#"{"expire":"1h"}"#));
+    assert_eq!(refreshed["pid"], u64::from(pid));
+    daemon.terminate();
+
+    let daemon = Daemon::start(&dirs, &[]);
+    let line = daemon.wait_for_log("sprite-tasksd listening");
+    assert!(
+        line.contains("bound=1") && line.contains("released_while_down=0"),
+        "{line}"
+    );
+    let (_, task) = daemon.call("GET", "/v1/tasks/agent", None);
+    assert_eq!(task["pid"], u64::from(pid), "{task}");
+    assert_eq!(task["reason"], "r");
+
+    let mut events = EventStream::open(&daemon, "");
+    sleep.kill().unwrap();
+    sleep.wait().unwrap();
+    let released = events.until("released").pop().unwrap();
+    assert_eq!(released["task"], "agent");
+    assert_eq!(released["pid"], u64::from(pid));
+}
+
+#[test]
+fn a_process_that_dies_while_the_daemon_is_down_is_released_at_start_up() {
+    let dirs = Dirs::new();
+    let daemon = Daemon::start(&dirs, &[]);
+    let mut sleep = sleeper("60");
+    let pid = sleep.id();
+    assert_eq!(
+        daemon.status("POST", "/v1/tasks", Some(&bind_body("gone", pid))),
+        201
+    );
+    let mut living = sleeper("60");
+    let living_pid = living.id();
+    assert_eq!(
+        daemon.status("POST", "/v1/tasks", Some(&bind_body("alive", living_pid))),
+        201
+    );
+    // A crash: the next start replays the log.
+    daemon.kill9();
+    sleep.kill().unwrap();
+    sleep.wait().unwrap();
+
+    let daemon = Daemon::start(&dirs, &[]);
+    let line = daemon.wait_for_log("sprite-tasksd listening");
+    assert!(
+        line.contains("released_while_down=1") && line.contains("bound=1"),
+        "{line}"
+    );
+    assert_eq!(daemon.status("GET", "/v1/tasks/gone", None), 404);
+    assert_eq!(daemon.status("GET", "/v1/tasks/alive", None), 200);
+    let mut history = EventStream::open(&daemon, "?since=0");
+    let released = history.until("released").pop().unwrap();
+    assert_eq!(released["task"], "gone");
+    assert_eq!(released["pid"], u64::from(pid));
+    living.kill().unwrap();
+    living.wait().unwrap();
+    let status = eventually(
+        || daemon.status("GET", "/v1/tasks/alive", None),
+        |status| *status == 404,
+    );
+    assert_eq!(status, 404, "alive was not released");
 }
