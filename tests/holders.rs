@@ -339,3 +339,130 @@ fn a_process_that_dies_while_the_daemon_is_down_is_released_at_start_up() {
     );
     assert_eq!(status, 404, "alive was not released");
 }
+
+/// Polls the task until `done` accepts it.
+fn task_when(daemon: &Daemon, name: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let path = format!("/v1/tasks/{name}");
+    let task = eventually(|| daemon.call("GET", &path, None).1, |task| done(task));
+    assert!(done(&task), "{name}: {task}");
+    task
+}
+
+#[test]
+fn hold_binds_its_command_and_kill_9_of_the_holder_releases_at_once() {
+    let dirs = Dirs::new();
+    let daemon = Daemon::start(&dirs, &[]);
+    let mut events = EventStream::open(&daemon, "");
+    let mut holder = sprite_env(&daemon)
+        .args(["tasks", "hold", "agent", "--", "sleep", "60"])
+        .spawn()
+        .unwrap();
+    let holder_pid = u64::from(holder.id());
+    // Bound to the holder first, then to its command once that runs.
+    let task = task_when(&daemon, "agent", |task| {
+        task["pid"].is_u64() && task["pid"] != holder_pid
+    });
+    assert_eq!(task["reason"], "sleep 60");
+    assert_eq!(task["holder"]["command"], "sprite-env");
+    let command_pid = task["pid"].as_u64().unwrap();
+
+    // kill -9 of the holder: its command gets SIGTERM and exits, and the
+    // daemon releases the task without waiting for the expiry.
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    let released = events.until("released").pop().unwrap();
+    assert_eq!(released["task"], "agent");
+    assert_eq!(released["pid"], command_pid);
+}
+
+#[test]
+fn hold_whose_command_dies_is_released_with_the_command() {
+    let dirs = Dirs::new();
+    let daemon = Daemon::start(&dirs, &[]);
+    let mut events = EventStream::open(&daemon, "");
+    let mut holder = sprite_env(&daemon)
+        .args([
+            "tasks", "hold", "job", "--reason", "the job", "--", "sleep", "60",
+        ])
+        .spawn()
+        .unwrap();
+    let holder_pid = u64::from(holder.id());
+    let task = task_when(&daemon, "job", |task| {
+        task["pid"].is_u64() && task["pid"] != holder_pid
+    });
+    assert_eq!(task["reason"], "the job");
+    let command_pid = task["pid"].as_u64().unwrap();
+    common::signal(command_pid as u32, libc::SIGKILL);
+    let released = events.until("released").pop().unwrap();
+    assert_eq!(released["pid"], command_pid);
+    let status = holder.wait().unwrap();
+    assert!(!status.success());
+}
+
+#[test]
+fn list_shows_holder_and_reason_and_status_names_them() {
+    let dirs = Dirs::new();
+    let daemon = Daemon::start(&dirs, &[]);
+    let pid = std::process::id().to_string();
+    let out = sprite_env(&daemon)
+        .args([
+            "tasks",
+            "create",
+            "build",
+            "--expire",
+            "30m",
+            "--reason",
+            "nightly build",
+        ])
+        .args(["--pid", &pid, "-q"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = sprite_env(&daemon)
+        .args(["tasks", "list"])
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(
+        lines[0].contains("HOLDER") && lines[0].ends_with("REASON"),
+        "{table}"
+    );
+    assert!(
+        lines[1].contains(&format!("or when {pid} exits")),
+        "{table}"
+    );
+    assert!(lines[1].contains("sprite-env["), "{table}");
+    assert!(lines[1].ends_with("nightly build"), "{table}");
+    let out = sprite_env(&daemon)
+        .args(["tasks", "list", "--json"])
+        .output()
+        .unwrap();
+    let list: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        list["tasks"][0]["holder"]["parent_pid"],
+        u64::from(std::process::id())
+    );
+    // A refresh without --reason keeps it.
+    let out = sprite_env(&daemon)
+        .args(["tasks", "refresh", "build", "--expire", "30m", "--json"])
+        .output()
+        .unwrap();
+    let task: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(task["reason"], "nightly build");
+    let out = sprite_env(&daemon)
+        .args(["tasks", "status"])
+        .output()
+        .unwrap();
+    let status = String::from_utf8_lossy(&out.stdout);
+    assert!(status.starts_with("held by build until "), "{status}");
+    assert!(
+        status.contains("\n  build: sprite-env[")
+            && status.contains(&format!(", until {pid} exits: nightly build")),
+        "{status}"
+    );
+}
