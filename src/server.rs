@@ -8,6 +8,9 @@
 //! answered from the committed state. A fault ends one connection, never the
 //! server.
 //!
+//! Bound tasks' processes are watched here too: each pidfd is registered
+//! with the poll, and its exit is planned as a release like an expiry.
+//!
 //! The only module that touches mio and the only reader of the clocks.
 
 use std::collections::{HashMap, VecDeque};
@@ -734,7 +737,19 @@ impl Server {
                             | Command::Upsert { name, claim, .. } = &mut command
                             {
                                 claim.holder = self.peers.get_mut(&token).map(Peer::holder);
-                                if let Some(pid) = bind_pid {
+                                // A refresh naming the process already watched
+                                // for this task (a hold's heartbeat) reuses that
+                                // watch without reading /proc: a watch lives until
+                                // its pidfd reports the exit, which then
+                                // releases the task whatever this refresh says.
+                                let watched = self
+                                    .watches
+                                    .get(&*name)
+                                    .map(|watch| watch.binding)
+                                    .filter(|binding| Some(binding.pid) == bind_pid);
+                                if let Some(binding) = watched {
+                                    claim.binding = Some(binding);
+                                } else if let Some(pid) = bind_pid {
                                     match process::open_binding(pid) {
                                         Ok((pidfd, start_time)) => {
                                             let binding = Binding { pid, start_time };
