@@ -539,11 +539,7 @@ impl Server {
                         warn!(error = %e, "cannot register a new connection");
                         continue;
                     }
-                    let credentials = {
-                        use std::os::fd::AsRawFd;
-                        process::peer_credentials(stream.as_raw_fd())
-                    };
-                    match credentials {
+                    match process::peer_credentials(stream.as_raw_fd()) {
                         Ok(credentials) => {
                             self.peers.insert(
                                 token,
@@ -647,10 +643,12 @@ impl Server {
             self.store_retry_at = None;
             self.tasks
                 .expire_due_at_most(&mut batch, now, MAX_EXPIRIES_PER_TURN);
-            // Releases that a failed commit left are retried here too.
-            for (name, binding) in &self.exited {
-                self.tasks.release(&mut batch, name, *binding);
-            }
+            // Releases that a failed commit left are retried here too; one
+            // that is moot (the task gone or bound anew) is dropped, so the
+            // queue never keeps the reactor awake for nothing.
+            let tasks = &self.tasks;
+            self.exited
+                .retain(|(name, binding)| tasks.release(&mut batch, name, *binding));
         }
         let mut touched = Vec::with_capacity(self.ready.len());
         let mut again = Vec::new();
