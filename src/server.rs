@@ -791,6 +791,7 @@ impl Server {
                             let store = self.store.counters();
                             let gauges = Gauges {
                                 live_tasks: self.tasks.live(now).count(),
+                                bound_tasks: self.watches.len(),
                                 held: self.held_since.is_some(),
                                 held_seconds: held_total(self.held_before, self.held_since, mono)
                                     .as_secs_f64(),
@@ -873,7 +874,10 @@ impl Server {
                         Change::Remove {
                             name,
                             cause: Removal::Released { pid },
-                        } => info!(task = %name, pid, "task released: its process exited"),
+                        } => {
+                            self.metrics.released += 1;
+                            info!(task = %name, pid, "task released: its process exited");
+                        }
                         _ => {}
                     }
                     touched.push(change.name().clone());

@@ -223,6 +223,12 @@ fn a_bound_sleep_that_exits_releases_its_task_at_once() {
     // The goal is well under 100 ms; a busy CI machine gets a generous bound.
     assert!(latency < Duration::from_secs(2), "{latency:?}");
     assert_eq!(daemon.status("GET", "/v1/tasks/bound", None), 404);
+    let (_, metrics) = common::curl(&daemon.socket, &["http://sprite/metrics"]);
+    assert!(
+        metrics.contains("\nsprite_tasks_released_total 1\n"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("\nsprite_tasks_bound 0\n"), "{metrics}");
 }
 
 #[test]
