@@ -472,3 +472,58 @@ fn list_shows_holder_and_reason_and_status_names_them() {
         "{status}"
     );
 }
+
+/// This process's start time, `/proc/self/stat` field 22.
+fn our_start_time() -> u64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    let after_command = &stat[stat.rfind(')').unwrap() + 1..];
+    after_command
+        .split_whitespace()
+        .nth(19)
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn a_pid_now_owned_by_another_process_is_released_at_start_up() {
+    use sprite_tasks::store::{Store, StoreOptions};
+    use sprite_tasks::tasks::{Binding, Change, Task, TaskName};
+    use sprite_tasks::time::Timestamp;
+
+    let dirs = Dirs::new();
+    // Written as a daemon would have: two tasks bound to this test's pid,
+    // one with its start time, one with another's (the pid was reused).
+    let now = Timestamp::from_system_time(std::time::SystemTime::now());
+    let bound = |name: &str, start_time: u64| Change::Put {
+        task: Task {
+            binding: Some(Binding {
+                pid: std::process::id(),
+                start_time,
+            }),
+            ..Task::new(
+                TaskName::parse(name).unwrap(),
+                now,
+                now.checked_add(Duration::from_secs(3600)).unwrap(),
+            )
+        },
+        created: true,
+    };
+    {
+        let mut store = Store::open(&dirs.db(), &StoreOptions::default()).unwrap();
+        store.load().unwrap();
+        let ours = our_start_time();
+        store
+            .commit(&[bound("same", ours), bound("reused", ours - 1)])
+            .unwrap();
+    }
+    let daemon = Daemon::start(&dirs, &[]);
+    let line = daemon.wait_for_log("sprite-tasksd listening");
+    assert!(
+        line.contains("released_while_down=1") && line.contains("bound=1"),
+        "{line}"
+    );
+    assert_eq!(daemon.status("GET", "/v1/tasks/reused", None), 404);
+    let (_, same) = daemon.call("GET", "/v1/tasks/same", None);
+    assert_eq!(same["pid"], u64::from(std::process::id()));
+}
