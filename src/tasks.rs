@@ -110,7 +110,8 @@ pub const MAX_REASON_LEN: usize = 256;
 pub const DEFAULT_MAX_BOUND: usize = 1024;
 
 /// A valid reason: 1 to [`MAX_REASON_LEN`] bytes of printable text (no
-/// control characters, so it prints on one line of a log or a table).
+/// control characters or Unicode line and paragraph separators, so it
+/// prints on one line of a log or a table).
 ///
 /// # Errors
 /// A sentence naming the rule.
@@ -122,7 +123,10 @@ pub fn check_reason(reason: &str) -> Result<(), String> {
     if reason.len() > MAX_REASON_LEN {
         return Err(format!("the reason is {} bytes long; {RULE}", reason.len()));
     }
-    if let Some(bad) = reason.chars().find(|c| c.is_control()) {
+    if let Some(bad) = reason
+        .chars()
+        .find(|&c| c.is_control() || matches!(c, '\u{2028}' | '\u{2029}'))
+    {
         return Err(format!(
             "the reason contains U+{:04X}; {RULE}",
             u32::from(bad)
@@ -1065,7 +1069,7 @@ mod tests {
         assert!(check_reason("fix the failing tests: claude -p 'go'").is_ok());
         assert!(check_reason("été ✓").is_ok());
         assert!(check_reason(&"x".repeat(MAX_REASON_LEN)).is_ok());
-        for bad in ["", "a\nb", "tab\there", "\u{7f}"] {
+        for bad in ["", "a\nb", "tab\there", "\u{7f}", "a\u{2028}b", "\u{85}"] {
             assert!(check_reason(bad).is_err(), "{bad:?}");
         }
         let long = check_reason(&"x".repeat(257)).unwrap_err();
