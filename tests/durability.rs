@@ -518,6 +518,13 @@ fn a_database_from_the_release_before_the_log_opens_with_nothing_lost() {
                 ),
             ]
         );
+        // Version-1 records: no holder, reason or binding.
+        assert!(
+            loaded
+                .tasks
+                .iter()
+                .all(|t| t.holder.is_none() && t.reason.is_none() && t.binding.is_none())
+        );
         let events: Vec<(u64, String)> = loaded
             .events
             .iter()
