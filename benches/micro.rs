@@ -25,10 +25,12 @@ const NOW: Timestamp = Timestamp::from_nanos(1_780_000_000_000_000_000);
 
 fn tasks_with(count: usize, expires_at: Timestamp) -> Tasks {
     let mut tasks = Tasks::new(count.max(1));
-    tasks.load((0..count).map(|i| Task {
-        name: TaskName::parse(&format!("agent-{i:06}")).expect("a valid name"),
-        started_at: NOW,
-        expires_at,
+    tasks.load((0..count).map(|i| {
+        Task::new(
+            TaskName::parse(&format!("agent-{i:06}")).expect("a valid name"),
+            NOW,
+            expires_at,
+        )
     }));
     tasks
 }

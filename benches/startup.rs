@@ -123,11 +123,11 @@ fn build_state(db: &Path, tasks: usize, frames: usize) {
         .checked_add(Duration::from_secs(3600))
         .expect("a deadline");
     let task = |i: usize| Change::Put {
-        task: Task {
-            name: TaskName::parse(&format!("task-{i:06}")).expect("a valid name"),
-            started_at: now,
-            expires_at: expires,
-        },
+        task: Task::new(
+            TaskName::parse(&format!("task-{i:06}")).expect("a valid name"),
+            now,
+            expires,
+        ),
         created: true,
     };
     let none = EventLines::default();

@@ -15,6 +15,11 @@
 //!   valid [`TaskName`], so `%2F`, `%00` and invalid UTF-8 are 400.
 //! - `PUT /v1/tasks/:name` may repeat the name in the body; a different one
 //!   is 400.
+//! - A create or refresh may carry a `reason` ([`check_reason`]'s rule) and
+//!   a `pid` to bind the hold to. The pid is only checked for range here;
+//!   whether the daemon can see that process is the reactor's question
+//!   ([`Routed::Mutation`]'s `bind_pid`). The holder is never in the body:
+//!   the reactor takes it from the socket.
 
 use std::time::Duration;
 
@@ -23,7 +28,9 @@ use serde_json::Value;
 
 use crate::expire;
 use crate::http::{HttpDate, Method, Request, Response};
-use crate::tasks::{Command, Outcome, Task, TaskError, TaskName, Tasks};
+use crate::tasks::{
+    Claim, Command, Holder, Outcome, Task, TaskError, TaskName, Tasks, check_reason,
+};
 use crate::time::Timestamp;
 
 /// The collection path.
@@ -46,7 +53,13 @@ const EXAMPLE_BODY: &str = r#"{"name": "agent", "expire": "1h"}"#;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Routed {
     /// A change, planned into the turn's batch and answered after its commit.
-    Mutation(Command),
+    /// `bind_pid` is the process a create or refresh asks to be bound to;
+    /// the reactor resolves it into the command's
+    /// [`Claim::binding`](crate::tasks::Claim) before planning.
+    Mutation {
+        command: Command,
+        bind_pid: Option<u32>,
+    },
     /// A read, answered from the committed state.
     Query(Query),
     /// Answered at once, whatever the state (an error).
@@ -134,13 +147,29 @@ fn route_inner(request: &Request, max_expire: Duration) -> Result<Routed, Respon
                 let body = TaskBody::decode(&request.body)?;
                 let name = body.required_name()?;
                 let expire = body.expire(max_expire)?;
-                Ok(Routed::Mutation(Command::Create { name, expire }))
+                let claim = body.claim()?;
+                Ok(Routed::Mutation {
+                    command: Command::Create {
+                        name,
+                        expire,
+                        claim,
+                    },
+                    bind_pid: body.bind_pid()?,
+                })
             }
             Method::Put => {
                 let body = TaskBody::decode(&request.body)?;
                 let name = body.required_name()?;
                 let expire = body.expire(max_expire)?;
-                Ok(Routed::Mutation(Command::Upsert { name, expire }))
+                let claim = body.claim()?;
+                Ok(Routed::Mutation {
+                    command: Command::Upsert {
+                        name,
+                        expire,
+                        claim,
+                    },
+                    bind_pid: body.bind_pid()?,
+                })
             }
             _ => Err(not_allowed(&request.method, COLLECTION_ALLOW)),
         };
@@ -163,7 +192,10 @@ fn route_inner(request: &Request, max_expire: Duration) -> Result<Routed, Respon
     let name = decode_name(segment)?;
     match request.method {
         Method::Get | Method::Head => Ok(Routed::Query(Query::Get(name))),
-        Method::Delete => Ok(Routed::Mutation(Command::Delete { name })),
+        Method::Delete => Ok(Routed::Mutation {
+            command: Command::Delete { name },
+            bind_pid: None,
+        }),
         Method::Put => {
             let body = TaskBody::decode(&request.body)?;
             if let Some(other) = body.name.as_deref().filter(|other| *other != name.as_str()) {
@@ -175,7 +207,15 @@ fn route_inner(request: &Request, max_expire: Duration) -> Result<Routed, Respon
                 ));
             }
             let expire = body.expire(max_expire)?;
-            Ok(Routed::Mutation(Command::Upsert { name, expire }))
+            let claim = body.claim()?;
+            Ok(Routed::Mutation {
+                command: Command::Upsert {
+                    name,
+                    expire,
+                    claim,
+                },
+                bind_pid: body.bind_pid()?,
+            })
         }
         _ => Err(not_allowed(&request.method, ITEM_ALLOW)),
     }
@@ -253,6 +293,8 @@ fn decode_name(segment: &str) -> Result<TaskName, Response> {
 struct TaskBody {
     name: Option<String>,
     expire: Option<Value>,
+    reason: Option<String>,
+    pid: Option<Value>,
 }
 
 impl TaskBody {
@@ -290,14 +332,84 @@ impl TaskBody {
         })?;
         expire::decode(value, max).map_err(|e| error(400, e.to_string()))
     }
+
+    /// The claim the body makes: its reason. The holder and the binding
+    /// are the reactor's to fill in.
+    fn claim(&self) -> Result<Claim, Response> {
+        if let Some(reason) = &self.reason {
+            check_reason(reason).map_err(|e| error(400, e))?;
+        }
+        Ok(Claim {
+            reason: self.reason.clone(),
+            ..Claim::default()
+        })
+    }
+
+    /// The `pid` to bind the hold to: a positive integer within the range
+    /// of Linux pids.
+    fn bind_pid(&self) -> Result<Option<u32>, Response> {
+        let Some(value) = &self.pid else {
+            return Ok(None);
+        };
+        value
+            .as_u64()
+            .filter(|pid| (1..=MAX_PID).contains(pid))
+            .map(|pid| Some(pid as u32))
+            .ok_or_else(|| {
+                error(
+                    400,
+                    format!("\"pid\" is {value}; it must be the number of a running process (1 to {MAX_PID}) whose exit ends the hold"),
+                )
+            })
+    }
 }
 
-/// A task as the API shows it.
+/// Most tasks `GET /v1/status` names in `held_by` (the first by name):
+/// enough to answer "what keeps this machine awake?" at a glance, while
+/// the status stays one small object with ten thousand tasks live. The
+/// list has them all.
+pub const MAX_STATUS_HOLDERS: usize = 16;
+
+/// The largest pid Linux hands out (`PID_MAX_LIMIT` on 64-bit, 2^22).
+const MAX_PID: u64 = 1 << 22;
+
+/// A task as the API shows it. The fields after the seed's three are
+/// `null` when unknown, and absent from daemons before they existed.
 #[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct TaskView {
     pub name: String,
     pub started_at: String,
     pub expires_at: String,
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// The process whose exit ends the hold.
+    #[serde(default)]
+    pub pid: Option<u32>,
+    /// The latest writer.
+    #[serde(default)]
+    pub holder: Option<HolderView>,
+}
+
+/// The process that last created or refreshed a task.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct HolderView {
+    pub pid: Option<u32>,
+    pub uid: Option<u32>,
+    pub command: Option<String>,
+    pub parent_pid: Option<u32>,
+    pub parent_command: Option<String>,
+}
+
+impl From<&Holder> for HolderView {
+    fn from(holder: &Holder) -> Self {
+        HolderView {
+            pid: holder.pid,
+            uid: holder.uid,
+            command: holder.command.clone(),
+            parent_pid: holder.parent_pid,
+            parent_command: holder.parent_command.clone(),
+        }
+    }
 }
 
 impl From<&Task> for TaskView {
@@ -306,6 +418,9 @@ impl From<&Task> for TaskView {
             name: task.name.as_str().to_owned(),
             started_at: task.started_at.to_string(),
             expires_at: task.expires_at.to_string(),
+            reason: task.reason.clone(),
+            pid: task.binding.map(|binding| binding.pid),
+            holder: task.holder.as_ref().map(HolderView::from),
         }
     }
 }
@@ -319,6 +434,18 @@ struct TaskJson<'a> {
     started_at: Timestamp,
     #[serde(serialize_with = "as_display")]
     expires_at: Timestamp,
+    reason: Option<&'a str>,
+    pid: Option<u32>,
+    holder: Option<HolderJson<'a>>,
+}
+
+#[derive(Serialize)]
+struct HolderJson<'a> {
+    pid: Option<u32>,
+    uid: Option<u32>,
+    command: Option<&'a str>,
+    parent_pid: Option<u32>,
+    parent_command: Option<&'a str>,
 }
 
 impl<'a> From<&'a Task> for TaskJson<'a> {
@@ -327,6 +454,15 @@ impl<'a> From<&'a Task> for TaskJson<'a> {
             name: task.name.as_str(),
             started_at: task.started_at,
             expires_at: task.expires_at,
+            reason: task.reason.as_deref(),
+            pid: task.binding.map(|binding| binding.pid),
+            holder: task.holder.as_ref().map(|holder| HolderJson {
+                pid: holder.pid,
+                uid: holder.uid,
+                command: holder.command.as_deref(),
+                parent_pid: holder.parent_pid,
+                parent_command: holder.parent_command.as_deref(),
+            }),
         }
     }
 }
@@ -369,6 +505,20 @@ pub fn answer(
         Query::Status => {
             let live = tasks.live(now).count();
             let held_until = tasks.last_deadline().filter(|_| live > 0);
+            let held_by: Vec<Value> = tasks
+                .live(now)
+                .take(MAX_STATUS_HOLDERS)
+                .map(|task| {
+                    let holder = task.holder.as_ref();
+                    serde_json::json!({
+                        "task": task.name.as_str(),
+                        "reason": task.reason,
+                        "pid": task.binding.map(|binding| binding.pid),
+                        "command": holder.and_then(|h| h.command.as_deref()),
+                        "parent_command": holder.and_then(|h| h.parent_command.as_deref()),
+                    })
+                })
+                .collect();
             json(
                 200,
                 &serde_json::json!({
@@ -376,6 +526,7 @@ pub fn answer(
                     "tasks": live,
                     "held_until": held_until.map(|at| at.to_string()),
                     "idle_since": idle_since.filter(|_| live == 0).map(|at| at.to_string()),
+                    "held_by": held_by,
                 }),
             )
         }
@@ -453,7 +604,7 @@ fn task_error(e: &TaskError) -> Response {
     let status = match e {
         TaskError::NameTaken(_) => 409,
         TaskError::NotFound(_) => 404,
-        TaskError::Full { .. } => 507,
+        TaskError::Full { .. } | TaskError::TooManyBound { .. } => 507,
         TaskError::TimeOverflow => 400,
     };
     error(status, e.to_string())
@@ -494,11 +645,11 @@ mod tests {
 
     #[test]
     fn tasks_are_written_as_task_views() {
-        let task = Task {
-            name: TaskName::parse("A0.b_c-d:e@f").unwrap(),
-            started_at: Timestamp::from_nanos(1_780_420_274_555_839_485),
-            expires_at: Timestamp::from_nanos(1_780_420_874_000_000_000),
-        };
+        let task = Task::new(
+            TaskName::parse("A0.b_c-d:e@f").unwrap(),
+            Timestamp::from_nanos(1_780_420_274_555_839_485),
+            Timestamp::from_nanos(1_780_420_874_000_000_000),
+        );
         assert_eq!(
             serde_json::to_vec(&TaskJson::from(&task)).unwrap(),
             serde_json::to_vec(&TaskView::from(&task)).unwrap()
@@ -570,17 +721,25 @@ mod tests {
                     "/v1/tasks",
                     r#"{ "name": "agent", "expire": "1h" }"#,
                 ),
-                Routed::Mutation(Command::Create {
-                    name: name("agent"),
-                    expire: hour,
-                }),
+                Routed::Mutation {
+                    command: Command::Create {
+                        name: name("agent"),
+                        expire: hour,
+                        claim: Claim::default(),
+                    },
+                    bind_pid: None,
+                },
             ),
             (
                 request(Method::Put, "/v1/tasks/agent", r#"{ "expire": "1h" }"#),
-                Routed::Mutation(Command::Upsert {
-                    name: name("agent"),
-                    expire: hour,
-                }),
+                Routed::Mutation {
+                    command: Command::Upsert {
+                        name: name("agent"),
+                        expire: hour,
+                        claim: Claim::default(),
+                    },
+                    bind_pid: None,
+                },
             ),
             (
                 request(
@@ -588,10 +747,14 @@ mod tests {
                     "/v1/tasks/agent",
                     r#"{ "name": "agent", "expire": 3600 }"#,
                 ),
-                Routed::Mutation(Command::Upsert {
-                    name: name("agent"),
-                    expire: hour,
-                }),
+                Routed::Mutation {
+                    command: Command::Upsert {
+                        name: name("agent"),
+                        expire: hour,
+                        claim: Claim::default(),
+                    },
+                    bind_pid: None,
+                },
             ),
             (
                 request(
@@ -599,20 +762,30 @@ mod tests {
                     "/v1/tasks",
                     r#"{"name":"my-task","expire":"1h"}"#,
                 ),
-                Routed::Mutation(Command::Upsert {
-                    name: name("my-task"),
-                    expire: hour,
-                }),
+                Routed::Mutation {
+                    command: Command::Upsert {
+                        name: name("my-task"),
+                        expire: hour,
+                        claim: Claim::default(),
+                    },
+                    bind_pid: None,
+                },
             ),
             (
                 request(Method::Delete, "/v1/tasks/agent", ""),
-                Routed::Mutation(Command::Delete {
-                    name: name("agent"),
-                }),
+                Routed::Mutation {
+                    command: Command::Delete {
+                        name: name("agent"),
+                    },
+                    bind_pid: None,
+                },
             ),
             (
                 request(Method::Delete, "/v1/tasks/a%2Db", ""),
-                Routed::Mutation(Command::Delete { name: name("a-b") }),
+                Routed::Mutation {
+                    command: Command::Delete { name: name("a-b") },
+                    bind_pid: None,
+                },
             ),
         ];
         for (request, expected) in cases {
@@ -729,6 +902,66 @@ mod tests {
     }
 
     #[test]
+    fn reason_and_pid_are_read_and_checked() {
+        let routed = route(
+            &request(
+                Method::Put,
+                "/v1/tasks/a",
+                r#"{"expire":"5m","reason":"nightly build \"x\"","pid":4242}"#,
+            ),
+            MAX,
+        );
+        let Routed::Mutation {
+            command: Command::Upsert { claim, .. },
+            bind_pid,
+        } = routed
+        else {
+            panic!("{routed:?}")
+        };
+        assert_eq!(claim.reason.as_deref(), Some("nightly build \"x\""));
+        assert_eq!(claim.holder, None, "the holder never comes from the body");
+        assert_eq!(bind_pid, Some(4242));
+        let long = format!(
+            r#"{{"name":"a","expire":"5m","reason":"{}"}}"#,
+            "x".repeat(257)
+        );
+        let cases = [
+            (
+                long.as_str(),
+                "the reason is 257 bytes long; a reason is 1 to 256 bytes of printable text",
+            ),
+            (
+                r#"{"name":"a","expire":"5m","reason":"a\nb"}"#,
+                "the reason contains U+000A; a reason is 1 to 256 bytes of printable text",
+            ),
+            (
+                r#"{"name":"a","expire":"5m","reason":""}"#,
+                "the reason is empty; a reason is 1 to 256 bytes of printable text",
+            ),
+            (r#"{"name":"a","expire":"5m","reason":5}"#, ""),
+            (
+                r#"{"name":"a","expire":"5m","pid":0}"#,
+                "\"pid\" is 0; it must be the number of a running process (1 to 4194304) whose exit ends the hold",
+            ),
+            (r#"{"name":"a","expire":"5m","pid":-3}"#, ""),
+            (r#"{"name":"a","expire":"5m","pid":"12"}"#, ""),
+            (r#"{"name":"a","expire":"5m","pid":99999999}"#, ""),
+            (r#"{"name":"a","expire":"5m","pid":1.5}"#, ""),
+        ];
+        for (body, message) in cases {
+            let Routed::Reply(response) = route(&request(Method::Post, "/v1/tasks", body), MAX)
+            else {
+                panic!("{body} was not refused")
+            };
+            assert_eq!(response.status, 400, "{body}");
+            let text: Value = serde_json::from_slice(&response.body).unwrap();
+            if !message.is_empty() {
+                assert_eq!(text["error"], message, "{body}");
+            }
+        }
+    }
+
+    #[test]
     fn errors_are_json_sentences() {
         let Routed::Reply(response) = route(
             &request(Method::Post, "/v1/tasks", r#"{"name":"a","expire":"2h"}"#),
@@ -794,11 +1027,11 @@ mod tests {
 
     #[test]
     fn json_bodies_end_with_a_newline() {
-        let task = Task {
-            name: name("a"),
-            started_at: Timestamp::from_nanos(0),
-            expires_at: Timestamp::from_nanos(1),
-        };
+        let task = Task::new(
+            name("a"),
+            Timestamp::from_nanos(0),
+            Timestamp::from_nanos(1),
+        );
         let mut tasks = Tasks::new(1);
         tasks.load([task.clone()]);
         let now = Timestamp::from_nanos(0);
@@ -822,11 +1055,11 @@ mod tests {
 
     #[test]
     fn outcomes_map_to_statuses() {
-        let task = Task {
-            name: name("a"),
-            started_at: Timestamp::from_nanos(0),
-            expires_at: Timestamp::from_nanos(1),
-        };
+        let task = Task::new(
+            name("a"),
+            Timestamp::from_nanos(0),
+            Timestamp::from_nanos(1),
+        );
         assert_eq!(outcome(&Ok(Outcome::Created(task.clone()))).status, 201);
         for created in [false, true] {
             let upserted = Outcome::Upserted {
@@ -847,16 +1080,16 @@ mod tests {
     fn list_and_get_show_live_tasks_only() {
         let mut tasks = Tasks::new(10);
         tasks.load([
-            Task {
-                name: name("b"),
-                started_at: Timestamp::from_nanos(0),
-                expires_at: Timestamp::from_nanos(10),
-            },
-            Task {
-                name: name("a"),
-                started_at: Timestamp::from_nanos(0),
-                expires_at: Timestamp::from_nanos(5),
-            },
+            Task::new(
+                name("b"),
+                Timestamp::from_nanos(0),
+                Timestamp::from_nanos(10),
+            ),
+            Task::new(
+                name("a"),
+                Timestamp::from_nanos(0),
+                Timestamp::from_nanos(5),
+            ),
         ]);
         let now = Timestamp::from_nanos(6);
         let list: TaskList =

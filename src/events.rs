@@ -11,7 +11,7 @@ use std::fmt;
 
 use serde_json::{Map, Value};
 
-use crate::tasks::{Change, TaskName};
+use crate::tasks::{Change, Removal, TaskName};
 use crate::time::{ClockStep, Timestamp};
 
 /// Events kept (in memory and on disk) for `?since=` replay. At about 150
@@ -24,7 +24,8 @@ pub const DEFAULT_RETENTION: usize = 10_000;
 /// once in this many commits, ~150 KB of history at a time.
 pub const MIN_TRIM_SLACK: u64 = 1024;
 
-/// Room for one event line: two timestamps, a maximal name and the keys.
+/// Room for one event line: two timestamps, a maximal name and the keys
+/// (a reason may make it longer).
 const LINE_CAPACITY: usize = 256;
 
 /// What happened.
@@ -34,6 +35,8 @@ pub enum EventKind {
     Refreshed,
     Deleted,
     Expired,
+    /// The process the task was bound to exited.
+    Released,
     /// The first live task appeared: the machine is held.
     Held,
     /// The last live task went: the machine may pause.
@@ -53,6 +56,7 @@ impl EventKind {
             EventKind::Refreshed => "refreshed",
             EventKind::Deleted => "deleted",
             EventKind::Expired => "expired",
+            EventKind::Released => "released",
             EventKind::Held => "held",
             EventKind::Idle => "idle",
             EventKind::ClockStepped => "clock_stepped",
@@ -65,6 +69,7 @@ impl EventKind {
             "refreshed" => EventKind::Refreshed,
             "deleted" => EventKind::Deleted,
             "expired" => EventKind::Expired,
+            "released" => EventKind::Released,
             "held" => EventKind::Held,
             "idle" => EventKind::Idle,
             "clock_stepped" => EventKind::ClockStepped,
@@ -92,6 +97,10 @@ pub struct Event {
     pub expires_at: Option<Timestamp>,
     /// The wall clock's step in signed nanoseconds, for `clock_stepped`.
     pub step_ns: Option<i64>,
+    /// The task's reason, for `created` and `refreshed`.
+    pub reason: Option<String>,
+    /// The process whose exit released the task, for `released`.
+    pub pid: Option<u32>,
 }
 
 impl Event {
@@ -111,6 +120,12 @@ impl Event {
         if let Some(step_ns) = self.step_ns {
             object.insert("step_ns".into(), step_ns.into());
         }
+        if let Some(reason) = &self.reason {
+            object.insert("reason".into(), reason.as_str().into());
+        }
+        if let Some(pid) = self.pid {
+            object.insert("pid".into(), pid.into());
+        }
         Value::Object(object)
     }
 
@@ -124,14 +139,22 @@ impl Event {
 
     /// Appends [`to_line`](Self::to_line) to `out`, without building a JSON
     /// value: task names and RFC 3339 timestamps need no escaping (the
-    /// [`TaskName`] rule allows ASCII letters, digits and `._-:@` only), and
-    /// the keys are written in the order `serde_json`'s map sorts them.
+    /// [`TaskName`] rule allows ASCII letters, digits and `._-:@` only), the
+    /// reason is escaped by `serde_json`, and the keys are written in the
+    /// order `serde_json`'s map sorts them.
     pub fn write_line(&self, out: &mut Vec<u8>) {
         use std::io::Write;
         // Writing to a Vec cannot fail.
         let _ = write!(out, "{{\"at\":\"{}\",\"event\":\"{}\"", self.at, self.kind);
         if let Some(expires_at) = self.expires_at {
             let _ = write!(out, ",\"expires_at\":\"{expires_at}\"");
+        }
+        if let Some(pid) = self.pid {
+            let _ = write!(out, ",\"pid\":{pid}");
+        }
+        if let Some(reason) = &self.reason {
+            out.extend_from_slice(b",\"reason\":");
+            let _ = serde_json::to_writer(&mut *out, reason);
         }
         let _ = write!(out, ",\"seq\":{}", self.seq);
         if let Some(step_ns) = self.step_ns {
@@ -164,6 +187,14 @@ impl Event {
             task,
             expires_at: time("expires_at"),
             step_ns: value.get("step_ns").and_then(Value::as_i64),
+            reason: match value.get("reason") {
+                Some(reason) => Some(reason.as_str()?.to_owned()),
+                None => None,
+            },
+            pid: match value.get("pid") {
+                Some(pid) => Some(u32::try_from(pid.as_u64()?).ok()?),
+                None => None,
+            },
         })
     }
 }
@@ -256,6 +287,8 @@ impl EventLog {
                 task: task.cloned(),
                 expires_at,
                 step_ns: None,
+                reason: None,
+                pid: None,
             };
             seq += 1;
             event
@@ -273,16 +306,19 @@ impl EventLog {
                     } else {
                         EventKind::Refreshed
                     };
-                    next(kind, Some(&task.name), Some(task.expires_at))
+                    Event {
+                        reason: task.reason.clone(),
+                        ..next(kind, Some(&task.name), Some(task.expires_at))
+                    }
                 }
-                Change::Remove { name, expired } => {
-                    let kind = if *expired {
-                        EventKind::Expired
-                    } else {
-                        EventKind::Deleted
-                    };
-                    next(kind, Some(name), None)
-                }
+                Change::Remove { name, cause } => match cause {
+                    Removal::Deleted => next(EventKind::Deleted, Some(name), None),
+                    Removal::Expired => next(EventKind::Expired, Some(name), None),
+                    Removal::Released { pid } => Event {
+                        pid: Some(*pid),
+                        ..next(EventKind::Released, Some(name), None)
+                    },
+                },
             }))
             .collect();
         if rows_before == 0 && rows_after > 0 {
@@ -357,7 +393,10 @@ impl EventLog {
                         EventKind::Held => {
                             matches!(event.kind, EventKind::Created | EventKind::Refreshed)
                         }
-                        _ => matches!(event.kind, EventKind::Deleted | EventKind::Expired),
+                        _ => matches!(
+                            event.kind,
+                            EventKind::Deleted | EventKind::Expired | EventKind::Released
+                        ),
                     })
             })
     }
@@ -385,11 +424,7 @@ mod tests {
 
     fn put(n: &str, created: bool) -> Change {
         Change::Put {
-            task: Task {
-                name: name(n),
-                started_at: Timestamp::from_nanos(1),
-                expires_at: Timestamp::from_nanos(99),
-            },
+            task: Task::new(name(n), Timestamp::from_nanos(1), Timestamp::from_nanos(99)),
             created,
         }
     }
@@ -412,11 +447,11 @@ mod tests {
                 put("a", false),
                 Change::Remove {
                     name: name("a"),
-                    expired: false,
+                    cause: Removal::Deleted,
                 },
                 Change::Remove {
                     name: name("b"),
-                    expired: true,
+                    cause: Removal::Expired,
                 },
             ],
             2,
@@ -457,9 +492,13 @@ mod tests {
         let more = log.plan(None, &[put("b", true)], 1, 2, at(2));
         log.append(&more);
         assert_eq!(task(log.edge_cause(EventKind::Held)), Some("a".into()));
-        let remove = |n: &str, expired| Change::Remove {
+        let remove = |n: &str, expired: bool| Change::Remove {
             name: name(n),
-            expired,
+            cause: if expired {
+                Removal::Expired
+            } else {
+                Removal::Deleted
+            },
         };
         let idle = log.plan(None, &[remove("a", false), remove("b", true)], 2, 0, at(3));
         log.append(&idle);
@@ -500,9 +539,20 @@ mod tests {
             Some(back),
             &[
                 put("A0.b_c-d:e@f", true),
+                Change::Put {
+                    task: crate::tasks::Task {
+                        reason: Some("quotes \" and \\ and é\u{2028}".into()),
+                        ..crate::tasks::Task::new(name("r"), now, now)
+                    },
+                    created: false,
+                },
                 Change::Remove {
                     name: name("a"),
-                    expired: true,
+                    cause: Removal::Expired,
+                },
+                Change::Remove {
+                    name: name("b"),
+                    cause: Removal::Released { pid: 4242 },
                 },
             ],
             0,

@@ -19,6 +19,8 @@
 //! - [`api`]: routes and JSON: a request becomes a command, query or error;
 //!   outcomes become responses.
 //! - [`conn`]: one connection's buffers, deadlines and queued replies.
+//! - [`process`]: who is on the other end of the socket (`SO_PEERCRED`,
+//!   `/proc`) and pidfds that say when a bound process exits.
 //! - [`server`]: the single-threaded mio reactor that ties them together.
 //! - [`client`]: the library of `sprite-env`, apart from the daemon: an HTTP
 //!   client over the socket, curl argument rewriting, the hold's rules and
@@ -39,6 +41,7 @@ pub mod hooks;
 pub mod http;
 pub mod logging;
 pub mod metrics;
+pub mod process;
 pub mod record;
 pub mod server;
 pub mod store;

@@ -65,6 +65,8 @@ pub struct Metrics {
     commit_seconds: Histogram,
     pub commit_failures: u64,
     pub expired: u64,
+    /// Tasks released because their bound process exited.
+    pub released: u64,
     pub connections_accepted: u64,
     pub connections_rejected: u64,
     pub hook_runs: u64,
@@ -84,6 +86,7 @@ impl Default for Metrics {
             commit_seconds: Histogram::new(&LATENCY_BUCKETS),
             commit_failures: 0,
             expired: 0,
+            released: 0,
             connections_accepted: 0,
             connections_rejected: 0,
             hook_runs: 0,
@@ -99,6 +102,8 @@ impl Default for Metrics {
 #[derive(Debug, Clone, Default)]
 pub struct Gauges {
     pub live_tasks: usize,
+    /// Tasks bound to a process, each watched through a pidfd.
+    pub bound_tasks: usize,
     pub held: bool,
     pub held_seconds: f64,
     pub connections: usize,
@@ -170,6 +175,18 @@ impl Metrics {
             "counter",
             "Tasks removed because their expiry passed.",
             self.expired.to_string(),
+        );
+        single(
+            "sprite_tasks_released_total",
+            "counter",
+            "Tasks released because the process they were bound to exited.",
+            self.released.to_string(),
+        );
+        single(
+            "sprite_tasks_bound",
+            "gauge",
+            "Tasks bound to a process (each holds a descriptor of the daemon).",
+            gauges.bound_tasks.to_string(),
         );
         single(
             "sprite_tasks_commit_failures_total",
@@ -300,13 +317,17 @@ mod tests {
         metrics.commit(1, Duration::from_millis(2));
         metrics.clock_steps_backward = 1;
         metrics.clamped_at_load = 3;
+        metrics.released = 1;
         let text = metrics.render(&Gauges {
             live_tasks: 2,
+            bound_tasks: 1,
             held: true,
             ..Gauges::default()
         });
         assert!(text.contains("sprite_tasks_live 2\n"));
         assert!(text.contains("sprite_tasks_held 1\n"));
+        assert!(text.contains("sprite_tasks_bound 1\n"));
+        assert!(text.contains("sprite_tasks_released_total 1\n"));
         assert!(text.contains("\nsprite_tasks_log_writes_dropped_total "));
         assert!(text.contains("sprite_tasks_clock_steps_total{direction=\"backward\"} 1\n"));
         assert!(text.contains("sprite_tasks_clock_steps_total{direction=\"forward\"} 0\n"));

@@ -3,9 +3,12 @@
 //!
 //! Pure; depends on [`crate::time`] and [`crate::tasks`] only. The store keys
 //! rows by task name and stores this record as the value. The checksum also
-//! covers the name, so a record found under the wrong key fails it.
+//! covers the name, so a record found under the wrong key fails it. The
+//! write-ahead log's frames ([`crate::store::frame`]) carry a task's
+//! [details](encode_details) in the same layout.
 //!
-//! Layout, version 1 (21 bytes, integers little-endian):
+//! Version 1 (21 bytes, integers little-endian), written by the releases
+//! before holders existed and still read:
 //!
 //! | offset | size | field |
 //! |---|---|---|
@@ -13,17 +16,56 @@
 //! | 1 | 8 | `started_at`, ns since the epoch |
 //! | 9 | 8 | `expires_at`, ns since the epoch |
 //! | 17 | 4 | CRC-32 (IEEE) of version, name bytes, `started_at`, `expires_at` |
+//!
+//! Version 2 (what this build writes): version `2`, `started_at`,
+//! `expires_at`, the *details*, then the CRC-32 of version, name bytes and
+//! everything after the version up to the CRC. The details are a presence
+//! byte, then each present field in this order:
+//!
+//! | bit | field | encoding |
+//! |---|---|---|
+//! | 0 | `holder.pid` | `u32` |
+//! | 1 | `holder.uid` | `u32` |
+//! | 2 | `holder.command` | text |
+//! | 3 | `holder.parent_pid` | `u32` |
+//! | 4 | `holder.parent_command` | text |
+//! | 5 | `reason` | text |
+//! | 6 | `binding` | `u32` pid, `u64` start time (clock ticks since boot) |
+//! | 7 | a holder is recorded (even if all its fields are unknown) | |
+//!
+//! Text is a `u16` byte length and UTF-8 bytes, at most [`MAX_TEXT_LEN`].
+//! A task without details costs 22 bytes.
 
 use std::fmt;
 
-use crate::tasks::{Task, TaskName};
+use crate::tasks::{Binding, Holder, Task, TaskName};
 use crate::time::Timestamp;
 
 /// The version this build writes.
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
+
+/// The first version, still read.
+pub const VERSION_1: u8 = 1;
 
 /// Size of a version-1 record.
-pub const RECORD_LEN: usize = 21;
+pub const RECORD_V1_LEN: usize = 21;
+
+/// Longest text field accepted on decode. Holder fields and reasons are
+/// bounded far below this when they are made; a longer one is damage.
+pub const MAX_TEXT_LEN: usize = 1024;
+
+const HOLDER_PID: u8 = 1;
+const HOLDER_UID: u8 = 1 << 1;
+const HOLDER_COMMAND: u8 = 1 << 2;
+const HOLDER_PARENT_PID: u8 = 1 << 3;
+const HOLDER_PARENT_COMMAND: u8 = 1 << 4;
+const REASON: u8 = 1 << 5;
+const BINDING: u8 = 1 << 6;
+const HOLDER: u8 = 1 << 7;
+
+/// Bytes before the details: version and the two timestamps.
+const FIXED_LEN: usize = 17;
+const CRC_LEN: usize = 4;
 
 /// Why a stored record could not be read back.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,12 +81,14 @@ pub enum RecordError {
     Name(String),
     /// `started_at` is after `expires_at`.
     Order,
+    /// The details do not decode.
+    Details(String),
 }
 
 impl fmt::Display for RecordError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            RecordError::Length(len) => write!(f, "record is {len} bytes, expected {RECORD_LEN}"),
+            RecordError::Length(len) => write!(f, "record is {len} bytes, too short or too long"),
             RecordError::Version(v) => write!(
                 f,
                 "record version {v} is unknown (this build writes {VERSION})"
@@ -55,58 +99,234 @@ impl fmt::Display for RecordError {
             ),
             RecordError::Name(why) => write!(f, "record key is not a task name: {why}"),
             RecordError::Order => write!(f, "record starts after it expires"),
+            RecordError::Details(why) => write!(f, "record details do not decode: {why}"),
         }
     }
 }
 
 impl std::error::Error for RecordError {}
 
-/// Encodes a task's value bytes.
-pub fn encode(task: &Task) -> [u8; RECORD_LEN] {
-    let mut out = [0u8; RECORD_LEN];
-    out[0] = VERSION;
-    out[1..9].copy_from_slice(&task.started_at.as_nanos().to_le_bytes());
-    out[9..17].copy_from_slice(&task.expires_at.as_nanos().to_le_bytes());
-    let crc = checksum(task.name.as_str(), &out[..17]);
-    out[17..21].copy_from_slice(&crc.to_le_bytes());
+/// Encodes a task's value bytes (version 2).
+pub fn encode(task: &Task) -> Vec<u8> {
+    let mut out = Vec::with_capacity(FIXED_LEN + 1 + CRC_LEN);
+    out.push(VERSION);
+    out.extend_from_slice(&task.started_at.as_nanos().to_le_bytes());
+    out.extend_from_slice(&task.expires_at.as_nanos().to_le_bytes());
+    encode_details(task, &mut out);
+    let crc = checksum(task.name.as_str(), &out);
+    out.extend_from_slice(&crc.to_le_bytes());
     out
 }
 
-/// Decodes the row stored under `key`.
+/// Appends a task's details (holder, reason, binding) to `out`.
+pub fn encode_details(task: &Task, out: &mut Vec<u8>) {
+    let holder = task.holder.as_ref();
+    let field = |present: bool, bit: u8| if present { bit } else { 0 };
+    let presence = field(holder.is_some(), HOLDER)
+        | field(holder.is_some_and(|h| h.pid.is_some()), HOLDER_PID)
+        | field(holder.is_some_and(|h| h.uid.is_some()), HOLDER_UID)
+        | field(holder.is_some_and(|h| h.command.is_some()), HOLDER_COMMAND)
+        | field(
+            holder.is_some_and(|h| h.parent_pid.is_some()),
+            HOLDER_PARENT_PID,
+        )
+        | field(
+            holder.is_some_and(|h| h.parent_command.is_some()),
+            HOLDER_PARENT_COMMAND,
+        )
+        | field(task.reason.is_some(), REASON)
+        | field(task.binding.is_some(), BINDING);
+    out.push(presence);
+    let text = |out: &mut Vec<u8>, text: &str| {
+        let bytes = &text.as_bytes()[..floor_char_boundary(text, MAX_TEXT_LEN)];
+        out.extend_from_slice(&(bytes.len() as u16).to_le_bytes());
+        out.extend_from_slice(bytes);
+    };
+    if let Some(holder) = holder {
+        if let Some(pid) = holder.pid {
+            out.extend_from_slice(&pid.to_le_bytes());
+        }
+        if let Some(uid) = holder.uid {
+            out.extend_from_slice(&uid.to_le_bytes());
+        }
+        if let Some(command) = &holder.command {
+            text(out, command);
+        }
+        if let Some(pid) = holder.parent_pid {
+            out.extend_from_slice(&pid.to_le_bytes());
+        }
+        if let Some(command) = &holder.parent_command {
+            text(out, command);
+        }
+    }
+    if let Some(reason) = &task.reason {
+        text(out, reason);
+    }
+    if let Some(binding) = task.binding {
+        out.extend_from_slice(&binding.pid.to_le_bytes());
+        out.extend_from_slice(&binding.start_time.to_le_bytes());
+    }
+}
+
+/// A task's details as [`encode_details`] wrote them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Details {
+    pub holder: Option<Holder>,
+    pub reason: Option<String>,
+    pub binding: Option<Binding>,
+}
+
+impl Details {
+    /// Moves the details into `task`.
+    pub fn apply_to(self, task: &mut Task) {
+        task.holder = self.holder;
+        task.reason = self.reason;
+        task.binding = self.binding;
+    }
+}
+
+/// Reads the details at the start of `bytes`; returns them and the number
+/// of bytes they took.
+///
+/// # Errors
+/// A message saying what does not decode.
+pub fn decode_details(bytes: &[u8]) -> Result<(Details, usize), String> {
+    let mut reader = Reader { bytes, used: 0 };
+    let presence = reader.take(1)?[0];
+    let has = |bit: u8| presence & bit != 0;
+    let mut details = Details::default();
+    let holder_bits =
+        HOLDER_PID | HOLDER_UID | HOLDER_COMMAND | HOLDER_PARENT_PID | HOLDER_PARENT_COMMAND;
+    if presence & holder_bits != 0 && !has(HOLDER) {
+        return Err("holder fields without a holder".into());
+    }
+    if has(HOLDER) {
+        let mut holder = Holder::default();
+        if has(HOLDER_PID) {
+            holder.pid = Some(reader.u32()?);
+        }
+        if has(HOLDER_UID) {
+            holder.uid = Some(reader.u32()?);
+        }
+        if has(HOLDER_COMMAND) {
+            holder.command = Some(reader.text()?);
+        }
+        if has(HOLDER_PARENT_PID) {
+            holder.parent_pid = Some(reader.u32()?);
+        }
+        if has(HOLDER_PARENT_COMMAND) {
+            holder.parent_command = Some(reader.text()?);
+        }
+        details.holder = Some(holder);
+    }
+    if has(REASON) {
+        details.reason = Some(reader.text()?);
+    }
+    if has(BINDING) {
+        let pid = reader.u32()?;
+        let start_time = reader.u64()?;
+        details.binding = Some(Binding { pid, start_time });
+    }
+    Ok((details, reader.used))
+}
+
+struct Reader<'a> {
+    bytes: &'a [u8],
+    used: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, len: usize) -> Result<&'a [u8], String> {
+        if self.bytes.len() < len {
+            return Err(format!("{len} bytes wanted, {} left", self.bytes.len()));
+        }
+        let (head, rest) = self.bytes.split_at(len);
+        self.bytes = rest;
+        self.used += len;
+        Ok(head)
+    }
+
+    fn u32(&mut self) -> Result<u32, String> {
+        let b = self.take(4)?;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    fn u64(&mut self) -> Result<u64, String> {
+        Ok(read_u64(self.take(8)?))
+    }
+
+    fn text(&mut self) -> Result<String, String> {
+        let b = self.take(2)?;
+        let len = u16::from_le_bytes([b[0], b[1]]) as usize;
+        if len > MAX_TEXT_LEN {
+            return Err(format!("a {len}-byte text field"));
+        }
+        let bytes = self.take(len)?;
+        String::from_utf8(bytes.to_vec()).map_err(|_| "a text field is not UTF-8".to_string())
+    }
+}
+
+/// The largest index at most `max` that falls on a character boundary.
+fn floor_char_boundary(text: &str, max: usize) -> usize {
+    if text.len() <= max {
+        return text.len();
+    }
+    (0..=max)
+        .rev()
+        .find(|&i| text.is_char_boundary(i))
+        .unwrap_or(0)
+}
+
+/// Decodes the row stored under `key`, of either version.
 ///
 /// # Errors
 /// [`RecordError`] for any record this build cannot trust.
 pub fn decode(key: &[u8], bytes: &[u8]) -> Result<Task, RecordError> {
     let key = std::str::from_utf8(key).map_err(|_| RecordError::Name("not UTF-8".into()))?;
     let name = TaskName::parse(key).map_err(|e| RecordError::Name(e.to_string()))?;
-    if bytes.len() != RECORD_LEN {
-        return Err(RecordError::Length(bytes.len()));
+    let Some(&version) = bytes.first() else {
+        return Err(RecordError::Length(0));
+    };
+    match version {
+        VERSION_1 if bytes.len() != RECORD_V1_LEN => return Err(RecordError::Length(bytes.len())),
+        VERSION if bytes.len() < FIXED_LEN + 1 + CRC_LEN => {
+            return Err(RecordError::Length(bytes.len()));
+        }
+        VERSION_1 | VERSION => {}
+        other => return Err(RecordError::Version(other)),
     }
-    if bytes[0] != VERSION {
-        return Err(RecordError::Version(bytes[0]));
-    }
-    let stored = u32::from_le_bytes([bytes[17], bytes[18], bytes[19], bytes[20]]);
-    let computed = checksum(key, &bytes[..17]);
+    let (body, crc) = bytes.split_at(bytes.len() - CRC_LEN);
+    let stored = u32::from_le_bytes([crc[0], crc[1], crc[2], crc[3]]);
+    let computed = checksum(key, body);
     if stored != computed {
         return Err(RecordError::Checksum { stored, computed });
     }
-    let started_at = Timestamp::from_nanos(read_u64(&bytes[1..9]));
-    let expires_at = Timestamp::from_nanos(read_u64(&bytes[9..17]));
+    let started_at = Timestamp::from_nanos(read_u64(&body[1..9]));
+    let expires_at = Timestamp::from_nanos(read_u64(&body[9..17]));
     if started_at > expires_at {
         return Err(RecordError::Order);
     }
-    Ok(Task {
-        name,
-        started_at,
-        expires_at,
-    })
+    let mut task = Task::new(name, started_at, expires_at);
+    if version == VERSION {
+        let details = &body[FIXED_LEN..];
+        let (decoded, used) = decode_details(details).map_err(RecordError::Details)?;
+        if used != details.len() {
+            return Err(RecordError::Details(format!(
+                "{} bytes after the details",
+                details.len() - used
+            )));
+        }
+        decoded.apply_to(&mut task);
+    }
+    Ok(task)
 }
 
-fn checksum(name: &str, head: &[u8]) -> u32 {
+/// CRC of the version byte, the name, then the rest of `body`.
+fn checksum(name: &str, body: &[u8]) -> u32 {
     let mut hasher = crc32fast::Hasher::new();
-    hasher.update(&head[..1]);
+    hasher.update(&body[..1]);
     hasher.update(name.as_bytes());
-    hasher.update(&head[1..]);
+    hasher.update(&body[1..]);
     hasher.finalize()
 }
 
@@ -121,26 +341,77 @@ mod tests {
     use super::*;
 
     fn task() -> Task {
+        Task::new(
+            TaskName::parse("agent").unwrap(),
+            Timestamp::from_nanos(1_780_420_274_555_839_485),
+            Timestamp::from_nanos(1_780_423_874_555_839_485),
+        )
+    }
+
+    fn detailed() -> Task {
         Task {
-            name: TaskName::parse("agent").unwrap(),
-            started_at: Timestamp::from_nanos(1_780_420_274_555_839_485),
-            expires_at: Timestamp::from_nanos(1_780_423_874_555_839_485),
+            holder: Some(Holder {
+                pid: Some(4242),
+                uid: Some(1000),
+                command: Some("curl".into()),
+                parent_pid: Some(4200),
+                parent_command: Some("bash ./heartbeat.sh".into()),
+            }),
+            reason: Some("fix the failing tests ✓".into()),
+            binding: Some(Binding {
+                pid: 4300,
+                start_time: 123_456_789,
+            }),
+            ..task()
         }
+    }
+
+    /// A version-1 record of [`task`], byte for byte as the release before
+    /// holders wrote it.
+    const V1_AGENT: &str = "01fde3cd7fce52b518fd8386b01456b5182ddfe590";
+
+    fn hex(text: &str) -> Vec<u8> {
+        (0..text.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
+            .collect()
     }
 
     #[test]
     fn round_trips() {
-        let bytes = encode(&task());
-        assert_eq!(decode(b"agent", &bytes), Ok(task()));
+        for task in [task(), detailed()] {
+            let bytes = encode(&task);
+            assert_eq!(decode(b"agent", &bytes), Ok(task));
+        }
+        assert_eq!(encode(&task()).len(), 22);
+        let partial = Task {
+            holder: Some(Holder {
+                uid: Some(0),
+                ..Holder::default()
+            }),
+            ..task()
+        };
+        assert_eq!(decode(b"agent", &encode(&partial)), Ok(partial));
+        let unknown = Task {
+            holder: Some(Holder::default()),
+            ..task()
+        };
+        assert_eq!(decode(b"agent", &encode(&unknown)), Ok(unknown));
+    }
+
+    #[test]
+    fn version_1_records_still_load() {
+        assert_eq!(decode(b"agent", &hex(V1_AGENT)), Ok(task()));
     }
 
     #[test]
     fn every_flipped_bit_is_caught() {
-        let bytes = encode(&task());
-        for bit in 0..RECORD_LEN * 8 {
-            let mut damaged = bytes;
-            damaged[bit / 8] ^= 1 << (bit % 8);
-            assert!(decode(b"agent", &damaged).is_err(), "bit {bit}");
+        for bytes in [hex(V1_AGENT), encode(&detailed())] {
+            for bit in 0..bytes.len() * 8 {
+                let mut damaged = bytes.clone();
+                damaged[bit / 8] ^= 1 << (bit % 8);
+                assert!(decode(b"agent", &damaged).is_err(), "bit {bit}");
+            }
         }
     }
 
@@ -148,9 +419,12 @@ mod tests {
     fn refuses_what_it_cannot_trust() {
         let bytes = encode(&task());
         assert_eq!(decode(b"agent", &bytes[..20]), Err(RecordError::Length(20)));
-        let mut v2 = bytes;
-        v2[0] = 2;
-        assert_eq!(decode(b"agent", &v2), Err(RecordError::Version(2)));
+        assert_eq!(decode(b"agent", &[]), Err(RecordError::Length(0)));
+        let v1 = hex(V1_AGENT);
+        assert_eq!(decode(b"agent", &v1[..20]), Err(RecordError::Length(20)));
+        let mut v3 = bytes.clone();
+        v3[0] = 3;
+        assert_eq!(decode(b"agent", &v3), Err(RecordError::Version(3)));
         assert!(matches!(
             decode(b"other", &bytes),
             Err(RecordError::Checksum { .. })
@@ -166,5 +440,16 @@ mod tests {
             decode(b"agent", &encode(&backwards)),
             Err(RecordError::Order)
         );
+        // Details that claim more than is there, with a valid checksum.
+        let mut short = vec![VERSION];
+        short.extend_from_slice(&bytes[1..17]);
+        short.push(REASON);
+        short.extend_from_slice(&9u16.to_le_bytes());
+        let crc = checksum("agent", &short);
+        short.extend_from_slice(&crc.to_le_bytes());
+        assert!(matches!(
+            decode(b"agent", &short),
+            Err(RecordError::Details(_))
+        ));
     }
 }

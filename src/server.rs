@@ -8,17 +8,22 @@
 //! answered from the committed state. A fault ends one connection, never the
 //! server.
 //!
+//! Bound tasks' processes are watched here too: each pidfd is registered
+//! with the poll, and its exit is planned as a release like an expiry.
+//!
 //! The only module that touches mio and the only reader of the clocks.
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::fs;
 use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use mio::net::{UnixListener, UnixStream};
+use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 use signal_hook::consts::{SIGCHLD, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
@@ -30,14 +35,21 @@ use crate::events::{Event, EventKind, EventLines, EventLog};
 use crate::hooks::{HookConfig, Hooks};
 use crate::http::{Answering, HttpDate, Limits, Request};
 use crate::metrics::{Gauges, Metrics};
+use crate::process::{self, Credentials};
 use crate::store::{Store, StoreError};
-use crate::tasks::{Batch, Change, Outcome, TaskError, Tasks};
+use crate::tasks::{
+    Batch, Binding, Change, Command, Holder, Outcome, Removal, TaskError, TaskName, Tasks,
+};
 use crate::time::{ClockStep, ReactorClock, Reading, Timestamp, read_clocks};
 
 const LISTENER: Token = Token(0);
 const SIGNALS: Token = Token(1);
 /// Connection tokens start here and are never reused.
 const FIRST_CONN: usize = 2;
+/// Tokens of the pidfds that watch bound processes start here, far above
+/// any connection token (2^62 connections would take centuries), and are
+/// never reused either: a late event for a dropped watch finds no owner.
+const FIRST_WATCH: usize = 1 << (usize::BITS - 2);
 
 /// Events taken from one `poll` call.
 const EVENT_CAPACITY: usize = 1024;
@@ -86,6 +98,8 @@ pub struct Config {
     pub max_connections: usize,
     /// Live tasks above which creation is refused (507).
     pub max_tasks: usize,
+    /// Tasks bound to a process above which binding is refused (507).
+    pub max_bound: usize,
     /// Longest `expire` accepted.
     pub max_expire: Duration,
     /// How long a shutdown waits for in-flight responses to be written.
@@ -137,6 +151,7 @@ impl Default for Config {
             timeouts: Timeouts::default(),
             max_connections: Config::DEFAULT_MAX_CONNECTIONS,
             max_tasks: crate::tasks::DEFAULT_MAX_TASKS,
+            max_bound: crate::tasks::DEFAULT_MAX_BOUND,
             max_expire: crate::expire::DEFAULT_MAX_EXPIRE,
             shutdown_grace: Config::DEFAULT_SHUTDOWN_GRACE,
             hooks: HookConfig {
@@ -215,6 +230,25 @@ pub struct Server {
     listener: Option<UnixListener>,
     signals: Signals,
     conns: HashMap<Token, Connection>,
+    /// Each connection's peer: its credentials from `accept`, and the
+    /// holder read from `/proc` at its first create or refresh (once per
+    /// connection, so a heartbeat on a kept-alive connection costs one
+    /// read of `/proc`).
+    peers: HashMap<Token, Peer>,
+    /// The pidfd watching each bound task's process.
+    ///
+    /// Invariant: `watched` maps each watch's token to its task, one entry
+    /// per entry of `watches`; both change only through `watch` and
+    /// `unwatch`. Each watch's binding is the task's as last committed.
+    watches: HashMap<TaskName, Watch>,
+    watched: HashMap<Token, TaskName>,
+    next_watch_token: usize,
+    /// Pidfds opened while planning this turn's bindings, watched once
+    /// the batch is committed (dropped if it is not).
+    staged: HashMap<TaskName, (Binding, OwnedFd)>,
+    /// Bound processes that exited (or could not be watched): their tasks
+    /// are released by the next commit.
+    exited: Vec<(TaskName, Binding)>,
     next_token: usize,
     ready: VecDeque<Token>,
     tasks: Tasks,
@@ -261,8 +295,12 @@ impl Server {
     /// # Errors
     /// [`ServerError`] when the store cannot be loaded or the socket bound.
     pub fn new(config: Config, mut store: Store) -> Result<Server, ServerError> {
+        match process::raise_descriptor_limit() {
+            Ok(limit) => debug!(limit, "descriptor limit raised to the hard limit"),
+            Err(e) => warn!(error = %e, "cannot raise the descriptor limit"),
+        }
         let loaded = store.load()?;
-        let mut tasks = Tasks::new(config.max_tasks);
+        let mut tasks = Tasks::new(config.max_tasks).with_max_bound(config.max_bound);
         tasks.load(loaded.tasks);
         let events = EventLog::new(config.event_retention, loaded.events);
         let idle_since = events
@@ -285,6 +323,12 @@ impl Server {
             listener: None,
             signals,
             conns: HashMap::new(),
+            peers: HashMap::new(),
+            watches: HashMap::new(),
+            watched: HashMap::new(),
+            next_watch_token: FIRST_WATCH,
+            staged: HashMap::new(),
+            exited: Vec::new(),
             next_token: FIRST_CONN,
             ready: VecDeque::new(),
             tasks,
@@ -309,13 +353,22 @@ impl Server {
         };
 
         // What the clock did and what fell due while the daemon was down
-        // go in one commit.
+        // go in one commit, with the tasks whose bound process exited
+        // meanwhile (or whose pid now names another process); the others
+        // are watched again.
         let now = server.clock.last();
         let mut batch = Batch::new();
         let expired = server.check_loaded(&mut batch, now, back_while_down);
+        server.resync_watches();
+        let exited = std::mem::take(&mut server.exited);
+        let released = exited
+            .iter()
+            .filter(|(name, binding)| server.tasks.release(&mut batch, name, *binding))
+            .count();
         if !batch.is_empty() && !server.commit(batch, now, mono) {
             return Err(ServerError::Store(StoreError::Io(
-                "cannot commit the expiries that fell due while the daemon was down".into(),
+                "cannot commit the expiries and releases that fell due while the daemon was down"
+                    .into(),
             )));
         }
         server.to_broadcast.clear();
@@ -334,6 +387,8 @@ impl Server {
             db = %server.store.path().display(),
             live_tasks = server.tasks.len(),
             expired_while_down = expired,
+            released_while_down = released,
+            bound = server.watches.len(),
             quarantined = loaded.quarantined.len(),
             replayed_log_frames = loaded.replayed,
             next_event = server.events.next_seq(),
@@ -364,6 +419,7 @@ impl Server {
                 match event.token() {
                     LISTENER => self.accept_all(mono),
                     SIGNALS => self.take_signals(mono),
+                    token if token.0 >= FIRST_WATCH => self.on_exit(token),
                     token => self.on_conn_event(token, event, mono),
                 }
             }
@@ -409,7 +465,7 @@ impl Server {
     }
 
     fn poll_timeout(&self) -> Duration {
-        if !self.ready.is_empty() {
+        if !self.ready.is_empty() || (!self.exited.is_empty() && self.store_retry_at.is_none()) {
             return Duration::ZERO;
         }
         let mono = Instant::now();
@@ -492,6 +548,20 @@ impl Server {
                     {
                         warn!(error = %e, "cannot register a new connection");
                         continue;
+                    }
+                    match process::peer_credentials(stream.as_raw_fd()) {
+                        Ok(credentials) => {
+                            self.peers.insert(
+                                token,
+                                Peer {
+                                    credentials,
+                                    holder: None,
+                                },
+                            );
+                        }
+                        Err(e) => {
+                            debug!(error = %e, "no peer credentials; holders will be unknown")
+                        }
                     }
                     let conn = Conn::new(stream, mono);
                     self.note_deadline(conn.deadline(&self.config.timeouts).map(|(at, _)| at));
@@ -583,6 +653,12 @@ impl Server {
             self.store_retry_at = None;
             self.tasks
                 .expire_due_at_most(&mut batch, now, MAX_EXPIRIES_PER_TURN);
+            // Releases that a failed commit left are retried here too; one
+            // that is moot (the task gone or bound anew) is dropped, so the
+            // queue never keeps the reactor awake for nothing.
+            let tasks = &self.tasks;
+            self.exited
+                .retain(|(name, binding)| tasks.release(&mut batch, name, *binding));
         }
         let mut touched = Vec::with_capacity(self.ready.len());
         let mut again = Vec::new();
@@ -659,8 +735,53 @@ impl Server {
                 Next::Request(request) => {
                     let label = api::route_label(&request);
                     let reply = match api::route(&request, self.config.max_expire) {
-                        Routed::Mutation(command) => {
-                            Reply::Planned((label, self.tasks.plan(batch, command, now)))
+                        Routed::Mutation {
+                            mut command,
+                            bind_pid,
+                        } => {
+                            let mut staged = None;
+                            let mut refusal = None;
+                            if let Command::Create { name, claim, .. }
+                            | Command::Upsert { name, claim, .. } = &mut command
+                            {
+                                claim.holder = self.peers.get_mut(&token).map(Peer::holder);
+                                // A refresh naming the process already watched
+                                // for this task (a hold's heartbeat) reuses that
+                                // watch without reading /proc: a watch lives until
+                                // its pidfd reports the exit, which then
+                                // releases the task whatever this refresh says.
+                                let watched = self
+                                    .watches
+                                    .get(&*name)
+                                    .map(|watch| watch.binding)
+                                    .filter(|binding| Some(binding.pid) == bind_pid);
+                                if let Some(binding) = watched {
+                                    claim.binding = Some(binding);
+                                } else if let Some(pid) = bind_pid {
+                                    match process::open_binding(pid) {
+                                        Ok((pidfd, start_time)) => {
+                                            let binding = Binding { pid, start_time };
+                                            claim.binding = Some(binding);
+                                            staged = Some((name.clone(), binding, pidfd));
+                                        }
+                                        Err((status, message)) => {
+                                            refusal = Some(api::error(status, message));
+                                        }
+                                    }
+                                }
+                            }
+                            match refusal {
+                                Some(response) => Reply::Ready(response),
+                                None => {
+                                    let planned = self.tasks.plan(batch, command, now);
+                                    if let (Ok(_), Some((name, binding, pidfd))) =
+                                        (&planned, staged)
+                                    {
+                                        self.staged.insert(name, (binding, pidfd));
+                                    }
+                                    Reply::Planned((label, planned))
+                                }
+                            }
                         }
                         Routed::Query(_) if conn.has_planned() => {
                             // Reads see committed state only: this one waits
@@ -680,6 +801,7 @@ impl Server {
                             let store = self.store.counters();
                             let gauges = Gauges {
                                 live_tasks: self.tasks.live(now).count(),
+                                bound_tasks: self.watches.len(),
                                 held: self.held_since.is_some(),
                                 held_seconds: held_total(self.held_before, self.held_since, mono)
                                     .as_secs_f64(),
@@ -855,17 +977,37 @@ impl Server {
                     micros = took.as_micros() as u64,
                     "committed"
                 );
+                let mut touched = Vec::with_capacity(batch.len());
                 for change in batch.changes() {
-                    if let Change::Remove {
-                        name,
-                        expired: true,
-                    } = change
-                    {
-                        self.metrics.expired += 1;
-                        info!(task = %name, "task expired");
+                    match change {
+                        Change::Remove {
+                            name,
+                            cause: Removal::Expired,
+                        } => {
+                            self.metrics.expired += 1;
+                            info!(task = %name, "task expired");
+                        }
+                        Change::Remove {
+                            name,
+                            cause: Removal::Released { pid },
+                        } => {
+                            self.metrics.released += 1;
+                            info!(task = %name, pid, "task released: its process exited");
+                        }
+                        _ => {}
                     }
+                    touched.push(change.name().clone());
                 }
                 self.tasks.apply(batch);
+                // Releases planned from `exited` are durable now; those moot
+                // (the task gone or bound anew) are dropped with them.
+                let tasks = &self.tasks;
+                self.exited
+                    .retain(|(name, binding)| tasks.binding_of(name) == Some(*binding));
+                for name in &touched {
+                    self.sync_watch(name);
+                }
+                self.staged.clear();
                 self.events.append(&events);
                 log_changes(&events);
                 for event in &events {
@@ -879,6 +1021,7 @@ impl Server {
                 true
             }
             Err(StoreError::Full(reason)) => {
+                self.staged.clear();
                 self.metrics.commit_failures += 1;
                 warn!(reason = %reason, changes = batch.len(), "batch refused: the log is full; its clients get 503");
                 self.refusal = Some(reason);
@@ -887,6 +1030,7 @@ impl Server {
                 false
             }
             Err(e) => {
+                self.staged.clear();
                 self.metrics.commit_failures += 1;
                 error!(error = %e, changes = batch.len(), "commit failed; the affected clients get 503");
                 // The failed batch may or may not have reached the file:
@@ -921,9 +1065,11 @@ impl Server {
     fn reload(&mut self, now: Timestamp, mono: Instant) {
         match self.store.load() {
             Ok(loaded) => {
-                let mut tasks = Tasks::new(self.config.max_tasks);
+                let mut tasks =
+                    Tasks::new(self.config.max_tasks).with_max_bound(self.config.max_bound);
                 tasks.load(loaded.tasks);
                 self.tasks = tasks;
+                self.resync_watches();
                 self.events = EventLog::new(self.config.event_retention, loaded.events);
                 self.needs_reload = false;
                 self.store_retry_at = None;
@@ -1100,7 +1246,100 @@ impl Server {
         }
     }
 
+    /// A watched process exited: its task is released by this turn's
+    /// commit.
+    fn on_exit(&mut self, token: Token) {
+        let Some(name) = self.watched.get(&token).cloned() else {
+            return;
+        };
+        if let Some(binding) = self.unwatch(&name) {
+            debug!(task = %name, pid = binding.pid, "bound process exited");
+            self.exited.push((name, binding));
+        }
+    }
+
+    /// Makes the watch of `name` match its committed binding: keeps a watch
+    /// on the same process, drops one on another or none, and watches a new
+    /// binding with the pidfd opened while planning it (or a fresh one).
+    /// A process that cannot be watched any more is released.
+    fn sync_watch(&mut self, name: &TaskName) {
+        let wanted = self.tasks.binding_of(name);
+        let staged = self.staged.remove(name);
+        if let Some(watch) = self.watches.get(name) {
+            if Some(watch.binding) == wanted {
+                return;
+            }
+            self.unwatch(name);
+        }
+        let Some(binding) = wanted else {
+            return;
+        };
+        let pidfd = match staged {
+            Some((staged_binding, pidfd)) if staged_binding == binding => Some(pidfd),
+            _ => reopen(binding),
+        };
+        match pidfd {
+            Some(pidfd) => self.watch(name.clone(), binding, pidfd),
+            None => self.exited.push((name.clone(), binding)),
+        }
+    }
+
+    /// Watches every bound task (after a load), releasing those whose
+    /// process is gone or was replaced, and drops watches of tasks that
+    /// are no longer bound.
+    fn resync_watches(&mut self) {
+        let stale: Vec<TaskName> = self
+            .watches
+            .iter()
+            .filter(|(name, watch)| self.tasks.binding_of(name) != Some(watch.binding))
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in stale {
+            self.unwatch(&name);
+        }
+        let bound: Vec<TaskName> = self.tasks.bound().map(|(name, _)| name.clone()).collect();
+        for name in bound {
+            self.sync_watch(&name);
+        }
+    }
+
+    fn watch(&mut self, name: TaskName, binding: Binding, pidfd: OwnedFd) {
+        let token = Token(self.next_watch_token);
+        self.next_watch_token += 1;
+        let registered = self.poll.registry().register(
+            &mut SourceFd(&pidfd.as_raw_fd()),
+            token,
+            Interest::READABLE,
+        );
+        if let Err(e) = registered {
+            // The hold still ends at its expiry.
+            warn!(task = %name, pid = binding.pid, error = %e, "cannot watch a bound process; the task ends at its expiry");
+            return;
+        }
+        self.watched.insert(token, name.clone());
+        self.watches.insert(
+            name,
+            Watch {
+                token,
+                pidfd,
+                binding,
+            },
+        );
+    }
+
+    /// Stops watching `name`'s process; returns the binding it watched.
+    fn unwatch(&mut self, name: &TaskName) -> Option<Binding> {
+        let watch = self.watches.remove(name)?;
+        self.watched.remove(&watch.token);
+        let _ = self
+            .poll
+            .registry()
+            .deregister(&mut SourceFd(&watch.pidfd.as_raw_fd()));
+        Some(watch.binding)
+    }
+
     fn close(&mut self, token: Token) {
+        self.peers.remove(&token);
         if let Some(mut conn) = self.conns.remove(&token) {
             let _ = self.poll.registry().deregister(conn.stream_mut());
             if conn.stream_version().is_some() {
@@ -1110,6 +1349,40 @@ impl Server {
         if self.accept_paused_until.is_some() {
             self.accept_paused_until = Some(Instant::now());
         }
+    }
+}
+
+/// A pidfd watching a bound task's process, registered under `token`.
+#[derive(Debug)]
+struct Watch {
+    token: Token,
+    pidfd: OwnedFd,
+    binding: Binding,
+}
+
+/// A fresh pidfd for `binding`'s process, if it still runs: the same pid
+/// with the same start time (a reused pid has a later one).
+fn reopen(binding: Binding) -> Option<OwnedFd> {
+    match process::open_binding(binding.pid) {
+        Ok((pidfd, started)) if started == binding.start_time => Some(pidfd),
+        _ => None,
+    }
+}
+
+/// The process on the other end of a connection.
+#[derive(Debug)]
+struct Peer {
+    credentials: Credentials,
+    /// Read from `/proc` when first needed.
+    holder: Option<Holder>,
+}
+
+impl Peer {
+    /// The holder, reading `/proc` on first use.
+    fn holder(&mut self) -> Holder {
+        self.holder
+            .get_or_insert_with(|| process::holder(self.credentials))
+            .clone()
     }
 }
 

@@ -99,6 +99,78 @@ impl fmt::Display for NameError {
 
 impl std::error::Error for NameError {}
 
+/// Longest `reason` in bytes: a sentence or a command line, short enough
+/// that a list of thousands of tasks stays small and a log line readable.
+pub const MAX_REASON_LEN: usize = 256;
+
+/// Default cap on tasks bound to a process. Each binding holds one
+/// descriptor (a pidfd) for its lifetime: with the default 512 connections
+/// this fits under a hard descriptor limit of 4096, the smallest common
+/// one, once the daemon has raised its soft limit to it.
+pub const DEFAULT_MAX_BOUND: usize = 1024;
+
+/// A valid reason: 1 to [`MAX_REASON_LEN`] bytes of printable text (no
+/// control characters or Unicode line and paragraph separators, so it
+/// prints on one line of a log or a table).
+///
+/// # Errors
+/// A sentence naming the rule.
+pub fn check_reason(reason: &str) -> Result<(), String> {
+    const RULE: &str = "a reason is 1 to 256 bytes of printable text";
+    if reason.is_empty() {
+        return Err(format!("the reason is empty; {RULE}"));
+    }
+    if reason.len() > MAX_REASON_LEN {
+        return Err(format!("the reason is {} bytes long; {RULE}", reason.len()));
+    }
+    if let Some(bad) = reason
+        .chars()
+        .find(|&c| c.is_control() || matches!(c, '\u{2028}' | '\u{2029}'))
+    {
+        return Err(format!(
+            "the reason contains U+{:04X}; {RULE}",
+            u32::from(bad)
+        ));
+    }
+    Ok(())
+}
+
+/// The process that last created or refreshed a task, as the daemon saw it
+/// on the socket. Every field is `None` where it is unknown (a peer in
+/// another PID namespace, a process gone before `/proc` was read).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Holder {
+    pub pid: Option<u32>,
+    pub uid: Option<u32>,
+    /// The peer's command name (`/proc/PID/comm`).
+    pub command: Option<String>,
+    pub parent_pid: Option<u32>,
+    /// The parent's command line, arguments joined by spaces.
+    pub parent_command: Option<String>,
+}
+
+/// A hold bound to a process: it ends when that process exits.
+///
+/// `start_time` (`/proc/PID/stat` field 22, clock ticks since boot) tells
+/// the process apart from a later one given the same pid.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Binding {
+    pub pid: u32,
+    pub start_time: u64,
+}
+
+/// What a create or refresh says about the hold besides its expiry.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Claim {
+    /// Who asked; replaces the previous holder.
+    pub holder: Option<Holder>,
+    /// Why; `None` keeps the task's reason on a refresh.
+    pub reason: Option<String>,
+    /// The process the hold ends with; `None` keeps the task's binding on
+    /// a refresh.
+    pub binding: Option<Binding>,
+}
+
 /// A hold on the machine.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Task {
@@ -107,9 +179,27 @@ pub struct Task {
     pub started_at: Timestamp,
     /// When the hold lapses. The task does not exist at or after this instant.
     pub expires_at: Timestamp,
+    /// The latest writer.
+    pub holder: Option<Holder>,
+    /// Why the machine is held, in the client's words.
+    pub reason: Option<String>,
+    /// The process whose exit ends the hold.
+    pub binding: Option<Binding>,
 }
 
 impl Task {
+    /// A task with no holder, reason or binding.
+    pub fn new(name: TaskName, started_at: Timestamp, expires_at: Timestamp) -> Task {
+        Task {
+            name,
+            started_at,
+            expires_at,
+            holder: None,
+            reason: None,
+            binding: None,
+        }
+    }
+
     /// Whether the hold is still in force at `now`.
     pub fn is_live(&self, now: Timestamp) -> bool {
         self.expires_at > now
@@ -152,9 +242,17 @@ pub struct Rebased {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Command {
     /// `POST /v1/tasks`: create, refusing a name held by a live task.
-    Create { name: TaskName, expire: Duration },
+    Create {
+        name: TaskName,
+        expire: Duration,
+        claim: Claim,
+    },
     /// `PUT`: refresh the expiry, or create when missing.
-    Upsert { name: TaskName, expire: Duration },
+    Upsert {
+        name: TaskName,
+        expire: Duration,
+        claim: Claim,
+    },
     /// `DELETE`: remove a live task.
     Delete { name: TaskName },
 }
@@ -175,9 +273,19 @@ pub enum Outcome {
 pub enum Change {
     /// Insert or replace a task. `created` is false for a refresh.
     Put { task: Task, created: bool },
-    /// Remove a task's row. `expired` is true when its deadline passed,
-    /// false for a `DELETE`.
-    Remove { name: TaskName, expired: bool },
+    /// Remove a task's row, for `cause`.
+    Remove { name: TaskName, cause: Removal },
+}
+
+/// Why a task's row is removed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Removal {
+    /// A `DELETE`.
+    Deleted,
+    /// Its deadline passed.
+    Expired,
+    /// The process it was bound to exited (or, found at start-up, is gone).
+    Released { pid: u32 },
 }
 
 impl Change {
@@ -201,6 +309,8 @@ pub enum TaskError {
     NotFound(TaskName),
     /// Creating would exceed the live task limit.
     Full { limit: usize },
+    /// Binding would exceed the bound task limit.
+    TooManyBound { limit: usize },
     /// `now + expire` is past the year 2554.
     TimeOverflow,
 }
@@ -217,6 +327,10 @@ impl fmt::Display for TaskError {
                 f,
                 "the daemon already holds its limit of {limit} tasks; delete tasks you no longer need"
             ),
+            TaskError::TooManyBound { limit } => write!(
+                f,
+                "the daemon already holds its limit of {limit} tasks bound to a process; drop \"pid\" or delete bound tasks you no longer need"
+            ),
             TaskError::TimeOverflow => write!(f, "the expiry would be past the year 2554"),
         }
     }
@@ -227,8 +341,9 @@ impl std::error::Error for TaskError {}
 /// Changes planned in one reactor turn, to be committed together.
 ///
 /// Invariant: `latest` holds, for every name in `changes`, the row as the
-/// last change leaves it (`None`: removed), and `rows_delta` is the number of
-/// rows the batch adds minus the number it removes.
+/// last change leaves it (`None`: removed), `rows_delta` is the number of
+/// rows the batch adds minus the number it removes, and `bound_delta` the
+/// same for rows bound to a process.
 #[derive(Debug, Default)]
 pub struct Batch {
     changes: Vec<Change>,
@@ -236,6 +351,7 @@ pub struct Batch {
     rows_delta: isize,
     /// The wall-clock step this batch records (its `clock_stepped` event).
     clock_step: Option<ClockStep>,
+    bound_delta: isize,
 }
 
 impl Batch {
@@ -278,14 +394,17 @@ impl Batch {
 /// All tasks, indexed by name and by deadline.
 ///
 /// Invariant: `deadlines` holds exactly one `(expires_at, name)` for each
-/// entry of `by_name`. Both change only through `insert` and `remove`.
+/// entry of `by_name`, and `bound` counts the entries with a binding. All
+/// three change only through `insert` and `remove`.
 /// Rows whose deadline has passed may remain until the next expiry batch
 /// removes them, but no read or command ever sees them.
 #[derive(Debug)]
 pub struct Tasks {
     by_name: BTreeMap<TaskName, Task>,
     deadlines: BTreeSet<(Timestamp, TaskName)>,
+    bound: usize,
     max_tasks: usize,
+    max_bound: usize,
 }
 
 impl Tasks {
@@ -294,8 +413,51 @@ impl Tasks {
         Tasks {
             by_name: BTreeMap::new(),
             deadlines: BTreeSet::new(),
+            bound: 0,
             max_tasks,
+            max_bound: DEFAULT_MAX_BOUND,
         }
+    }
+
+    /// The same state refusing to bind more than `max_bound` tasks to a
+    /// process.
+    pub fn with_max_bound(mut self, max_bound: usize) -> Self {
+        self.max_bound = max_bound;
+        self
+    }
+
+    /// The binding of the row called `name`, live or awaiting expiry.
+    pub fn binding_of(&self, name: &TaskName) -> Option<Binding> {
+        self.by_name.get(name).and_then(|task| task.binding)
+    }
+
+    /// Rows bound to a process, each with the binding.
+    pub fn bound(&self) -> impl Iterator<Item = (&TaskName, Binding)> {
+        self.by_name
+            .values()
+            .filter_map(|task| Some((&task.name, task.binding?)))
+    }
+
+    /// Plans the release of `name` because process `binding` exited, if the
+    /// row (as `batch` leaves it) is still bound to that very process.
+    /// Returns whether it was planned. A row past its deadline is released
+    /// too: the release is the truer cause.
+    pub fn release(&self, batch: &mut Batch, name: &TaskName, binding: Binding) -> bool {
+        let row = match batch.latest.get(name) {
+            Some(row) => row.clone(),
+            None => self.by_name.get(name).cloned(),
+        };
+        if row.is_none_or(|task| task.binding != Some(binding)) {
+            return false;
+        }
+        self.push(
+            batch,
+            Change::Remove {
+                name: name.clone(),
+                cause: Removal::Released { pid: binding.pid },
+            },
+        );
+        true
     }
 
     /// Loads tasks read from the store, expired ones included: the first
@@ -376,7 +538,7 @@ impl Tasks {
                     batch,
                     Change::Remove {
                         name: name.clone(),
-                        expired: true,
+                        cause: Removal::Expired,
                     },
                 );
                 planned += 1;
@@ -444,7 +606,7 @@ impl Tasks {
                     batch,
                     Change::Remove {
                         name,
-                        expired: true,
+                        cause: Removal::Expired,
                     },
                 );
             } else if adjusted != *task {
@@ -478,11 +640,15 @@ impl Tasks {
         now: Timestamp,
     ) -> Result<Outcome, TaskError> {
         match command {
-            Command::Create { name, expire } => {
+            Command::Create {
+                name,
+                expire,
+                claim,
+            } => {
                 if self.current(batch, &name, now).is_some() {
                     return Err(TaskError::NameTaken(name));
                 }
-                let task = self.new_task(batch, name, expire, now)?;
+                let task = self.new_task(batch, name, expire, claim, now)?;
                 self.push(
                     batch,
                     Change::Put {
@@ -492,13 +658,24 @@ impl Tasks {
                 );
                 Ok(Outcome::Created(task))
             }
-            Command::Upsert { name, expire } => match self.current(batch, &name, now) {
+            Command::Upsert {
+                name,
+                expire,
+                claim,
+            } => match self.current(batch, &name, now) {
                 Some(existing) => {
                     let expires_at = now.checked_add(expire).ok_or(TaskError::TimeOverflow)?;
+                    let binding = claim.binding.or(existing.binding);
+                    if existing.binding.is_none() && binding.is_some() {
+                        self.check_bound_room(batch)?;
+                    }
                     let task = Task {
                         name,
                         started_at: existing.started_at,
                         expires_at,
+                        holder: claim.holder.or(existing.holder),
+                        reason: claim.reason.or(existing.reason),
+                        binding,
                     };
                     self.push(
                         batch,
@@ -513,7 +690,7 @@ impl Tasks {
                     })
                 }
                 None => {
-                    let task = self.new_task(batch, name, expire, now)?;
+                    let task = self.new_task(batch, name, expire, claim, now)?;
                     self.push(
                         batch,
                         Change::Put {
@@ -535,7 +712,7 @@ impl Tasks {
                     batch,
                     Change::Remove {
                         name,
-                        expired: false,
+                        cause: Removal::Deleted,
                     },
                 );
                 Ok(Outcome::Deleted)
@@ -570,32 +747,60 @@ impl Tasks {
         }
     }
 
-    /// A fresh task, if the limit leaves room for its row.
+    /// A fresh task, if the limits leave room for its row (and binding).
     fn new_task(
         &self,
         batch: &Batch,
         name: TaskName,
         expire: Duration,
+        claim: Claim,
         now: Timestamp,
     ) -> Result<Task, TaskError> {
         let rows = self.by_name.len() as isize + batch.rows_delta;
-        if !self.row_exists(batch, &name) && rows >= self.max_tasks as isize {
+        let row_exists = self.row_exists(batch, &name);
+        if !row_exists && rows >= self.max_tasks as isize {
             return Err(TaskError::Full {
                 limit: self.max_tasks,
             });
+        }
+        let was_bound = self.row_binding(batch, &name).is_some();
+        if claim.binding.is_some() && !was_bound {
+            self.check_bound_room(batch)?;
         }
         let expires_at = now.checked_add(expire).ok_or(TaskError::TimeOverflow)?;
         Ok(Task {
             name,
             started_at: now,
             expires_at,
+            holder: claim.holder,
+            reason: claim.reason,
+            binding: claim.binding,
         })
+    }
+
+    /// The binding of the row (live or not) as `batch` leaves it.
+    fn row_binding(&self, batch: &Batch, name: &TaskName) -> Option<Binding> {
+        match batch.latest.get(name) {
+            Some(row) => row.as_ref().and_then(|task| task.binding),
+            None => self.by_name.get(name).and_then(|task| task.binding),
+        }
+    }
+
+    /// Whether one more row may be bound.
+    fn check_bound_room(&self, batch: &Batch) -> Result<(), TaskError> {
+        if self.bound as isize + batch.bound_delta >= self.max_bound as isize {
+            return Err(TaskError::TooManyBound {
+                limit: self.max_bound,
+            });
+        }
+        Ok(())
     }
 
     /// Records `change` in `batch`, keeping the batch invariant.
     fn push(&self, batch: &mut Batch, change: Change) {
         let name = change.name().clone();
         let existed = self.row_exists(batch, &name);
+        let was_bound = self.row_binding(batch, &name).is_some();
         let row = match &change {
             Change::Put { task, .. } => Some(task.clone()),
             Change::Remove { .. } => None,
@@ -605,13 +810,17 @@ impl Tasks {
             (true, false) => -1,
             _ => 0,
         };
+        let is_bound = row.as_ref().is_some_and(|task| task.binding.is_some());
+        batch.bound_delta += isize::from(is_bound) - isize::from(was_bound);
         batch.latest.insert(name, row);
         batch.changes.push(change);
     }
 
     fn insert(&mut self, task: Task) {
         let deadline = (task.expires_at, task.name.clone());
+        self.bound += usize::from(task.binding.is_some());
         if let Some(old) = self.by_name.insert(task.name.clone(), task) {
+            self.bound -= usize::from(old.binding.is_some());
             self.deadlines.remove(&(old.expires_at, old.name));
         }
         self.deadlines.insert(deadline);
@@ -619,6 +828,7 @@ impl Tasks {
 
     fn remove(&mut self, name: &TaskName) {
         if let Some(old) = self.by_name.remove(name) {
+            self.bound -= usize::from(old.binding.is_some());
             self.deadlines.remove(&(old.expires_at, old.name));
         }
     }
@@ -654,6 +864,7 @@ mod tests {
         Command::Create {
             name: name(n),
             expire: secs(expire),
+            claim: Claim::default(),
         }
     }
 
@@ -661,6 +872,18 @@ mod tests {
         Command::Upsert {
             name: name(n),
             expire: secs(expire),
+            claim: Claim::default(),
+        }
+    }
+
+    fn claim(reason: Option<&str>, pid: Option<u32>) -> Claim {
+        Claim {
+            holder: None,
+            reason: reason.map(str::to_owned),
+            binding: pid.map(|pid| Binding {
+                pid,
+                start_time: u64::from(pid) * 10,
+            }),
         }
     }
 
@@ -670,11 +893,7 @@ mod tests {
 
     #[test]
     fn a_bulk_load_keeps_the_last_task_of_a_name_and_indexes_every_deadline() {
-        let task = |n: &str, expires: u64| Task {
-            name: name(n),
-            started_at: at(0),
-            expires_at: at(expires),
-        };
+        let task = |n: &str, expires: u64| Task::new(name(n), at(0), at(expires));
         let mut tasks = Tasks::new(10);
         tasks.load([task("b", 5), task("a", 9), task("b", 7), task("c", 3)]);
         assert_eq!(tasks.len(), 3);
@@ -721,11 +940,7 @@ mod tests {
     fn create_then_conflict_then_refresh_keeps_started_at() {
         let mut tasks = Tasks::new(10);
         let created = run(&mut tasks, create("agent", 3600), at(100)).unwrap();
-        let expected = Task {
-            name: name("agent"),
-            started_at: at(100),
-            expires_at: at(3700),
-        };
+        let expected = Task::new(name("agent"), at(100), at(3700));
         assert_eq!(created, Outcome::Created(expected.clone()));
         assert_eq!(
             run(&mut tasks, create("agent", 60), at(200)),
@@ -791,11 +1006,7 @@ mod tests {
         let again = run(&mut tasks, create("a", 5), at(16)).unwrap();
         assert_eq!(
             again,
-            Outcome::Created(Task {
-                name: name("a"),
-                started_at: at(16),
-                expires_at: at(21)
-            })
+            Outcome::Created(Task::new(name("a"), at(16), at(21)))
         );
         // PUT of an expired task creates too.
         assert!(matches!(
@@ -1028,11 +1239,10 @@ mod tests {
     fn loading_bounds_what_no_sane_clock_wrote_and_follows_a_step_while_down() {
         let load = |rows: &[(&str, u64, u64)]| {
             let mut tasks = Tasks::new(10);
-            tasks.load(rows.iter().map(|&(n, started, expires)| Task {
-                name: name(n),
-                started_at: at(started),
-                expires_at: at(expires),
-            }));
+            tasks.load(
+                rows.iter()
+                    .map(|&(n, started, expires)| Task::new(name(n), at(started), at(expires))),
+            );
             tasks
         };
         let max_expire = secs(3600);
@@ -1084,6 +1294,103 @@ mod tests {
         tasks.apply(batch);
         assert_eq!(remaining(&tasks, "ahead", now), secs(10));
         assert_eq!(tasks.len(), 1);
+    }
+
+    #[test]
+    fn reason_and_binding_are_kept_by_a_refresh_that_does_not_give_them() {
+        let mut tasks = Tasks::new(10);
+        let command = Command::Create {
+            name: name("a"),
+            expire: secs(5),
+            claim: claim(Some("build"), Some(7)),
+        };
+        run(&mut tasks, command, at(0)).unwrap();
+        run(&mut tasks, upsert("a", 5), at(1)).unwrap();
+        let task = tasks.get(&name("a"), at(1)).unwrap();
+        assert_eq!(task.reason.as_deref(), Some("build"));
+        assert_eq!(task.binding.map(|b| b.pid), Some(7));
+        let command = Command::Upsert {
+            name: name("a"),
+            expire: secs(5),
+            claim: claim(Some("test"), Some(8)),
+        };
+        run(&mut tasks, command, at(2)).unwrap();
+        let task = tasks.get(&name("a"), at(2)).unwrap();
+        assert_eq!(task.reason.as_deref(), Some("test"));
+        assert_eq!(task.binding.map(|b| b.pid), Some(8));
+        assert_eq!(tasks.bound().count(), 1);
+    }
+
+    #[test]
+    fn a_release_removes_only_a_row_still_bound_to_that_process() {
+        let mut tasks = Tasks::new(10);
+        let bound = |n: &str, pid| Command::Upsert {
+            name: name(n),
+            expire: secs(5),
+            claim: claim(None, Some(pid)),
+        };
+        run(&mut tasks, bound("a", 7), at(0)).unwrap();
+        let old = tasks.get(&name("a"), at(0)).unwrap().binding.unwrap();
+        run(&mut tasks, bound("a", 8), at(0)).unwrap();
+        let mut batch = Batch::new();
+        assert!(!tasks.release(&mut batch, &name("a"), old));
+        assert!(!tasks.release(&mut batch, &name("nope"), old));
+        let new = tasks.get(&name("a"), at(0)).unwrap().binding.unwrap();
+        assert!(tasks.release(&mut batch, &name("a"), new));
+        assert!(!tasks.release(&mut batch, &name("a"), new), "planned once");
+        assert_eq!(
+            batch.changes(),
+            [Change::Remove {
+                name: name("a"),
+                cause: Removal::Released { pid: 8 }
+            }]
+        );
+        tasks.apply(batch);
+        assert!(tasks.is_empty());
+        assert_eq!(tasks.bound().count(), 0);
+    }
+
+    #[test]
+    fn the_bound_limit_counts_bindings_not_rows() {
+        let mut tasks = Tasks::new(10).with_max_bound(1);
+        let bound = |n: &str, pid| Command::Upsert {
+            name: name(n),
+            expire: secs(5),
+            claim: claim(None, Some(pid)),
+        };
+        let mut batch = Batch::new();
+        tasks.plan(&mut batch, bound("a", 1), at(0)).unwrap();
+        assert_eq!(
+            tasks.plan(&mut batch, bound("b", 2), at(0)),
+            Err(TaskError::TooManyBound { limit: 1 })
+        );
+        // Unbound tasks and rebinding the bound one are fine.
+        tasks.plan(&mut batch, create("b", 5), at(0)).unwrap();
+        tasks.plan(&mut batch, bound("a", 3), at(0)).unwrap();
+        assert_eq!(
+            tasks.plan(&mut batch, bound("b", 2), at(0)),
+            Err(TaskError::TooManyBound { limit: 1 })
+        );
+        // Deleting the bound one makes room within the batch.
+        tasks.plan(&mut batch, delete("a"), at(0)).unwrap();
+        tasks.plan(&mut batch, bound("b", 2), at(0)).unwrap();
+        tasks.apply(batch);
+        assert_eq!(tasks.bound().count(), 1);
+    }
+
+    #[test]
+    fn reasons_follow_the_rule() {
+        assert!(check_reason("fix the failing tests: claude -p 'go'").is_ok());
+        assert!(check_reason("été ✓").is_ok());
+        assert!(check_reason(&"x".repeat(MAX_REASON_LEN)).is_ok());
+        for bad in ["", "a\nb", "tab\there", "\u{7f}", "a\u{2028}b", "\u{85}"] {
+            assert!(check_reason(bad).is_err(), "{bad:?}");
+        }
+        let long = check_reason(&"x".repeat(257)).unwrap_err();
+        assert_eq!(
+            long,
+            "the reason is 257 bytes long; a reason is 1 to 256 bytes of printable text"
+        );
     }
 
     #[test]

@@ -230,10 +230,12 @@ fn start_up_syncs(tasks: &[Task]) -> (u64, Vec<Task>) {
 #[test]
 fn start_up_expires_everything_due_in_one_commit() {
     let now = Timestamp::from_system_time(SystemTime::now());
-    let task = |name: &str, expires_at: Timestamp| Task {
-        name: TaskName::parse(name).unwrap(),
-        started_at: Timestamp::from_nanos(now.as_nanos() - 7200 * SECOND),
-        expires_at,
+    let task = |name: &str, expires_at: Timestamp| {
+        Task::new(
+            TaskName::parse(name).unwrap(),
+            Timestamp::from_nanos(now.as_nanos() - 7200 * SECOND),
+            expires_at,
+        )
     };
     let past = Timestamp::from_nanos(now.as_nanos() - 60 * SECOND);
     let live = task("live", now.checked_add(Duration::from_secs(3600)).unwrap());
@@ -408,6 +410,7 @@ fn clock_steps_neither_stretch_nor_skip_a_hold() {
                 Command::Upsert {
                     name: name(n),
                     expire: Duration::from_secs(secs),
+                    claim: Default::default(),
                 },
                 now,
             )
@@ -550,6 +553,13 @@ fn a_database_from_the_release_before_the_log_opens_with_nothing_lost() {
                     "2026-11-29T14:18:03.141667023Z".to_string()
                 ),
             ]
+        );
+        // Version-1 records: no holder, reason or binding.
+        assert!(
+            loaded
+                .tasks
+                .iter()
+                .all(|t| t.holder.is_none() && t.reason.is_none() && t.binding.is_none())
         );
         let events: Vec<(u64, String)> = loaded
             .events

@@ -19,8 +19,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use clap::{Args, Parser, Subcommand};
 use sprite_tasks::client::{
-    self, Client, ClientError, check_interval, curl_args, default_interval, parse_interval,
-    render_event, render_status, render_tasks, retry_delay,
+    self, Client, ClientError, HoldDetails, check_interval, curl_args, default_interval,
+    default_reason, parse_interval, render_event, render_status, render_tasks, retry_delay,
 };
 use sprite_tasks::expire::MAX_EXPIRE_CEILING;
 use sprite_tasks::server::Config;
@@ -83,7 +83,9 @@ enum Top {
 
 #[derive(Debug, Subcommand)]
 enum TasksCommand {
-    /// List the live tasks: name, when started, how long until they expire.
+    /// List the live tasks: name, when started, how long until they expire
+    /// (or which process ends them), who holds them and why. --json shows
+    /// every field: the holder's pid, uid and parent too.
     ///
     /// Example:
     ///   sprite-env tasks list
@@ -103,7 +105,8 @@ enum TasksCommand {
     /// Create a task (exits 1 if the name is live already).
     ///
     /// Example:
-    ///   sprite-env tasks create agent --expire 1h
+    ///   sprite-env tasks create agent --expire 1h --reason "nightly build"
+    ///   sprite-env tasks create agent --expire 1h --pid "$$"   # ends with this shell
     #[command(verbatim_doc_comment)]
     Create(TaskExpire),
     /// Refresh a task's expiry, creating it if missing.
@@ -122,7 +125,9 @@ enum TasksCommand {
         /// The task's name.
         name: String,
     },
-    /// Say who holds the machine and until when, or since when it is idle.
+    /// Say who holds the machine and until when, or since when it is idle;
+    /// while held, one line per task names the process that holds it and
+    /// its reason.
     ///
     /// Exits 0 when held and 3 when idle (as `systemctl is-active`), so a
     /// script can test it; 1 if the daemon cannot be asked.
@@ -140,7 +145,7 @@ enum TasksCommand {
     },
     /// Print task events as they happen, until interrupted.
     ///
-    /// Events: created, refreshed, deleted, expired, held, idle. When the
+    /// Events: created, refreshed, deleted, expired, released, held, idle. When the
     /// daemon restarts (or cuts off a watcher that fell behind), the watch
     /// reconnects and resumes after the last event it printed, so nothing
     /// retained is missed or printed twice. Exits 1 if there is no daemon
@@ -164,9 +169,12 @@ enum TasksCommand {
     /// SIGINT, SIGTERM and SIGHUP sent to the holder are forwarded to
     /// COMMAND (Ctrl-C at a terminal reaches COMMAND directly and is not sent
     /// twice); after one, the holder stops refreshing, so a COMMAND that
-    /// ignores it is held for at most one more expiry. If the holder itself
-    /// is killed (kill -9), COMMAND gets SIGTERM (Linux PR_SET_PDEATHSIG)
-    /// rather than run on unheld, and the task lapses at its expiry.
+    /// ignores it is held for at most one more expiry. The task is bound to
+    /// COMMAND's process: the daemon releases it the moment COMMAND exits,
+    /// even if the holder is gone. If the holder itself is killed (kill -9),
+    /// COMMAND gets SIGTERM (Linux PR_SET_PDEATHSIG) rather than run on
+    /// unheld, and its exit releases the task. The reason is COMMAND's
+    /// command line unless --reason says otherwise.
     ///
     /// --every defaults to a fifth of --expire, at most 1m; it must be at
     /// most half of --expire, so a failed refresh can be retried before the
@@ -198,6 +206,14 @@ struct TaskExpire {
     /// (at most the daemon's --max-expire, 1h by default).
     #[arg(long, value_name = "DURATION")]
     expire: String,
+    /// Why the machine is held (at most 256 bytes, one line), shown in
+    /// list, status and events; a refresh without it keeps the reason.
+    #[arg(long, value_name = "TEXT")]
+    reason: Option<String>,
+    /// End the hold when process PID exits (or at its expiry, whichever is
+    /// first); a refresh without it keeps the binding.
+    #[arg(long, value_name = "PID")]
+    pid: Option<u32>,
     #[command(flatten)]
     json: JsonFlag,
     /// Print nothing on success (for loops); errors are still reported.
@@ -217,6 +233,9 @@ struct HoldArgs {
     /// half of --expire.
     #[arg(long, value_name = "DURATION")]
     every: Option<String>,
+    /// Why the machine is held [default: COMMAND's command line].
+    #[arg(long, value_name = "TEXT")]
+    reason: Option<String>,
     /// The command to run, after `--`.
     #[arg(last = true, required = true, value_name = "COMMAND")]
     command: Vec<OsString>,
@@ -353,14 +372,24 @@ fn tasks(client: &Client, command: TasksCommand) -> Result<ExitCode, String> {
             print_task(json.json, false, answer)?;
         }
         TasksCommand::Create(args) => {
+            let details = HoldDetails {
+                reason: args.reason.clone(),
+                pid: args.pid,
+            };
+            let expire = sprite_tasks::expire::arg_value(&args.expire);
             let answer = client
-                .create(&args.name, &sprite_tasks::expire::arg_value(&args.expire))
+                .create_with(&args.name, &expire, &details)
                 .map_err(|e| in_cli_terms(e, &args.name))?;
             print_task(args.json.json, args.quiet, answer)?;
         }
         TasksCommand::Refresh(args) => {
+            let details = HoldDetails {
+                reason: args.reason.clone(),
+                pid: args.pid,
+            };
+            let expire = sprite_tasks::expire::arg_value(&args.expire);
             let answer = client
-                .refresh(&args.name, &sprite_tasks::expire::arg_value(&args.expire))
+                .refresh_with(&args.name, &expire, &details)
                 .map_err(|e| in_cli_terms(e, &args.name))?;
             print_task(args.json.json, args.quiet, answer)?;
         }
@@ -529,7 +558,17 @@ mod hold {
                 return ExitCode::from(EXIT_HOLD_FAILED);
             }
         };
-        if let Err(e) = client.refresh(&args.name, &expire_json) {
+        // Bound to the holder until COMMAND runs, then to COMMAND: whichever
+        // dies first, the daemon releases the task at once.
+        let mut details = HoldDetails {
+            reason: Some(
+                args.reason
+                    .clone()
+                    .unwrap_or_else(|| default_reason(&args.command)),
+            ),
+            pid: Some(std::process::id()),
+        };
+        if let Err(e) = client.refresh_with(&args.name, &expire_json, &details) {
             say(format!(
                 "cannot hold task {:?}: {}; the command was not started",
                 args.name,
@@ -565,12 +604,16 @@ mod hold {
                 });
             }
         };
+        details.pid = Some(child.id());
+        // A COMMAND that already exited is not visible to bind: the hold
+        // stays bound to the holder, which releases it below.
+        let _ = client.refresh_with(&args.name, &expire_json, &details);
         let mut refresher = match Refresher::start(
             client.clone(),
             args.name.clone(),
             expire_json,
-            expire,
-            every,
+            details,
+            (expire, every),
         ) {
             Ok(refresher) => refresher,
             Err(e) => {
@@ -682,14 +725,15 @@ mod hold {
             client: Client,
             name: String,
             expire_json: serde_json::Value,
-            expire: Duration,
-            every: Duration,
+            details: HoldDetails,
+            (expire, every): (Duration, Duration),
         ) -> io::Result<Refresher> {
             let (stop, stopped) = mpsc::channel();
             let thread = std::thread::Builder::new()
                 .name("refresh".into())
                 .spawn(move || {
-                    refresh_loop(&client, &name, &expire_json, expire, every, &stopped)
+                    let hold = (name.as_str(), &expire_json, &details);
+                    refresh_loop(&client, hold, expire, every, &stopped)
                 })?;
             Ok(Refresher {
                 stop: Some(stop),
@@ -712,11 +756,12 @@ mod hold {
         }
     }
 
-    /// Refreshes every `every` until told to stop (or its sender is gone).
+    /// Refreshes every `every` until told to stop (or its sender is gone),
+    /// repeating the reason and binding, so that a task lost with a
+    /// daemon's database comes back whole.
     fn refresh_loop(
         client: &Client,
-        name: &str,
-        expire_json: &serde_json::Value,
+        (name, expire_json, details): (&str, &serde_json::Value, &HoldDetails),
         expire: Duration,
         every: Duration,
         stopped: &mpsc::Receiver<()>,
@@ -730,7 +775,7 @@ mod hold {
                 return;
             }
             let attempt = Instant::now();
-            match client.refresh(name, expire_json) {
+            match client.refresh_with(name, expire_json, details) {
                 Ok(_) => {
                     if failing {
                         say(format!("task {name:?} refreshed again"));

@@ -50,6 +50,11 @@ struct Args {
     #[arg(long, default_value_t = DEFAULT_MAX_TASKS)]
     max_tasks: usize,
 
+    /// Most tasks bound to a process ("pid") at once, each watched through
+    /// a descriptor; binding more is refused with 507.
+    #[arg(long, default_value_t = sprite_tasks::tasks::DEFAULT_MAX_BOUND)]
+    max_bound: usize,
+
     /// Most open connections; more get a 503 and are closed.
     #[arg(long, default_value_t = Config::DEFAULT_MAX_CONNECTIONS)]
     max_connections: usize,
@@ -234,6 +239,7 @@ fn main() -> ExitCode {
         },
         max_connections: args.max_connections,
         max_tasks: args.max_tasks,
+        max_bound: args.max_bound,
         max_expire: args.max_expire,
         shutdown_grace: args.shutdown_grace,
         hooks: HookConfig {

@@ -2,9 +2,12 @@
 //! its expiry, and how soon a failed refresh is retried. The holder itself
 //! (signals, the child, the refresh thread) lives in the binary.
 //!
-//! Pure; depends on nothing of ours.
+//! Pure; depends on [`crate::tasks`] for the reason's rule.
 
+use std::ffi::OsString;
 use std::time::Duration;
+
+use crate::tasks::MAX_REASON_LEN;
 
 /// The shortest `--every` of a hold. A refresh is one request and one fsync;
 /// more often than this is load for no safety.
@@ -85,6 +88,32 @@ pub fn retry_delay(every: Duration) -> Duration {
     every.min(MAX_RETRY_DELAY)
 }
 
+/// The reason a hold gives when `--reason` is not: its command line,
+/// arguments joined by spaces, control characters replaced by `?`, cut to
+/// [`MAX_REASON_LEN`] bytes, so it always meets the daemon's rule.
+pub fn default_reason(command: &[OsString]) -> String {
+    let joined = command
+        .iter()
+        .map(|arg| arg.to_string_lossy())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mut reason: String = joined
+        .chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect();
+    if reason.len() > MAX_REASON_LEN {
+        let cut = (0..=MAX_REASON_LEN)
+            .rev()
+            .find(|&at| reason.is_char_boundary(at))
+            .unwrap_or(0);
+        reason.truncate(cut);
+    }
+    if reason.is_empty() {
+        reason.push('?');
+    }
+    reason
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -147,5 +176,18 @@ mod tests {
         for (text, expected) in cases {
             assert_eq!(parse_interval(text).ok(), expected, "{text:?}");
         }
+    }
+
+    #[test]
+    fn the_default_reason_is_the_command_line_within_the_rule() {
+        let args = |list: &[&str]| list.iter().map(OsString::from).collect::<Vec<_>>();
+        assert_eq!(
+            default_reason(&args(&["claude", "-p", "fix the tests"])),
+            "claude -p fix the tests"
+        );
+        assert_eq!(default_reason(&args(&["sh", "-c", "a\nb"])), "sh -c a?b");
+        let long = default_reason(&args(&["x", &"é".repeat(300)]));
+        assert!(crate::tasks::check_reason(&long).is_ok());
+        assert_eq!(default_reason(&args(&[""])), "?");
     }
 }

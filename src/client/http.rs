@@ -266,7 +266,21 @@ impl Client {
     /// # Errors
     /// As for [`list`](Self::list).
     pub fn create(&self, name: &str, expire: &Value) -> Result<(Vec<u8>, TaskView), ClientError> {
-        let body = serde_json::json!({ "name": name, "expire": expire });
+        self.create_with(name, expire, &HoldDetails::default())
+    }
+
+    /// `POST /v1/tasks` with a reason and a process to bind to.
+    ///
+    /// # Errors
+    /// As for [`list`](Self::list).
+    pub fn create_with(
+        &self,
+        name: &str,
+        expire: &Value,
+        details: &HoldDetails,
+    ) -> Result<(Vec<u8>, TaskView), ClientError> {
+        let mut body = serde_json::json!({ "name": name, "expire": expire });
+        details.add_to(&mut body);
         let response = self.call("POST", TASKS_PATH, Some(&body))?;
         let task = decode_json(&response.body)?;
         Ok((response.body, task))
@@ -277,7 +291,21 @@ impl Client {
     /// # Errors
     /// As for [`list`](Self::list).
     pub fn refresh(&self, name: &str, expire: &Value) -> Result<(Vec<u8>, TaskView), ClientError> {
-        let body = serde_json::json!({ "expire": expire });
+        self.refresh_with(name, expire, &HoldDetails::default())
+    }
+
+    /// `PUT /v1/tasks/NAME` with a reason and a process to bind to.
+    ///
+    /// # Errors
+    /// As for [`list`](Self::list).
+    pub fn refresh_with(
+        &self,
+        name: &str,
+        expire: &Value,
+        details: &HoldDetails,
+    ) -> Result<(Vec<u8>, TaskView), ClientError> {
+        let mut body = serde_json::json!({ "expire": expire });
+        details.add_to(&mut body);
         self.task_call("PUT", name, Some(&body))
     }
 
@@ -419,6 +447,26 @@ impl Client {
                 source,
             },
         })
+    }
+}
+
+/// What a create or refresh says besides the expiry. `None` fields are
+/// left out: the daemon then keeps the task's reason and binding.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HoldDetails {
+    pub reason: Option<String>,
+    /// The process whose exit ends the hold.
+    pub pid: Option<u32>,
+}
+
+impl HoldDetails {
+    fn add_to(&self, body: &mut Value) {
+        if let Some(reason) = &self.reason {
+            body["reason"] = Value::from(reason.as_str());
+        }
+        if let Some(pid) = self.pid {
+            body["pid"] = Value::from(pid);
+        }
     }
 }
 

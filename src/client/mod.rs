@@ -26,13 +26,15 @@ pub mod render;
 pub use curl::{BASE_URL, CurlArgsError, curl_args};
 pub use hold::{
     MAX_DEFAULT_INTERVAL, MAX_RETRY_DELAY, MIN_INTERVAL, check_interval, default_interval,
-    parse_interval, retry_delay,
+    default_reason, parse_interval, retry_delay,
 };
 pub use http::{
-    BodyFraming, ChunkedDecoder, Client, ClientError, EventStream, HOST, Head, LineSplitter,
-    MAX_CHUNK_LINE, MAX_EVENT_LINE, MAX_RESPONSE_BODY, MAX_RESPONSE_HEAD, MAX_TRAILERS,
-    REQUEST_TIMEOUT, Response, Status, body_framing, error_message, parse_head, task_path,
+    BodyFraming, ChunkedDecoder, Client, ClientError, EventStream, HOST, Head, HoldDetails,
+    LineSplitter, MAX_CHUNK_LINE, MAX_EVENT_LINE, MAX_RESPONSE_BODY, MAX_RESPONSE_HEAD,
+    MAX_TRAILERS, REQUEST_TIMEOUT, Response, Status, body_framing, error_message, parse_head,
+    task_path,
 };
 pub use render::{
-    format_span, format_time, format_until, is_lagged, render_event, render_status, render_tasks,
+    describe_holder, format_span, format_time, format_until, is_lagged, render_event,
+    render_status, render_tasks,
 };

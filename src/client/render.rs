@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::http::Status;
-use crate::api::TaskView;
+use crate::api::{HolderView, TaskView};
 use crate::time::Timestamp;
 
 /// A duration as a person reads it, to the second: `1h 5m`, `4m 59s`,
@@ -44,41 +44,79 @@ pub fn format_until(rfc3339: &str, now: Timestamp) -> String {
     }
 }
 
-/// The task table of `sprite-env tasks list`: name, started, expires in.
-pub fn render_tasks(tasks: &[TaskView], now: Timestamp) -> String {
-    if tasks.is_empty() {
-        return "no tasks: nothing holds the machine awake\n".to_owned();
-    }
-    let rows: Vec<[String; 3]> = tasks
-        .iter()
-        .map(|task| {
-            [
-                task.name.clone(),
-                format_time(&task.started_at),
-                format_until(&task.expires_at, now),
-            ]
-        })
-        .collect();
-    let header = ["NAME", "STARTED", "EXPIRES IN"];
-    let width = |column: usize| {
-        rows.iter()
-            .map(|row| row[column].len())
-            .chain([header[column].len()])
-            .max()
-            .unwrap_or(0)
+/// Most characters of a parent command line shown in a table or status
+/// line; the JSON has it whole.
+pub const MAX_SHOWN_PARENT: usize = 40;
+
+/// Who holds a task, in a few words: `curl[4242] from bash ./heartbeat.sh`
+/// (the parent's command line shortened), `-` when unknown.
+pub fn describe_holder(holder: Option<&HolderView>) -> String {
+    let Some(holder) = holder else {
+        return "-".to_owned();
     };
-    let (name_width, started_width) = (width(0), width(1));
-    let mut out = String::new();
-    for row in std::iter::once(header.map(str::to_owned)).chain(rows) {
-        out.push_str(&format!(
-            "{:name_width$}  {:started_width$}  {}\n",
-            row[0], row[1], row[2]
-        ));
+    let mut out = holder.command.clone().unwrap_or_else(|| "?".to_owned());
+    if let Some(pid) = holder.pid {
+        out.push_str(&format!("[{pid}]"));
+    }
+    if let Some(parent) = &holder.parent_command {
+        out.push_str(" from ");
+        if parent.chars().count() > MAX_SHOWN_PARENT {
+            out.extend(parent.chars().take(MAX_SHOWN_PARENT - 1));
+            out.push('…');
+        } else {
+            out.push_str(parent);
+        }
     }
     out
 }
 
-/// The one line of `sprite-env tasks status`.
+/// The task table of `sprite-env tasks list`: name, started, expires in
+/// (or when the bound process exits), holder, reason.
+pub fn render_tasks(tasks: &[TaskView], now: Timestamp) -> String {
+    if tasks.is_empty() {
+        return "no tasks: nothing holds the machine awake\n".to_owned();
+    }
+    let rows: Vec<[String; 5]> = tasks
+        .iter()
+        .map(|task| {
+            let mut expires = format_until(&task.expires_at, now);
+            if let Some(pid) = task.pid {
+                expires.push_str(&format!(" or when {pid} exits"));
+            }
+            [
+                task.name.clone(),
+                format_time(&task.started_at),
+                expires,
+                describe_holder(task.holder.as_ref()),
+                task.reason.clone().unwrap_or_else(|| "-".to_owned()),
+            ]
+        })
+        .collect();
+    let header = ["NAME", "STARTED", "EXPIRES IN", "HOLDER", "REASON"];
+    let width = |column: usize| {
+        rows.iter()
+            .map(|row| row[column].chars().count())
+            .chain([header[column].len()])
+            .max()
+            .unwrap_or(0)
+    };
+    let widths = [width(0), width(1), width(2), width(3)];
+    let mut out = String::new();
+    for row in std::iter::once(header.map(str::to_owned)).chain(rows) {
+        for (cell, width) in row.iter().zip(widths) {
+            out.push_str(cell);
+            out.push_str(&" ".repeat(width - cell.chars().count() + 2));
+        }
+        out.push_str(&row[4]);
+        out.push('\n');
+    }
+    out
+}
+
+/// What `sprite-env tasks status` prints: one line saying held (by which
+/// tasks, until when) or idle (since when); while held, then one indented
+/// line per task naming its holder and reason (at most
+/// [`crate::api::MAX_STATUS_HOLDERS`], then how many more).
 pub fn render_status(status: &Status, tasks: &[TaskView], now: Timestamp) -> String {
     if status.held {
         let names: Vec<&str> = tasks.iter().map(|t| t.name.as_str()).collect();
@@ -86,14 +124,32 @@ pub fn render_status(status: &Status, tasks: &[TaskView], now: Timestamp) -> Str
             0 => format!("{} task(s)", status.tasks),
             _ => names.join(", "),
         };
-        match &status.held_until {
+        let mut out = match &status.held_until {
             Some(until) => format!(
                 "held by {who} until {} (in {})",
                 format_time(until),
                 format_until(until, now)
             ),
             None => format!("held by {who}"),
+        };
+        let shown = crate::api::MAX_STATUS_HOLDERS;
+        for task in tasks.iter().take(shown) {
+            out.push_str(&format!(
+                "\n  {}: {}",
+                task.name,
+                describe_holder(task.holder.as_ref())
+            ));
+            if let Some(pid) = task.pid {
+                out.push_str(&format!(", until {pid} exits"));
+            }
+            if let Some(reason) = &task.reason {
+                out.push_str(&format!(": {reason}"));
+            }
         }
+        if tasks.len() > shown {
+            out.push_str(&format!("\n  … and {} more", tasks.len() - shown));
+        }
+        out
     } else {
         match &status.idle_since {
             Some(since) => {
@@ -153,6 +209,9 @@ pub fn render_event(line: &[u8]) -> String {
         }
         _ => {}
     }
+    if let Some(pid) = event.get("pid").and_then(Value::as_u64) {
+        out.push_str(&format!(": process {pid} exited"));
+    }
     if let Some(expires_at) = text("expires_at") {
         out.push_str(&format!(" until {}", format_time(expires_at)));
         let lasts = text("at")
@@ -161,6 +220,9 @@ pub fn render_event(line: &[u8]) -> String {
         if let Some((at, expires)) = lasts {
             out.push_str(&format!(" ({})", format_span(expires.saturating_since(at))));
         }
+    }
+    if let Some(reason) = text("reason") {
+        out.push_str(&format!(": {reason}"));
     }
     out
 }
@@ -217,6 +279,9 @@ mod tests {
             name: name.into(),
             started_at: started.into(),
             expires_at: expires.into(),
+            reason: None,
+            pid: None,
+            holder: None,
         }
     }
 
@@ -240,9 +305,26 @@ mod tests {
         );
         assert_eq!(
             table,
-            "NAME                STARTED               EXPIRES IN\n\
-             agent               2026-06-02T16:00:00Z  5m 0s\n\
-             a-much-longer-name  2026-06-02T16:59:00Z  30s\n"
+            "NAME                STARTED               EXPIRES IN  HOLDER  REASON\n\
+             agent               2026-06-02T16:00:00Z  5m 0s       -       -\n\
+             a-much-longer-name  2026-06-02T16:59:00Z  30s         -       -\n"
+        );
+        let held = TaskView {
+            reason: Some("nightly build".into()),
+            pid: Some(4300),
+            holder: Some(HolderView {
+                pid: Some(4242),
+                uid: Some(0),
+                command: Some("curl".into()),
+                parent_pid: Some(4200),
+                parent_command: Some(format!("bash ./heartbeat.sh {}", "x".repeat(40))),
+            }),
+            ..task("agent", "2026-06-02T16:00:00Z", "2026-06-02T17:05:00Z")
+        };
+        assert_eq!(
+            render_tasks(&[held], now),
+            "NAME   STARTED               EXPIRES IN                HOLDER                                                    REASON\n\
+             agent  2026-06-02T16:00:00Z  5m 0s or when 4300 exits  curl[4242] from bash ./heartbeat.sh xxxxxxxxxxxxxxxxxxx…  nightly build\n"
         );
     }
 
@@ -261,7 +343,21 @@ mod tests {
         ];
         assert_eq!(
             render_status(&held, &tasks, now),
-            "held by a, b until 2026-06-02T18:00:00Z (in 1h 0m)"
+            "held by a, b until 2026-06-02T18:00:00Z (in 1h 0m)\n  a: -\n  b: -"
+        );
+        let described = [TaskView {
+            reason: Some("tests".into()),
+            pid: Some(7),
+            holder: Some(HolderView {
+                command: Some("sprite-env".into()),
+                pid: Some(6),
+                ..HolderView::default()
+            }),
+            ..task("a", "2026-06-02T16:00:00Z", "2026-06-02T18:00:00.1Z")
+        }];
+        assert_eq!(
+            render_status(&held, &described, now),
+            "held by a until 2026-06-02T18:00:00Z (in 1h 0m)\n  a: sprite-env[6], until 7 exits: tests"
         );
         assert_eq!(
             render_status(&held, &[], now),
@@ -297,6 +393,14 @@ mod tests {
             (
                 r#"{"seq":13,"at":"2026-06-02T17:01:00Z","event":"expired","task":"agent"}"#,
                 "2026-06-02T17:01:00Z #13 expired agent",
+            ),
+            (
+                r#"{"seq":13,"at":"2026-06-02T17:01:00Z","event":"released","task":"agent","pid":4242}"#,
+                "2026-06-02T17:01:00Z #13 released agent: process 4242 exited",
+            ),
+            (
+                r#"{"seq":12,"at":"2026-06-02T17:00:00.1Z","event":"refreshed","task":"agent","expires_at":"2026-06-02T17:05:00.1Z","reason":"tests"}"#,
+                "2026-06-02T17:00:00Z #12 refreshed agent until 2026-06-02T17:05:00Z (5m 0s): tests",
             ),
             (
                 r#"{"seq":14,"at":"2026-06-02T17:01:00Z","event":"idle"}"#,

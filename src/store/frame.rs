@@ -19,7 +19,7 @@
 //! |---|---|---|
 //! | 0 | 4 | magic `SPWL` |
 //! | 4 | 2 | kind: 1 batch, 2 wrap |
-//! | 6 | 2 | format version, 1 |
+//! | 6 | 2 | format version: 2 (1 is still read) |
 //! | 8 | 4 | payload length |
 //! | 12 | 4 | CRC-32 (IEEE) of bytes 0..12, 16..32 and the payload |
 //! | 16 | 8 | log sequence number (LSN) |
@@ -28,11 +28,17 @@
 //!
 //! A batch's payload: `u32` change count, each change as a kind byte (1 put
 //! of a new task, 2 put of a refresh, 3 removal by delete, 4 removal by
-//! expiry), `u16` name length, the name, and for a put `started_at` and
-//! `expires_at` (`u64` ns); then `u32` event count, each as `u64` sequence
+//! expiry, 5 release by the exit of the bound process), `u16` name length,
+//! the name, and for a put `started_at` and `expires_at` (`u64` ns) and the
+//! task's details as a record stores them
+//! ([`record::encode_details`](crate::record::encode_details)), for a
+//! release the `u32` pid; then `u32` event count, each as `u64` sequence
 //! number, `u32` length and the event's JSON line; then `u64`
 //! keep-events-from and `u64` trim slack (see
 //! [`Store::commit_batch`](super::Store::commit_batch)).
+//!
+//! Format 1 (the release before holders) is the same without details and
+//! releases; its frames are still replayed.
 //!
 //! Invariant a reader relies on: frames of one generation are written in
 //! increasing LSN order with no gaps, so the first frame that is short,
@@ -41,7 +47,8 @@
 
 use std::fmt;
 
-use crate::tasks::{Change, Task, TaskName};
+use crate::record;
+use crate::tasks::{Change, Removal, Task, TaskName};
 use crate::time::Timestamp;
 
 /// Bytes of a frame header.
@@ -51,7 +58,10 @@ pub const HEADER_LEN: usize = 32;
 pub const ALIGN: u64 = 8;
 
 const MAGIC: [u8; 4] = *b"SPWL";
-const FORMAT: u16 = 1;
+/// The format this build writes.
+const FORMAT: u16 = 2;
+/// The format before task details, still read.
+const FORMAT_1: u16 = 1;
 
 /// What a frame holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -189,19 +199,30 @@ pub fn encode_batch<'a>(
     out.resize(start + HEADER_LEN, 0);
     out.extend_from_slice(&(changes.len() as u32).to_le_bytes());
     for change in changes {
-        let (kind, name, task) = match change {
-            Change::Put { task, created } => {
-                (if *created { 1u8 } else { 2 }, &task.name, Some(task))
-            }
-            Change::Remove { name, expired } => (if *expired { 4 } else { 3 }, name, None),
+        let kind = match change {
+            Change::Put { created: true, .. } => 1u8,
+            Change::Put { created: false, .. } => 2,
+            Change::Remove { cause, .. } => match cause {
+                Removal::Deleted => 3,
+                Removal::Expired => 4,
+                Removal::Released { .. } => 5,
+            },
         };
         out.push(kind);
-        let name = name.as_str().as_bytes();
+        let name = change.name().as_str().as_bytes();
         out.extend_from_slice(&(name.len() as u16).to_le_bytes());
         out.extend_from_slice(name);
-        if let Some(task) = task {
-            out.extend_from_slice(&task.started_at.as_nanos().to_le_bytes());
-            out.extend_from_slice(&task.expires_at.as_nanos().to_le_bytes());
+        match change {
+            Change::Put { task, .. } => {
+                out.extend_from_slice(&task.started_at.as_nanos().to_le_bytes());
+                out.extend_from_slice(&task.expires_at.as_nanos().to_le_bytes());
+                record::encode_details(task, out);
+            }
+            Change::Remove {
+                cause: Removal::Released { pid },
+                ..
+            } => out.extend_from_slice(&pid.to_le_bytes()),
+            Change::Remove { .. } => {}
         }
     }
     let count_at = out.len();
@@ -291,7 +312,8 @@ pub fn scan(ring: &[u8], start: u64, first_lsn: u64) -> Scan {
         }
         let kind = u16::from_le_bytes([header[4], header[5]]);
         let version = u16::from_le_bytes([header[6], header[7]]);
-        if version != FORMAT || !(kind == FrameKind::Batch as u16 || kind == FrameKind::Wrap as u16)
+        if !(version == FORMAT || version == FORMAT_1)
+            || !(kind == FrameKind::Batch as u16 || kind == FrameKind::Wrap as u16)
         {
             return stopped(scan, Stop::Format { kind, version }, position);
         }
@@ -325,7 +347,7 @@ pub fn scan(ring: &[u8], start: u64, first_lsn: u64) -> Scan {
             position = (generation + 1) * size;
             continue;
         }
-        match decode_batch(&frame[HEADER_LEN..]) {
+        match decode_batch(&frame[HEADER_LEN..], version) {
             Ok(batch) => scan.batches.push((lsn, batch)),
             Err(why) => return stopped(scan, Stop::Payload(why), position),
         }
@@ -341,11 +363,12 @@ fn stopped(mut scan: Scan, stop: Stop, at: u64) -> Scan {
     scan
 }
 
-/// Decodes a batch payload.
+/// Decodes a batch payload of frame format `version` (1 or 2).
 ///
 /// # Errors
 /// A message saying what does not decode.
-pub fn decode_batch(payload: &[u8]) -> Result<BatchRecord, String> {
+pub fn decode_batch(payload: &[u8], version: u16) -> Result<BatchRecord, String> {
+    let details = version >= FORMAT;
     let mut reader = Reader { bytes: payload };
     let mut batch = BatchRecord::default();
     let changes = reader.u32()?;
@@ -364,18 +387,28 @@ pub fn decode_batch(payload: &[u8]) -> Result<BatchRecord, String> {
                 if started_at > expires_at {
                     return Err(format!("task {name} starts after it expires"));
                 }
+                let mut task = Task::new(name, started_at, expires_at);
+                if details {
+                    let (decoded, used) = record::decode_details(reader.bytes)?;
+                    reader.take(used)?;
+                    decoded.apply_to(&mut task);
+                }
                 Change::Put {
-                    task: Task {
-                        name,
-                        started_at,
-                        expires_at,
-                    },
+                    task,
                     created: kind == 1,
                 }
             }
-            3 | 4 => Change::Remove {
+            3 => Change::Remove {
                 name,
-                expired: kind == 4,
+                cause: Removal::Deleted,
+            },
+            4 => Change::Remove {
+                name,
+                cause: Removal::Expired,
+            },
+            5 if details => Change::Remove {
+                name,
+                cause: Removal::Released { pid: reader.u32()? },
             },
             other => return Err(format!("unknown change kind {other}")),
         };
@@ -439,13 +472,14 @@ mod tests {
     use super::*;
 
     fn task(name: &str, started: u64, expires: u64) -> Task {
-        Task {
-            name: TaskName::parse(name).unwrap(),
-            started_at: Timestamp::from_nanos(started),
-            expires_at: Timestamp::from_nanos(expires),
-        }
+        Task::new(
+            TaskName::parse(name).unwrap(),
+            Timestamp::from_nanos(started),
+            Timestamp::from_nanos(expires),
+        )
     }
 
+    /// Batches of one size, so laps of the ring end on frame boundaries.
     fn batch(n: u64) -> BatchRecord {
         BatchRecord {
             changes: vec![
@@ -455,7 +489,48 @@ mod tests {
                 },
                 Change::Remove {
                     name: TaskName::parse("gone").unwrap(),
-                    expired: n.is_multiple_of(3),
+                    cause: if n.is_multiple_of(3) {
+                        Removal::Expired
+                    } else {
+                        Removal::Deleted
+                    },
+                },
+            ],
+            events: vec![(n * 2, format!("{{\"seq\":{}}}\n", n * 2).into_bytes())],
+            keep_events_from: n,
+            trim_slack: 1024,
+        }
+    }
+
+    /// Batches with every kind of change and detail.
+    fn varied(n: u64) -> BatchRecord {
+        let mut put = task(&format!("t{n}"), n, n + 10);
+        if n.is_multiple_of(2) {
+            put.reason = Some(format!("reason {n}"));
+            put.holder = Some(crate::tasks::Holder {
+                pid: Some(n as u32),
+                command: Some("curl".into()),
+                ..Default::default()
+            });
+            put.binding = Some(crate::tasks::Binding {
+                pid: n as u32 + 1,
+                start_time: n * 100,
+            });
+        }
+        let cause = match n % 3 {
+            0 => Removal::Expired,
+            1 => Removal::Deleted,
+            _ => Removal::Released { pid: n as u32 },
+        };
+        BatchRecord {
+            changes: vec![
+                Change::Put {
+                    task: put,
+                    created: n.is_multiple_of(2),
+                },
+                Change::Remove {
+                    name: TaskName::parse("gone").unwrap(),
+                    cause,
                 },
             ],
             events: vec![(n * 2, format!("{{\"seq\":{}}}\n", n * 2).into_bytes())],
@@ -513,12 +588,12 @@ mod tests {
     #[test]
     fn batches_round_trip_in_order() {
         let mut ring = vec![0u8; 4096];
-        let batches: Vec<_> = (1..=5).map(batch).collect();
+        let batches: Vec<_> = (1..=6).map(varied).collect();
         let head = write(&mut ring, 0, 1, &batches);
         let scan = scan(&ring, 0, 1);
         assert_eq!(scan.stop, Stop::End);
         assert_eq!(scan.end, head);
-        assert_eq!(scan.next_lsn, 6);
+        assert_eq!(scan.next_lsn, 7);
         let found: Vec<_> = scan.batches.into_iter().map(|(_, b)| b).collect();
         assert_eq!(found, batches);
     }
@@ -620,6 +695,57 @@ mod tests {
                 .collect();
             assert!(scan(&ring, 0, 1).batches.is_empty());
         }
+    }
+
+    /// A frame written by the release before task details (format 1), byte
+    /// for byte: LSN 1 at position 0 of a 4096-byte ring, holding a create
+    /// of `agent`, an expiry of `old`, a delete of `gone` and one event.
+    const FORMAT_1_FRAME: &str = include_str!("../../tests/fixtures/frame-format-1-9c5260b.hex");
+
+    #[test]
+    fn a_format_1_frame_still_replays() {
+        let text = FORMAT_1_FRAME.trim();
+        let bytes: Vec<u8> = (0..text.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
+            .collect();
+        assert_eq!(u16::from_le_bytes([bytes[6], bytes[7]]), FORMAT_1);
+        let mut ring = vec![0u8; 4096];
+        ring[..bytes.len()].copy_from_slice(&bytes);
+        let scan = scan(&ring, 0, 1);
+        assert_eq!(scan.stop, Stop::End);
+        assert_eq!(scan.batches.len(), 1);
+        let name = |text: &str| TaskName::parse(text).unwrap();
+        let expected = BatchRecord {
+            changes: vec![
+                Change::Put {
+                    task: task(
+                        "agent",
+                        1_780_420_274_555_839_485,
+                        1_780_423_874_555_839_485,
+                    ),
+                    created: true,
+                },
+                Change::Remove {
+                    name: name("old"),
+                    cause: Removal::Expired,
+                },
+                Change::Remove {
+                    name: name("gone"),
+                    cause: Removal::Deleted,
+                },
+            ],
+            events: vec![(7, b"{\"seq\":7}\n".to_vec())],
+            keep_events_from: 1,
+            trim_slack: 1024,
+        };
+        assert_eq!(scan.batches[0], (1, expected));
+        // A release (kind 5) has no meaning in format 1.
+        let length = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize;
+        let mut payload = bytes[HEADER_LEN..HEADER_LEN + length].to_vec();
+        assert!(decode_batch(&payload, FORMAT_1).is_ok());
+        payload[4] = 5;
+        assert!(decode_batch(&payload, FORMAT_1).is_err());
     }
 
     #[test]

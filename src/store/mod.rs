@@ -628,18 +628,18 @@ fn open_or_create_db(path: &Path) -> Result<Database, StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tasks::TaskName;
+    use crate::tasks::{Removal, TaskName};
     use crate::testing::faulty::{self, FaultOn, FaultSwitch};
     use crate::time::Timestamp;
     use redb::ReadableDatabase;
     use std::collections::BTreeMap;
 
     fn task(name: &str, expires: u64) -> Task {
-        Task {
-            name: TaskName::parse(name).unwrap(),
-            started_at: Timestamp::from_nanos(0),
-            expires_at: Timestamp::from_nanos(expires),
-        }
+        Task::new(
+            TaskName::parse(name).unwrap(),
+            Timestamp::from_nanos(0),
+            Timestamp::from_nanos(expires),
+        )
     }
 
     fn put(name: &str, expires: u64) -> Change {
@@ -678,7 +678,7 @@ mod tests {
                 store
                     .commit(&[Change::Remove {
                         name: TaskName::parse("a").unwrap(),
-                        expired: false,
+                        cause: Removal::Deleted,
                     }])
                     .unwrap();
             }
@@ -699,7 +699,7 @@ mod tests {
             store
                 .commit(&[Change::Remove {
                     name: TaskName::parse("a").unwrap(),
-                    expired: true,
+                    cause: Removal::Expired,
                 }])
                 .unwrap();
         }

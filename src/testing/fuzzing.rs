@@ -27,7 +27,7 @@ use crate::expire::{self, DEFAULT_MAX_EXPIRE, MAX_EXPIRE_CEILING, MIN_EXPIRE};
 use crate::http::{self, Limits, Method, Parsed, Request, Response};
 use crate::record;
 use crate::store::Store;
-use crate::tasks::{Batch, Change, Command, Outcome, Task, TaskError, TaskName, Tasks};
+use crate::tasks::{Batch, Change, Command, Outcome, Removal, Task, TaskError, TaskName, Tasks};
 use crate::time::Timestamp;
 
 /// A cursor over fuzz input. Reads past the end give zeros, so every byte
@@ -389,11 +389,11 @@ pub fn api_request(data: &[u8]) {
     let now = Timestamp::from_nanos(1_780_000_000 * 1_000_000_000);
     let mut tasks = Tasks::new(16);
     let agent = TaskName::parse("agent").expect("a valid name");
-    tasks.load([Task {
-        name: agent,
-        started_at: now,
-        expires_at: now.checked_add(Duration::from_secs(60)).expect("in range"),
-    }]);
+    tasks.load([Task::new(
+        agent,
+        now,
+        now.checked_add(Duration::from_secs(60)).expect("in range"),
+    )]);
     match api::route(&request, max_expire) {
         Routed::Reply(response) => {
             let unimplemented = matches!(request.method, Method::Other(_));
@@ -408,9 +408,9 @@ pub fn api_request(data: &[u8]) {
             assert!(body["error"].is_string(), "no error sentence: {body}");
             assert_eq!(response.status == 405, response.allow.is_some());
         }
-        Routed::Mutation(command) => {
+        Routed::Mutation { command, .. } => {
             let name = match &command {
-                Command::Create { name, expire } | Command::Upsert { name, expire } => {
+                Command::Create { name, expire, .. } | Command::Upsert { name, expire, .. } => {
                     assert!((MIN_EXPIRE..=max_expire).contains(expire), "{command:?}");
                     name
                 }
@@ -484,11 +484,11 @@ impl ModelState {
     }
 
     fn task(name: &str, (started, expires): (u64, u64)) -> Task {
-        Task {
-            name: TaskName::parse(name).expect("valid"),
-            started_at: Timestamp::from_nanos(started),
-            expires_at: Timestamp::from_nanos(expires),
-        }
+        Task::new(
+            TaskName::parse(name).expect("valid"),
+            Timestamp::from_nanos(started),
+            Timestamp::from_nanos(expires),
+        )
     }
 
     /// A new row's `(started_at, expires_at)`, if the limit and the clock
@@ -509,7 +509,7 @@ impl ModelState {
 
     fn run(&mut self, command: &Command, now: u64, max: usize) -> Result<Outcome, TaskError> {
         match command {
-            Command::Create { name, expire } => {
+            Command::Create { name, expire, .. } => {
                 let key = name.as_str();
                 if self.live(key, now).is_some() {
                     return Err(TaskError::NameTaken(name.clone()));
@@ -518,7 +518,7 @@ impl ModelState {
                 self.rows.insert(key.to_owned(), row);
                 Ok(Outcome::Created(ModelState::task(key, row)))
             }
-            Command::Upsert { name, expire } => {
+            Command::Upsert { name, expire, .. } => {
                 let key = name.as_str();
                 let (row, created) = match self.live(key, now) {
                     Some((started, _)) => ((started, until(now, *expire)?), false),
@@ -575,10 +575,12 @@ pub fn tasks_model(data: &[u8]) {
                     0 => Command::Create {
                         name,
                         expire: expire_of(input.byte()),
+                        claim: Default::default(),
                     },
                     1 => Command::Upsert {
                         name,
                         expire: expire_of(input.byte()),
+                        claim: Default::default(),
                     },
                     _ => Command::Delete { name },
                 };
@@ -731,11 +733,11 @@ fn task_of(input: &mut Input) -> Task {
     let name = name_at(input.byte());
     let started = START_NANOS + u64::from(input.byte()) * 1_000_000_000;
     let expires = started + u64::from(input.byte()) * 1_000_000_000;
-    Task {
+    Task::new(
         name,
-        started_at: Timestamp::from_nanos(started),
-        expires_at: Timestamp::from_nanos(expires),
-    }
+        Timestamp::from_nanos(started),
+        Timestamp::from_nanos(expires),
+    )
 }
 
 fn change_of(input: &mut Input) -> Change {
@@ -748,7 +750,13 @@ fn change_of(input: &mut Input) -> Change {
     } else {
         Change::Remove {
             name: name_at(input.byte()),
-            expired: kind & 2 != 0,
+            cause: match kind & 6 {
+                0 => Removal::Deleted,
+                2 => Removal::Expired,
+                _ => Removal::Released {
+                    pid: u32::from(kind),
+                },
+            },
         }
     }
 }
@@ -950,7 +958,7 @@ fn write_raw_row(
         2 => {
             let task = task_of(input);
             let mut value = record::encode(&task);
-            let bit = usize::from(input.byte()) % (record::RECORD_LEN * 8);
+            let bit = usize::from(input.byte()) % (value.len() * 8);
             value[bit / 8] ^= 1 << (bit % 8);
             (task.name.as_str().as_bytes().to_vec(), value.to_vec())
         }

@@ -24,7 +24,7 @@ use redb::{Builder, Database, DatabaseError, StorageBackend};
 
 use crate::events::{Event, EventKind, EventLines};
 use crate::store::{LogIo, Opener, Store, StoreOptions};
-use crate::tasks::{Change, Task, TaskName};
+use crate::tasks::{Change, Removal, Task, TaskName};
 use crate::time::Timestamp;
 
 /// Sector size: a torn write keeps a whole number of these.
@@ -570,16 +570,20 @@ fn random_changes(choices: &mut impl Choices, state: &State) -> Vec<Change> {
         if exists && choices.below(3) == 0 {
             changes.push(Change::Remove {
                 name,
-                expired: choices.below(2) == 0,
+                cause: if choices.below(2) == 0 {
+                    Removal::Expired
+                } else {
+                    Removal::Deleted
+                },
             });
         } else {
             let started = 1_000_000_000 + choices.below(1 << 30);
             changes.push(Change::Put {
-                task: Task {
+                task: Task::new(
                     name,
-                    started_at: Timestamp::from_nanos(started),
-                    expires_at: Timestamp::from_nanos(started + choices.below(1 << 40)),
-                },
+                    Timestamp::from_nanos(started),
+                    Timestamp::from_nanos(started + choices.below(1 << 40)),
+                ),
                 created: !exists,
             });
         }
@@ -614,7 +618,10 @@ fn events_for(state: &State, changes: &[Change]) -> EventLines {
             kind: match change {
                 Change::Put { created: true, .. } => EventKind::Created,
                 Change::Put { .. } => EventKind::Refreshed,
-                Change::Remove { expired: true, .. } => EventKind::Expired,
+                Change::Remove {
+                    cause: Removal::Expired,
+                    ..
+                } => EventKind::Expired,
                 Change::Remove { .. } => EventKind::Deleted,
             },
             task: Some(change.name().clone()),
@@ -623,6 +630,8 @@ fn events_for(state: &State, changes: &[Change]) -> EventLines {
                 Change::Remove { .. } => None,
             },
             step_ns: None,
+            reason: None,
+            pid: None,
         })
         .collect();
     EventLines::new(&events)
