@@ -486,6 +486,11 @@ impl Tasks {
             .values()
             .map(|task| (task.expires_at, task.name.clone()))
             .collect();
+        self.bound = self
+            .by_name
+            .values()
+            .filter(|task| task.binding.is_some())
+            .count();
     }
 
     /// The live task called `name`.
@@ -894,9 +899,25 @@ mod tests {
     #[test]
     fn a_bulk_load_keeps_the_last_task_of_a_name_and_indexes_every_deadline() {
         let task = |n: &str, expires: u64| Task::new(name(n), at(0), at(expires));
+        let bound = |n: &str, expires: u64| Task {
+            binding: Some(Binding {
+                pid: 7,
+                start_time: 1,
+            }),
+            ..task(n, expires)
+        };
         let mut tasks = Tasks::new(10);
-        tasks.load([task("b", 5), task("a", 9), task("b", 7), task("c", 3)]);
+        tasks.load([bound("b", 5), task("a", 9), task("b", 7), bound("c", 3)]);
         assert_eq!(tasks.len(), 3);
+        assert_eq!(tasks.bound().count(), 1);
+        // The bound count follows the loaded rows: removing a bound task
+        // must not underflow it.
+        let mut alone = Tasks::new(10);
+        alone.load([bound("c", 3)]);
+        let mut batch = Batch::new();
+        assert_eq!(alone.expire_due(&mut batch, at(4)), 1);
+        alone.apply(batch);
+        assert_eq!(alone.bound().count(), 0);
         assert_eq!(tasks.get(&name("b"), at(1)), Some(&task("b", 7)));
         assert_eq!(tasks.next_deadline(), Some(at(3)));
         assert_eq!(tasks.last_deadline(), Some(at(9)));
