@@ -19,6 +19,8 @@
 //! - [`api`]: routes and JSON: a request becomes a command, query or error;
 //!   outcomes become responses.
 //! - [`conn`]: one connection's buffers, deadlines and queued replies.
+//! - [`systemd`]: socket activation and readiness/watchdog notifications,
+//!   read from the environment once at start-up.
 //! - [`server`]: the single-threaded mio reactor that ties them together.
 //! - [`client`]: the library of `sprite-env`, apart from the daemon: an HTTP
 //!   client over the socket, curl argument rewriting, the hold's rules and
@@ -42,6 +44,7 @@ pub mod metrics;
 pub mod record;
 pub mod server;
 pub mod store;
+pub mod systemd;
 pub mod tasks;
 #[doc(hidden)]
 pub mod testing;

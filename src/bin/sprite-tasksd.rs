@@ -13,6 +13,7 @@ use sprite_tasks::http::Limits;
 use sprite_tasks::logging::{self, StderrLog};
 use sprite_tasks::server::{self, Config, Server};
 use sprite_tasks::store::{self, Store, StoreOptions};
+use sprite_tasks::systemd::ServiceEnv;
 use sprite_tasks::tasks::DEFAULT_MAX_TASKS;
 
 /// The Tasks API daemon: keeps a Sprite awake while tasks are live.
@@ -193,6 +194,9 @@ fn create_parent(path: &Path) -> Result<(), String> {
 }
 
 fn main() -> ExitCode {
+    // SAFETY: first thing in main, before any thread exists (the logger
+    // and the store's checkpointer start later).
+    let service = unsafe { ServiceEnv::take() };
     let args = Args::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -249,7 +253,11 @@ fn main() -> ExitCode {
         checkpoint_changes: args.checkpoint_changes.max(1),
         background: true,
     };
-    match run(config, &db, &store_options) {
+    let service = match service {
+        Ok(service) => service,
+        Err(e) => return fail(&e.to_string()),
+    };
+    match run(config, &db, &store_options, service) {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => fail(&message),
     }
@@ -261,15 +269,23 @@ fn fail(message: &str) -> ExitCode {
     ExitCode::FAILURE
 }
 
-fn run(config: Config, db: &Path, store_options: &StoreOptions) -> Result<(), String> {
-    // A daemon already serving the socket: refuse before creating anything.
-    server::refuse_live_socket(&config.socket).map_err(|e| e.to_string())?;
+fn run(
+    config: Config,
+    db: &Path,
+    store_options: &StoreOptions,
+    service: ServiceEnv,
+) -> Result<(), String> {
+    // A passed socket is served as it is: systemd made it and keeps it.
+    if service.listener.is_none() {
+        // A daemon already serving the socket: refuse before creating anything.
+        server::refuse_live_socket(&config.socket).map_err(|e| e.to_string())?;
+        create_parent(&config.socket)?;
+    }
     create_parent(db)?;
-    create_parent(&config.socket)?;
     // The database lock is taken next: a second daemon stops here, before
     // it touches the first one's socket.
     let store = Store::open(db, store_options).map_err(|e| e.to_string())?;
-    let server = Server::new(config, store).map_err(|e| e.to_string())?;
+    let server = Server::with_service(config, store, service).map_err(|e| e.to_string())?;
     server.run().map_err(|e| e.to_string())?;
     Ok(())
 }
