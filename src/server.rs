@@ -339,6 +339,9 @@ impl Server {
         server.to_broadcast.clear();
         // Held from the previous run: the hook starts with the daemon.
         server.follow_hold(now, mono);
+        if server.tasks.is_empty() {
+            server.hooks.start_idle(server.idle_since, now);
+        }
 
         let mut listener = match service.listener {
             Some(inherited) => {
@@ -403,6 +406,7 @@ impl Server {
             self.store.poll(mono);
             self.sweep(mono);
             self.hooks.poll(mono);
+            self.hooks.poll_idle(now, !self.tasks.is_empty());
             self.notifier.watchdog(mono);
             if self.shutdown_by.is_none() {
                 let status = self.service_status();
@@ -474,6 +478,9 @@ impl Server {
                     timeout = timeout.min(deadline.saturating_since(self.clock.last()));
                 }
             }
+        }
+        if let Some(due) = self.hooks.on_idle_due() {
+            timeout = timeout.min(due.saturating_since(self.clock.last()));
         }
         timeout
     }
@@ -916,7 +923,7 @@ impl Server {
         self.held_before = held_total(self.held_before, self.held_since, mono);
         self.held_since = None;
         self.idle_since = Some(now);
-        self.hooks.idle(mono);
+        self.hooks.idle(now, mono);
     }
 
     /// Sends this turn's committed events to every stream, cutting off a
@@ -1052,11 +1059,15 @@ impl Server {
 impl Server {
     /// The one-line state for systemd's `STATUS=` (`systemctl status`).
     fn service_status(&self) -> String {
-        match (self.tasks.len(), self.idle_since) {
+        let status = match (self.tasks.len(), self.idle_since) {
             (0, Some(since)) => format!("idle since {since}"),
             (0, None) => "idle".to_owned(),
             (1, _) => "held by 1 task".to_owned(),
             (n, _) => format!("held by {n} tasks"),
+        };
+        match self.hooks.on_idle_due() {
+            Some(due) => format!("{status}; --on-idle at {due}"),
+            None => status,
         }
     }
 }

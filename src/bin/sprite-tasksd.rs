@@ -91,9 +91,19 @@ struct Args {
     #[arg(long, value_name = "CMD", verbatim_doc_comment)]
     while_held: Option<String>,
 
-    /// Command (run with `sh -c`) run once at each held -> idle edge.
+    /// Command (run with `sh -c`) run once at each held -> idle edge (or
+    /// later, with --on-idle-after).
     #[arg(long, value_name = "CMD")]
     on_idle: Option<String>,
+
+    /// Run --on-idle once the machine has stayed idle this long, instead of
+    /// at the edge: a hold before then cancels it, and the next held -> idle
+    /// edge re-arms it. Idle time counts across daemon restarts; a daemon
+    /// started with nothing held and no idle edge recorded counts from
+    /// start-up. Example (sleep after 15 idle minutes):
+    /// --on-idle 'systemctl suspend' --on-idle-after 15m
+    #[arg(long, value_name = "DURATION", requires = "on_idle", value_parser = parse_duration, verbatim_doc_comment)]
+    on_idle_after: Option<Duration>,
 
     /// Time a stopped --while-held command gets between SIGTERM and SIGKILL.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
@@ -243,6 +253,7 @@ fn main() -> ExitCode {
         hooks: HookConfig {
             while_held: args.while_held,
             on_idle: args.on_idle,
+            on_idle_after: args.on_idle_after,
             grace: args.hook_grace,
         },
         event_retention: args.event_retention.max(1),
