@@ -17,7 +17,7 @@ use std::process::{Child, Command, ExitCode, ExitStatus};
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime};
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use sprite_tasks::client::{
     self, Client, ClientError, check_interval, curl_args, default_interval, parse_interval,
     render_event, render_status, render_tasks, retry_delay,
@@ -79,6 +79,30 @@ enum Top {
     ///   sprite-env tasks hold agent -- ./run-agent.sh
     #[command(subcommand, verbatim_doc_comment)]
     Tasks(TasksCommand),
+    /// Print a completion script for a shell, generated from these options.
+    ///
+    /// Examples:
+    ///   sprite-env completions bash > /usr/share/bash-completion/completions/sprite-env
+    ///   sprite-env completions zsh > /usr/local/share/zsh/site-functions/_sprite-env
+    ///   sprite-env completions fish > ~/.config/fish/completions/sprite-env.fish
+    #[command(verbatim_doc_comment)]
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page of sprite-env (roff), generated from these options;
+    /// with --dir, write one page per command instead (sprite-env.1,
+    /// sprite-env-tasks.1, sprite-env-tasks-wait-idle.1, ...).
+    ///
+    /// Examples:
+    ///   sprite-env man > /usr/local/share/man/man1/sprite-env.1
+    ///   sprite-env man --dir /usr/local/share/man/man1
+    #[command(verbatim_doc_comment)]
+    Man {
+        /// Write every page into this directory.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -267,6 +291,22 @@ fn main() -> ExitCode {
     let client = Client::new(&cli.socket);
     match cli.command {
         Top::Curl { args } => run_curl(&client, &args),
+        Top::Completions { shell } => {
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "sprite-env", &mut script);
+            done(print(&String::from_utf8_lossy(&script)))
+        }
+        Top::Man { dir: Some(dir) } => done(
+            clap_mangen::generate_to(Cli::command(), &dir)
+                .map_err(|e| format!("cannot write the man pages into {}: {e}", dir.display())),
+        ),
+        Top::Man { dir: None } => {
+            let mut page = Vec::new();
+            let rendered = clap_mangen::Man::new(Cli::command())
+                .render(&mut page)
+                .map_err(|e| format!("cannot render the man page: {e}"));
+            done(rendered.and_then(|()| print(&String::from_utf8_lossy(&page))))
+        }
         Top::Tasks(command) => match tasks(&client, command) {
             Ok(code) => code,
             Err(message) => {
@@ -274,6 +314,17 @@ fn main() -> ExitCode {
                 ExitCode::from(EXIT_FAILED)
             }
         },
+    }
+}
+
+/// Exit 0, or 1 with the message.
+fn done(result: Result<(), String>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("sprite-env: {message}");
+            ExitCode::from(EXIT_FAILED)
+        }
     }
 }
 

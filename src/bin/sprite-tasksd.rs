@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use sprite_tasks::conn::Timeouts;
 use sprite_tasks::expire::{self, DEFAULT_MAX_EXPIRE, ExpireError, MAX_EXPIRE_CEILING};
 use sprite_tasks::hooks::HookConfig;
@@ -127,6 +127,11 @@ struct Args {
     /// ...or once this many changes wait, whichever comes first.
     #[arg(long, default_value_t = store::DEFAULT_CHECKPOINT_CHANGES)]
     checkpoint_changes: usize,
+
+    /// Print this man page (roff) and exit, e.g.
+    /// sprite-tasksd --man > /usr/local/share/man/man1/sprite-tasksd.1
+    #[arg(long)]
+    man: bool,
 }
 
 /// Parses `65536`, `64KiB` or `16MiB`.
@@ -208,6 +213,9 @@ fn main() -> ExitCode {
     // and the store's checkpointer start later).
     let service = unsafe { ServiceEnv::take() };
     let args = Args::parse();
+    if args.man {
+        return print_man();
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -271,6 +279,21 @@ fn main() -> ExitCode {
     match run(config, &db, &store_options, service) {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => fail(&message),
+    }
+}
+
+/// `--man`: the page generated from these options, on stdout.
+fn print_man() -> ExitCode {
+    use std::io::Write;
+    let mut page = Vec::new();
+    let written = clap_mangen::Man::new(Args::command())
+        .render(&mut page)
+        .and_then(|()| std::io::stdout().lock().write_all(&page));
+    match written {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            fail(&format!("cannot print the man page: {e}"))
+        }
+        _ => ExitCode::SUCCESS,
     }
 }
 
