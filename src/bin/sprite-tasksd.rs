@@ -22,6 +22,10 @@ use sprite_tasks::tasks::DEFAULT_MAX_TASKS;
 /// a redb database before answering. Stops cleanly on SIGTERM or SIGINT.
 /// Logs to stderr; set RUST_LOG (e.g. RUST_LOG=debug) for more.
 ///
+/// Under systemd (contrib/systemd): serves the socket passed with
+/// LISTEN_FDS instead of binding --socket, and reports readiness, status
+/// and watchdog pings to NOTIFY_SOCKET (Type=notify, WatchdogSec=).
+///
 /// Example:
 ///   sprite-tasksd --socket /tmp/sprite/api.sock
 ///   curl --unix-socket /tmp/sprite/api.sock http://sprite/v1/tasks
