@@ -408,7 +408,7 @@ impl Server {
             self.hooks.poll(mono);
             self.hooks.poll_idle(now, !self.tasks.is_empty());
             self.notifier.watchdog(mono);
-            if self.shutdown_by.is_none() {
+            if self.shutdown_by.is_none() && self.notifier.is_enabled() {
                 let status = self.service_status();
                 self.notifier.status(&status);
             }
