@@ -579,3 +579,65 @@ fn unit_files_verify() {
     );
     eprintln!("systemd-analyze verify passed on both units");
 }
+
+#[test]
+fn a_passed_descriptor_that_is_not_a_listener_is_refused_and_foreign_variables_ignored() {
+    let dirs = Dirs::new();
+    // Descriptor 3 is a regular file: a unit mistake, reported, not served.
+    let file = std::fs::File::create(dirs.socket_dir.path().join("not-a-socket")).unwrap();
+    let fd = file.as_raw_fd();
+    let mut command = Command::new("/bin/sh");
+    command
+        .arg("-c")
+        .arg(r#"export LISTEN_PID=$$; exec "$0" "$@""#)
+        .arg(daemon_binary())
+        .arg("--socket")
+        .arg(dirs.socket())
+        .arg("--db")
+        .arg(dirs.db())
+        .env("LISTEN_FDS", "1");
+    // SAFETY: dup2 is async-signal-safe and touches only the child's table.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::dup2(fd, 3) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let output = command.output().expect("run sprite-tasksd");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("descriptor 3 is not a listening Unix stream socket"),
+        "{stderr}"
+    );
+    assert!(!dirs.socket().exists(), "nothing was bound instead");
+
+    // Variables meant for another process (a parent's) are ignored: the
+    // daemon binds its own socket.
+    let mut child = Command::new(daemon_binary())
+        .arg("--socket")
+        .arg(dirs.socket())
+        .arg("--db")
+        .arg(dirs.db())
+        .env("LISTEN_PID", "1")
+        .env("LISTEN_FDS", "1")
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn sprite-tasksd");
+    let log = log_lines(&mut child);
+    let daemon = Daemon::adopt(child, log, dirs.socket(), dirs.db());
+    let line = daemon.wait_for_log("sprite-tasksd listening");
+    assert!(line.contains("socket_activated=false"), "{line}");
+    assert_eq!(daemon.status("GET", "/v1/status", None), 200);
+    let (status, _) = daemon.terminate();
+    assert!(status.success());
+    assert!(
+        !dirs.socket().exists(),
+        "a socket it bound itself is removed"
+    );
+}
