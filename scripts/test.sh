@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The project's test command (README, .ci/run): checks the tools the
-# integration tests drive (curl, python3 with h11, node), installs what is
+# integration tests drive (curl, python3 with h11, node, systemd's
+# systemd-socket-activate), installs what is
 # missing when run as root, then runs every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,6 +10,9 @@ missing=()
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v python3 >/dev/null 2>&1 || missing+=(python3)
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
+# systemd-socket-activate and systemd-analyze (tests/service.rs); neither
+# needs systemd running.
+command -v systemd-socket-activate >/dev/null 2>&1 || missing+=(systemd)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "installing ${missing[*]}"

@@ -1,5 +1,7 @@
 //! Hook commands run at the held/idle edges: `--while-held` runs while at
-//! least one task is live, `--on-idle` runs once each time the last one goes.
+//! least one task is live, `--on-idle` runs once each time the last one goes
+//! (or, with `--on-idle-after`, once the machine has stayed idle that long:
+//! [`IdleDelay`], the rule, pure and with time as an argument).
 //!
 //! Each hook runs as `sh -c CMD` in its own process group, so a stop signal
 //! reaches everything it started (`systemd-inhibit … sleep infinity`). Its
@@ -17,6 +19,8 @@ use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
 
+use crate::time::Timestamp;
+
 /// Time a stopped `--while-held` command gets between SIGTERM and SIGKILL.
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(5);
 
@@ -30,7 +34,78 @@ pub const MAX_HOOK_LINE: usize = 4096;
 pub struct HookConfig {
     pub while_held: Option<String>,
     pub on_idle: Option<String>,
+    /// Run `on_idle` once the machine has been idle this long, instead of
+    /// at the edge.
+    pub on_idle_after: Option<Duration>,
     pub grace: Duration,
+}
+
+/// When `--on-idle` runs under `--on-idle-after DELAY`: once the machine has
+/// stayed idle for DELAY. The rule:
+///
+/// - The held -> idle edge at `at` arms it for `at + DELAY`; a hold before
+///   then disarms it; it never runs while held. Once run, it waits for the
+///   next held -> idle edge.
+/// - At start-up with nothing held, idle time counts from the last recorded
+///   idle edge (persisted in the event history), so a restart does not
+///   postpone it. If that edge plus DELAY is already past at start-up, the
+///   delay ran out before this start (the previous daemon ran the command,
+///   or the machine was off): it counts afresh from start-up, so a machine
+///   powered off by `--on-idle` is not powered off again the moment it
+///   boots. With no idle edge recorded it counts from start-up.
+/// - At start-up with tasks live it waits for the next edge. Tasks that
+///   expired while the daemon was down make that edge at start-up.
+///
+/// Times are the reactor's wall-clock `now`, passed in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdleDelay {
+    delay: Duration,
+    /// When the command is due, while armed.
+    due: Option<Timestamp>,
+}
+
+impl IdleDelay {
+    /// A rule for `delay`, disarmed.
+    pub fn new(delay: Duration) -> IdleDelay {
+        IdleDelay { delay, due: None }
+    }
+
+    /// Arms it at start-up when nothing is held: from `last_idle_edge`
+    /// unless that ran out before `now`, else from `now`. Keeps an arming
+    /// already made (by an edge committed during start-up).
+    pub fn start_idle(&mut self, last_idle_edge: Option<Timestamp>, now: Timestamp) {
+        if self.due.is_some() {
+            return;
+        }
+        let resumed = last_idle_edge
+            .and_then(|edge| edge.checked_add(self.delay))
+            .filter(|due| *due > now);
+        self.due = resumed.or_else(|| now.checked_add(self.delay));
+    }
+
+    /// The held -> idle edge at `at`.
+    pub fn idle(&mut self, at: Timestamp) {
+        self.due = at.checked_add(self.delay);
+    }
+
+    /// The idle -> held edge: whatever was armed is cancelled.
+    pub fn held(&mut self) {
+        self.due = None;
+    }
+
+    /// Whether the command runs now: `true` once when due, then disarmed.
+    pub fn take_due(&mut self, now: Timestamp) -> bool {
+        let due = self.due.is_some_and(|due| due <= now);
+        if due {
+            self.due = None;
+        }
+        due
+    }
+
+    /// When the command is due, while armed.
+    pub fn due(&self) -> Option<Timestamp> {
+        self.due
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,19 +152,68 @@ pub struct Hooks {
     config: HookConfig,
     running: Vec<Running>,
     counts: HookCounts,
+    /// Set with `--on-idle-after`.
+    idle_delay: Option<IdleDelay>,
 }
 
 impl Hooks {
     pub fn new(config: HookConfig) -> Self {
+        let idle_delay = config
+            .on_idle_after
+            .filter(|_| config.on_idle.is_some())
+            .map(IdleDelay::new);
         Hooks {
             config,
             running: Vec::new(),
             counts: HookCounts::default(),
+            idle_delay,
         }
+    }
+
+    /// The daemon starts with nothing held; the last idle edge recorded
+    /// (if any) was at `last_idle_edge`. Arms `--on-idle-after`.
+    pub fn start_idle(&mut self, last_idle_edge: Option<Timestamp>, now: Timestamp) {
+        if let Some(delay) = &mut self.idle_delay
+            && delay.due().is_none()
+        {
+            delay.start_idle(last_idle_edge, now);
+            if let Some(due) = delay.due() {
+                info!(on_idle_at = %due, "--on-idle-after armed at start-up (nothing held): --on-idle runs then unless a task is held first");
+            }
+        }
+    }
+
+    /// Runs `--on-idle` if `--on-idle-after` has run out at `now`. Never
+    /// while `held`.
+    pub fn poll_idle(&mut self, now: Timestamp, held: bool) {
+        let Some(delay) = &mut self.idle_delay else {
+            return;
+        };
+        if held {
+            delay.held();
+            return;
+        }
+        if delay.take_due(now)
+            && let Some(command) = self.config.on_idle.clone()
+        {
+            info!("idle for --on-idle-after: running --on-idle");
+            self.spawn(Kind::OnIdle, &command);
+        }
+    }
+
+    /// When `--on-idle` is due under `--on-idle-after`, while armed.
+    pub fn on_idle_due(&self) -> Option<Timestamp> {
+        self.idle_delay.as_ref().and_then(IdleDelay::due)
     }
 
     /// The machine became held: start `--while-held` unless one is running.
     pub fn held(&mut self) {
+        if let Some(delay) = &mut self.idle_delay {
+            if delay.due().is_some() {
+                info!("held before --on-idle-after ran out: --on-idle cancelled");
+            }
+            delay.held();
+        }
         let active = self
             .running
             .iter()
@@ -99,10 +223,16 @@ impl Hooks {
         }
     }
 
-    /// The machine became idle: stop `--while-held`, run `--on-idle` once.
-    pub fn idle(&mut self, mono: Instant) {
+    /// The machine became idle at `now`: stop `--while-held`, run
+    /// `--on-idle` once (now, or when `--on-idle-after` runs out).
+    pub fn idle(&mut self, now: Timestamp, mono: Instant) {
         self.stop_while_held(mono);
-        if let Some(command) = self.config.on_idle.clone() {
+        if let Some(delay) = &mut self.idle_delay {
+            delay.idle(now);
+            if let Some(due) = delay.due() {
+                info!(on_idle_at = %due, "--on-idle-after armed at the idle edge: --on-idle runs then unless a task is held first");
+            }
+        } else if let Some(command) = self.config.on_idle.clone() {
             self.spawn(Kind::OnIdle, &command);
         }
     }
@@ -288,6 +418,56 @@ fn signal_group(child: &Child, signal: libc::c_int) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const MINUTE: Duration = Duration::from_secs(60);
+
+    fn at(minutes: u64) -> Timestamp {
+        Timestamp::from_nanos(1_800_000_000_000_000_000 + minutes * 60_000_000_000)
+    }
+
+    #[test]
+    fn idle_delay_runs_once_after_the_delay_never_while_held() {
+        let mut delay = IdleDelay::new(15 * MINUTE);
+        delay.idle(at(0));
+        assert!(!delay.take_due(at(14)));
+        assert!(delay.take_due(at(15)));
+        assert!(!delay.take_due(at(16)), "once per edge");
+        // A hold before the delay runs out cancels it; the next edge re-arms.
+        delay.idle(at(20));
+        delay.held();
+        assert!(!delay.take_due(at(40)));
+        delay.idle(at(41));
+        assert_eq!(delay.due(), Some(at(56)));
+        assert!(delay.take_due(at(56)));
+    }
+
+    #[test]
+    fn idle_delay_at_start_up() {
+        // (last idle edge, start-up, due)
+        let cases: &[(Option<u64>, u64, u64, &str)] = &[
+            (None, 100, 115, "no edge recorded: counts from start-up"),
+            (Some(95), 100, 110, "a restart neither postpones it"),
+            (Some(99), 100, 114, "...nor fires it early"),
+            (
+                Some(50),
+                100,
+                115,
+                "ran out before this start (run, or the machine was off): afresh",
+            ),
+            (Some(85), 100, 115, "ran out exactly at start-up: afresh"),
+        ];
+        for (edge, start, due, why) in cases {
+            let mut delay = IdleDelay::new(15 * MINUTE);
+            delay.start_idle(edge.map(at), at(*start));
+            assert_eq!(delay.due(), Some(at(*due)), "{why}");
+        }
+        // An edge committed during start-up (tasks that expired while the
+        // daemon was down) has armed it already: start-up keeps it.
+        let mut delay = IdleDelay::new(15 * MINUTE);
+        delay.idle(at(100));
+        delay.start_idle(Some(at(10)), at(100));
+        assert_eq!(delay.due(), Some(at(115)));
+    }
 
     #[test]
     fn output_lines_are_split_and_bounded() {

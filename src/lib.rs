@@ -21,6 +21,8 @@
 //! - [`conn`]: one connection's buffers, deadlines and queued replies.
 //! - [`process`]: who is on the other end of the socket (`SO_PEERCRED`,
 //!   `/proc`) and pidfds that say when a bound process exits.
+//! - [`systemd`]: socket activation and readiness/watchdog notifications,
+//!   read from the environment once at start-up.
 //! - [`server`]: the single-threaded mio reactor that ties them together.
 //! - [`client`]: the library of `sprite-env`, apart from the daemon: an HTTP
 //!   client over the socket, curl argument rewriting, the hold's rules and
@@ -45,6 +47,7 @@ pub mod process;
 pub mod record;
 pub mod server;
 pub mod store;
+pub mod systemd;
 pub mod tasks;
 #[doc(hidden)]
 pub mod testing;

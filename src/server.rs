@@ -37,6 +37,7 @@ use crate::http::{Answering, HttpDate, Limits, Request};
 use crate::metrics::{Gauges, Metrics};
 use crate::process::{self, Credentials};
 use crate::store::{Store, StoreError};
+use crate::systemd::{Inherited, Notifier, ServiceEnv};
 use crate::tasks::{
     Batch, Binding, Change, Command, Holder, Outcome, Removal, TaskError, TaskName, Tasks,
 };
@@ -171,6 +172,8 @@ pub enum ServerError {
     SocketInUse(PathBuf),
     /// Something that is not a socket sits at the socket path.
     NotASocket(PathBuf),
+    /// The socket passed by the service manager cannot be served.
+    Inherited(io::Error),
     /// Binding or setting up the socket failed.
     Socket { path: PathBuf, source: io::Error },
     /// The poll or signal machinery failed.
@@ -194,6 +197,9 @@ impl fmt::Display for ServerError {
             ),
             ServerError::Socket { path, source } => {
                 write!(f, "cannot listen on {}: {source}", path.display())
+            }
+            ServerError::Inherited(source) => {
+                write!(f, "cannot serve the socket passed by systemd: {source}")
             }
             ServerError::Reactor(source) => write!(f, "event loop failed: {source}"),
             ServerError::Store(source) => write!(f, "{source}"),
@@ -228,6 +234,11 @@ pub struct Server {
     config: Config,
     poll: Poll,
     listener: Option<UnixListener>,
+    /// The listening socket was passed by the service manager, which keeps
+    /// it open across our restarts: it is never unlinked.
+    socket_inherited: bool,
+    /// Readiness, status and watchdog pings for systemd.
+    notifier: Notifier,
     signals: Signals,
     conns: HashMap<Token, Connection>,
     /// Each connection's peer: its credentials from `accept`, and the
@@ -294,7 +305,21 @@ impl Server {
     ///
     /// # Errors
     /// [`ServerError`] when the store cannot be loaded or the socket bound.
-    pub fn new(config: Config, mut store: Store) -> Result<Server, ServerError> {
+    pub fn new(config: Config, store: Store) -> Result<Server, ServerError> {
+        Server::with_service(config, store, ServiceEnv::none())
+    }
+
+    /// As [`new`](Self::new), under a service manager: serves the socket it
+    /// passed (instead of binding `config.socket`) and notifies it.
+    ///
+    /// # Errors
+    /// As for [`new`](Self::new); [`ServerError::Inherited`] when the passed
+    /// socket cannot be registered.
+    pub fn with_service(
+        config: Config,
+        mut store: Store,
+        service: ServiceEnv,
+    ) -> Result<Server, ServerError> {
         match process::raise_descriptor_limit() {
             Ok(limit) => debug!(limit, "descriptor limit raised to the hard limit"),
             Err(e) => warn!(error = %e, "cannot raise the descriptor limit"),
@@ -321,6 +346,8 @@ impl Server {
             config,
             poll,
             listener: None,
+            socket_inherited: service.listener.is_some(),
+            notifier: service.notifier,
             signals,
             conns: HashMap::new(),
             peers: HashMap::new(),
@@ -374,8 +401,20 @@ impl Server {
         server.to_broadcast.clear();
         // Held from the previous run: the hook starts with the daemon.
         server.follow_hold(now, mono);
+        if server.tasks.is_empty() {
+            server.hooks.start_idle(server.idle_since, now);
+        }
 
-        let mut listener = bind(&server.config.socket, server.config.socket_mode)?;
+        let mut listener = match service.listener {
+            Some(inherited) => {
+                let (listener, path) = adopt(inherited)?;
+                if let Some(path) = path {
+                    server.config.socket = path;
+                }
+                listener
+            }
+            None => bind(&server.config.socket, server.config.socket_mode)?,
+        };
         server
             .poll
             .registry()
@@ -384,6 +423,7 @@ impl Server {
         server.listener = Some(listener);
         info!(
             socket = %server.config.socket.display(),
+            socket_activated = server.socket_inherited,
             db = %server.store.path().display(),
             live_tasks = server.tasks.len(),
             expired_while_down = expired,
@@ -404,6 +444,8 @@ impl Server {
     /// [`ServerError::Reactor`] if `poll` itself fails.
     pub fn run(mut self) -> Result<Stats, ServerError> {
         let mut events = Events::with_capacity(EVENT_CAPACITY);
+        let status = self.service_status();
+        self.notifier.ready(&status, Instant::now());
         loop {
             let timeout = self.poll_timeout();
             if let Err(e) = self.poll.poll(&mut events, Some(timeout))
@@ -430,6 +472,12 @@ impl Server {
             self.store.poll(mono);
             self.sweep(mono);
             self.hooks.poll(mono);
+            self.hooks.poll_idle(now, !self.tasks.is_empty());
+            self.notifier.watchdog(mono);
+            if self.shutdown_by.is_none() && self.notifier.is_enabled() {
+                let status = self.service_status();
+                self.notifier.status(&status);
+            }
             if let Some(by) = self.shutdown_by
                 && ((self.conns.is_empty() && self.hooks.is_empty()) || mono >= by)
             {
@@ -486,6 +534,9 @@ impl Server {
         if let Some(at) = self.store.next_deadline() {
             until(at);
         }
+        if let Some(at) = self.notifier.next_deadline() {
+            until(at);
+        }
         match self.store_retry_at {
             Some(at) => until(at),
             None => {
@@ -493,6 +544,9 @@ impl Server {
                     timeout = timeout.min(deadline.saturating_since(self.clock.last()));
                 }
             }
+        }
+        if let Some(due) = self.hooks.on_idle_due() {
+            timeout = timeout.min(due.saturating_since(self.clock.last()));
         }
         timeout
     }
@@ -504,23 +558,38 @@ impl Server {
         }
         if stop && self.shutdown_by.is_none() {
             info!("signal received: finishing in-flight requests and stopping");
+            self.notifier
+                .stopping("stopping: finishing in-flight requests");
             self.shutdown_by = Some(mono + self.config.shutdown_grace);
             if let Some(mut listener) = self.listener.take() {
                 let _ = self.poll.registry().deregister(&mut listener);
             }
-            remove_socket(&self.config.socket);
+            // A passed socket stays with the service manager: connections
+            // made while we restart wait in its backlog for the next daemon.
+            if !self.socket_inherited {
+                remove_socket(&self.config.socket);
+            }
             self.hooks.stop_while_held(mono);
+            let max_input = self.config.max_input();
             let tokens: Vec<Token> = self.conns.keys().copied().collect();
             for token in tokens {
+                let mut broken = false;
                 if let Some(conn) = self.conns.get_mut(&token) {
-                    // Whatever is buffered is answered; nothing more is read.
+                    // Whatever has arrived is answered, including requests
+                    // still in the kernel's buffer; nothing more is read.
+                    conn.mark_readable();
+                    broken = conn.read_available(max_input, mono).is_err();
                     conn.stop_reading();
                     if let Some(version) = conn.stream_version() {
                         conn.push_output(mono, |out| api::stream_end(version, out));
                         conn.end_stream();
                     }
                 }
-                self.schedule(token);
+                if broken {
+                    self.close(token);
+                } else {
+                    self.schedule(token);
+                }
             }
         }
     }
@@ -1126,7 +1195,7 @@ impl Server {
         self.held_before = held_total(self.held_before, self.held_since, mono);
         self.held_since = None;
         self.idle_since = Some(now);
-        self.hooks.idle(mono);
+        self.hooks.idle(now, mono);
     }
 
     /// Sends this turn's committed events to every stream, cutting off a
@@ -1384,6 +1453,42 @@ impl Peer {
             .get_or_insert_with(|| process::holder(self.credentials))
             .clone()
     }
+}
+
+impl Server {
+    /// The one-line state for systemd's `STATUS=` (`systemctl status`).
+    fn service_status(&self) -> String {
+        let status = match (self.tasks.len(), self.idle_since) {
+            (0, Some(since)) => format!("idle since {since}"),
+            (0, None) => "idle".to_owned(),
+            (1, _) => "held by 1 task".to_owned(),
+            (n, _) => format!("held by {n} tasks"),
+        };
+        match self.hooks.on_idle_due() {
+            Some(due) => format!("{status}; --on-idle at {due}"),
+            None => status,
+        }
+    }
+}
+
+/// Serves a listening socket passed by the service manager: non-blocking
+/// (mio needs it; the descriptor is already close-on-exec). Returns it with
+/// its path, when it has one.
+fn adopt(inherited: Inherited) -> Result<(UnixListener, Option<PathBuf>), ServerError> {
+    let listener = std::os::unix::net::UnixListener::from(inherited.fd);
+    listener
+        .set_nonblocking(true)
+        .map_err(ServerError::Inherited)?;
+    let path = listener
+        .local_addr()
+        .ok()
+        .and_then(|address| address.as_pathname().map(Path::to_path_buf));
+    info!(
+        socket = ?path,
+        name = inherited.name.as_deref().unwrap_or(""),
+        "serving the socket passed by the service manager"
+    );
+    Ok((UnixListener::from_std(listener), path))
 }
 
 /// Logs a held or idle edge with the task event that caused it.

@@ -17,7 +17,7 @@ use std::process::{Child, Command, ExitCode, ExitStatus};
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime};
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use sprite_tasks::client::{
     self, Client, ClientError, HoldDetails, check_interval, curl_args, default_interval,
     default_reason, parse_interval, render_event, render_status, render_tasks, retry_delay,
@@ -79,6 +79,30 @@ enum Top {
     ///   sprite-env tasks hold agent -- ./run-agent.sh
     #[command(subcommand, verbatim_doc_comment)]
     Tasks(TasksCommand),
+    /// Print a completion script for a shell, generated from these options.
+    ///
+    /// Examples:
+    ///   sprite-env completions bash > /usr/share/bash-completion/completions/sprite-env
+    ///   sprite-env completions zsh > /usr/local/share/zsh/site-functions/_sprite-env
+    ///   sprite-env completions fish > ~/.config/fish/completions/sprite-env.fish
+    #[command(verbatim_doc_comment)]
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page of sprite-env (roff), generated from these options;
+    /// with --dir, write one page per command instead (sprite-env.1,
+    /// sprite-env-tasks.1, sprite-env-tasks-wait-idle.1, ...).
+    ///
+    /// Examples:
+    ///   sprite-env man > /usr/local/share/man/man1/sprite-env.1
+    ///   sprite-env man --dir /usr/local/share/man/man1
+    #[command(verbatim_doc_comment)]
+    Man {
+        /// Write every page into this directory.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -160,6 +184,25 @@ enum TasksCommand {
         since: Option<u64>,
         #[command(flatten)]
         json: JsonFlag,
+    },
+    /// Wait until nothing holds the machine: the last task deleted or expired.
+    ///
+    /// Returns at once if the machine is idle now. Otherwise follows the
+    /// daemon's event stream (no polling) until the held -> idle edge. A
+    /// daemon that restarts meanwhile is followed to the next one.
+    ///
+    /// Exits 0 when idle, 1 when --timeout passes first, 69 when the daemon
+    /// cannot be reached (at the start, or for more than 30s after it went
+    /// away).
+    ///
+    /// Example (when the agents are done, snapshot and stop):
+    ///   sprite-env tasks wait-idle --timeout 8h && ./snapshot.sh && poweroff
+    #[command(verbatim_doc_comment)]
+    WaitIdle {
+        /// Give up (exit 1) after this long: seconds, or a duration such as
+        /// 90s, 30m, 8h. Without it, wait for as long as it takes.
+        #[arg(long, value_name = "DURATION", value_parser = parse_interval)]
+        timeout: Option<Duration>,
     },
     /// Hold a task for exactly as long as COMMAND runs.
     ///
@@ -258,12 +301,31 @@ const EXIT_NOT_FOUND: u8 = 127;
 /// `tasks status`: nothing holds the machine (as `systemctl is-active`
 /// says "inactive").
 const EXIT_IDLE: u8 = 3;
+/// `tasks wait-idle`: the daemon cannot be reached (sysexits.h's
+/// EX_UNAVAILABLE), apart from 1, which means the timeout passed.
+const EXIT_UNAVAILABLE: u8 = 69;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let client = Client::new(&cli.socket);
     match cli.command {
         Top::Curl { args } => run_curl(&client, &args),
+        Top::Completions { shell } => {
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "sprite-env", &mut script);
+            done(print(&String::from_utf8_lossy(&script)))
+        }
+        Top::Man { dir: Some(dir) } => done(
+            clap_mangen::generate_to(Cli::command(), &dir)
+                .map_err(|e| format!("cannot write the man pages into {}: {e}", dir.display())),
+        ),
+        Top::Man { dir: None } => {
+            let mut page = Vec::new();
+            let rendered = clap_mangen::Man::new(Cli::command())
+                .render(&mut page)
+                .map_err(|e| format!("cannot render the man page: {e}"));
+            done(rendered.and_then(|()| print(&String::from_utf8_lossy(&page))))
+        }
         Top::Tasks(command) => match tasks(&client, command) {
             Ok(code) => code,
             Err(message) => {
@@ -271,6 +333,17 @@ fn main() -> ExitCode {
                 ExitCode::from(EXIT_FAILED)
             }
         },
+    }
+}
+
+/// Exit 0, or 1 with the message.
+fn done(result: Result<(), String>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("sprite-env: {message}");
+            ExitCode::from(EXIT_FAILED)
+        }
     }
 }
 
@@ -413,6 +486,7 @@ fn tasks(client: &Client, command: TasksCommand) -> Result<ExitCode, String> {
             }
         }
         TasksCommand::Watch { since, json } => return watch(client, since, json.json),
+        TasksCommand::WaitIdle { timeout } => return Ok(wait_idle::run(client, timeout)),
         TasksCommand::Hold(args) => return Ok(hold::run(client, args)),
     }
     Ok(ExitCode::SUCCESS)
@@ -500,6 +574,141 @@ fn print_events(
         }
         if client::is_lagged(&line) {
             return Ok(Some("this watcher fell behind and was cut off".to_owned()));
+        }
+    }
+}
+
+/// `tasks wait-idle`: the event stream until the held -> idle edge.
+mod wait_idle {
+    use super::*;
+
+    /// How long a daemon that went away mid-wait (a restart, an upgrade)
+    /// is waited for before giving up: far longer than a restart takes
+    /// (systemd's default RestartSec is 100 ms), short enough that a
+    /// script learns of a daemon that is gone for good.
+    const REACHABLE_AGAIN_WITHIN: Duration = Duration::from_secs(30);
+
+    fn say(message: &str) {
+        eprintln!("sprite-env tasks wait-idle: {message}");
+    }
+
+    /// How one wait on the stream ended.
+    enum Ended {
+        Idle,
+        TimedOut,
+        /// The stream broke or ended: reconnect (why).
+        Lost(String),
+    }
+
+    pub fn run(client: &Client, timeout: Option<Duration>) -> ExitCode {
+        let started = Instant::now();
+        let deadline = timeout.map(|t| started + t);
+        let timed_out = || {
+            if let Some(after) = timeout {
+                say(&format!(
+                    "timed out after {}: the machine is still held",
+                    humantime::format_duration(after)
+                ));
+            }
+            ExitCode::from(EXIT_FAILED)
+        };
+        let mut unreachable_since: Option<Instant> = None;
+        let mut retry = WATCH_RETRY_FIRST;
+        let mut first = true;
+        loop {
+            if deadline.is_some_and(|at| at <= Instant::now()) {
+                return timed_out();
+            }
+            let attempt = wait_once(client, deadline);
+            let was_first = std::mem::replace(&mut first, false);
+            match attempt {
+                Ok(Ended::Idle) => return ExitCode::SUCCESS,
+                Ok(Ended::TimedOut) => return timed_out(),
+                Ok(Ended::Lost(why)) => {
+                    say(&format!("{why}; reconnecting"));
+                    unreachable_since = None;
+                    retry = WATCH_RETRY_FIRST;
+                }
+                Err(e) => {
+                    let since = *unreachable_since.get_or_insert_with(Instant::now);
+                    // No daemon to begin with, or one gone for too long.
+                    if was_first || since.elapsed() >= REACHABLE_AGAIN_WITHIN {
+                        say(&e.to_string());
+                        return ExitCode::from(EXIT_UNAVAILABLE);
+                    }
+                    let mut pause = retry;
+                    if let Some(at) = deadline {
+                        pause = pause.min(at.saturating_duration_since(Instant::now()));
+                    }
+                    std::thread::sleep(pause);
+                    retry = (retry * 2).min(WATCH_RETRY_MAX);
+                }
+            }
+        }
+    }
+
+    /// Opens the event stream, then asks for the status: an idle edge
+    /// between the two is seen by one of them. Then reads events until
+    /// `idle`, the deadline, or the end of the stream.
+    fn wait_once(client: &Client, deadline: Option<Instant>) -> Result<Ended, ClientError> {
+        let left = |deadline: Option<Instant>| {
+            deadline.map(|at| at.saturating_duration_since(Instant::now()))
+        };
+        let bounded = match left(deadline) {
+            Some(left) if left.is_zero() => return Ok(Ended::TimedOut),
+            Some(left) => client
+                .clone()
+                .with_timeout(left.min(client::REQUEST_TIMEOUT)),
+            None => client.clone(),
+        };
+        let timed_out = |e: &ClientError| {
+            matches!(e, ClientError::Timeout { .. })
+                && deadline.is_some_and(|at| at <= Instant::now())
+        };
+        let mut stream = match bounded.events(None) {
+            Ok(stream) => stream,
+            Err(e) if timed_out(&e) => return Ok(Ended::TimedOut),
+            Err(e) => return Err(e),
+        };
+        match bounded.status() {
+            Ok((_, status)) if !status.held => return Ok(Ended::Idle),
+            Ok(_) => {}
+            Err(e) if timed_out(&e) => return Ok(Ended::TimedOut),
+            Err(e) => return Err(e),
+        }
+        loop {
+            let wait = match left(deadline) {
+                Some(left) if left.is_zero() => return Ok(Ended::TimedOut),
+                other => other,
+            };
+            stream.set_read_timeout(wait)?;
+            let line = match stream.next_line() {
+                Ok(Some(line)) => line,
+                Ok(None) => return Ok(Ended::Lost("the daemon ended the event stream".into())),
+                Err(ClientError::Io(e))
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return Ok(Ended::TimedOut);
+                }
+                Err(e) => return Ok(Ended::Lost(e.to_string())),
+            };
+            if client::is_lagged(&line) {
+                return Ok(Ended::Lost(
+                    "this waiter fell behind and was cut off".into(),
+                ));
+            }
+            let event = serde_json::from_slice::<serde_json::Value>(&line).ok();
+            if event
+                .as_ref()
+                .and_then(|event| event.get("event"))
+                .and_then(serde_json::Value::as_str)
+                == Some("idle")
+            {
+                return Ok(Ended::Idle);
+            }
         }
     }
 }

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use sprite_tasks::conn::Timeouts;
 use sprite_tasks::expire::{self, DEFAULT_MAX_EXPIRE, ExpireError, MAX_EXPIRE_CEILING};
 use sprite_tasks::hooks::HookConfig;
@@ -13,6 +13,7 @@ use sprite_tasks::http::Limits;
 use sprite_tasks::logging::{self, StderrLog};
 use sprite_tasks::server::{self, Config, Server};
 use sprite_tasks::store::{self, Store, StoreOptions};
+use sprite_tasks::systemd::ServiceEnv;
 use sprite_tasks::tasks::DEFAULT_MAX_TASKS;
 
 /// The Tasks API daemon: keeps a Sprite awake while tasks are live.
@@ -20,6 +21,10 @@ use sprite_tasks::tasks::DEFAULT_MAX_TASKS;
 /// Serves HTTP/1.1 + JSON on a Unix socket and makes every change durable in
 /// a redb database before answering. Stops cleanly on SIGTERM or SIGINT.
 /// Logs to stderr; set RUST_LOG (e.g. RUST_LOG=debug) for more.
+///
+/// Under systemd (contrib/systemd): serves the socket passed with
+/// LISTEN_FDS instead of binding --socket, and reports readiness, status
+/// and watchdog pings to NOTIFY_SOCKET (Type=notify, WatchdogSec=).
 ///
 /// Example:
 ///   sprite-tasksd --socket /tmp/sprite/api.sock
@@ -95,9 +100,19 @@ struct Args {
     #[arg(long, value_name = "CMD", verbatim_doc_comment)]
     while_held: Option<String>,
 
-    /// Command (run with `sh -c`) run once at each held -> idle edge.
+    /// Command (run with `sh -c`) run once at each held -> idle edge (or
+    /// later, with --on-idle-after).
     #[arg(long, value_name = "CMD")]
     on_idle: Option<String>,
+
+    /// Run --on-idle once the machine has stayed idle this long, instead of
+    /// at the edge: a hold before then cancels it, and the next held -> idle
+    /// edge re-arms it. Idle time counts across daemon restarts; a daemon
+    /// started with nothing held and no idle edge recorded counts from
+    /// start-up. Example (sleep after 15 idle minutes):
+    /// --on-idle 'systemctl suspend' --on-idle-after 15m
+    #[arg(long, value_name = "DURATION", requires = "on_idle", value_parser = parse_duration, verbatim_doc_comment)]
+    on_idle_after: Option<Duration>,
 
     /// Time a stopped --while-held command gets between SIGTERM and SIGKILL.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
@@ -121,6 +136,11 @@ struct Args {
     /// ...or once this many changes wait, whichever comes first.
     #[arg(long, default_value_t = store::DEFAULT_CHECKPOINT_CHANGES)]
     checkpoint_changes: usize,
+
+    /// Print this man page (roff) and exit, e.g.
+    /// sprite-tasksd --man > /usr/local/share/man/man1/sprite-tasksd.1
+    #[arg(long)]
+    man: bool,
 }
 
 /// Parses `65536`, `64KiB` or `16MiB`.
@@ -198,7 +218,13 @@ fn create_parent(path: &Path) -> Result<(), String> {
 }
 
 fn main() -> ExitCode {
+    // SAFETY: first thing in main, before any thread exists (the logger
+    // and the store's checkpointer start later).
+    let service = unsafe { ServiceEnv::take() };
     let args = Args::parse();
+    if args.man {
+        return print_man();
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -245,6 +271,7 @@ fn main() -> ExitCode {
         hooks: HookConfig {
             while_held: args.while_held,
             on_idle: args.on_idle,
+            on_idle_after: args.on_idle_after,
             grace: args.hook_grace,
         },
         event_retention: args.event_retention.max(1),
@@ -255,9 +282,28 @@ fn main() -> ExitCode {
         checkpoint_changes: args.checkpoint_changes.max(1),
         background: true,
     };
-    match run(config, &db, &store_options) {
+    let service = match service {
+        Ok(service) => service,
+        Err(e) => return fail(&e.to_string()),
+    };
+    match run(config, &db, &store_options, service) {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => fail(&message),
+    }
+}
+
+/// `--man`: the page generated from these options, on stdout.
+fn print_man() -> ExitCode {
+    use std::io::Write;
+    let mut page = Vec::new();
+    let written = clap_mangen::Man::new(Args::command())
+        .render(&mut page)
+        .and_then(|()| std::io::stdout().lock().write_all(&page));
+    match written {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            fail(&format!("cannot print the man page: {e}"))
+        }
+        _ => ExitCode::SUCCESS,
     }
 }
 
@@ -267,15 +313,23 @@ fn fail(message: &str) -> ExitCode {
     ExitCode::FAILURE
 }
 
-fn run(config: Config, db: &Path, store_options: &StoreOptions) -> Result<(), String> {
-    // A daemon already serving the socket: refuse before creating anything.
-    server::refuse_live_socket(&config.socket).map_err(|e| e.to_string())?;
+fn run(
+    config: Config,
+    db: &Path,
+    store_options: &StoreOptions,
+    service: ServiceEnv,
+) -> Result<(), String> {
+    // A passed socket is served as it is: systemd made it and keeps it.
+    if service.listener.is_none() {
+        // A daemon already serving the socket: refuse before creating anything.
+        server::refuse_live_socket(&config.socket).map_err(|e| e.to_string())?;
+        create_parent(&config.socket)?;
+    }
     create_parent(db)?;
-    create_parent(&config.socket)?;
     // The database lock is taken next: a second daemon stops here, before
     // it touches the first one's socket.
     let store = Store::open(db, store_options).map_err(|e| e.to_string())?;
-    let server = Server::new(config, store).map_err(|e| e.to_string())?;
+    let server = Server::with_service(config, store, service).map_err(|e| e.to_string())?;
     server.run().map_err(|e| e.to_string())?;
     Ok(())
 }

@@ -958,6 +958,18 @@ pub struct EventStream {
 }
 
 impl EventStream {
+    /// Bounds each wait of [`next_line`](Self::next_line) for bytes: past
+    /// it, `next_line` fails with [`ClientError::Io`] of kind `WouldBlock`
+    /// or `TimedOut`. `None` waits for as long as the stream is silent.
+    ///
+    /// # Errors
+    /// [`ClientError::Io`] for a zero timeout or a socket that refuses it.
+    pub fn set_read_timeout(&mut self, timeout: Option<Duration>) -> Result<(), ClientError> {
+        self.stream
+            .set_read_timeout(timeout)
+            .map_err(ClientError::Io)
+    }
+
     /// The next line (without its newline); `None` once the daemon ended the
     /// stream. Blocks until a line arrives.
     ///

@@ -378,3 +378,36 @@ pub fn eventually<T>(mut probe: impl FnMut() -> T, done: impl Fn(&T) -> bool) ->
         std::thread::sleep(Duration::from_millis(5));
     }
 }
+
+/// Reads a child's stderr line by line on a thread of its own (echoed
+/// when `SPRITE_TEST_LOG` is set), as [`spawn`] does for the daemon.
+pub fn log_lines(child: &mut Child) -> Receiver<String> {
+    let stderr = child.stderr.take().expect("stderr piped");
+    let (sender, receiver) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if std::env::var_os("SPRITE_TEST_LOG").is_some() {
+                eprintln!("daemon: {line}");
+            }
+            if sender.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    receiver
+}
+
+impl Daemon {
+    /// A daemon the test started its own way (under a launcher, with its
+    /// own environment), its stderr read by [`log_lines`]. Killed when
+    /// dropped, like one from [`Daemon::start`]; nothing is awaited.
+    pub fn adopt(child: Child, log: Receiver<String>, socket: PathBuf, db: PathBuf) -> Daemon {
+        Daemon {
+            child: Some(child),
+            socket,
+            db,
+            log: Mutex::new((Vec::new(), log)),
+        }
+    }
+}
