@@ -191,8 +191,8 @@ impl Details {
 /// # Errors
 /// A message saying what does not decode.
 pub fn decode_details(bytes: &[u8]) -> Result<(Details, usize), String> {
-    let mut reader = Reader { bytes, used: 0 };
-    let presence = reader.take(1)?[0];
+    let mut reader = Reader::new(bytes);
+    let presence = reader.u8()?;
     let has = |bit: u8| presence & bit != 0;
     let mut details = Details::default();
     let holder_bits =
@@ -230,13 +230,24 @@ pub fn decode_details(bytes: &[u8]) -> Result<(Details, usize), String> {
     Ok((details, reader.used))
 }
 
-struct Reader<'a> {
+/// A cursor over little-endian fields, shared by records and log frames.
+/// Running out of bytes is an error that says how many were wanted.
+pub(crate) struct Reader<'a> {
     bytes: &'a [u8],
     used: usize,
 }
 
 impl<'a> Reader<'a> {
-    fn take(&mut self, len: usize) -> Result<&'a [u8], String> {
+    pub(crate) fn new(bytes: &'a [u8]) -> Self {
+        Reader { bytes, used: 0 }
+    }
+
+    /// The bytes not read yet.
+    pub(crate) fn rest(&self) -> &'a [u8] {
+        self.bytes
+    }
+
+    pub(crate) fn take(&mut self, len: usize) -> Result<&'a [u8], String> {
         if self.bytes.len() < len {
             return Err(format!("{len} bytes wanted, {} left", self.bytes.len()));
         }
@@ -246,18 +257,26 @@ impl<'a> Reader<'a> {
         Ok(head)
     }
 
-    fn u32(&mut self) -> Result<u32, String> {
+    pub(crate) fn u8(&mut self) -> Result<u8, String> {
+        Ok(self.take(1)?[0])
+    }
+
+    pub(crate) fn u16(&mut self) -> Result<u16, String> {
+        let b = self.take(2)?;
+        Ok(u16::from_le_bytes([b[0], b[1]]))
+    }
+
+    pub(crate) fn u32(&mut self) -> Result<u32, String> {
         let b = self.take(4)?;
         Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
     }
 
-    fn u64(&mut self) -> Result<u64, String> {
+    pub(crate) fn u64(&mut self) -> Result<u64, String> {
         Ok(read_u64(self.take(8)?))
     }
 
     fn text(&mut self) -> Result<String, String> {
-        let b = self.take(2)?;
-        let len = u16::from_le_bytes([b[0], b[1]]) as usize;
+        let len = self.u16()? as usize;
         if len > MAX_TEXT_LEN {
             return Err(format!("a {len}-byte text field"));
         }
@@ -330,7 +349,8 @@ fn checksum(name: &str, body: &[u8]) -> u32 {
     hasher.finalize()
 }
 
-fn read_u64(bytes: &[u8]) -> u64 {
+/// A little-endian `u64` from exactly 8 bytes.
+pub(crate) fn read_u64(bytes: &[u8]) -> u64 {
     let mut array = [0u8; 8];
     array.copy_from_slice(bytes);
     u64::from_le_bytes(array)

@@ -47,7 +47,7 @@
 
 use std::fmt;
 
-use crate::record;
+use crate::record::{self, Reader, read_u64};
 use crate::tasks::{Change, Removal, Task, TaskName};
 use crate::time::Timestamp;
 
@@ -369,7 +369,7 @@ fn stopped(mut scan: Scan, stop: Stop, at: u64) -> Scan {
 /// A message saying what does not decode.
 pub fn decode_batch(payload: &[u8], version: u16) -> Result<BatchRecord, String> {
     let details = version >= FORMAT;
-    let mut reader = Reader { bytes: payload };
+    let mut reader = Reader::new(payload);
     let mut batch = BatchRecord::default();
     let changes = reader.u32()?;
     for _ in 0..changes {
@@ -389,7 +389,7 @@ pub fn decode_batch(payload: &[u8], version: u16) -> Result<BatchRecord, String>
                 }
                 let mut task = Task::new(name, started_at, expires_at);
                 if details {
-                    let (decoded, used) = record::decode_details(reader.bytes)?;
+                    let (decoded, used) = record::decode_details(reader.rest())?;
                     reader.take(used)?;
                     decoded.apply_to(&mut task);
                 }
@@ -422,49 +422,10 @@ pub fn decode_batch(payload: &[u8], version: u16) -> Result<BatchRecord, String>
     }
     batch.keep_events_from = reader.u64()?;
     batch.trim_slack = reader.u64()?;
-    if !reader.bytes.is_empty() {
-        return Err(format!("{} bytes after the batch", reader.bytes.len()));
+    if !reader.rest().is_empty() {
+        return Err(format!("{} bytes after the batch", reader.rest().len()));
     }
     Ok(batch)
-}
-
-struct Reader<'a> {
-    bytes: &'a [u8],
-}
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, len: usize) -> Result<&'a [u8], String> {
-        if self.bytes.len() < len {
-            return Err(format!("{len} bytes wanted, {} left", self.bytes.len()));
-        }
-        let (head, rest) = self.bytes.split_at(len);
-        self.bytes = rest;
-        Ok(head)
-    }
-
-    fn u8(&mut self) -> Result<u8, String> {
-        Ok(self.take(1)?[0])
-    }
-
-    fn u16(&mut self) -> Result<u16, String> {
-        let b = self.take(2)?;
-        Ok(u16::from_le_bytes([b[0], b[1]]))
-    }
-
-    fn u32(&mut self) -> Result<u32, String> {
-        let b = self.take(4)?;
-        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-    }
-
-    fn u64(&mut self) -> Result<u64, String> {
-        Ok(read_u64(self.take(8)?))
-    }
-}
-
-fn read_u64(bytes: &[u8]) -> u64 {
-    let mut array = [0u8; 8];
-    array.copy_from_slice(bytes);
-    u64::from_le_bytes(array)
 }
 
 #[cfg(test)]
