@@ -282,6 +282,7 @@ mod tests {
             reason: None,
             pid: None,
             holder: None,
+            owner: None,
         }
     }
 

@@ -414,7 +414,7 @@ pub fn api_request(data: &[u8]) {
                     assert!((MIN_EXPIRE..=max_expire).contains(expire), "{command:?}");
                     name
                 }
-                Command::Delete { name } => name,
+                Command::Delete { name, .. } => name,
             };
             assert_eq!(
                 TaskName::parse(name.as_str()).as_ref(),
@@ -530,7 +530,7 @@ impl ModelState {
                     created,
                 })
             }
-            Command::Delete { name } => {
+            Command::Delete { name, .. } => {
                 if self.live(name.as_str(), now).is_none() {
                     return Err(TaskError::NotFound(name.clone()));
                 }
@@ -576,13 +576,15 @@ pub fn tasks_model(data: &[u8]) {
                         name,
                         expire: expire_of(input.byte()),
                         claim: Default::default(),
+                        caller: None,
                     },
                     1 => Command::Upsert {
                         name,
                         expire: expire_of(input.byte()),
                         claim: Default::default(),
+                        caller: None,
                     },
-                    _ => Command::Delete { name },
+                    _ => Command::Delete { name, caller: None },
                 };
                 let expected = pending.run(&command, now, max);
                 let actual = tasks.plan(&mut batch, command.clone(), Timestamp::from_nanos(now));
@@ -591,7 +593,7 @@ pub fn tasks_model(data: &[u8]) {
                     let name = match command {
                         Command::Create { name, .. }
                         | Command::Upsert { name, .. }
-                        | Command::Delete { name } => name,
+                        | Command::Delete { name, .. } => name,
                     };
                     touched.insert(name.as_str().to_owned());
                     planned += 1;
