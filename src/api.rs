@@ -19,7 +19,10 @@
 //!   a `pid` to bind the hold to. The pid is only checked for range here;
 //!   whether the daemon can see that process is the reactor's question
 //!   ([`Routed::Mutation`]'s `bind_pid`). The holder is never in the body:
-//!   the reactor takes it from the socket.
+//!   the reactor takes it from the socket, and so the command's `caller`,
+//!   left `None` here.
+//! - A refresh or delete refused by ownership is 403; a uid over its quota
+//!   is 507, like the daemon's own limits.
 
 use std::time::Duration;
 
@@ -153,6 +156,7 @@ fn route_inner(request: &Request, max_expire: Duration) -> Result<Routed, Respon
                         name,
                         expire,
                         claim,
+                        caller: None,
                     },
                     bind_pid: body.bind_pid()?,
                 })
@@ -167,6 +171,7 @@ fn route_inner(request: &Request, max_expire: Duration) -> Result<Routed, Respon
                         name,
                         expire,
                         claim,
+                        caller: None,
                     },
                     bind_pid: body.bind_pid()?,
                 })
@@ -193,7 +198,7 @@ fn route_inner(request: &Request, max_expire: Duration) -> Result<Routed, Respon
     match request.method {
         Method::Get | Method::Head => Ok(Routed::Query(Query::Get(name))),
         Method::Delete => Ok(Routed::Mutation {
-            command: Command::Delete { name },
+            command: Command::Delete { name, caller: None },
             bind_pid: None,
         }),
         Method::Put => {
@@ -213,6 +218,7 @@ fn route_inner(request: &Request, max_expire: Duration) -> Result<Routed, Respon
                     name,
                     expire,
                     claim,
+                    caller: None,
                 },
                 bind_pid: body.bind_pid()?,
             })
@@ -388,6 +394,9 @@ pub struct TaskView {
     /// The latest writer.
     #[serde(default)]
     pub holder: Option<HolderView>,
+    /// The uid that created the task.
+    #[serde(default)]
+    pub owner: Option<u32>,
 }
 
 /// The process that last created or refreshed a task.
@@ -421,6 +430,7 @@ impl From<&Task> for TaskView {
             reason: task.reason.clone(),
             pid: task.binding.map(|binding| binding.pid),
             holder: task.holder.as_ref().map(HolderView::from),
+            owner: task.owner,
         }
     }
 }
@@ -437,6 +447,7 @@ struct TaskJson<'a> {
     reason: Option<&'a str>,
     pid: Option<u32>,
     holder: Option<HolderJson<'a>>,
+    owner: Option<u32>,
 }
 
 #[derive(Serialize)]
@@ -463,6 +474,7 @@ impl<'a> From<&'a Task> for TaskJson<'a> {
                 parent_pid: holder.parent_pid,
                 parent_command: holder.parent_command.as_deref(),
             }),
+            owner: task.owner,
         }
     }
 }
@@ -604,7 +616,8 @@ fn task_error(e: &TaskError) -> Response {
     let status = match e {
         TaskError::NameTaken(_) => 409,
         TaskError::NotFound(_) => 404,
-        TaskError::Full { .. } | TaskError::TooManyBound { .. } => 507,
+        TaskError::Full { .. } | TaskError::TooManyBound { .. } | TaskError::UidFull { .. } => 507,
+        TaskError::NotOwner { .. } | TaskError::UnknownCaller => 403,
         TaskError::TimeOverflow => 400,
     };
     error(status, e.to_string())
@@ -726,6 +739,7 @@ mod tests {
                         name: name("agent"),
                         expire: hour,
                         claim: Claim::default(),
+                        caller: None,
                     },
                     bind_pid: None,
                 },
@@ -737,6 +751,7 @@ mod tests {
                         name: name("agent"),
                         expire: hour,
                         claim: Claim::default(),
+                        caller: None,
                     },
                     bind_pid: None,
                 },
@@ -752,6 +767,7 @@ mod tests {
                         name: name("agent"),
                         expire: hour,
                         claim: Claim::default(),
+                        caller: None,
                     },
                     bind_pid: None,
                 },
@@ -767,6 +783,7 @@ mod tests {
                         name: name("my-task"),
                         expire: hour,
                         claim: Claim::default(),
+                        caller: None,
                     },
                     bind_pid: None,
                 },
@@ -776,6 +793,7 @@ mod tests {
                 Routed::Mutation {
                     command: Command::Delete {
                         name: name("agent"),
+                        caller: None,
                     },
                     bind_pid: None,
                 },
@@ -783,7 +801,10 @@ mod tests {
             (
                 request(Method::Delete, "/v1/tasks/a%2Db", ""),
                 Routed::Mutation {
-                    command: Command::Delete { name: name("a-b") },
+                    command: Command::Delete {
+                        name: name("a-b"),
+                        caller: None,
+                    },
                     bind_pid: None,
                 },
             ),

@@ -76,6 +76,33 @@ pub struct Metrics {
     pub clock_steps_backward: u64,
     /// Tasks loaded with an expiry more than the maximum ahead, bounded.
     pub clamped_at_load: u64,
+    /// Changes refused by ownership or the per-uid quota, by reason.
+    /// Counted rather than kept as events: a refusal changes nothing, so
+    /// it costs no disk write, and another user's refused attempts cannot
+    /// push the event history out of its retention.
+    refused: BTreeMap<Refusal, u64>,
+}
+
+/// Why ownership or the per-uid quota refused a change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Refusal {
+    /// A refresh or delete of another uid's task (403).
+    NotOwner,
+    /// A change from a peer whose uid could not be read (403).
+    UnknownCaller,
+    /// A create past the caller's per-uid quota (507).
+    UidQuota,
+}
+
+impl Refusal {
+    /// The metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refusal::NotOwner => "not_owner",
+            Refusal::UnknownCaller => "unknown_caller",
+            Refusal::UidQuota => "uid_quota",
+        }
+    }
 }
 
 impl Default for Metrics {
@@ -94,6 +121,7 @@ impl Default for Metrics {
             clock_steps_forward: 0,
             clock_steps_backward: 0,
             clamped_at_load: 0,
+            refused: BTreeMap::new(),
         }
     }
 }
@@ -120,6 +148,11 @@ impl Metrics {
     /// Counts one answered request.
     pub fn request(&mut self, route: &'static str, status: u16) {
         *self.requests.entry((route, status)).or_default() += 1;
+    }
+
+    /// Counts one change refused by ownership or the quota.
+    pub fn refused(&mut self, why: Refusal) {
+        *self.refused.entry(why).or_default() += 1;
     }
 
     /// Counts one successful commit.
@@ -281,6 +314,18 @@ impl Metrics {
         }
         let _ = writeln!(
             out,
+            "# HELP sprite_tasks_refused_total Refreshes and deletes of another uid's task, changes from a peer of unknown uid, and creates past --max-tasks-per-uid, refused.\n# TYPE sprite_tasks_refused_total counter"
+        );
+        for why in [Refusal::NotOwner, Refusal::UnknownCaller, Refusal::UidQuota] {
+            let count = self.refused.get(&why).copied().unwrap_or(0);
+            let _ = writeln!(
+                out,
+                "sprite_tasks_refused_total{{reason=\"{}\"}} {count}",
+                why.as_str()
+            );
+        }
+        let _ = writeln!(
+            out,
             "# HELP sprite_tasks_requests_total Requests answered, by route and status.\n# TYPE sprite_tasks_requests_total counter"
         );
         for ((route, status), count) in &self.requests {
@@ -317,6 +362,8 @@ mod tests {
         metrics.commit(1, Duration::from_millis(2));
         metrics.clock_steps_backward = 1;
         metrics.clamped_at_load = 3;
+        metrics.refused(Refusal::NotOwner);
+        metrics.refused(Refusal::NotOwner);
         metrics.released = 1;
         let text = metrics.render(&Gauges {
             live_tasks: 2,
@@ -332,6 +379,8 @@ mod tests {
         assert!(text.contains("sprite_tasks_clock_steps_total{direction=\"backward\"} 1\n"));
         assert!(text.contains("sprite_tasks_clock_steps_total{direction=\"forward\"} 0\n"));
         assert!(text.contains("sprite_tasks_clamped_at_load_total 3\n"));
+        assert!(text.contains("sprite_tasks_refused_total{reason=\"not_owner\"} 2\n"));
+        assert!(text.contains("sprite_tasks_refused_total{reason=\"uid_quota\"} 0\n"));
         assert!(text.contains("sprite_tasks_requests_total{route=\"create\",status=\"201\"} 2\n"));
         assert!(text.contains("sprite_tasks_commit_changes_bucket{le=\"2\"} 1\n"));
         assert!(text.contains("sprite_tasks_commit_changes_bucket{le=\"4\"} 2\n"));

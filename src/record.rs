@@ -17,10 +17,15 @@
 //! | 9 | 8 | `expires_at`, ns since the epoch |
 //! | 17 | 4 | CRC-32 (IEEE) of version, name bytes, `started_at`, `expires_at` |
 //!
-//! Version 2 (what this build writes): version `2`, `started_at`,
-//! `expires_at`, the *details*, then the CRC-32 of version, name bytes and
-//! everything after the version up to the CRC. The details are a presence
-//! byte, then each present field in this order:
+//! Version 2 (the release with holders, still read; its rows are root's):
+//! version `2`, `started_at`, `expires_at`, the *details*, then the CRC-32
+//! of version, name bytes and everything after the version up to the CRC.
+//!
+//! Version 3 (what this build writes) is version 2 with the owner's uid
+//! (`u32`, [`UNKNOWN_OWNER`] when unknown) between `expires_at` and the
+//! details.
+//!
+//! The details are a presence byte, then each present field in this order:
 //!
 //! | bit | field | encoding |
 //! |---|---|---|
@@ -34,7 +39,7 @@
 //! | 7 | a holder is recorded (even if all its fields are unknown) | |
 //!
 //! Text is a `u16` byte length and UTF-8 bytes, at most [`MAX_TEXT_LEN`].
-//! A task without details costs 22 bytes.
+//! A task without details costs 26 bytes.
 
 use std::fmt;
 
@@ -42,10 +47,21 @@ use crate::tasks::{Binding, Holder, Task, TaskName};
 use crate::time::Timestamp;
 
 /// The version this build writes.
-pub const VERSION: u8 = 2;
+pub const VERSION: u8 = 3;
 
 /// The first version, still read.
 pub const VERSION_1: u8 = 1;
+
+/// The version before owners, still read.
+pub const VERSION_2: u8 = 2;
+
+/// The stored owner of a task whose creator's uid was unknown: `(uid_t)-1`,
+/// which `setuid` refuses, so no process has it.
+pub const UNKNOWN_OWNER: u32 = u32::MAX;
+
+/// The owner of rows written before owners existed: they were created by
+/// whoever could reach the socket, and only root may now release them.
+pub const LEGACY_OWNER: u32 = crate::tasks::ROOT_UID;
 
 /// Size of a version-1 record.
 pub const RECORD_V1_LEN: usize = 21;
@@ -63,8 +79,10 @@ const REASON: u8 = 1 << 5;
 const BINDING: u8 = 1 << 6;
 const HOLDER: u8 = 1 << 7;
 
-/// Bytes before the details: version and the two timestamps.
-const FIXED_LEN: usize = 17;
+/// Bytes before the details: version and the two timestamps (and, from
+/// version 3, the owner).
+const FIXED_LEN_V2: usize = 17;
+const FIXED_LEN: usize = 21;
 const CRC_LEN: usize = 4;
 
 /// Why a stored record could not be read back.
@@ -106,16 +124,27 @@ impl fmt::Display for RecordError {
 
 impl std::error::Error for RecordError {}
 
-/// Encodes a task's value bytes (version 2).
+/// Encodes a task's value bytes (version 3).
 pub fn encode(task: &Task) -> Vec<u8> {
     let mut out = Vec::with_capacity(FIXED_LEN + 1 + CRC_LEN);
     out.push(VERSION);
     out.extend_from_slice(&task.started_at.as_nanos().to_le_bytes());
     out.extend_from_slice(&task.expires_at.as_nanos().to_le_bytes());
+    out.extend_from_slice(&encode_owner(task.owner).to_le_bytes());
     encode_details(task, &mut out);
     let crc = checksum(task.name.as_str(), &out);
     out.extend_from_slice(&crc.to_le_bytes());
     out
+}
+
+/// The stored form of an owner.
+pub fn encode_owner(owner: Option<u32>) -> u32 {
+    owner.unwrap_or(UNKNOWN_OWNER)
+}
+
+/// An owner from its stored form.
+pub fn decode_owner(stored: u32) -> Option<u32> {
+    (stored != UNKNOWN_OWNER).then_some(stored)
 }
 
 /// Appends a task's details (holder, reason, binding) to `out`.
@@ -296,7 +325,8 @@ fn floor_char_boundary(text: &str, max: usize) -> usize {
         .unwrap_or(0)
 }
 
-/// Decodes the row stored under `key`, of either version.
+/// Decodes the row stored under `key`, of any version; rows before
+/// version 3 are [`LEGACY_OWNER`]'s.
 ///
 /// # Errors
 /// [`RecordError`] for any record this build cannot trust.
@@ -308,10 +338,13 @@ pub fn decode(key: &[u8], bytes: &[u8]) -> Result<Task, RecordError> {
     };
     match version {
         VERSION_1 if bytes.len() != RECORD_V1_LEN => return Err(RecordError::Length(bytes.len())),
+        VERSION_2 if bytes.len() < FIXED_LEN_V2 + 1 + CRC_LEN => {
+            return Err(RecordError::Length(bytes.len()));
+        }
         VERSION if bytes.len() < FIXED_LEN + 1 + CRC_LEN => {
             return Err(RecordError::Length(bytes.len()));
         }
-        VERSION_1 | VERSION => {}
+        VERSION_1 | VERSION_2 | VERSION => {}
         other => return Err(RecordError::Version(other)),
     }
     let (body, crc) = bytes.split_at(bytes.len() - CRC_LEN);
@@ -326,8 +359,18 @@ pub fn decode(key: &[u8], bytes: &[u8]) -> Result<Task, RecordError> {
         return Err(RecordError::Order);
     }
     let mut task = Task::new(name, started_at, expires_at);
-    if version == VERSION {
-        let details = &body[FIXED_LEN..];
+    task.owner = Some(LEGACY_OWNER);
+    let details_at = match version {
+        VERSION_1 => return Ok(task),
+        VERSION_2 => FIXED_LEN_V2,
+        _ => {
+            let stored = u32::from_le_bytes([body[17], body[18], body[19], body[20]]);
+            task.owner = decode_owner(stored);
+            FIXED_LEN
+        }
+    };
+    {
+        let details = &body[details_at..];
         let (decoded, used) = decode_details(details).map_err(RecordError::Details)?;
         if used != details.len() {
             return Err(RecordError::Details(format!(
@@ -370,6 +413,7 @@ mod tests {
 
     fn detailed() -> Task {
         Task {
+            owner: Some(1000),
             holder: Some(Holder {
                 pid: Some(4242),
                 uid: Some(1000),
@@ -403,7 +447,7 @@ mod tests {
             let bytes = encode(&task);
             assert_eq!(decode(b"agent", &bytes), Ok(task));
         }
-        assert_eq!(encode(&task()).len(), 22);
+        assert_eq!(encode(&task()).len(), 26);
         let partial = Task {
             holder: Some(Holder {
                 uid: Some(0),
@@ -419,14 +463,43 @@ mod tests {
         assert_eq!(decode(b"agent", &encode(&unknown)), Ok(unknown));
     }
 
+    /// A version-2 record of [`detailed`] (its reason ending in a check
+    /// mark) as the release before owners wrote it (commit 7ca5ad3).
+    const V2_AGENT: &str = include_str!("../tests/fixtures/record-v2-7ca5ad3.hex");
+
     #[test]
-    fn version_1_records_still_load() {
-        assert_eq!(decode(b"agent", &hex(V1_AGENT)), Ok(task()));
+    fn version_1_records_still_load_as_roots() {
+        let root = Task {
+            owner: Some(0),
+            ..task()
+        };
+        assert_eq!(decode(b"agent", &hex(V1_AGENT)), Ok(root));
+    }
+
+    #[test]
+    fn version_2_records_still_load_as_roots_with_their_details() {
+        let bytes = hex(V2_AGENT.trim());
+        assert_eq!(bytes[0], VERSION_2);
+        let expected = Task {
+            owner: Some(0),
+            ..detailed()
+        };
+        assert_eq!(decode(b"agent", &bytes), Ok(expected));
+        // A truncated version-2 record is refused.
+        assert!(decode(b"agent", &bytes[..bytes.len() - 5]).is_err());
+    }
+
+    #[test]
+    fn owners_round_trip_known_unknown_and_root() {
+        for owner in [Some(0), Some(1000), Some(UNKNOWN_OWNER - 1), None] {
+            let task = Task { owner, ..task() };
+            assert_eq!(decode(b"agent", &encode(&task)), Ok(task));
+        }
     }
 
     #[test]
     fn every_flipped_bit_is_caught() {
-        for bytes in [hex(V1_AGENT), encode(&detailed())] {
+        for bytes in [hex(V1_AGENT), hex(V2_AGENT.trim()), encode(&detailed())] {
             for bit in 0..bytes.len() * 8 {
                 let mut damaged = bytes.clone();
                 damaged[bit / 8] ^= 1 << (bit % 8);
@@ -438,13 +511,13 @@ mod tests {
     #[test]
     fn refuses_what_it_cannot_trust() {
         let bytes = encode(&task());
-        assert_eq!(decode(b"agent", &bytes[..20]), Err(RecordError::Length(20)));
+        assert_eq!(decode(b"agent", &bytes[..25]), Err(RecordError::Length(25)));
         assert_eq!(decode(b"agent", &[]), Err(RecordError::Length(0)));
         let v1 = hex(V1_AGENT);
         assert_eq!(decode(b"agent", &v1[..20]), Err(RecordError::Length(20)));
-        let mut v3 = bytes.clone();
-        v3[0] = 3;
-        assert_eq!(decode(b"agent", &v3), Err(RecordError::Version(3)));
+        let mut v4 = bytes.clone();
+        v4[0] = 4;
+        assert_eq!(decode(b"agent", &v4), Err(RecordError::Version(4)));
         assert!(matches!(
             decode(b"other", &bytes),
             Err(RecordError::Checksum { .. })
@@ -462,7 +535,7 @@ mod tests {
         );
         // Details that claim more than is there, with a valid checksum.
         let mut short = vec![VERSION];
-        short.extend_from_slice(&bytes[1..17]);
+        short.extend_from_slice(&bytes[1..FIXED_LEN]);
         short.push(REASON);
         short.extend_from_slice(&9u16.to_le_bytes());
         let crc = checksum("agent", &short);

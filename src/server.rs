@@ -34,12 +34,13 @@ use crate::conn::{Conn, Deadline, Next, Reply, Timeouts};
 use crate::events::{Event, EventKind, EventLines, EventLog};
 use crate::hooks::{HookConfig, Hooks};
 use crate::http::{Answering, HttpDate, Limits, Request};
-use crate::metrics::{Gauges, Metrics};
+use crate::metrics::{Gauges, Metrics, Refusal};
 use crate::process::{self, Credentials};
 use crate::store::{Store, StoreError};
 use crate::systemd::{Inherited, Notifier, ServiceEnv};
 use crate::tasks::{
-    Batch, Binding, Change, Command, Holder, Outcome, Removal, TaskError, TaskName, Tasks,
+    Batch, Binding, Change, Command, Holder, Outcome, Ownership, Removal, TaskError, TaskName,
+    Tasks,
 };
 use crate::time::{ClockStep, ReactorClock, Reading, Timestamp, read_clocks};
 
@@ -101,6 +102,8 @@ pub struct Config {
     pub max_tasks: usize,
     /// Tasks bound to a process above which binding is refused (507).
     pub max_bound: usize,
+    /// Who may refresh or delete a task, and the per-uid quota.
+    pub ownership: Ownership,
     /// Longest `expire` accepted.
     pub max_expire: Duration,
     /// How long a shutdown waits for in-flight responses to be written.
@@ -141,6 +144,13 @@ impl Config {
     fn max_input(&self) -> usize {
         self.limits.max_request_bytes()
     }
+
+    /// An empty state with this configuration's limits and ownership.
+    fn new_tasks(&self) -> Tasks {
+        Tasks::new(self.max_tasks)
+            .with_max_bound(self.max_bound)
+            .with_ownership(self.ownership)
+    }
 }
 
 impl Default for Config {
@@ -153,6 +163,11 @@ impl Default for Config {
             max_connections: Config::DEFAULT_MAX_CONNECTIONS,
             max_tasks: crate::tasks::DEFAULT_MAX_TASKS,
             max_bound: crate::tasks::DEFAULT_MAX_BOUND,
+            ownership: Ownership::Owned {
+                max_per_uid: crate::tasks::default_max_tasks_per_uid(
+                    crate::tasks::DEFAULT_MAX_TASKS,
+                ),
+            },
             max_expire: crate::expire::DEFAULT_MAX_EXPIRE,
             shutdown_grace: Config::DEFAULT_SHUTDOWN_GRACE,
             hooks: HookConfig {
@@ -325,7 +340,7 @@ impl Server {
             Err(e) => warn!(error = %e, "cannot raise the descriptor limit"),
         }
         let loaded = store.load()?;
-        let mut tasks = Tasks::new(config.max_tasks).with_max_bound(config.max_bound);
+        let mut tasks = config.new_tasks();
         tasks.load(loaded.tasks);
         let events = EventLog::new(config.event_retention, loaded.events);
         let idle_since = events
@@ -804,10 +819,9 @@ impl Server {
                 Next::Request(request) => {
                     let label = api::route_label(&request);
                     let reply = match api::route(&request, self.config.max_expire) {
-                        Routed::Mutation {
-                            mut command,
-                            bind_pid,
-                        } => {
+                        Routed::Mutation { command, bind_pid } => {
+                            let caller = self.peers.get(&token).map(|peer| peer.credentials.uid);
+                            let mut command = command.from_caller(caller);
                             let mut staged = None;
                             let mut refusal = None;
                             if let Command::Create { name, claim, .. }
@@ -842,7 +856,11 @@ impl Server {
                             match refusal {
                                 Some(response) => Reply::Ready(response),
                                 None => {
+                                    let name = command.name().clone();
                                     let planned = self.tasks.plan(batch, command, now);
+                                    if let Err(e) = &planned {
+                                        note_refusal(&mut self.metrics, e, caller, &name, label);
+                                    }
                                     if let (Ok(_), Some((name, binding, pidfd))) =
                                         (&planned, staged)
                                     {
@@ -1134,8 +1152,7 @@ impl Server {
     fn reload(&mut self, now: Timestamp, mono: Instant) {
         match self.store.load() {
             Ok(loaded) => {
-                let mut tasks =
-                    Tasks::new(self.config.max_tasks).with_max_bound(self.config.max_bound);
+                let mut tasks = self.config.new_tasks();
                 tasks.load(loaded.tasks);
                 self.tasks = tasks;
                 self.resync_watches();
@@ -1489,6 +1506,38 @@ fn adopt(inherited: Inherited) -> Result<(UnixListener, Option<PathBuf>), Server
         "serving the socket passed by the service manager"
     );
     Ok((UnixListener::from_std(listener), path))
+}
+
+/// Logs and counts a change that ownership or the per-uid quota refused:
+/// the caller's uid, the task and the route, never the body.
+fn note_refusal(
+    metrics: &mut Metrics,
+    error: &TaskError,
+    caller: Option<u32>,
+    task: &TaskName,
+    route: &str,
+) {
+    let why = match error {
+        TaskError::NotOwner { .. } => Refusal::NotOwner,
+        TaskError::UnknownCaller => Refusal::UnknownCaller,
+        TaskError::UidFull { .. } => Refusal::UidQuota,
+        _ => return,
+    };
+    metrics.refused(why);
+    let uid_text =
+        |uid: Option<u32>| uid.map_or_else(|| "unknown".to_string(), |uid| uid.to_string());
+    let owner = match error {
+        TaskError::NotOwner { owner, .. } => uid_text(*owner),
+        _ => "-".to_string(),
+    };
+    info!(
+        reason = why.as_str(),
+        uid = %uid_text(caller),
+        owner = %owner,
+        task = %task,
+        route,
+        "refused a change"
+    );
 }
 
 /// Logs a held or idle edge with the task event that caused it.

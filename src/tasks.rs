@@ -99,6 +99,36 @@ impl fmt::Display for NameError {
 
 impl std::error::Error for NameError {}
 
+/// The uid that may refresh or delete any task, and whose rows are not
+/// counted against a per-uid quota: root can stop the daemon anyway.
+pub const ROOT_UID: u32 = 0;
+
+/// The least default per-uid quota: a user's agents, their heartbeats and
+/// a few leaked names fit many times over.
+pub const MIN_DEFAULT_MAX_TASKS_PER_UID: usize = 100;
+
+/// The default per-uid quota for a daemon holding at most `max_tasks`: a
+/// tenth of it, so that ten users fill the table before one user's leak
+/// can; never less than [`MIN_DEFAULT_MAX_TASKS_PER_UID`] nor more than
+/// `max_tasks`.
+pub fn default_max_tasks_per_uid(max_tasks: usize) -> usize {
+    (max_tasks / 10)
+        .max(MIN_DEFAULT_MAX_TASKS_PER_UID)
+        .min(max_tasks)
+}
+
+/// Who may change a task, and how many rows one uid may hold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ownership {
+    /// Any caller may refresh or delete any task, and no per-uid quota
+    /// applies (`--shared`: every local user is trusted).
+    Shared,
+    /// Only a task's owner (the uid that created it) and root may refresh
+    /// or delete it; a caller whose uid is unknown may change nothing; a
+    /// uid other than root holds at most `max_per_uid` rows.
+    Owned { max_per_uid: usize },
+}
+
 /// Longest `reason` in bytes: a sentence or a command line, short enough
 /// that a list of thousands of tasks stays small and a log line readable.
 pub const MAX_REASON_LEN: usize = 256;
@@ -185,10 +215,15 @@ pub struct Task {
     pub reason: Option<String>,
     /// The process whose exit ends the hold.
     pub binding: Option<Binding>,
+    /// The uid that created the task; a refresh keeps it. `None` when the
+    /// creator's uid was unknown (possible only under
+    /// [`Ownership::Shared`]). Rows written before owners existed are
+    /// root's.
+    pub owner: Option<u32>,
 }
 
 impl Task {
-    /// A task with no holder, reason or binding.
+    /// A task with no holder, reason, binding or owner.
     pub fn new(name: TaskName, started_at: Timestamp, expires_at: Timestamp) -> Task {
         Task {
             name,
@@ -197,6 +232,7 @@ impl Task {
             holder: None,
             reason: None,
             binding: None,
+            owner: None,
         }
     }
 
@@ -238,7 +274,8 @@ pub struct Rebased {
     pub expired: usize,
 }
 
-/// A request to change the state.
+/// A request to change the state. `caller` is the uid of the process that
+/// sent it (`None`: unknown), the owner of what it creates.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Command {
     /// `POST /v1/tasks`: create, refusing a name held by a live task.
@@ -246,15 +283,47 @@ pub enum Command {
         name: TaskName,
         expire: Duration,
         claim: Claim,
+        caller: Option<u32>,
     },
     /// `PUT`: refresh the expiry, or create when missing.
     Upsert {
         name: TaskName,
         expire: Duration,
         claim: Claim,
+        caller: Option<u32>,
     },
     /// `DELETE`: remove a live task.
-    Delete { name: TaskName },
+    Delete { name: TaskName, caller: Option<u32> },
+}
+
+impl Command {
+    /// The task the command names.
+    pub fn name(&self) -> &TaskName {
+        match self {
+            Command::Create { name, .. }
+            | Command::Upsert { name, .. }
+            | Command::Delete { name, .. } => name,
+        }
+    }
+
+    /// The uid of the caller.
+    pub fn caller(&self) -> Option<u32> {
+        match self {
+            Command::Create { caller, .. }
+            | Command::Upsert { caller, .. }
+            | Command::Delete { caller, .. } => *caller,
+        }
+    }
+
+    /// The same command from `caller`.
+    pub fn from_caller(mut self, uid: Option<u32>) -> Command {
+        match &mut self {
+            Command::Create { caller, .. }
+            | Command::Upsert { caller, .. }
+            | Command::Delete { caller, .. } => *caller = uid,
+        }
+        self
+    }
 }
 
 /// What a planned command did, for its response.
@@ -313,6 +382,24 @@ pub enum TaskError {
     TooManyBound { limit: usize },
     /// `now + expire` is past the year 2554.
     TimeOverflow,
+    /// A refresh or delete of a task `owner` created, by another uid.
+    NotOwner { name: TaskName, owner: Option<u32> },
+    /// A change by a caller whose uid the daemon could not read.
+    UnknownCaller,
+    /// Creating would take `uid` past its quota; it holds `count` rows.
+    UidFull {
+        uid: u32,
+        count: usize,
+        limit: usize,
+    },
+}
+
+impl TaskError {
+    /// Whether ownership refused the command (403), as opposed to the
+    /// state (404, 409) or a limit.
+    pub fn is_forbidden(&self) -> bool {
+        matches!(self, TaskError::NotOwner { .. } | TaskError::UnknownCaller)
+    }
 }
 
 impl fmt::Display for TaskError {
@@ -332,6 +419,24 @@ impl fmt::Display for TaskError {
                 "the daemon already holds its limit of {limit} tasks bound to a process; drop \"pid\" or delete bound tasks you no longer need"
             ),
             TaskError::TimeOverflow => write!(f, "the expiry would be past the year 2554"),
+            TaskError::NotOwner { name, owner } => {
+                let owner = match owner {
+                    Some(uid) => format!("uid {uid}"),
+                    None => "a uid the daemon could not read".to_string(),
+                };
+                write!(
+                    f,
+                    "task \"{name}\" belongs to {owner}; only its owner or root may refresh or delete it: ask its owner, or root, to release it, or choose another name (a daemon run with --shared lets every local user change every task)"
+                )
+            }
+            TaskError::UnknownCaller => write!(
+                f,
+                "the daemon could not read this connection's credentials (SO_PEERCRED), so it cannot tell whose tasks are yours and changes nothing; run the daemon with --shared if every local user is trusted"
+            ),
+            TaskError::UidFull { uid, count, limit } => write!(
+                f,
+                "uid {uid} already holds {count} tasks, its limit of {limit} (--max-tasks-per-uid); delete tasks it no longer needs"
+            ),
         }
     }
 }
@@ -342,8 +447,9 @@ impl std::error::Error for TaskError {}
 ///
 /// Invariant: `latest` holds, for every name in `changes`, the row as the
 /// last change leaves it (`None`: removed), `rows_delta` is the number of
-/// rows the batch adds minus the number it removes, and `bound_delta` the
-/// same for rows bound to a process.
+/// rows the batch adds minus the number it removes, `bound_delta` the
+/// same for rows bound to a process, and `owned_delta` the same for the
+/// rows of each owner uid.
 #[derive(Debug, Default)]
 pub struct Batch {
     changes: Vec<Change>,
@@ -352,6 +458,7 @@ pub struct Batch {
     /// The wall-clock step this batch records (its `clock_stepped` event).
     clock_step: Option<ClockStep>,
     bound_delta: isize,
+    owned_delta: BTreeMap<u32, isize>,
 }
 
 impl Batch {
@@ -394,8 +501,11 @@ impl Batch {
 /// All tasks, indexed by name and by deadline.
 ///
 /// Invariant: `deadlines` holds exactly one `(expires_at, name)` for each
-/// entry of `by_name`, and `bound` counts the entries with a binding. All
-/// three change only through `insert` and `remove`.
+/// entry of `by_name`, `bound` counts the entries with a binding, and
+/// `owned` maps each owner uid to the number of entries it owns (no zero
+/// counts). `by_name` and `deadlines` change only through `insert`,
+/// `remove` and the bulk `load`; `bound` and `owned` only through
+/// `count_row`, which all three call.
 /// Rows whose deadline has passed may remain until the next expiry batch
 /// removes them, but no read or command ever sees them.
 #[derive(Debug)]
@@ -403,8 +513,10 @@ pub struct Tasks {
     by_name: BTreeMap<TaskName, Task>,
     deadlines: BTreeSet<(Timestamp, TaskName)>,
     bound: usize,
+    owned: BTreeMap<u32, usize>,
     max_tasks: usize,
     max_bound: usize,
+    ownership: Ownership,
 }
 
 impl Tasks {
@@ -414,9 +526,23 @@ impl Tasks {
             by_name: BTreeMap::new(),
             deadlines: BTreeSet::new(),
             bound: 0,
+            owned: BTreeMap::new(),
             max_tasks,
             max_bound: DEFAULT_MAX_BOUND,
+            ownership: Ownership::Shared,
         }
+    }
+
+    /// The same state enforcing `ownership` (the default is
+    /// [`Ownership::Shared`]).
+    pub fn with_ownership(mut self, ownership: Ownership) -> Self {
+        self.ownership = ownership;
+        self
+    }
+
+    /// Rows owned by `uid`, live or awaiting expiry.
+    pub fn owned_by(&self, uid: u32) -> usize {
+        self.owned.get(&uid).copied().unwrap_or(0)
     }
 
     /// The same state refusing to bind more than `max_bound` tasks to a
@@ -486,11 +612,13 @@ impl Tasks {
             .values()
             .map(|task| (task.expires_at, task.name.clone()))
             .collect();
-        self.bound = self
-            .by_name
-            .values()
-            .filter(|task| task.binding.is_some())
-            .count();
+        self.bound = 0;
+        self.owned.clear();
+        let by_name = std::mem::take(&mut self.by_name);
+        for task in by_name.values() {
+            self.count_row(task, true);
+        }
+        self.by_name = by_name;
     }
 
     /// The live task called `name`.
@@ -649,11 +777,12 @@ impl Tasks {
                 name,
                 expire,
                 claim,
+                caller,
             } => {
                 if self.current(batch, &name, now).is_some() {
                     return Err(TaskError::NameTaken(name));
                 }
-                let task = self.new_task(batch, name, expire, claim, now)?;
+                let task = self.new_task(batch, name, expire, claim, caller, now)?;
                 self.push(
                     batch,
                     Change::Put {
@@ -667,8 +796,10 @@ impl Tasks {
                 name,
                 expire,
                 claim,
+                caller,
             } => match self.current(batch, &name, now) {
                 Some(existing) => {
+                    self.check_may_change(&existing, caller)?;
                     let expires_at = now.checked_add(expire).ok_or(TaskError::TimeOverflow)?;
                     let binding = claim.binding.or(existing.binding);
                     if existing.binding.is_none() && binding.is_some() {
@@ -681,6 +812,7 @@ impl Tasks {
                         holder: claim.holder.or(existing.holder),
                         reason: claim.reason.or(existing.reason),
                         binding,
+                        owner: existing.owner,
                     };
                     self.push(
                         batch,
@@ -695,7 +827,7 @@ impl Tasks {
                     })
                 }
                 None => {
-                    let task = self.new_task(batch, name, expire, claim, now)?;
+                    let task = self.new_task(batch, name, expire, claim, caller, now)?;
                     self.push(
                         batch,
                         Change::Put {
@@ -709,10 +841,11 @@ impl Tasks {
                     })
                 }
             },
-            Command::Delete { name } => {
-                if self.current(batch, &name, now).is_none() {
+            Command::Delete { name, caller } => {
+                let Some(existing) = self.current(batch, &name, now) else {
                     return Err(TaskError::NotFound(name));
-                }
+                };
+                self.check_may_change(&existing, caller)?;
                 self.push(
                     batch,
                     Change::Remove {
@@ -752,15 +885,68 @@ impl Tasks {
         }
     }
 
-    /// A fresh task, if the limits leave room for its row (and binding).
+    /// Whether `caller` may refresh or delete `task`.
+    fn check_may_change(&self, task: &Task, caller: Option<u32>) -> Result<(), TaskError> {
+        match (self.ownership, caller) {
+            (Ownership::Shared, _) => Ok(()),
+            (Ownership::Owned { .. }, None) => Err(TaskError::UnknownCaller),
+            (Ownership::Owned { .. }, Some(uid)) if uid == ROOT_UID || task.owner == Some(uid) => {
+                Ok(())
+            }
+            (Ownership::Owned { .. }, Some(_)) => Err(TaskError::NotOwner {
+                name: task.name.clone(),
+                owner: task.owner,
+            }),
+        }
+    }
+
+    /// Whether `caller` may create the task called `name`: its uid is
+    /// known and under its quota (a row of its own awaiting expiry is
+    /// replaced, not added).
+    fn check_may_create(
+        &self,
+        batch: &Batch,
+        name: &TaskName,
+        caller: Option<u32>,
+    ) -> Result<(), TaskError> {
+        let Ownership::Owned { max_per_uid } = self.ownership else {
+            return Ok(());
+        };
+        let uid = caller.ok_or(TaskError::UnknownCaller)?;
+        if uid == ROOT_UID {
+            return Ok(());
+        }
+        let replaces_own = match batch.latest.get(name) {
+            Some(row) => row.as_ref().is_some_and(|task| task.owner == Some(uid)),
+            None => self
+                .by_name
+                .get(name)
+                .is_some_and(|task| task.owner == Some(uid)),
+        };
+        let count = self.owned_by(uid) as isize + batch.owned_delta.get(&uid).copied().unwrap_or(0);
+        let count = usize::try_from(count).unwrap_or(0);
+        if !replaces_own && count >= max_per_uid {
+            return Err(TaskError::UidFull {
+                uid,
+                count,
+                limit: max_per_uid,
+            });
+        }
+        Ok(())
+    }
+
+    /// A fresh task owned by `caller`, if ownership and the limits leave
+    /// room for its row (and binding).
     fn new_task(
         &self,
         batch: &Batch,
         name: TaskName,
         expire: Duration,
         claim: Claim,
+        caller: Option<u32>,
         now: Timestamp,
     ) -> Result<Task, TaskError> {
+        self.check_may_create(batch, &name, caller)?;
         let rows = self.by_name.len() as isize + batch.rows_delta;
         let row_exists = self.row_exists(batch, &name);
         if !row_exists && rows >= self.max_tasks as isize {
@@ -780,6 +966,7 @@ impl Tasks {
             holder: claim.holder,
             reason: claim.reason,
             binding: claim.binding,
+            owner: caller,
         })
     }
 
@@ -806,6 +993,10 @@ impl Tasks {
         let name = change.name().clone();
         let existed = self.row_exists(batch, &name);
         let was_bound = self.row_binding(batch, &name).is_some();
+        let old_owner = match batch.latest.get(&name) {
+            Some(row) => row.as_ref().and_then(|task| task.owner),
+            None => self.by_name.get(&name).and_then(|task| task.owner),
+        };
         let row = match &change {
             Change::Put { task, .. } => Some(task.clone()),
             Change::Remove { .. } => None,
@@ -817,15 +1008,21 @@ impl Tasks {
         };
         let is_bound = row.as_ref().is_some_and(|task| task.binding.is_some());
         batch.bound_delta += isize::from(is_bound) - isize::from(was_bound);
+        if let Some(uid) = old_owner {
+            *batch.owned_delta.entry(uid).or_default() -= 1;
+        }
+        if let Some(uid) = row.as_ref().and_then(|task| task.owner) {
+            *batch.owned_delta.entry(uid).or_default() += 1;
+        }
         batch.latest.insert(name, row);
         batch.changes.push(change);
     }
 
     fn insert(&mut self, task: Task) {
         let deadline = (task.expires_at, task.name.clone());
-        self.bound += usize::from(task.binding.is_some());
+        self.count_row(&task, true);
         if let Some(old) = self.by_name.insert(task.name.clone(), task) {
-            self.bound -= usize::from(old.binding.is_some());
+            self.count_row(&old, false);
             self.deadlines.remove(&(old.expires_at, old.name));
         }
         self.deadlines.insert(deadline);
@@ -833,8 +1030,29 @@ impl Tasks {
 
     fn remove(&mut self, name: &TaskName) {
         if let Some(old) = self.by_name.remove(name) {
-            self.bound -= usize::from(old.binding.is_some());
+            self.count_row(&old, false);
             self.deadlines.remove(&(old.expires_at, old.name));
+        }
+    }
+
+    /// Counts `task` in (`added`) or out of `bound` and `owned`.
+    fn count_row(&mut self, task: &Task, added: bool) {
+        if task.binding.is_some() {
+            if added {
+                self.bound += 1;
+            } else {
+                self.bound = self.bound.saturating_sub(1);
+            }
+        }
+        if let Some(uid) = task.owner {
+            if added {
+                *self.owned.entry(uid).or_default() += 1;
+            } else if let Some(count) = self.owned.get_mut(&uid) {
+                *count -= 1;
+                if *count == 0 {
+                    self.owned.remove(&uid);
+                }
+            }
         }
     }
 }
@@ -870,6 +1088,7 @@ mod tests {
             name: name(n),
             expire: secs(expire),
             claim: Claim::default(),
+            caller: None,
         }
     }
 
@@ -878,6 +1097,7 @@ mod tests {
             name: name(n),
             expire: secs(expire),
             claim: Claim::default(),
+            caller: None,
         }
     }
 
@@ -893,7 +1113,10 @@ mod tests {
     }
 
     fn delete(n: &str) -> Command {
-        Command::Delete { name: name(n) }
+        Command::Delete {
+            name: name(n),
+            caller: None,
+        }
     }
 
     #[test]
@@ -1324,6 +1547,7 @@ mod tests {
             name: name("a"),
             expire: secs(5),
             claim: claim(Some("build"), Some(7)),
+            caller: None,
         };
         run(&mut tasks, command, at(0)).unwrap();
         run(&mut tasks, upsert("a", 5), at(1)).unwrap();
@@ -1334,6 +1558,7 @@ mod tests {
             name: name("a"),
             expire: secs(5),
             claim: claim(Some("test"), Some(8)),
+            caller: None,
         };
         run(&mut tasks, command, at(2)).unwrap();
         let task = tasks.get(&name("a"), at(2)).unwrap();
@@ -1349,6 +1574,7 @@ mod tests {
             name: name(n),
             expire: secs(5),
             claim: claim(None, Some(pid)),
+            caller: None,
         };
         run(&mut tasks, bound("a", 7), at(0)).unwrap();
         let old = tasks.get(&name("a"), at(0)).unwrap().binding.unwrap();
@@ -1378,6 +1604,7 @@ mod tests {
             name: name(n),
             expire: secs(5),
             claim: claim(None, Some(pid)),
+            caller: None,
         };
         let mut batch = Batch::new();
         tasks.plan(&mut batch, bound("a", 1), at(0)).unwrap();
@@ -1412,6 +1639,196 @@ mod tests {
             long,
             "the reason is 257 bytes long; a reason is 1 to 256 bytes of printable text"
         );
+    }
+
+    fn owned(max_per_uid: usize) -> Tasks {
+        Tasks::new(100).with_ownership(Ownership::Owned { max_per_uid })
+    }
+
+    fn by(uid: u32, command: Command) -> Command {
+        command.from_caller(Some(uid))
+    }
+
+    #[test]
+    fn only_the_owner_or_root_may_refresh_or_delete() {
+        let mut tasks = owned(10);
+        run(&mut tasks, by(1000, create("a", 60)), at(0)).unwrap();
+        assert_eq!(tasks.get(&name("a"), at(0)).unwrap().owner, Some(1000));
+        let not_owner = Err(TaskError::NotOwner {
+            name: name("a"),
+            owner: Some(1000),
+        });
+        assert_eq!(run(&mut tasks, by(1001, upsert("a", 5)), at(1)), not_owner);
+        assert_eq!(run(&mut tasks, by(1001, delete("a")), at(1)), not_owner);
+        // A create of a live name is a conflict whoever asks.
+        assert_eq!(
+            run(&mut tasks, by(1001, create("a", 5)), at(1)),
+            Err(TaskError::NameTaken(name("a")))
+        );
+        // An unknown caller may change nothing.
+        assert_eq!(
+            run(&mut tasks, upsert("a", 5), at(1)),
+            Err(TaskError::UnknownCaller)
+        );
+        assert_eq!(
+            run(&mut tasks, create("b", 5), at(1)),
+            Err(TaskError::UnknownCaller)
+        );
+        assert!(TaskError::UnknownCaller.is_forbidden());
+        // Nothing changed.
+        assert_eq!(tasks.get(&name("a"), at(1)).unwrap().expires_at, at(60));
+        // Root refreshes without taking ownership; the owner deletes.
+        run(&mut tasks, by(ROOT_UID, upsert("a", 5)), at(2)).unwrap();
+        assert_eq!(tasks.get(&name("a"), at(2)).unwrap().owner, Some(1000));
+        run(&mut tasks, by(1000, upsert("a", 5)), at(3)).unwrap();
+        assert_eq!(
+            run(&mut tasks, by(1000, delete("a")), at(3)),
+            Ok(Outcome::Deleted)
+        );
+        // Once it is gone (or expired), a PUT by anyone creates it anew.
+        run(&mut tasks, by(1000, create("a", 5)), at(4)).unwrap();
+        assert!(matches!(
+            run(&mut tasks, by(1001, upsert("a", 5)), at(9)),
+            Ok(Outcome::Upserted { created: true, .. })
+        ));
+        assert_eq!(tasks.get(&name("a"), at(9)).unwrap().owner, Some(1001));
+        assert_eq!((tasks.owned_by(1000), tasks.owned_by(1001)), (0, 1));
+        run(&mut tasks, by(ROOT_UID, delete("a")), at(9)).unwrap();
+        assert!(tasks.is_empty());
+    }
+
+    #[test]
+    fn shared_lets_anyone_change_anything() {
+        let mut tasks = Tasks::new(10);
+        run(&mut tasks, by(1000, create("a", 60)), at(0)).unwrap();
+        run(&mut tasks, by(1001, upsert("a", 5)), at(1)).unwrap();
+        run(&mut tasks, upsert("a", 5), at(1)).unwrap();
+        assert_eq!(tasks.get(&name("a"), at(1)).unwrap().owner, Some(1000));
+        assert_eq!(
+            run(&mut tasks, by(1001, delete("a")), at(2)),
+            Ok(Outcome::Deleted)
+        );
+    }
+
+    #[test]
+    fn the_per_uid_quota_refuses_the_noisy_uid_only() {
+        let mut tasks = owned(2);
+        let mut batch = Batch::new();
+        tasks
+            .plan(&mut batch, by(1000, create("a", 5)), at(0))
+            .unwrap();
+        tasks
+            .plan(&mut batch, by(1000, create("b", 5)), at(0))
+            .unwrap();
+        let full = Err(TaskError::UidFull {
+            uid: 1000,
+            count: 2,
+            limit: 2,
+        });
+        assert_eq!(
+            tasks.plan(&mut batch, by(1000, create("c", 5)), at(0)),
+            full
+        );
+        assert_eq!(
+            tasks.plan(&mut batch, by(1000, upsert("c", 5)), at(0)),
+            full
+        );
+        // Others and root still create; the noisy uid still refreshes.
+        tasks
+            .plan(&mut batch, by(1001, create("d", 5)), at(0))
+            .unwrap();
+        tasks
+            .plan(&mut batch, by(ROOT_UID, create("e", 5)), at(0))
+            .unwrap();
+        tasks
+            .plan(&mut batch, by(ROOT_UID, create("f", 5)), at(0))
+            .unwrap();
+        tasks
+            .plan(&mut batch, by(ROOT_UID, create("g", 5)), at(0))
+            .unwrap();
+        tasks
+            .plan(&mut batch, by(1000, upsert("a", 9)), at(0))
+            .unwrap();
+        tasks.apply(batch);
+        assert_eq!(
+            (
+                tasks.owned_by(1000),
+                tasks.owned_by(1001),
+                tasks.owned_by(0)
+            ),
+            (2, 1, 3)
+        );
+        assert_eq!(run(&mut tasks, by(1000, create("c", 5)), at(1)), full);
+        // A delete by root makes room, within the same batch too.
+        let mut batch = Batch::new();
+        tasks
+            .plan(&mut batch, by(ROOT_UID, delete("b")), at(1))
+            .unwrap();
+        tasks
+            .plan(&mut batch, by(1000, create("c", 5)), at(1))
+            .unwrap();
+        assert_eq!(
+            tasks.plan(&mut batch, by(1000, create("h", 5)), at(1)),
+            full
+        );
+        tasks.apply(batch);
+        // A row of its own awaiting expiry is replaced, not added; the
+        // expiry frees the other.
+        assert_eq!(tasks.len(), 6);
+        run(&mut tasks, by(1000, upsert("a", 5)), at(9)).unwrap();
+        assert_eq!(tasks.owned_by(1000), 2);
+        let mut batch = Batch::new();
+        assert_eq!(tasks.expire_due(&mut batch, at(9)), 5);
+        tasks.apply(batch);
+        assert_eq!(tasks.owned_by(1000), 1);
+        assert_eq!(tasks.owned_by(ROOT_UID), 0);
+    }
+
+    #[test]
+    fn the_owner_index_follows_every_path_a_row_takes() {
+        let task = |n: &str, owner: Option<u32>, bound: bool| Task {
+            owner,
+            binding: bound.then_some(Binding {
+                pid: 7,
+                start_time: 70,
+            }),
+            ..Task::new(name(n), at(0), at(10))
+        };
+        // A bulk load counts owners and bindings (a name given twice once).
+        let mut tasks = owned(10);
+        tasks.load([
+            task("a", Some(1000), true),
+            task("b", Some(1000), false),
+            task("b", Some(1001), false),
+            task("c", None, false),
+        ]);
+        assert_eq!((tasks.owned_by(1000), tasks.owned_by(1001)), (1, 1));
+        assert_eq!(tasks.bound().count(), 1);
+        // A release, an expiry and a step back keep the counts right.
+        let binding = tasks.binding_of(&name("a")).unwrap();
+        let mut batch = Batch::new();
+        assert!(tasks.release(&mut batch, &name("a"), binding));
+        tasks.apply(batch);
+        assert_eq!(tasks.owned_by(1000), 0);
+        let mut batch = Batch::new();
+        tasks.plan_step_back(&mut batch, secs(1), at(0));
+        tasks.apply(batch);
+        assert_eq!(tasks.owned_by(1001), 1);
+        let mut batch = Batch::new();
+        tasks.expire_due(&mut batch, at(10));
+        tasks.apply(batch);
+        assert!(tasks.is_empty());
+        assert_eq!(tasks.owned_by(1001), 0);
+        assert!(tasks.owned.is_empty(), "no zero counts are kept");
+        assert_eq!(tasks.bound, 0);
+    }
+
+    #[test]
+    fn the_default_quota_is_a_tenth_within_bounds() {
+        assert_eq!(default_max_tasks_per_uid(DEFAULT_MAX_TASKS), 1000);
+        assert_eq!(default_max_tasks_per_uid(500), 100);
+        assert_eq!(default_max_tasks_per_uid(50), 50);
+        assert_eq!(default_max_tasks_per_uid(100_000), 10_000);
     }
 
     #[test]

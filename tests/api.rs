@@ -28,7 +28,8 @@ fn assert_task_shape(task: &Value, name: &str) {
         );
         assert!(humantime::parse_rfc3339(text).is_ok(), "{field} = {text}");
     }
-    // The seed's three fields, then what issue 14 added (null when unknown).
+    // The seed's three fields, then what issues 14 and 17 added (null when
+    // unknown).
     let mut keys: Vec<&str> = task
         .as_object()
         .unwrap()
@@ -42,6 +43,7 @@ fn assert_task_shape(task: &Value, name: &str) {
             "expires_at",
             "holder",
             "name",
+            "owner",
             "pid",
             "reason",
             "started_at"

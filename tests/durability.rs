@@ -411,6 +411,7 @@ fn clock_steps_neither_stretch_nor_skip_a_hold() {
                     name: name(n),
                     expire: Duration::from_secs(secs),
                     claim: Default::default(),
+                    caller: None,
                 },
                 now,
             )
@@ -554,13 +555,14 @@ fn a_database_from_the_release_before_the_log_opens_with_nothing_lost() {
                 ),
             ]
         );
-        // Version-1 records: no holder, reason or binding.
+        // Version-1 records: no holder, reason or binding, owned by root.
         assert!(
             loaded
                 .tasks
                 .iter()
                 .all(|t| t.holder.is_none() && t.reason.is_none() && t.binding.is_none())
         );
+        assert!(loaded.tasks.iter().all(|t| t.owner == Some(0)));
         let events: Vec<(u64, String)> = loaded
             .events
             .iter()

@@ -14,7 +14,7 @@ use sprite_tasks::logging::{self, StderrLog};
 use sprite_tasks::server::{self, Config, Server};
 use sprite_tasks::store::{self, Store, StoreOptions};
 use sprite_tasks::systemd::ServiceEnv;
-use sprite_tasks::tasks::DEFAULT_MAX_TASKS;
+use sprite_tasks::tasks::{DEFAULT_MAX_TASKS, Ownership, default_max_tasks_per_uid};
 
 /// The Tasks API daemon: keeps a Sprite awake while tasks are live.
 ///
@@ -42,9 +42,21 @@ struct Args {
     db: Option<PathBuf>,
 
     /// Permission bits of the socket, in octal. Anyone who can connect can
-    /// create and delete tasks.
+    /// create tasks and read them all; only a task's owner (the uid that
+    /// created it) or root may refresh or delete it, unless --shared.
     #[arg(long, default_value = "666", value_parser = parse_mode)]
     socket_mode: u32,
+
+    /// Let every uid refresh and delete every task, with no per-uid quota:
+    /// for machines whose local users all trust each other.
+    #[arg(long)]
+    shared: bool,
+
+    /// Most tasks one uid other than root may hold; creating more is
+    /// refused with 507 [default: a tenth of --max-tasks, at least 100,
+    /// at most --max-tasks].
+    #[arg(long, value_name = "N", conflicts_with = "shared")]
+    max_tasks_per_uid: Option<usize>,
 
     /// Longest `expire` a client may ask for, from 1s up to 7d: seconds
     /// (3600) or a duration (90m, 2d, 7d), the forms `expire` takes.
@@ -266,6 +278,15 @@ fn main() -> ExitCode {
         max_connections: args.max_connections,
         max_tasks: args.max_tasks,
         max_bound: args.max_bound,
+        ownership: if args.shared {
+            Ownership::Shared
+        } else {
+            Ownership::Owned {
+                max_per_uid: args
+                    .max_tasks_per_uid
+                    .unwrap_or_else(|| default_max_tasks_per_uid(args.max_tasks)),
+            }
+        },
         max_expire: args.max_expire,
         shutdown_grace: args.shutdown_grace,
         hooks: HookConfig {

@@ -71,12 +71,13 @@ pub fn describe_holder(holder: Option<&HolderView>) -> String {
 }
 
 /// The task table of `sprite-env tasks list`: name, started, expires in
-/// (or when the bound process exits), holder, reason.
+/// (or when the bound process exits), owner uid (who besides root may
+/// release it), holder, reason.
 pub fn render_tasks(tasks: &[TaskView], now: Timestamp) -> String {
     if tasks.is_empty() {
         return "no tasks: nothing holds the machine awake\n".to_owned();
     }
-    let rows: Vec<[String; 5]> = tasks
+    let rows: Vec<[String; 6]> = tasks
         .iter()
         .map(|task| {
             let mut expires = format_until(&task.expires_at, now);
@@ -87,12 +88,14 @@ pub fn render_tasks(tasks: &[TaskView], now: Timestamp) -> String {
                 task.name.clone(),
                 format_time(&task.started_at),
                 expires,
+                task.owner
+                    .map_or_else(|| "-".to_owned(), |uid| uid.to_string()),
                 describe_holder(task.holder.as_ref()),
                 task.reason.clone().unwrap_or_else(|| "-".to_owned()),
             ]
         })
         .collect();
-    let header = ["NAME", "STARTED", "EXPIRES IN", "HOLDER", "REASON"];
+    let header = ["NAME", "STARTED", "EXPIRES IN", "OWNER", "HOLDER", "REASON"];
     let width = |column: usize| {
         rows.iter()
             .map(|row| row[column].chars().count())
@@ -100,14 +103,14 @@ pub fn render_tasks(tasks: &[TaskView], now: Timestamp) -> String {
             .max()
             .unwrap_or(0)
     };
-    let widths = [width(0), width(1), width(2), width(3)];
+    let widths = [width(0), width(1), width(2), width(3), width(4)];
     let mut out = String::new();
     for row in std::iter::once(header.map(str::to_owned)).chain(rows) {
         for (cell, width) in row.iter().zip(widths) {
             out.push_str(cell);
             out.push_str(&" ".repeat(width - cell.chars().count() + 2));
         }
-        out.push_str(&row[4]);
+        out.push_str(&row[5]);
         out.push('\n');
     }
     out
@@ -282,6 +285,7 @@ mod tests {
             reason: None,
             pid: None,
             holder: None,
+            owner: None,
         }
     }
 
@@ -305,9 +309,9 @@ mod tests {
         );
         assert_eq!(
             table,
-            "NAME                STARTED               EXPIRES IN  HOLDER  REASON\n\
-             agent               2026-06-02T16:00:00Z  5m 0s       -       -\n\
-             a-much-longer-name  2026-06-02T16:59:00Z  30s         -       -\n"
+            "NAME                STARTED               EXPIRES IN  OWNER  HOLDER  REASON\n\
+             agent               2026-06-02T16:00:00Z  5m 0s       -      -       -\n\
+             a-much-longer-name  2026-06-02T16:59:00Z  30s         -      -       -\n"
         );
         let held = TaskView {
             reason: Some("nightly build".into()),
@@ -319,12 +323,13 @@ mod tests {
                 parent_pid: Some(4200),
                 parent_command: Some(format!("bash ./heartbeat.sh {}", "x".repeat(40))),
             }),
+            owner: Some(1000),
             ..task("agent", "2026-06-02T16:00:00Z", "2026-06-02T17:05:00Z")
         };
         assert_eq!(
             render_tasks(&[held], now),
-            "NAME   STARTED               EXPIRES IN                HOLDER                                                    REASON\n\
-             agent  2026-06-02T16:00:00Z  5m 0s or when 4300 exits  curl[4242] from bash ./heartbeat.sh xxxxxxxxxxxxxxxxxxx…  nightly build\n"
+            "NAME   STARTED               EXPIRES IN                OWNER  HOLDER                                                    REASON\n\
+             agent  2026-06-02T16:00:00Z  5m 0s or when 4300 exits  1000   curl[4242] from bash ./heartbeat.sh xxxxxxxxxxxxxxxxxxx…  nightly build\n"
         );
     }
 

@@ -19,7 +19,7 @@
 //! |---|---|---|
 //! | 0 | 4 | magic `SPWL` |
 //! | 4 | 2 | kind: 1 batch, 2 wrap |
-//! | 6 | 2 | format version: 2 (1 is still read) |
+//! | 6 | 2 | format version: 3 (1 and 2 are still read) |
 //! | 8 | 4 | payload length |
 //! | 12 | 4 | CRC-32 (IEEE) of bytes 0..12, 16..32 and the payload |
 //! | 16 | 8 | log sequence number (LSN) |
@@ -29,16 +29,19 @@
 //! A batch's payload: `u32` change count, each change as a kind byte (1 put
 //! of a new task, 2 put of a refresh, 3 removal by delete, 4 removal by
 //! expiry, 5 release by the exit of the bound process), `u16` name length,
-//! the name, and for a put `started_at` and `expires_at` (`u64` ns) and the
-//! task's details as a record stores them
+//! the name, and for a put `started_at` and `expires_at` (`u64` ns), the
+//! owner's uid (`u32`, as a record stores it) and the task's details as a
+//! record stores them
 //! ([`record::encode_details`](crate::record::encode_details)), for a
 //! release the `u32` pid; then `u32` event count, each as `u64` sequence
 //! number, `u32` length and the event's JSON line; then `u64`
 //! keep-events-from and `u64` trim slack (see
 //! [`Store::commit_batch`](super::Store::commit_batch)).
 //!
-//! Format 1 (the release before holders) is the same without details and
-//! releases; its frames are still replayed.
+//! Format 2 (the release before owners) is the same without the owner, and
+//! format 1 (the release before holders) without details and releases
+//! too; their frames are still replayed, their tasks owned by root
+//! ([`record::LEGACY_OWNER`]).
 //!
 //! Invariant a reader relies on: frames of one generation are written in
 //! increasing LSN order with no gaps, so the first frame that is short,
@@ -59,9 +62,11 @@ pub const ALIGN: u64 = 8;
 
 const MAGIC: [u8; 4] = *b"SPWL";
 /// The format this build writes.
-const FORMAT: u16 = 2;
+const FORMAT: u16 = 3;
 /// The format before task details, still read.
 const FORMAT_1: u16 = 1;
+/// The format before owners, still read.
+const FORMAT_2: u16 = 2;
 
 /// What a frame holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -216,6 +221,7 @@ pub fn encode_batch<'a>(
             Change::Put { task, .. } => {
                 out.extend_from_slice(&task.started_at.as_nanos().to_le_bytes());
                 out.extend_from_slice(&task.expires_at.as_nanos().to_le_bytes());
+                out.extend_from_slice(&record::encode_owner(task.owner).to_le_bytes());
                 record::encode_details(task, out);
             }
             Change::Remove {
@@ -312,7 +318,7 @@ pub fn scan(ring: &[u8], start: u64, first_lsn: u64) -> Scan {
         }
         let kind = u16::from_le_bytes([header[4], header[5]]);
         let version = u16::from_le_bytes([header[6], header[7]]);
-        if !(version == FORMAT || version == FORMAT_1)
+        if !matches!(version, FORMAT_1 | FORMAT_2 | FORMAT)
             || !(kind == FrameKind::Batch as u16 || kind == FrameKind::Wrap as u16)
         {
             return stopped(scan, Stop::Format { kind, version }, position);
@@ -363,12 +369,13 @@ fn stopped(mut scan: Scan, stop: Stop, at: u64) -> Scan {
     scan
 }
 
-/// Decodes a batch payload of frame format `version` (1 or 2).
+/// Decodes a batch payload of frame format `version` (1, 2 or 3).
 ///
 /// # Errors
 /// A message saying what does not decode.
 pub fn decode_batch(payload: &[u8], version: u16) -> Result<BatchRecord, String> {
-    let details = version >= FORMAT;
+    let details = version >= FORMAT_2;
+    let owners = version >= FORMAT;
     let mut reader = Reader::new(payload);
     let mut batch = BatchRecord::default();
     let changes = reader.u32()?;
@@ -388,6 +395,11 @@ pub fn decode_batch(payload: &[u8], version: u16) -> Result<BatchRecord, String>
                     return Err(format!("task {name} starts after it expires"));
                 }
                 let mut task = Task::new(name, started_at, expires_at);
+                task.owner = if owners {
+                    record::decode_owner(reader.u32()?)
+                } else {
+                    Some(record::LEGACY_OWNER)
+                };
                 if details {
                     let (decoded, used) = record::decode_details(reader.rest())?;
                     reader.take(used)?;
@@ -440,6 +452,14 @@ mod tests {
         )
     }
 
+    fn hex(text: &str) -> Vec<u8> {
+        let text = text.trim();
+        (0..text.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
     /// Batches of one size, so laps of the ring end on frame boundaries.
     fn batch(n: u64) -> BatchRecord {
         BatchRecord {
@@ -466,6 +486,10 @@ mod tests {
     /// Batches with every kind of change and detail.
     fn varied(n: u64) -> BatchRecord {
         let mut put = task(&format!("t{n}"), n, n + 10);
+        put.owner = [None, Some(0), Some(1000)]
+            .get(n as usize % 3)
+            .copied()
+            .flatten();
         if n.is_multiple_of(2) {
             put.reason = Some(format!("reason {n}"));
             put.holder = Some(crate::tasks::Holder {
@@ -665,11 +689,7 @@ mod tests {
 
     #[test]
     fn a_format_1_frame_still_replays() {
-        let text = FORMAT_1_FRAME.trim();
-        let bytes: Vec<u8> = (0..text.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
-            .collect();
+        let bytes = hex(FORMAT_1_FRAME);
         assert_eq!(u16::from_le_bytes([bytes[6], bytes[7]]), FORMAT_1);
         let mut ring = vec![0u8; 4096];
         ring[..bytes.len()].copy_from_slice(&bytes);
@@ -680,11 +700,14 @@ mod tests {
         let expected = BatchRecord {
             changes: vec![
                 Change::Put {
-                    task: task(
-                        "agent",
-                        1_780_420_274_555_839_485,
-                        1_780_423_874_555_839_485,
-                    ),
+                    task: Task {
+                        owner: Some(0),
+                        ..task(
+                            "agent",
+                            1_780_420_274_555_839_485,
+                            1_780_423_874_555_839_485,
+                        )
+                    },
                     created: true,
                 },
                 Change::Remove {
@@ -707,6 +730,80 @@ mod tests {
         assert!(decode_batch(&payload, FORMAT_1).is_ok());
         payload[4] = 5;
         assert!(decode_batch(&payload, FORMAT_1).is_err());
+    }
+
+    /// A frame written by the release before owners (format 2, commit
+    /// 7ca5ad3), byte for byte: LSN 1 at position 0 of a 4096-byte ring,
+    /// holding a create of `agent` with every detail, a refresh of `plain`
+    /// without any, an expiry of `old`, a delete of `gone`, a release of
+    /// `bound` and one event.
+    const FORMAT_2_FRAME: &str = include_str!("../../tests/fixtures/frame-format-2-7ca5ad3.hex");
+
+    #[test]
+    fn a_format_2_frame_still_replays_as_roots() {
+        let bytes = hex(FORMAT_2_FRAME);
+        assert_eq!(u16::from_le_bytes([bytes[6], bytes[7]]), FORMAT_2);
+        let mut ring = vec![0u8; 4096];
+        ring[..bytes.len()].copy_from_slice(&bytes);
+        let scan = scan(&ring, 0, 1);
+        assert_eq!(scan.stop, Stop::End);
+        let name = |text: &str| TaskName::parse(text).unwrap();
+        let agent = Task {
+            holder: Some(crate::tasks::Holder {
+                pid: Some(4242),
+                uid: Some(1000),
+                command: Some("curl".into()),
+                parent_pid: Some(4200),
+                parent_command: Some("bash ./heartbeat.sh".into()),
+            }),
+            reason: Some("fix the failing tests".into()),
+            binding: Some(crate::tasks::Binding {
+                pid: 4300,
+                start_time: 123_456_789,
+            }),
+            owner: Some(0),
+            ..task(
+                "agent",
+                1_780_420_274_555_839_485,
+                1_780_423_874_555_839_485,
+            )
+        };
+        let plain = Task {
+            owner: Some(0),
+            ..task(
+                "plain",
+                1_780_420_274_555_839_485,
+                1_780_420_574_555_839_485,
+            )
+        };
+        let expected = BatchRecord {
+            changes: vec![
+                Change::Put {
+                    task: agent,
+                    created: true,
+                },
+                Change::Put {
+                    task: plain,
+                    created: false,
+                },
+                Change::Remove {
+                    name: name("old"),
+                    cause: Removal::Expired,
+                },
+                Change::Remove {
+                    name: name("gone"),
+                    cause: Removal::Deleted,
+                },
+                Change::Remove {
+                    name: name("bound"),
+                    cause: Removal::Released { pid: 4301 },
+                },
+            ],
+            events: vec![(7, b"{\"seq\":7}\n".to_vec())],
+            keep_events_from: 1,
+            trim_slack: 1024,
+        };
+        assert_eq!(scan.batches, [(1, expected)]);
     }
 
     #[test]
