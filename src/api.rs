@@ -84,6 +84,19 @@ pub enum Query {
     },
 }
 
+/// A `PUT`'s mutation, whether its name came from the path or the body.
+fn upsert(name: TaskName, body: &TaskBody, max_expire: Duration) -> Result<Routed, Response> {
+    Ok(Routed::Mutation {
+        command: Command::Upsert {
+            name,
+            expire: body.expire(max_expire)?,
+            claim: body.claim()?,
+            caller: None,
+        },
+        bind_pid: body.bind_pid()?,
+    })
+}
+
 /// The metrics label of a request's route: bounded, whatever the path.
 pub fn route_label(request: &Request) -> &'static str {
     let Ok(path) = request_path(&request.target) else {
@@ -164,17 +177,7 @@ fn route_inner(request: &Request, max_expire: Duration) -> Result<Routed, Respon
             Method::Put => {
                 let body = TaskBody::decode(&request.body)?;
                 let name = body.required_name()?;
-                let expire = body.expire(max_expire)?;
-                let claim = body.claim()?;
-                Ok(Routed::Mutation {
-                    command: Command::Upsert {
-                        name,
-                        expire,
-                        claim,
-                        caller: None,
-                    },
-                    bind_pid: body.bind_pid()?,
-                })
+                upsert(name, &body, max_expire)
             }
             _ => Err(not_allowed(&request.method, COLLECTION_ALLOW)),
         };
@@ -211,17 +214,7 @@ fn route_inner(request: &Request, max_expire: Duration) -> Result<Routed, Respon
                     ),
                 ));
             }
-            let expire = body.expire(max_expire)?;
-            let claim = body.claim()?;
-            Ok(Routed::Mutation {
-                command: Command::Upsert {
-                    name,
-                    expire,
-                    claim,
-                    caller: None,
-                },
-                bind_pid: body.bind_pid()?,
-            })
+            upsert(name, &body, max_expire)
         }
         _ => Err(not_allowed(&request.method, ITEM_ALLOW)),
     }
