@@ -407,9 +407,9 @@ impl From<&Holder> for HolderView {
         HolderView {
             pid: holder.pid,
             uid: holder.uid,
-            command: holder.command.clone(),
+            command: holder.command.as_deref().map(str::to_owned),
             parent_pid: holder.parent_pid,
-            parent_command: holder.parent_command.clone(),
+            parent_command: holder.parent_command.as_deref().map(str::to_owned),
         }
     }
 }

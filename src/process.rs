@@ -10,6 +10,7 @@
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::Arc;
 
 use crate::tasks::Holder;
 
@@ -68,14 +69,15 @@ pub fn holder(credentials: Credentials) -> Holder {
     let pid = credentials.pid;
     let command = pid
         .and_then(|pid| read_proc(pid, "comm"))
-        .map(|comm| printable(comm.trim_end()));
+        .map(|comm| Arc::from(printable(comm.trim_end())));
     let parent_pid = pid
         .and_then(|pid| read_proc(pid, "status"))
         .and_then(|status| parent_pid(&status));
     let parent_command = parent_pid
         .and_then(|ppid| read_proc(ppid, "cmdline"))
         .map(|cmdline| command_line(&cmdline))
-        .filter(|line| !line.is_empty());
+        .filter(|line| !line.is_empty())
+        .map(Arc::from);
     Holder {
         pid,
         uid: Some(credentials.uid),

@@ -238,13 +238,13 @@ pub fn decode_details(bytes: &[u8]) -> Result<(Details, usize), String> {
             holder.uid = Some(reader.u32()?);
         }
         if has(HOLDER_COMMAND) {
-            holder.command = Some(reader.text()?);
+            holder.command = Some(reader.text()?.into());
         }
         if has(HOLDER_PARENT_PID) {
             holder.parent_pid = Some(reader.u32()?);
         }
         if has(HOLDER_PARENT_COMMAND) {
-            holder.parent_command = Some(reader.text()?);
+            holder.parent_command = Some(reader.text()?.into());
         }
         details.holder = Some(holder);
     }

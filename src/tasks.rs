@@ -12,6 +12,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::time::{ClockStep, Timestamp};
@@ -173,10 +174,10 @@ pub struct Holder {
     pub pid: Option<u32>,
     pub uid: Option<u32>,
     /// The peer's command name (`/proc/PID/comm`).
-    pub command: Option<String>,
+    pub command: Option<Arc<str>>,
     pub parent_pid: Option<u32>,
     /// The parent's command line, arguments joined by spaces.
-    pub parent_command: Option<String>,
+    pub parent_command: Option<Arc<str>>,
 }
 
 /// A hold bound to a process: it ends when that process exits.
