@@ -76,7 +76,8 @@ struct Args {
     #[arg(long, default_value_t = Config::DEFAULT_MAX_CONNECTIONS)]
     max_connections: usize,
 
-    /// Largest request head in bytes (431 past it).
+    /// Largest request head in bytes: a request line past it gets 414, header
+    /// fields past it 431.
     #[arg(long, default_value_t = Limits::DEFAULT_MAX_HEAD)]
     max_head: usize,
 
@@ -140,12 +141,13 @@ struct Args {
     #[arg(long, default_value = "16MiB", value_parser = parse_size)]
     log_size: u64,
 
-    /// Checkpoint the log into the database at most this long after a
-    /// change...
+    /// Checkpoint the log into the database at most this long after a change
+    /// (or sooner: see --checkpoint-changes, and at a quarter of the log).
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     checkpoint_interval: Duration,
 
-    /// ...or once this many changes wait, whichever comes first.
+    /// Checkpoint once this many changes wait in the log, if that comes
+    /// before --checkpoint-interval.
     #[arg(long, default_value_t = store::DEFAULT_CHECKPOINT_CHANGES)]
     checkpoint_changes: usize,
 
