@@ -10,13 +10,12 @@ mod common;
 use std::fs;
 use std::io::Write;
 use std::os::unix::net::UnixStream;
-use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime};
 
 use common::{Response, WAIT, read_response, request_bytes};
-use sprite_tasks::server::{Config, Server};
+use sprite_tasks::server::Config;
 use sprite_tasks::store::StoreOptions;
-use sprite_tasks::testing::faulty::{self, FaultOn, FaultSwitch};
+use sprite_tasks::testing::faulty::{FaultOn, FaultSwitch};
 use sprite_tasks::time::{TEST_CLOCK_OFFSET_ENV, Timestamp};
 
 const HOUR: Duration = Duration::from_secs(3600);
@@ -90,30 +89,14 @@ fn a_step_back_on_a_full_disk_stretches_nothing_and_is_followed_once_it_heals() 
         shutdown_grace: Duration::from_secs(1),
         ..Config::default()
     };
-    let (ready, started) = mpsc::channel();
-    let thread = {
-        let (db, switch) = (db.clone(), switch.clone());
-        std::thread::spawn(move || {
-            let server =
-                faulty::store_with(&db, &FaultSwitch::new(), &switch, &StoreOptions::default())
-                    .map_err(|e| e.to_string())
-                    .and_then(|store| Server::new(config, store).map_err(|e| e.to_string()));
-            match server {
-                Ok(server) => {
-                    let _ = ready.send(Ok(()));
-                    server.run().map_err(|e| e.to_string())
-                }
-                Err(e) => {
-                    let _ = ready.send(Err(e.clone()));
-                    Err(e)
-                }
-            }
-        })
-    };
-    started
-        .recv_timeout(WAIT)
-        .expect("the server thread answers")
-        .expect("the server starts");
+    let thread = common::start_in_process(
+        config,
+        &db,
+        &FaultSwitch::new(),
+        &switch,
+        StoreOptions::default(),
+    )
+    .expect("the server starts");
 
     let created = call(
         &socket,

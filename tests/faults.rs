@@ -16,16 +16,15 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
 use common::{WAIT, read_response, request_bytes};
 use serde_json::Value;
-use sprite_tasks::server::{Config, Server, Stats};
+use sprite_tasks::server::{Config, Stats};
 use sprite_tasks::store::{Store, StoreOptions};
-use sprite_tasks::testing::faulty::{self, FaultOn, FaultSwitch};
+use sprite_tasks::testing::faulty::{FaultOn, FaultSwitch};
 
 /// A task as the API shows it: name to (started_at, expires_at).
 type Served = BTreeMap<String, (String, String)>;
@@ -72,28 +71,7 @@ impl InProcess {
             shutdown_grace: Duration::from_secs(1),
             ..Config::default()
         };
-        let (ready, started) = mpsc::channel();
-        let thread = {
-            let (db, switch, db_switch) = (db.clone(), switch.clone(), db_switch.clone());
-            std::thread::spawn(move || {
-                let server = faulty::store_with(&db, &db_switch, &switch, &options)
-                    .map_err(|e| e.to_string())
-                    .and_then(|store| Server::new(config, store).map_err(|e| e.to_string()));
-                match server {
-                    Ok(server) => {
-                        let _ = ready.send(Ok(()));
-                        server.run().map_err(|e| e.to_string())
-                    }
-                    Err(e) => {
-                        let _ = ready.send(Err(e.clone()));
-                        Err(e)
-                    }
-                }
-            })
-        };
-        started
-            .recv_timeout(WAIT)
-            .expect("the server thread answers")?;
+        let thread = common::start_in_process(config, &db, &db_switch, &switch, options)?;
         Ok(InProcess {
             name,
             socket,

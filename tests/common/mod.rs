@@ -411,3 +411,42 @@ impl Daemon {
         }
     }
 }
+
+/// Runs the real `Server` on a thread of this process over a database that
+/// obeys `db_switch` and a log that obeys `log_switch`, once it has started
+/// (loaded its store and bound `config.socket`). The thread returns the
+/// server's counters when a SIGTERM to this process stops it.
+///
+/// # Errors
+/// The start-up error, as text.
+pub fn start_in_process(
+    config: sprite_tasks::server::Config,
+    db: &Path,
+    db_switch: &sprite_tasks::testing::faulty::FaultSwitch,
+    log_switch: &sprite_tasks::testing::faulty::FaultSwitch,
+    options: sprite_tasks::store::StoreOptions,
+) -> Result<std::thread::JoinHandle<Result<sprite_tasks::server::Stats, String>>, String> {
+    use sprite_tasks::server::Server;
+    use sprite_tasks::testing::faulty;
+    let (ready, started) = mpsc::channel();
+    let (db, db_switch, log_switch) = (db.to_path_buf(), db_switch.clone(), log_switch.clone());
+    let thread = std::thread::spawn(move || {
+        let server = faulty::store_with(&db, &db_switch, &log_switch, &options)
+            .map_err(|e| e.to_string())
+            .and_then(|store| Server::new(config, store).map_err(|e| e.to_string()));
+        match server {
+            Ok(server) => {
+                let _ = ready.send(Ok(()));
+                server.run().map_err(|e| e.to_string())
+            }
+            Err(e) => {
+                let _ = ready.send(Err(e.clone()));
+                Err(e)
+            }
+        }
+    });
+    started
+        .recv_timeout(WAIT)
+        .expect("the server thread answers")?;
+    Ok(thread)
+}
