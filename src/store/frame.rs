@@ -682,6 +682,16 @@ mod tests {
         }
     }
 
+    /// Scans a fixture frame (hex) of format `format` placed at position 0
+    /// of a 4096-byte ring.
+    fn scan_fixture(fixture: &str, format: u16) -> Scan {
+        let bytes = hex(fixture);
+        assert_eq!(u16::from_le_bytes([bytes[6], bytes[7]]), format);
+        let mut ring = vec![0u8; 4096];
+        ring[..bytes.len()].copy_from_slice(&bytes);
+        scan(&ring, 0, 1)
+    }
+
     /// A frame written by the release before task details (format 1), byte
     /// for byte: LSN 1 at position 0 of a 4096-byte ring, holding a create
     /// of `agent`, an expiry of `old`, a delete of `gone` and one event.
@@ -689,11 +699,7 @@ mod tests {
 
     #[test]
     fn a_format_1_frame_still_replays() {
-        let bytes = hex(FORMAT_1_FRAME);
-        assert_eq!(u16::from_le_bytes([bytes[6], bytes[7]]), FORMAT_1);
-        let mut ring = vec![0u8; 4096];
-        ring[..bytes.len()].copy_from_slice(&bytes);
-        let scan = scan(&ring, 0, 1);
+        let scan = scan_fixture(FORMAT_1_FRAME, FORMAT_1);
         assert_eq!(scan.stop, Stop::End);
         assert_eq!(scan.batches.len(), 1);
         let name = |text: &str| TaskName::parse(text).unwrap();
@@ -725,6 +731,7 @@ mod tests {
         };
         assert_eq!(scan.batches[0], (1, expected));
         // A release (kind 5) has no meaning in format 1.
+        let bytes = hex(FORMAT_1_FRAME);
         let length = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize;
         let mut payload = bytes[HEADER_LEN..HEADER_LEN + length].to_vec();
         assert!(decode_batch(&payload, FORMAT_1).is_ok());
@@ -741,11 +748,7 @@ mod tests {
 
     #[test]
     fn a_format_2_frame_still_replays_as_roots() {
-        let bytes = hex(FORMAT_2_FRAME);
-        assert_eq!(u16::from_le_bytes([bytes[6], bytes[7]]), FORMAT_2);
-        let mut ring = vec![0u8; 4096];
-        ring[..bytes.len()].copy_from_slice(&bytes);
-        let scan = scan(&ring, 0, 1);
+        let scan = scan_fixture(FORMAT_2_FRAME, FORMAT_2);
         assert_eq!(scan.stop, Stop::End);
         let name = |text: &str| TaskName::parse(text).unwrap();
         let agent = Task {
