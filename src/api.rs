@@ -201,7 +201,11 @@ fn route_inner(request: &Request, max_expire: Duration) -> Result<Routed, Respon
     match request.method {
         Method::Get | Method::Head => Ok(Routed::Query(Query::Get(name))),
         Method::Delete => Ok(Routed::Mutation {
-            command: Command::Delete { name, caller: None },
+            command: Command::Delete {
+                name,
+                caller: None,
+                bound_to: pid_parameter(&request.target)?,
+            },
             bind_pid: None,
         }),
         Method::Put => {
@@ -218,6 +222,25 @@ fn route_inner(request: &Request, max_expire: Duration) -> Result<Routed, Respon
         }
         _ => Err(not_allowed(&request.method, ITEM_ALLOW)),
     }
+}
+
+/// The `pid` query parameter of `DELETE /v1/tasks/NAME`: delete only while
+/// the task is bound to that process.
+fn pid_parameter(target: &str) -> Result<Option<u32>, Response> {
+    let Some((_, query)) = target.split_once('?') else {
+        return Ok(None);
+    };
+    for pair in query.split('&') {
+        if let Some(value) = pair.strip_prefix("pid=") {
+            return value
+                .parse()
+                .ok()
+                .filter(|pid| *pid > 0 && value.bytes().all(|b| b.is_ascii_digit()))
+                .map(Some)
+                .ok_or_else(|| error(400, format!("pid=\"{value}\" is not a process id")));
+        }
+    }
+    Ok(None)
 }
 
 /// The `since` query parameter of `GET /v1/events`.
@@ -607,7 +630,9 @@ pub fn commit_failed() -> Response {
 
 fn task_error(e: &TaskError) -> Response {
     let status = match e {
-        TaskError::NameTaken(_) => 409,
+        TaskError::NameTaken(_)
+        | TaskError::BoundElsewhere { .. }
+        | TaskError::NotBoundTo { .. } => 409,
         TaskError::NotFound(_) => 404,
         TaskError::Full { .. } | TaskError::TooManyBound { .. } | TaskError::UidFull { .. } => 507,
         TaskError::NotOwner { .. } | TaskError::UnknownCaller => 403,
@@ -787,6 +812,7 @@ mod tests {
                     command: Command::Delete {
                         name: name("agent"),
                         caller: None,
+                        bound_to: None,
                     },
                     bind_pid: None,
                 },
@@ -797,6 +823,18 @@ mod tests {
                     command: Command::Delete {
                         name: name("a-b"),
                         caller: None,
+                        bound_to: None,
+                    },
+                    bind_pid: None,
+                },
+            ),
+            (
+                request(Method::Delete, "/v1/tasks/agent?pid=42", ""),
+                Routed::Mutation {
+                    command: Command::Delete {
+                        name: name("agent"),
+                        caller: None,
+                        bound_to: Some(42),
                     },
                     bind_pid: None,
                 },

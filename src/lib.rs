@@ -1,5 +1,7 @@
 //! sprite-tasks: the Tasks API that keeps a Sprite awake while work is in
-//! progress, served over a Unix socket and made durable in redb.
+//! progress, served over a Unix socket. Every change is durable before it is
+//! answered: appended to a checksummed write-ahead log and synced, then
+//! checkpointed into redb in the background.
 //!
 //! The modules, from the inside out:
 //!
@@ -10,7 +12,10 @@
 //! - [`events`]: numbered change and held/idle events, with a bounded history.
 //! - [`metrics`]: counters and their Prometheus rendering.
 //! - [`logging`]: the daemon's stderr log writer, which drops (and counts)
-//!   what it cannot write instead of failing.
+//!   what it cannot write instead of failing, and folds repeated lines into
+//!   summaries.
+//! - [`shares`]: each uid's share of the socket's connections and event
+//!   streams, and the reserve kept for root.
 //! - [`hooks`]: the `--while-held` and `--on-idle` commands.
 //! - [`record`]: the checksummed on-disk layout of one task.
 //! - [`store`]: the write-ahead log in front of redb; the only module that
@@ -46,6 +51,7 @@ pub mod metrics;
 pub mod process;
 pub mod record;
 pub mod server;
+pub mod shares;
 pub mod store;
 pub mod systemd;
 pub mod tasks;

@@ -8,11 +8,17 @@
 //! ([`dropped_writes`], `sprite_tasks_log_writes_dropped_total` in
 //! `/metrics`); logging never stops the daemon.
 //!
+//! [`Folder`] keeps the log readable under a flood: repeated lines of one
+//! kind are logged a few times, then summarised once per [`FOLD_WINDOW`].
+//!
 //! Depends on nothing else of ours. The counter is process-wide because the
 //! log is.
 
+use std::collections::HashMap;
+use std::hash::Hash;
 use std::io::{self, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 /// Log writes that failed (closed pipe, full non-blocking pipe, I/O error)
 /// and were dropped, since the process started.
@@ -58,5 +64,156 @@ impl Write for StderrLog {
 
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
+    }
+}
+
+/// How long repeated lines of one kind are folded before their summary.
+pub const FOLD_WINDOW: Duration = Duration::from_secs(10);
+
+/// Folds repeated log lines into summaries, so that nothing an outside
+/// party can repeat (a refused connection, a refused change, a flood of
+/// short tasks) is logged once per event: per key, the first `burst` lines
+/// of a window are logged in full, the rest are counted, and the count is
+/// summarised once the window ends.
+///
+/// Pure: time is passed in. Invariant: an entry exists only for a key seen
+/// in its current window; `folded > 0` only when `logged == burst`.
+#[derive(Debug)]
+pub struct Folder<K> {
+    window: Duration,
+    burst: u32,
+    keys: HashMap<K, Fold>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Fold {
+    since: Instant,
+    logged: u32,
+    folded: u64,
+}
+
+/// Lines of one key folded during a window that has ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Summary<K> {
+    pub key: K,
+    /// Lines not logged in full.
+    pub folded: u64,
+    /// From the window's first line to its summary.
+    pub over: Duration,
+}
+
+impl<K: Eq + Hash + Clone> Folder<K> {
+    /// At most `burst` full lines per key in each `window`.
+    pub fn new(window: Duration, burst: u32) -> Folder<K> {
+        Folder {
+            window,
+            burst,
+            keys: HashMap::new(),
+        }
+    }
+
+    /// Whether this occurrence of `key` is logged in full; otherwise it is
+    /// counted for the window's summary.
+    pub fn admit(&mut self, key: &K, now: Instant) -> bool {
+        let window = self.window;
+        let fold = match self.keys.get_mut(key) {
+            Some(fold) => fold,
+            None => self.keys.entry(key.clone()).or_insert(Fold {
+                since: now,
+                logged: 0,
+                folded: 0,
+            }),
+        };
+        if fold.folded == 0 && now.saturating_duration_since(fold.since) >= window {
+            *fold = Fold {
+                since: now,
+                logged: 0,
+                folded: 0,
+            };
+        }
+        if fold.logged < self.burst {
+            fold.logged += 1;
+            true
+        } else {
+            fold.folded += 1;
+            false
+        }
+    }
+
+    /// The summaries of the windows that ended by `now`; their keys start
+    /// afresh.
+    pub fn take_due(&mut self, now: Instant) -> Vec<Summary<K>> {
+        let mut due = Vec::new();
+        let window = self.window;
+        self.keys.retain(|key, fold| {
+            let over = now.saturating_duration_since(fold.since);
+            if over < window {
+                return true;
+            }
+            if fold.folded > 0 {
+                due.push(Summary {
+                    key: key.clone(),
+                    folded: fold.folded,
+                    over,
+                });
+            }
+            false
+        });
+        due
+    }
+
+    /// When the next summary is due, if any line is folded.
+    pub fn next_due(&self) -> Option<Instant> {
+        self.keys
+            .values()
+            .filter(|fold| fold.folded > 0)
+            .map(|fold| fold.since + self.window)
+            .min()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_flood_is_a_burst_then_one_summary_per_window() {
+        let start = Instant::now();
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        let mut folder = Folder::new(Duration::from_secs(10), 2);
+        let logged = (0..1000)
+            .filter(|i| folder.admit(&"refused", at(*i)))
+            .count();
+        assert_eq!(logged, 2);
+        assert_eq!(folder.next_due(), Some(at(10_000)));
+        assert!(folder.take_due(at(9_999)).is_empty());
+        assert_eq!(
+            folder.take_due(at(10_000)),
+            [Summary {
+                key: "refused",
+                folded: 998,
+                over: Duration::from_secs(10)
+            }]
+        );
+        assert_eq!(folder.next_due(), None);
+        // The next window starts with full lines again.
+        assert!(folder.admit(&"refused", at(10_001)));
+    }
+
+    #[test]
+    fn keys_fold_apart_and_a_quiet_key_is_never_summarised() {
+        let start = Instant::now();
+        let mut folder = Folder::new(Duration::from_secs(10), 1);
+        assert!(folder.admit(&1, start));
+        assert!(!folder.admit(&1, start));
+        assert!(folder.admit(&2, start), "another key has its own burst");
+        let later = start + Duration::from_secs(11);
+        let due = folder.take_due(later);
+        assert_eq!(due.len(), 1);
+        assert_eq!((due[0].key, due[0].folded), (1, 1));
+        // A key logged once per window is logged every time.
+        assert!(folder.admit(&2, later));
+        assert!(folder.admit(&2, later + Duration::from_secs(10)));
+        assert!(folder.take_due(later + Duration::from_secs(30)).is_empty());
     }
 }

@@ -68,7 +68,9 @@ pub struct Metrics {
     /// Tasks released because their bound process exited.
     pub released: u64,
     pub connections_accepted: u64,
-    pub connections_rejected: u64,
+    /// Connections and event streams refused for a share, by cause
+    /// ([`Refused::CAUSES`](crate::shares::Refused::CAUSES)).
+    connections_refused: BTreeMap<&'static str, u64>,
     pub hook_runs: u64,
     pub hook_failures: u64,
     /// Steps of the wall clock seen while running, forward and back.
@@ -84,7 +86,7 @@ pub struct Metrics {
 }
 
 /// Why ownership or the per-uid quota refused a change.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Refusal {
     /// A refresh or delete of another uid's task (403).
     NotOwner,
@@ -115,7 +117,7 @@ impl Default for Metrics {
             expired: 0,
             released: 0,
             connections_accepted: 0,
-            connections_rejected: 0,
+            connections_refused: BTreeMap::new(),
             hook_runs: 0,
             hook_failures: 0,
             clock_steps_forward: 0,
@@ -148,6 +150,11 @@ impl Metrics {
     /// Counts one answered request.
     pub fn request(&mut self, route: &'static str, status: u16) {
         *self.requests.entry((route, status)).or_default() += 1;
+    }
+
+    /// Counts one connection or stream refused for `cause`.
+    pub fn connection_refused(&mut self, cause: &'static str) {
+        *self.connections_refused.entry(cause).or_default() += 1;
     }
 
     /// Counts one change refused by ownership or the quota.
@@ -246,12 +253,6 @@ impl Metrics {
             self.connections_accepted.to_string(),
         );
         single(
-            "sprite_tasks_connections_rejected_total",
-            "counter",
-            "Connections refused with 503 at the connection cap.",
-            self.connections_rejected.to_string(),
-        );
-        single(
             "sprite_tasks_log_used_bytes",
             "gauge",
             "Bytes of the write-ahead log not yet checkpointed into the database.",
@@ -310,6 +311,17 @@ impl Metrics {
             let _ = writeln!(
                 out,
                 "sprite_tasks_clock_steps_total{{direction=\"{direction}\"}} {count}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP sprite_tasks_connections_refused_total Connections (and event streams) refused with 503: at --max-connections, in the reserve kept for root, or past a uid's share.\n# TYPE sprite_tasks_connections_refused_total counter"
+        );
+        for cause in crate::shares::Refused::CAUSES {
+            let count = self.connections_refused.get(cause).copied().unwrap_or(0);
+            let _ = writeln!(
+                out,
+                "sprite_tasks_connections_refused_total{{cause=\"{cause}\"}} {count}"
             );
         }
         let _ = writeln!(

@@ -32,6 +32,12 @@ pub struct Credentials {
     pub uid: u32,
 }
 
+/// This process's effective uid: the daemon's own, privileged like root's.
+pub fn effective_uid() -> u32 {
+    // SAFETY: geteuid(2) cannot fail.
+    unsafe { libc::geteuid() }
+}
+
 /// The credentials of the peer of the connected socket `fd`.
 ///
 /// # Errors

@@ -34,8 +34,10 @@ use crate::conn::{Conn, Deadline, Next, Reply, Timeouts};
 use crate::events::{Event, EventKind, EventLines, EventLog};
 use crate::hooks::{HookConfig, Hooks};
 use crate::http::{Answering, HttpDate, Limits, Request};
+use crate::logging::{FOLD_WINDOW, Folder, Summary};
 use crate::metrics::{Gauges, Metrics, Refusal};
 use crate::process::{self, Credentials};
+use crate::shares::{Refused, ShareLimits, Shares};
 use crate::store::{Store, StoreError};
 use crate::systemd::{Inherited, Notifier, ServiceEnv};
 use crate::tasks::{
@@ -68,6 +70,19 @@ const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 /// broken disk does not turn the reactor into a busy loop.
 const STORE_RETRY: Duration = Duration::from_secs(1);
 
+/// Most connections accepted in one turn. A flood of connects (refused or
+/// not) is taken in slices, with the open connections served in between.
+pub const MAX_ACCEPTS_PER_TURN: usize = 64;
+
+/// Full log lines per kind and uid in each [`FOLD_WINDOW`] for what an
+/// outside party can repeat at will (refusals, failed commits); the rest
+/// are summarised.
+const WARNINGS_PER_WINDOW: u32 = 1;
+
+/// Full `task created/deleted/expired/released` lines per uid and kind in
+/// each [`FOLD_WINDOW`]: every one on a quiet machine, a summary under churn.
+const TASK_LINES_PER_WINDOW: u32 = 10;
+
 /// Most replies one connection may have queued in one turn. Past it the
 /// connection is not read again until its output drains: a client that
 /// pipelines thousands of requests gets them answered in slices, and others
@@ -96,8 +111,9 @@ pub struct Config {
     pub socket_mode: u32,
     pub limits: Limits,
     pub timeouts: Timeouts,
-    /// Open connections above which new ones get a 503 and are closed.
-    pub max_connections: usize,
+    /// Connections in all, the reserve kept for root, and each other
+    /// uid's share of connections and event streams.
+    pub shares: ShareLimits,
     /// Live tasks above which creation is refused (507).
     pub max_tasks: usize,
     /// Tasks bound to a process above which binding is refused (507).
@@ -124,10 +140,6 @@ impl Config {
     /// users. Restrict it with `--socket-mode` where users do not trust
     /// each other.
     pub const DEFAULT_SOCKET_MODE: u32 = 0o666;
-    /// Each connection costs a descriptor and a few KiB; far more than the
-    /// agents of one machine need, and well under the usual 1024-descriptor
-    /// soft limit.
-    pub const DEFAULT_MAX_CONNECTIONS: usize = 512;
     /// Time for in-flight responses at SIGTERM.
     pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -160,7 +172,7 @@ impl Default for Config {
             socket_mode: Config::DEFAULT_SOCKET_MODE,
             limits: Limits::default(),
             timeouts: Timeouts::default(),
-            max_connections: Config::DEFAULT_MAX_CONNECTIONS,
+            shares: ShareLimits::default(),
             max_tasks: crate::tasks::DEFAULT_MAX_TASKS,
             max_bound: crate::tasks::DEFAULT_MAX_BOUND,
             ownership: Ownership::Owned {
@@ -288,6 +300,12 @@ pub struct Server {
     to_broadcast: Vec<EventLines>,
     /// Connections carrying an event stream.
     streams: Vec<Token>,
+    /// Each uid's connections and streams against its share.
+    shares: Shares,
+    /// Warnings an outside party can repeat, folded into summaries.
+    log_folder: Folder<Noise>,
+    /// Per-task lines, folded per uid under churn.
+    task_log: Folder<(Option<u32>, TaskLine)>,
     hooks: Hooks,
     /// Since when the machine is held (monotonic), while it is.
     held_since: Option<Instant>,
@@ -357,6 +375,7 @@ impl Server {
             .register(&mut signals, SIGNALS, Interest::READABLE)
             .map_err(ServerError::Reactor)?;
         let hooks = Hooks::new(config.hooks.clone());
+        let shares = Shares::new(config.shares, process::effective_uid());
         let mut server = Server {
             config,
             poll,
@@ -381,6 +400,9 @@ impl Server {
             events,
             to_broadcast: Vec::new(),
             streams: Vec::new(),
+            shares,
+            log_folder: Folder::new(FOLD_WINDOW, WARNINGS_PER_WINDOW),
+            task_log: Folder::new(FOLD_WINDOW, TASK_LINES_PER_WINDOW),
             hooks,
             held_since: None,
             held_before: Duration::ZERO,
@@ -484,6 +506,7 @@ impl Server {
                 self.accept_all(mono);
             }
             self.turn(now, mono);
+            log_summaries(&mut self.log_folder, &mut self.task_log, mono);
             self.store.poll(mono);
             self.sweep(mono);
             self.hooks.poll(mono);
@@ -552,6 +575,12 @@ impl Server {
         if let Some(at) = self.notifier.next_deadline() {
             until(at);
         }
+        for at in [self.log_folder.next_due(), self.task_log.next_due()]
+            .into_iter()
+            .flatten()
+        {
+            until(at);
+        }
         match self.store_retry_at {
             Some(at) => until(at),
             None => {
@@ -609,60 +638,82 @@ impl Server {
         }
     }
 
+    /// Accepts what waits, at most [`MAX_ACCEPTS_PER_TURN`] a turn: each
+    /// connection is admitted by its peer's uid ([`Shares`]) or answered
+    /// 503 and closed at once, before it costs a registration.
     fn accept_all(&mut self, mono: Instant) {
         self.accept_paused_until = None;
-        loop {
+        for _ in 0..MAX_ACCEPTS_PER_TURN {
             let Some(listener) = self.listener.as_ref() else {
                 return;
             };
             match listener.accept() {
-                Ok((mut stream, _)) => {
-                    if self.conns.len() >= self.config.max_connections {
-                        self.metrics.connections_rejected += 1;
-                        reject_over_capacity(&mut stream, self.config.max_connections, &self.date);
-                        continue;
-                    }
-                    self.metrics.connections_accepted += 1;
-                    let token = Token(self.next_token);
-                    self.next_token += 1;
-                    if let Err(e) =
-                        self.poll
-                            .registry()
-                            .register(&mut stream, token, Interest::READABLE)
-                    {
-                        warn!(error = %e, "cannot register a new connection");
-                        continue;
-                    }
-                    match process::peer_credentials(stream.as_raw_fd()) {
-                        Ok(credentials) => {
-                            self.peers.insert(
-                                token,
-                                Peer {
-                                    credentials,
-                                    holder: None,
-                                },
-                            );
-                        }
-                        Err(e) => {
-                            debug!(error = %e, "no peer credentials; holders will be unknown")
-                        }
-                    }
-                    let conn = Conn::new(stream, mono);
-                    self.note_deadline(conn.deadline(&self.config.timeouts).map(|(at, _)| at));
-                    self.conns.insert(token, conn);
-                }
+                Ok((stream, _)) => self.admit(stream, mono),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => {}
                 Err(e) => {
                     // EMFILE, ENFILE, ENOBUFS, ENOMEM: connections wait in the
                     // backlog until a descriptor frees up or the retry timer.
-                    warn!(error = %e, open = self.conns.len(), "accept failed; pausing new connections");
+                    if self.log_folder.admit(&Noise::AcceptFailed, mono) {
+                        warn!(error = %e, open = self.conns.len(), "accept failed; pausing new connections");
+                    }
                     self.accept_paused_until = Some(mono + ACCEPT_RETRY);
                     return;
                 }
             }
         }
+        // More may wait: edge-triggered readiness will not say so again,
+        // so the next turn comes back at once.
+        self.accept_paused_until = Some(mono);
+    }
+
+    /// Registers an accepted connection, or refuses it for its uid's share.
+    fn admit(&mut self, mut stream: UnixStream, mono: Instant) {
+        let credentials = match process::peer_credentials(stream.as_raw_fd()) {
+            Ok(credentials) => Some(credentials),
+            Err(e) => {
+                debug!(error = %e, "no peer credentials; holders will be unknown");
+                None
+            }
+        };
+        let uid = credentials.map(|credentials| credentials.uid);
+        if let Err(refused) = self.shares.connect(uid) {
+            self.metrics.connection_refused(refused.cause());
+            reject_connection(&mut stream, &refused, &self.date);
+            if self
+                .log_folder
+                .admit(&Noise::Refused(refused.cause(), uid), mono)
+            {
+                warn!(uid = ?uid, "connection refused: {refused}");
+            }
+            return;
+        }
+        let token = Token(self.next_token);
+        self.next_token += 1;
+        if let Err(e) = self
+            .poll
+            .registry()
+            .register(&mut stream, token, Interest::READABLE)
+        {
+            self.shares.disconnect(uid, false);
+            if self.log_folder.admit(&Noise::AcceptFailed, mono) {
+                warn!(error = %e, "cannot register a new connection");
+            }
+            return;
+        }
+        self.metrics.connections_accepted += 1;
+        self.peers.insert(
+            token,
+            Peer {
+                credentials,
+                holder: None,
+                streaming: false,
+            },
+        );
+        let conn = Conn::new(stream, mono);
+        self.note_deadline(conn.deadline(&self.config.timeouts).map(|(at, _)| at));
+        self.conns.insert(token, conn);
     }
 
     fn on_conn_event(&mut self, token: Token, event: &mio::event::Event, mono: Instant) {
@@ -820,14 +871,14 @@ impl Server {
                     let label = api::route_label(&request);
                     let reply = match api::route(&request, self.config.max_expire) {
                         Routed::Mutation { command, bind_pid } => {
-                            let caller = self.peers.get(&token).map(|peer| peer.credentials.uid);
+                            let caller = self.peers.get(&token).and_then(Peer::uid);
                             let mut command = command.from_caller(caller);
                             let mut staged = None;
                             let mut refusal = None;
                             if let Command::Create { name, claim, .. }
                             | Command::Upsert { name, claim, .. } = &mut command
                             {
-                                claim.holder = self.peers.get_mut(&token).map(Peer::holder);
+                                claim.holder = self.peers.get_mut(&token).and_then(Peer::holder);
                                 // A refresh naming the process already watched
                                 // for this task (a hold's heartbeat) reuses that
                                 // watch without reading /proc: a watch lives until
@@ -859,7 +910,12 @@ impl Server {
                                     let name = command.name().clone();
                                     let planned = self.tasks.plan(batch, command, now);
                                     if let Err(e) = &planned {
-                                        note_refusal(&mut self.metrics, e, caller, &name, label);
+                                        note_refusal(
+                                            &mut self.metrics,
+                                            &mut self.log_folder,
+                                            (e, caller, &name, label),
+                                            mono,
+                                        );
                                     }
                                     if let (Ok(_), Some((name, binding, pidfd))) =
                                         (&planned, staged)
@@ -877,12 +933,34 @@ impl Server {
                             return Ok(true);
                         }
                         Routed::Query(Query::Events { since }) => {
-                            let head = event_stream_head(&self.events, &request, since, &self.date);
-                            conn.queue(Reply::Raw(head), request.minor_version, true);
-                            conn.start_stream(request.minor_version);
-                            self.metrics.request(label, 200);
-                            self.streams.push(token);
-                            return Ok(false);
+                            let peer = self.peers.get_mut(&token);
+                            let uid = peer.as_ref().and_then(|peer| peer.uid());
+                            match self.shares.start_stream(uid) {
+                                Err(refused) => {
+                                    self.metrics.connection_refused(refused.cause());
+                                    let noise = Noise::Refused(refused.cause(), uid);
+                                    if self.log_folder.admit(&noise, mono) {
+                                        warn!(uid = ?uid, "event stream refused: {refused}");
+                                    }
+                                    Reply::Ready(api::error(503, refused.to_string()))
+                                }
+                                Ok(()) => {
+                                    if let Some(peer) = peer {
+                                        peer.streaming = true;
+                                    }
+                                    let head = event_stream_head(
+                                        &self.events,
+                                        &request,
+                                        since,
+                                        &self.date,
+                                    );
+                                    conn.queue(Reply::Raw(head), request.minor_version, true);
+                                    conn.start_stream(request.minor_version);
+                                    self.metrics.request(label, 200);
+                                    self.streams.push(token);
+                                    return Ok(false);
+                                }
+                            }
                         }
                         Routed::Query(Query::Metrics) => {
                             let store = self.store.counters();
@@ -1068,21 +1146,20 @@ impl Server {
                 for change in batch.changes() {
                     match change {
                         Change::Remove {
-                            name,
                             cause: Removal::Expired,
-                        } => {
-                            self.metrics.expired += 1;
-                            info!(task = %name, "task expired");
-                        }
+                            ..
+                        } => self.metrics.expired += 1,
                         Change::Remove {
-                            name,
-                            cause: Removal::Released { pid },
-                        } => {
-                            self.metrics.released += 1;
-                            info!(task = %name, pid, "task released: its process exited");
-                        }
+                            cause: Removal::Released { .. },
+                            ..
+                        } => self.metrics.released += 1,
                         _ => {}
                     }
+                    let owner = match change {
+                        Change::Put { task, .. } => task.owner,
+                        Change::Remove { name, .. } => self.tasks.owner_of(name),
+                    };
+                    log_change(&mut self.task_log, change, owner, mono);
                     touched.push(change.name().clone());
                 }
                 self.tasks.apply(batch);
@@ -1096,7 +1173,6 @@ impl Server {
                 }
                 self.staged.clear();
                 self.events.append(&events);
-                log_changes(&events);
                 for event in &events {
                     match event.kind {
                         EventKind::Held => self.enter_held(mono),
@@ -1110,7 +1186,9 @@ impl Server {
             Err(StoreError::Full(reason)) => {
                 self.staged.clear();
                 self.metrics.commit_failures += 1;
-                warn!(reason = %reason, changes = batch.len(), "batch refused: the log is full; its clients get 503");
+                if self.log_folder.admit(&Noise::BatchRefused, mono) {
+                    warn!(reason = %reason, changes = batch.len(), "batch refused: the log is full; its clients get 503");
+                }
                 self.refusal = Some(reason);
                 // Due expiries wait for the retry timer instead of spinning.
                 self.store_retry_at = Some(mono + STORE_RETRY);
@@ -1119,7 +1197,9 @@ impl Server {
             Err(e) => {
                 self.staged.clear();
                 self.metrics.commit_failures += 1;
-                error!(error = %e, changes = batch.len(), "commit failed; the affected clients get 503");
+                if self.log_folder.admit(&Noise::CommitFailed, mono) {
+                    error!(error = %e, changes = batch.len(), "commit failed; the affected clients get 503");
+                }
                 // The failed batch may or may not have reached the file:
                 // memory is rebuilt from whatever the disk now says.
                 self.needs_reload = true;
@@ -1177,7 +1257,9 @@ impl Server {
             }
             Err(e) => {
                 self.store_retry_at = Some(mono + STORE_RETRY);
-                error!(error = %e, "database unavailable; changes get 503 until it reopens");
+                if self.log_folder.admit(&Noise::StoreUnavailable, mono) {
+                    error!(error = %e, "database unavailable; changes get 503 until it reopens");
+                }
             }
         }
     }
@@ -1245,7 +1327,9 @@ impl Server {
                 }
             });
             if !keeping_up {
-                warn!("an event stream consumer fell behind; cutting it off");
+                if self.log_folder.admit(&Noise::StreamCutOff, mono) {
+                    warn!("an event stream consumer fell behind; cutting it off");
+                }
                 conn.end_stream();
             }
             let broken = conn.flush(mono).is_err() || conn.is_finished();
@@ -1425,7 +1509,9 @@ impl Server {
     }
 
     fn close(&mut self, token: Token) {
-        self.peers.remove(&token);
+        if let Some(peer) = self.peers.remove(&token) {
+            self.shares.disconnect(peer.uid(), peer.streaming);
+        }
         if let Some(mut conn) = self.conns.remove(&token) {
             let _ = self.poll.registry().deregister(conn.stream_mut());
             if conn.stream_version().is_some() {
@@ -1458,17 +1544,27 @@ fn reopen(binding: Binding) -> Option<OwnedFd> {
 /// The process on the other end of a connection.
 #[derive(Debug)]
 struct Peer {
-    credentials: Credentials,
+    /// From `SO_PEERCRED` at accept; `None` if it could not be read.
+    credentials: Option<Credentials>,
     /// Read from `/proc` when first needed.
     holder: Option<Holder>,
+    /// The connection carries an event stream (counted in its uid's share).
+    streaming: bool,
 }
 
 impl Peer {
-    /// The holder, reading `/proc` on first use.
-    fn holder(&mut self) -> Holder {
-        self.holder
-            .get_or_insert_with(|| process::holder(self.credentials))
-            .clone()
+    fn uid(&self) -> Option<u32> {
+        self.credentials.map(|credentials| credentials.uid)
+    }
+
+    /// The holder, reading `/proc` on first use; `None` without credentials.
+    fn holder(&mut self) -> Option<Holder> {
+        let credentials = self.credentials?;
+        Some(
+            self.holder
+                .get_or_insert_with(|| process::holder(credentials))
+                .clone(),
+        )
     }
 }
 
@@ -1509,13 +1605,13 @@ fn adopt(inherited: Inherited) -> Result<(UnixListener, Option<PathBuf>), Server
 }
 
 /// Logs and counts a change that ownership or the per-uid quota refused:
-/// the caller's uid, the task and the route, never the body.
+/// the caller's uid, the task and the route, never the body. Repeats from
+/// one uid are folded.
 fn note_refusal(
     metrics: &mut Metrics,
-    error: &TaskError,
-    caller: Option<u32>,
-    task: &TaskName,
-    route: &str,
+    folder: &mut Folder<Noise>,
+    (error, caller, task, route): (&TaskError, Option<u32>, &TaskName, &str),
+    mono: Instant,
 ) {
     let why = match error {
         TaskError::NotOwner { .. } => Refusal::NotOwner,
@@ -1524,8 +1620,9 @@ fn note_refusal(
         _ => return,
     };
     metrics.refused(why);
-    let uid_text =
-        |uid: Option<u32>| uid.map_or_else(|| "unknown".to_string(), |uid| uid.to_string());
+    if !folder.admit(&Noise::ChangeRefused(why, caller), mono) {
+        return;
+    }
     let owner = match error {
         TaskError::NotOwner { owner, .. } => uid_text(*owner),
         _ => "-".to_string(),
@@ -1540,29 +1637,171 @@ fn note_refusal(
     );
 }
 
+fn uid_text(uid: Option<u32>) -> String {
+    uid.map_or_else(|| "unknown".to_string(), |uid| uid.to_string())
+}
+
+/// Logs a committed change to a task, folded per owner and kind:
+/// creates, deletes, expiries and releases at info, refreshes at debug (a
+/// heartbeat refreshes every minute).
+fn log_change(
+    folder: &mut Folder<(Option<u32>, TaskLine)>,
+    change: &Change,
+    owner: Option<u32>,
+    mono: Instant,
+) {
+    let line = match change {
+        Change::Put {
+            task,
+            created: false,
+        } => {
+            debug!(task = %task.name, expires_at = %task.expires_at, "task refreshed");
+            return;
+        }
+        Change::Put { created: true, .. } => TaskLine::Created,
+        Change::Remove { cause, .. } => match cause {
+            Removal::Deleted => TaskLine::Deleted,
+            Removal::Expired => TaskLine::Expired,
+            Removal::Released { .. } => TaskLine::Released,
+        },
+    };
+    if !folder.admit(&(owner, line), mono) {
+        return;
+    }
+    let uid = uid_text(owner);
+    match change {
+        Change::Put { task, .. } => {
+            info!(task = %task.name, uid, expires_at = %task.expires_at, "task created")
+        }
+        Change::Remove {
+            name,
+            cause: Removal::Released { pid },
+        } => info!(task = %name, uid, pid, "task released: its process exited"),
+        Change::Remove { name, .. } => info!(task = %name, uid, "task {}", line.as_str()),
+    }
+}
+
+/// Logs the summaries of folded lines whose window has ended: one line per
+/// kind of warning, and one per uid for its tasks' lines.
+fn log_summaries(
+    warnings: &mut Folder<Noise>,
+    task_lines: &mut Folder<(Option<u32>, TaskLine)>,
+    mono: Instant,
+) {
+    for Summary { key, folded, over } in warnings.take_due(mono) {
+        warn!("{}", key.summary(folded, over));
+    }
+    let mut by_uid: Vec<Summary<(Option<u32>, TaskLine)>> = task_lines.take_due(mono);
+    if by_uid.is_empty() {
+        return;
+    }
+    by_uid.sort_by_key(|summary| summary.key);
+    for group in by_uid.chunk_by(|a, b| a.key.0 == b.key.0) {
+        let counts: Vec<String> = group
+            .iter()
+            .map(|summary| format!("{} {}", thousands(summary.folded), summary.key.1.as_str()))
+            .collect();
+        let over = group
+            .iter()
+            .map(|summary| summary.over)
+            .max()
+            .unwrap_or_default();
+        info!(
+            "uid {}: {} more tasks {} in the last {} s (each logged again once quieter)",
+            uid_text(group[0].key.0),
+            thousands(group.iter().map(|summary| summary.folded).sum()),
+            counts.join(", "),
+            over.as_secs()
+        );
+    }
+}
+
+/// `12345` as `12,345`.
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, digit) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(digit);
+    }
+    out
+}
+
+/// A kind of task line, folded per owner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum TaskLine {
+    Created,
+    Deleted,
+    Expired,
+    Released,
+}
+
+impl TaskLine {
+    fn as_str(self) -> &'static str {
+        match self {
+            TaskLine::Created => "created",
+            TaskLine::Deleted => "deleted",
+            TaskLine::Expired => "expired",
+            TaskLine::Released => "released",
+        }
+    }
+}
+
+/// A warning an outside party can repeat at will, the key it is folded by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Noise {
+    /// A connection or stream refused, by cause and uid.
+    Refused(&'static str, Option<u32>),
+    /// `accept` or registering a connection failed.
+    AcceptFailed,
+    /// A batch refused because the log is full.
+    BatchRefused,
+    /// A commit failed.
+    CommitFailed,
+    /// Reopening the store failed.
+    StoreUnavailable,
+    /// An event stream consumer fell behind and was cut off.
+    StreamCutOff,
+    /// A change refused by ownership or the quota, by reason and uid.
+    ChangeRefused(Refusal, Option<u32>),
+}
+
+impl Noise {
+    /// The line that stands for `folded` repeats over `over`.
+    fn summary(&self, folded: u64, over: Duration) -> String {
+        let n = thousands(folded);
+        let secs = over.as_secs();
+        match self {
+            Noise::Refused(cause, uid) => format!(
+                "refused {n} more connections or streams from uid {} in the last {secs} s ({cause})",
+                uid_text(*uid)
+            ),
+            Noise::AcceptFailed => format!("{n} more accepts failed in the last {secs} s"),
+            Noise::BatchRefused => {
+                format!("refused {n} more batches in the last {secs} s: the log is full")
+            }
+            Noise::CommitFailed => format!("{n} more commits failed in the last {secs} s"),
+            Noise::StoreUnavailable => {
+                format!("the database could not be reopened {n} more times in the last {secs} s")
+            }
+            Noise::StreamCutOff => {
+                format!("cut off {n} more event stream consumers in the last {secs} s")
+            }
+            Noise::ChangeRefused(why, uid) => format!(
+                "refused {n} more changes from uid {} in the last {secs} s ({})",
+                uid_text(*uid),
+                why.as_str()
+            ),
+        }
+    }
+}
+
 /// Logs a held or idle edge with the task event that caused it.
 fn log_edge(message: &str, cause: &Event) {
     if let Some(task) = &cause.task {
         info!(task = %task, event = %cause.kind, "{message}");
-    }
-}
-
-/// Logs committed task changes by name: creates and deletes at info,
-/// refreshes at debug (a heartbeat refreshes every minute). Expiries are
-/// logged where they are counted.
-fn log_changes(events: &[Event]) {
-    for event in events {
-        let Some(task) = &event.task else { continue };
-        match (event.kind, event.expires_at) {
-            (EventKind::Created, Some(until)) => {
-                info!(task = %task, expires_at = %until, "task created")
-            }
-            (EventKind::Refreshed, Some(until)) => {
-                debug!(task = %task, expires_at = %until, "task refreshed")
-            }
-            (EventKind::Deleted, _) => info!(task = %task, "task deleted"),
-            _ => {}
-        }
     }
 }
 
@@ -1608,18 +1847,14 @@ fn held_total(before: Duration, since: Option<Instant>, mono: Instant) -> Durati
         })
 }
 
-/// Answers a connection past the cap with a 503 and drops it.
-fn reject_over_capacity(stream: &mut UnixStream, cap: usize, date: &HttpDate) {
+/// Answers a refused connection with a 503 saying why; the caller drops
+/// it. Best effort: a fresh socket's buffer takes a few hundred bytes.
+fn reject_connection(stream: &mut UnixStream, refused: &Refused, date: &HttpDate) {
     use std::io::Write;
-    let response = api::error(
-        503,
-        format!("the daemon is at its limit of {cap} open connections; retry shortly"),
-    );
+    let response = api::error(503, refused.to_string());
     let mut bytes = Vec::new();
     response.encode(Answering::REFUSAL, date, &mut bytes);
-    // Best effort: a fresh socket's buffer takes a few hundred bytes.
     let _ = stream.write(&bytes);
-    warn!(cap, "connection refused: too many open connections");
 }
 
 /// Refuses a socket path that another process serves, or that holds

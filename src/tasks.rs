@@ -293,8 +293,14 @@ pub enum Command {
         claim: Claim,
         caller: Option<u32>,
     },
-    /// `DELETE`: remove a live task.
-    Delete { name: TaskName, caller: Option<u32> },
+    /// `DELETE`: remove a live task; with `bound_to`, only while it is
+    /// still bound to that process (a hold releasing what it took, never
+    /// what another holder took since).
+    Delete {
+        name: TaskName,
+        caller: Option<u32>,
+        bound_to: Option<u32>,
+    },
 }
 
 impl Command {
@@ -393,6 +399,18 @@ pub enum TaskError {
         count: usize,
         limit: usize,
     },
+    /// A refresh binding `name` to another process while the process it
+    /// is bound to still runs, sent by some other process: two holders of
+    /// one name would end each other's hold.
+    BoundElsewhere {
+        name: TaskName,
+        binding: Binding,
+        owner: Option<u32>,
+        reason: Option<String>,
+    },
+    /// A `DELETE` on condition that the task is bound to `pid`, and it is
+    /// not (any more).
+    NotBoundTo { name: TaskName, pid: u32 },
 }
 
 impl TaskError {
@@ -438,11 +456,55 @@ impl fmt::Display for TaskError {
                 f,
                 "uid {uid} already holds {count} tasks, its limit of {limit} (--max-tasks-per-uid); delete tasks it no longer needs"
             ),
+            TaskError::BoundElsewhere {
+                name,
+                binding,
+                owner,
+                reason,
+            } => {
+                let owner =
+                    owner.map_or_else(|| "an unknown uid".to_string(), |uid| format!("uid {uid}"));
+                let what = reason
+                    .as_deref()
+                    .map_or_else(String::new, |reason| format!(", {reason:?}"));
+                write!(
+                    f,
+                    "task \"{name}\" is held by process {} ({owner}{what}) until it exits; a second holder of the name would end the first one's hold when it finished: choose another name, or wait for that process to exit",
+                    binding.pid
+                )
+            }
+            TaskError::NotBoundTo { name, pid } => write!(
+                f,
+                "task \"{name}\" is no longer bound to process {pid} (another holder took it since); it was not deleted"
+            ),
         }
     }
 }
 
 impl std::error::Error for TaskError {}
+
+/// Refuses to bind `existing` to another process while the one it is bound
+/// to runs, unless that very process asks (a holder handing its hold to the
+/// command it started). A bound task's row lives exactly as long as its
+/// process: the exit's release removes it.
+///
+/// # Errors
+/// [`TaskError::BoundElsewhere`].
+fn check_rebinding(existing: &Task, claim: &Claim) -> Result<(), TaskError> {
+    let (Some(bound), Some(wanted)) = (existing.binding, claim.binding) else {
+        return Ok(());
+    };
+    let asker = claim.holder.as_ref().and_then(|holder| holder.pid);
+    if bound == wanted || asker == Some(bound.pid) {
+        return Ok(());
+    }
+    Err(TaskError::BoundElsewhere {
+        name: existing.name.clone(),
+        binding: bound,
+        owner: existing.owner,
+        reason: existing.reason.clone(),
+    })
+}
 
 /// Changes planned in one reactor turn, to be committed together.
 ///
@@ -556,6 +618,11 @@ impl Tasks {
     /// The binding of the row called `name`, live or awaiting expiry.
     pub fn binding_of(&self, name: &TaskName) -> Option<Binding> {
         self.by_name.get(name).and_then(|task| task.binding)
+    }
+
+    /// The owner of the row called `name`, live or awaiting expiry.
+    pub fn owner_of(&self, name: &TaskName) -> Option<u32> {
+        self.by_name.get(name).and_then(|task| task.owner)
     }
 
     /// Rows bound to a process, each with the binding.
@@ -801,6 +868,7 @@ impl Tasks {
             } => match self.current(batch, &name, now) {
                 Some(existing) => {
                     self.check_may_change(&existing, caller)?;
+                    check_rebinding(&existing, &claim)?;
                     let expires_at = now.checked_add(expire).ok_or(TaskError::TimeOverflow)?;
                     let binding = claim.binding.or(existing.binding);
                     if existing.binding.is_none() && binding.is_some() {
@@ -842,11 +910,20 @@ impl Tasks {
                     })
                 }
             },
-            Command::Delete { name, caller } => {
+            Command::Delete {
+                name,
+                caller,
+                bound_to,
+            } => {
                 let Some(existing) = self.current(batch, &name, now) else {
                     return Err(TaskError::NotFound(name));
                 };
                 self.check_may_change(&existing, caller)?;
+                if let Some(pid) = bound_to
+                    && existing.binding.is_none_or(|binding| binding.pid != pid)
+                {
+                    return Err(TaskError::NotBoundTo { name, pid });
+                }
                 self.push(
                     batch,
                     Change::Remove {
@@ -1113,10 +1190,26 @@ mod tests {
         }
     }
 
+    /// A refresh by process `from`, binding the task to process `to`.
+    fn handed(n: &str, from: u32, to: u32) -> Command {
+        let mut claim = claim(None, Some(to));
+        claim.holder = Some(Holder {
+            pid: Some(from),
+            ..Holder::default()
+        });
+        Command::Upsert {
+            name: name(n),
+            expire: secs(5),
+            claim,
+            caller: None,
+        }
+    }
+
     fn delete(n: &str) -> Command {
         Command::Delete {
             name: name(n),
             caller: None,
+            bound_to: None,
         }
     }
 
@@ -1555,10 +1648,16 @@ mod tests {
         let task = tasks.get(&name("a"), at(1)).unwrap();
         assert_eq!(task.reason.as_deref(), Some("build"));
         assert_eq!(task.binding.map(|b| b.pid), Some(7));
+        // Bound process 7 hands the hold to process 8.
+        let mut handover = claim(Some("test"), Some(8));
+        handover.holder = Some(Holder {
+            pid: Some(7),
+            ..Holder::default()
+        });
         let command = Command::Upsert {
             name: name("a"),
             expire: secs(5),
-            claim: claim(Some("test"), Some(8)),
+            claim: handover,
             caller: None,
         };
         run(&mut tasks, command, at(2)).unwrap();
@@ -1579,7 +1678,7 @@ mod tests {
         };
         run(&mut tasks, bound("a", 7), at(0)).unwrap();
         let old = tasks.get(&name("a"), at(0)).unwrap().binding.unwrap();
-        run(&mut tasks, bound("a", 8), at(0)).unwrap();
+        run(&mut tasks, handed("a", 7, 8), at(0)).unwrap();
         let mut batch = Batch::new();
         assert!(!tasks.release(&mut batch, &name("a"), old));
         assert!(!tasks.release(&mut batch, &name("nope"), old));
@@ -1599,6 +1698,74 @@ mod tests {
     }
 
     #[test]
+    fn a_bound_task_is_not_taken_by_another_process_while_its_own_runs() {
+        let mut tasks = Tasks::new(10);
+        run(&mut tasks, handed("agent", 7, 7), at(0)).unwrap();
+        // The holder hands the hold to the command it started.
+        run(&mut tasks, handed("agent", 7, 8), at(0)).unwrap();
+        // Its heartbeat names the same process: a refresh.
+        run(&mut tasks, handed("agent", 7, 8), at(1)).unwrap();
+        // A second holder of the name is refused, naming the process.
+        let refused = run(&mut tasks, handed("agent", 20, 20), at(1)).unwrap_err();
+        assert_eq!(
+            refused,
+            TaskError::BoundElsewhere {
+                name: name("agent"),
+                binding: Binding {
+                    pid: 8,
+                    start_time: 80
+                },
+                owner: None,
+                reason: None,
+            }
+        );
+        assert!(refused.to_string().contains("process 8"), "{refused}");
+        assert_eq!(tasks.binding_of(&name("agent")).map(|b| b.pid), Some(8));
+        // A refresh that binds nothing keeps the binding (a curl heartbeat).
+        run(&mut tasks, upsert("agent", 5), at(2)).unwrap();
+        assert_eq!(tasks.binding_of(&name("agent")).map(|b| b.pid), Some(8));
+        // Once the process is released, the name is free to bind again.
+        let mut batch = Batch::new();
+        let binding = tasks.binding_of(&name("agent")).unwrap();
+        assert!(tasks.release(&mut batch, &name("agent"), binding));
+        tasks
+            .plan(&mut batch, handed("agent", 20, 20), at(3))
+            .unwrap();
+        tasks.apply(batch);
+        assert_eq!(tasks.binding_of(&name("agent")).map(|b| b.pid), Some(20));
+    }
+
+    #[test]
+    fn a_delete_on_condition_removes_only_a_task_bound_to_that_process() {
+        let mut tasks = Tasks::new(10);
+        let delete_if = |pid| Command::Delete {
+            name: name("agent"),
+            caller: None,
+            bound_to: Some(pid),
+        };
+        run(&mut tasks, handed("agent", 7, 7), at(0)).unwrap();
+        assert_eq!(
+            run(&mut tasks, delete_if(8), at(1)),
+            Err(TaskError::NotBoundTo {
+                name: name("agent"),
+                pid: 8
+            })
+        );
+        assert!(tasks.get(&name("agent"), at(1)).is_some());
+        assert_eq!(run(&mut tasks, delete_if(7), at(1)), Ok(Outcome::Deleted));
+        assert_eq!(
+            run(&mut tasks, delete_if(7), at(1)),
+            Err(TaskError::NotFound(name("agent")))
+        );
+        // An unbound task is never bound to the process named.
+        run(&mut tasks, upsert("agent", 5), at(2)).unwrap();
+        assert!(matches!(
+            run(&mut tasks, delete_if(7), at(2)),
+            Err(TaskError::NotBoundTo { .. })
+        ));
+    }
+
+    #[test]
     fn the_bound_limit_counts_bindings_not_rows() {
         let mut tasks = Tasks::new(10).with_max_bound(1);
         let bound = |n: &str, pid| Command::Upsert {
@@ -1615,7 +1782,7 @@ mod tests {
         );
         // Unbound tasks and rebinding the bound one are fine.
         tasks.plan(&mut batch, create("b", 5), at(0)).unwrap();
-        tasks.plan(&mut batch, bound("a", 3), at(0)).unwrap();
+        tasks.plan(&mut batch, handed("a", 1, 3), at(0)).unwrap();
         assert_eq!(
             tasks.plan(&mut batch, bound("b", 2), at(0)),
             Err(TaskError::TooManyBound { limit: 1 })

@@ -531,6 +531,58 @@ fn a_hold_lasts_exactly_as_long_as_its_command() {
 }
 
 #[test]
+fn a_second_hold_of_a_held_name_is_refused_before_its_command_runs() {
+    let dirs = Dirs::new();
+    let daemon = Daemon::start(&dirs, &[]);
+    let scratch = tempfile::tempdir().unwrap();
+    let release = scratch.path().join("release");
+    let first_ran = scratch.path().join("first");
+    let second_ran = scratch.path().join("second");
+
+    // The first holder's command runs until told to finish.
+    let mut first = sprite_env(&daemon)
+        .args([
+            "tasks", "hold", "agent", "--expire", "2s", "--every", "500ms", "--",
+        ])
+        .args(["sh", "-c"])
+        .arg(format!(
+            r#"touch "{}"; while [ ! -e "{}" ]; do sleep 0.05; done"#,
+            first_ran.display(),
+            release.display()
+        ))
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = eventually(|| first_ran.exists(), |ran| *ran);
+    assert!(started, "the first command started");
+    let (_, task) = daemon.call("GET", "/v1/tasks/agent", None);
+    let bound_pid = task["pid"].as_u64().expect("bound to the first command");
+
+    // A second holder of the same name: refused, its command never runs,
+    // and the sentence names the process that holds it.
+    let out = run(sprite_env(&daemon)
+        .args(["tasks", "hold", "agent", "--"])
+        .args(["sh", "-c"])
+        .arg(format!(r#"touch "{}""#, second_ran.display())));
+    assert_eq!(out.status.code(), Some(125), "{}", text(&out.stderr));
+    let said = text(&out.stderr);
+    assert!(said.contains(&format!("process {bound_pid}")), "{said}");
+    assert!(said.contains("the command was not started"), "{said}");
+    assert!(!second_ran.exists(), "the second command ran unheld");
+
+    // The first command is still held, past its 2 s expiry, and released
+    // only when it ends.
+    std::thread::sleep(Duration::from_millis(2500));
+    let (status, task) = daemon.call("GET", "/v1/tasks/agent", None);
+    assert_eq!(status, 200, "the first hold lasts while its command runs");
+    assert_eq!(task["pid"].as_u64(), Some(bound_pid));
+    std::fs::write(&release, b"").unwrap();
+    let status = wait_with_timeout(&mut first, WAIT).expect("the first holder exits");
+    assert!(status.success(), "{status:?}");
+    assert_eq!(task_status(&daemon, "agent"), 404, "released at its end");
+}
+
+#[test]
 fn a_holder_told_to_stop_forwards_it_and_releases() {
     let dirs = Dirs::new();
     let daemon = Daemon::start(&dirs, &[]);
@@ -880,6 +932,27 @@ sleep 60
 done
 "#;
 
+/// The children of `pid` whose command is `name` (`/proc/PID/task/*/children`).
+fn children_named(pid: u32, name: &str) -> Vec<u32> {
+    let Ok(threads) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    threads
+        .flatten()
+        .filter_map(|thread| std::fs::read_to_string(thread.path().join("children")).ok())
+        .flat_map(|children| {
+            children
+                .split_whitespace()
+                .filter_map(|child| child.parse::<u32>().ok())
+                .collect::<Vec<_>>()
+        })
+        .filter(|child| {
+            std::fs::read_to_string(format!("/proc/{child}/comm"))
+                .is_ok_and(|comm| comm.trim() == name)
+        })
+        .collect()
+}
+
 #[test]
 fn the_seeds_heartbeat_script_holds_and_releases() {
     let dirs = Dirs::new();
@@ -914,6 +987,13 @@ fn the_seeds_heartbeat_script_holds_and_releases() {
 
     // SIGTERM to the script's process group: bash and its `sleep 60` both
     // get it (bash defers its EXIT trap until the foreground sleep ends).
+    // Only once the sleep runs: a signal landing between the PUT and the
+    // fork would leave bash waiting out a `sleep 60` forked after it.
+    let sleeping = eventually(
+        || children_named(bash.id(), "sleep"),
+        |sleeps| !sleeps.is_empty(),
+    );
+    assert!(!sleeping.is_empty(), "the script reached its sleep");
     let group = -(bash.id() as i32);
     // SAFETY: kill(2) on the process group we created.
     assert_eq!(unsafe { libc::kill(group, libc::SIGTERM) }, 0);

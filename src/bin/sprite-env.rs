@@ -777,6 +777,8 @@ mod hold {
             ),
             pid: Some(std::process::id()),
         };
+        // The processes the task may be bound to, in the order bound.
+        let mut bound = vec![std::process::id()];
         if let Err(e) = client.refresh_with(&args.name, &expire_json, &details) {
             say(format!(
                 "cannot hold task {:?}: {}; the command was not started",
@@ -790,13 +792,13 @@ mod hold {
         let pending = match signals.wait(Some(Duration::ZERO)) {
             Ok(pending) => pending,
             Err(e) => {
-                release(client, &args.name);
+                release(client, &args.name, &bound);
                 say(format!("cannot read signals: {e}"));
                 return ExitCode::from(EXIT_HOLD_FAILED);
             }
         };
         if let Some(stop) = pending.iter().find(|r| r.signal != libc::SIGCHLD) {
-            release(client, &args.name);
+            release(client, &args.name, &bound);
             return die_of(stop.signal);
         }
         let mut command = Command::new(program);
@@ -805,7 +807,7 @@ mod hold {
         let mut child = match command.spawn() {
             Ok(child) => child,
             Err(e) => {
-                release(client, &args.name);
+                release(client, &args.name, &bound);
                 say(format!("cannot run {}: {e}", program.to_string_lossy()));
                 return ExitCode::from(match e.kind() {
                     io::ErrorKind::NotFound => EXIT_NOT_FOUND,
@@ -814,6 +816,7 @@ mod hold {
             }
         };
         details.pid = Some(child.id());
+        bound.push(child.id());
         // A COMMAND that already exited is not visible to bind: the hold
         // stays bound to the holder, which releases it below.
         let _ = client.refresh_with(&args.name, &expire_json, &details);
@@ -833,13 +836,13 @@ mod hold {
                 // SAFETY: kill(2) on our own unreaped child.
                 unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
                 let _ = child.wait();
-                release(client, &args.name);
+                release(client, &args.name, &bound);
                 return ExitCode::from(EXIT_HOLD_FAILED);
             }
         };
         let outcome = supervise(&mut child, &signals, &mut refresher, &args.name, expire);
         refresher.finish();
-        release(client, &args.name);
+        release(client, &args.name, &bound);
         match outcome {
             Ok(status) => exit_like(status),
             Err(e) => {
@@ -1015,17 +1018,28 @@ mod hold {
         }
     }
 
-    /// Deletes the task, retrying briefly; a task already gone is fine.
-    fn release(client: &Client, name: &str) {
+    /// Deletes the task while it is bound to one of `pids` (the holder's own
+    /// pid, then COMMAND's), retrying briefly. A task already gone is fine,
+    /// and so is one that another holder took since (409): that hold is
+    /// theirs, not ours to end.
+    fn release(client: &Client, name: &str, pids: &[u32]) {
         let deadline = Instant::now() + RELEASE_DEADLINE;
+        let mut pids = pids.iter().rev();
+        let Some(mut pid) = pids.next().copied() else {
+            return;
+        };
         loop {
             let client = client.clone().with_timeout(
                 deadline
                     .saturating_duration_since(Instant::now())
                     .max(Duration::from_millis(100)),
             );
-            match client.delete(name) {
+            match client.delete_bound(name, pid) {
                 Ok(()) | Err(ClientError::Api { status: 404, .. }) => return,
+                Err(ClientError::Api { status: 409, .. }) => match pids.next() {
+                    Some(next) => pid = *next,
+                    None => return,
+                },
                 Err(e) if Instant::now() + RELEASE_RETRY >= deadline => {
                     say(format!(
                         "could not delete task {name:?}: {e}; it lapses on its own at its expiry"

@@ -12,14 +12,17 @@ use sprite_tasks::hooks::HookConfig;
 use sprite_tasks::http::Limits;
 use sprite_tasks::logging::{self, StderrLog};
 use sprite_tasks::server::{self, Config, Server};
+use sprite_tasks::shares::ShareLimits;
 use sprite_tasks::store::{self, Store, StoreOptions};
 use sprite_tasks::systemd::ServiceEnv;
 use sprite_tasks::tasks::{DEFAULT_MAX_TASKS, Ownership, default_max_tasks_per_uid};
 
 /// The Tasks API daemon: keeps a Sprite awake while tasks are live.
 ///
-/// Serves HTTP/1.1 + JSON on a Unix socket and makes every change durable in
-/// a redb database before answering. Stops cleanly on SIGTERM or SIGINT.
+/// Serves HTTP/1.1 + JSON on a Unix socket and makes every change durable
+/// before answering: one checksummed append to a write-ahead log (DB.wal)
+/// and one fdatasync; a background thread checkpoints the log into a redb
+/// database. Stops cleanly on SIGTERM or SIGINT.
 /// Logs to stderr; set RUST_LOG (e.g. RUST_LOG=debug) for more.
 ///
 /// Under systemd (contrib/systemd): serves the socket passed with
@@ -73,8 +76,25 @@ struct Args {
     max_bound: usize,
 
     /// Most open connections; more get a 503 and are closed.
-    #[arg(long, default_value_t = Config::DEFAULT_MAX_CONNECTIONS)]
+    #[arg(long, default_value_t = ShareLimits::DEFAULT_MAX_CONNECTIONS)]
     max_connections: usize,
+
+    /// Connections of --max-connections kept for root and the daemon's own
+    /// uid, so that no other user can lock them out (their holds would
+    /// lapse). Other uids get 503 once only these are left.
+    #[arg(long, value_name = "N", default_value_t = ShareLimits::DEFAULT_RESERVED)]
+    reserved_connections: usize,
+
+    /// Most connections one uid other than root (and the daemon's) may hold
+    /// open; more get a 503 and are closed. Applies with --shared too: it is
+    /// about fairness, not ownership.
+    #[arg(long, value_name = "N", default_value_t = ShareLimits::DEFAULT_PER_UID)]
+    max_connections_per_uid: usize,
+
+    /// Most GET /v1/events streams (watchers, wait-idle) one uid other than
+    /// root (and the daemon's) may hold open; more get a 503.
+    #[arg(long, value_name = "N", default_value_t = ShareLimits::DEFAULT_STREAMS_PER_UID)]
+    max_streams_per_uid: usize,
 
     /// Largest request head in bytes: a request line past it gets 414, header
     /// fields past it 431.
@@ -277,7 +297,12 @@ fn main() -> ExitCode {
             idle: args.idle_timeout,
             write: args.write_timeout,
         },
-        max_connections: args.max_connections,
+        shares: ShareLimits {
+            max_connections: args.max_connections,
+            reserved: args.reserved_connections,
+            per_uid: args.max_connections_per_uid,
+            streams_per_uid: args.max_streams_per_uid,
+        },
         max_tasks: args.max_tasks,
         max_bound: args.max_bound,
         ownership: if args.shared {

@@ -317,6 +317,17 @@ impl Client {
         self.call("DELETE", &task_path(name), None).map(drop)
     }
 
+    /// `DELETE /v1/tasks/NAME?pid=PID`: deletes the task only while it is
+    /// bound to process `pid`; a task another holder took since is left
+    /// alone (409).
+    ///
+    /// # Errors
+    /// As for [`delete`](Self::delete).
+    pub fn delete_bound(&self, name: &str, pid: u32) -> Result<(), ClientError> {
+        let path = format!("{}?pid={pid}", task_path(name));
+        self.call("DELETE", &path, None).map(drop)
+    }
+
     /// `GET /v1/status`: the raw body and its fields.
     ///
     /// # Errors

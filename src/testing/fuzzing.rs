@@ -670,7 +670,11 @@ pub fn tasks_model(data: &[u8]) {
                         claim: Default::default(),
                         caller,
                     },
-                    _ => Command::Delete { name, caller },
+                    _ => Command::Delete {
+                        name,
+                        caller,
+                        bound_to: None,
+                    },
                 };
                 let expected = pending.run(&command, now, rules);
                 let actual = tasks.plan(&mut batch, command.clone(), Timestamp::from_nanos(now));
