@@ -419,7 +419,12 @@ fn raw(body: &[u8]) -> String {
 /// does the same.
 fn in_cli_terms(error: ClientError, name: &str) -> String {
     match error {
-        ClientError::Api { status: 409, .. } => format!(
+        // A create of a taken name; other conflicts (a name bound to
+        // another live process) keep the daemon's sentence.
+        ClientError::Api {
+            status: 409,
+            message,
+        } if message.contains("already exists") => format!(
             "task {name:?} already exists; refresh it with `sprite-env tasks refresh {name} --expire DURATION` or choose another name"
         ),
         ClientError::Api { message, .. } if message.starts_with("expire ") => {
