@@ -5,7 +5,7 @@
 //!   purpose (a full disk, an I/O error, a torn write).
 //! - [`powercut`]: a simulated disk that keeps only what was synced, and the
 //!   power-cut run against a model.
-//! - [`fuzzing`]: the bodies of the cargo-fuzz targets.
+//! - [`fuzzing`]: the bodies of the cargo-fuzz targets, one file each.
 
 pub mod faulty;
 pub mod fuzzing;

@@ -187,11 +187,17 @@ impl Daemon {
     }
 
     /// SIGTERM, then wait for the exit status (panics after [`WAIT`]).
-    pub fn terminate(mut self) -> (ExitStatus, String) {
+    pub fn terminate(self) -> (ExitStatus, String) {
+        self.terminate_within(WAIT)
+    }
+
+    /// As [`terminate`](Self::terminate), panicking after `limit`: for a
+    /// daemon that writes much on its way out (a profiler around it).
+    pub fn terminate_within(mut self, limit: Duration) -> (ExitStatus, String) {
         let mut child = self.child.take().expect("running");
         signal(child.id(), libc::SIGTERM);
         let status =
-            wait_with_timeout(&mut child, WAIT).expect("daemon did not exit after SIGTERM");
+            wait_with_timeout(&mut child, limit).expect("daemon did not exit after SIGTERM");
         // The log reader ends at EOF; collect what is left.
         let _ = self.wait_for_log_within("sprite-tasksd stopped", Duration::from_secs(2));
         (status, self.log_text())

@@ -1,0 +1,354 @@
+//! The measured request phases: the one client loop that drives and times
+//! the daemon (HTTP) and Redis (RESP) alike, the create/refresh/get/delete
+//! phases with Redis's SET and GET alternating with them, the list phases,
+//! and one client's mutations interleaved with the floors' operations.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Barrier;
+use std::time::{Duration, Instant};
+
+use crate::client::{Client, Connection, create, delete, get, list, populate, refresh};
+use crate::common::Dirs;
+use crate::daemon::Daemon;
+use crate::floors::{FsyncProbe, StoreProbe};
+use crate::redis::{Redis, Resp, redis_benchmark, redis_get, redis_set};
+use crate::summary::Summary;
+
+/// Runs `clients` connections against `socket` for `duration` (or until
+/// each has sent `limit(client)` requests). `make(client, i)` builds the
+/// i-th request of a client and the status it must get; building is not
+/// timed. Returns the summary and each client's request count.
+pub fn phase(
+    socket: &Path,
+    clients: usize,
+    duration: Duration,
+    limit: impl Fn(usize) -> usize + Sync,
+    make: impl Fn(usize, usize) -> (Vec<u8>, u16) + Sync,
+) -> (Summary, Vec<usize>) {
+    phase_on::<Client>(socket, clients, duration, limit, make)
+}
+
+/// Slices the create and Redis SET phases alternate in.
+const SLICES: u32 = 4;
+
+/// [`phase`] over any [`Connection`]: the daemon's HTTP or Redis's RESP, so
+/// both are driven and timed by the same loop.
+pub fn phase_on<C: Connection>(
+    socket: &Path,
+    clients: usize,
+    duration: Duration,
+    limit: impl Fn(usize) -> usize + Sync,
+    make: impl Fn(usize, usize) -> (Vec<u8>, u16) + Sync,
+) -> (Summary, Vec<usize>) {
+    let (results, wall) = phase_samples::<C>(socket, clients, duration, limit, make);
+    let counts = results.iter().map(Vec::len).collect();
+    (Summary::of(results.concat(), wall), counts)
+}
+
+/// [`phase_on`]'s samples, each client's apart, and its wall time.
+fn phase_samples<C: Connection>(
+    socket: &Path,
+    clients: usize,
+    duration: Duration,
+    limit: impl Fn(usize) -> usize + Sync,
+    make: impl Fn(usize, usize) -> (Vec<u8>, u16) + Sync,
+) -> (Vec<Vec<Duration>>, Duration) {
+    let barrier = Barrier::new(clients + 1);
+    let (make, limit, barrier) = (&make, &limit, &barrier);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..clients)
+            .map(|client| {
+                scope.spawn(move || {
+                    let mut connection = C::connect(socket);
+                    let most = limit(client);
+                    let mut samples = Vec::with_capacity(16 * 1024);
+                    barrier.wait();
+                    let deadline = Instant::now() + duration;
+                    let mut i = 0;
+                    // At least one request each, however late the thread runs.
+                    while i < most && (i == 0 || Instant::now() < deadline) {
+                        let (bytes, expected) = make(client, i);
+                        let sent = Instant::now();
+                        let (status, body) = connection.call(&bytes);
+                        samples.push(sent.elapsed());
+                        assert_eq!(
+                            status,
+                            expected,
+                            "{}: {}",
+                            String::from_utf8_lossy(&bytes[..bytes.len().min(60)]),
+                            String::from_utf8_lossy(&body)
+                        );
+                        i += 1;
+                    }
+                    samples
+                })
+            })
+            .collect();
+        barrier.wait();
+        let started = Instant::now();
+        let results: Vec<Vec<Duration>> = handles
+            .into_iter()
+            .map(|handle| handle.join().expect("a client thread"))
+            .collect();
+        (results, started.elapsed())
+    })
+}
+
+/// Group-commit figures of a mutation phase, from the daemon's counters.
+#[derive(Debug, Clone, Copy)]
+pub struct Commits {
+    pub commits: f64,
+    pub changes_per_commit: f64,
+    pub mean_commit: Duration,
+}
+
+impl Commits {
+    pub fn between(before: &BTreeMap<String, f64>, after: &BTreeMap<String, f64>) -> Commits {
+        let delta = |name: &str| {
+            after.get(name).copied().unwrap_or(0.0) - before.get(name).copied().unwrap_or(0.0)
+        };
+        let commits = delta("sprite_tasks_commit_seconds_count");
+        Commits {
+            commits,
+            changes_per_commit: delta("sprite_tasks_commit_changes_sum") / commits.max(1.0),
+            mean_commit: Duration::from_secs_f64(
+                (delta("sprite_tasks_commit_seconds_sum") / commits.max(1.0)).max(0.0),
+            ),
+        }
+    }
+}
+
+/// One row of the request table.
+pub struct Row {
+    pub endpoint: &'static str,
+    pub clients: usize,
+    pub summary: Summary,
+    pub commits: Option<Commits>,
+}
+
+/// `redis-benchmark`'s figures at one client count: requests per second and
+/// p50 in µs.
+pub type CrossCheck = (usize, f64, f64);
+
+/// The create, refresh, get and delete phases on a fresh daemon; with
+/// `redis`, a fresh Redis's SET and GET phases alternate with them (create
+/// and SET in [`SLICES`] alternating slices, then refresh, GET, get,
+/// delete), so the machine's noise hits both sides.
+/// With `cross_check`, `redis-benchmark` runs after Redis's phases.
+pub fn mutations_and_gets(
+    clients: usize,
+    duration: Duration,
+    redis: Option<&Path>,
+    cross_check: bool,
+) -> (Vec<Row>, Option<CrossCheck>) {
+    let dirs = Dirs::new();
+    let (daemon, _) = Daemon::start(&dirs);
+    let peer = redis.map(|program| {
+        let peer = Redis::start(program);
+        peer.check_aof();
+        peer
+    });
+    let socket = daemon.socket.clone();
+    let name = |client: usize, i: usize| format!("c{client}-{i}");
+    let unlimited = |_: usize| usize::MAX;
+    let mut rows = Vec::new();
+    let mut measured =
+        |endpoint: &'static str, mutation: bool, run: &mut dyn FnMut() -> Summary| {
+            let before = mutation.then(|| daemon.metrics());
+            let summary = run();
+            let commits = before.map(|before| Commits::between(&before, &daemon.metrics()));
+            rows.push(Row {
+                endpoint,
+                clients,
+                summary,
+                commits,
+            });
+        };
+
+    // With Redis, our creates and its SETs alternate in slices of the
+    // phase, so that a slow spell of the disk lands on both and the rates
+    // compare.
+    let slices = if peer.is_some() { SLICES } else { 1 };
+    let slice = duration / slices;
+    let mut created = vec![0; clients];
+    let mut redis_sets = vec![0; clients];
+    let (mut set_samples, mut set_wall) = (Vec::new(), Duration::ZERO);
+    measured("create", true, &mut || {
+        let (mut samples, mut wall) = (Vec::new(), Duration::ZERO);
+        for _ in 0..slices {
+            let base = created.clone();
+            let (more, took) =
+                phase_samples::<Client>(&socket, clients, slice, unlimited, |c, i| {
+                    (create(&name(c, base[c] + i)), 201)
+                });
+            created
+                .iter_mut()
+                .zip(&more)
+                .for_each(|(n, s)| *n += s.len());
+            samples.extend(more);
+            wall += took;
+            if let Some(peer) = &peer {
+                let base = redis_sets.clone();
+                let (more, took) =
+                    phase_samples::<Resp>(&peer.socket, clients, slice, unlimited, |c, i| {
+                        (redis_set(&name(c, base[c] + i)), 200)
+                    });
+                redis_sets
+                    .iter_mut()
+                    .zip(&more)
+                    .for_each(|(n, s)| *n += s.len());
+                set_samples.extend(more);
+                set_wall += took;
+            }
+        }
+        Summary::of(samples.concat(), wall)
+    });
+    let created = &created;
+    if peer.is_some() {
+        measured("redis SET", false, &mut || {
+            Summary::of(std::mem::take(&mut set_samples).concat(), set_wall)
+        });
+    }
+    measured("refresh", true, &mut || {
+        phase(&socket, clients, duration, unlimited, |c, i| {
+            (refresh(&name(c, i % created[c]), "1h"), 200)
+        })
+        .0
+    });
+    if let Some(peer) = &peer {
+        let redis_sets = &redis_sets;
+        measured("redis GET", false, &mut || {
+            phase_on::<Resp>(&peer.socket, clients, duration, unlimited, |c, i| {
+                (redis_get(&name(c, i % redis_sets[c])), 200)
+            })
+            .0
+        });
+    }
+    measured("get", false, &mut || {
+        phase(&socket, clients, duration, unlimited, |c, i| {
+            (get(&name(c, i % created[c])), 200)
+        })
+        .0
+    });
+    measured("delete", true, &mut || {
+        phase(
+            &socket,
+            clients,
+            duration,
+            |c| created[c],
+            |c, i| (delete(&name(c, i)), 204),
+        )
+        .0
+    });
+    daemon.stop();
+    // About as many requests as our loop sent to Redis in one phase.
+    let cross_check = peer.as_ref().filter(|_| cross_check).and_then(|peer| {
+        let sets = rows.iter().find(|row| row.endpoint == "redis SET")?;
+        let requests = sets.summary.count.clamp(1000, 200_000);
+        let (rate, p50) = redis_benchmark(&peer.socket, clients, requests)?;
+        Some((clients, rate, p50))
+    });
+    (rows, cross_check)
+}
+
+/// `GET /v1/tasks` with 10 and then 1000 live tasks, at each client count.
+pub fn lists(client_counts: &[usize], duration: Duration) -> Vec<Row> {
+    let dirs = Dirs::new();
+    let (daemon, _) = Daemon::start(&dirs);
+    let mut rows = Vec::new();
+    for (endpoint, live) in [("list 10", 10), ("list 1000", 1000)] {
+        let names: Vec<String> = (0..live).map(|i| format!("l-{i:04}")).collect();
+        populate(&daemon.socket, &names, "1h");
+        for &clients in client_counts {
+            let (summary, _) = phase(
+                &daemon.socket,
+                clients,
+                duration,
+                |_| usize::MAX,
+                |_, _| (list(), 200),
+            );
+            rows.push(Row {
+                endpoint,
+                clients,
+                summary,
+                commits: None,
+            });
+        }
+    }
+    daemon.stop();
+    rows
+}
+
+/// One client's mutations with the floors' operations interleaved: request,
+/// Redis SET (when Redis runs), fsync, redb commit, request, ... The disk's
+/// latency on a shared machine drifts by an order of magnitude within
+/// seconds; interleaving measures the request, its peer and its floors at
+/// the same moments. Not used for rates.
+pub struct Paired {
+    pub endpoint: &'static str,
+    pub request: Summary,
+    /// Redis's `SET key value EX 3600` with `appendfsync always`.
+    pub redis: Option<Summary>,
+    pub fsync: Summary,
+    pub store: Summary,
+}
+
+pub fn paired_mutations(duration: Duration, redis: Option<&Path>) -> Vec<Paired> {
+    let dirs = Dirs::new();
+    let (daemon, _) = Daemon::start(&dirs);
+    let mut client = Client::connect(&daemon.socket);
+    let peer = redis.map(Redis::start);
+    let mut peer_client = peer.as_ref().map(|peer| Resp::connect(&peer.socket));
+    let mut fsync = FsyncProbe::new();
+    let mut store = StoreProbe::new();
+    let mut created = 0;
+    let mut results = Vec::new();
+    for endpoint in ["create", "refresh", "delete"] {
+        let (mut requests, mut fsyncs, mut stores) = (Vec::new(), Vec::new(), Vec::new());
+        let mut sets = Vec::new();
+        let started = Instant::now();
+        let mut i = 0;
+        while i == 0 || (started.elapsed() < duration && (endpoint != "delete" || i < created)) {
+            let (bytes, expected) = match endpoint {
+                "create" => (create(&format!("p-{i}")), 201),
+                "refresh" => (refresh(&format!("p-{}", i % created), "1h"), 200),
+                _ => (delete(&format!("p-{i}")), 204),
+            };
+            let at = Instant::now();
+            let (status, body) = client.call(&bytes);
+            requests.push(at.elapsed());
+            assert_eq!(status, expected, "{}", String::from_utf8_lossy(&body));
+            if let Some(peer) = &mut peer_client {
+                let command = redis_set(&format!("p-{i}"));
+                let at = Instant::now();
+                let (status, body) = peer.call(&command);
+                sets.push(at.elapsed());
+                assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+            }
+            let at = Instant::now();
+            fsync.once();
+            fsyncs.push(at.elapsed());
+            let at = Instant::now();
+            store.once();
+            stores.push(at.elapsed());
+            i += 1;
+        }
+        if endpoint == "create" {
+            created = i;
+        }
+        let wall = started.elapsed();
+        results.push(Paired {
+            endpoint,
+            request: Summary::of(requests, wall),
+            redis: (!sets.is_empty()).then(|| Summary::of(sets, wall)),
+            fsync: Summary::of(fsyncs, wall),
+            store: Summary::of(stores, wall),
+        });
+    }
+    drop(client);
+    drop(peer_client);
+    drop(peer);
+    daemon.stop();
+    results
+}

@@ -1,0 +1,453 @@
+//! What a run prints and writes: the floors', requests', Redis's and
+//! scale tables, each row beside its ratio to its floor (and to Redis), and
+//! the whole run as JSON so commits can be compared.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::floors::{Floors, SMALL_WRITE};
+use crate::log_floors::{LogWay, log_floors_json};
+use crate::phases::{CrossCheck, Paired, Row};
+use crate::redis::{REDIS_CONFIG, redis_version};
+use crate::scale::ScaleRow;
+use crate::summary::{Summary, micros, show};
+use crate::targets::Target;
+
+/// Everything one run measured, for its JSON report.
+pub struct Measured {
+    pub quick: bool,
+    /// The length of each measured phase.
+    pub phase: Duration,
+    /// The Redis program, or why the Redis rows were skipped.
+    pub redis: Result<PathBuf, String>,
+    pub floors: Floors,
+    pub floors_after: Floors,
+    pub log: Vec<(LogWay, Summary)>,
+    pub paired: Vec<Paired>,
+    pub rows: Vec<Row>,
+    pub cross_checks: Vec<CrossCheck>,
+    pub scale_rows: Vec<ScaleRow>,
+    pub targets: Vec<Target>,
+}
+
+/// Writes the run's JSON report to `path` and says so.
+pub fn write_json(path: &Path, measured: &Measured, run_started: Instant) {
+    if let Some(dir) = path.parent() {
+        let _ = fs::create_dir_all(dir);
+    }
+    let text =
+        serde_json::to_string_pretty(&report_json(measured, run_started.elapsed().as_secs_f64()))
+            .expect("a JSON report");
+    fs::write(path, text + "\n").unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+    println!(
+        "\nwrote {} ({:.0} s)",
+        path.display(),
+        run_started.elapsed().as_secs_f64()
+    );
+}
+
+/// The run as JSON; `seconds` is how long it took.
+fn report_json(measured: &Measured, seconds: f64) -> Value {
+    let Measured {
+        floors,
+        floors_after,
+        log,
+        paired,
+        rows,
+        cross_checks,
+        scale_rows,
+        targets,
+        ..
+    } = measured;
+    json!({
+        "commit": git_commit(),
+        "quick": measured.quick,
+        "phase_seconds": measured.phase.as_secs_f64(),
+        "floors": floors_json(floors),
+        "floors_after": floors_json(floors_after),
+        "log_floors": log_floors_json(log),
+        "one_client_interleaved": paired.iter().map(|p| json!({
+            "endpoint": p.endpoint,
+            "latency": p.request.to_json(),
+            "redis_set": p.redis.as_ref().map(Summary::to_json),
+            "fsync": p.fsync.to_json(),
+            "redb_commit": p.store.to_json(),
+            "p50_over_fsync_plus_transport": ratio(p.request.p50, p.fsync.p50 + floors.transport.p50),
+            "p50_over_redb_commit_plus_transport": ratio(p.request.p50, p.store.p50 + floors.transport.p50),
+            "p50_over_redis_set": p.redis.as_ref().map(|r| ratio(p.request.p50, r.p50)),
+        })).collect::<Vec<_>>(),
+        "redis": match &measured.redis {
+            Ok(program) => redis_json(program, rows, cross_checks),
+            Err(why) => json!({ "skipped": why }),
+        },
+        "requests": rows.iter().map(|row| {
+            let floor = floor_of(row, floors);
+            json!({
+                "endpoint": row.endpoint,
+                "clients": row.clients,
+                "latency": row.summary.to_json(),
+                "floor": floor.0,
+                "floor_us": micros(floor.1),
+                "p50_over_floor": ratio(row.summary.p50, floor.1),
+                "p50_over_redis": redis_peer(row, rows).map(|peer| ratio(row.summary.p50, peer.summary.p50)),
+                "rate_over_redis": redis_peer(row, rows).map(|peer| {
+                    (row.summary.per_second / peer.summary.per_second * 100.0).round() / 100.0
+                }),
+                "commits": row.commits.map(|c| json!({
+                    "count": c.commits,
+                    "changes_per_commit": c.changes_per_commit,
+                    "mean_commit_us": micros(c.mean_commit),
+                })),
+            })
+        }).collect::<Vec<_>>(),
+        "scale": scale_rows.iter().map(|row| json!({
+            "live_tasks": row.live,
+            "populate_ms": row.populate.as_secs_f64() * 1e3,
+            "list": row.list.to_json(),
+            "rss_kib": row.rss_kib,
+            "peak_rss_kib": row.peak_kib,
+            "restarted_rss_kib": row.restarted_rss_kib,
+            "startup_ms": row.startups.iter().map(|d| d.as_secs_f64() * 1e3).collect::<Vec<_>>(),
+            "expiry": row.expiry.as_ref().map(|e| json!({
+                "all_removed_ms": e.all_removed.as_secs_f64() * 1e3,
+                "other_reads": e.reads.to_json(),
+                "other_writes": e.writes.to_json(),
+            })),
+        })).collect::<Vec<_>>(),
+        "targets": targets.iter().map(|t| json!({
+            "target": t.name,
+            "value": t.value,
+            "limit": t.limit,
+            "met": t.met(),
+        })).collect::<Vec<_>>(),
+        "seconds": seconds,
+    })
+}
+
+pub fn is_mutation(endpoint: &str) -> bool {
+    matches!(endpoint, "create" | "refresh" | "delete" | "redis SET")
+}
+
+/// The Redis row a row of ours is compared with: SET for a mutation, GET for
+/// a get, at the same client count.
+pub fn redis_peer<'a>(row: &Row, rows: &'a [Row]) -> Option<&'a Row> {
+    let peer = match row.endpoint {
+        "create" | "refresh" | "delete" => "redis SET",
+        "get" => "redis GET",
+        _ => return None,
+    };
+    rows.iter()
+        .find(|other| other.endpoint == peer && other.clients == row.clients)
+}
+
+pub fn redis_json(program: &Path, rows: &[Row], cross_checks: &[CrossCheck]) -> Value {
+    json!({
+        "program": program.display().to_string(),
+        "version": redis_version(program),
+        "config": REDIS_CONFIG
+            .iter()
+            .map(|word| if word.is_empty() { "\"\"" } else { word })
+            .collect::<Vec<_>>()
+            .join(" "),
+        "requests": rows.iter().filter(|row| row.endpoint.starts_with("redis")).map(|row| json!({
+            "command": row.endpoint.trim_start_matches("redis "),
+            "clients": row.clients,
+            "latency": row.summary.to_json(),
+        })).collect::<Vec<_>>(),
+        "redis_benchmark_set": cross_checks.iter().map(|(clients, rate, p50)| json!({
+            "clients": clients,
+            "per_second": rate.round(),
+            "p50_us": p50,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// The floor a row's p50 is compared with, and its value.
+pub fn floor_of(row: &Row, floors: &Floors) -> (&'static str, Duration) {
+    if is_mutation(row.endpoint) {
+        ("fsync + transport", floors.fsync.p50 + floors.transport.p50)
+    } else {
+        ("transport", floors.transport.p50)
+    }
+}
+
+pub fn ratio(value: Duration, floor: Duration) -> f64 {
+    (value.as_secs_f64() / floor.as_secs_f64() * 100.0).round() / 100.0
+}
+
+pub fn floors_json(floors: &Floors) -> Value {
+    json!({
+        "transport": floors.transport.to_json(),
+        "transport_more_clients": floors.transport_many.iter().map(|(clients, s)| json!({
+            "clients": clients,
+            "latency": s.to_json(),
+        })).collect::<Vec<_>>(),
+        "fsync": floors.fsync.to_json(),
+        "redb_commit": floors.store.to_json(),
+    })
+}
+
+pub fn git_commit() -> Option<String> {
+    let output = Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()?;
+    output
+        .status
+        .success()
+        .then(|| String::from_utf8_lossy(&output.stdout).trim().to_owned())
+}
+
+pub fn print_floors(floors: &Floors) {
+    println!("\nfloors (this machine, this run)");
+    println!(
+        "{:<34} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "floor", "n", "p50", "p90", "p99", "max", "per s"
+    );
+    let line = |name: String, s: &Summary| {
+        println!(
+            "{:<34} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9.0}",
+            name,
+            s.count,
+            show(s.p50),
+            show(s.p90),
+            show(s.p99),
+            show(s.max),
+            s.per_second
+        );
+    };
+    line("transport: echo round trip, 1 cl".into(), &floors.transport);
+    for (clients, summary) in &floors.transport_many {
+        line(format!("transport: echo round trip, {clients} cl"), summary);
+    }
+    line(
+        format!("durability: {SMALL_WRITE} B write + fdatasync"),
+        &floors.fsync,
+    );
+    line("store: redb commit of one row".into(), &floors.store);
+}
+
+pub fn print_paired(paired: &[Paired], floors: &Floors) {
+    if paired.is_empty() {
+        return;
+    }
+    println!(
+        "\none client, each request followed by one Redis SET (when Redis runs), one \
+         fsync-floor and one store-floor operation"
+    );
+    println!(
+        "{:<10} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>12} {:>11} {:>9}",
+        "endpoint",
+        "n",
+        "p50",
+        "p99",
+        "fsync p50",
+        "redb p50",
+        "transport",
+        "redis p50",
+        "÷(fsync+tr)",
+        "÷(redb+tr)",
+        "÷ redis"
+    );
+    let transport = floors.transport.p50;
+    for pair in paired {
+        println!(
+            "{:<10} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>12.2} {:>11.2} {:>9}",
+            pair.endpoint,
+            pair.request.count,
+            show(pair.request.p50),
+            show(pair.request.p99),
+            show(pair.fsync.p50),
+            show(pair.store.p50),
+            show(transport),
+            pair.redis.as_ref().map_or("-".into(), |r| show(r.p50)),
+            ratio(pair.request.p50, pair.fsync.p50 + transport),
+            ratio(pair.request.p50, pair.store.p50 + transport),
+            pair.redis.as_ref().map_or("-".into(), |r| format!(
+                "{:.2}",
+                ratio(pair.request.p50, r.p50)
+            ))
+        );
+    }
+    println!("redis p50: SET key value EX 3600, appendfsync always, one client, interleaved.");
+}
+
+pub fn print_requests(rows: &[Row], floors: &Floors, after: &Floors) {
+    println!("\nrequests (keep-alive, one in flight per client)");
+    println!(
+        "{:<10} {:>4} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9} {:>7} {:>9} {:>8}  group commit",
+        "endpoint", "cl", "n", "p50", "p90", "p99", "max", "per s", "p50 ×", "floor", "÷ redis"
+    );
+    for row in rows {
+        let versus_redis = redis_peer(row, rows).map_or(String::new(), |peer| {
+            format!("{:.2}", ratio(row.summary.p50, peer.summary.p50))
+        });
+        let s = &row.summary;
+        let (_, floor) = floor_of(row, floors);
+        let commits = row.commits.map_or(String::new(), |c| {
+            format!(
+                "{:.1} changes/commit, {} per commit",
+                c.changes_per_commit,
+                show(c.mean_commit)
+            )
+        });
+        println!(
+            "{:<10} {:>4} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9.0} {:>7.2} {:>9} {:>8}  {}",
+            row.endpoint,
+            row.clients,
+            s.count,
+            show(s.p50),
+            show(s.p90),
+            show(s.p99),
+            show(s.max),
+            s.per_second,
+            ratio(s.p50, floor),
+            show(floor),
+            versus_redis,
+            commits
+        );
+    }
+    println!(
+        "p50 ×: p50 over the floor; floor: for create/refresh/delete and redis SET the run's \
+         fsync + transport floors, for reads the transport floor. ÷ redis: p50 over Redis's \
+         SET (mutations) or GET p50 at the same client count, phases alternating."
+    );
+    println!(
+        "floors re-measured after the requests: transport p50 {}, fsync p50 {}, redb commit p50 {}",
+        show(after.transport.p50),
+        show(after.fsync.p50),
+        show(after.store.p50)
+    );
+}
+
+/// Ours beside Redis (`appendfsync always`), same client loop, phases
+/// alternating: latency and rate of durable writes, and reads.
+pub fn print_redis(rows: &[Row], paired: &[Paired], floors: &Floors, cross_checks: &[CrossCheck]) {
+    println!("\nours vs Redis (appendfsync always): same client loop, phases alternating");
+    println!(
+        "{:>4} {:>11} {:>11} {:>7} {:>10} {:>10} {:>7} {:>9} {:>9} {:>7} {:>16}",
+        "cl",
+        "create p50",
+        "SET p50",
+        "÷",
+        "create/s",
+        "SET/s",
+        "×",
+        "get p50",
+        "GET p50",
+        "÷",
+        "redis-benchmark"
+    );
+    let find = |endpoint: &str, clients: usize| {
+        rows.iter()
+            .find(|row| row.endpoint == endpoint && row.clients == clients)
+            .map(|row| &row.summary)
+    };
+    let mut counts: Vec<usize> = rows
+        .iter()
+        .filter(|row| row.endpoint == "redis SET")
+        .map(|row| row.clients)
+        .collect();
+    counts.sort_unstable();
+    counts.dedup();
+    for clients in counts {
+        let (Some(create), Some(set)) = (find("create", clients), find("redis SET", clients))
+        else {
+            continue;
+        };
+        let reads = find("get", clients).zip(find("redis GET", clients));
+        let cross_check = cross_checks
+            .iter()
+            .find(|check| check.0 == clients)
+            .map_or("-".into(), |(_, rate, p50)| {
+                format!("{rate:.0}/s {p50:.0} µs")
+            });
+        println!(
+            "{:>4} {:>11} {:>11} {:>7.2} {:>10.0} {:>10.0} {:>7.2} {:>9} {:>9} {:>7} {:>16}",
+            clients,
+            show(create.p50),
+            show(set.p50),
+            ratio(create.p50, set.p50),
+            create.per_second,
+            set.per_second,
+            create.per_second / set.per_second,
+            reads.map_or("-".into(), |(ours, _)| show(ours.p50)),
+            reads.map_or("-".into(), |(_, theirs)| show(theirs.p50)),
+            reads.map_or("-".into(), |(ours, theirs)| format!(
+                "{:.2}",
+                ratio(ours.p50, theirs.p50)
+            )),
+            cross_check
+        );
+    }
+    let transport = floors.transport.p50;
+    for pair in paired {
+        if let Some(redis) = &pair.redis {
+            println!(
+                "interleaved per request at 1 client: {} p50 {} vs SET p50 {} (÷ {:.2}); \
+                 fsync + transport {} (SET ÷ {:.2})",
+                pair.endpoint,
+                show(pair.request.p50),
+                show(redis.p50),
+                ratio(pair.request.p50, redis.p50),
+                show(pair.fsync.p50 + transport),
+                ratio(redis.p50, pair.fsync.p50 + transport)
+            );
+        }
+    }
+    println!(
+        "÷: our p50 over Redis's; ×: our rate over Redis's. redis-benchmark: `-t set` on the \
+         same Redis right after, a cross-check of our loop (full runs only)."
+    );
+}
+
+pub fn print_scale(rows: &[ScaleRow]) {
+    println!("\nscale (live tasks)");
+    println!(
+        "{:>7} {:>9} {:>10} {:>10} {:>8} {:>8} {:>10} {:>9} {:>10} {:>10} {:>10}",
+        "live",
+        "populate",
+        "list p50",
+        "list p99",
+        "RSS",
+        "peak",
+        "RSS after",
+        "start-up",
+        "expiry",
+        "read max",
+        "write max"
+    );
+    for row in rows {
+        let mib = |kib: u64| format!("{:.1} MiB", kib as f64 / 1024.0);
+        let (expiry, read, write) = row
+            .expiry
+            .as_ref()
+            .map_or(("-".into(), "-".into(), "-".into()), |e| {
+                (show(e.all_removed), show(e.reads.max), show(e.writes.max))
+            });
+        println!(
+            "{:>7} {:>9} {:>10} {:>10} {:>8} {:>8} {:>10} {:>9} {:>10} {:>10} {:>10}",
+            row.live,
+            show(row.populate),
+            show(row.list.p50),
+            show(row.list.p99),
+            mib(row.rss_kib),
+            mib(row.peak_kib),
+            mib(row.restarted_rss_kib),
+            show(row.startup()),
+            expiry,
+            read,
+            write
+        );
+    }
+    println!(
+        "RSS: VmRSS after populating and listing; peak: VmHWM; RSS after: after a restart. \
+         start-up: spawn to accepting, median. expiry: all tasks due at once (daemon SIGSTOPped \
+         until due), resume to last removal; read/write max: what another client waited meanwhile."
+    );
+}

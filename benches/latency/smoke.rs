@@ -1,0 +1,116 @@
+//! The bench run without `--bench` (as `cargo test --all-targets` does): a
+//! smoke test that every measuring path runs and that the daemon (and Redis,
+//! when it is installed) answers the bench's requests correctly. It asserts
+//! answers, never times.
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::client::Connection;
+use crate::client::{Client, create, delete, get, list, populate, refresh};
+use crate::common::Dirs;
+use crate::daemon::Daemon;
+use crate::floors::{echo_floor, fsync_floor, redb_floor};
+use crate::log_floors::log_floors;
+use crate::phases::{paired_mutations, phase, phase_on};
+use crate::redis::{REDIS_VALUE, Redis, Resp, find_redis, redis_get, redis_set};
+use crate::summary::Summary;
+
+/// Checks that the daemon answers the bench's requests correctly and that
+/// every measuring path runs, in a second or two. Asserts answers, never
+/// times.
+pub fn smoke() {
+    let started = Instant::now();
+    let dirs = Dirs::new();
+    let (daemon, _) = Daemon::start(&dirs);
+    let mut client = Client::connect(&daemon.socket);
+    let (status, body) = client.call(&create("smoke"));
+    assert_eq!(status, 201, "{}", String::from_utf8_lossy(&body));
+    let task: Value = serde_json::from_slice(&body).expect("a JSON task");
+    assert_eq!(task["name"], "smoke");
+    assert_eq!(client.call(&refresh("smoke", "5m")).0, 200);
+    let (status, body) = client.call(&get("smoke"));
+    assert_eq!(status, 200);
+    assert_eq!(
+        serde_json::from_slice::<Value>(&body).expect("JSON")["name"],
+        "smoke"
+    );
+    let names: Vec<String> = (0..100).map(|i| format!("p-{i:03}")).collect();
+    populate(&daemon.socket, &names, "1h");
+    let (status, body) = client.call(&list());
+    assert_eq!(status, 200);
+    let listed: Value = serde_json::from_slice(&body).expect("a JSON list");
+    assert_eq!(listed["tasks"].as_array().map(Vec::len), Some(101));
+    assert_eq!(client.call(&delete("smoke")).0, 204);
+    assert_eq!(client.call(&get("smoke")).0, 404);
+    let (summary, counts) = phase(
+        &daemon.socket,
+        2,
+        Duration::from_millis(50),
+        |_| 5,
+        |c, i| (get(&names[c * 5 + i]), 200),
+    );
+    assert!(summary.count <= 10 && counts.iter().all(|n| *n <= 5));
+    let metrics = daemon.metrics();
+    assert!(metrics["sprite_tasks_commit_seconds_count"] >= 1.0);
+    let (rss, peak) = daemon.memory_kib();
+    assert!(rss > 0 && peak >= rss);
+    daemon.stop();
+
+    // Redis only when it is installed.
+    let redis = find_redis().ok();
+    let paired = paired_mutations(Duration::ZERO, redis.as_deref());
+    assert_eq!(paired.len(), 3);
+    assert!(paired.iter().all(|p| p.redis.is_some() == redis.is_some()));
+    if let Some(program) = &redis {
+        let peer = Redis::start(program);
+        peer.check_aof();
+        let mut connection = Resp::connect(&peer.socket);
+        assert_eq!(connection.call(&redis_set("smoke")), (200, b"OK".to_vec()));
+        assert_eq!(
+            connection.call(&redis_get("smoke")),
+            (200, REDIS_VALUE.as_bytes().to_vec())
+        );
+        assert_eq!(connection.call(&redis_get("absent")).0, 404);
+        let (summary, _) = phase_on::<Resp>(
+            &peer.socket,
+            2,
+            Duration::from_millis(20),
+            |_| 3,
+            |c, i| (redis_set(&format!("s{c}-{i}")), 200),
+        );
+        assert!(summary.count <= 6);
+    }
+    assert!(
+        log_floors(Duration::ZERO, 2)
+            .iter()
+            .all(|(_, s)| s.count >= 2)
+    );
+    let short = Duration::from_millis(30);
+    assert!(echo_floor(1, short).count > 0);
+    assert!(fsync_floor(Duration::ZERO, 3).count >= 3);
+    assert!(redb_floor(Duration::ZERO, 3).count >= 3);
+    let percentiles = Summary::of(
+        (1..=100).map(Duration::from_micros).collect(),
+        Duration::from_secs(1),
+    );
+    assert_eq!(
+        (percentiles.p50, percentiles.p99, percentiles.max),
+        (
+            Duration::from_micros(50),
+            Duration::from_micros(99),
+            Duration::from_micros(100)
+        )
+    );
+    println!(
+        "latency bench smoke test: the daemon answered correctly{} ({:.1} s); \
+         measure with `cargo bench --bench latency`",
+        if redis.is_some() {
+            ", and so did Redis"
+        } else {
+            "; redis-server absent, Redis not checked"
+        },
+        started.elapsed().as_secs_f64()
+    );
+}

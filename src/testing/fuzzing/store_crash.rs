@@ -1,0 +1,313 @@
+//! The `store_crash` target: the store ([`Store`]) under injected faults
+//! ([`faulty`]) or power cuts ([`powercut`]), reopened and compared with
+//! what it acknowledged; and raw rows written behind its back, which the
+//! record decoder must serve or quarantine without panicking.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::record;
+use crate::store::Store;
+use crate::tasks::{Change, Removal, Task};
+use crate::testing::faulty::{self, FaultOn, FaultSwitch};
+use crate::testing::powercut;
+use crate::time::Timestamp;
+
+use super::{Input, START_NANOS, name_at};
+
+/// The store's task table, as `store` defines it, for writing raw rows.
+const TASKS_TABLE: redb::TableDefinition<&[u8], &[u8]> = redb::TableDefinition::new("tasks");
+
+/// A directory of its own for one run, removed when dropped (on a panic
+/// too). Under `/dev/shm` when there is one: a sync there costs nothing, and
+/// the faults are injected, not waited for.
+struct Scratch {
+    dir: PathBuf,
+}
+
+impl Scratch {
+    fn new() -> Scratch {
+        static RUNS: AtomicU64 = AtomicU64::new(0);
+        let shm = PathBuf::from("/dev/shm");
+        let base = if shm.is_dir() {
+            shm
+        } else {
+            std::env::temp_dir()
+        };
+        let dir = base.join(format!(
+            "sprite-tasks-fuzz-{}-{}",
+            std::process::id(),
+            RUNS.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).expect("a scratch directory");
+        Scratch { dir }
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn task_of(input: &mut Input) -> Task {
+    let name = name_at(input.byte());
+    let started = START_NANOS + u64::from(input.byte()) * 1_000_000_000;
+    let expires = started + u64::from(input.byte()) * 1_000_000_000;
+    Task::new(
+        name,
+        Timestamp::from_nanos(started),
+        Timestamp::from_nanos(expires),
+    )
+}
+
+fn change_of(input: &mut Input) -> Change {
+    let kind = input.byte();
+    if kind & 1 == 0 {
+        Change::Put {
+            task: task_of(input),
+            created: kind & 2 != 0,
+        }
+    } else {
+        Change::Remove {
+            name: name_at(input.byte()),
+            cause: match kind & 6 {
+                0 => Removal::Deleted,
+                2 => Removal::Expired,
+                _ => Removal::Released {
+                    pid: u32::from(kind),
+                },
+            },
+        }
+    }
+}
+
+/// What the table holds after `changes`, applied in order to `rows`.
+fn applied(mut rows: BTreeMap<String, Task>, changes: &[Change]) -> BTreeMap<String, Task> {
+    for change in changes {
+        match change {
+            Change::Put { task, .. } => {
+                rows.insert(task.name.as_str().to_owned(), task.clone());
+            }
+            Change::Remove { name, .. } => {
+                rows.remove(name.as_str());
+            }
+        }
+    }
+    rows
+}
+
+fn by_name(tasks: Vec<Task>) -> BTreeMap<String, Task> {
+    tasks
+        .into_iter()
+        .map(|task| (task.name.as_str().to_owned(), task))
+        .collect()
+}
+
+/// Loads through `store` and checks nothing was quarantined.
+fn load_rows(store: &mut Store, after: &str) -> BTreeMap<String, Task> {
+    let loaded = store
+        .load()
+        .unwrap_or_else(|e| panic!("the healed store does not load {after}: {e}"));
+    assert!(
+        loaded.quarantined.is_empty(),
+        "rows we wrote were quarantined {after}: {:?}",
+        loaded.quarantined
+    );
+    by_name(loaded.tasks)
+}
+
+/// Fuzz input as the power-cut simulation's choices.
+impl powercut::Choices for Input<'_> {
+    fn below(&mut self, n: u64) -> u64 {
+        u64::from(self.u16()) % n.max(1)
+    }
+
+    fn exhausted(&self) -> bool {
+        self.data.is_empty()
+    }
+}
+
+/// `store_crash`: the first byte picks one of two runs.
+///
+/// Odd: [`powercut::run`] with the input as its choices: commits,
+/// checkpoints and recoveries through the real store (log and redb) over a
+/// simulated disk, power cut at input-chosen operations with a random
+/// prefix of the unsynced writes kept and the last one torn.
+///
+/// Even: operations of a few bytes each against a [`Store`] over
+/// [`faulty`]'s failing files (the log and the database):
+///
+/// - arm the fault switch: fail after N more writes and/or syncs, once or
+///   for good, with torn writes or not;
+/// - commit a batch of one to four puts and removes;
+/// - checkpoint the log into the database now;
+/// - drop the store and reopen it (a restart);
+/// - write one raw row behind the store's back, valid, damaged or garbage,
+///   and reopen.
+///
+/// Properties: a batch that was acknowledged is on disk after every later
+/// failure and reopen; after a failed commit the reloaded store (the switch
+/// healed, as after a disk is freed) holds the batch entirely or not at all;
+/// a failed checkpoint loses nothing; a store that reloads after a failure
+/// still accepts commits; nothing the store wrote is ever quarantined; and
+/// whatever a raw row holds, the record decoder decides it without
+/// panicking: served if it decodes, quarantined if not.
+pub fn store_crash(data: &[u8]) {
+    let mut input = Input::new(data);
+    if input.byte() & 1 == 1 {
+        if let Err(violation) = powercut::run(&mut input, u64::MAX) {
+            panic!("{violation}");
+        }
+        return;
+    }
+    let scratch = Scratch::new();
+    let path = scratch.dir.join("tasks.redb");
+    let switch = FaultSwitch::new();
+    let options = powercut::sim_options();
+    let reopen = |switch: &FaultSwitch| {
+        faulty::store(&path, switch, &options)
+            .unwrap_or_else(|e| panic!("a healthy open failed: {e}"))
+    };
+    let mut store = reopen(&switch);
+    let mut model = load_rows(&mut store, "when new");
+    while !input.is_empty() {
+        let op = input.byte();
+        match op % 6 {
+            0 => {
+                let after = u64::from(input.byte() % 64);
+                let on = match (op >> 3) % 3 {
+                    0 => FaultOn::Any,
+                    1 => FaultOn::Writes,
+                    _ => FaultOn::Syncs,
+                };
+                let errno = if op & 0x20 != 0 {
+                    libc::ENOSPC
+                } else {
+                    libc::EIO
+                };
+                switch.set_torn_writes(op & 0x40 != 0);
+                if op & 0x80 != 0 {
+                    switch.fail_after(after, on, errno);
+                } else {
+                    switch.fail_once_after(after, on, errno);
+                }
+            }
+            1 | 2 => {
+                let count = 1 + input.byte() % 4;
+                let changes: Vec<Change> = (0..count).map(|_| change_of(&mut input)).collect();
+                match store.commit(&changes) {
+                    Ok(()) => model = applied(model, &changes),
+                    Err(crate::store::StoreError::Full(_)) => {}
+                    Err(_) => {
+                        switch.heal();
+                        let seen = load_rows(&mut store, "after a failed commit");
+                        let with_batch = applied(model.clone(), &changes);
+                        assert!(
+                            seen == model || seen == with_batch,
+                            "after a failed commit of {changes:?} the store holds {seen:?}, \
+                             neither the acknowledged {model:?} nor {with_batch:?}"
+                        );
+                        model = seen;
+                    }
+                }
+            }
+            3 => {
+                switch.heal();
+                drop(store);
+                store = reopen(&switch);
+                let seen = load_rows(&mut store, "after a restart");
+                assert_eq!(seen, model, "a restart changed the store");
+            }
+            4 => {
+                // A failed checkpoint is retried later; nothing is lost.
+                let _ = store.checkpoint_now();
+            }
+            _ => {
+                switch.heal();
+                // The raw row goes under the checkpointed state: nothing
+                // of the log may be replayed over it.
+                store.checkpoint_now().expect("a healthy checkpoint");
+                drop(store);
+                let expected = write_raw_row(&path, &switch, &mut input, model);
+                store = reopen(&switch);
+                let loaded = store.load().expect("a store with a raw row loads");
+                model = by_name(loaded.tasks);
+                assert_eq!(model, expected, "a raw row was served wrongly");
+                let quarantined: Vec<&str> = loaded
+                    .quarantined
+                    .iter()
+                    .map(|(key, _)| key.as_str())
+                    .collect();
+                assert!(quarantined.len() <= 1, "{quarantined:?}");
+            }
+        }
+    }
+    switch.heal();
+    drop(store);
+    let mut store = reopen(&switch);
+    let seen = load_rows(&mut store, "at the end");
+    assert_eq!(seen, model, "acknowledged batches were lost");
+}
+
+/// Writes one row straight into the task table: a valid record, the record
+/// of another name, a record with one bit flipped, or arbitrary bytes under
+/// an arbitrary key. Returns what a load must serve afterwards.
+fn write_raw_row(
+    path: &std::path::Path,
+    switch: &FaultSwitch,
+    input: &mut Input,
+    mut rows: BTreeMap<String, Task>,
+) -> BTreeMap<String, Task> {
+    let mode = input.byte();
+    let (key, value): (Vec<u8>, Vec<u8>) = match mode % 4 {
+        0 => {
+            let task = task_of(input);
+            (
+                task.name.as_str().as_bytes().to_vec(),
+                record::encode(&task).to_vec(),
+            )
+        }
+        1 => {
+            let task = task_of(input);
+            let key = name_at(input.byte());
+            (
+                key.as_str().as_bytes().to_vec(),
+                record::encode(&task).to_vec(),
+            )
+        }
+        2 => {
+            let task = task_of(input);
+            let mut value = record::encode(&task);
+            let bit = usize::from(input.byte()) % (value.len() * 8);
+            value[bit / 8] ^= 1 << (bit % 8);
+            (task.name.as_str().as_bytes().to_vec(), value.to_vec())
+        }
+        _ => {
+            let key_len = usize::from(input.byte() % 8);
+            let key: Vec<u8> = (0..key_len).map(|_| input.byte()).collect();
+            let value_len = usize::from(input.byte() % 32);
+            let value: Vec<u8> = (0..value_len).map(|_| input.byte()).collect();
+            (key, value)
+        }
+    };
+    let db = faulty::open(path, switch).expect("a healthy open for a raw row");
+    let txn = db.begin_write().expect("a write transaction");
+    {
+        let mut table = txn.open_table(TASKS_TABLE).expect("the task table");
+        table
+            .insert(key.as_slice(), value.as_slice())
+            .expect("a raw insert");
+    }
+    txn.commit().expect("a raw commit");
+    drop(db);
+    let served = record::decode(&key, &value);
+    if let Ok(key) = std::str::from_utf8(&key) {
+        rows.remove(key);
+    }
+    if let Ok(task) = served {
+        rows.insert(task.name.as_str().to_owned(), task);
+    }
+    rows
+}

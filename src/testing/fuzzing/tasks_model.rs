@@ -1,0 +1,345 @@
+//! The `tasks_model` target: the task state machine ([`Tasks`]) driven by
+//! random commands, clock steps, expiries and batch ends, checked after
+//! every step against a naive model ([`ModelState`]) written from the
+//! README's rules.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use crate::api;
+use crate::expire::MAX_EXPIRE_CEILING;
+use crate::tasks::{Batch, Command, Outcome, Ownership, Task, TaskError, TaskName, Tasks};
+use crate::time::Timestamp;
+
+use super::{Input, START_NANOS, name_at};
+
+/// An expiry as the API would pass it: 1 s to a week, sometimes with nanos.
+fn expire_of(byte: u8) -> Duration {
+    match byte {
+        0xF0..=0xFF => MAX_EXPIRE_CEILING,
+        _ => {
+            let nanos = if byte & 0x08 != 0 { 999_999_999 } else { 0 };
+            Duration::new(1 + u64::from(byte & 0x07) + u64::from(byte >> 4), nanos)
+        }
+    }
+}
+
+/// The naive reference: rows by name, each `(started_at, expires_at)` in
+/// nanoseconds and its owner, with liveness, ownership and the limits
+/// spelled out from the README.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct ModelState {
+    rows: BTreeMap<String, (u64, u64)>,
+    owners: BTreeMap<String, Option<u32>>,
+}
+
+/// The rules the model is run under: the task limit and, when owned, the
+/// per-uid quota.
+#[derive(Clone, Copy, Debug)]
+struct ModelRules {
+    max: usize,
+    max_per_uid: Option<usize>,
+}
+
+/// Callers the model draws from: unknown, root and two users.
+const CALLERS: [Option<u32>; 4] = [None, Some(0), Some(1000), Some(1001)];
+
+impl ModelState {
+    fn live(&self, name: &str, now: u64) -> Option<(u64, u64)> {
+        self.rows
+            .get(name)
+            .copied()
+            .filter(|&(_, expires)| expires > now)
+    }
+
+    fn task(&self, name: &str, (started, expires): (u64, u64)) -> Task {
+        Task {
+            owner: self.owners.get(name).copied().flatten(),
+            ..Task::new(
+                TaskName::parse(name).expect("valid"),
+                Timestamp::from_nanos(started),
+                Timestamp::from_nanos(expires),
+            )
+        }
+    }
+
+    fn put(&mut self, name: &str, row: (u64, u64), owner: Option<u32>) {
+        self.rows.insert(name.to_owned(), row);
+        self.owners.insert(name.to_owned(), owner);
+    }
+
+    fn remove(&mut self, name: &str) {
+        self.rows.remove(name);
+        self.owners.remove(name);
+    }
+
+    /// A new row's `(started_at, expires_at)`, if ownership, the limits and
+    /// the clock allow it.
+    fn fresh(
+        &self,
+        name: &str,
+        expire: Duration,
+        now: u64,
+        caller: Option<u32>,
+        rules: ModelRules,
+    ) -> Result<(u64, u64), TaskError> {
+        if let Some(limit) = rules.max_per_uid {
+            let uid = caller.ok_or(TaskError::UnknownCaller)?;
+            let owns = |owner: &Option<u32>| *owner == Some(uid);
+            let count = self.owners.values().filter(|owner| owns(owner)).count();
+            let replaces_own = self.owners.get(name).is_some_and(owns);
+            if uid != 0 && !replaces_own && count >= limit {
+                return Err(TaskError::UidFull { uid, count, limit });
+            }
+        }
+        if !self.rows.contains_key(name) && self.rows.len() >= rules.max {
+            return Err(TaskError::Full { limit: rules.max });
+        }
+        let expires = until(now, expire)?;
+        Ok((now, expires))
+    }
+
+    /// Whether `caller` may refresh or delete the live row `name`.
+    fn may_change(
+        &self,
+        name: &TaskName,
+        caller: Option<u32>,
+        rules: ModelRules,
+    ) -> Result<(), TaskError> {
+        if rules.max_per_uid.is_none() {
+            return Ok(());
+        }
+        let uid = caller.ok_or(TaskError::UnknownCaller)?;
+        let owner = self.owners.get(name.as_str()).copied().flatten();
+        if uid == 0 || owner == Some(uid) {
+            return Ok(());
+        }
+        Err(TaskError::NotOwner {
+            name: name.clone(),
+            owner,
+        })
+    }
+
+    fn run(
+        &mut self,
+        command: &Command,
+        now: u64,
+        rules: ModelRules,
+    ) -> Result<Outcome, TaskError> {
+        let caller = command.caller();
+        match command {
+            Command::Create { name, expire, .. } => {
+                let key = name.as_str();
+                if self.live(key, now).is_some() {
+                    return Err(TaskError::NameTaken(name.clone()));
+                }
+                let row = self.fresh(key, *expire, now, caller, rules)?;
+                self.put(key, row, caller);
+                Ok(Outcome::Created(self.task(key, row)))
+            }
+            Command::Upsert { name, expire, .. } => {
+                let key = name.as_str();
+                let (row, created) = match self.live(key, now) {
+                    Some((started, _)) => {
+                        self.may_change(name, caller, rules)?;
+                        ((started, until(now, *expire)?), false)
+                    }
+                    None => (self.fresh(key, *expire, now, caller, rules)?, true),
+                };
+                let owner = if created {
+                    caller
+                } else {
+                    self.owners.get(key).copied().flatten()
+                };
+                self.put(key, row, owner);
+                Ok(Outcome::Upserted {
+                    task: self.task(key, row),
+                    created,
+                })
+            }
+            Command::Delete { name, .. } => {
+                if self.live(name.as_str(), now).is_none() {
+                    return Err(TaskError::NotFound(name.clone()));
+                }
+                self.may_change(name, caller, rules)?;
+                self.remove(name.as_str());
+                Ok(Outcome::Deleted)
+            }
+        }
+    }
+}
+
+/// `now + expire` in nanoseconds, refused past `u64::MAX`.
+fn until(now: u64, expire: Duration) -> Result<u64, TaskError> {
+    let sum = u128::from(now) + expire.as_nanos();
+    u64::try_from(sum).map_err(|_| TaskError::TimeOverflow)
+}
+
+/// `tasks_model`: byte 0 is the task limit (1 to 6) and the ownership (shared,
+/// or owned with a per-uid quota of 1 to 4), then operations of two or three
+/// bytes each: create, upsert, delete (from the caller the op byte's high
+/// bits pick), get, list, advance the clock, plan due expiries, and end the
+/// batch (applied as a successful commit, or dropped as a failed one).
+///
+/// The state machine is checked after every step against [`ModelState`]:
+/// each outcome, every read, the deadlines, the row count and the batch's
+/// size and row delta. Commands planned in an open batch see each other but
+/// not the state; the state changes only when a batch is applied.
+pub fn tasks_model(data: &[u8]) {
+    let mut input = Input::new(data);
+    let first = input.byte();
+    let max = 1 + usize::from(first % 6);
+    let max_per_uid = match first / 6 % 5 {
+        0 => None,
+        quota => Some(usize::from(quota)),
+    };
+    let rules = ModelRules { max, max_per_uid };
+    let ownership = match max_per_uid {
+        None => Ownership::Shared,
+        Some(max_per_uid) => Ownership::Owned { max_per_uid },
+    };
+    let mut tasks = Tasks::new(max).with_ownership(ownership);
+    let mut batch = Batch::new();
+    let mut committed = ModelState::default();
+    let mut pending = ModelState::default();
+    let mut touched: BTreeSet<String> = BTreeSet::new();
+    let mut planned = 0usize;
+    let mut now = START_NANOS;
+    while !input.is_empty() {
+        let op = input.byte();
+        match op % 8 {
+            0..=2 => {
+                let name = name_at(input.byte());
+                let caller = CALLERS[usize::from(op / 8) % CALLERS.len()];
+                let command = match op % 8 {
+                    0 => Command::Create {
+                        name,
+                        expire: expire_of(input.byte()),
+                        claim: Default::default(),
+                        caller,
+                    },
+                    1 => Command::Upsert {
+                        name,
+                        expire: expire_of(input.byte()),
+                        claim: Default::default(),
+                        caller,
+                    },
+                    _ => Command::Delete {
+                        name,
+                        caller,
+                        bound_to: None,
+                    },
+                };
+                let expected = pending.run(&command, now, rules);
+                let actual = tasks.plan(&mut batch, command.clone(), Timestamp::from_nanos(now));
+                assert_eq!(actual, expected, "{command:?} at {now}");
+                if let Ok(outcome) = actual {
+                    let name = match command {
+                        Command::Create { name, .. }
+                        | Command::Upsert { name, .. }
+                        | Command::Delete { name, .. } => name,
+                    };
+                    touched.insert(name.as_str().to_owned());
+                    planned += 1;
+                    let _ = api::outcome(&Ok(outcome));
+                }
+            }
+            3 => {
+                let name = name_at(input.byte());
+                let expected = committed
+                    .live(name.as_str(), now)
+                    .map(|row| committed.task(name.as_str(), row));
+                assert_eq!(
+                    tasks.get(&name, Timestamp::from_nanos(now)).cloned(),
+                    expected,
+                    "get {name} at {now}"
+                );
+            }
+            4 => {
+                let expected: Vec<Task> = committed
+                    .rows
+                    .iter()
+                    .filter(|(_, (_, expires))| *expires > now)
+                    .map(|(name, row)| committed.task(name, *row))
+                    .collect();
+                let actual: Vec<Task> = tasks.live(Timestamp::from_nanos(now)).cloned().collect();
+                assert_eq!(actual, expected, "list at {now}");
+            }
+            5 => {
+                let step = input.byte();
+                let by = match step & 3 {
+                    0 => 0,
+                    1 => 1,
+                    2 => u64::from(step >> 2) * 1_000_000_000,
+                    _ if step == 0xFF => u64::MAX,
+                    _ => u64::from(step >> 2) * 250_000_000,
+                };
+                now = now.saturating_add(by);
+            }
+            6 => {
+                let due: Vec<String> = committed
+                    .rows
+                    .iter()
+                    .filter(|(name, (_, expires))| *expires <= now && !touched.contains(*name))
+                    .map(|(name, _)| name.clone())
+                    .collect();
+                let count = tasks.expire_due(&mut batch, Timestamp::from_nanos(now));
+                assert_eq!(count, due.len(), "expiries planned at {now}");
+                for name in due {
+                    pending.remove(&name);
+                    touched.insert(name);
+                }
+                planned += count;
+            }
+            _ => {
+                let finished = std::mem::take(&mut batch);
+                if op & 0x80 == 0 {
+                    tasks.apply(finished);
+                    committed = pending.clone();
+                } else {
+                    // The commit failed: the batch is dropped unapplied.
+                    drop(finished);
+                    pending = committed.clone();
+                }
+                touched.clear();
+                planned = 0;
+            }
+        }
+        check_tasks(&tasks, &batch, &committed, &pending, planned);
+    }
+}
+
+/// The state's indexes and the batch's counts agree with the model.
+fn check_tasks(
+    tasks: &Tasks,
+    batch: &Batch,
+    committed: &ModelState,
+    pending: &ModelState,
+    planned: usize,
+) {
+    assert_eq!(tasks.len(), committed.rows.len(), "row count");
+    let deadlines = committed.rows.values().map(|&(_, expires)| expires);
+    assert_eq!(
+        tasks.next_deadline().map(Timestamp::as_nanos),
+        deadlines.clone().min(),
+        "next deadline"
+    );
+    assert_eq!(
+        tasks.last_deadline().map(Timestamp::as_nanos),
+        deadlines.max(),
+        "last deadline"
+    );
+    assert_eq!(batch.len(), planned, "changes in the batch");
+    for uid in CALLERS.into_iter().flatten() {
+        let owned = committed
+            .owners
+            .values()
+            .filter(|owner| **owner == Some(uid));
+        assert_eq!(tasks.owned_by(uid), owned.count(), "rows of uid {uid}");
+    }
+    assert_eq!(
+        batch.rows_delta(),
+        pending.rows.len() as isize - committed.rows.len() as isize,
+        "the batch's row delta"
+    );
+}
