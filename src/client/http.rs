@@ -3,13 +3,12 @@
 //! buffer bounded; and the event stream, which has no deadline after its head.
 //!
 //! Only the blocking I/O is here: connecting within a deadline, reading and
-//! writing against it, and the [`EventStream`]. The response grammar (head,
-//! body framing, the strict chunked decoder) is [`crate::http`]'s, the same
-//! the daemon frames requests with; [`LineSplitter`] is pure and tested
-//! without a socket. Depends on [`crate::http`], and on [`crate::api`] for
-//! the paths and wire types.
+//! writing against it, and the typed calls of the API; the stream of
+//! `GET /v1/events` after its head is [`super::events`]'s. The response
+//! grammar (head, body framing, the strict chunked decoder) is
+//! [`crate::http`]'s, the same the daemon frames requests with. Depends on
+//! [`crate::http`], and on [`crate::api`] for the paths and wire types.
 
-use std::collections::VecDeque;
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -20,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use super::events::EventStream;
 use crate::api::{EVENTS_PATH, STATUS_PATH, TASKS_PATH, TaskList, TaskView};
 use crate::http::{
     BodyFraming, ChunkLimits, ChunkedDecoder, ChunkedError, ResponseError, ResponseHead,
@@ -45,18 +45,9 @@ pub const MAX_RESPONSE_HEAD: usize = 16 * 1024;
 /// exhausting memory.
 pub const MAX_RESPONSE_BODY: usize = 16 * 1024 * 1024;
 
-/// Longest line of an event stream. An event is about 200 bytes; a task
-/// name is at most 128.
-pub const MAX_EVENT_LINE: usize = 64 * 1024;
-
 /// The bounds of a chunked response body: the grammar's line and trailer
 /// limits, and [`MAX_RESPONSE_BODY`].
 const RESPONSE_CHUNKS: ChunkLimits = ChunkLimits::with_max_body(MAX_RESPONSE_BODY);
-
-/// The bounds of the event stream's chunked body: the grammar's line and
-/// trailer limits and no total, since the stream lasts as long as the
-/// client listens; each of its lines is bounded by [`MAX_EVENT_LINE`].
-const EVENT_STREAM_CHUNKS: ChunkLimits = ChunkLimits::with_max_body(usize::MAX);
 
 /// Why a request failed. `Display` is a lowercase sentence a user can act on.
 #[derive(Debug)]
@@ -388,24 +379,8 @@ impl Client {
             });
         }
         stream.set_read_timeout(None).map_err(ClientError::Io)?;
-        let framing = match body_framing(&head, "GET", MAX_RESPONSE_BODY)? {
-            BodyFraming::Chunked => Some(ChunkedDecoder::new(EVENT_STREAM_CHUNKS)),
-            BodyFraming::UntilClose => None,
-            BodyFraming::Length(_) | BodyFraming::Empty => {
-                return Err(ClientError::Protocol(
-                    "the event stream is neither chunked nor open-ended".into(),
-                ));
-            }
-        };
-        let mut events = EventStream {
-            stream,
-            chunked: framing,
-            lines: LineSplitter::new(MAX_EVENT_LINE),
-            backlog: VecDeque::new(),
-            ended: false,
-        };
-        events.feed(&buffer)?;
-        Ok(events)
+        let framing = body_framing(&head, "GET", MAX_RESPONSE_BODY)?;
+        EventStream::open(stream, framing, &buffer)
     }
 
     fn write_all(
@@ -695,156 +670,9 @@ fn read_body(
     }
 }
 
-/// Splits a byte stream into `\n`-terminated lines of bounded length.
-#[derive(Debug, Clone)]
-pub struct LineSplitter {
-    partial: Vec<u8>,
-    max_line: usize,
-}
-
-impl LineSplitter {
-    pub fn new(max_line: usize) -> LineSplitter {
-        LineSplitter {
-            partial: Vec::new(),
-            max_line,
-        }
-    }
-
-    /// Adds bytes and returns the lines they complete, without their `\n`
-    /// (and without a `\r` before it).
-    ///
-    /// # Errors
-    /// [`ClientError::Protocol`] for a line longer than the maximum.
-    pub fn push(&mut self, bytes: &[u8]) -> Result<Vec<Vec<u8>>, ClientError> {
-        let mut lines = Vec::new();
-        for &byte in bytes {
-            if byte == b'\n' {
-                let mut line = std::mem::take(&mut self.partial);
-                if line.last() == Some(&b'\r') {
-                    line.pop();
-                }
-                lines.push(line);
-            } else {
-                self.partial.push(byte);
-                if self.partial.len() > self.max_line {
-                    return Err(ClientError::Protocol(format!(
-                        "an event line over {} bytes",
-                        self.max_line
-                    )));
-                }
-            }
-        }
-        Ok(lines)
-    }
-
-    /// What is left after the stream ended: an unterminated last line.
-    pub fn finish(&mut self) -> Option<Vec<u8>> {
-        let rest = std::mem::take(&mut self.partial);
-        (!rest.is_empty()).then_some(rest)
-    }
-}
-
-/// An open `GET /v1/events` stream: one JSON object per line.
-#[derive(Debug)]
-pub struct EventStream {
-    stream: UnixStream,
-    /// `None` for a body that ends with the connection (HTTP/1.0).
-    chunked: Option<ChunkedDecoder>,
-    lines: LineSplitter,
-    /// Lines decoded but not yet handed out.
-    backlog: VecDeque<Vec<u8>>,
-    /// The body has ended (last chunk, or end of stream).
-    ended: bool,
-}
-
-impl EventStream {
-    /// Bounds each wait of [`next_line`](Self::next_line) for bytes: past
-    /// it, `next_line` fails with [`ClientError::Io`] of kind `WouldBlock`
-    /// or `TimedOut`. `None` waits for as long as the stream is silent.
-    ///
-    /// # Errors
-    /// [`ClientError::Io`] for a zero timeout or a socket that refuses it.
-    pub fn set_read_timeout(&mut self, timeout: Option<Duration>) -> Result<(), ClientError> {
-        self.stream
-            .set_read_timeout(timeout)
-            .map_err(ClientError::Io)
-    }
-
-    /// The next line (without its newline); `None` once the daemon ended the
-    /// stream. Blocks until a line arrives.
-    ///
-    /// # Errors
-    /// [`ClientError::Io`] if the connection fails, [`ClientError::Protocol`]
-    /// for broken framing or an oversized line.
-    pub fn next_line(&mut self) -> Result<Option<Vec<u8>>, ClientError> {
-        /// Bytes asked of one `read`.
-        const READ_SIZE: usize = 8192;
-        loop {
-            if let Some(line) = self.backlog.pop_front() {
-                return Ok(Some(line));
-            }
-            if self.ended {
-                return Ok(self.lines.finish());
-            }
-            let mut buffer = [0u8; READ_SIZE];
-            let read = loop {
-                match self.stream.read(&mut buffer) {
-                    Ok(n) => break n,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => return Err(ClientError::Io(e)),
-                }
-            };
-            if read == 0 {
-                if self.chunked.is_some() {
-                    return Err(ClientError::Protocol(
-                        "the daemon closed the event stream without ending it".into(),
-                    ));
-                }
-                self.ended = true;
-                continue;
-            }
-            self.feed(&buffer[..read])?;
-        }
-    }
-
-    fn feed(&mut self, bytes: &[u8]) -> Result<(), ClientError> {
-        let lines = match &mut self.chunked {
-            Some(decoder) => {
-                let mut data = Vec::new();
-                decoder.decode(bytes, &mut data)?;
-                if decoder.is_done() {
-                    self.ended = true;
-                }
-                self.lines.push(&data)?
-            }
-            None => self.lines.push(bytes)?,
-        };
-        self.backlog.extend(lines);
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn lines_split_across_pushes_and_stay_bounded() {
-        let mut lines = LineSplitter::new(8);
-        assert_eq!(lines.push(b"ab").unwrap(), Vec::<Vec<u8>>::new());
-        assert_eq!(
-            lines.push(b"c\nde\r\nf").unwrap(),
-            vec![b"abc".to_vec(), b"de".to_vec()]
-        );
-        assert_eq!(
-            lines.push(b"\n\n").unwrap(),
-            vec![b"f".to_vec(), b"".to_vec()]
-        );
-        assert_eq!(lines.push(b"tail").unwrap(), Vec::<Vec<u8>>::new());
-        assert_eq!(lines.finish(), Some(b"tail".to_vec()));
-        assert_eq!(lines.finish(), None);
-        assert!(lines.push(b"123456789").is_err());
-    }
 
     #[test]
     fn error_messages_come_from_the_body() {

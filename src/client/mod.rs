@@ -3,6 +3,8 @@
 //! - [`http`]: a small blocking HTTP/1.1 client over the daemon's Unix
 //!   socket ([`Client`], [`EventStream`]); the response grammar it reads
 //!   with is [`crate::http`]'s, shared with the daemon.
+//! - [`events`]: the event stream after its head ([`EventStream`]), cut
+//!   into bounded lines.
 //! - [`curl`]: the argument rewriting behind `sprite-env curl`.
 //! - [`hold`]: the rules of `sprite-env tasks hold` (refresh interval,
 //!   retry delay).
@@ -20,19 +22,20 @@
 //! silent while nothing changes and ends when the daemon closes it.
 
 pub mod curl;
+pub mod events;
 pub mod hold;
 pub mod http;
 pub mod render;
 
 pub use curl::{BASE_URL, CurlArgsError, curl_args};
+pub use events::{EventStream, LineSplitter, MAX_EVENT_LINE};
 pub use hold::{
     MAX_DEFAULT_INTERVAL, MAX_RETRY_DELAY, MIN_INTERVAL, check_interval, default_interval,
     default_reason, parse_interval, retry_delay,
 };
 pub use http::{
-    Client, ClientError, EventStream, HOST, HoldDetails, LineSplitter, MAX_EVENT_LINE,
-    MAX_RESPONSE_BODY, MAX_RESPONSE_HEAD, REQUEST_TIMEOUT, Response, Status, error_message,
-    task_path,
+    Client, ClientError, HOST, HoldDetails, MAX_RESPONSE_BODY, MAX_RESPONSE_HEAD, REQUEST_TIMEOUT,
+    Response, Status, error_message, task_path,
 };
 pub use render::{
     describe_holder, format_span, format_time, format_until, is_lagged, render_event,
