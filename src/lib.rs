@@ -20,7 +20,9 @@
 //! - [`record`]: the checksummed on-disk layout of one task.
 //! - [`store`]: the write-ahead log in front of redb; the only module that
 //!   knows redb and the files on disk.
-//! - [`http`]: request framing and response encoding, pure, every limit named.
+//! - [`http`]: the one HTTP/1.1 grammar, pure, every limit named: request
+//!   framing and response encoding for the daemon, response heads for the
+//!   client, and the strict chunked decoder both use.
 //! - [`api`]: routes and JSON: a request becomes a command, query or error;
 //!   outcomes become responses.
 //! - [`conn`]: one connection's buffers, deadlines and queued replies.

@@ -2,11 +2,13 @@
 //! one connection per request, a whole exchange within one deadline, every
 //! buffer bounded; and the event stream, which has no deadline after its head.
 //!
-//! The response framing ([`parse_head`], [`body_framing`],
-//! [`ChunkedDecoder`], [`LineSplitter`]) is pure and tested without a
-//! socket. Depends on [`crate::api`] for the paths and wire types.
+//! Only the blocking I/O is here: connecting within a deadline, reading and
+//! writing against it, and the typed calls of the API; the stream of
+//! `GET /v1/events` after its head is [`super::events`]'s. The response
+//! grammar (head, body framing, the strict chunked decoder) is
+//! [`crate::http`]'s, the same the daemon frames requests with. Depends on
+//! [`crate::http`], and on [`crate::api`] for the paths and wire types.
 
-use std::collections::VecDeque;
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -17,7 +19,12 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use super::events::EventStream;
 use crate::api::{EVENTS_PATH, STATUS_PATH, TASKS_PATH, TaskList, TaskView};
+use crate::http::{
+    BodyFraming, ChunkLimits, ChunkedDecoder, ChunkedError, ResponseError, ResponseHead,
+    body_framing, header_value, parse_response_head,
+};
 
 /// The virtual host of every request, as the seed documents it.
 pub const HOST: &str = "sprite";
@@ -33,24 +40,14 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// anything near this is not our daemon.
 pub const MAX_RESPONSE_HEAD: usize = 16 * 1024;
 
-/// Most header lines in a response (httparse needs a caller-owned array).
-const MAX_RESPONSE_HEADERS: usize = 32;
-
 /// Largest response body read into memory. A list of the daemon's maximum
 /// 10,000 tasks is about 1.5 MB; the bound keeps a runaway peer from
 /// exhausting memory.
 pub const MAX_RESPONSE_BODY: usize = 16 * 1024 * 1024;
 
-/// Longest chunk-size line (with extensions) in a chunked response. The
-/// daemon sends bare hex sizes of a few digits.
-pub const MAX_CHUNK_LINE: usize = 1024;
-
-/// Largest trailer section of a chunked response. The daemon sends none.
-pub const MAX_TRAILERS: usize = 16 * 1024;
-
-/// Longest line of an event stream. An event is about 200 bytes; a task
-/// name is at most 128.
-pub const MAX_EVENT_LINE: usize = 64 * 1024;
+/// The bounds of a chunked response body: the grammar's line and trailer
+/// limits, and [`MAX_RESPONSE_BODY`].
+const RESPONSE_CHUNKS: ChunkLimits = ChunkLimits::with_max_body(MAX_RESPONSE_BODY);
 
 /// Why a request failed. `Display` is a lowercase sentence a user can act on.
 #[derive(Debug)]
@@ -103,6 +100,18 @@ impl fmt::Display for ClientError {
 
 impl std::error::Error for ClientError {}
 
+impl From<ResponseError> for ClientError {
+    fn from(error: ResponseError) -> Self {
+        ClientError::Protocol(error.to_string())
+    }
+}
+
+impl From<ChunkedError> for ClientError {
+    fn from(error: ChunkedError) -> Self {
+        ClientError::Protocol(error.to_string())
+    }
+}
+
 /// A complete response.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Response {
@@ -121,13 +130,6 @@ impl Response {
     pub fn error_message(&self) -> String {
         error_message(self.status, &self.body)
     }
-}
-
-fn header_value<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    headers
-        .iter()
-        .find(|(n, _)| n.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.as_str())
 }
 
 /// The `error` field of a JSON error body; otherwise the body as text (cut
@@ -388,24 +390,8 @@ impl Client {
             });
         }
         stream.set_read_timeout(None).map_err(ClientError::Io)?;
-        let framing = match body_framing(&head, "GET")? {
-            BodyFraming::Chunked => Some(ChunkedDecoder::new()),
-            BodyFraming::UntilClose => None,
-            BodyFraming::Length(_) | BodyFraming::Empty => {
-                return Err(ClientError::Protocol(
-                    "the event stream is neither chunked nor open-ended".into(),
-                ));
-            }
-        };
-        let mut events = EventStream {
-            stream,
-            chunked: framing,
-            lines: LineSplitter::new(MAX_EVENT_LINE),
-            backlog: VecDeque::new(),
-            ended: false,
-        };
-        events.feed(&buffer)?;
-        Ok(events)
+        let framing = body_framing(&head, "GET", MAX_RESPONSE_BODY)?;
+        EventStream::open(stream, framing, &buffer)
     }
 
     fn write_all(
@@ -614,55 +600,14 @@ impl DeadlineReader<'_> {
     }
 }
 
-/// A parsed response head.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Head {
-    pub status: u16,
-    pub headers: Vec<(String, String)>,
-}
-
-/// Parses a response head from the start of `bytes`: `Ok(None)` if more
-/// bytes are needed, else the head and its length.
-///
-/// # Errors
-/// [`ClientError::Protocol`] for bytes that are not an HTTP/1.x response
-/// head, or a head longer than [`MAX_RESPONSE_HEAD`].
-pub fn parse_head(bytes: &[u8]) -> Result<Option<(Head, usize)>, ClientError> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
-    let mut response = httparse::Response::new(&mut headers);
-    match response.parse(bytes) {
-        Ok(httparse::Status::Complete(length)) => {
-            let status = response
-                .code
-                .ok_or_else(|| ClientError::Protocol("a response without a status".into()))?;
-            let headers = response
-                .headers
-                .iter()
-                .map(|h| {
-                    (
-                        h.name.to_owned(),
-                        String::from_utf8_lossy(h.value).trim().to_owned(),
-                    )
-                })
-                .collect();
-            Ok(Some((Head { status, headers }, length)))
-        }
-        Ok(httparse::Status::Partial) if bytes.len() > MAX_RESPONSE_HEAD => Err(
-            ClientError::Protocol(format!("a response head over {MAX_RESPONSE_HEAD} bytes")),
-        ),
-        Ok(httparse::Status::Partial) => Ok(None),
-        Err(e) => Err(ClientError::Protocol(format!(
-            "not an HTTP response ({e}): {:?}",
-            String::from_utf8_lossy(&bytes[..bytes.len().min(80)])
-        ))),
-    }
-}
-
 /// Reads the head of the final response (skipping interim 1xx ones);
 /// `buffer` keeps what was read past it.
-fn read_head(reader: &mut DeadlineReader<'_>, buffer: &mut Vec<u8>) -> Result<Head, ClientError> {
+fn read_head(
+    reader: &mut DeadlineReader<'_>,
+    buffer: &mut Vec<u8>,
+) -> Result<ResponseHead, ClientError> {
     loop {
-        match parse_head(buffer)? {
+        match parse_response_head(buffer, MAX_RESPONSE_HEAD)? {
             Some((head, length)) => {
                 buffer.drain(..length);
                 if (100..200).contains(&head.status) {
@@ -683,53 +628,10 @@ fn read_head(reader: &mut DeadlineReader<'_>, buffer: &mut Vec<u8>) -> Result<He
     }
 }
 
-/// How a response body is delimited (RFC 9112 section 6.3).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BodyFraming {
-    Empty,
-    Length(usize),
-    Chunked,
-    UntilClose,
-}
-
-/// The framing of a response to `method`.
-///
-/// # Errors
-/// [`ClientError::Protocol`] for an unreadable or oversized length, or a
-/// transfer coding other than a final `chunked`.
-pub fn body_framing(head: &Head, method: &str) -> Result<BodyFraming, ClientError> {
-    if method == "HEAD" || head.status == 204 || head.status == 304 {
-        return Ok(BodyFraming::Empty);
-    }
-    if let Some(codings) = header_value(&head.headers, "transfer-encoding") {
-        let last = codings.rsplit(',').next().unwrap_or_default().trim();
-        return if last.eq_ignore_ascii_case("chunked") {
-            Ok(BodyFraming::Chunked)
-        } else {
-            Err(ClientError::Protocol(format!(
-                "an unsupported transfer coding {codings:?}"
-            )))
-        };
-    }
-    if let Some(length) = header_value(&head.headers, "content-length") {
-        let parsed = (!length.is_empty() && length.bytes().all(|b| b.is_ascii_digit()))
-            .then(|| length.parse::<usize>().ok())
-            .flatten()
-            .ok_or_else(|| ClientError::Protocol(format!("a Content-Length of {length:?}")))?;
-        if parsed > MAX_RESPONSE_BODY {
-            return Err(ClientError::Protocol(format!(
-                "a body of {parsed} bytes, over the limit of {MAX_RESPONSE_BODY}"
-            )));
-        }
-        return Ok(BodyFraming::Length(parsed));
-    }
-    Ok(BodyFraming::UntilClose)
-}
-
 /// Reads the body after `head`, starting from the bytes already in `buffer`.
 fn read_body(
     reader: &mut DeadlineReader<'_>,
-    head: &Head,
+    head: &ResponseHead,
     method: &str,
     mut buffer: Vec<u8>,
 ) -> Result<Vec<u8>, ClientError> {
@@ -738,7 +640,7 @@ fn read_body(
             "a body over the limit of {MAX_RESPONSE_BODY} bytes"
         ))
     };
-    match body_framing(head, method)? {
+    match body_framing(head, method, MAX_RESPONSE_BODY)? {
         BodyFraming::Empty => Ok(Vec::new()),
         BodyFraming::Length(length) => {
             while buffer.len() < length {
@@ -761,14 +663,11 @@ fn read_body(
             Ok(buffer)
         }
         BodyFraming::Chunked => {
-            let mut decoder = ChunkedDecoder::new();
+            let mut decoder = ChunkedDecoder::new(RESPONSE_CHUNKS);
             let mut body = Vec::new();
             loop {
                 let used = decoder.decode(&buffer, &mut body)?;
                 buffer.drain(..used);
-                if body.len() > MAX_RESPONSE_BODY {
-                    return Err(too_large());
-                }
                 if decoder.is_done() {
                     return Ok(body);
                 }
@@ -782,421 +681,9 @@ fn read_body(
     }
 }
 
-/// An incremental decoder of a chunked body (RFC 9112 section 7.1), strict:
-/// hex sizes, CRLF line ends, bounded size lines and trailers.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ChunkedDecoder {
-    state: ChunkState,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum ChunkState {
-    /// Reading a chunk-size line (bytes so far).
-    Size(Vec<u8>),
-    /// Inside a chunk's data, this many bytes left.
-    Data(u64),
-    /// After a chunk's data: the CRLF, this many of its bytes seen.
-    DataEnd(u8),
-    /// In the trailer section: the current line and the section's size.
-    Trailers {
-        line: Vec<u8>,
-        total: usize,
-    },
-    Done,
-}
-
-impl Default for ChunkedDecoder {
-    fn default() -> Self {
-        ChunkedDecoder::new()
-    }
-}
-
-impl ChunkedDecoder {
-    pub fn new() -> ChunkedDecoder {
-        ChunkedDecoder {
-            state: ChunkState::Size(Vec::new()),
-        }
-    }
-
-    /// Whether the last chunk and the trailers have been read.
-    pub fn is_done(&self) -> bool {
-        self.state == ChunkState::Done
-    }
-
-    /// Decodes what it can of `input`, appending chunk data to `out`, and
-    /// returns how many bytes of `input` it used (all of them, unless done).
-    ///
-    /// # Errors
-    /// [`ClientError::Protocol`] for anything that is not strict chunked
-    /// framing; the stream cannot be trusted after it.
-    pub fn decode(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<usize, ClientError> {
-        let bad = |what: &str| ClientError::Protocol(format!("bad chunked framing: {what}"));
-        let mut at = 0;
-        while at < input.len() {
-            match &mut self.state {
-                ChunkState::Done => break,
-                ChunkState::Size(line) => {
-                    line.push(input[at]);
-                    at += 1;
-                    if line.len() > MAX_CHUNK_LINE {
-                        return Err(bad("a chunk-size line too long"));
-                    }
-                    if line.ends_with(b"\r\n") {
-                        let text = &line[..line.len() - 2];
-                        let digits = text.split(|b| *b == b';').next().unwrap_or_default();
-                        let digits = std::str::from_utf8(digits)
-                            .ok()
-                            .filter(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_hexdigit()))
-                            .ok_or_else(|| bad("a chunk size that is not hex"))?;
-                        let size = u64::from_str_radix(digits, 16)
-                            .map_err(|_| bad("a chunk size too large"))?;
-                        self.state = if size == 0 {
-                            ChunkState::Trailers {
-                                line: Vec::new(),
-                                total: 0,
-                            }
-                        } else {
-                            ChunkState::Data(size)
-                        };
-                    } else if line.contains(&b'\n') {
-                        return Err(bad("a bare LF in a chunk-size line"));
-                    }
-                }
-                ChunkState::Data(left) => {
-                    let available = (input.len() - at) as u64;
-                    let take = (*left).min(available) as usize;
-                    out.extend_from_slice(&input[at..at + take]);
-                    at += take;
-                    *left -= take as u64;
-                    if *left == 0 {
-                        self.state = ChunkState::DataEnd(0);
-                    }
-                }
-                ChunkState::DataEnd(seen) => {
-                    let expected = b"\r\n"[usize::from(*seen)];
-                    if input[at] != expected {
-                        return Err(bad("chunk data not followed by CRLF"));
-                    }
-                    at += 1;
-                    *seen += 1;
-                    if *seen == 2 {
-                        self.state = ChunkState::Size(Vec::new());
-                    }
-                }
-                ChunkState::Trailers { line, total } => {
-                    line.push(input[at]);
-                    at += 1;
-                    *total += 1;
-                    if *total > MAX_TRAILERS {
-                        return Err(bad("trailers too large"));
-                    }
-                    if line.ends_with(b"\r\n") {
-                        if line.len() == 2 {
-                            self.state = ChunkState::Done;
-                        } else {
-                            line.clear();
-                        }
-                    } else if line.ends_with(b"\n") {
-                        return Err(bad("a bare LF in the trailers"));
-                    }
-                }
-            }
-        }
-        Ok(at)
-    }
-}
-
-/// Splits a byte stream into `\n`-terminated lines of bounded length.
-#[derive(Debug, Clone)]
-pub struct LineSplitter {
-    partial: Vec<u8>,
-    max_line: usize,
-}
-
-impl LineSplitter {
-    pub fn new(max_line: usize) -> LineSplitter {
-        LineSplitter {
-            partial: Vec::new(),
-            max_line,
-        }
-    }
-
-    /// Adds bytes and returns the lines they complete, without their `\n`
-    /// (and without a `\r` before it).
-    ///
-    /// # Errors
-    /// [`ClientError::Protocol`] for a line longer than the maximum.
-    pub fn push(&mut self, bytes: &[u8]) -> Result<Vec<Vec<u8>>, ClientError> {
-        let mut lines = Vec::new();
-        for &byte in bytes {
-            if byte == b'\n' {
-                let mut line = std::mem::take(&mut self.partial);
-                if line.last() == Some(&b'\r') {
-                    line.pop();
-                }
-                lines.push(line);
-            } else {
-                self.partial.push(byte);
-                if self.partial.len() > self.max_line {
-                    return Err(ClientError::Protocol(format!(
-                        "an event line over {} bytes",
-                        self.max_line
-                    )));
-                }
-            }
-        }
-        Ok(lines)
-    }
-
-    /// What is left after the stream ended: an unterminated last line.
-    pub fn finish(&mut self) -> Option<Vec<u8>> {
-        let rest = std::mem::take(&mut self.partial);
-        (!rest.is_empty()).then_some(rest)
-    }
-}
-
-/// An open `GET /v1/events` stream: one JSON object per line.
-#[derive(Debug)]
-pub struct EventStream {
-    stream: UnixStream,
-    /// `None` for a body that ends with the connection (HTTP/1.0).
-    chunked: Option<ChunkedDecoder>,
-    lines: LineSplitter,
-    /// Lines decoded but not yet handed out.
-    backlog: VecDeque<Vec<u8>>,
-    /// The body has ended (last chunk, or end of stream).
-    ended: bool,
-}
-
-impl EventStream {
-    /// Bounds each wait of [`next_line`](Self::next_line) for bytes: past
-    /// it, `next_line` fails with [`ClientError::Io`] of kind `WouldBlock`
-    /// or `TimedOut`. `None` waits for as long as the stream is silent.
-    ///
-    /// # Errors
-    /// [`ClientError::Io`] for a zero timeout or a socket that refuses it.
-    pub fn set_read_timeout(&mut self, timeout: Option<Duration>) -> Result<(), ClientError> {
-        self.stream
-            .set_read_timeout(timeout)
-            .map_err(ClientError::Io)
-    }
-
-    /// The next line (without its newline); `None` once the daemon ended the
-    /// stream. Blocks until a line arrives.
-    ///
-    /// # Errors
-    /// [`ClientError::Io`] if the connection fails, [`ClientError::Protocol`]
-    /// for broken framing or an oversized line.
-    pub fn next_line(&mut self) -> Result<Option<Vec<u8>>, ClientError> {
-        /// Bytes asked of one `read`.
-        const READ_SIZE: usize = 8192;
-        loop {
-            if let Some(line) = self.backlog.pop_front() {
-                return Ok(Some(line));
-            }
-            if self.ended {
-                return Ok(self.lines.finish());
-            }
-            let mut buffer = [0u8; READ_SIZE];
-            let read = loop {
-                match self.stream.read(&mut buffer) {
-                    Ok(n) => break n,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => return Err(ClientError::Io(e)),
-                }
-            };
-            if read == 0 {
-                if self.chunked.is_some() {
-                    return Err(ClientError::Protocol(
-                        "the daemon closed the event stream without ending it".into(),
-                    ));
-                }
-                self.ended = true;
-                continue;
-            }
-            self.feed(&buffer[..read])?;
-        }
-    }
-
-    fn feed(&mut self, bytes: &[u8]) -> Result<(), ClientError> {
-        let lines = match &mut self.chunked {
-            Some(decoder) => {
-                let mut data = Vec::new();
-                decoder.decode(bytes, &mut data)?;
-                if decoder.is_done() {
-                    self.ended = true;
-                }
-                self.lines.push(&data)?
-            }
-            None => self.lines.push(bytes)?,
-        };
-        self.backlog.extend(lines);
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Feeds `input` to a fresh decoder in pieces of `step` bytes.
-    fn decode_in_steps(input: &[u8], step: usize) -> Result<(Vec<u8>, bool, usize), ClientError> {
-        let mut decoder = ChunkedDecoder::new();
-        let mut out = Vec::new();
-        let mut used = 0;
-        for piece in input.chunks(step.max(1)) {
-            used += decoder.decode(piece, &mut out)?;
-            if decoder.is_done() {
-                break;
-            }
-        }
-        Ok((out, decoder.is_done(), used))
-    }
-
-    #[test]
-    fn chunked_bodies_decode_whatever_the_split() {
-        let cases: Vec<(&[u8], &[u8], bool)> = vec![
-            (b"0\r\n\r\n", b"", true),
-            (b"5\r\nhello\r\n0\r\n\r\n", b"hello", true),
-            (
-                b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
-                b"hello world",
-                true,
-            ),
-            (b"A\r\n0123456789\r\n0\r\n\r\n", b"0123456789", true),
-            (
-                b"a;ext=1\r\n0123456789\r\n0\r\nX-T: 1\r\n\r\n",
-                b"0123456789",
-                true,
-            ),
-            // Not finished yet: what came so far.
-            (b"5\r\nhel", b"hel", false),
-            (b"5\r\nhello\r\n", b"hello", false),
-        ];
-        for (input, expected, done) in cases {
-            for step in 1..=input.len() {
-                let (out, finished, _) = decode_in_steps(input, step)
-                    .unwrap_or_else(|e| panic!("{input:?} step {step}: {e}"));
-                assert_eq!(out, expected, "{input:?} step {step}");
-                assert_eq!(finished, done, "{input:?} step {step}");
-            }
-        }
-        // Bytes after the end are left for the caller.
-        let (_, done, used) = decode_in_steps(b"0\r\n\r\nNEXT", 100).unwrap();
-        assert!(done);
-        assert_eq!(used, 5);
-    }
-
-    #[test]
-    fn chunked_framing_errors() {
-        let long_line = format!("1;{}\r\n", "x".repeat(MAX_CHUNK_LINE));
-        let big_trailers = format!("0\r\n{}", "X: y\r\n".repeat(MAX_TRAILERS / 6 + 1));
-        let cases: Vec<&[u8]> = vec![
-            b"\r\n",
-            b"x\r\n",
-            b"+5\r\nhello\r\n",
-            b"5\nhello\r\n",
-            b"5\r\nhelloXX",
-            b"5\r\nhello\r0",
-            b"11111111111111111\r\n",
-            b"0\r\nX: 1\n",
-            long_line.as_bytes(),
-            big_trailers.as_bytes(),
-        ];
-        for input in cases {
-            assert!(
-                decode_in_steps(input, input.len()).is_err(),
-                "{:?}",
-                String::from_utf8_lossy(input)
-            );
-            assert!(decode_in_steps(input, 1).is_err());
-        }
-    }
-
-    #[test]
-    fn lines_split_across_pushes_and_stay_bounded() {
-        let mut lines = LineSplitter::new(8);
-        assert_eq!(lines.push(b"ab").unwrap(), Vec::<Vec<u8>>::new());
-        assert_eq!(
-            lines.push(b"c\nde\r\nf").unwrap(),
-            vec![b"abc".to_vec(), b"de".to_vec()]
-        );
-        assert_eq!(
-            lines.push(b"\n\n").unwrap(),
-            vec![b"f".to_vec(), b"".to_vec()]
-        );
-        assert_eq!(lines.push(b"tail").unwrap(), Vec::<Vec<u8>>::new());
-        assert_eq!(lines.finish(), Some(b"tail".to_vec()));
-        assert_eq!(lines.finish(), None);
-        assert!(lines.push(b"123456789").is_err());
-    }
-
-    #[test]
-    fn response_heads_and_their_framing() {
-        let head = |bytes: &[u8]| parse_head(bytes).unwrap().unwrap().0;
-        let cases: Vec<(&[u8], &str, BodyFraming)> = vec![
-            (
-                b"HTTP/1.1 200 OK\r\nContent-Length: 12\r\n\r\n",
-                "GET",
-                BodyFraming::Length(12),
-            ),
-            (
-                b"HTTP/1.1 204 No Content\r\n\r\n",
-                "DELETE",
-                BodyFraming::Empty,
-            ),
-            (
-                b"HTTP/1.1 200 OK\r\nContent-Length: 12\r\n\r\n",
-                "HEAD",
-                BodyFraming::Empty,
-            ),
-            (
-                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
-                "GET",
-                BodyFraming::Chunked,
-            ),
-            (
-                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, Chunked\r\n\r\n",
-                "GET",
-                BodyFraming::Chunked,
-            ),
-            (b"HTTP/1.0 200 OK\r\n\r\n", "GET", BodyFraming::UntilClose),
-        ];
-        for (bytes, method, framing) in cases {
-            assert_eq!(
-                body_framing(&head(bytes), method).unwrap(),
-                framing,
-                "{bytes:?}"
-            );
-        }
-        let refused: Vec<&[u8]> = vec![
-            b"HTTP/1.1 200 OK\r\nContent-Length: +5\r\n\r\n",
-            b"HTTP/1.1 200 OK\r\nContent-Length: \r\n\r\n",
-            b"HTTP/1.1 200 OK\r\nContent-Length: 99999999999\r\n\r\n",
-            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",
-        ];
-        for bytes in refused {
-            assert!(body_framing(&head(bytes), "GET").is_err(), "{bytes:?}");
-        }
-        assert!(
-            parse_head(b"HTTP/1.1 200 OK\r\nContent-")
-                .unwrap()
-                .is_none()
-        );
-        assert!(parse_head(b"SSH-2.0-OpenSSH\r\n\r\n").is_err());
-        let endless = [
-            b"HTTP/1.1 200 OK\r\n".as_slice(),
-            &vec![b'a'; MAX_RESPONSE_HEAD],
-        ]
-        .concat();
-        assert!(parse_head(&endless).is_err());
-        let parsed = head(b"HTTP/1.1 409 Conflict\r\ncontent-type:  application/json \r\n\r\n");
-        assert_eq!(parsed.status, 409);
-        assert_eq!(
-            header_value(&parsed.headers, "Content-Type"),
-            Some("application/json")
-        );
-    }
 
     #[test]
     fn error_messages_come_from_the_body() {

@@ -1,16 +1,19 @@
 //! The client library of `sprite-env`, one concern per file:
 //!
 //! - [`http`]: a small blocking HTTP/1.1 client over the daemon's Unix
-//!   socket ([`Client`], [`EventStream`]) and its pure response framing.
+//!   socket ([`Client`], [`EventStream`]); the response grammar it reads
+//!   with is [`crate::http`]'s, shared with the daemon.
+//! - [`events`]: the event stream after its head ([`EventStream`]), cut
+//!   into bounded lines.
 //! - [`curl`]: the argument rewriting behind `sprite-env curl`.
 //! - [`hold`]: the rules of `sprite-env tasks hold` (refresh interval,
 //!   retry delay).
 //! - [`render`]: the text the commands print for people.
 //!
 //! Everything but [`Client`] and [`EventStream`] is pure and takes `now` as an
-//! argument. Depends on [`crate::api`] (the wire types and paths),
-//! [`crate::expire`] and [`crate::time`]; nothing here knows the reactor or
-//! the store.
+//! argument. Depends on [`crate::http`] (the grammar), [`crate::api`] (the
+//! wire types and paths), [`crate::expire`] and [`crate::time`]; nothing here
+//! knows the reactor or the store.
 //!
 //! Every exchange is bounded: connecting, writing the request and reading the
 //! response all happen within one deadline, and every buffer has a named
@@ -19,20 +22,20 @@
 //! silent while nothing changes and ends when the daemon closes it.
 
 pub mod curl;
+pub mod events;
 pub mod hold;
 pub mod http;
 pub mod render;
 
 pub use curl::{BASE_URL, CurlArgsError, curl_args};
+pub use events::{EventStream, LineSplitter, MAX_EVENT_LINE};
 pub use hold::{
     MAX_DEFAULT_INTERVAL, MAX_RETRY_DELAY, MIN_INTERVAL, check_interval, default_interval,
     default_reason, parse_interval, retry_delay,
 };
 pub use http::{
-    BodyFraming, ChunkedDecoder, Client, ClientError, EventStream, HOST, Head, HoldDetails,
-    LineSplitter, MAX_CHUNK_LINE, MAX_EVENT_LINE, MAX_RESPONSE_BODY, MAX_RESPONSE_HEAD,
-    MAX_TRAILERS, REQUEST_TIMEOUT, Response, Status, body_framing, error_message, parse_head,
-    task_path,
+    Client, ClientError, HOST, HoldDetails, MAX_RESPONSE_BODY, MAX_RESPONSE_HEAD, REQUEST_TIMEOUT,
+    Response, Status, error_message, task_path,
 };
 pub use render::{
     describe_holder, format_span, format_time, format_until, is_lagged, render_event,
