@@ -616,7 +616,16 @@ fn a_holder_told_to_stop_forwards_it_and_releases() {
         let command_pid: i32 = running.1.unwrap().trim().parse().unwrap();
 
         signal(holder.id(), stop);
-        let status = wait_with_timeout(&mut holder, WAIT).expect("the holder exits");
+        let Some(status) = wait_with_timeout(&mut holder, WAIT) else {
+            let command = std::fs::read_to_string(format!("/proc/{command_pid}/stat"));
+            let _ = holder.kill();
+            let _ = holder.wait();
+            let mut said = String::new();
+            let _ = holder.stderr.take().unwrap().read_to_string(&mut said);
+            panic!(
+                "the holder did not exit on signal {stop}; its command: {command:?}; it said: {said}"
+            );
+        };
         assert_eq!(
             status.signal(),
             Some(stop),

@@ -1001,6 +1001,10 @@ mod hold {
                     held_until = attempt + expire;
                     next = attempt + every;
                 }
+                // The command ended while this refresh was on its way (the
+                // daemon released the task at its exit): nothing to retry,
+                // nothing to report.
+                Err(_) if details.pid.is_some_and(|pid| !process_exists(pid)) => return,
                 Err(e) => {
                     failing = true;
                     let delay = retry_delay(every);
@@ -1021,6 +1025,16 @@ mod hold {
                 }
             }
         }
+    }
+
+    /// Whether process `pid` still exists (a zombie not yet reaped does).
+    fn process_exists(pid: u32) -> bool {
+        let Ok(pid) = libc::pid_t::try_from(pid) else {
+            return false;
+        };
+        // SAFETY: kill(2) with signal 0 sends nothing; it only checks.
+        let result = unsafe { libc::kill(pid, 0) };
+        result == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
     }
 
     /// Deletes the task while it is bound to one of `pids` (the holder's own
