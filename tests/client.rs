@@ -591,7 +591,8 @@ fn a_holder_told_to_stop_forwards_it_and_releases() {
 
     for stop in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
         let _ = std::fs::remove_file(&pid_file);
-        let mut holder = sprite_env(&daemon)
+        let mut holder = sprite_env(&daemon);
+        holder
             .args([
                 "tasks", "hold", "stop", "--expire", "2s", "--every", "500ms", "--",
             ])
@@ -599,10 +600,19 @@ fn a_holder_told_to_stop_forwards_it_and_releases() {
             .arg(format!(
                 r#"echo $$ > "{}"; exec sleep 30"#,
                 pid_file.display()
-            ))
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+            ));
+        // The holder starts with the default dispositions even when the
+        // test command runs under `nohup` (SIGHUP ignored): an ignored
+        // signal stays ignored for COMMAND, by design.
+        // SAFETY: signal(2) is async-signal-safe; nothing else runs here.
+        unsafe {
+            holder.pre_exec(|| {
+                libc::signal(libc::SIGHUP, libc::SIG_DFL);
+                libc::signal(libc::SIGINT, libc::SIG_DFL);
+                Ok(())
+            });
+        }
+        let mut holder = holder.stderr(Stdio::piped()).spawn().unwrap();
         let running = eventually(
             || {
                 (
