@@ -11,10 +11,10 @@ mod common;
 
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Daemon, Dirs, WAIT, request_bytes, wait_with_timeout};
+use common::{Daemon, Dirs, WAIT, command_as, request_bytes, wait_with_timeout};
 
 /// The uid that floods: `nobody`.
 const FLOODER: u32 = 65534;
@@ -102,11 +102,8 @@ fn python_for_others() -> &'static str {
 }
 
 fn start_flood(daemon: &Daemon, uid: u32, connections: usize, streams: usize) -> Child {
-    Command::new("setpriv")
-        .arg(format!("--reuid={uid}"))
-        .arg(format!("--regid={uid}"))
-        .arg("--clear-groups")
-        .args([python_for_others(), "-c", FLOOD_SCRIPT])
+    command_as(Some(uid), python_for_others())
+        .args(["-c", FLOOD_SCRIPT])
         .arg(&daemon.socket)
         .arg(connections.to_string())
         .arg(streams.to_string())
@@ -136,18 +133,7 @@ fn flood_refusals(mut flood: Child) -> u64 {
 /// One request with real curl as `uid` (`None`: as root, this process):
 /// the status, or 0 if curl could not connect or read an answer.
 fn curl_as(daemon: &Daemon, uid: Option<u32>, method: &str, path: &str, body: &str) -> u16 {
-    let mut command = match uid {
-        Some(uid) => {
-            let mut setpriv = Command::new("setpriv");
-            setpriv
-                .arg(format!("--reuid={uid}"))
-                .arg(format!("--regid={uid}"))
-                .arg("--clear-groups")
-                .arg("curl");
-            setpriv
-        }
-        None => Command::new("curl"),
-    };
+    let mut command = command_as(uid, "curl");
     let output = command
         .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-m", "5"])
         .arg("--unix-socket")
@@ -182,19 +168,20 @@ fn daemon_metrics(daemon: &Daemon) -> (u16, String) {
     (status, text)
 }
 
-/// Root and alice refresh every [`EVERY`] while a flood runs; returns the
-/// statuses that were not 200 or 201, as "who: status".
-fn heartbeats_during(daemon: &Daemon, flood_ends: Instant) -> Vec<String> {
+/// Each holder (who, uid, task, body) refreshes every [`EVERY`] until
+/// `until`, as a heartbeat would; returns the statuses that were not 200,
+/// as "who: status".
+fn heartbeats_until(
+    daemon: &Daemon,
+    holders: &[(&str, Option<u32>, &str, &str)],
+    until: Instant,
+) -> Vec<String> {
     let mut failures = Vec::new();
-    let root_body = format!(r#"{{"expire":"{ROOT_EXPIRE}"}}"#);
     let mut rounds = 0;
-    while Instant::now() < flood_ends {
+    while Instant::now() < until {
         let started = Instant::now();
-        for (who, uid, name, body) in [
-            ("root", None, "root-hold", root_body.as_str()),
-            ("alice", Some(ALICE), "alice-hold", r#"{"expire":"1m"}"#),
-        ] {
-            let status = curl_as(daemon, uid, "PUT", &format!("/v1/tasks/{name}"), body);
+        for (who, uid, name, body) in holders {
+            let status = curl_as(daemon, *uid, "PUT", &format!("/v1/tasks/{name}"), body);
             if status != 200 {
                 failures.push(format!("{who}: {status}"));
             }
@@ -253,7 +240,12 @@ fn a_uid_over_its_share_is_refused_while_root_and_others_are_served() {
     let log_before = daemon.log_text().lines().count();
     let flood = start_flood(&daemon, FLOODER, 150, 20);
     let ends = Instant::now() + FLOOD;
-    let failures = heartbeats_during(&daemon, ends);
+    let root_body = format!(r#"{{"expire":"{ROOT_EXPIRE}"}}"#);
+    let holders = [
+        ("root", None, "root-hold", root_body.as_str()),
+        ("alice", Some(ALICE), "alice-hold", r#"{"expire":"1m"}"#),
+    ];
+    let failures = heartbeats_until(&daemon, &holders, ends);
     let refused = flood_refusals(flood);
 
     assert!(
@@ -321,25 +313,9 @@ fn the_reserve_keeps_root_served_when_others_fill_the_socket() {
     let flood = start_flood(&daemon, FLOODER, 80, 0);
     let flood2 = start_flood(&daemon, ALICE, 80, 0);
     let ends = Instant::now() + FLOOD;
-    let mut root_failures = Vec::new();
-    let mut rounds = 0;
-    while Instant::now() < ends {
-        let started = Instant::now();
-        let status = curl_as(
-            &daemon,
-            None,
-            "PUT",
-            "/v1/tasks/root-hold",
-            r#"{"expire":"2s"}"#,
-        );
-        if status != 200 {
-            root_failures.push(status);
-        }
-        rounds += 1;
-        std::thread::sleep(EVERY.saturating_sub(started.elapsed()));
-    }
+    let root_body = format!(r#"{{"expire":"{ROOT_EXPIRE}"}}"#);
+    let root_failures = heartbeats_until(&daemon, &[("root", None, "root-hold", &root_body)], ends);
     let refused = flood_refusals(flood) + flood_refusals(flood2);
-    assert!(rounds >= 5);
     assert!(
         root_failures.is_empty(),
         "root was refused: {root_failures:?}"

@@ -9,10 +9,9 @@
 mod common;
 
 use std::os::unix::fs::PermissionsExt;
-use std::process::Command;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use common::{Daemon, Dirs};
+use common::{Daemon, Dirs, command_as};
 use redb::{Database, TableDefinition};
 use serde_json::Value;
 
@@ -70,18 +69,7 @@ impl Answer {
 
 /// One request with real curl, as `uid` (`None`: as this test process).
 fn call(daemon: &Daemon, uid: Option<u32>, method: &str, path: &str, body: Option<&str>) -> Answer {
-    let mut command = match uid {
-        Some(uid) => {
-            let mut setpriv = Command::new("setpriv");
-            setpriv
-                .arg(format!("--reuid={uid}"))
-                .arg(format!("--regid={uid}"))
-                .arg("--clear-groups")
-                .arg("curl");
-            setpriv
-        }
-        None => Command::new("curl"),
-    };
+    let mut command = command_as(uid, "curl");
     command
         .args(["-s", "-o", "-", "-w", "\n%{http_code}", "--unix-socket"])
         .arg(&daemon.socket)

@@ -60,6 +60,23 @@ pub struct Daemon {
     log: Mutex<(Vec<String>, Receiver<String>)>,
 }
 
+/// `program` run as `uid` through `setpriv` (numbers need no passwd
+/// entry), or as this process when `uid` is `None`.
+pub fn command_as(uid: Option<u32>, program: &str) -> Command {
+    match uid {
+        Some(uid) => {
+            let mut setpriv = Command::new("setpriv");
+            setpriv
+                .arg(format!("--reuid={uid}"))
+                .arg(format!("--regid={uid}"))
+                .arg("--clear-groups")
+                .arg(program);
+            setpriv
+        }
+        None => Command::new(program),
+    }
+}
+
 pub fn daemon_binary() -> &'static str {
     env!("CARGO_BIN_EXE_sprite-tasksd")
 }
