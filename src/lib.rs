@@ -14,6 +14,8 @@
 //! - [`logging`]: the daemon's stderr log writer, which drops (and counts)
 //!   what it cannot write instead of failing, and folds repeated lines into
 //!   summaries.
+//! - [`daemon_log`]: the task and refusal lines, folded per uid under a
+//!   flood.
 //! - [`shares`]: each uid's share of the socket's connections and event
 //!   streams, and the reserve kept for root.
 //! - [`hooks`]: the `--while-held` and `--on-idle` commands.
@@ -44,6 +46,7 @@
 pub mod api;
 pub mod client;
 pub mod conn;
+pub mod daemon_log;
 pub mod events;
 pub mod expire;
 pub mod hooks;

@@ -31,11 +31,12 @@ use tracing::{debug, error, info, warn};
 
 use crate::api::{self, Query, Routed};
 use crate::conn::{Conn, Deadline, Next, Reply, Timeouts};
+use crate::daemon_log::{Noise, TaskLines, log_change, log_summaries, note_refusal};
 use crate::events::{Event, EventKind, EventLines, EventLog};
 use crate::hooks::{HookConfig, Hooks};
 use crate::http::{Answering, HttpDate, Limits, Request};
-use crate::logging::{FOLD_WINDOW, Folder, Summary};
-use crate::metrics::{Gauges, Metrics, Refusal};
+use crate::logging::{FOLD_WINDOW, Folder};
+use crate::metrics::{Gauges, Metrics};
 use crate::process::{self, Credentials};
 use crate::shares::{Refused, ShareLimits, Shares};
 use crate::store::{Store, StoreError};
@@ -305,7 +306,7 @@ pub struct Server {
     /// Warnings an outside party can repeat, folded into summaries.
     log_folder: Folder<Noise>,
     /// Per-task lines, folded per uid under churn.
-    task_log: Folder<(Option<u32>, TaskLine)>,
+    task_log: TaskLines,
     hooks: Hooks,
     /// Since when the machine is held (monotonic), while it is.
     held_since: Option<Instant>,
@@ -1602,200 +1603,6 @@ fn adopt(inherited: Inherited) -> Result<(UnixListener, Option<PathBuf>), Server
         "serving the socket passed by the service manager"
     );
     Ok((UnixListener::from_std(listener), path))
-}
-
-/// Logs and counts a change that ownership or the per-uid quota refused:
-/// the caller's uid, the task and the route, never the body. Repeats from
-/// one uid are folded.
-fn note_refusal(
-    metrics: &mut Metrics,
-    folder: &mut Folder<Noise>,
-    (error, caller, task, route): (&TaskError, Option<u32>, &TaskName, &str),
-    mono: Instant,
-) {
-    let why = match error {
-        TaskError::NotOwner { .. } => Refusal::NotOwner,
-        TaskError::UnknownCaller => Refusal::UnknownCaller,
-        TaskError::UidFull { .. } => Refusal::UidQuota,
-        _ => return,
-    };
-    metrics.refused(why);
-    if !folder.admit(&Noise::ChangeRefused(why, caller), mono) {
-        return;
-    }
-    let owner = match error {
-        TaskError::NotOwner { owner, .. } => uid_text(*owner),
-        _ => "-".to_string(),
-    };
-    info!(
-        reason = why.as_str(),
-        uid = %uid_text(caller),
-        owner = %owner,
-        task = %task,
-        route,
-        "refused a change"
-    );
-}
-
-fn uid_text(uid: Option<u32>) -> String {
-    uid.map_or_else(|| "unknown".to_string(), |uid| uid.to_string())
-}
-
-/// Logs a committed change to a task, folded per owner and kind:
-/// creates, deletes, expiries and releases at info, refreshes at debug (a
-/// heartbeat refreshes every minute).
-fn log_change(
-    folder: &mut Folder<(Option<u32>, TaskLine)>,
-    change: &Change,
-    owner: Option<u32>,
-    mono: Instant,
-) {
-    let line = match change {
-        Change::Put {
-            task,
-            created: false,
-        } => {
-            debug!(task = %task.name, expires_at = %task.expires_at, "task refreshed");
-            return;
-        }
-        Change::Put { created: true, .. } => TaskLine::Created,
-        Change::Remove { cause, .. } => match cause {
-            Removal::Deleted => TaskLine::Deleted,
-            Removal::Expired => TaskLine::Expired,
-            Removal::Released { .. } => TaskLine::Released,
-        },
-    };
-    if !folder.admit(&(owner, line), mono) {
-        return;
-    }
-    let uid = uid_text(owner);
-    match change {
-        Change::Put { task, .. } => {
-            info!(task = %task.name, uid, expires_at = %task.expires_at, "task created")
-        }
-        Change::Remove {
-            name,
-            cause: Removal::Released { pid },
-        } => info!(task = %name, uid, pid, "task released: its process exited"),
-        Change::Remove { name, .. } => info!(task = %name, uid, "task {}", line.as_str()),
-    }
-}
-
-/// Logs the summaries of folded lines whose window has ended: one line per
-/// kind of warning, and one per uid for its tasks' lines.
-fn log_summaries(
-    warnings: &mut Folder<Noise>,
-    task_lines: &mut Folder<(Option<u32>, TaskLine)>,
-    mono: Instant,
-) {
-    for Summary { key, folded, over } in warnings.take_due(mono) {
-        warn!("{}", key.summary(folded, over));
-    }
-    let mut by_uid: Vec<Summary<(Option<u32>, TaskLine)>> = task_lines.take_due(mono);
-    if by_uid.is_empty() {
-        return;
-    }
-    by_uid.sort_by_key(|summary| summary.key);
-    for group in by_uid.chunk_by(|a, b| a.key.0 == b.key.0) {
-        let counts: Vec<String> = group
-            .iter()
-            .map(|summary| format!("{} {}", thousands(summary.folded), summary.key.1.as_str()))
-            .collect();
-        let over = group
-            .iter()
-            .map(|summary| summary.over)
-            .max()
-            .unwrap_or_default();
-        info!(
-            "uid {}: {} more tasks {} in the last {} s (each logged again once quieter)",
-            uid_text(group[0].key.0),
-            thousands(group.iter().map(|summary| summary.folded).sum()),
-            counts.join(", "),
-            over.as_secs()
-        );
-    }
-}
-
-/// `12345` as `12,345`.
-fn thousands(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
-    for (i, digit) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(digit);
-    }
-    out
-}
-
-/// A kind of task line, folded per owner.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-enum TaskLine {
-    Created,
-    Deleted,
-    Expired,
-    Released,
-}
-
-impl TaskLine {
-    fn as_str(self) -> &'static str {
-        match self {
-            TaskLine::Created => "created",
-            TaskLine::Deleted => "deleted",
-            TaskLine::Expired => "expired",
-            TaskLine::Released => "released",
-        }
-    }
-}
-
-/// A warning an outside party can repeat at will, the key it is folded by.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-enum Noise {
-    /// A connection or stream refused, by cause and uid.
-    Refused(&'static str, Option<u32>),
-    /// `accept` or registering a connection failed.
-    AcceptFailed,
-    /// A batch refused because the log is full.
-    BatchRefused,
-    /// A commit failed.
-    CommitFailed,
-    /// Reopening the store failed.
-    StoreUnavailable,
-    /// An event stream consumer fell behind and was cut off.
-    StreamCutOff,
-    /// A change refused by ownership or the quota, by reason and uid.
-    ChangeRefused(Refusal, Option<u32>),
-}
-
-impl Noise {
-    /// The line that stands for `folded` repeats over `over`.
-    fn summary(&self, folded: u64, over: Duration) -> String {
-        let n = thousands(folded);
-        let secs = over.as_secs();
-        match self {
-            Noise::Refused(cause, uid) => format!(
-                "refused {n} more connections or streams from uid {} in the last {secs} s ({cause})",
-                uid_text(*uid)
-            ),
-            Noise::AcceptFailed => format!("{n} more accepts failed in the last {secs} s"),
-            Noise::BatchRefused => {
-                format!("refused {n} more batches in the last {secs} s: the log is full")
-            }
-            Noise::CommitFailed => format!("{n} more commits failed in the last {secs} s"),
-            Noise::StoreUnavailable => {
-                format!("the database could not be reopened {n} more times in the last {secs} s")
-            }
-            Noise::StreamCutOff => {
-                format!("cut off {n} more event stream consumers in the last {secs} s")
-            }
-            Noise::ChangeRefused(why, uid) => format!(
-                "refused {n} more changes from uid {} in the last {secs} s ({})",
-                uid_text(*uid),
-                why.as_str()
-            ),
-        }
-    }
 }
 
 /// Logs a held or idle edge with the task event that caused it.

@@ -159,18 +159,8 @@ impl Shares {
     }
 
     /// Whether `uid` may take the reserve and is free of per-uid shares.
-    pub fn is_privileged(&self, uid: Option<u32>) -> bool {
+    fn is_privileged(&self, uid: Option<u32>) -> bool {
         uid.is_some_and(|uid| self.privileged.contains(&uid))
-    }
-
-    /// Open connections in all.
-    pub fn open(&self) -> usize {
-        self.open
-    }
-
-    /// Open event streams in all.
-    pub fn streams(&self) -> usize {
-        self.by_uid.values().map(|held| held.streams).sum()
     }
 
     /// Counts a new connection from `uid`, or says why it is refused.
@@ -255,6 +245,10 @@ mod tests {
 
     const DAEMON: u32 = 999;
 
+    fn streams(shares: &Shares) -> usize {
+        shares.by_uid.values().map(|held| held.streams).sum()
+    }
+
     fn shares(max: usize, reserved: usize, per_uid: usize, streams: usize) -> Shares {
         Shares::new(
             ShareLimits {
@@ -283,7 +277,7 @@ mod tests {
         );
         shares.connect(Some(1000)).unwrap();
         shares.connect(Some(0)).unwrap();
-        assert_eq!(shares.open(), 5);
+        assert_eq!(shares.open, 5);
         // A closed connection frees a place in the share.
         shares.disconnect(Some(65534), false);
         shares.connect(Some(65534)).unwrap();
@@ -323,7 +317,7 @@ mod tests {
         }
         assert!(shares.is_privileged(Some(DAEMON)));
         assert!(!shares.is_privileged(None));
-        assert_eq!(shares.streams(), 10);
+        assert_eq!(streams(&shares), 10);
     }
 
     #[test]
@@ -353,14 +347,14 @@ mod tests {
                 limit: 2
             })
         );
-        assert_eq!(shares.streams(), 2);
+        assert_eq!(streams(&shares), 2);
         shares.disconnect(Some(7), true);
-        assert_eq!(shares.streams(), 1);
+        assert_eq!(streams(&shares), 1);
         shares.start_stream(Some(7)).unwrap();
         shares.disconnect(Some(7), true);
         shares.disconnect(Some(7), true);
         shares.disconnect(Some(7), false);
-        assert_eq!((shares.open(), shares.streams()), (0, 0));
+        assert_eq!((shares.open, streams(&shares)), (0, 0));
         assert!(
             shares.by_uid.is_empty(),
             "no entry for a uid with nothing open"
