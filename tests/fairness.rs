@@ -10,11 +10,10 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::os::unix::fs::PermissionsExt;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Daemon, Dirs, WAIT, command_as, request_bytes, wait_with_timeout};
+use common::{Daemon, Dirs, WAIT, command_as, is_root, request_bytes, wait_with_timeout};
 
 /// The uid that floods: `nobody`.
 const FLOODER: u32 = 65534;
@@ -28,22 +27,6 @@ const FLOOD: Duration = Duration::from_secs(6);
 /// root's hold lasts: four missed refreshes would lapse it.
 const EVERY: Duration = Duration::from_millis(500);
 const ROOT_EXPIRE: &str = "2s";
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions and touches no memory.
-    unsafe { libc::geteuid() == 0 }
-}
-
-/// Test directories other uids can reach (the socket is mode 0666).
-fn dirs() -> Dirs {
-    let dirs = Dirs::new();
-    std::fs::set_permissions(
-        dirs.socket_dir.path(),
-        std::fs::Permissions::from_mode(0o755),
-    )
-    .unwrap();
-    dirs
-}
 
 /// A flood as `uid` for `FLOOD`: `connections` connections kept open, the
 /// first `streams` of each round asking for `GET /v1/events`, each one
@@ -227,7 +210,7 @@ fn a_uid_over_its_share_is_refused_while_root_and_others_are_served() {
         println!("not root: the other uids cannot be played; skipped");
         return;
     }
-    let dirs = dirs();
+    let dirs = Dirs::reachable_by_other_uids();
     let daemon = Daemon::start(
         &dirs,
         &[
@@ -297,7 +280,7 @@ fn the_reserve_keeps_root_served_when_others_fill_the_socket() {
         println!("not root: the other uids cannot be played; skipped");
         return;
     }
-    let dirs = dirs();
+    let dirs = Dirs::reachable_by_other_uids();
     // Two uids with a generous share each fill everything but the reserve.
     let daemon = Daemon::start(
         &dirs,

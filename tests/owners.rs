@@ -8,10 +8,9 @@
 
 mod common;
 
-use std::os::unix::fs::PermissionsExt;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use common::{Daemon, Dirs, command_as};
+use common::{Daemon, Dirs, command_as, is_root};
 use redb::{Database, TableDefinition};
 use serde_json::Value;
 
@@ -22,29 +21,12 @@ const TASKS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("tasks");
 const ALICE: u32 = 1000;
 const BOB: u32 = 1001;
 
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions and touches no memory.
-    unsafe { libc::geteuid() == 0 }
-}
-
 /// Whether the cross-uid parts can run; says so when they cannot.
 fn can_switch_uid(test: &str) -> bool {
     if !is_root() {
         println!("{test}: not root, so the parts with other uids are skipped");
     }
     is_root()
-}
-
-/// Test directories the other uids can reach: the socket's directory must
-/// be searchable (the socket itself is mode 0666).
-fn dirs() -> Dirs {
-    let dirs = Dirs::new();
-    std::fs::set_permissions(
-        dirs.socket_dir.path(),
-        std::fs::Permissions::from_mode(0o755),
-    )
-    .unwrap();
-    dirs
 }
 
 /// A response as curl saw it.
@@ -111,7 +93,7 @@ fn refused_total(daemon: &Daemon, reason: &str) -> u64 {
 
 #[test]
 fn the_creator_owns_its_task_and_another_uid_can_neither_refresh_nor_delete_it() {
-    let dirs = dirs();
+    let dirs = Dirs::reachable_by_other_uids();
     let daemon = Daemon::start(&dirs, &[]);
     // Same-uid flows: the creator refreshes and deletes its own task.
     let me = unsafe { libc::geteuid() };
@@ -200,7 +182,7 @@ fn the_creator_owns_its_task_and_another_uid_can_neither_refresh_nor_delete_it()
 
 #[test]
 fn root_can_refresh_and_release_anyones_hold_and_ownership_survives_restarts() {
-    let dirs = dirs();
+    let dirs = Dirs::reachable_by_other_uids();
     let daemon = Daemon::start(&dirs, &[]);
     if !can_switch_uid("root override") {
         // Our own task, across a crash.
@@ -260,7 +242,7 @@ fn root_can_refresh_and_release_anyones_hold_and_ownership_survives_restarts() {
 
 #[test]
 fn shared_restores_the_behaviour_before_owners() {
-    let dirs = dirs();
+    let dirs = Dirs::reachable_by_other_uids();
     let daemon = Daemon::start(&dirs, &["--shared"]);
     assert_eq!(
         call(&daemon, None, "PUT", "/v1/tasks/mine", Some(HOUR)).status,
@@ -313,7 +295,7 @@ fn shared_restores_the_behaviour_before_owners() {
 
 #[test]
 fn the_per_uid_quota_refuses_the_noisy_uid_while_others_still_create() {
-    let dirs = dirs();
+    let dirs = Dirs::reachable_by_other_uids();
     let daemon = Daemon::start(&dirs, &["--max-tasks-per-uid", "3"]);
     if !can_switch_uid("per-uid quota") {
         // This test's own uid is the noisy one.
@@ -410,7 +392,7 @@ fn record_v2(name: &str, started: u64, expires: u64, holder_uid: u32, reason: &s
 
 #[test]
 fn rows_from_the_release_before_owners_load_as_roots() {
-    let dirs = dirs();
+    let dirs = Dirs::reachable_by_other_uids();
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()

@@ -43,6 +43,20 @@ impl Dirs {
         }
     }
 
+    /// As [`new`](Self::new), with the socket's directory searchable by
+    /// every uid (the socket itself is mode 0666), for clients run as
+    /// other users.
+    pub fn reachable_by_other_uids() -> Dirs {
+        use std::os::unix::fs::PermissionsExt;
+        let dirs = Dirs::new();
+        std::fs::set_permissions(
+            dirs.socket_dir.path(),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .expect("the socket directory's mode");
+        dirs
+    }
+
     pub fn socket(&self) -> PathBuf {
         self.socket_dir.path().join("api.sock")
     }
@@ -58,6 +72,12 @@ pub struct Daemon {
     pub socket: PathBuf,
     pub db: PathBuf,
     log: Mutex<(Vec<String>, Receiver<String>)>,
+}
+
+/// Whether this process runs as root, so other uids can be played.
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and touches no memory.
+    unsafe { libc::geteuid() == 0 }
 }
 
 /// `program` run as `uid` through `setpriv` (numbers need no passwd
