@@ -63,25 +63,23 @@ pub enum Routed {
         command: Command,
         bind_pid: Option<u32>,
     },
-    /// A read, answered from the committed state.
+    /// A read of the tasks, answered by [`answer`] from the committed state.
     Query(Query),
+    /// `GET /metrics`: answered by the reactor, which owns the counters.
+    Metrics,
+    /// `GET /v1/events`: replay what came after `since`, then stream.
+    Events { since: Option<u64> },
     /// Answered at once, whatever the state (an error).
     Reply(Response),
 }
 
-/// A read of the state.
+/// A read of the tasks.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Query {
     List,
     Get(TaskName),
     /// `GET /v1/status`.
     Status,
-    /// `GET /metrics`.
-    Metrics,
-    /// `GET /v1/events`: replay what came after `since`, then stream.
-    Events {
-        since: Option<u64>,
-    },
 }
 
 /// A `PUT`'s mutation, whether its name came from the path or the body.
@@ -97,37 +95,26 @@ fn upsert(name: TaskName, body: &TaskBody, max_expire: Duration) -> Result<Route
     })
 }
 
-/// The metrics label of a request's route: bounded, whatever the path.
-pub fn route_label(request: &Request) -> &'static str {
-    let Ok(path) = request_path(&request.target) else {
-        return "other";
-    };
-    match (path, &request.method) {
-        (TASKS_PATH, Method::Get | Method::Head) => "list",
-        (TASKS_PATH, Method::Post) => "create",
-        (TASKS_PATH, Method::Put) => "upsert",
-        (STATUS_PATH, _) => "status",
-        (EVENTS_PATH, _) => "events",
-        (METRICS_PATH, _) => "metrics",
-        (path, method) if path.starts_with("/v1/tasks/") => match method {
-            Method::Get | Method::Head => "get",
-            Method::Put => "upsert",
-            Method::Delete => "delete",
-            _ => "other",
-        },
-        _ => "other",
+/// Every label [`route`] gives: the metrics' `route` values.
+pub const ROUTE_LABELS: &[&str] = &[
+    "list", "create", "upsert", "get", "delete", "status", "events", "metrics", "other",
+];
+
+/// Routes a request. Returns the metrics label of its route (bounded,
+/// whatever the path) with what it asks.
+pub fn route(request: &Request, max_expire: Duration) -> (&'static str, Routed) {
+    let mut label = "other";
+    match route_inner(request, max_expire, &mut label) {
+        Ok(routed) => (label, routed),
+        Err(response) => (label, Routed::Reply(response)),
     }
 }
 
-/// Routes a request.
-pub fn route(request: &Request, max_expire: Duration) -> Routed {
-    match route_inner(request, max_expire) {
-        Ok(routed) => routed,
-        Err(response) => Routed::Reply(response),
-    }
-}
-
-fn route_inner(request: &Request, max_expire: Duration) -> Result<Routed, Response> {
+fn route_inner(
+    request: &Request,
+    max_expire: Duration,
+    label: &mut &'static str,
+) -> Result<Routed, Response> {
     // RFC 9110 section 9.1: a method the server does not implement is 501,
     // whatever the target (`OPTIONS *` included); 405 is for a method it
     // implements but not on that resource.
@@ -140,23 +127,36 @@ fn route_inner(request: &Request, max_expire: Duration) -> Result<Routed, Respon
         ));
     }
     let path = request_path(&request.target)?;
-    let read_only = |query: Query| match request.method {
-        Method::Get | Method::Head => Ok(Routed::Query(query)),
+    let read_only = |routed: Routed| match request.method {
+        Method::Get | Method::Head => Ok(routed),
         _ => Err(not_allowed(&request.method, READ_ONLY_ALLOW)),
     };
     match path {
-        STATUS_PATH => return read_only(Query::Status),
-        METRICS_PATH => return read_only(Query::Metrics),
+        STATUS_PATH => {
+            *label = "status";
+            return read_only(Routed::Query(Query::Status));
+        }
+        METRICS_PATH => {
+            *label = "metrics";
+            return read_only(Routed::Metrics);
+        }
         EVENTS_PATH => {
+            *label = "events";
             if request.method != Method::Get {
                 return Err(not_allowed(&request.method, EVENTS_ALLOW));
             }
             let since = since_parameter(&request.target)?;
-            return Ok(Routed::Query(Query::Events { since }));
+            return Ok(Routed::Events { since });
         }
         _ => {}
     }
     if path == TASKS_PATH {
+        *label = match request.method {
+            Method::Get | Method::Head => "list",
+            Method::Post => "create",
+            Method::Put => "upsert",
+            _ => "other",
+        };
         return match request.method {
             Method::Get | Method::Head => Ok(Routed::Query(Query::List)),
             Method::Post => {
@@ -190,6 +190,12 @@ fn route_inner(request: &Request, max_expire: Duration) -> Result<Routed, Respon
             404,
             format!("no such endpoint \"{path}\"; the API is under {TASKS_PATH}"),
         ));
+    };
+    *label = match request.method {
+        Method::Get | Method::Head => "get",
+        Method::Put => "upsert",
+        Method::Delete => "delete",
+        _ => "other",
     };
     if segment.contains('/') {
         return Err(error(
@@ -558,8 +564,6 @@ pub fn answer(
                 }),
             )
         }
-        // Answered by the reactor, which owns the counters and the streams.
-        Query::Metrics | Query::Events { .. } => error(500, "internal routing error"),
     }
 }
 
@@ -671,6 +675,10 @@ fn json(status: u16, value: &impl Serialize) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn route_only(request: &Request, max_expire: Duration) -> Routed {
+        route(request, max_expire).1
+    }
 
     const MAX: Duration = expire::DEFAULT_MAX_EXPIRE;
 
@@ -841,7 +849,7 @@ mod tests {
             ),
         ];
         for (request, expected) in cases {
-            assert_eq!(route(&request, MAX), expected, "{request:?}");
+            assert_eq!(route_only(&request, MAX), expected, "{request:?}");
         }
     }
 
@@ -944,10 +952,11 @@ mod tests {
             ),
         ];
         for (request, expected) in cases {
-            let routed = route(&request, MAX);
+            let routed = route_only(&request, MAX);
             assert_eq!(status_of(routed), expected, "{request:?}");
         }
-        let Routed::Reply(response) = route(&request(Method::Delete, "/v1/tasks", ""), MAX) else {
+        let Routed::Reply(response) = route_only(&request(Method::Delete, "/v1/tasks", ""), MAX)
+        else {
             unreachable!()
         };
         assert_eq!(response.allow, Some(COLLECTION_ALLOW));
@@ -955,7 +964,7 @@ mod tests {
 
     #[test]
     fn reason_and_pid_are_read_and_checked() {
-        let routed = route(
+        let routed = route_only(
             &request(
                 Method::Put,
                 "/v1/tasks/a",
@@ -1001,7 +1010,8 @@ mod tests {
             (r#"{"name":"a","expire":"5m","pid":1.5}"#, ""),
         ];
         for (body, message) in cases {
-            let Routed::Reply(response) = route(&request(Method::Post, "/v1/tasks", body), MAX)
+            let Routed::Reply(response) =
+                route_only(&request(Method::Post, "/v1/tasks", body), MAX)
             else {
                 panic!("{body} was not refused")
             };
@@ -1015,7 +1025,7 @@ mod tests {
 
     #[test]
     fn errors_are_json_sentences() {
-        let Routed::Reply(response) = route(
+        let Routed::Reply(response) = route_only(
             &request(Method::Post, "/v1/tasks", r#"{"name":"a","expire":"2h"}"#),
             MAX,
         ) else {
@@ -1069,7 +1079,7 @@ mod tests {
             ),
         ];
         for (request, expected) in cases {
-            let Routed::Reply(response) = route(&request, MAX) else {
+            let Routed::Reply(response) = route_only(&request, MAX) else {
                 panic!("{request:?} was not refused")
             };
             let body: Value = serde_json::from_slice(&response.body).unwrap();

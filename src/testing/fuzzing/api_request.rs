@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::api::{self, Query, Routed};
+use crate::api::{self, ROUTE_LABELS, Routed};
 use crate::expire::{DEFAULT_MAX_EXPIRE, MIN_EXPIRE};
 use crate::http::{Method, Request};
 use crate::tasks::{Batch, Command, Task, TaskName, Tasks};
@@ -56,7 +56,6 @@ pub fn api_request(data: &[u8]) {
         keep_alive: true,
         body: body.to_vec(),
     };
-    let _ = api::route_label(&request);
     let now = Timestamp::from_nanos(1_780_000_000 * 1_000_000_000);
     let mut tasks = Tasks::new(16);
     let agent = TaskName::parse("agent").expect("a valid name");
@@ -65,7 +64,9 @@ pub fn api_request(data: &[u8]) {
         now,
         now.checked_add(Duration::from_secs(60)).expect("in range"),
     )]);
-    match api::route(&request, max_expire) {
+    let (label, routed) = api::route(&request, max_expire);
+    assert!(ROUTE_LABELS.contains(&label), "unbounded label {label:?}");
+    match routed {
         Routed::Reply(response) => {
             let unimplemented = matches!(request.method, Method::Other(_));
             assert!(
@@ -100,17 +101,15 @@ pub fn api_request(data: &[u8]) {
                 response.status
             );
         }
-        Routed::Query(query) => match query {
-            Query::List | Query::Get(_) | Query::Status => {
-                let response = api::answer(&query, &tasks, None, now);
-                assert!(
-                    matches!(response.status, 200 | 404),
-                    "{request:?} answered {}",
-                    response.status
-                );
-            }
-            // Answered by the reactor.
-            Query::Metrics | Query::Events { .. } => {}
-        },
+        Routed::Query(query) => {
+            let response = api::answer(&query, &tasks, None, now);
+            assert!(
+                matches!(response.status, 200 | 404),
+                "{request:?} answered {}",
+                response.status
+            );
+        }
+        // Answered by the reactor.
+        Routed::Metrics | Routed::Events { .. } => {}
     }
 }
