@@ -253,6 +253,11 @@ impl<S: Read + Write, P> Conn<S, P> {
         &mut self.stream
     }
 
+    /// The stream, once the connection is closed (to deregister it).
+    pub fn into_stream(self) -> S {
+        self.stream
+    }
+
     /// The socket reported readiness: there may be bytes (or EOF) to read.
     pub fn mark_readable(&mut self) {
         self.maybe_readable = true;

@@ -6,12 +6,15 @@
 //!   Driven with `now` passed in; unit-tested without a socket or a sleep.
 //! - [`shell`]: the mio loop, accept, reads and writes, signals, the store's
 //!   writes and reloads, hooks, systemd notifications.
+//! - `connections`: the open connections' buffers, ready queue, streams
+//!   and deadlines, generic over the stream (no mio).
 //! - `watches`: the pidfds that say when a bound process exits.
 //! - `socket`: binding, adopting and removing the listening socket.
 //!
 //! Only `shell`, `watches` and `socket` touch mio; only `shell` reads the
 //! clocks.
 
+mod connections;
 pub mod core;
 mod shell;
 mod socket;
@@ -30,7 +33,8 @@ use crate::store::StoreError;
 use crate::tasks::Ownership;
 
 pub use self::core::MAX_EXPIRIES_PER_TURN;
-pub use shell::{MAX_ACCEPTS_PER_TURN, MAX_OUTPUT_BACKLOG, MAX_PIPELINED, Server};
+pub use connections::{MAX_OUTPUT_BACKLOG, MAX_PIPELINED};
+pub use shell::{MAX_ACCEPTS_PER_TURN, Server};
 pub use socket::refuse_live_socket;
 
 /// Daemon settings; `Default` gives the documented defaults.
@@ -80,12 +84,6 @@ impl Config {
             .parent()
             .unwrap_or(Path::new("."))
             .join(Config::DEFAULT_DB_NAME)
-    }
-
-    /// The most input buffered per connection: the largest request the
-    /// framer accepts, so every request it can accept also arrives.
-    fn max_input(&self) -> usize {
-        self.limits.max_request_bytes()
     }
 
     /// What the core needs of these settings, for a daemon running as

@@ -11,7 +11,6 @@
 //!
 //! The only reader of the clocks.
 
-use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
@@ -22,17 +21,16 @@ use signal_hook::consts::{SIGCHLD, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 use tracing::{debug, info, warn};
 
-use super::core::{ConnId, Core, Edge, Handled, Now, Outside, Planned};
+use super::connections::{Connections, Readiness};
+use super::core::{Commit, ConnId, Core, Edge, Now, Outside};
 use super::socket::{adopt, bind, reject_connection, remove_socket};
 use super::watches::{FIRST_WATCH, Watches};
 use super::{Config, ServerError, Stats};
-use crate::api;
-use crate::conn::{Conn, Deadline, Next, Reply};
 use crate::daemon_log::Noise;
 use crate::hooks::Hooks;
 use crate::http::HttpDate;
 use crate::process;
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 use crate::systemd::{Notifier, ServiceEnv};
 use crate::time::{Timestamp, read_clocks};
 
@@ -56,38 +54,6 @@ const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 /// not) is taken in slices, with the open connections served in between.
 pub const MAX_ACCEPTS_PER_TURN: usize = 64;
 
-/// Most replies one connection may have queued in one turn. Past it the
-/// connection is not read again until its output drains: a client that
-/// pipelines thousands of requests gets them answered in slices, and others
-/// get their turn in between.
-pub const MAX_PIPELINED: usize = 64;
-
-/// Output buffered for one connection above which no more of its requests are
-/// read (the client is not reading its answers).
-pub const MAX_OUTPUT_BACKLOG: usize = 256 * 1024;
-
-/// The last line a stream consumer that fell behind receives.
-const LAGGED_LINE: &[u8] = b"{\"event\":\"lagged\",\"error\":\"this consumer did not keep up with the events and was cut off; reconnect with ?since=<last seq> to resume\"}\n";
-
-/// A connection and its place in the loop.
-struct Slot {
-    conn: Conn<UnixStream, Planned>,
-    /// In the ready queue.
-    scheduled: bool,
-    /// WRITABLE readiness is asked for (exactly while output is pending).
-    writable_interest: bool,
-}
-
-/// What [`Server::take_requests`] left a connection in.
-enum Taken {
-    /// Nothing more to do until it is readable or drained.
-    Idle,
-    /// Requests remain: take them next turn.
-    More,
-    /// It broke: close it.
-    Broken,
-}
-
 /// The daemon: the core and the descriptors around it.
 pub struct Server {
     config: Config,
@@ -100,18 +66,13 @@ pub struct Server {
     /// Readiness, status and watchdog pings for systemd.
     notifier: Notifier,
     signals: Signals,
-    conns: HashMap<Token, Slot>,
+    conns: Connections<UnixStream>,
     next_token: usize,
-    ready: VecDeque<Token>,
-    /// Connections carrying an event stream.
-    streams: Vec<Token>,
     watches: Watches,
     store: Store,
     hooks: Hooks,
     /// The `Date` of responses, formatted once per second.
     date: HttpDate,
-    /// The earliest connection deadline might be this early.
-    next_sweep: Option<Instant>,
     accept_paused_until: Option<Instant>,
     shutdown_by: Option<Instant>,
     /// The turn's time.
@@ -159,6 +120,7 @@ impl Server {
         let now = core.now(mono);
         let mut server = Server {
             hooks: Hooks::new(config.hooks.clone()),
+            conns: Connections::new(config.limits.clone(), config.timeouts.clone()),
             config,
             core,
             poll,
@@ -166,14 +128,10 @@ impl Server {
             socket_inherited: service.listener.is_some(),
             notifier: service.notifier,
             signals,
-            conns: HashMap::new(),
             next_token: FIRST_CONN,
-            ready: VecDeque::new(),
-            streams: Vec::new(),
             watches: Watches::new(registry),
             store,
             date: HttpDate::at(unix_second(now.wall)),
-            next_sweep: None,
             accept_paused_until: None,
             shutdown_by: None,
             now,
@@ -208,17 +166,11 @@ impl Server {
         self.watches.apply(&mut self.core);
         recovered.released = self.core.seal_recovery(now);
         if let Some(commit) = self.core.take_commit() {
-            let started = Instant::now();
-            let result = self.store.commit_batch(
-                commit.changes(),
-                commit.lines(),
-                commit.keep_from(),
-                commit.trim_slack(),
-            );
+            let (result, took) = write(&mut self.store, &commit);
             if let Err(e) = result {
                 return Err(ServerError::Recovery(e));
             }
-            self.core.committed(commit, Ok(()), started.elapsed(), now);
+            self.core.committed(commit, Ok(()), took, now);
             self.watches.apply(&mut self.core);
         }
         self.core.finish_recovery(now);
@@ -231,7 +183,7 @@ impl Server {
 
     /// Serves the socket the service manager passed, or binds our own.
     fn listen(&mut self, inherited: Option<crate::systemd::Inherited>) -> Result<(), ServerError> {
-        let mut listener = match inherited {
+        let listener = match inherited {
             Some(inherited) => {
                 let (listener, path) = adopt(inherited)?;
                 if let Some(path) = path {
@@ -241,6 +193,7 @@ impl Server {
             }
             None => bind(&self.config.socket, self.config.socket_mode)?,
         };
+        let mut listener = UnixListener::from_std(listener);
         self.poll
             .registry()
             .register(&mut listener, LISTENER, Interest::READABLE)
@@ -275,7 +228,14 @@ impl Server {
                     LISTENER => self.accept_all(),
                     SIGNALS => self.take_signals(),
                     token if token.0 >= FIRST_WATCH => self.watches.exited(token, &mut self.core),
-                    token => self.on_conn_event(token, event),
+                    token => {
+                        let ready = Readiness {
+                            readable: event.is_readable(),
+                            hung_up: event.is_read_closed() || event.is_error(),
+                            writable: event.is_writable(),
+                        };
+                        self.conns.readiness(ConnId(token.0), ready, mono);
+                    }
                 }
             }
             if self.accept_paused_until.is_some_and(|at| at <= mono) {
@@ -284,7 +244,8 @@ impl Server {
             self.turn(now);
             self.core.log_summaries(now);
             self.store.poll(mono);
-            self.sweep();
+            self.conns.sweep(&mut self.core, &self.date, mono);
+            self.tidy();
             self.hooks.poll(mono);
             self.hooks.poll_idle(now.wall, self.core.is_held());
             self.notifier.watchdog(mono);
@@ -336,7 +297,7 @@ impl Server {
     /// How long the next poll may sleep: until the earliest deadline of
     /// the core, the connections, the hooks, the store and systemd.
     fn poll_timeout(&self) -> Duration {
-        if !self.ready.is_empty() {
+        if self.conns.has_ready() {
             return Duration::ZERO;
         }
         let mono = self.now.mono;
@@ -346,7 +307,7 @@ impl Server {
             .map(|due| mono + due.saturating_since(self.now.wall));
         [
             self.core.poll_timeout(self.now),
-            self.next_sweep,
+            self.conns.next_deadline(),
             self.accept_paused_until,
             self.shutdown_by,
             self.hooks.next_deadline(),
@@ -366,7 +327,7 @@ impl Server {
     /// edges that follow.
     fn settle(&mut self, now: Now) {
         loop {
-            if self.core.wants_load(!self.ready.is_empty(), now) {
+            if self.core.wants_load(self.conns.has_ready(), now) {
                 let result = self.store.load();
                 self.core.loaded(result, now);
                 continue;
@@ -374,14 +335,8 @@ impl Server {
             let Some(commit) = self.core.take_commit() else {
                 break;
             };
-            let started = Instant::now();
-            let result = self.store.commit_batch(
-                commit.changes(),
-                commit.lines(),
-                commit.keep_from(),
-                commit.trim_slack(),
-            );
-            self.core.committed(commit, result, started.elapsed(), now);
+            let (result, took) = write(&mut self.store, &commit);
+            self.core.committed(commit, result, took, now);
         }
         self.watches.apply(&mut self.core);
         self.run_edges(now);
@@ -426,26 +381,7 @@ impl Server {
             remove_socket(&self.config.socket);
         }
         self.hooks.stop_while_held(mono);
-        let max_input = self.config.max_input();
-        let tokens: Vec<Token> = self.conns.keys().copied().collect();
-        for token in tokens {
-            let Some(slot) = self.conns.get_mut(&token) else {
-                continue;
-            };
-            let conn = &mut slot.conn;
-            conn.mark_readable();
-            let broken = conn.read_available(max_input, mono).is_err();
-            conn.stop_reading();
-            if let Some(version) = conn.stream_version() {
-                conn.push_output(mono, |out| api::stream_end(version, out));
-                conn.end_stream();
-            }
-            if broken {
-                self.close(token);
-            } else {
-                self.schedule(token);
-            }
-        }
+        self.conns.shut_down(mono);
     }
 
     /// Accepts what waits, at most [`MAX_ACCEPTS_PER_TURN`] a turn: each
@@ -505,322 +441,45 @@ impl Server {
             }
             return;
         }
-        let conn = Conn::new(stream, self.now.mono);
-        self.note_deadline(conn.deadline(&self.config.timeouts).map(|(at, _)| at));
-        self.conns.insert(
-            token,
-            Slot {
-                conn,
-                scheduled: false,
-                writable_interest: false,
-            },
-        );
-    }
-
-    fn on_conn_event(&mut self, token: Token, event: &mio::event::Event) {
-        let Some(slot) = self.conns.get_mut(&token) else {
-            return;
-        };
-        let conn = &mut slot.conn;
-        let mut wake = false;
-        if event.is_read_closed() || event.is_error() {
-            conn.mark_hung_up();
-            wake = true;
-        } else if event.is_readable() {
-            conn.mark_readable();
-            wake = true;
-        }
-        if event.is_writable() && conn.output_pending() > 0 {
-            if conn.flush(self.now.mono).is_err() || conn.is_finished() {
-                self.close(token);
-                return;
-            }
-            // A drained backlog lets the connection's requests be read again.
-            wake |= conn.output_pending() == 0;
-        }
-        self.want_writable_while_pending(token);
-        if wake {
-            self.schedule(token);
-        }
-    }
-
-    /// Asks for WRITABLE readiness exactly while output is pending: most
-    /// responses go out in one write, and an idle WRITABLE interest would
-    /// wake the reactor for nothing.
-    fn want_writable_while_pending(&mut self, token: Token) {
-        let Some(slot) = self.conns.get_mut(&token) else {
-            return;
-        };
-        let wanted = slot.conn.output_pending() > 0;
-        if wanted == slot.writable_interest {
-            return;
-        }
-        let interest = if wanted {
-            Interest::READABLE | Interest::WRITABLE
-        } else {
-            Interest::READABLE
-        };
-        match self
-            .poll
-            .registry()
-            .reregister(slot.conn.stream_mut(), token, interest)
-        {
-            Ok(()) => slot.writable_interest = wanted,
-            Err(e) => {
-                warn!(error = %e, "cannot change a connection's interest; closing it");
-                self.close(token);
-            }
-        }
-    }
-
-    fn schedule(&mut self, token: Token) {
-        if let Some(slot) = self.conns.get_mut(&token)
-            && !slot.scheduled
-        {
-            slot.scheduled = true;
-            self.ready.push_back(token);
-        }
+        self.conns.insert(id, stream, self.now.mono);
     }
 
     /// Reads, hands requests to the core, commits, answers.
     fn turn(&mut self, now: Now) {
         self.settle(now);
         self.core.start_turn(now);
-        let mut touched = Vec::with_capacity(self.ready.len());
-        let mut again = Vec::new();
-        while let Some(token) = self.ready.pop_front() {
-            if let Some(slot) = self.conns.get_mut(&token) {
-                slot.scheduled = false;
-            }
-            match self.take_requests(token, now) {
-                Taken::Idle => touched.push(token),
-                Taken::More => {
-                    again.push(token);
-                    touched.push(token);
-                }
-                Taken::Broken => self.close(token),
-            }
-        }
-        // Connections with nothing waiting for the commit are answered
-        // before its fsync: reads never wait for other clients' writes.
-        touched.retain(|token| {
-            let waits = self
-                .conns
-                .get(token)
-                .is_some_and(|slot| slot.conn.has_planned());
-            if !waits {
-                self.deliver(*token);
-            }
-            waits
-        });
+        let outside = Outside::of(self.store.counters(), self.hooks.counts());
+        let waiting =
+            self.conns
+                .take_ready(&mut self.core, &mut self.watches, outside, &self.date, now);
         self.core.seal_turn(now);
         self.settle(now);
-        for token in touched {
-            self.deliver(token);
-        }
+        self.conns
+            .answer_waiting(waiting, &mut self.core, &self.date, now);
         self.core.finish_turn();
-        self.broadcast();
-        for token in again {
-            self.schedule(token);
-        }
+        self.conns.broadcast(&mut self.core, now);
+        self.tidy();
     }
 
-    /// Takes the connection's complete requests to the core.
-    fn take_requests(&mut self, token: Token, now: Now) -> Taken {
-        let max_input = self.config.max_input();
-        let open_connections = self.conns.len();
-        let Some(slot) = self.conns.get_mut(&token) else {
-            return Taken::Idle;
-        };
-        let conn = &mut slot.conn;
-        if conn.read_available(max_input, now.mono).is_err() || conn.stream_abandoned() {
-            return Taken::Broken;
-        }
-        loop {
-            if conn.is_closing() || conn.output_pending() > MAX_OUTPUT_BACKLOG {
-                // A backlog is resumed by the writable event that drains it.
-                return Taken::Idle;
-            }
-            if conn.queued_len() >= MAX_PIPELINED {
-                return Taken::More;
-            }
-            let request = match conn.next_request(&self.config.limits, now.mono) {
-                Next::Request(request) => request,
-                Next::NeedMore => match conn.is_closing() || !conn.can_read_more(max_input) {
-                    true => return Taken::Idle,
-                    false => match conn.read_available(max_input, now.mono) {
-                        Ok(true) => continue,
-                        Ok(false) => return Taken::Idle,
-                        Err(_) => return Taken::Broken,
-                    },
-                },
-                Next::Invalid(e) => {
-                    let response = self.core.refuse(e);
-                    conn.queue(Reply::Ready(response), 1, false);
-                    return Taken::Idle;
-                }
-            };
-            let id = ConnId(token.0);
-            let waiting = conn.has_planned();
-            let handled =
-                self.core
-                    .handle(&mut self.watches, id, &request, waiting, &self.date, now);
-            let reply = match handled {
-                Handled::Answer(response) => Reply::Ready(response),
-                Handled::Planned(planned) => Reply::Planned(planned),
-                Handled::AfterCommit => {
-                    conn.hold_back(request);
-                    return Taken::More;
-                }
-                Handled::Stream(head) => {
-                    conn.queue(Reply::Raw(head), request.minor_version, true);
-                    conn.start_stream(request.minor_version);
-                    self.streams.push(token);
-                    return Taken::Idle;
-                }
-                Handled::Metrics => {
-                    let store = self.store.counters();
-                    let hooks = self.hooks.counts();
-                    let outside = Outside {
-                        connections: open_connections,
-                        streams: self.streams.len(),
-                        log_used_bytes: store.log_used,
-                        log_size_bytes: store.log_size,
-                        checkpoints: store.checkpoints,
-                        checkpoint_failures: store.checkpoint_failures,
-                        hook_runs: hooks.started,
-                        hook_failures: hooks.failed,
-                    };
-                    Reply::Ready(self.core.metrics_page(outside, now))
-                }
-            };
-            conn.queue(reply, request.minor_version, request.keep_alive);
-        }
-    }
-
-    /// Sends this turn's committed events to every stream, cutting off a
-    /// consumer whose backlog is full.
-    fn broadcast(&mut self) {
-        let batches = self.core.take_event_lines();
-        if batches.is_empty() || self.streams.is_empty() {
-            return;
-        }
-        let mono = self.now.mono;
-        let streams = std::mem::take(&mut self.streams);
-        for token in streams {
-            let Some(slot) = self.conns.get_mut(&token) else {
-                continue;
-            };
-            let conn = &mut slot.conn;
-            let Some(version) = conn.stream_version() else {
-                continue;
-            };
-            let keeping_up = conn.output_pending() <= MAX_OUTPUT_BACKLOG;
-            conn.push_output(mono, |out| {
-                if keeping_up {
-                    for (_, line) in batches.iter().flat_map(|lines| lines.iter()) {
-                        api::stream_chunk(version, line, out);
-                    }
-                } else {
-                    api::stream_chunk(version, LAGGED_LINE, out);
-                    api::stream_end(version, out);
-                }
+    /// Carries out what the connections asked of the poll: WRITABLE
+    /// interest while output is pending, and deregistering the closed.
+    fn tidy(&mut self) {
+        let registry = self.poll.registry();
+        for id in self.conns.take_interest_changes() {
+            self.conns.set_interest(id, |stream, writable| {
+                let interest = match writable {
+                    true => Interest::READABLE | Interest::WRITABLE,
+                    false => Interest::READABLE,
+                };
+                registry.reregister(stream, Token(id.0), interest)
             });
-            if !keeping_up {
-                if self.core.admit_warning(Noise::StreamCutOff, self.now) {
-                    warn!("an event stream consumer fell behind; cutting it off");
-                }
-                conn.end_stream();
+        }
+        for (id, mut stream) in self.conns.take_closed() {
+            let _ = registry.deregister(&mut stream);
+            self.core.disconnect(id);
+            if self.accept_paused_until.is_some() {
+                self.accept_paused_until = Some(self.now.mono);
             }
-            let broken = conn.flush(mono).is_err() || conn.is_finished();
-            let deadline = conn.deadline(&self.config.timeouts).map(|(at, _)| at);
-            if broken {
-                self.close(token);
-            } else {
-                if keeping_up {
-                    self.streams.push(token);
-                }
-                self.note_deadline(deadline);
-                self.want_writable_while_pending(token);
-            }
-        }
-    }
-
-    /// Writes the connection's answers, the planned ones as the core says.
-    fn deliver(&mut self, token: Token) {
-        let Some(slot) = self.conns.get_mut(&token) else {
-            return;
-        };
-        let conn = &mut slot.conn;
-        let mono = self.now.mono;
-        let core = &mut self.core;
-        conn.render(mono, &self.date, |planned| core.answer(planned));
-        if conn.flush(mono).is_err() || conn.is_finished() {
-            self.close(token);
-            return;
-        }
-        let at = conn.deadline(&self.config.timeouts).map(|(at, _)| at);
-        self.note_deadline(at);
-        self.want_writable_while_pending(token);
-    }
-
-    /// Keeps `next_sweep` no later than a connection's new deadline.
-    /// Deadlines only move later with activity, so a stale, earlier
-    /// `next_sweep` costs one early sweep and nothing else.
-    fn note_deadline(&mut self, at: Option<Instant>) {
-        if let Some(at) = at {
-            self.next_sweep = Some(self.next_sweep.map_or(at, |next| next.min(at)));
-        }
-    }
-
-    /// Enforces connection deadlines that have passed.
-    fn sweep(&mut self) {
-        let mono = self.now.mono;
-        if self.next_sweep.is_none_or(|at| at > mono) {
-            return;
-        }
-        self.next_sweep = None;
-        let mut expired = Vec::new();
-        let mut next: Option<Instant> = None;
-        for (token, slot) in &self.conns {
-            match slot.conn.deadline(&self.config.timeouts) {
-                Some((at, kind)) if at <= mono => expired.push((*token, kind)),
-                Some((at, _)) => next = Some(next.map_or(at, |n| n.min(at))),
-                None => {}
-            }
-        }
-        self.next_sweep = next;
-        for (token, kind) in expired {
-            match kind {
-                Deadline::Request => {
-                    debug!("request deadline passed; answering 408");
-                    if let Some(slot) = self.conns.get_mut(&token) {
-                        let response = api::error(
-                            408,
-                            "the request did not arrive in time; send the whole request at once",
-                        );
-                        slot.conn.queue(Reply::Ready(response), 1, false);
-                    }
-                    self.deliver(token);
-                }
-                Deadline::Idle | Deadline::Write => {
-                    debug!(?kind, "connection deadline passed; closing");
-                    self.close(token);
-                }
-            }
-        }
-    }
-
-    fn close(&mut self, token: Token) {
-        self.core.disconnect(ConnId(token.0));
-        if let Some(mut slot) = self.conns.remove(&token) {
-            let _ = self.poll.registry().deregister(slot.conn.stream_mut());
-            if slot.conn.stream_version().is_some() {
-                self.streams.retain(|t| *t != token);
-            }
-        }
-        if self.accept_paused_until.is_some() {
-            self.accept_paused_until = Some(self.now.mono);
         }
     }
 
@@ -832,6 +491,19 @@ impl Server {
             None => status,
         }
     }
+}
+
+/// Writes `commit` with one append and one sync; how it went and how long
+/// it took.
+fn write(store: &mut Store, commit: &Commit) -> (Result<(), StoreError>, Duration) {
+    let started = Instant::now();
+    let result = store.commit_batch(
+        commit.changes(),
+        commit.lines(),
+        commit.keep_from(),
+        commit.trim_slack(),
+    );
+    (result, started.elapsed())
 }
 
 /// Whole seconds since the epoch, for the `Date` header.

@@ -4,11 +4,12 @@
 //! dropped.
 
 use std::fs;
-use std::io;
+use std::io::{self, Write};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use mio::net::{UnixListener, UnixStream};
+use std::os::unix::net::UnixListener;
+
 use tracing::{info, warn};
 
 use super::ServerError;
@@ -16,10 +17,10 @@ use crate::http::{Answering, HttpDate, Response};
 use crate::systemd::Inherited;
 
 /// Serves a listening socket passed by the service manager: non-blocking
-/// (mio needs it; the descriptor is already close-on-exec). Returns it with
+/// (the poll needs it; the descriptor is already close-on-exec). Returns it with
 /// its path, when it has one.
 pub(super) fn adopt(inherited: Inherited) -> Result<(UnixListener, Option<PathBuf>), ServerError> {
-    let listener = std::os::unix::net::UnixListener::from(inherited.fd);
+    let listener = UnixListener::from(inherited.fd);
     listener
         .set_nonblocking(true)
         .map_err(ServerError::Inherited)?;
@@ -32,13 +33,12 @@ pub(super) fn adopt(inherited: Inherited) -> Result<(UnixListener, Option<PathBu
         name = inherited.name.as_deref().unwrap_or(""),
         "serving the socket passed by the service manager"
     );
-    Ok((UnixListener::from_std(listener), path))
+    Ok((listener, path))
 }
 
 /// Answers a refused connection with a 503 saying why; the caller drops
 /// it. Best effort: a fresh socket's buffer takes a few hundred bytes.
-pub(super) fn reject_connection(stream: &mut UnixStream, response: &Response, date: &HttpDate) {
-    use std::io::Write;
+pub(super) fn reject_connection(stream: &mut impl Write, response: &Response, date: &HttpDate) {
     let mut bytes = Vec::new();
     response.encode(Answering::REFUSAL, date, &mut bytes);
     let _ = stream.write(&bytes);
@@ -68,8 +68,8 @@ pub fn refuse_live_socket(path: &Path) -> Result<bool, ServerError> {
     }
 }
 
-/// Binds the socket, replacing a socket file left by a dead daemon but never
-/// a live one or a file that is not a socket.
+/// Binds the socket, non-blocking, replacing a socket file left by a dead
+/// daemon but never a live one or a file that is not a socket.
 pub(super) fn bind(path: &Path, mode: u32) -> Result<UnixListener, ServerError> {
     let socket_error = |source| ServerError::Socket {
         path: path.to_path_buf(),
@@ -80,6 +80,7 @@ pub(super) fn bind(path: &Path, mode: u32) -> Result<UnixListener, ServerError> 
         fs::remove_file(path).map_err(socket_error)?;
     }
     let listener = UnixListener::bind(path).map_err(socket_error)?;
+    listener.set_nonblocking(true).map_err(socket_error)?;
     fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(socket_error)?;
     Ok(listener)
 }

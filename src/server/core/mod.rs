@@ -29,11 +29,13 @@ use tracing::{debug, info, warn};
 use crate::api::{self, Routed};
 use crate::daemon_log::{Noise, TaskLines, log_summaries, note_refusal};
 use crate::events::{Event, EventLines, EventLog};
+use crate::hooks::HookCounts;
 use crate::http::{HttpDate, HttpError, Request, Response};
 use crate::logging::Folder;
 use crate::metrics::{Gauges, Metrics};
 use crate::process::Credentials;
 use crate::shares::{ShareLimits, Shares};
+use crate::store::StoreCounters;
 use crate::tasks::{
     Batch, Binding, Command, Holder, Outcome, Ownership, TaskError, TaskName, Tasks,
 };
@@ -165,6 +167,22 @@ pub struct Outside {
     pub checkpoint_failures: u64,
     pub hook_runs: u64,
     pub hook_failures: u64,
+}
+
+impl Outside {
+    /// The store's and the hooks' figures; the connections' are the
+    /// shell's to fill in.
+    pub fn of(store: StoreCounters, hooks: HookCounts) -> Outside {
+        Outside {
+            log_used_bytes: store.log_used,
+            log_size_bytes: store.log_size,
+            checkpoints: store.checkpoints,
+            checkpoint_failures: store.checkpoint_failures,
+            hook_runs: hooks.started,
+            hook_failures: hooks.failed,
+            ..Outside::default()
+        }
+    }
 }
 
 /// How the turn's changes fared, for their answers.

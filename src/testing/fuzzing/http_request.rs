@@ -49,7 +49,7 @@ pub fn http_request(data: &[u8]) {
         Limits::default()
     };
     let (whole, whole_end) = frame_at_once(stream, &limits);
-    // The daemon's buffer cap (server::Config::max_input): every request the
+    // The daemon's buffer cap (server::Connections::max_input): every request the
     // framer accepts must fit in it, however the bytes arrive.
     let max_input = limits.max_request_bytes();
     let pieces = split_points(stream.len(), seed, shape);
