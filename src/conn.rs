@@ -77,6 +77,50 @@ impl Input {
     }
 }
 
+/// Bytes to send: `bytes[written..]` is pending.
+///
+/// Invariants: `written <= bytes.len()`; `stalled_since` is `Some` while
+/// bytes are pending: the last time the client took some, or when the
+/// first of them was queued.
+#[derive(Debug, Default)]
+struct Output {
+    bytes: Vec<u8>,
+    written: usize,
+    stalled_since: Option<Instant>,
+}
+
+impl Output {
+    fn pending(&self) -> usize {
+        self.bytes.len() - self.written
+    }
+
+    fn unwritten(&self) -> &[u8] {
+        &self.bytes[self.written..]
+    }
+
+    /// The buffer to append to; if nothing was pending, the write deadline
+    /// runs from `now`.
+    fn append(&mut self, now: Instant) -> &mut Vec<u8> {
+        if self.pending() == 0 {
+            self.stalled_since = Some(now);
+        }
+        &mut self.bytes
+    }
+
+    /// The client took `count` more bytes at `now`.
+    fn wrote(&mut self, count: usize, now: Instant) {
+        self.written += count;
+        self.stalled_since = Some(now);
+    }
+
+    /// Everything is written: the storage is reused, and no deadline runs.
+    fn clear(&mut self) {
+        self.bytes.clear();
+        self.written = 0;
+        self.stalled_since = None;
+    }
+}
+
 /// The time limits of a connection, settings of the daemon.
 #[derive(Debug, Clone)]
 pub struct Timeouts {
@@ -177,37 +221,127 @@ pub enum Next {
     Invalid(HttpError),
 }
 
+/// Whether a read may find bytes, as far as the reactor's readiness edges
+/// tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Readiness {
+    /// An edge came (or the connection is new) and no read has found the
+    /// socket empty since.
+    MaybeReadable,
+    /// The socket was found empty; only a new edge changes that.
+    Drained,
+}
+
+/// The read side of the connection.
+///
+/// `PeerClosed` and `Stopped` are final. `Stopped` is reached only from a
+/// side still open: a peer that closed first stays `PeerClosed`, so an
+/// abandoned event stream is still seen as such during shutdown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reading {
+    /// Bytes are read as readiness allows; a short read drains the socket,
+    /// since bytes arriving later raise a new edge.
+    Open(Readiness),
+    /// The reactor reported that the peer closed its side, but the EOF is
+    /// not read yet. No further edge will come, so a short read does not
+    /// drain the socket: reads go on until the EOF.
+    HungUp(Readiness),
+    /// A read returned EOF: the peer sends nothing more.
+    PeerClosed,
+    /// [`Conn::stop_reading`]: nothing more is read; what is buffered is
+    /// answered.
+    Stopped,
+}
+
+impl Reading {
+    /// Whether a read could bring bytes (or the EOF).
+    fn may_read(self) -> bool {
+        matches!(
+            self,
+            Reading::Open(Readiness::MaybeReadable) | Reading::HungUp(Readiness::MaybeReadable)
+        )
+    }
+
+    /// Whether no byte beyond those buffered will ever be read.
+    fn ended(self) -> bool {
+        matches!(self, Reading::PeerClosed | Reading::Stopped)
+    }
+
+    /// The same side with new readiness; a side that reads no more stays
+    /// as it is.
+    fn with(self, readiness: Readiness) -> Reading {
+        match self {
+            Reading::Open(_) => Reading::Open(readiness),
+            Reading::HungUp(_) => Reading::HungUp(readiness),
+            ended => ended,
+        }
+    }
+}
+
+/// What the connection does with requests. Nothing returns to `Serving`,
+/// and an ended `Streaming` becomes `Closing`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Requests are taken as they arrive (keep-alive).
+    Serving,
+    /// No further request is taken: the replies queued are sent, then the
+    /// connection closes.
+    Closing,
+    /// An event stream is open, speaking HTTP/1.`minor_version`: no request
+    /// is taken, and the connection stays open until the stream ends.
+    Streaming { minor_version: u8 },
+}
+
+/// How far the request at the front of the input has come, for its
+/// deadline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    /// No byte of a request is buffered.
+    Idle,
+    /// Bytes of a request's head are buffered, the first since `started`.
+    Head { started: Instant },
+    /// The head is complete and its body is arriving, since `started`.
+    /// `continue_sent` says whether its `100 Continue` is queued already.
+    Body {
+        started: Instant,
+        continue_sent: bool,
+    },
+}
+
+/// The request taken (or refused) last: what its reply needs, from
+/// [`Conn::next_request`] until [`Conn::queue`] takes it.
+#[derive(Debug, Default)]
+struct Taken {
+    /// It is HEAD: its reply goes without content.
+    head: bool,
+    /// What its log line says (only while debug logging is on).
+    trace: Option<RequestTrace>,
+}
+
 /// One client connection.
 ///
-/// Invariants: `written <= output.len()`; once `closing` is set no further
-/// request is taken from `input`.
+/// Invariants:
+/// - `planned_in_queue` counts the [`Reply::Planned`] in `queued`.
+/// - Once `phase` leaves [`Phase::Serving`], no further request is taken
+///   from `input` (the caller asks [`is_closing`](Self::is_closing)).
+/// - `framing` is `Head` or `Body` exactly while `input` holds bytes
+///   (except after a failed read, which ends the connection); `Body`
+///   means the head at the front of `input` is complete.
+/// - `reading` changes only as [`Reading`] says: its ends are final.
 #[derive(Debug)]
 pub struct Conn<S, P> {
     stream: S,
     input: Input,
-    output: Vec<u8>,
-    written: usize,
+    output: Output,
     queued: Vec<Queued<P>>,
     held_back: Option<Request>,
-    /// Whether the request just taken is HEAD: its reply goes without
-    /// content. Taken by the next [`queue`](Self::queue).
-    taken_head: bool,
-    /// The request last framed, until its reply is queued (only while
-    /// debug logging is on).
-    framed: Option<RequestTrace>,
-    /// While an event stream is open: the HTTP minor version it speaks.
-    event_stream: Option<u8>,
+    taken: Taken,
     planned_in_queue: usize,
-    continue_sent: bool,
-    closing: bool,
-    peer_closed: bool,
-    reading_stopped: bool,
-    maybe_readable: bool,
-    hung_up: bool,
-    request_started: Option<Instant>,
-    body_started: Option<Instant>,
+    reading: Reading,
+    phase: Phase,
+    framing: Framing,
+    /// The last read or write that moved bytes (or the accept).
     last_activity: Instant,
-    write_stalled_since: Option<Instant>,
     /// Set by the reactor while the connection is in its ready queue.
     pub scheduled: bool,
     /// Set by the reactor while it asks for WRITABLE readiness.
@@ -220,24 +354,15 @@ impl<S: Read + Write, P> Conn<S, P> {
         Conn {
             stream,
             input: Input::default(),
-            output: Vec::new(),
-            written: 0,
+            output: Output::default(),
             queued: Vec::new(),
             held_back: None,
-            taken_head: false,
-            framed: None,
-            event_stream: None,
+            taken: Taken::default(),
             planned_in_queue: 0,
-            continue_sent: false,
-            closing: false,
-            peer_closed: false,
-            reading_stopped: false,
-            maybe_readable: true,
-            hung_up: false,
-            request_started: None,
-            body_started: None,
+            reading: Reading::Open(Readiness::MaybeReadable),
+            phase: Phase::Serving,
+            framing: Framing::Idle,
             last_activity: now,
-            write_stalled_since: None,
             scheduled: false,
             watching_writable: false,
         }
@@ -260,14 +385,15 @@ impl<S: Read + Write, P> Conn<S, P> {
 
     /// The socket reported readiness: there may be bytes (or EOF) to read.
     pub fn mark_readable(&mut self) {
-        self.maybe_readable = true;
+        self.reading = self.reading.with(Readiness::MaybeReadable);
     }
 
     /// The socket reported that the peer closed its side: read until EOF,
     /// since no further readiness edge will come for it.
     pub fn mark_hung_up(&mut self) {
-        self.maybe_readable = true;
-        self.hung_up = true;
+        if let Reading::Open(_) | Reading::HungUp(_) = self.reading {
+            self.reading = Reading::HungUp(Readiness::MaybeReadable);
+        }
     }
 
     /// Reads what the socket has, up to `max_input` buffered bytes. Returns
@@ -283,7 +409,7 @@ impl<S: Read + Write, P> Conn<S, P> {
             let room = spare.len();
             match self.stream.read(spare) {
                 Ok(0) => {
-                    self.peer_closed = true;
+                    self.reading = Reading::PeerClosed;
                     progressed = true;
                 }
                 Ok(n) => {
@@ -294,10 +420,12 @@ impl<S: Read + Write, P> Conn<S, P> {
                     // edge. This saves the read that would say WouldBlock.
                     // A hang-up already reported raises no new edge, so
                     // then the EOF is read now.
-                    self.maybe_readable = n == room || self.hung_up;
+                    if n < room && matches!(self.reading, Reading::Open(_)) {
+                        self.reading = Reading::Open(Readiness::Drained);
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.maybe_readable = false;
+                    self.reading = self.reading.with(Readiness::Drained);
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
@@ -305,8 +433,8 @@ impl<S: Read + Write, P> Conn<S, P> {
         }
         if progressed {
             self.last_activity = now;
-            if !self.input.is_empty() && self.request_started.is_none() {
-                self.request_started = Some(now);
+            if !self.input.is_empty() && self.framing == Framing::Idle {
+                self.framing = Framing::Head { started: now };
             }
         }
         Ok(progressed)
@@ -314,63 +442,86 @@ impl<S: Read + Write, P> Conn<S, P> {
 
     /// Whether a read could bring more bytes.
     pub fn can_read_more(&self, max_input: usize) -> bool {
-        self.maybe_readable
-            && !self.peer_closed
-            && !self.reading_stopped
-            && self.input.len() < max_input
+        self.reading.may_read() && self.input.len() < max_input
     }
 
     /// Takes the next request from the input.
     pub fn next_request(&mut self, limits: &Limits, now: Instant) -> Next {
         if let Some(request) = self.held_back.take() {
-            self.taken_head = request.method == Method::Head;
+            self.taken.head = request.method == Method::Head;
             return Next::Request(request);
         }
         match http::parse(self.input.pending(), limits) {
             Ok(Parsed::Complete { request, consumed }) => {
                 // Two allocations a request: only when the line is logged.
                 if tracing::enabled!(tracing::Level::DEBUG) {
-                    self.framed = Some(RequestTrace {
+                    self.taken.trace = Some(RequestTrace {
                         method: request.method.as_str().to_owned(),
                         target: request.target.clone(),
                         at: now,
                     });
                 }
                 self.input.consume(consumed);
-                self.continue_sent = false;
-                self.body_started = None;
-                self.request_started = (!self.input.is_empty()).then_some(now);
-                self.taken_head = request.method == Method::Head;
+                self.framing = if self.input.is_empty() {
+                    Framing::Idle
+                } else {
+                    Framing::Head { started: now }
+                };
+                self.taken.head = request.method == Method::Head;
                 Next::Request(request)
             }
             Ok(Parsed::Partial(progress)) => {
                 if let Progress::Body { expects_continue } = progress {
-                    self.body_started.get_or_insert(now);
-                    if expects_continue && !self.continue_sent {
-                        self.continue_sent = true;
-                        self.queued.push(Queued {
-                            reply: Reply::Continue,
-                            to: Answering {
-                                minor_version: 1,
-                                keep_alive: true,
-                                head: false,
-                            },
-                            request: None,
-                        });
-                    }
+                    self.body_arriving(expects_continue, now);
                 }
-                if self.peer_closed || self.reading_stopped {
+                if self.reading.ended() {
                     // The rest of this request will never come.
-                    self.closing = true;
+                    self.close();
                 }
                 Next::NeedMore
             }
             Err(e) => {
                 // A refused HEAD still gets no content.
                 let pending = self.input.pending();
-                self.taken_head = pending[http::skip_empty_lines(pending)..].starts_with(b"HEAD ");
+                self.taken.head = pending[http::skip_empty_lines(pending)..].starts_with(b"HEAD ");
                 Next::Invalid(e)
             }
+        }
+    }
+
+    /// The head at the front of the input is complete and its body is not:
+    /// the body deadline runs from the first time this is seen, and a
+    /// client that expects it gets one `100 Continue`.
+    fn body_arriving(&mut self, expects_continue: bool, now: Instant) {
+        let (started, continue_sent) = match self.framing {
+            Framing::Body {
+                started,
+                continue_sent,
+            } => (started, continue_sent),
+            Framing::Idle | Framing::Head { .. } => (now, false),
+        };
+        let send_continue = expects_continue && !continue_sent;
+        self.framing = Framing::Body {
+            started,
+            continue_sent: continue_sent || send_continue,
+        };
+        if send_continue {
+            self.queued.push(Queued {
+                reply: Reply::Continue,
+                to: Answering {
+                    minor_version: 1,
+                    keep_alive: true,
+                    head: false,
+                },
+                request: None,
+            });
+        }
+    }
+
+    /// No further request is taken.
+    fn close(&mut self) {
+        if self.phase == Phase::Serving {
+            self.phase = Phase::Closing;
         }
     }
 
@@ -387,18 +538,18 @@ impl<S: Read + Write, P> Conn<S, P> {
             self.planned_in_queue += 1;
         }
         if !keep_alive {
-            self.closing = true;
+            self.close();
         }
         let request = match reply {
             Reply::Continue => None,
-            _ => self.framed.take(),
+            _ => self.taken.trace.take(),
         };
         self.queued.push(Queued {
             reply,
             to: Answering {
                 minor_version,
                 keep_alive,
-                head: std::mem::take(&mut self.taken_head),
+                head: std::mem::take(&mut self.taken.head),
             },
             request,
         });
@@ -416,18 +567,20 @@ impl<S: Read + Write, P> Conn<S, P> {
 
     /// Bytes of output not yet written.
     pub fn output_pending(&self) -> usize {
-        self.output.len() - self.written
+        self.output.pending()
     }
 
     /// Whether no further request will be taken.
     pub fn is_closing(&self) -> bool {
-        self.closing
+        self.phase != Phase::Serving
     }
 
     /// Reads nothing more from the socket: the requests already buffered
     /// are answered, then the connection closes.
     pub fn stop_reading(&mut self) {
-        self.reading_stopped = true;
+        if let Reading::Open(_) | Reading::HungUp(_) = self.reading {
+            self.reading = Reading::Stopped;
+        }
     }
 
     /// Turns queued replies into bytes, in order, dated `date`; `planned`
@@ -441,13 +594,11 @@ impl<S: Read + Write, P> Conn<S, P> {
         if self.queued.is_empty() {
             return;
         }
-        if self.output_pending() == 0 {
-            self.write_stalled_since = Some(now);
-        }
+        let output = self.output.append(now);
         for queued in self.queued.drain(..) {
             let response = match queued.reply {
                 Reply::Continue => {
-                    self.output.extend_from_slice(http::CONTINUE);
+                    output.extend_from_slice(http::CONTINUE);
                     continue;
                 }
                 Reply::Raw(bytes) => {
@@ -455,7 +606,7 @@ impl<S: Read + Write, P> Conn<S, P> {
                     if let Some(request) = &queued.request {
                         request.log(200, now);
                     }
-                    self.output.extend_from_slice(&bytes);
+                    output.extend_from_slice(&bytes);
                     continue;
                 }
                 Reply::Ready(response) => response,
@@ -464,7 +615,7 @@ impl<S: Read + Write, P> Conn<S, P> {
             if let Some(request) = &queued.request {
                 request.log(response.status, now);
             }
-            response.encode(queued.to, date, &mut self.output);
+            response.encode(queued.to, date, output);
         }
         self.planned_in_queue = 0;
     }
@@ -474,12 +625,11 @@ impl<S: Read + Write, P> Conn<S, P> {
     /// # Errors
     /// Any I/O error but `WouldBlock` and `Interrupted`.
     pub fn flush(&mut self, now: Instant) -> io::Result<()> {
-        while self.written < self.output.len() {
-            match self.stream.write(&self.output[self.written..]) {
+        while self.output.pending() > 0 {
+            match self.stream.write(self.output.unwritten()) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => {
-                    self.written += n;
-                    self.write_stalled_since = Some(now);
+                    self.output.wrote(n, now);
                     self.last_activity = now;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
@@ -488,66 +638,66 @@ impl<S: Read + Write, P> Conn<S, P> {
             }
         }
         self.output.clear();
-        self.written = 0;
-        self.write_stalled_since = None;
         Ok(())
     }
 
     /// Turns the connection into an event stream: no further request is
     /// taken, and it stays open until [`end_stream`](Self::end_stream).
     pub fn start_stream(&mut self, minor_version: u8) {
-        self.event_stream = Some(minor_version);
-        self.closing = true;
+        self.phase = Phase::Streaming { minor_version };
     }
 
     /// The HTTP minor version of the open event stream, if any.
     pub fn stream_version(&self) -> Option<u8> {
-        self.event_stream
+        match self.phase {
+            Phase::Streaming { minor_version } => Some(minor_version),
+            Phase::Serving | Phase::Closing => None,
+        }
     }
 
     /// Whether the client closed its side while an event stream is open:
     /// nobody is listening any more.
     pub fn stream_abandoned(&self) -> bool {
-        self.event_stream.is_some() && self.peer_closed
+        matches!(self.phase, Phase::Streaming { .. }) && self.reading == Reading::PeerClosed
     }
 
     /// Ends the event stream; the connection closes once its output is out.
     pub fn end_stream(&mut self) {
-        self.event_stream = None;
+        if let Phase::Streaming { .. } = self.phase {
+            self.phase = Phase::Closing;
+        }
     }
 
     /// Appends bytes to the output directly (event stream lines).
     pub fn push_output(&mut self, now: Instant, write: impl FnOnce(&mut Vec<u8>)) {
-        if self.output_pending() == 0 {
-            self.write_stalled_since = Some(now);
-        }
-        write(&mut self.output);
+        write(self.output.append(now));
     }
 
     /// Whether the connection has nothing left to do and can be dropped.
     pub fn is_finished(&self) -> bool {
-        let idle_output = self.queued.is_empty() && self.output_pending() == 0;
-        let no_more_input = (self.peer_closed || self.reading_stopped)
-            && self.input.is_empty()
-            && self.held_back.is_none();
-        self.event_stream.is_none() && idle_output && (self.closing || no_more_input)
+        let idle_output = self.queued.is_empty() && self.output.pending() == 0;
+        let no_more_input =
+            self.reading.ended() && self.input.is_empty() && self.held_back.is_none();
+        match self.phase {
+            Phase::Streaming { .. } => false,
+            Phase::Closing => idle_output,
+            Phase::Serving => idle_output && no_more_input,
+        }
     }
 
     /// The nearest deadline and its kind.
     pub fn deadline(&self, timeouts: &Timeouts) -> Option<(Instant, Deadline)> {
-        if let Some(since) = self.write_stalled_since {
+        if let Some(since) = self.output.stalled_since {
             return Some((since + timeouts.write, Deadline::Write));
         }
-        if self.closing || self.event_stream.is_some() {
+        if self.phase != Phase::Serving {
             return None;
         }
-        if let Some(body) = self.body_started {
-            return Some((body + timeouts.body, Deadline::Request));
+        match self.framing {
+            Framing::Body { started, .. } => Some((started + timeouts.body, Deadline::Request)),
+            Framing::Head { started } => Some((started + timeouts.head, Deadline::Request)),
+            Framing::Idle => Some((self.last_activity + timeouts.idle, Deadline::Idle)),
         }
-        if let Some(started) = self.request_started {
-            return Some((started + timeouts.head, Deadline::Request));
-        }
-        Some((self.last_activity + timeouts.idle, Deadline::Idle))
     }
 }
 
@@ -854,5 +1004,286 @@ mod tests {
             .reads
             .push_back(Err(io::ErrorKind::ConnectionReset.into()));
         assert!(broken.read_available(150, now).is_err());
+    }
+
+    #[test]
+    fn stopped_reading_answers_what_is_buffered_then_finishes() {
+        let now = Instant::now();
+        let mut c = conn(
+            vec![
+                b"GET /a HTTP/1.1\r\nHost: h\r\n\r\nGET /b HT",
+                b"TP/1.1\r\n\r\n",
+            ],
+            1 << 20,
+        );
+        c.read_available(1 << 16, now).unwrap();
+        c.stop_reading();
+        c.mark_readable();
+        c.mark_hung_up();
+        assert!(!c.can_read_more(1 << 16), "a stopped side stays stopped");
+        assert!(!c.read_available(1 << 16, now).unwrap());
+        let Next::Request(request) = c.next_request(&Limits::default(), now) else {
+            panic!()
+        };
+        assert_eq!(request.target, "/a");
+        assert!(!c.is_closing());
+        c.queue(Reply::Ready(answer(200)), 1, true);
+        // The rest of /b will never be read.
+        assert!(matches!(
+            c.next_request(&Limits::default(), now),
+            Next::NeedMore
+        ));
+        assert!(c.is_closing());
+        assert!(!c.is_finished());
+        c.render(now, &date(), answer);
+        c.flush(now).unwrap();
+        assert!(c.is_finished());
+    }
+
+    #[test]
+    fn a_stopped_connection_with_nothing_buffered_is_finished() {
+        let mut c = conn(vec![], 1 << 20);
+        assert!(!c.is_finished());
+        c.stop_reading();
+        assert!(c.is_finished());
+        assert!(!c.is_closing());
+    }
+
+    #[test]
+    fn a_reply_without_keep_alive_closes_once_written() {
+        let start = Instant::now();
+        let later = start + Duration::from_secs(1);
+        let timeouts = Timeouts::default();
+        let mut c = conn_at(
+            vec![b"GET / HTTP/1.0\r\n\r\nGET /more HTTP/1.1\r\n\r\n"],
+            1 << 20,
+            start,
+        );
+        c.read_available(1 << 16, start).unwrap();
+        let Next::Request(request) = c.next_request(&Limits::default(), start) else {
+            panic!()
+        };
+        assert!(!request.keep_alive);
+        c.queue(Reply::Ready(answer(200)), 0, false);
+        assert!(c.is_closing());
+        c.render(later, &date(), answer);
+        assert_eq!(
+            c.deadline(&timeouts),
+            Some((later + timeouts.write, Deadline::Write))
+        );
+        assert!(!c.is_finished());
+        c.flush(later).unwrap();
+        // The request left in the input is never taken: no deadline runs.
+        assert_eq!(c.deadline(&timeouts), None);
+        assert!(c.is_finished());
+    }
+
+    #[test]
+    fn a_hang_up_is_read_through_to_the_eof() {
+        let now = Instant::now();
+        let mut c = conn(vec![b"GET / HT"], 1 << 20);
+        c.read_available(1 << 16, now).unwrap();
+        // A short read drains the socket until the next edge.
+        assert!(!c.can_read_more(1 << 16));
+        c.mark_hung_up();
+        assert!(c.can_read_more(1 << 16));
+        // The EOF is not there yet: the socket is drained again.
+        assert!(!c.read_available(1 << 16, now).unwrap());
+        assert!(!c.can_read_more(1 << 16));
+        c.mark_readable();
+        c.stream_mut().reads.push_back(Ok(b"TP/1.1\r\n".to_vec()));
+        c.stream_mut().reads.push_back(Ok(Vec::new()));
+        assert!(c.read_available(1 << 16, now).unwrap());
+        assert_eq!(c.input.pending(), b"GET / HTTP/1.1\r\n");
+        c.mark_readable();
+        c.mark_hung_up();
+        assert!(!c.can_read_more(1 << 16), "EOF is final");
+        assert!(matches!(
+            c.next_request(&Limits::default(), now),
+            Next::NeedMore
+        ));
+        assert!(c.is_closing());
+        assert!(c.is_finished());
+    }
+
+    #[test]
+    fn an_event_stream_stays_open_until_it_ends() {
+        let start = Instant::now();
+        let timeouts = Timeouts::default();
+        let mut c = conn_at(
+            vec![b"GET /events HTTP/1.1\r\nHost: h\r\n\r\n"],
+            1 << 20,
+            start,
+        );
+        c.read_available(1 << 16, start).unwrap();
+        let Next::Request(_) = c.next_request(&Limits::default(), start) else {
+            panic!()
+        };
+        c.queue(Reply::Raw(b"HTTP/1.1 200 OK\r\n\r\n".to_vec()), 1, true);
+        c.start_stream(1);
+        assert_eq!(c.stream_version(), Some(1));
+        assert!(c.is_closing());
+        c.render(start, &date(), answer);
+        c.flush(start).unwrap();
+        // An open stream waits for events: no deadline, not finished.
+        assert_eq!(c.deadline(&timeouts), None);
+        assert!(!c.is_finished());
+        assert!(!c.stream_abandoned());
+        c.push_output(start, |out| out.extend_from_slice(b"data: 1\n\n"));
+        assert_eq!(
+            c.deadline(&timeouts),
+            Some((start + timeouts.write, Deadline::Write))
+        );
+        c.flush(start).unwrap();
+        c.end_stream();
+        assert_eq!(c.stream_version(), None);
+        assert!(c.is_closing(), "an ended stream closes");
+        assert!(c.is_finished());
+        assert!(c.stream().written.ends_with(b"data: 1\n\n"));
+    }
+
+    #[test]
+    fn a_stream_is_abandoned_when_the_peer_closed_even_once_stopped() {
+        let now = Instant::now();
+        let mut c = conn(
+            vec![b"GET /events HTTP/1.1\r\nHost: h\r\n\r\n", b""],
+            1 << 20,
+        );
+        c.read_available(1 << 16, now).unwrap();
+        let Next::Request(_) = c.next_request(&Limits::default(), now) else {
+            panic!()
+        };
+        c.queue(Reply::Raw(Vec::new()), 1, true);
+        c.start_stream(1);
+        assert!(!c.stream_abandoned(), "the EOF is not read yet");
+        c.mark_readable();
+        c.read_available(1 << 16, now).unwrap();
+        assert!(c.stream_abandoned());
+        // Shutdown stops reading: the peer's close is still known.
+        c.stop_reading();
+        assert!(c.stream_abandoned());
+        // A stream stopped before the peer closed is not abandoned.
+        let mut open = conn(vec![b"GET /events HTTP/1.1\r\nHost: h\r\n\r\n"], 1 << 20);
+        open.read_available(1 << 16, now).unwrap();
+        let Next::Request(_) = open.next_request(&Limits::default(), now) else {
+            panic!()
+        };
+        open.queue(Reply::Raw(Vec::new()), 1, true);
+        open.start_stream(1);
+        open.stop_reading();
+        assert!(!open.stream_abandoned());
+    }
+
+    #[test]
+    fn ending_no_stream_leaves_the_connection_serving() {
+        let mut c = conn(vec![], 1 << 20);
+        c.end_stream();
+        assert!(!c.is_closing());
+        assert_eq!(c.stream_version(), None);
+    }
+
+    #[test]
+    fn each_request_that_expects_it_gets_its_own_continue() {
+        let now = Instant::now();
+        let head =
+            b"PUT /a HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n";
+        let mut c = conn(vec![head, b"ab", head], 1 << 20);
+        c.read_available(1 << 16, now).unwrap();
+        assert!(matches!(
+            c.next_request(&Limits::default(), now),
+            Next::NeedMore
+        ));
+        c.mark_readable();
+        c.read_available(1 << 16, now).unwrap();
+        let Next::Request(_) = c.next_request(&Limits::default(), now) else {
+            panic!()
+        };
+        c.queue(Reply::Ready(answer(204)), 1, true);
+        c.mark_readable();
+        c.read_available(1 << 16, now).unwrap();
+        assert!(matches!(
+            c.next_request(&Limits::default(), now),
+            Next::NeedMore
+        ));
+        c.render(now, &date(), answer);
+        c.flush(now).unwrap();
+        let text = String::from_utf8(c.stream().written.clone()).unwrap();
+        assert_eq!(text.matches("100 Continue").count(), 2, "{text}");
+        assert!(
+            text.find("204").unwrap() < text.rfind("100 Continue").unwrap(),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn after_a_request_the_deadline_follows_what_is_left() {
+        let start = Instant::now();
+        let framed = start + Duration::from_secs(1);
+        let written = start + Duration::from_secs(2);
+        let timeouts = Timeouts::default();
+        // Pipelined: the bytes left after the first request are a new head.
+        let mut c = conn_at(
+            vec![b"GET /a HTTP/1.1\r\nHost: h\r\n\r\nGET /b"],
+            1 << 20,
+            start,
+        );
+        c.read_available(1 << 16, start).unwrap();
+        let Next::Request(_) = c.next_request(&Limits::default(), framed) else {
+            panic!()
+        };
+        assert_eq!(
+            c.deadline(&timeouts),
+            Some((framed + timeouts.head, Deadline::Request))
+        );
+        // Nothing left: the connection idles from its last read or write.
+        let mut c = conn_at(vec![b"GET /a HTTP/1.1\r\nHost: h\r\n\r\n"], 1 << 20, start);
+        c.read_available(1 << 16, start).unwrap();
+        let Next::Request(_) = c.next_request(&Limits::default(), framed) else {
+            panic!()
+        };
+        assert_eq!(
+            c.deadline(&timeouts),
+            Some((start + timeouts.idle, Deadline::Idle))
+        );
+        c.queue(Reply::Ready(answer(200)), 1, true);
+        c.render(written, &date(), answer);
+        c.flush(written).unwrap();
+        assert_eq!(
+            c.deadline(&timeouts),
+            Some((written + timeouts.idle, Deadline::Idle))
+        );
+    }
+
+    #[test]
+    fn the_write_deadline_runs_from_the_last_byte_taken() {
+        let start = Instant::now();
+        let later = start + Duration::from_secs(3);
+        let timeouts = Timeouts::default();
+        let mut c = conn_at(vec![], 4, start);
+        c.push_output(start, |out| out.extend_from_slice(b"0123456789"));
+        assert_eq!(
+            c.deadline(&timeouts),
+            Some((start + timeouts.write, Deadline::Write))
+        );
+        // More output while some is pending does not restart the clock.
+        c.push_output(later, |out| out.extend_from_slice(b"ab"));
+        assert_eq!(
+            c.deadline(&timeouts),
+            Some((start + timeouts.write, Deadline::Write))
+        );
+        c.flush(later).unwrap();
+        assert_eq!(c.output_pending(), 8);
+        assert_eq!(
+            c.deadline(&timeouts),
+            Some((later + timeouts.write, Deadline::Write))
+        );
+        c.stream_mut().write_room = 100;
+        c.flush(later).unwrap();
+        assert_eq!(c.output_pending(), 0);
+        assert_eq!(c.stream().written, b"0123456789ab");
+        assert_eq!(
+            c.deadline(&timeouts),
+            Some((later + timeouts.idle, Deadline::Idle))
+        );
     }
 }

@@ -187,159 +187,205 @@ fn until(now: u64, expire: Duration) -> Result<u64, TaskError> {
 /// not the state; the state changes only when a batch is applied.
 pub fn tasks_model(data: &[u8]) {
     let mut input = Input::new(data);
-    let first = input.byte();
-    let max = 1 + usize::from(first % 6);
-    let max_per_uid = match first / 6 % 5 {
-        0 => None,
-        quota => Some(usize::from(quota)),
-    };
-    let rules = ModelRules { max, max_per_uid };
-    let ownership = match max_per_uid {
-        None => Ownership::Shared,
-        Some(max_per_uid) => Ownership::Owned { max_per_uid },
-    };
-    let mut tasks = Tasks::new(max).with_ownership(ownership);
-    let mut batch = Batch::new();
-    let mut committed = ModelState::default();
-    let mut pending = ModelState::default();
-    let mut touched: BTreeSet<String> = BTreeSet::new();
-    let mut planned = 0usize;
-    let mut now = START_NANOS;
+    let mut run = ModelRun::new(input.byte());
     while !input.is_empty() {
         let op = input.byte();
         match op % 8 {
-            0..=2 => {
-                let name = name_at(input.byte());
-                let caller = CALLERS[usize::from(op / 8) % CALLERS.len()];
-                let command = match op % 8 {
-                    0 => Command::Create {
-                        name,
-                        expire: expire_of(input.byte()),
-                        claim: Default::default(),
-                        caller,
-                    },
-                    1 => Command::Upsert {
-                        name,
-                        expire: expire_of(input.byte()),
-                        claim: Default::default(),
-                        caller,
-                    },
-                    _ => Command::Delete {
-                        name,
-                        caller,
-                        bound_to: None,
-                    },
-                };
-                let expected = pending.run(&command, now, rules);
-                let actual = tasks.plan(&mut batch, command.clone(), Timestamp::from_nanos(now));
-                assert_eq!(actual, expected, "{command:?} at {now}");
-                if let Ok(outcome) = actual {
-                    let name = match command {
-                        Command::Create { name, .. }
-                        | Command::Upsert { name, .. }
-                        | Command::Delete { name, .. } => name,
-                    };
-                    touched.insert(name.as_str().to_owned());
-                    planned += 1;
-                    let _ = api::outcome(&Ok(outcome));
-                }
-            }
-            3 => {
-                let name = name_at(input.byte());
-                let expected = committed
-                    .live(name.as_str(), now)
-                    .map(|row| committed.task(name.as_str(), row));
-                assert_eq!(
-                    tasks.get(&name, Timestamp::from_nanos(now)).cloned(),
-                    expected,
-                    "get {name} at {now}"
-                );
-            }
-            4 => {
-                let expected: Vec<Task> = committed
-                    .rows
-                    .iter()
-                    .filter(|(_, (_, expires))| *expires > now)
-                    .map(|(name, row)| committed.task(name, *row))
-                    .collect();
-                let actual: Vec<Task> = tasks.live(Timestamp::from_nanos(now)).cloned().collect();
-                assert_eq!(actual, expected, "list at {now}");
-            }
-            5 => {
-                let step = input.byte();
-                let by = match step & 3 {
-                    0 => 0,
-                    1 => 1,
-                    2 => u64::from(step >> 2) * 1_000_000_000,
-                    _ if step == 0xFF => u64::MAX,
-                    _ => u64::from(step >> 2) * 250_000_000,
-                };
-                now = now.saturating_add(by);
-            }
-            6 => {
-                let due: Vec<String> = committed
-                    .rows
-                    .iter()
-                    .filter(|(name, (_, expires))| *expires <= now && !touched.contains(*name))
-                    .map(|(name, _)| name.clone())
-                    .collect();
-                let count = tasks.expire_due(&mut batch, Timestamp::from_nanos(now));
-                assert_eq!(count, due.len(), "expiries planned at {now}");
-                for name in due {
-                    pending.remove(&name);
-                    touched.insert(name);
-                }
-                planned += count;
-            }
-            _ => {
-                let finished = std::mem::take(&mut batch);
-                if op & 0x80 == 0 {
-                    tasks.apply(finished);
-                    committed = pending.clone();
-                } else {
-                    // The commit failed: the batch is dropped unapplied.
-                    drop(finished);
-                    pending = committed.clone();
-                }
-                touched.clear();
-                planned = 0;
-            }
+            0..=2 => run.plan(op, &mut input),
+            3 => run.get(&name_at(input.byte())),
+            4 => run.list(),
+            5 => run.advance(input.byte()),
+            6 => run.expire_due(),
+            _ => run.end_batch(op & 0x80 == 0),
         }
-        check_tasks(&tasks, &batch, &committed, &pending, planned);
+        run.check();
     }
 }
 
-/// The state's indexes and the batch's counts agree with the model.
-fn check_tasks(
-    tasks: &Tasks,
-    batch: &Batch,
-    committed: &ModelState,
-    pending: &ModelState,
+/// The state machine and its model, side by side, with the open batch.
+///
+/// `pending` is `committed` with the open batch's changes; `touched` names
+/// the rows the open batch changes (expiry leaves those alone), and
+/// `planned` counts its changes.
+struct ModelRun {
+    rules: ModelRules,
+    tasks: Tasks,
+    batch: Batch,
+    committed: ModelState,
+    pending: ModelState,
+    touched: BTreeSet<String>,
     planned: usize,
-) {
-    assert_eq!(tasks.len(), committed.rows.len(), "row count");
-    let deadlines = committed.rows.values().map(|&(_, expires)| expires);
-    assert_eq!(
-        tasks.next_deadline().map(Timestamp::as_nanos),
-        deadlines.clone().min(),
-        "next deadline"
-    );
-    assert_eq!(
-        tasks.last_deadline().map(Timestamp::as_nanos),
-        deadlines.max(),
-        "last deadline"
-    );
-    assert_eq!(batch.len(), planned, "changes in the batch");
-    for uid in CALLERS.into_iter().flatten() {
-        let owned = committed
-            .owners
-            .values()
-            .filter(|owner| **owner == Some(uid));
-        assert_eq!(tasks.owned_by(uid), owned.count(), "rows of uid {uid}");
+    now: u64,
+}
+
+impl ModelRun {
+    /// Empty state under the rules byte 0 of the input picks.
+    fn new(first: u8) -> Self {
+        let max = 1 + usize::from(first % 6);
+        let max_per_uid = match first / 6 % 5 {
+            0 => None,
+            quota => Some(usize::from(quota)),
+        };
+        let ownership = match max_per_uid {
+            None => Ownership::Shared,
+            Some(max_per_uid) => Ownership::Owned { max_per_uid },
+        };
+        ModelRun {
+            rules: ModelRules { max, max_per_uid },
+            tasks: Tasks::new(max).with_ownership(ownership),
+            batch: Batch::new(),
+            committed: ModelState::default(),
+            pending: ModelState::default(),
+            touched: BTreeSet::new(),
+            planned: 0,
+            now: START_NANOS,
+        }
     }
-    assert_eq!(
-        batch.rows_delta(),
-        pending.rows.len() as isize - committed.rows.len() as isize,
-        "the batch's row delta"
-    );
+
+    /// Plans a create (`op % 8 == 0`), upsert (1) or delete (2) into the
+    /// open batch; its name and expiry come from `input`.
+    fn plan(&mut self, op: u8, input: &mut Input) {
+        let name = name_at(input.byte());
+        let caller = CALLERS[usize::from(op / 8) % CALLERS.len()];
+        let command = match op % 8 {
+            0 => Command::Create {
+                name,
+                expire: expire_of(input.byte()),
+                claim: Default::default(),
+                caller,
+            },
+            1 => Command::Upsert {
+                name,
+                expire: expire_of(input.byte()),
+                claim: Default::default(),
+                caller,
+            },
+            _ => Command::Delete {
+                name,
+                caller,
+                bound_to: None,
+            },
+        };
+        let now = self.now;
+        let expected = self.pending.run(&command, now, self.rules);
+        let actual = self
+            .tasks
+            .plan(&mut self.batch, command.clone(), Timestamp::from_nanos(now));
+        assert_eq!(actual, expected, "{command:?} at {now}");
+        if let Ok(outcome) = actual {
+            self.touched.insert(command.name().as_str().to_owned());
+            self.planned += 1;
+            let _ = api::outcome(&Ok(outcome));
+        }
+    }
+
+    fn get(&self, name: &TaskName) {
+        let now = self.now;
+        let expected = self
+            .committed
+            .live(name.as_str(), now)
+            .map(|row| self.committed.task(name.as_str(), row));
+        assert_eq!(
+            self.tasks.get(name, Timestamp::from_nanos(now)).cloned(),
+            expected,
+            "get {name} at {now}"
+        );
+    }
+
+    fn list(&self) {
+        let now = self.now;
+        let expected: Vec<Task> = self
+            .committed
+            .rows
+            .iter()
+            .filter(|(_, (_, expires))| *expires > now)
+            .map(|(name, row)| self.committed.task(name, *row))
+            .collect();
+        let actual: Vec<Task> = self
+            .tasks
+            .live(Timestamp::from_nanos(now))
+            .cloned()
+            .collect();
+        assert_eq!(actual, expected, "list at {now}");
+    }
+
+    /// Moves the clock on by nothing, a nanosecond, whole or quarter
+    /// seconds, or to the end of time, as `step` says.
+    fn advance(&mut self, step: u8) {
+        let by = match step & 3 {
+            0 => 0,
+            1 => 1,
+            2 => u64::from(step >> 2) * 1_000_000_000,
+            _ if step == 0xFF => u64::MAX,
+            _ => u64::from(step >> 2) * 250_000_000,
+        };
+        self.now = self.now.saturating_add(by);
+    }
+
+    /// Plans the expiry of the committed rows due now that the open batch
+    /// does not change already.
+    fn expire_due(&mut self) {
+        let now = self.now;
+        let due: Vec<String> = self
+            .committed
+            .rows
+            .iter()
+            .filter(|(name, (_, expires))| *expires <= now && !self.touched.contains(*name))
+            .map(|(name, _)| name.clone())
+            .collect();
+        let count = self
+            .tasks
+            .expire_due(&mut self.batch, Timestamp::from_nanos(now));
+        assert_eq!(count, due.len(), "expiries planned at {now}");
+        for name in due {
+            self.pending.remove(&name);
+            self.touched.insert(name);
+        }
+        self.planned += count;
+    }
+
+    /// Ends the open batch: applied if its commit `succeeded`, dropped
+    /// unapplied if not.
+    fn end_batch(&mut self, succeeded: bool) {
+        let finished = std::mem::take(&mut self.batch);
+        if succeeded {
+            self.tasks.apply(finished);
+            self.committed = self.pending.clone();
+        } else {
+            drop(finished);
+            self.pending = self.committed.clone();
+        }
+        self.touched.clear();
+        self.planned = 0;
+    }
+
+    /// The state's indexes and the batch's counts agree with the model.
+    fn check(&self) {
+        let (tasks, committed) = (&self.tasks, &self.committed);
+        assert_eq!(tasks.len(), committed.rows.len(), "row count");
+        let deadlines = committed.rows.values().map(|&(_, expires)| expires);
+        assert_eq!(
+            tasks.next_deadline().map(Timestamp::as_nanos),
+            deadlines.clone().min(),
+            "next deadline"
+        );
+        assert_eq!(
+            tasks.last_deadline().map(Timestamp::as_nanos),
+            deadlines.max(),
+            "last deadline"
+        );
+        assert_eq!(self.batch.len(), self.planned, "changes in the batch");
+        for uid in CALLERS.into_iter().flatten() {
+            let owned = committed
+                .owners
+                .values()
+                .filter(|owner| **owner == Some(uid));
+            assert_eq!(tasks.owned_by(uid), owned.count(), "rows of uid {uid}");
+        }
+        assert_eq!(
+            self.batch.rows_delta(),
+            self.pending.rows.len() as isize - committed.rows.len() as isize,
+            "the batch's row delta"
+        );
+    }
 }
