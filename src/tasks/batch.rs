@@ -1,0 +1,237 @@
+//! A [`Batch`]: the row-level [`Change`]s planned in one reactor turn, to
+//! be committed together, and the state's view of each row as the batch
+//! leaves it.
+//!
+//! Every change enters a batch through `Tasks::push`, the one place that
+//! keeps the batch invariant; the views here (`current`, `row_exists`,
+//! `row_binding`, `row_owner`) show each later plan the rows as the changes
+//! before it leave them.
+
+use std::collections::BTreeMap;
+
+use super::{Binding, Task, TaskName, Tasks};
+use crate::time::{ClockStep, Timestamp};
+
+/// One row-level change: what the store writes and the state applies.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// Insert or replace a task. `created` is false for a refresh.
+    Put { task: Task, created: bool },
+    /// Remove a task's row, for `cause`.
+    Remove { name: TaskName, cause: Removal },
+}
+
+/// Why a task's row is removed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Removal {
+    /// A `DELETE`.
+    Deleted,
+    /// Its deadline passed.
+    Expired,
+    /// The process it was bound to exited (or, found at start-up, is gone).
+    Released { pid: u32 },
+}
+
+impl Change {
+    /// The name of the task this change touches.
+    pub fn name(&self) -> &TaskName {
+        match self {
+            Change::Put { task, .. } => &task.name,
+            Change::Remove { name, .. } => name,
+        }
+    }
+}
+
+/// Changes planned in one reactor turn, to be committed together.
+///
+/// Invariant: `latest` holds, for every name in `changes`, the row as the
+/// last change leaves it (`None`: removed), `rows_delta` is the number of
+/// rows the batch adds minus the number it removes, `bound_delta` the
+/// same for rows bound to a process, and `owned_delta` the same for the
+/// rows of each owner uid.
+#[derive(Debug, Default)]
+pub struct Batch {
+    changes: Vec<Change>,
+    latest: BTreeMap<TaskName, Option<Task>>,
+    rows_delta: isize,
+    /// The wall-clock step this batch records (its `clock_stepped` event).
+    clock_step: Option<ClockStep>,
+    bound_delta: isize,
+    owned_delta: BTreeMap<u32, isize>,
+}
+
+impl Batch {
+    /// An empty batch.
+    pub fn new() -> Self {
+        Batch::default()
+    }
+
+    /// The changes in the order they were planned.
+    pub fn changes(&self) -> &[Change] {
+        &self.changes
+    }
+
+    /// Whether nothing was planned: no change and no clock step.
+    pub fn is_empty(&self) -> bool {
+        self.changes.is_empty() && self.clock_step.is_none()
+    }
+
+    /// Records a step of the wall clock, for its event.
+    pub fn note_clock_step(&mut self, step: ClockStep) {
+        self.clock_step = Some(step);
+    }
+
+    /// The wall-clock step this batch records.
+    pub fn clock_step(&self) -> Option<ClockStep> {
+        self.clock_step
+    }
+
+    /// Number of changes.
+    pub fn len(&self) -> usize {
+        self.changes.len()
+    }
+
+    /// Rows the batch adds minus rows it removes.
+    pub fn rows_delta(&self) -> isize {
+        self.rows_delta
+    }
+
+    /// Whether the batch already changes the row called `name`.
+    pub(super) fn touches(&self, name: &TaskName) -> bool {
+        self.latest.contains_key(name)
+    }
+
+    /// Rows bound to a process the batch adds minus those it removes.
+    pub(super) fn bound_delta(&self) -> isize {
+        self.bound_delta
+    }
+
+    /// Rows owned by `uid` the batch adds minus those it removes.
+    pub(super) fn owned_delta(&self, uid: u32) -> isize {
+        self.owned_delta.get(&uid).copied().unwrap_or(0)
+    }
+
+    /// The changes in the order they were planned, to apply.
+    pub(super) fn into_changes(self) -> Vec<Change> {
+        self.changes
+    }
+}
+
+impl Tasks {
+    /// The live task as `batch` leaves it.
+    pub(super) fn current(&self, batch: &Batch, name: &TaskName, now: Timestamp) -> Option<Task> {
+        match batch.latest.get(name) {
+            Some(row) => row.clone().filter(|task| task.is_live(now)),
+            None => self.get(name, now).cloned(),
+        }
+    }
+
+    /// Whether a row (live or not) is called `name` as `batch` leaves it.
+    pub(super) fn row_exists(&self, batch: &Batch, name: &TaskName) -> bool {
+        match batch.latest.get(name) {
+            Some(row) => row.is_some(),
+            None => self.by_name.contains_key(name),
+        }
+    }
+
+    /// The binding of the row (live or not) as `batch` leaves it.
+    pub(super) fn row_binding(&self, batch: &Batch, name: &TaskName) -> Option<Binding> {
+        match batch.latest.get(name) {
+            Some(row) => row.as_ref().and_then(|task| task.binding),
+            None => self.by_name.get(name).and_then(|task| task.binding),
+        }
+    }
+
+    /// The owner of the row (live or not) as `batch` leaves it.
+    pub(super) fn row_owner(&self, batch: &Batch, name: &TaskName) -> Option<u32> {
+        match batch.latest.get(name) {
+            Some(row) => row.as_ref().and_then(|task| task.owner),
+            None => self.by_name.get(name).and_then(|task| task.owner),
+        }
+    }
+
+    /// Records `change` in `batch`, keeping the batch invariant.
+    pub(super) fn push(&self, batch: &mut Batch, change: Change) {
+        let name = change.name().clone();
+        let existed = self.row_exists(batch, &name);
+        let was_bound = self.row_binding(batch, &name).is_some();
+        let old_owner = self.row_owner(batch, &name);
+        let row = match &change {
+            Change::Put { task, .. } => Some(task.clone()),
+            Change::Remove { .. } => None,
+        };
+        batch.rows_delta += match (existed, row.is_some()) {
+            (false, true) => 1,
+            (true, false) => -1,
+            _ => 0,
+        };
+        let is_bound = row.as_ref().is_some_and(|task| task.binding.is_some());
+        batch.bound_delta += isize::from(is_bound) - isize::from(was_bound);
+        if let Some(uid) = old_owner {
+            *batch.owned_delta.entry(uid).or_default() -= 1;
+        }
+        if let Some(uid) = row.as_ref().and_then(|task| task.owner) {
+            *batch.owned_delta.entry(uid).or_default() += 1;
+        }
+        batch.latest.insert(name, row);
+        batch.changes.push(change);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tasks::fixtures::*;
+    use crate::tasks::{Outcome, TaskError};
+
+    #[test]
+    fn a_batch_with_only_a_clock_step_is_not_empty() {
+        let mut batch = Batch::new();
+        assert!(batch.is_empty());
+        batch.note_clock_step(ClockStep::Forward(secs(5)));
+        assert!(!batch.is_empty());
+        assert_eq!(batch.len(), 0);
+    }
+
+    #[test]
+    fn commands_in_one_batch_see_each_other() {
+        let tasks = Tasks::new(10);
+        let mut batch = Batch::new();
+        assert!(tasks.plan(&mut batch, create("a", 5), at(0)).is_ok());
+        assert_eq!(
+            tasks.plan(&mut batch, create("a", 5), at(0)),
+            Err(TaskError::NameTaken(name("a")))
+        );
+        assert_eq!(
+            tasks.plan(&mut batch, delete("a"), at(0)),
+            Ok(Outcome::Deleted)
+        );
+        assert_eq!(
+            tasks.plan(&mut batch, delete("a"), at(0)),
+            Err(TaskError::NotFound(name("a")))
+        );
+        assert_eq!(batch.len(), 2);
+        // Nothing reached the state.
+        assert!(tasks.get(&name("a"), at(0)).is_none());
+    }
+
+    #[test]
+    fn a_refused_command_leaves_the_batch_alone() {
+        let tasks = Tasks::new(10);
+        let mut batch = Batch::new();
+        assert!(tasks.plan(&mut batch, delete("nope"), at(0)).is_err());
+        assert!(batch.is_empty());
+    }
+
+    #[test]
+    fn dropping_a_batch_leaves_the_state_unchanged() {
+        let mut tasks = Tasks::new(10);
+        run(&mut tasks, create("a", 5), at(0)).unwrap();
+        let mut batch = Batch::new();
+        tasks.plan(&mut batch, delete("a"), at(1)).unwrap();
+        tasks.plan(&mut batch, create("b", 5), at(1)).unwrap();
+        drop(batch); // the commit failed
+        assert!(tasks.get(&name("a"), at(1)).is_some());
+        assert!(tasks.get(&name("b"), at(1)).is_none());
+    }
+}

@@ -1,0 +1,294 @@
+//! The task state machine: tasks by name beside a deadline index, and the
+//! plan / commit / apply cycle every change goes through.
+//!
+//! Pure: no socket, no disk, no clock. `now` is always an argument. Depends
+//! only on [`crate::time`].
+//!
+//! A reactor turn builds a [`Batch`]: due expiries first, then each command
+//! planned with [`Tasks::plan`], which sees the changes already in the batch.
+//! The batch is made durable by the store and only then applied with
+//! [`Tasks::apply`]. If the commit fails the batch is dropped and the state is
+//! untouched, so memory never runs ahead of disk.
+//!
+//! The files say the concerns: `name.rs` the rules for names and reasons,
+//! `task.rs` one row, `command.rs` what a client asks and gets back,
+//! `batch.rs` the changes of one turn and the rows as they leave them,
+//! `plan.rs` commands and process exits turned into changes, `expiry.rs`
+//! what time does to the rows, `ownership.rs` who may change what. This
+//! file holds the state itself, [`Tasks`], and the indexes that change
+//! with it.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::time::Timestamp;
+
+mod batch;
+mod command;
+mod expiry;
+mod name;
+mod ownership;
+mod plan;
+mod task;
+
+pub use batch::{Batch, Change, Removal};
+pub use command::{Claim, Command, Outcome, TaskError};
+pub use expiry::Rebased;
+pub use name::{MAX_NAME_LEN, MAX_REASON_LEN, NameError, TaskName, check_reason};
+pub use ownership::{
+    MIN_DEFAULT_MAX_TASKS_PER_UID, Ownership, ROOT_UID, default_max_tasks_per_uid,
+};
+pub use task::{Binding, Holder, Task};
+
+/// Default cap on live tasks. Each costs about 300 bytes of memory and a row
+/// on disk; a client that leaks names in a loop is refused (507) long before
+/// it can exhaust either, and nothing is ever evicted to make room.
+pub const DEFAULT_MAX_TASKS: usize = 10_000;
+
+/// Default cap on tasks bound to a process. Each binding holds one
+/// descriptor (a pidfd) for its lifetime: with the default 512 connections
+/// this fits under a hard descriptor limit of 4096, the smallest common
+/// one, once the daemon has raised its soft limit to it.
+pub const DEFAULT_MAX_BOUND: usize = 1024;
+
+/// All tasks, indexed by name and by deadline.
+///
+/// Invariant: `deadlines` holds exactly one `(expires_at, name)` for each
+/// entry of `by_name`, `bound` counts the entries with a binding, and
+/// `owned` maps each owner uid to the number of entries it owns (no zero
+/// counts). `by_name` and `deadlines` change only through `insert`,
+/// `remove` and the bulk `load`; `bound` and `owned` only through
+/// `count_row`, which all three call. The files beside this one read the
+/// fields; only this one writes them.
+/// Rows whose deadline has passed may remain until the next expiry batch
+/// removes them, but no read or command ever sees them.
+#[derive(Debug)]
+pub struct Tasks {
+    by_name: BTreeMap<TaskName, Task>,
+    deadlines: BTreeSet<(Timestamp, TaskName)>,
+    bound: usize,
+    owned: BTreeMap<u32, usize>,
+    max_tasks: usize,
+    max_bound: usize,
+    ownership: Ownership,
+}
+
+impl Tasks {
+    /// An empty state that refuses to hold more than `max_tasks` tasks.
+    pub fn new(max_tasks: usize) -> Self {
+        Tasks {
+            by_name: BTreeMap::new(),
+            deadlines: BTreeSet::new(),
+            bound: 0,
+            owned: BTreeMap::new(),
+            max_tasks,
+            max_bound: DEFAULT_MAX_BOUND,
+            ownership: Ownership::Shared,
+        }
+    }
+
+    /// The same state enforcing `ownership` (the default is
+    /// [`Ownership::Shared`]).
+    pub fn with_ownership(mut self, ownership: Ownership) -> Self {
+        self.ownership = ownership;
+        self
+    }
+
+    /// Rows owned by `uid`, live or awaiting expiry.
+    pub fn owned_by(&self, uid: u32) -> usize {
+        self.owned.get(&uid).copied().unwrap_or(0)
+    }
+
+    /// The same state refusing to bind more than `max_bound` tasks to a
+    /// process.
+    pub fn with_max_bound(mut self, max_bound: usize) -> Self {
+        self.max_bound = max_bound;
+        self
+    }
+
+    /// The binding of the row called `name`, live or awaiting expiry.
+    pub fn binding_of(&self, name: &TaskName) -> Option<Binding> {
+        self.by_name.get(name).and_then(|task| task.binding)
+    }
+
+    /// The owner of the row called `name`, live or awaiting expiry.
+    pub fn owner_of(&self, name: &TaskName) -> Option<u32> {
+        self.by_name.get(name).and_then(|task| task.owner)
+    }
+
+    /// Rows bound to a process, each with the binding.
+    pub fn bound(&self) -> impl Iterator<Item = (&TaskName, Binding)> {
+        self.by_name
+            .values()
+            .filter_map(|task| Some((&task.name, task.binding?)))
+    }
+
+    /// Loads tasks read from the store, expired ones included: the first
+    /// expiry batch removes those durably. Loading never refuses a task for
+    /// the limit, since every one of them was acknowledged.
+    pub fn load(&mut self, tasks: impl IntoIterator<Item = Task>) {
+        if !self.by_name.is_empty() {
+            for task in tasks {
+                self.insert(task);
+            }
+            return;
+        }
+        // Into an empty state (start-up, a reload): built in bulk from
+        // sorted input, several times faster than one insert at a time
+        // for 100k tasks. A name given twice keeps its last task.
+        let mut rows: Vec<(TaskName, Task)> = tasks
+            .into_iter()
+            .map(|task| (task.name.clone(), task))
+            .collect();
+        rows.sort_by(|a, b| a.0.cmp(&b.0));
+        rows.reverse();
+        rows.dedup_by(|later, earlier| later.0 == earlier.0);
+        self.by_name = rows.into_iter().rev().collect();
+        self.deadlines = self
+            .by_name
+            .values()
+            .map(|task| (task.expires_at, task.name.clone()))
+            .collect();
+        self.bound = 0;
+        self.owned.clear();
+        let by_name = std::mem::take(&mut self.by_name);
+        for task in by_name.values() {
+            self.count_row(task, true);
+        }
+        self.by_name = by_name;
+    }
+
+    /// The live task called `name`.
+    pub fn get(&self, name: &TaskName, now: Timestamp) -> Option<&Task> {
+        self.by_name.get(name).filter(|task| task.is_live(now))
+    }
+
+    /// Live tasks, ordered by name.
+    pub fn live(&self, now: Timestamp) -> impl Iterator<Item = &Task> {
+        self.by_name.values().filter(move |task| task.is_live(now))
+    }
+
+    /// Number of rows held, live or awaiting their expiry batch.
+    pub fn len(&self) -> usize {
+        self.by_name.len()
+    }
+
+    /// Whether no rows are held.
+    pub fn is_empty(&self) -> bool {
+        self.by_name.is_empty()
+    }
+
+    /// The earliest deadline: when the caller must come back to expire it.
+    pub fn next_deadline(&self) -> Option<Timestamp> {
+        self.deadlines.first().map(|(at, _)| *at)
+    }
+
+    /// The latest deadline of any row.
+    pub fn last_deadline(&self) -> Option<Timestamp> {
+        self.deadlines.last().map(|(at, _)| *at)
+    }
+
+    /// Applies a batch that the store has made durable.
+    pub fn apply(&mut self, batch: Batch) {
+        for change in batch.into_changes() {
+            match change {
+                Change::Put { task, .. } => self.insert(task),
+                Change::Remove { name, .. } => {
+                    self.remove(&name);
+                }
+            }
+        }
+    }
+
+    fn insert(&mut self, task: Task) {
+        let deadline = (task.expires_at, task.name.clone());
+        self.count_row(&task, true);
+        if let Some(old) = self.by_name.insert(task.name.clone(), task) {
+            self.count_row(&old, false);
+            self.deadlines.remove(&(old.expires_at, old.name));
+        }
+        self.deadlines.insert(deadline);
+    }
+
+    fn remove(&mut self, name: &TaskName) {
+        if let Some(old) = self.by_name.remove(name) {
+            self.count_row(&old, false);
+            self.deadlines.remove(&(old.expires_at, old.name));
+        }
+    }
+
+    /// Counts `task` in (`added`) or out of `bound` and `owned`.
+    fn count_row(&mut self, task: &Task, added: bool) {
+        if task.binding.is_some() {
+            if added {
+                self.bound += 1;
+            } else {
+                self.bound = self.bound.saturating_sub(1);
+            }
+        }
+        if let Some(uid) = task.owner {
+            if added {
+                *self.owned.entry(uid).or_default() += 1;
+            } else if let Some(count) = self.owned.get_mut(&uid) {
+                *count -= 1;
+                if *count == 0 {
+                    self.owned.remove(&uid);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod fixtures;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tasks::fixtures::*;
+
+    #[test]
+    fn a_bulk_load_keeps_the_last_task_of_a_name_and_indexes_every_deadline() {
+        let task = |n: &str, expires: u64| Task::new(name(n), at(0), at(expires));
+        let bound = |n: &str, expires: u64| Task {
+            binding: Some(Binding {
+                pid: 7,
+                start_time: 1,
+            }),
+            ..task(n, expires)
+        };
+        let mut tasks = Tasks::new(10);
+        tasks.load([bound("b", 5), task("a", 9), task("b", 7), bound("c", 3)]);
+        assert_eq!(tasks.len(), 3);
+        assert_eq!(tasks.bound().count(), 1);
+        // The bound count follows the loaded rows: removing a bound task
+        // must not underflow it.
+        let mut alone = Tasks::new(10);
+        alone.load([bound("c", 3)]);
+        let mut batch = Batch::new();
+        assert_eq!(alone.expire_due(&mut batch, at(4)), 1);
+        alone.apply(batch);
+        assert_eq!(alone.bound().count(), 0);
+        assert_eq!(tasks.get(&name("b"), at(1)), Some(&task("b", 7)));
+        assert_eq!(tasks.next_deadline(), Some(at(3)));
+        assert_eq!(tasks.last_deadline(), Some(at(9)));
+        // Loading into a state that has tasks goes one at a time.
+        tasks.load([task("a", 2)]);
+        assert_eq!(tasks.next_deadline(), Some(at(2)));
+        assert_eq!(tasks.len(), 3);
+        let mut batch = Batch::new();
+        assert_eq!(tasks.expire_due(&mut batch, at(6)), 2);
+    }
+
+    #[test]
+    fn list_is_ordered_by_name() {
+        let mut tasks = Tasks::new(10);
+        for n in ["b", "c", "a"] {
+            run(&mut tasks, create(n, 5), at(0)).unwrap();
+        }
+        let names: Vec<_> = tasks
+            .live(at(1))
+            .map(|t| t.name.as_str().to_owned())
+            .collect();
+        assert_eq!(names, ["a", "b", "c"]);
+    }
+}

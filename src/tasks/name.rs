@@ -1,0 +1,162 @@
+//! The rules for what a client may write: a task name ([`TaskName`], with
+//! the reason it was refused) and a reason ([`check_reason`]).
+//!
+//! Pure text checks; depends on nothing of ours.
+
+use std::fmt;
+
+/// Longest task name in bytes. Long enough for a UUID with a prefix or a
+/// `host:agent@pid` label; short enough that a list of many tasks stays small.
+pub const MAX_NAME_LEN: usize = 128;
+
+/// A valid task name: 1 to [`MAX_NAME_LEN`] bytes of ASCII letters, digits
+/// and `.` `_` `-` `:` `@`, starting with a letter or digit.
+///
+/// The set is safe to print in a log line or a shell, needs no escaping in a
+/// URL path, and cannot be `.` or `..`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TaskName(String);
+
+impl TaskName {
+    /// Validates a name.
+    ///
+    /// # Errors
+    /// [`NameError`] saying which rule the name breaks.
+    pub fn parse(name: &str) -> Result<TaskName, NameError> {
+        if name.is_empty() {
+            return Err(NameError::Empty);
+        }
+        if name.len() > MAX_NAME_LEN {
+            return Err(NameError::TooLong { len: name.len() });
+        }
+        if let Some(bad) = name.chars().find(|&c| !is_name_char(c)) {
+            return Err(NameError::BadChar(bad));
+        }
+        if !name.as_bytes()[0].is_ascii_alphanumeric() {
+            return Err(NameError::BadStart);
+        }
+        Ok(TaskName(name.to_owned()))
+    }
+
+    /// The name as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for TaskName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+fn is_name_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':' | '@')
+}
+
+/// Why a task name was refused. The `Display` is the client's message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum NameError {
+    Empty,
+    TooLong { len: usize },
+    BadChar(char),
+    BadStart,
+}
+
+impl fmt::Display for NameError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const RULE: &str = "a task name is 1 to 128 characters of letters, digits, '.', '_', '-', ':' and '@', starting with a letter or digit";
+        match self {
+            NameError::Empty => write!(f, "the task name is empty; {RULE}"),
+            NameError::TooLong { len } => write!(f, "the task name is {len} bytes long; {RULE}"),
+            NameError::BadChar(c) if c.is_control() => {
+                write!(f, "the task name contains U+{:04X}; {RULE}", u32::from(*c))
+            }
+            NameError::BadChar(c) => write!(f, "the task name contains '{c}'; {RULE}"),
+            NameError::BadStart => {
+                write!(f, "the task name must start with a letter or digit; {RULE}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for NameError {}
+
+/// Longest `reason` in bytes: a sentence or a command line, short enough
+/// that a list of thousands of tasks stays small and a log line readable.
+pub const MAX_REASON_LEN: usize = 256;
+
+/// A valid reason: 1 to [`MAX_REASON_LEN`] bytes of printable text (no
+/// control characters or Unicode line and paragraph separators, so it
+/// prints on one line of a log or a table).
+///
+/// # Errors
+/// A sentence naming the rule.
+pub fn check_reason(reason: &str) -> Result<(), String> {
+    const RULE: &str = "a reason is 1 to 256 bytes of printable text";
+    if reason.is_empty() {
+        return Err(format!("the reason is empty; {RULE}"));
+    }
+    if reason.len() > MAX_REASON_LEN {
+        return Err(format!("the reason is {} bytes long; {RULE}", reason.len()));
+    }
+    if let Some(bad) = reason
+        .chars()
+        .find(|&c| c.is_control() || matches!(c, '\u{2028}' | '\u{2029}'))
+    {
+        return Err(format!(
+            "the reason contains U+{:04X}; {RULE}",
+            u32::from(bad)
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_the_documented_rule() {
+        for good in [
+            "agent",
+            "a",
+            "A-1",
+            "job_7.log",
+            "host:agent@42",
+            &"x".repeat(128),
+        ] {
+            assert!(TaskName::parse(good).is_ok(), "{good}");
+        }
+        let cases: &[(&str, NameError)] = &[
+            ("", NameError::Empty),
+            (&"x".repeat(129), NameError::TooLong { len: 129 }),
+            ("a/b", NameError::BadChar('/')),
+            ("a b", NameError::BadChar(' ')),
+            ("a\0", NameError::BadChar('\0')),
+            ("é", NameError::BadChar('é')),
+            (".", NameError::BadStart),
+            ("..", NameError::BadStart),
+            ("-rf", NameError::BadStart),
+        ];
+        for (bad, expected) in cases {
+            assert_eq!(&TaskName::parse(bad).unwrap_err(), expected, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn reasons_follow_the_rule() {
+        assert!(check_reason("fix the failing tests: claude -p 'go'").is_ok());
+        assert!(check_reason("été ✓").is_ok());
+        assert!(check_reason(&"x".repeat(MAX_REASON_LEN)).is_ok());
+        for bad in ["", "a\nb", "tab\there", "\u{7f}", "a\u{2028}b", "\u{85}"] {
+            assert!(check_reason(bad).is_err(), "{bad:?}");
+        }
+        let long = check_reason(&"x".repeat(257)).unwrap_err();
+        assert_eq!(
+            long,
+            "the reason is 257 bytes long; a reason is 1 to 256 bytes of printable text"
+        );
+    }
+}
