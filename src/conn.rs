@@ -342,10 +342,6 @@ pub struct Conn<S, P> {
     framing: Framing,
     /// The last read or write that moved bytes (or the accept).
     last_activity: Instant,
-    /// Set by the reactor while the connection is in its ready queue.
-    pub scheduled: bool,
-    /// Set by the reactor while it asks for WRITABLE readiness.
-    pub watching_writable: bool,
 }
 
 impl<S: Read + Write, P> Conn<S, P> {
@@ -363,8 +359,6 @@ impl<S: Read + Write, P> Conn<S, P> {
             phase: Phase::Serving,
             framing: Framing::Idle,
             last_activity: now,
-            scheduled: false,
-            watching_writable: false,
         }
     }
 
