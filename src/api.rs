@@ -157,30 +157,7 @@ fn route_inner(
             Method::Put => "upsert",
             _ => "other",
         };
-        return match request.method {
-            Method::Get | Method::Head => Ok(Routed::Query(Query::List)),
-            Method::Post => {
-                let body = TaskBody::decode(&request.body)?;
-                let name = body.required_name()?;
-                let expire = body.expire(max_expire)?;
-                let claim = body.claim()?;
-                Ok(Routed::Mutation {
-                    command: Command::Create {
-                        name,
-                        expire,
-                        claim,
-                        caller: None,
-                    },
-                    bind_pid: body.bind_pid()?,
-                })
-            }
-            Method::Put => {
-                let body = TaskBody::decode(&request.body)?;
-                let name = body.required_name()?;
-                upsert(name, &body, max_expire)
-            }
-            _ => Err(not_allowed(&request.method, COLLECTION_ALLOW)),
-        };
+        return route_collection(request, max_expire);
     }
     let Some(segment) = path
         .strip_prefix(TASKS_PATH)
@@ -227,6 +204,34 @@ fn route_inner(
             upsert(name, &body, max_expire)
         }
         _ => Err(not_allowed(&request.method, ITEM_ALLOW)),
+    }
+}
+
+/// `GET`, `POST` and `PUT` on the collection.
+fn route_collection(request: &Request, max_expire: Duration) -> Result<Routed, Response> {
+    match request.method {
+        Method::Get | Method::Head => Ok(Routed::Query(Query::List)),
+        Method::Post => {
+            let body = TaskBody::decode(&request.body)?;
+            let name = body.required_name()?;
+            let expire = body.expire(max_expire)?;
+            let claim = body.claim()?;
+            Ok(Routed::Mutation {
+                command: Command::Create {
+                    name,
+                    expire,
+                    claim,
+                    caller: None,
+                },
+                bind_pid: body.bind_pid()?,
+            })
+        }
+        Method::Put => {
+            let body = TaskBody::decode(&request.body)?;
+            let name = body.required_name()?;
+            upsert(name, &body, max_expire)
+        }
+        _ => Err(not_allowed(&request.method, COLLECTION_ALLOW)),
     }
 }
 
@@ -712,6 +717,31 @@ mod tests {
             minor_version: 1,
             keep_alive: true,
             body: body.as_bytes().to_vec(),
+        }
+    }
+
+    #[test]
+    fn every_route_has_its_label_even_when_refused() {
+        let cases = [
+            (Method::Get, "/v1/tasks", "", "list"),
+            (Method::Head, "/v1/tasks", "", "list"),
+            (Method::Post, "/v1/tasks", "not json", "create"),
+            (Method::Put, "/v1/tasks", "{}", "upsert"),
+            (Method::Delete, "/v1/tasks", "", "other"),
+            (Method::Get, "/v1/tasks/a", "", "get"),
+            (Method::Put, "/v1/tasks/a", "{}", "upsert"),
+            (Method::Delete, "/v1/tasks/a?pid=x", "", "delete"),
+            (Method::Delete, "/v1/tasks/a/b", "", "delete"),
+            (Method::Post, "/v1/status", "", "status"),
+            (Method::Get, "/metrics", "", "metrics"),
+            (Method::Put, "/v1/events", "", "events"),
+            (Method::Get, "/v2/elsewhere", "", "other"),
+            (Method::Other("BREW".into()), "/v1/tasks", "", "other"),
+        ];
+        for (method, target, body, label) in cases {
+            let request = request(method, target, body);
+            assert_eq!(route(&request, MAX).0, label, "{request:?}");
+            assert!(ROUTE_LABELS.contains(&label));
         }
     }
 

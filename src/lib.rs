@@ -32,13 +32,16 @@
 //!   `/proc`) and pidfds that say when a bound process exits.
 //! - [`systemd`]: socket activation and readiness/watchdog notifications,
 //!   read from the environment once at start-up.
-//! - [`server`]: the single-threaded mio reactor that ties them together.
+//! - [`server`]: the daemon: an I/O-free core that makes every decision
+//!   (driven with `now` passed in), the open connections, and a thin mio
+//!   shell that moves bytes, descriptors and time.
 //! - [`client`]: the library of `sprite-env`, apart from the daemon: an HTTP
 //!   client over the socket, curl argument rewriting, the hold's rules and
 //!   the renderers, one file each.
 //!
-//! `time`, `expire` and `tasks` depend on nothing of ours that does I/O; only
-//! `server` touches mio and only `store` touches redb.
+//! `time`, `expire`, `tasks`, `api`, `http` and `server::core` depend on
+//! nothing of ours that does I/O; only `server`'s shell and watches touch
+//! mio and only `store` touches redb.
 //!
 //! [`testing`] holds what only tests and fuzzers use: storage that fails on
 //! purpose or loses power, and the fuzz targets' bodies.
