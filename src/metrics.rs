@@ -6,7 +6,7 @@
 //! reactor records into it and fills in the gauges when rendering.
 
 use std::collections::BTreeMap;
-use std::fmt::Write;
+use std::fmt::{Display, Write};
 use std::time::Duration;
 
 /// Upper bounds of the changes-per-commit histogram.
@@ -47,7 +47,7 @@ impl Histogram {
     }
 
     fn render(&self, out: &mut String, name: &str, help: &str) {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        header(out, name, Kind::Histogram, help);
         for (bound, count) in self.bounds.iter().zip(&self.counts) {
             let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {count}");
         }
@@ -185,167 +185,20 @@ impl Metrics {
 
     /// The Prometheus text exposition.
     pub fn render(&self, gauges: &Gauges) -> String {
+        self.render_with(gauges, crate::logging::dropped_writes())
+    }
+
+    /// [`Metrics::render`], given the process-wide count of dropped log
+    /// writes: pure, so a test can pin the whole page.
+    fn render_with(&self, gauges: &Gauges, dropped_log_writes: u64) -> String {
         let mut out = String::new();
-        let mut single = |name: &str, kind: &str, help: &str, value: String| {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
-            );
-        };
-        single(
-            "sprite_tasks_live",
-            "gauge",
-            "Live tasks.",
-            gauges.live_tasks.to_string(),
-        );
-        single(
-            "sprite_tasks_held",
-            "gauge",
-            "1 while at least one task holds the machine.",
-            u8::from(gauges.held).to_string(),
-        );
-        single(
-            "sprite_tasks_held_seconds_total",
-            "counter",
-            "Seconds the machine was held since the daemon started.",
-            format!("{:.3}", gauges.held_seconds),
-        );
-        single(
-            "sprite_tasks_expired_total",
-            "counter",
-            "Tasks removed because their expiry passed.",
-            self.expired.to_string(),
-        );
-        single(
-            "sprite_tasks_released_total",
-            "counter",
-            "Tasks released because the process they were bound to exited.",
-            self.released.to_string(),
-        );
-        single(
-            "sprite_tasks_bound",
-            "gauge",
-            "Tasks bound to a process (each holds a descriptor of the daemon).",
-            gauges.bound_tasks.to_string(),
-        );
-        single(
-            "sprite_tasks_commit_failures_total",
-            "counter",
-            "Batches not committed because the disk failed; their clients got 503.",
-            self.commit_failures.to_string(),
-        );
-        single(
-            "sprite_tasks_connections",
-            "gauge",
-            "Open client connections.",
-            gauges.connections.to_string(),
-        );
-        single(
-            "sprite_tasks_event_streams",
-            "gauge",
-            "Open GET /v1/events streams.",
-            gauges.streams.to_string(),
-        );
-        single(
-            "sprite_tasks_connections_accepted_total",
-            "counter",
-            "Connections accepted.",
-            self.connections_accepted.to_string(),
-        );
-        single(
-            "sprite_tasks_log_used_bytes",
-            "gauge",
-            "Bytes of the write-ahead log not yet checkpointed into the database.",
-            gauges.log_used_bytes.to_string(),
-        );
-        single(
-            "sprite_tasks_log_size_bytes",
-            "gauge",
-            "Size of the write-ahead log; writers get 503 when it is full.",
-            gauges.log_size_bytes.to_string(),
-        );
-        single(
-            "sprite_tasks_checkpoints_total",
-            "counter",
-            "Checkpoints of the log into the database.",
-            gauges.checkpoints.to_string(),
-        );
-        single(
-            "sprite_tasks_checkpoint_failures_total",
-            "counter",
-            "Checkpoints that failed (retried; the changes stay in the log).",
-            gauges.checkpoint_failures.to_string(),
-        );
-        single(
-            "sprite_tasks_hook_runs_total",
-            "counter",
-            "Hook commands started.",
-            self.hook_runs.to_string(),
-        );
-        single(
-            "sprite_tasks_hook_failures_total",
-            "counter",
-            "Hook commands that failed to start or exited unsuccessfully.",
-            self.hook_failures.to_string(),
-        );
-        single(
-            "sprite_tasks_log_writes_dropped_total",
-            "counter",
-            "Log lines that could not be written to stderr (a closed pipe) and were dropped.",
-            crate::logging::dropped_writes().to_string(),
-        );
-        single(
-            "sprite_tasks_clamped_at_load_total",
-            "counter",
-            "Tasks loaded at start-up with an expiry more than --max-expire ahead (the clock was set back while the daemon was down), bounded to now + --max-expire.",
-            self.clamped_at_load.to_string(),
-        );
-        let _ = writeln!(
-            out,
-            "# HELP sprite_tasks_clock_steps_total Steps of the wall clock by more than a second, by direction. Holds moved with a step back (and with one seen at start-up); a step forward expired what fell due.\n# TYPE sprite_tasks_clock_steps_total counter"
-        );
-        for (direction, count) in [
-            ("backward", self.clock_steps_backward),
-            ("forward", self.clock_steps_forward),
-        ] {
-            let _ = writeln!(
-                out,
-                "sprite_tasks_clock_steps_total{{direction=\"{direction}\"}} {count}"
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP sprite_tasks_connections_refused_total Connections (and event streams) refused with 503: at --max-connections, in the reserve kept for root, or past a uid's share.\n# TYPE sprite_tasks_connections_refused_total counter"
-        );
-        for cause in crate::shares::Refused::CAUSES {
-            let count = self.connections_refused.get(cause).copied().unwrap_or(0);
-            let _ = writeln!(
-                out,
-                "sprite_tasks_connections_refused_total{{cause=\"{cause}\"}} {count}"
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP sprite_tasks_refused_total Refreshes and deletes of another uid's task, changes from a peer of unknown uid, and creates past --max-tasks-per-uid, refused.\n# TYPE sprite_tasks_refused_total counter"
-        );
-        for why in [Refusal::NotOwner, Refusal::UnknownCaller, Refusal::UidQuota] {
-            let count = self.refused.get(&why).copied().unwrap_or(0);
-            let _ = writeln!(
-                out,
-                "sprite_tasks_refused_total{{reason=\"{}\"}} {count}",
-                why.as_str()
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP sprite_tasks_requests_total Requests answered, by route and status.\n# TYPE sprite_tasks_requests_total counter"
-        );
-        for ((route, status), count) in &self.requests {
-            let _ = writeln!(
-                out,
-                "sprite_tasks_requests_total{{route=\"{route}\",status=\"{status}\"}} {count}"
-            );
-        }
+        self.render_tasks(&mut out, gauges);
+        self.render_connections(&mut out, gauges);
+        render_log(&mut out, gauges);
+        self.render_daemon(&mut out, dropped_log_writes);
+        self.render_clock_steps(&mut out);
+        self.render_refusals(&mut out);
+        self.render_requests(&mut out);
         self.commit_changes.render(
             &mut out,
             "sprite_tasks_commit_changes",
@@ -357,6 +210,239 @@ impl Metrics {
             "Time to commit a batch durably.",
         );
         out
+    }
+
+    /// Tasks, holding, and the commits that change them.
+    fn render_tasks(&self, out: &mut String, gauges: &Gauges) {
+        let held_seconds = format_args!("{:.3}", gauges.held_seconds);
+        let families: [Single; 7] = [
+            (
+                "sprite_tasks_live",
+                Kind::Gauge,
+                "Live tasks.",
+                &gauges.live_tasks,
+            ),
+            (
+                "sprite_tasks_held",
+                Kind::Gauge,
+                "1 while at least one task holds the machine.",
+                &u8::from(gauges.held),
+            ),
+            (
+                "sprite_tasks_held_seconds_total",
+                Kind::Counter,
+                "Seconds the machine was held since the daemon started.",
+                &held_seconds,
+            ),
+            (
+                "sprite_tasks_expired_total",
+                Kind::Counter,
+                "Tasks removed because their expiry passed.",
+                &self.expired,
+            ),
+            (
+                "sprite_tasks_released_total",
+                Kind::Counter,
+                "Tasks released because the process they were bound to exited.",
+                &self.released,
+            ),
+            (
+                "sprite_tasks_bound",
+                Kind::Gauge,
+                "Tasks bound to a process (each holds a descriptor of the daemon).",
+                &gauges.bound_tasks,
+            ),
+            (
+                "sprite_tasks_commit_failures_total",
+                Kind::Counter,
+                "Batches not committed because the disk failed; their clients got 503.",
+                &self.commit_failures,
+            ),
+        ];
+        singles(out, &families);
+    }
+
+    /// Client connections and event streams.
+    fn render_connections(&self, out: &mut String, gauges: &Gauges) {
+        let families: [Single; 3] = [
+            (
+                "sprite_tasks_connections",
+                Kind::Gauge,
+                "Open client connections.",
+                &gauges.connections,
+            ),
+            (
+                "sprite_tasks_event_streams",
+                Kind::Gauge,
+                "Open GET /v1/events streams.",
+                &gauges.streams,
+            ),
+            (
+                "sprite_tasks_connections_accepted_total",
+                Kind::Counter,
+                "Connections accepted.",
+                &self.connections_accepted,
+            ),
+        ];
+        singles(out, &families);
+    }
+
+    /// Hooks, the daemon's own log, and tasks bounded at start-up.
+    fn render_daemon(&self, out: &mut String, dropped_log_writes: u64) {
+        let families: [Single; 4] = [
+            (
+                "sprite_tasks_hook_runs_total",
+                Kind::Counter,
+                "Hook commands started.",
+                &self.hook_runs,
+            ),
+            (
+                "sprite_tasks_hook_failures_total",
+                Kind::Counter,
+                "Hook commands that failed to start or exited unsuccessfully.",
+                &self.hook_failures,
+            ),
+            (
+                "sprite_tasks_log_writes_dropped_total",
+                Kind::Counter,
+                "Log lines that could not be written to stderr (a closed pipe) and were dropped.",
+                &dropped_log_writes,
+            ),
+            (
+                "sprite_tasks_clamped_at_load_total",
+                Kind::Counter,
+                "Tasks loaded at start-up with an expiry more than --max-expire ahead (the clock was set back while the daemon was down), bounded to now + --max-expire.",
+                &self.clamped_at_load,
+            ),
+        ];
+        singles(out, &families);
+    }
+
+    /// Steps of the wall clock, both directions.
+    fn render_clock_steps(&self, out: &mut String) {
+        const NAME: &str = "sprite_tasks_clock_steps_total";
+        header(
+            out,
+            NAME,
+            Kind::Counter,
+            "Steps of the wall clock by more than a second, by direction. Holds moved with a step back (and with one seen at start-up); a step forward expired what fell due.",
+        );
+        for (direction, count) in [
+            ("backward", self.clock_steps_backward),
+            ("forward", self.clock_steps_forward),
+        ] {
+            let _ = writeln!(out, "{NAME}{{direction=\"{direction}\"}} {count}");
+        }
+    }
+
+    /// Connections refused for a share, and changes refused by ownership
+    /// or the quota: every label, counted or not.
+    fn render_refusals(&self, out: &mut String) {
+        const CONNECTIONS: &str = "sprite_tasks_connections_refused_total";
+        const CHANGES: &str = "sprite_tasks_refused_total";
+        header(
+            out,
+            CONNECTIONS,
+            Kind::Counter,
+            "Connections (and event streams) refused with 503: at --max-connections, in the reserve kept for root, or past a uid's share.",
+        );
+        for cause in crate::shares::Refused::CAUSES {
+            let count = self.connections_refused.get(cause).copied().unwrap_or(0);
+            let _ = writeln!(out, "{CONNECTIONS}{{cause=\"{cause}\"}} {count}");
+        }
+        header(
+            out,
+            CHANGES,
+            Kind::Counter,
+            "Refreshes and deletes of another uid's task, changes from a peer of unknown uid, and creates past --max-tasks-per-uid, refused.",
+        );
+        for why in [Refusal::NotOwner, Refusal::UnknownCaller, Refusal::UidQuota] {
+            let count = self.refused.get(&why).copied().unwrap_or(0);
+            let _ = writeln!(out, "{CHANGES}{{reason=\"{}\"}} {count}", why.as_str());
+        }
+    }
+
+    /// Requests answered, by route and status: only those seen.
+    fn render_requests(&self, out: &mut String) {
+        const NAME: &str = "sprite_tasks_requests_total";
+        header(
+            out,
+            NAME,
+            Kind::Counter,
+            "Requests answered, by route and status.",
+        );
+        for ((route, status), count) in &self.requests {
+            let _ = writeln!(
+                out,
+                "{NAME}{{route=\"{route}\",status=\"{status}\"}} {count}"
+            );
+        }
+    }
+}
+
+/// The write-ahead log and its checkpoints, all read off the store.
+fn render_log(out: &mut String, gauges: &Gauges) {
+    let families: [Single; 4] = [
+        (
+            "sprite_tasks_log_used_bytes",
+            Kind::Gauge,
+            "Bytes of the write-ahead log not yet checkpointed into the database.",
+            &gauges.log_used_bytes,
+        ),
+        (
+            "sprite_tasks_log_size_bytes",
+            Kind::Gauge,
+            "Size of the write-ahead log; writers get 503 when it is full.",
+            &gauges.log_size_bytes,
+        ),
+        (
+            "sprite_tasks_checkpoints_total",
+            Kind::Counter,
+            "Checkpoints of the log into the database.",
+            &gauges.checkpoints,
+        ),
+        (
+            "sprite_tasks_checkpoint_failures_total",
+            Kind::Counter,
+            "Checkpoints that failed (retried; the changes stay in the log).",
+            &gauges.checkpoint_failures,
+        ),
+    ];
+    singles(out, &families);
+}
+
+/// A metric family's type, as the `# TYPE` line spells it.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Gauge,
+    Counter,
+    Histogram,
+}
+
+impl Kind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Kind::Gauge => "gauge",
+            Kind::Counter => "counter",
+            Kind::Histogram => "histogram",
+        }
+    }
+}
+
+/// The `# HELP` and `# TYPE` lines that open a family.
+fn header(out: &mut String, name: &str, kind: Kind, help: &str) {
+    let kind = kind.as_str();
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+/// A family of one unlabelled sample: name, type, help, value.
+type Single<'a> = (&'a str, Kind, &'a str, &'a dyn Display);
+
+/// Families of one unlabelled sample each.
+fn singles(out: &mut String, families: &[Single]) {
+    for &(name, kind, help, value) in families {
+        header(out, name, kind, help);
+        let _ = writeln!(out, "{name} {value}");
     }
 }
 
@@ -413,5 +499,153 @@ mod tests {
                 "{line}"
             );
         }
+    }
+
+    /// The whole page for a state in which every family has a value,
+    /// byte for byte: a change to any name, help text, label or order
+    /// shows here.
+    const FULL_PAGE: &str = r#"# HELP sprite_tasks_live Live tasks.
+# TYPE sprite_tasks_live gauge
+sprite_tasks_live 13
+# HELP sprite_tasks_held 1 while at least one task holds the machine.
+# TYPE sprite_tasks_held gauge
+sprite_tasks_held 1
+# HELP sprite_tasks_held_seconds_total Seconds the machine was held since the daemon started.
+# TYPE sprite_tasks_held_seconds_total counter
+sprite_tasks_held_seconds_total 15.250
+# HELP sprite_tasks_expired_total Tasks removed because their expiry passed.
+# TYPE sprite_tasks_expired_total counter
+sprite_tasks_expired_total 5
+# HELP sprite_tasks_released_total Tasks released because the process they were bound to exited.
+# TYPE sprite_tasks_released_total counter
+sprite_tasks_released_total 6
+# HELP sprite_tasks_bound Tasks bound to a process (each holds a descriptor of the daemon).
+# TYPE sprite_tasks_bound gauge
+sprite_tasks_bound 14
+# HELP sprite_tasks_commit_failures_total Batches not committed because the disk failed; their clients got 503.
+# TYPE sprite_tasks_commit_failures_total counter
+sprite_tasks_commit_failures_total 4
+# HELP sprite_tasks_connections Open client connections.
+# TYPE sprite_tasks_connections gauge
+sprite_tasks_connections 16
+# HELP sprite_tasks_event_streams Open GET /v1/events streams.
+# TYPE sprite_tasks_event_streams gauge
+sprite_tasks_event_streams 17
+# HELP sprite_tasks_connections_accepted_total Connections accepted.
+# TYPE sprite_tasks_connections_accepted_total counter
+sprite_tasks_connections_accepted_total 7
+# HELP sprite_tasks_log_used_bytes Bytes of the write-ahead log not yet checkpointed into the database.
+# TYPE sprite_tasks_log_used_bytes gauge
+sprite_tasks_log_used_bytes 18
+# HELP sprite_tasks_log_size_bytes Size of the write-ahead log; writers get 503 when it is full.
+# TYPE sprite_tasks_log_size_bytes gauge
+sprite_tasks_log_size_bytes 19
+# HELP sprite_tasks_checkpoints_total Checkpoints of the log into the database.
+# TYPE sprite_tasks_checkpoints_total counter
+sprite_tasks_checkpoints_total 20
+# HELP sprite_tasks_checkpoint_failures_total Checkpoints that failed (retried; the changes stay in the log).
+# TYPE sprite_tasks_checkpoint_failures_total counter
+sprite_tasks_checkpoint_failures_total 21
+# HELP sprite_tasks_hook_runs_total Hook commands started.
+# TYPE sprite_tasks_hook_runs_total counter
+sprite_tasks_hook_runs_total 8
+# HELP sprite_tasks_hook_failures_total Hook commands that failed to start or exited unsuccessfully.
+# TYPE sprite_tasks_hook_failures_total counter
+sprite_tasks_hook_failures_total 9
+# HELP sprite_tasks_log_writes_dropped_total Log lines that could not be written to stderr (a closed pipe) and were dropped.
+# TYPE sprite_tasks_log_writes_dropped_total counter
+sprite_tasks_log_writes_dropped_total 22
+# HELP sprite_tasks_clamped_at_load_total Tasks loaded at start-up with an expiry more than --max-expire ahead (the clock was set back while the daemon was down), bounded to now + --max-expire.
+# TYPE sprite_tasks_clamped_at_load_total counter
+sprite_tasks_clamped_at_load_total 12
+# HELP sprite_tasks_clock_steps_total Steps of the wall clock by more than a second, by direction. Holds moved with a step back (and with one seen at start-up); a step forward expired what fell due.
+# TYPE sprite_tasks_clock_steps_total counter
+sprite_tasks_clock_steps_total{direction="backward"} 11
+sprite_tasks_clock_steps_total{direction="forward"} 10
+# HELP sprite_tasks_connections_refused_total Connections (and event streams) refused with 503: at --max-connections, in the reserve kept for root, or past a uid's share.
+# TYPE sprite_tasks_connections_refused_total counter
+sprite_tasks_connections_refused_total{cause="capacity"} 0
+sprite_tasks_connections_refused_total{cause="reserve"} 1
+sprite_tasks_connections_refused_total{cause="uid_connections"} 0
+sprite_tasks_connections_refused_total{cause="uid_streams"} 2
+# HELP sprite_tasks_refused_total Refreshes and deletes of another uid's task, changes from a peer of unknown uid, and creates past --max-tasks-per-uid, refused.
+# TYPE sprite_tasks_refused_total counter
+sprite_tasks_refused_total{reason="not_owner"} 1
+sprite_tasks_refused_total{reason="unknown_caller"} 0
+sprite_tasks_refused_total{reason="uid_quota"} 2
+# HELP sprite_tasks_requests_total Requests answered, by route and status.
+# TYPE sprite_tasks_requests_total counter
+sprite_tasks_requests_total{route="create",status="201"} 2
+sprite_tasks_requests_total{route="get",status="404"} 1
+sprite_tasks_requests_total{route="metrics",status="200"} 1
+# HELP sprite_tasks_commit_changes Changes per commit (group commit shares one fsync).
+# TYPE sprite_tasks_commit_changes histogram
+sprite_tasks_commit_changes_bucket{le="1"} 1
+sprite_tasks_commit_changes_bucket{le="2"} 1
+sprite_tasks_commit_changes_bucket{le="4"} 2
+sprite_tasks_commit_changes_bucket{le="8"} 2
+sprite_tasks_commit_changes_bucket{le="16"} 2
+sprite_tasks_commit_changes_bucket{le="32"} 2
+sprite_tasks_commit_changes_bucket{le="64"} 2
+sprite_tasks_commit_changes_bucket{le="128"} 2
+sprite_tasks_commit_changes_bucket{le="256"} 2
+sprite_tasks_commit_changes_bucket{le="+Inf"} 3
+sprite_tasks_commit_changes_sum 304
+sprite_tasks_commit_changes_count 3
+# HELP sprite_tasks_commit_seconds Time to commit a batch durably.
+# TYPE sprite_tasks_commit_seconds histogram
+sprite_tasks_commit_seconds_bucket{le="0.0001"} 0
+sprite_tasks_commit_seconds_bucket{le="0.00025"} 1
+sprite_tasks_commit_seconds_bucket{le="0.0005"} 1
+sprite_tasks_commit_seconds_bucket{le="0.001"} 1
+sprite_tasks_commit_seconds_bucket{le="0.0025"} 2
+sprite_tasks_commit_seconds_bucket{le="0.005"} 2
+sprite_tasks_commit_seconds_bucket{le="0.01"} 2
+sprite_tasks_commit_seconds_bucket{le="0.025"} 2
+sprite_tasks_commit_seconds_bucket{le="0.1"} 2
+sprite_tasks_commit_seconds_bucket{le="1"} 2
+sprite_tasks_commit_seconds_bucket{le="+Inf"} 3
+sprite_tasks_commit_seconds_sum 2.00225
+sprite_tasks_commit_seconds_count 3
+"#;
+
+    #[test]
+    fn renders_the_whole_page_byte_for_byte() {
+        let mut metrics = Metrics::default();
+        metrics.request("create", 201);
+        metrics.request("create", 201);
+        metrics.request("get", 404);
+        metrics.request("metrics", 200);
+        metrics.commit(3, Duration::from_micros(250));
+        metrics.commit(300, Duration::from_millis(2));
+        metrics.commit(1, Duration::from_secs(2));
+        metrics.commit_failures = 4;
+        metrics.expired = 5;
+        metrics.released = 6;
+        metrics.connections_accepted = 7;
+        metrics.connection_refused("reserve");
+        metrics.connection_refused("uid_streams");
+        metrics.connection_refused("uid_streams");
+        metrics.hook_runs = 8;
+        metrics.hook_failures = 9;
+        metrics.clock_steps_forward = 10;
+        metrics.clock_steps_backward = 11;
+        metrics.clamped_at_load = 12;
+        metrics.refused(Refusal::NotOwner);
+        metrics.refused(Refusal::UidQuota);
+        metrics.refused(Refusal::UidQuota);
+        let gauges = Gauges {
+            live_tasks: 13,
+            bound_tasks: 14,
+            held: true,
+            held_seconds: 15.25,
+            connections: 16,
+            streams: 17,
+            log_used_bytes: 18,
+            log_size_bytes: 19,
+            checkpoints: 20,
+            checkpoint_failures: 21,
+        };
+        assert_eq!(metrics.render_with(&gauges, 22), FULL_PAGE);
     }
 }

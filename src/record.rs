@@ -43,7 +43,7 @@
 
 use std::fmt;
 
-use crate::tasks::{Binding, Holder, Task, TaskName};
+use crate::tasks::{Binding, Holder, NameError, Task, TaskName};
 use crate::time::Timestamp;
 
 /// The version this build writes.
@@ -95,12 +95,16 @@ pub enum RecordError {
     Version(u8),
     /// The checksum does not match the contents.
     Checksum { stored: u32, computed: u32 },
+    /// The key is not UTF-8.
+    KeyNotUtf8,
     /// The key is not a valid task name.
-    Name(String),
+    Name(NameError),
     /// `started_at` is after `expires_at`.
     Order,
     /// The details do not decode.
-    Details(String),
+    Details(FieldError),
+    /// Bytes follow the details.
+    TrailingDetails(usize),
 }
 
 impl fmt::Display for RecordError {
@@ -115,14 +119,47 @@ impl fmt::Display for RecordError {
                 f,
                 "record checksum {stored:#010x} does not match its contents ({computed:#010x})"
             ),
+            RecordError::KeyNotUtf8 => write!(f, "record key is not a task name: not UTF-8"),
             RecordError::Name(why) => write!(f, "record key is not a task name: {why}"),
             RecordError::Order => write!(f, "record starts after it expires"),
             RecordError::Details(why) => write!(f, "record details do not decode: {why}"),
+            RecordError::TrailingDetails(len) => write!(
+                f,
+                "record details do not decode: {len} bytes after the details"
+            ),
         }
     }
 }
 
 impl std::error::Error for RecordError {}
+
+/// Why bytes do not read as the fields of a task's details or of a log
+/// frame's payload: what [`Reader`] and [`decode_details`] report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FieldError {
+    /// Fewer bytes are left than the next field needs.
+    Short { wanted: usize, left: usize },
+    /// A text field longer than [`MAX_TEXT_LEN`].
+    TextTooLong(usize),
+    /// A text field that is not UTF-8.
+    TextNotUtf8,
+    /// Holder fields are marked present but the holder is not.
+    HolderFieldsWithoutHolder,
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FieldError::Short { wanted, left } => write!(f, "{wanted} bytes wanted, {left} left"),
+            FieldError::TextTooLong(len) => write!(f, "a {len}-byte text field"),
+            FieldError::TextNotUtf8 => write!(f, "a text field is not UTF-8"),
+            FieldError::HolderFieldsWithoutHolder => write!(f, "holder fields without a holder"),
+        }
+    }
+}
+
+impl std::error::Error for FieldError {}
 
 /// Encodes a task's value bytes (version 3).
 pub fn encode(task: &Task) -> Vec<u8> {
@@ -218,8 +255,8 @@ impl Details {
 /// of bytes they took.
 ///
 /// # Errors
-/// A message saying what does not decode.
-pub fn decode_details(bytes: &[u8]) -> Result<(Details, usize), String> {
+/// [`FieldError`] saying which field does not read.
+pub fn decode_details(bytes: &[u8]) -> Result<(Details, usize), FieldError> {
     let mut reader = Reader::new(bytes);
     let presence = reader.u8()?;
     let has = |bit: u8| presence & bit != 0;
@@ -227,7 +264,7 @@ pub fn decode_details(bytes: &[u8]) -> Result<(Details, usize), String> {
     let holder_bits =
         HOLDER_PID | HOLDER_UID | HOLDER_COMMAND | HOLDER_PARENT_PID | HOLDER_PARENT_COMMAND;
     if presence & holder_bits != 0 && !has(HOLDER) {
-        return Err("holder fields without a holder".into());
+        return Err(FieldError::HolderFieldsWithoutHolder);
     }
     if has(HOLDER) {
         let mut holder = Holder::default();
@@ -260,7 +297,8 @@ pub fn decode_details(bytes: &[u8]) -> Result<(Details, usize), String> {
 }
 
 /// A cursor over little-endian fields, shared by records and log frames.
-/// Running out of bytes is an error that says how many were wanted.
+/// Running out of bytes is [`FieldError::Short`], saying how many were
+/// wanted.
 pub(crate) struct Reader<'a> {
     bytes: &'a [u8],
     used: usize,
@@ -276,9 +314,12 @@ impl<'a> Reader<'a> {
         self.bytes
     }
 
-    pub(crate) fn take(&mut self, len: usize) -> Result<&'a [u8], String> {
+    pub(crate) fn take(&mut self, len: usize) -> Result<&'a [u8], FieldError> {
         if self.bytes.len() < len {
-            return Err(format!("{len} bytes wanted, {} left", self.bytes.len()));
+            return Err(FieldError::Short {
+                wanted: len,
+                left: self.bytes.len(),
+            });
         }
         let (head, rest) = self.bytes.split_at(len);
         self.bytes = rest;
@@ -286,31 +327,31 @@ impl<'a> Reader<'a> {
         Ok(head)
     }
 
-    pub(crate) fn u8(&mut self) -> Result<u8, String> {
+    pub(crate) fn u8(&mut self) -> Result<u8, FieldError> {
         Ok(self.take(1)?[0])
     }
 
-    pub(crate) fn u16(&mut self) -> Result<u16, String> {
+    pub(crate) fn u16(&mut self) -> Result<u16, FieldError> {
         let b = self.take(2)?;
         Ok(u16::from_le_bytes([b[0], b[1]]))
     }
 
-    pub(crate) fn u32(&mut self) -> Result<u32, String> {
+    pub(crate) fn u32(&mut self) -> Result<u32, FieldError> {
         let b = self.take(4)?;
         Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
     }
 
-    pub(crate) fn u64(&mut self) -> Result<u64, String> {
+    pub(crate) fn u64(&mut self) -> Result<u64, FieldError> {
         Ok(read_u64(self.take(8)?))
     }
 
-    fn text(&mut self) -> Result<String, String> {
+    fn text(&mut self) -> Result<String, FieldError> {
         let len = self.u16()? as usize;
         if len > MAX_TEXT_LEN {
-            return Err(format!("a {len}-byte text field"));
+            return Err(FieldError::TextTooLong(len));
         }
         let bytes = self.take(len)?;
-        String::from_utf8(bytes.to_vec()).map_err(|_| "a text field is not UTF-8".to_string())
+        String::from_utf8(bytes.to_vec()).map_err(|_| FieldError::TextNotUtf8)
     }
 }
 
@@ -331,8 +372,8 @@ fn floor_char_boundary(text: &str, max: usize) -> usize {
 /// # Errors
 /// [`RecordError`] for any record this build cannot trust.
 pub fn decode(key: &[u8], bytes: &[u8]) -> Result<Task, RecordError> {
-    let key = std::str::from_utf8(key).map_err(|_| RecordError::Name("not UTF-8".into()))?;
-    let name = TaskName::parse(key).map_err(|e| RecordError::Name(e.to_string()))?;
+    let key = std::str::from_utf8(key).map_err(|_| RecordError::KeyNotUtf8)?;
+    let name = TaskName::parse(key).map_err(RecordError::Name)?;
     let Some(&version) = bytes.first() else {
         return Err(RecordError::Length(0));
     };
@@ -373,10 +414,7 @@ pub fn decode(key: &[u8], bytes: &[u8]) -> Result<Task, RecordError> {
         let details = &body[details_at..];
         let (decoded, used) = decode_details(details).map_err(RecordError::Details)?;
         if used != details.len() {
-            return Err(RecordError::Details(format!(
-                "{} bytes after the details",
-                details.len() - used
-            )));
+            return Err(RecordError::TrailingDetails(details.len() - used));
         }
         decoded.apply_to(&mut task);
     }
@@ -523,7 +561,7 @@ mod tests {
             Err(RecordError::Checksum { .. })
         ));
         assert!(matches!(decode(b"a/b", &bytes), Err(RecordError::Name(_))));
-        assert!(matches!(decode(b"\xff", &bytes), Err(RecordError::Name(_))));
+        assert_eq!(decode(b"\xff", &bytes), Err(RecordError::KeyNotUtf8));
         let backwards = Task {
             started_at: Timestamp::from_nanos(10),
             expires_at: Timestamp::from_nanos(5),
@@ -540,9 +578,69 @@ mod tests {
         short.extend_from_slice(&9u16.to_le_bytes());
         let crc = checksum("agent", &short);
         short.extend_from_slice(&crc.to_le_bytes());
-        assert!(matches!(
+        assert_eq!(
             decode(b"agent", &short),
-            Err(RecordError::Details(_))
-        ));
+            Err(RecordError::Details(FieldError::Short {
+                wanted: 9,
+                left: 0
+            }))
+        );
+    }
+
+    #[test]
+    fn details_that_do_not_read_say_why() {
+        let text = |len: u16, bytes: &[u8]| {
+            let mut out = vec![REASON];
+            out.extend_from_slice(&len.to_le_bytes());
+            out.extend_from_slice(bytes);
+            out
+        };
+        let too_long = MAX_TEXT_LEN as u16 + 1;
+        let cases: [(Vec<u8>, FieldError, &str); 5] = [
+            (
+                vec![],
+                FieldError::Short { wanted: 1, left: 0 },
+                "1 bytes wanted, 0 left",
+            ),
+            (
+                vec![HOLDER_PID, 1, 0, 0, 0],
+                FieldError::HolderFieldsWithoutHolder,
+                "holder fields without a holder",
+            ),
+            (
+                vec![HOLDER | HOLDER_UID, 1, 0],
+                FieldError::Short { wanted: 4, left: 2 },
+                "4 bytes wanted, 2 left",
+            ),
+            (
+                text(too_long, &[]),
+                FieldError::TextTooLong(MAX_TEXT_LEN + 1),
+                "a 1025-byte text field",
+            ),
+            (
+                text(2, b"\xc3\x28"),
+                FieldError::TextNotUtf8,
+                "a text field is not UTF-8",
+            ),
+        ];
+        for (bytes, error, message) in cases {
+            assert_eq!(decode_details(&bytes), Err(error.clone()), "{bytes:?}");
+            assert_eq!(error.to_string(), message);
+        }
+    }
+
+    #[test]
+    fn trailing_bytes_after_the_details_are_refused() {
+        let mut body = encode(&task());
+        body.truncate(body.len() - CRC_LEN);
+        body.push(0);
+        let crc = checksum("agent", &body);
+        body.extend_from_slice(&crc.to_le_bytes());
+        let error = decode(b"agent", &body).unwrap_err();
+        assert_eq!(error, RecordError::TrailingDetails(1));
+        assert_eq!(
+            error.to_string(),
+            "record details do not decode: 1 bytes after the details"
+        );
     }
 }

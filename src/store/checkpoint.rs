@@ -1,13 +1,13 @@
-//! Checkpoints: what the log holds that the tables do not yet
-//! ([`Pending`]), and the worker that writes it to redb and recovers the
-//! state at start-up ([`Worker`]), on its own thread so that a checkpoint
-//! never stalls the reactor, or inline for deterministic tests.
+//! Checkpoints: the worker that writes what the log holds beyond the
+//! tables ([`Pending`]) to redb and recovers the state at start-up
+//! ([`Worker`]), on its own thread so that a checkpoint never stalls the
+//! reactor, or inline for deterministic tests.
 //!
 //! The worker owns the [`Tables`]; the reactor owns the log's write side.
 //! They share only the log file, which the worker reads during recovery
 //! while the reactor waits for it.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::thread::JoinHandle;
@@ -16,119 +16,10 @@ use tracing::warn;
 
 use super::files::LogIo;
 use super::frame::{self, Stop};
-use super::tables::{LogMark, Tables};
+use super::pending::{LogMark, Pending};
+use super::tables::Tables;
 use super::{Loaded, StoreError};
 use crate::events::Event;
-use crate::tasks::{Change, Task, TaskName};
-
-/// Changes made durable in the log since the last checkpoint, folded to one
-/// row per name (the latest wins), with their events.
-///
-/// Invariant: `mark` is the log mark just after the last frame folded in;
-/// `events` are in increasing sequence order.
-#[derive(Debug, Default)]
-pub struct Pending {
-    rows: BTreeMap<TaskName, Option<Task>>,
-    /// Event lines, back to back; `ends` has each one's sequence number and
-    /// where it ends in `text`.
-    text: Vec<u8>,
-    ends: Vec<(u64, usize)>,
-    keep_events_from: u64,
-    trim_slack: u64,
-    /// Changes folded in (before folding by name): the policy's measure.
-    changes: usize,
-    /// Frames folded in.
-    frames: usize,
-    mark: LogMark,
-}
-
-impl Pending {
-    /// Folds in one frame's batch, which ends at `mark`.
-    pub fn add<'a>(
-        &mut self,
-        changes: &[Change],
-        events: impl Iterator<Item = (u64, &'a [u8])>,
-        (keep_events_from, trim_slack): (u64, u64),
-        mark: LogMark,
-    ) {
-        for change in changes {
-            let row = match change {
-                Change::Put { task, .. } => Some(task.clone()),
-                Change::Remove { .. } => None,
-            };
-            self.rows.insert(change.name().clone(), row);
-        }
-        for (seq, line) in events {
-            self.text.extend_from_slice(line);
-            self.ends.push((seq, self.text.len()));
-        }
-        self.keep_events_from = self.keep_events_from.max(keep_events_from);
-        self.trim_slack = trim_slack;
-        self.changes += changes.len();
-        self.frames += 1;
-        self.mark = mark;
-    }
-
-    /// Folds `newer` (what was logged after `self`) over `self`.
-    pub fn absorb(&mut self, newer: Pending) {
-        if newer.is_empty() {
-            return;
-        }
-        self.rows.extend(newer.rows);
-        let base = self.text.len();
-        self.text.extend_from_slice(&newer.text);
-        self.ends
-            .extend(newer.ends.iter().map(|&(seq, end)| (seq, base + end)));
-        self.keep_events_from = self.keep_events_from.max(newer.keep_events_from);
-        self.trim_slack = newer.trim_slack;
-        self.changes += newer.changes;
-        self.frames += newer.frames;
-        self.mark = newer.mark;
-    }
-
-    /// Whether nothing is waiting: no frame was folded in.
-    pub fn is_empty(&self) -> bool {
-        self.frames == 0
-    }
-
-    /// Frames folded in.
-    pub fn frames(&self) -> usize {
-        self.frames
-    }
-
-    /// Changes folded in.
-    pub fn changes(&self) -> usize {
-        self.changes
-    }
-
-    /// Each name's latest row (`None`: removed).
-    pub fn rows(&self) -> impl Iterator<Item = (&TaskName, &Option<Task>)> {
-        self.rows.iter()
-    }
-
-    /// The events, in order.
-    pub fn events(&self) -> impl Iterator<Item = (u64, &[u8])> {
-        let mut start = 0;
-        self.ends.iter().map(move |&(seq, end)| {
-            let line = &self.text[start..end];
-            start = end;
-            (seq, line)
-        })
-    }
-
-    pub fn keep_events_from(&self) -> u64 {
-        self.keep_events_from
-    }
-
-    pub fn trim_slack(&self) -> u64 {
-        self.trim_slack
-    }
-
-    /// The log mark the tables reach once this is checkpointed.
-    pub fn mark(&self) -> LogMark {
-        self.mark
-    }
-}
 
 /// The state found on disk: the tables plus the log replayed over them.
 #[derive(Debug)]
@@ -217,11 +108,11 @@ impl Engine {
                     LogMark::default(),
                 );
             }
-            pending.mark = LogMark {
+            pending.set_mark(LogMark {
                 lsn: scan.next_lsn - 1,
                 position: scan.end,
-            };
-            loaded.tasks = overlay(std::mem::take(&mut loaded.tasks), &pending);
+            });
+            loaded.tasks = pending.overlay(std::mem::take(&mut loaded.tasks));
             loaded.events.extend(replayed_events);
             // Replayed events follow the checkpointed ones; should a number
             // repeat, the log's (later) one wins.
@@ -244,24 +135,6 @@ impl Engine {
             size,
         })
     }
-}
-
-/// The checkpointed rows (sorted by name, as redb keeps them) with the
-/// pending rows laid over them: one merge of two sorted sequences.
-fn overlay(checkpointed: Vec<Task>, pending: &Pending) -> Vec<Task> {
-    let mut out = Vec::with_capacity(checkpointed.len() + pending.rows.len());
-    let mut old = checkpointed.into_iter().peekable();
-    for (name, row) in &pending.rows {
-        while let Some(task) = old.next_if(|task| task.name < *name) {
-            out.push(task);
-        }
-        old.next_if(|task| task.name == *name);
-        if let Some(task) = row {
-            out.push(task.clone());
-        }
-    }
-    out.extend(old);
-    out
 }
 
 /// Runs the engine's jobs: on a thread of its own, or inline.

@@ -50,7 +50,7 @@
 
 use std::fmt;
 
-use crate::record::{self, Reader, read_u64};
+use crate::record::{self, FieldError, Reader, read_u64};
 use crate::tasks::{Change, Removal, Task, TaskName};
 use crate::time::Timestamp;
 
@@ -108,7 +108,7 @@ pub enum Stop {
     /// A frame out of sequence.
     Sequence { found: u64, expected: u64 },
     /// A valid frame whose payload does not decode: a bug, not a tear.
-    Payload(String),
+    Payload(PayloadError),
     /// The scan went once round the whole ring.
     Full,
 }
@@ -147,6 +147,42 @@ impl Stop {
             self,
             Stop::End | Stop::Magic | Stop::Generation { .. } | Stop::Full
         )
+    }
+}
+
+/// Why a valid frame's batch payload does not decode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PayloadError {
+    /// A field, or a put's details, does not read.
+    Field(FieldError),
+    /// A change's name is not a valid task name.
+    Name,
+    /// A put of a task that starts after it expires.
+    Order(TaskName),
+    /// A change kind that this frame format does not have.
+    ChangeKind(u8),
+    /// Bytes follow the batch.
+    Trailing(usize),
+}
+
+impl fmt::Display for PayloadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PayloadError::Field(why) => write!(f, "{why}"),
+            PayloadError::Name => write!(f, "a change names no valid task"),
+            PayloadError::Order(name) => write!(f, "task {name} starts after it expires"),
+            PayloadError::ChangeKind(kind) => write!(f, "unknown change kind {kind}"),
+            PayloadError::Trailing(len) => write!(f, "{len} bytes after the batch"),
+        }
+    }
+}
+
+impl std::error::Error for PayloadError {}
+
+impl From<FieldError> for PayloadError {
+    fn from(error: FieldError) -> Self {
+        PayloadError::Field(error)
     }
 }
 
@@ -372,8 +408,8 @@ fn stopped(mut scan: Scan, stop: Stop, at: u64) -> Scan {
 /// Decodes a batch payload of frame format `version` (1, 2 or 3).
 ///
 /// # Errors
-/// A message saying what does not decode.
-pub fn decode_batch(payload: &[u8], version: u16) -> Result<BatchRecord, String> {
+/// [`PayloadError`] saying what does not decode.
+pub fn decode_batch(payload: &[u8], version: u16) -> Result<BatchRecord, PayloadError> {
     let details = version >= FORMAT_2;
     let owners = version >= FORMAT;
     let mut reader = Reader::new(payload);
@@ -386,13 +422,13 @@ pub fn decode_batch(payload: &[u8], version: u16) -> Result<BatchRecord, String>
         let name = std::str::from_utf8(name)
             .ok()
             .and_then(|name| TaskName::parse(name).ok())
-            .ok_or_else(|| "a change names no valid task".to_string())?;
+            .ok_or(PayloadError::Name)?;
         let change = match kind {
             1 | 2 => {
                 let started_at = Timestamp::from_nanos(reader.u64()?);
                 let expires_at = Timestamp::from_nanos(reader.u64()?);
                 if started_at > expires_at {
-                    return Err(format!("task {name} starts after it expires"));
+                    return Err(PayloadError::Order(name));
                 }
                 let mut task = Task::new(name, started_at, expires_at);
                 task.owner = if owners {
@@ -422,7 +458,7 @@ pub fn decode_batch(payload: &[u8], version: u16) -> Result<BatchRecord, String>
                 name,
                 cause: Removal::Released { pid: reader.u32()? },
             },
-            other => return Err(format!("unknown change kind {other}")),
+            other => return Err(PayloadError::ChangeKind(other)),
         };
         batch.changes.push(change);
     }
@@ -435,7 +471,7 @@ pub fn decode_batch(payload: &[u8], version: u16) -> Result<BatchRecord, String>
     batch.keep_events_from = reader.u64()?;
     batch.trim_slack = reader.u64()?;
     if !reader.rest().is_empty() {
-        return Err(format!("{} bytes after the batch", reader.rest().len()));
+        return Err(PayloadError::Trailing(reader.rest().len()));
     }
     Ok(batch)
 }
@@ -736,7 +772,10 @@ mod tests {
         let mut payload = bytes[HEADER_LEN..HEADER_LEN + length].to_vec();
         assert!(decode_batch(&payload, FORMAT_1).is_ok());
         payload[4] = 5;
-        assert!(decode_batch(&payload, FORMAT_1).is_err());
+        assert_eq!(
+            decode_batch(&payload, FORMAT_1),
+            Err(PayloadError::ChangeKind(5))
+        );
     }
 
     /// A frame written by the release before owners (format 2, commit
@@ -807,6 +846,59 @@ mod tests {
             trim_slack: 1024,
         };
         assert_eq!(scan.batches, [(1, expected)]);
+    }
+
+    #[test]
+    fn payloads_that_do_not_decode_say_why() {
+        let payload_of = |batch: &BatchRecord| {
+            let mut frame = Vec::new();
+            let slot = Slot {
+                lsn: 1,
+                position: 0,
+                size: 4096,
+            };
+            let events = batch.events.iter().map(|(s, l)| (*s, l.as_slice()));
+            let bounds = (batch.keep_events_from, batch.trim_slack);
+            encode_batch(&mut frame, slot, &batch.changes, events, bounds);
+            let length = u32::from_le_bytes([frame[8], frame[9], frame[10], frame[11]]) as usize;
+            frame[HEADER_LEN..HEADER_LEN + length].to_vec()
+        };
+        let good = payload_of(&batch(1));
+        assert_eq!(decode_batch(&good, FORMAT), Ok(batch(1)));
+        // The first change is a put of `t1`: kind, name length, name, then
+        // `started_at` and `expires_at`.
+        let mut bad_name = good.clone();
+        bad_name[7] = b'/';
+        let mut backwards = good.clone();
+        backwards[9..17].copy_from_slice(&u64::MAX.to_le_bytes());
+        let mut trailing = good.clone();
+        trailing.push(0);
+        let cases = [
+            (
+                good[..good.len() - 1].to_vec(),
+                PayloadError::Field(FieldError::Short { wanted: 8, left: 7 }),
+                "8 bytes wanted, 7 left",
+            ),
+            (bad_name, PayloadError::Name, "a change names no valid task"),
+            (
+                backwards,
+                PayloadError::Order(TaskName::parse("t1").unwrap()),
+                "task t1 starts after it expires",
+            ),
+            (
+                trailing,
+                PayloadError::Trailing(1),
+                "1 bytes after the batch",
+            ),
+        ];
+        for (payload, error, message) in cases {
+            assert_eq!(decode_batch(&payload, FORMAT), Err(error.clone()));
+            assert_eq!(error.to_string(), message);
+        }
+        assert_eq!(
+            PayloadError::ChangeKind(9).to_string(),
+            "unknown change kind 9"
+        );
     }
 
     #[test]

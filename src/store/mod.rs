@@ -3,9 +3,18 @@
 //!
 //! - [`frame`]: the log's frames, pure over byte slices.
 //! - [`files`]: creating files whole, the log's byte interface ([`LogIo`]).
+//! - [`pending`]: logged changes not yet in redb, folded by name
+//!   ([`Pending`]), and the log mark the tables reach ([`LogMark`]); pure.
 //! - [`tables`]: redb, the state as of the last checkpoint.
-//! - [`checkpoint`]: folding logged changes ([`Pending`]) and the worker
-//!   thread that writes them to redb and recovers at start-up.
+//! - [`checkpoint`]: the worker thread that writes pending changes to
+//!   redb and recovers at start-up.
+//!
+//! # Layering
+//! Dependencies run one way, down this list: `frame`, `files` and `pending`
+//! use none of the others; `tables` uses `pending` (a checkpoint writes a
+//! [`Pending`]); `checkpoint` uses those four; [`Store`], here, uses them
+//! all. The boundary types defined here, [`StoreError`] and [`Loaded`], are
+//! what every layer shares.
 //!
 //! # The commit contract
 //! [`Store::commit_batch`] encodes the batch (its changes and their events)
@@ -32,6 +41,7 @@
 pub mod checkpoint;
 pub mod files;
 pub mod frame;
+pub mod pending;
 pub mod tables;
 
 use std::fmt;
@@ -47,9 +57,9 @@ use crate::events::{Event, EventLines};
 use crate::record::RecordError;
 use crate::tasks::{Change, Task};
 
-pub use checkpoint::Pending;
 pub use files::LogIo;
-pub use tables::{LogMark, Opener};
+pub use pending::{LogMark, Pending};
+pub use tables::Opener;
 
 use checkpoint::{Done, Engine, Worker};
 use frame::{Slot, Stop};

@@ -16,7 +16,7 @@ use std::fmt;
 use redb::{Database, DatabaseError, ReadableTable, TableDefinition};
 use tracing::{error, warn};
 
-use super::checkpoint::Pending;
+use super::pending::{LogMark, Pending};
 use super::{Loaded, StoreError};
 use crate::events::Event;
 use crate::record::{self, RecordError};
@@ -33,15 +33,6 @@ const META_POSITION: &str = "log.position";
 /// Opens (or reopens) the database. Production opens the file; tests pass
 /// storage that fails on purpose or loses power.
 pub type Opener = Box<dyn FnMut() -> Result<Database, DatabaseError> + Send>;
-
-/// Which part of the log the tables contain.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct LogMark {
-    /// The last frame checkpointed (0: none).
-    pub lsn: u64,
-    /// Where the frame after it goes.
-    pub position: u64,
-}
 
 /// The redb database and how to reopen it.
 pub struct Tables {

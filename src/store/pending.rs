@@ -1,0 +1,238 @@
+//! What the log holds that the tables do not yet: the changes made durable
+//! since the last checkpoint, folded by name ([`Pending`]), and the point
+//! in the log the tables reach ([`LogMark`]).
+//!
+//! Pure; depends on [`crate::tasks`] only. The reactor folds each committed
+//! batch in, recovery folds in the frames it replays, and
+//! [`tables`](super::tables) writes a `Pending` to redb in one checkpoint.
+
+use std::collections::BTreeMap;
+
+use crate::tasks::{Change, Task, TaskName};
+
+/// Which part of the log the tables contain.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LogMark {
+    /// The last frame checkpointed (0: none).
+    pub lsn: u64,
+    /// Where the frame after it goes.
+    pub position: u64,
+}
+
+/// Changes made durable in the log since the last checkpoint, folded to one
+/// row per name (the latest wins), with their events.
+///
+/// Invariant: `mark` is the log mark just after the last frame folded in;
+/// `events` are in increasing sequence order.
+#[derive(Debug, Default)]
+pub struct Pending {
+    rows: BTreeMap<TaskName, Option<Task>>,
+    /// Event lines, back to back; `ends` has each one's sequence number and
+    /// where it ends in `text`.
+    text: Vec<u8>,
+    ends: Vec<(u64, usize)>,
+    keep_events_from: u64,
+    trim_slack: u64,
+    /// Changes folded in (before folding by name): the policy's measure.
+    changes: usize,
+    /// Frames folded in.
+    frames: usize,
+    mark: LogMark,
+}
+
+impl Pending {
+    /// Folds in one frame's batch, which ends at `mark`.
+    pub fn add<'a>(
+        &mut self,
+        changes: &[Change],
+        events: impl Iterator<Item = (u64, &'a [u8])>,
+        (keep_events_from, trim_slack): (u64, u64),
+        mark: LogMark,
+    ) {
+        for change in changes {
+            let row = match change {
+                Change::Put { task, .. } => Some(task.clone()),
+                Change::Remove { .. } => None,
+            };
+            self.rows.insert(change.name().clone(), row);
+        }
+        for (seq, line) in events {
+            self.text.extend_from_slice(line);
+            self.ends.push((seq, self.text.len()));
+        }
+        self.keep_events_from = self.keep_events_from.max(keep_events_from);
+        self.trim_slack = trim_slack;
+        self.changes += changes.len();
+        self.frames += 1;
+        self.mark = mark;
+    }
+
+    /// Folds `newer` (what was logged after `self`) over `self`.
+    pub fn absorb(&mut self, newer: Pending) {
+        if newer.is_empty() {
+            return;
+        }
+        self.rows.extend(newer.rows);
+        let base = self.text.len();
+        self.text.extend_from_slice(&newer.text);
+        self.ends
+            .extend(newer.ends.iter().map(|&(seq, end)| (seq, base + end)));
+        self.keep_events_from = self.keep_events_from.max(newer.keep_events_from);
+        self.trim_slack = newer.trim_slack;
+        self.changes += newer.changes;
+        self.frames += newer.frames;
+        self.mark = newer.mark;
+    }
+
+    /// Whether nothing is waiting: no frame was folded in.
+    pub fn is_empty(&self) -> bool {
+        self.frames == 0
+    }
+
+    /// Frames folded in.
+    pub fn frames(&self) -> usize {
+        self.frames
+    }
+
+    /// Changes folded in.
+    pub fn changes(&self) -> usize {
+        self.changes
+    }
+
+    /// Each name's latest row (`None`: removed).
+    pub fn rows(&self) -> impl Iterator<Item = (&TaskName, &Option<Task>)> {
+        self.rows.iter()
+    }
+
+    /// The events, in order.
+    pub fn events(&self) -> impl Iterator<Item = (u64, &[u8])> {
+        let mut start = 0;
+        self.ends.iter().map(move |&(seq, end)| {
+            let line = &self.text[start..end];
+            start = end;
+            (seq, line)
+        })
+    }
+
+    pub fn keep_events_from(&self) -> u64 {
+        self.keep_events_from
+    }
+
+    pub fn trim_slack(&self) -> u64 {
+        self.trim_slack
+    }
+
+    /// The log mark the tables reach once this is checkpointed.
+    pub fn mark(&self) -> LogMark {
+        self.mark
+    }
+
+    /// Sets that mark, for a caller that folded in frames without knowing
+    /// where each one ends: recovery knows only where the last one does.
+    pub fn set_mark(&mut self, mark: LogMark) {
+        self.mark = mark;
+    }
+
+    /// The checkpointed rows (sorted by name, as redb keeps them) with
+    /// these rows laid over them: one merge of two sorted sequences.
+    pub fn overlay(&self, checkpointed: Vec<Task>) -> Vec<Task> {
+        let mut out = Vec::with_capacity(checkpointed.len() + self.rows.len());
+        let mut old = checkpointed.into_iter().peekable();
+        for (name, row) in &self.rows {
+            while let Some(task) = old.next_if(|task| task.name < *name) {
+                out.push(task);
+            }
+            old.next_if(|task| task.name == *name);
+            if let Some(task) = row {
+                out.push(task.clone());
+            }
+        }
+        out.extend(old);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tasks::Removal;
+    use crate::time::Timestamp;
+
+    fn task(name: &str, expires: u64) -> Task {
+        Task::new(
+            TaskName::parse(name).unwrap(),
+            Timestamp::from_nanos(0),
+            Timestamp::from_nanos(expires),
+        )
+    }
+
+    fn put(name: &str, expires: u64) -> Change {
+        Change::Put {
+            task: task(name, expires),
+            created: true,
+        }
+    }
+
+    fn remove(name: &str) -> Change {
+        Change::Remove {
+            name: TaskName::parse(name).unwrap(),
+            cause: Removal::Deleted,
+        }
+    }
+
+    fn mark(lsn: u64) -> LogMark {
+        LogMark {
+            lsn,
+            position: lsn * 64,
+        }
+    }
+
+    #[test]
+    fn the_latest_row_wins_and_events_keep_their_order() {
+        let mut older = Pending::default();
+        assert!(older.is_empty());
+        let events = [(1, b"one\n".as_slice()), (2, b"two\n".as_slice())];
+        older.add(
+            &[put("a", 1), put("b", 1)],
+            events.into_iter(),
+            (0, 8),
+            mark(1),
+        );
+        let mut newer = Pending::default();
+        let events = [(3, b"three\n".as_slice())];
+        newer.add(
+            &[remove("a"), put("b", 2)],
+            events.into_iter(),
+            (2, 4),
+            mark(2),
+        );
+        older.absorb(newer);
+        let rows: Vec<_> = older
+            .rows()
+            .map(|(name, row)| (name.as_str(), row.clone()))
+            .collect();
+        assert_eq!(rows, [("a", None), ("b", Some(task("b", 2)))]);
+        let events: Vec<_> = older.events().collect();
+        assert_eq!(
+            events,
+            [(1, b"one\n".as_slice()), (2, b"two\n"), (3, b"three\n")]
+        );
+        assert_eq!(
+            (older.frames(), older.changes(), older.mark()),
+            (2, 4, mark(2))
+        );
+        assert_eq!((older.keep_events_from(), older.trim_slack()), (2, 4));
+    }
+
+    #[test]
+    fn overlay_replaces_removes_and_inserts_in_name_order() {
+        let mut pending = Pending::default();
+        let changes = [put("b", 2), remove("c"), put("e", 5)];
+        pending.add(&changes, std::iter::empty(), (0, 0), mark(1));
+        let checkpointed = vec![task("a", 1), task("b", 1), task("c", 1), task("d", 1)];
+        assert_eq!(
+            pending.overlay(checkpointed),
+            [task("a", 1), task("b", 2), task("d", 1), task("e", 5)]
+        );
+    }
+}
