@@ -7,12 +7,16 @@ mod common;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 
-use common::{Daemon, Dirs, WAIT, eventually, wait_with_timeout};
+use common::{Daemon, Dirs, WAIT, command_as, eventually, is_root, wait_with_timeout};
 
 const SPRITE_ENV: &str = env!("CARGO_BIN_EXE_sprite-env");
 
 fn wait_idle(socket: &Path, args: &[&str]) -> Command {
-    let mut command = Command::new(SPRITE_ENV);
+    wait_idle_as(None, socket, args)
+}
+
+fn wait_idle_as(uid: Option<u32>, socket: &Path, args: &[&str]) -> Command {
+    let mut command = command_as(uid, SPRITE_ENV);
     command
         .args(["tasks", "wait-idle"])
         .args(args)
@@ -125,6 +129,37 @@ fn wait_idle_follows_a_restarted_daemon() {
     assert_eq!(output.status.code(), Some(0), "{output:?}");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("reconnecting"), "{stderr}");
+}
+
+/// A daemon that answered the stream but not the status request (it was
+/// stopping between the two, or refuses the second connection) is a
+/// daemon to wait for, not a missing one: no "cannot connect" exit 69.
+#[test]
+fn wait_idle_waits_for_a_daemon_that_answered_its_stream() {
+    if !is_root() {
+        println!("not root: another uid cannot be played; skipped");
+        return;
+    }
+    let dirs = Dirs::reachable_by_other_uids();
+    // One connection for uid nobody: its stream takes it, the status
+    // request is refused with 503.
+    let daemon = Daemon::start(&dirs, &["--max-connections-per-uid", "1"]);
+    assert_eq!(
+        daemon.status("PUT", "/v1/tasks/agent", Some(r#"{"expire":"1h"}"#)),
+        200
+    );
+    let waiter = wait_idle_as(Some(65534), &daemon.socket, &["--timeout", "2s"])
+        .spawn()
+        .unwrap();
+    let output = finish(waiter);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "timed out, not gone: {stderr}"
+    );
+    assert!(stderr.contains("reconnecting"), "{stderr}");
+    assert!(stderr.contains("still held"), "{stderr}");
 }
 
 #[test]

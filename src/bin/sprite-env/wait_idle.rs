@@ -26,6 +26,9 @@ enum Ended {
     TimedOut,
     /// The stream broke or ended: reconnect (why).
     Lost(String),
+    /// The daemon answered the stream but not the status request (it is
+    /// stopping, or refuses a second connection): try again after a pause.
+    Interrupted(ClientError),
 }
 
 /// Waits until the machine is idle: success then, [`EXIT_FAILED`] when
@@ -52,29 +55,33 @@ pub fn run(client: &Client, timeout: Option<Duration>) -> ExitCode {
         }
         let attempt = wait_once(client, deadline);
         let was_first = std::mem::replace(&mut first, false);
-        match attempt {
+        let (reached, e) = match attempt {
             Ok(Ended::Idle) => return ExitCode::SUCCESS,
             Ok(Ended::TimedOut) => return timed_out(),
             Ok(Ended::Lost(why)) => {
                 say(&format!("{why}; reconnecting"));
                 unreachable_since = None;
                 retry = WATCH_RETRY_FIRST;
+                continue;
             }
-            Err(e) => {
-                let since = *unreachable_since.get_or_insert_with(Instant::now);
-                // No daemon to begin with, or one gone for too long.
-                if was_first || since.elapsed() >= REACHABLE_AGAIN_WITHIN {
-                    say(&e.to_string());
-                    return ExitCode::from(EXIT_UNAVAILABLE);
-                }
-                let mut pause = retry;
-                if let Some(at) = deadline {
-                    pause = pause.min(at.saturating_duration_since(Instant::now()));
-                }
-                std::thread::sleep(pause);
-                retry = (retry * 2).min(WATCH_RETRY_MAX);
+            Ok(Ended::Interrupted(e)) => {
+                say(&format!("{e}; reconnecting"));
+                (true, e)
             }
+            Err(e) => (false, e),
+        };
+        let since = *unreachable_since.get_or_insert_with(Instant::now);
+        // No daemon to begin with, or one gone for too long.
+        if (was_first && !reached) || since.elapsed() >= REACHABLE_AGAIN_WITHIN {
+            say(&e.to_string());
+            return ExitCode::from(EXIT_UNAVAILABLE);
         }
+        let mut pause = retry;
+        if let Some(at) = deadline {
+            pause = pause.min(at.saturating_duration_since(Instant::now()));
+        }
+        std::thread::sleep(pause);
+        retry = (retry * 2).min(WATCH_RETRY_MAX);
     }
 }
 
@@ -99,11 +106,13 @@ fn wait_once(client: &Client, deadline: Option<Instant>) -> Result<Ended, Client
         Err(e) if timed_out(&e) => return Ok(Ended::TimedOut),
         Err(e) => return Err(e),
     };
+    // The daemon answered the stream: a failure of the status request (it
+    // stopping between the two) is a daemon to wait for, not a missing one.
     match bounded.status() {
         Ok((_, status)) if !status.held => return Ok(Ended::Idle),
         Ok(_) => {}
         Err(e) if timed_out(&e) => return Ok(Ended::TimedOut),
-        Err(e) => return Err(e),
+        Err(e) => return Ok(Ended::Interrupted(e)),
     }
     loop {
         let wait = match left(deadline) {
