@@ -90,15 +90,61 @@ impl Timestamp {
 /// RFC 3339 in UTC with nanoseconds, as the Sprite runtime prints times:
 /// `2026-06-02T17:11:14.555839485Z`.
 impl fmt::Display for Timestamp {
+    /// RFC 3339 in UTC with nanoseconds, `2026-12-05T13:45:07.123456789Z`:
+    /// what `humantime::format_rfc3339_nanos` writes, byte for byte, without
+    /// its allocation and its formatter machinery (every answer and event
+    /// carries two).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // A `Timestamp` is never before 1970 and never past 2554, the range
-        // humantime formats without panicking.
-        write!(
-            f,
-            "{}",
-            humantime::format_rfc3339_nanos(self.to_system_time())
-        )
+        let text = self.rfc3339();
+        // The bytes are ASCII digits and separators.
+        f.write_str(std::str::from_utf8(&text).unwrap_or_default())
     }
+}
+
+impl Timestamp {
+    /// The RFC 3339 text of [`Display`](fmt::Display), on the stack.
+    pub fn rfc3339(self) -> [u8; 30] {
+        const NANOS: u64 = 1_000_000_000;
+        let seconds = self.0 / NANOS;
+        let nanos = self.0 % NANOS;
+        let (year, month, day) = civil_from_days(seconds / 86_400);
+        let in_day = seconds % 86_400;
+        let mut out = *b"0000-00-00T00:00:00.000000000Z";
+        let mut put = |at: usize, width: usize, mut value: u64| {
+            for i in (at..at + width).rev() {
+                out[i] = b'0' + (value % 10) as u8;
+                value /= 10;
+            }
+        };
+        put(0, 4, year);
+        put(5, 2, month);
+        put(8, 2, day);
+        put(11, 2, in_day / 3600);
+        put(14, 2, in_day / 60 % 60);
+        put(17, 2, in_day % 60);
+        put(20, 9, nanos);
+        out
+    }
+}
+
+/// The proleptic Gregorian date of a day counted from 1970-01-01 (Howard
+/// Hinnant's `civil_from_days`, for days after the epoch).
+fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let day_of_era = z % 146_097;
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let shifted_month = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * shifted_month + 2) / 5 + 1;
+    let month = if shifted_month < 10 {
+        shifted_month + 3
+    } else {
+        shifted_month - 9
+    };
+    let year = year_of_era + era * 400 + u64::from(month <= 2);
+    (year, month, day)
 }
 
 /// Reads the wall clock; [`read_clocks`] pairs it with the monotonic clock.
@@ -279,6 +325,33 @@ impl ReactorClock {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rfc3339_is_humantimes_byte_for_byte() {
+        let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut samples = vec![
+            0,
+            1,
+            999_999_999,
+            1_000_000_000,
+            951_782_400 * 1_000_000_000,
+        ];
+        // Up to 2554 (u64 nanoseconds), leap days and year ends included.
+        for _ in 0..20_000 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            samples.push(state);
+        }
+        for year_end in [946_684_799u64, 4_102_444_799, 4_107_542_399] {
+            samples.push(year_end * 1_000_000_000 + 999_999_999);
+        }
+        for nanos in samples {
+            let at = Timestamp::from_nanos(nanos);
+            let expected = humantime::format_rfc3339_nanos(at.to_system_time()).to_string();
+            assert_eq!(at.to_string(), expected, "{nanos}");
+        }
+    }
 
     const SECOND: u64 = 1_000_000_000;
 

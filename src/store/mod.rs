@@ -716,6 +716,40 @@ mod tests {
     }
 
     #[test]
+    fn a_checkpoint_stores_no_event_past_the_retained_history() {
+        use crate::events::{Event, EventKind, EventLines};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tasks.redb");
+        let event = |seq: u64| Event {
+            seq,
+            at: Timestamp::from_nanos(seq),
+            kind: EventKind::Created,
+            task: Some(TaskName::parse(&format!("t{seq}")).unwrap()),
+            expires_at: None,
+            step_ns: None,
+            reason: None,
+            pid: None,
+        };
+        {
+            let mut store = Store::open(&path, &inline()).unwrap();
+            store.load().unwrap();
+            for (seqs, keep_from) in [([1, 2], 0), ([3, 4], 2), ([5, 6], 5)] {
+                let events: Vec<Event> = seqs.into_iter().map(event).collect();
+                // A slack wide enough that trimming alone would keep them.
+                store
+                    .commit_batch(&[], &EventLines::new(&events), keep_from, 100)
+                    .unwrap();
+            }
+            store.checkpoint_now().unwrap();
+        }
+        let mut store = Store::open(&path, &inline()).unwrap();
+        let loaded = store.load().unwrap();
+        assert_eq!(loaded.replayed, 0, "all of it from the checkpoint");
+        let seqs: Vec<u64> = loaded.events.iter().map(|event| event.seq).collect();
+        assert_eq!(seqs, [5, 6]);
+    }
+
+    #[test]
     fn a_second_open_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("tasks.redb");

@@ -113,9 +113,10 @@ impl Tables {
     }
 
     /// Writes `pending` (rows, events, and the log mark it reaches) in one
-    /// `Durability::Immediate` transaction. Events numbered below its
-    /// `keep_events_from` are deleted, all at once, when the oldest stored
-    /// one is more than its `trim_slack` below it.
+    /// `Durability::Immediate` transaction. Its events numbered below
+    /// `keep_events_from` are not written; stored ones below it are
+    /// deleted, all at once, when the oldest is more than `trim_slack`
+    /// below it.
     ///
     /// # Errors
     /// [`StoreError::Io`]: nothing of it may be assumed written. The
@@ -125,10 +126,13 @@ impl Tables {
             let txn = db.begin_write().map_err(io)?;
             {
                 let mut table = txn.open_table(EVENTS).map_err(io)?;
-                for (seq, line) in pending.events() {
+                let keep_from = pending.keep_events_from();
+                // Events already past the retained history would be trimmed
+                // by this very transaction or the next: under churn most of
+                // a checkpoint's events are, and writing them is waste.
+                for (seq, line) in pending.events().filter(|(seq, _)| *seq >= keep_from) {
                     table.insert(seq, line).map_err(io)?;
                 }
-                let keep_from = pending.keep_events_from();
                 let oldest = table.first().map_err(io)?.map(|(seq, _)| seq.value());
                 if oldest.is_some_and(|seq| seq.saturating_add(pending.trim_slack()) < keep_from) {
                     table.retain_in(..keep_from, |_, _| false).map_err(io)?;

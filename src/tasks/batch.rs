@@ -7,7 +7,7 @@
 //! `row_binding`, `row_owner`) show each later plan the rows as the changes
 //! before it leave them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use super::{Binding, Task, TaskName, Tasks};
 use crate::time::{ClockStep, Timestamp};
@@ -44,15 +44,15 @@ impl Change {
 
 /// Changes planned in one reactor turn, to be committed together.
 ///
-/// Invariant: `latest` holds, for every name in `changes`, the row as the
-/// last change leaves it (`None`: removed), `rows_delta` is the number of
+/// Invariant: `latest` holds, for every name in `changes`, the index of its
+/// last change (a `Put` leaves that row, a `Remove` none), `rows_delta` is the number of
 /// rows the batch adds minus the number it removes, `bound_delta` the
 /// same for rows bound to a process, and `owned_delta` the same for the
 /// rows of each owner uid.
 #[derive(Debug, Default)]
 pub struct Batch {
     changes: Vec<Change>,
-    latest: BTreeMap<TaskName, Option<Task>>,
+    latest: HashMap<TaskName, usize>,
     rows_delta: isize,
     /// The wall-clock step this batch records (its `clock_stepped` event).
     clock_step: Option<ClockStep>,
@@ -119,45 +119,50 @@ impl Batch {
 
 impl Tasks {
     /// The live task as `batch` leaves it.
-    pub(super) fn current(&self, batch: &Batch, name: &TaskName, now: Timestamp) -> Option<Task> {
+    pub(super) fn current<'a>(
+        &'a self,
+        batch: &'a Batch,
+        name: &TaskName,
+        now: Timestamp,
+    ) -> Option<&'a Task> {
+        self.row(batch, name).filter(|task| task.is_live(now))
+    }
+
+    /// The row (live or not) called `name` as `batch` leaves it: one lookup
+    /// in the batch, then one in the state.
+    pub(super) fn row<'a>(&'a self, batch: &'a Batch, name: &TaskName) -> Option<&'a Task> {
         match batch.latest.get(name) {
-            Some(row) => row.clone().filter(|task| task.is_live(now)),
-            None => self.get(name, now).cloned(),
+            Some(&last) => match &batch.changes[last] {
+                Change::Put { task, .. } => Some(task),
+                Change::Remove { .. } => None,
+            },
+            None => self.by_name.get(name),
         }
     }
 
     /// Whether a row (live or not) is called `name` as `batch` leaves it.
     pub(super) fn row_exists(&self, batch: &Batch, name: &TaskName) -> bool {
-        match batch.latest.get(name) {
-            Some(row) => row.is_some(),
-            None => self.by_name.contains_key(name),
-        }
+        self.row(batch, name).is_some()
     }
 
     /// The binding of the row (live or not) as `batch` leaves it.
     pub(super) fn row_binding(&self, batch: &Batch, name: &TaskName) -> Option<Binding> {
-        match batch.latest.get(name) {
-            Some(row) => row.as_ref().and_then(|task| task.binding),
-            None => self.by_name.get(name).and_then(|task| task.binding),
-        }
+        self.row(batch, name).and_then(|task| task.binding)
     }
 
     /// The owner of the row (live or not) as `batch` leaves it.
     pub(super) fn row_owner(&self, batch: &Batch, name: &TaskName) -> Option<u32> {
-        match batch.latest.get(name) {
-            Some(row) => row.as_ref().and_then(|task| task.owner),
-            None => self.by_name.get(name).and_then(|task| task.owner),
-        }
+        self.row(batch, name).and_then(|task| task.owner)
     }
 
-    /// Records `change` in `batch`, keeping the batch invariant.
     pub(super) fn push(&self, batch: &mut Batch, change: Change) {
         let name = change.name().clone();
-        let existed = self.row_exists(batch, &name);
-        let was_bound = self.row_binding(batch, &name).is_some();
-        let old_owner = self.row_owner(batch, &name);
+        let old = self.row(batch, &name);
+        let existed = old.is_some();
+        let was_bound = old.is_some_and(|task| task.binding.is_some());
+        let old_owner = old.and_then(|task| task.owner);
         let row = match &change {
-            Change::Put { task, .. } => Some(task.clone()),
+            Change::Put { task, .. } => Some(task),
             Change::Remove { .. } => None,
         };
         batch.rows_delta += match (existed, row.is_some()) {
@@ -165,15 +170,15 @@ impl Tasks {
             (true, false) => -1,
             _ => 0,
         };
-        let is_bound = row.as_ref().is_some_and(|task| task.binding.is_some());
+        let is_bound = row.is_some_and(|task| task.binding.is_some());
         batch.bound_delta += isize::from(is_bound) - isize::from(was_bound);
         if let Some(uid) = old_owner {
             *batch.owned_delta.entry(uid).or_default() -= 1;
         }
-        if let Some(uid) = row.as_ref().and_then(|task| task.owner) {
+        if let Some(uid) = row.and_then(|task| task.owner) {
             *batch.owned_delta.entry(uid).or_default() += 1;
         }
-        batch.latest.insert(name, row);
+        batch.latest.insert(name, batch.changes.len());
         batch.changes.push(change);
     }
 }

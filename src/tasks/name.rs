@@ -4,6 +4,7 @@
 //! Pure text checks; depends on nothing of ours.
 
 use std::fmt;
+use std::sync::Arc;
 
 /// Longest task name in bytes. Long enough for a UUID with a prefix or a
 /// `host:agent@pid` label; short enough that a list of many tasks stays small.
@@ -14,8 +15,12 @@ pub const MAX_NAME_LEN: usize = 128;
 ///
 /// The set is safe to print in a log line or a shell, needs no escaping in a
 /// URL path, and cannot be `.` or `..`.
+///
+/// Shared, not copied: a name sits in the state, its deadline index, the
+/// batch, the change, the event and the answer, and a clone is a reference
+/// count.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct TaskName(String);
+pub struct TaskName(Arc<str>);
 
 impl TaskName {
     /// Validates a name.
@@ -35,7 +40,7 @@ impl TaskName {
         if !name.as_bytes()[0].is_ascii_alphanumeric() {
             return Err(NameError::BadStart);
         }
-        Ok(TaskName(name.to_owned()))
+        Ok(TaskName(Arc::from(name)))
     }
 
     /// The name as text.

@@ -75,8 +75,8 @@ impl Tasks {
                 caller,
             } => match self.current(batch, &name, now) {
                 Some(existing) => {
-                    self.check_may_change(&existing, caller)?;
-                    check_rebinding(&existing, &claim)?;
+                    self.check_may_change(existing, caller)?;
+                    check_rebinding(existing, &claim)?;
                     let expires_at = now.checked_add(expire).ok_or(TaskError::TimeOverflow)?;
                     let binding = claim.binding.or(existing.binding);
                     if existing.binding.is_none() && binding.is_some() {
@@ -86,8 +86,8 @@ impl Tasks {
                         name,
                         started_at: existing.started_at,
                         expires_at,
-                        holder: claim.holder.or(existing.holder),
-                        reason: claim.reason.or(existing.reason),
+                        holder: claim.holder.or_else(|| existing.holder.clone()),
+                        reason: claim.reason.or_else(|| existing.reason.clone()),
                         binding,
                         owner: existing.owner,
                     };
@@ -126,7 +126,7 @@ impl Tasks {
                 let Some(existing) = self.current(batch, &name, now) else {
                     return Err(TaskError::NotFound(name));
                 };
-                self.check_may_change(&existing, caller)?;
+                self.check_may_change(existing, caller)?;
                 if let Some(pid) = bound_to
                     && existing.binding.is_none_or(|binding| binding.pid != pid)
                 {
