@@ -130,6 +130,12 @@ impl Daemon {
         );
     }
 
+    /// The pid whose `/proc/PID/stat` holds the daemon's CPU time; none
+    /// under `SPRITE_BENCH_WRAP`, whose pid is the wrapper's.
+    pub fn cpu_pid(&self) -> Option<u32> {
+        (!self.wrapped).then(|| self.pid())
+    }
+
     /// Resident and peak resident memory, in KiB, from /proc.
     pub fn memory_kib(&self) -> (u64, u64) {
         let status = fs::read_to_string(format!("/proc/{}/status", self.pid()))

@@ -31,6 +31,14 @@
 //! of a zero-filled file and `fdatasync`; the same opened `O_DSYNC`; append
 //! and `fsync`.
 //!
+//! Each request phase also reports its server's CPU per request: the user +
+//! system time of the daemon's (or `redis-server`'s) process, all threads,
+//! from `/proc/PID/stat` right before and after the phase (in the create
+//! and SET phases, around each side's own slices), over the requests served.
+//! The figure is marked rough (`~`) when the phase spent fewer than 50
+//! clock ticks; `--duration` lengthens the phases. The JSON also gives the
+//! user and system ticks apart.
+//!
 //! Every figure is printed beside its ratio to the relevant floor (and to
 //! Redis), and the whole run is written as JSON (default
 //! `target/latency.json`) so commits can be compared. A noisy machine moves
@@ -49,15 +57,17 @@
 //! This file holds the options and the order of the phases. The rest, a
 //! file each: [`daemon`] (starting and reading the daemon, over the tests'
 //! launcher in `tests/common`), [`client`] (the HTTP connection and the
-//! requests), [`phases`] (the measured request phases), [`scale`] (many
-//! live tasks), [`redis`] (the peer), [`floors`] and [`log_floors`] (the
-//! machine's floors), [`summary`] (percentiles), [`report`] (the tables and
-//! the JSON), [`targets`] (the figures), [`smoke`] (the test run).
+//! requests), [`phases`] (the measured request phases), [`cpu`] (a
+//! server's CPU per request), [`scale`] (many live tasks), [`redis`] (the
+//! peer), [`floors`] and [`log_floors`] (the machine's floors), [`summary`]
+//! (percentiles), [`report`] (the tables and the JSON), [`targets`] (the
+//! issue's figures), [`smoke`] (the test run).
 
 #[path = "../../tests/common/mod.rs"]
 mod common;
 
 mod client;
+mod cpu;
 mod daemon;
 mod floors;
 mod log_floors;

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use crate::client::{Client, Connection, create, delete, get, list, populate, refresh};
 use crate::common::Dirs;
+use crate::cpu::{self, ServerCpu, Ticks};
 use crate::daemon::Daemon;
 use crate::floors::{FsyncProbe, StoreProbe};
 use crate::redis::{Redis, Resp, redis_benchmark, redis_get, redis_set};
@@ -125,16 +126,98 @@ pub struct Row {
     pub clients: usize,
     pub summary: Summary,
     pub commits: Option<Commits>,
+    /// The server's CPU over the phase: ours for our endpoints, Redis's for
+    /// its commands; none when a wrapper runs the daemon.
+    pub cpu: Option<ServerCpu>,
 }
 
 /// `redis-benchmark`'s figures at one client count: requests per second and
 /// p50 in µs.
 pub type CrossCheck = (usize, f64, f64);
 
+/// Runs a phase, charging to it the CPU of the server `pid` when known.
+fn charged(pid: Option<u32>, phase: impl FnOnce() -> Summary) -> (Summary, Option<ServerCpu>) {
+    match pid {
+        None => (phase(), None),
+        Some(pid) => {
+            let (summary, spent) = cpu::during(pid, phase);
+            let requests = summary.count;
+            (summary, Some(ServerCpu { spent, requests }))
+        }
+    }
+}
+
+/// One phase run in slices that alternate with another server's: each
+/// client's requests numbered across slices, the server's CPU read around
+/// its own slices only.
+struct Slices {
+    samples: Vec<Vec<Duration>>,
+    wall: Duration,
+    /// Requests each client has sent so far.
+    sent: Vec<usize>,
+    /// The server's pid and the ticks it spent in its slices.
+    cpu: Option<(u32, Ticks)>,
+}
+
+impl Slices {
+    fn new(clients: usize, pid: Option<u32>) -> Slices {
+        Slices {
+            samples: Vec::new(),
+            wall: Duration::ZERO,
+            sent: vec![0; clients],
+            cpu: pid.map(|pid| (pid, Ticks::default())),
+        }
+    }
+
+    /// One more slice; `make(client, i)` builds the client's i-th request
+    /// of the whole phase.
+    fn run<C: Connection>(
+        &mut self,
+        socket: &Path,
+        slice: Duration,
+        make: impl Fn(usize, usize) -> (Vec<u8>, u16) + Sync,
+    ) {
+        let base = self.sent.clone();
+        let clients = base.len();
+        let run = || {
+            phase_samples::<C>(
+                socket,
+                clients,
+                slice,
+                |_| usize::MAX,
+                |c, i| make(c, base[c] + i),
+            )
+        };
+        let (samples, wall) = match &mut self.cpu {
+            None => run(),
+            Some((pid, spent)) => {
+                let (result, more) = cpu::during(*pid, run);
+                *spent = *spent + more;
+                result
+            }
+        };
+        self.sent
+            .iter_mut()
+            .zip(&samples)
+            .for_each(|(n, s)| *n += s.len());
+        self.samples.extend(samples);
+        self.wall += wall;
+    }
+
+    /// The whole phase's summary and server CPU.
+    fn summary(&mut self) -> (Summary, Option<ServerCpu>) {
+        let summary = Summary::of(std::mem::take(&mut self.samples).concat(), self.wall);
+        let requests = summary.count;
+        let cpu = self.cpu.map(|(_, spent)| ServerCpu { spent, requests });
+        (summary, cpu)
+    }
+}
+
 /// The create, refresh, get and delete phases on a fresh daemon; with
 /// `redis`, a fresh Redis's SET and GET phases alternate with them (create
 /// and SET in [`SLICES`] alternating slices, then refresh, GET, get,
-/// delete), so the machine's noise hits both sides.
+/// delete), so the machine's noise hits both sides. Each row carries its
+/// server's CPU over the phase.
 /// With `cross_check`, `redis-benchmark` runs after Redis's phases.
 pub fn mutations_and_gets(
     clients: usize,
@@ -150,19 +233,24 @@ pub fn mutations_and_gets(
         peer
     });
     let socket = daemon.socket.clone();
+    let ours = daemon.cpu_pid();
     let name = |client: usize, i: usize| format!("c{client}-{i}");
     let unlimited = |_: usize| usize::MAX;
     let mut rows = Vec::new();
+    // The counters are read outside the phase, and outside its CPU figure.
     let mut measured =
-        |endpoint: &'static str, mutation: bool, run: &mut dyn FnMut() -> Summary| {
+        |endpoint: &'static str,
+         mutation: bool,
+         run: &mut dyn FnMut() -> (Summary, Option<ServerCpu>)| {
             let before = mutation.then(|| daemon.metrics());
-            let summary = run();
+            let (summary, cpu) = run();
             let commits = before.map(|before| Commits::between(&before, &daemon.metrics()));
             rows.push(Row {
                 endpoint,
                 clients,
                 summary,
                 commits,
+                cpu,
             });
         };
 
@@ -171,75 +259,61 @@ pub fn mutations_and_gets(
     // compare.
     let slices = if peer.is_some() { SLICES } else { 1 };
     let slice = duration / slices;
-    let mut created = vec![0; clients];
-    let mut redis_sets = vec![0; clients];
-    let (mut set_samples, mut set_wall) = (Vec::new(), Duration::ZERO);
+    let mut creates = Slices::new(clients, ours);
+    let mut sets = peer
+        .as_ref()
+        .map(|peer| (peer, Slices::new(clients, Some(peer.pid()))));
     measured("create", true, &mut || {
-        let (mut samples, mut wall) = (Vec::new(), Duration::ZERO);
         for _ in 0..slices {
-            let base = created.clone();
-            let (more, took) =
-                phase_samples::<Client>(&socket, clients, slice, unlimited, |c, i| {
-                    (create(&name(c, base[c] + i)), 201)
-                });
-            created
-                .iter_mut()
-                .zip(&more)
-                .for_each(|(n, s)| *n += s.len());
-            samples.extend(more);
-            wall += took;
-            if let Some(peer) = &peer {
-                let base = redis_sets.clone();
-                let (more, took) =
-                    phase_samples::<Resp>(&peer.socket, clients, slice, unlimited, |c, i| {
-                        (redis_set(&name(c, base[c] + i)), 200)
-                    });
-                redis_sets
-                    .iter_mut()
-                    .zip(&more)
-                    .for_each(|(n, s)| *n += s.len());
-                set_samples.extend(more);
-                set_wall += took;
+            creates.run::<Client>(&socket, slice, |c, i| (create(&name(c, i)), 201));
+            if let Some((peer, sets)) = &mut sets {
+                sets.run::<Resp>(&peer.socket, slice, |c, i| (redis_set(&name(c, i)), 200));
             }
         }
-        Summary::of(samples.concat(), wall)
+        creates.summary()
     });
-    let created = &created;
-    if peer.is_some() {
-        measured("redis SET", false, &mut || {
-            Summary::of(std::mem::take(&mut set_samples).concat(), set_wall)
-        });
+    let created = &creates.sent;
+    if let Some((_, sets)) = &mut sets {
+        measured("redis SET", false, &mut || sets.summary());
     }
     measured("refresh", true, &mut || {
-        phase(&socket, clients, duration, unlimited, |c, i| {
-            (refresh(&name(c, i % created[c]), "1h"), 200)
-        })
-        .0
-    });
-    if let Some(peer) = &peer {
-        let redis_sets = &redis_sets;
-        measured("redis GET", false, &mut || {
-            phase_on::<Resp>(&peer.socket, clients, duration, unlimited, |c, i| {
-                (redis_get(&name(c, i % redis_sets[c])), 200)
+        charged(ours, || {
+            phase(&socket, clients, duration, unlimited, |c, i| {
+                (refresh(&name(c, i % created[c]), "1h"), 200)
             })
             .0
+        })
+    });
+    if let Some((peer, sets)) = &sets {
+        let redis_sets = &sets.sent;
+        measured("redis GET", false, &mut || {
+            charged(Some(peer.pid()), || {
+                phase_on::<Resp>(&peer.socket, clients, duration, unlimited, |c, i| {
+                    (redis_get(&name(c, i % redis_sets[c])), 200)
+                })
+                .0
+            })
         });
     }
     measured("get", false, &mut || {
-        phase(&socket, clients, duration, unlimited, |c, i| {
-            (get(&name(c, i % created[c])), 200)
+        charged(ours, || {
+            phase(&socket, clients, duration, unlimited, |c, i| {
+                (get(&name(c, i % created[c])), 200)
+            })
+            .0
         })
-        .0
     });
     measured("delete", true, &mut || {
-        phase(
-            &socket,
-            clients,
-            duration,
-            |c| created[c],
-            |c, i| (delete(&name(c, i)), 204),
-        )
-        .0
+        charged(ours, || {
+            phase(
+                &socket,
+                clients,
+                duration,
+                |c| created[c],
+                |c, i| (delete(&name(c, i)), 204),
+            )
+            .0
+        })
     });
     daemon.stop();
     // About as many requests as our loop sent to Redis in one phase.
@@ -261,18 +335,22 @@ pub fn lists(client_counts: &[usize], duration: Duration) -> Vec<Row> {
         let names: Vec<String> = (0..live).map(|i| format!("l-{i:04}")).collect();
         populate(&daemon.socket, &names, "1h");
         for &clients in client_counts {
-            let (summary, _) = phase(
-                &daemon.socket,
-                clients,
-                duration,
-                |_| usize::MAX,
-                |_, _| (list(), 200),
-            );
+            let (summary, cpu) = charged(daemon.cpu_pid(), || {
+                phase(
+                    &daemon.socket,
+                    clients,
+                    duration,
+                    |_| usize::MAX,
+                    |_, _| (list(), 200),
+                )
+                .0
+            });
             rows.push(Row {
                 endpoint,
                 clients,
                 summary,
                 commits: None,
+                cpu,
             });
         }
     }

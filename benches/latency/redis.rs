@@ -128,6 +128,10 @@ impl Redis {
         }
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Checks that Redis runs as configured: AOF on, synced before each
     /// reply, no snapshots.
     pub fn check_aof(&self) {

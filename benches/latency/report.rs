@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+use crate::cpu;
 use crate::floors::{Floors, SMALL_WRITE};
 use crate::log_floors::{LogWay, log_floors_json};
 use crate::phases::{CrossCheck, Paired, Row};
@@ -67,6 +68,7 @@ fn report_json(measured: &Measured, seconds: f64) -> Value {
         "commit": git_commit(),
         "quick": measured.quick,
         "phase_seconds": measured.phase.as_secs_f64(),
+        "server_cpu": cpu::method_json(),
         "floors": floors_json(floors),
         "floors_after": floors_json(floors_after),
         "log_floors": log_floors_json(log),
@@ -97,6 +99,8 @@ fn report_json(measured: &Measured, seconds: f64) -> Value {
                 "rate_over_redis": redis_peer(row, rows).map(|peer| {
                     (row.summary.per_second / peer.summary.per_second * 100.0).round() / 100.0
                 }),
+                "server_cpu": row.cpu.map(cpu::ServerCpu::to_json),
+                "cpu_over_redis": cpu_over_redis(row, rows),
                 "commits": row.commits.map(|c| json!({
                     "count": c.commits,
                     "changes_per_commit": c.changes_per_commit,
@@ -144,6 +148,12 @@ pub fn redis_peer<'a>(row: &Row, rows: &'a [Row]) -> Option<&'a Row> {
         .find(|other| other.endpoint == peer && other.clients == row.clients)
 }
 
+/// A row's server CPU per request over its Redis peer's.
+pub fn cpu_over_redis(row: &Row, rows: &[Row]) -> Option<f64> {
+    let theirs = redis_peer(row, rows)?.cpu?;
+    row.cpu?.ratio(theirs)
+}
+
 pub fn redis_json(program: &Path, rows: &[Row], cross_checks: &[CrossCheck]) -> Value {
     json!({
         "program": program.display().to_string(),
@@ -157,6 +167,7 @@ pub fn redis_json(program: &Path, rows: &[Row], cross_checks: &[CrossCheck]) -> 
             "command": row.endpoint.trim_start_matches("redis "),
             "clients": row.clients,
             "latency": row.summary.to_json(),
+            "server_cpu": row.cpu.map(cpu::ServerCpu::to_json),
         })).collect::<Vec<_>>(),
         "redis_benchmark_set": cross_checks.iter().map(|(clients, rate, p50)| json!({
             "clients": clients,
@@ -280,8 +291,20 @@ pub fn print_paired(paired: &[Paired], floors: &Floors) {
 pub fn print_requests(rows: &[Row], floors: &Floors, after: &Floors) {
     println!("\nrequests (keep-alive, one in flight per client)");
     println!(
-        "{:<10} {:>4} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9} {:>7} {:>9} {:>8}  group commit",
-        "endpoint", "cl", "n", "p50", "p90", "p99", "max", "per s", "p50 ×", "floor", "÷ redis"
+        "{:<10} {:>4} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10} {:>7} {:>9} {:>8} {:>7}  group commit",
+        "endpoint",
+        "cl",
+        "n",
+        "p50",
+        "p90",
+        "p99",
+        "max",
+        "per s",
+        "cpu/req",
+        "p50 ×",
+        "floor",
+        "÷ redis",
+        "cpu ÷ r"
     );
     for row in rows {
         let versus_redis = redis_peer(row, rows).map_or(String::new(), |peer| {
@@ -297,7 +320,7 @@ pub fn print_requests(rows: &[Row], floors: &Floors, after: &Floors) {
             )
         });
         println!(
-            "{:<10} {:>4} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9.0} {:>7.2} {:>9} {:>8}  {}",
+            "{:<10} {:>4} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9.0} {:>10} {:>7.2} {:>9} {:>8} {:>7}  {}",
             row.endpoint,
             row.clients,
             s.count,
@@ -306,9 +329,11 @@ pub fn print_requests(rows: &[Row], floors: &Floors, after: &Floors) {
             show(s.p99),
             show(s.max),
             s.per_second,
+            row.cpu.map_or("-".into(), |c| c.show()),
             ratio(s.p50, floor),
             show(floor),
             versus_redis,
+            cpu_over_redis(row, rows).map_or(String::new(), |r| format!("{r:.2}")),
             commits
         );
     }
@@ -317,6 +342,7 @@ pub fn print_requests(rows: &[Row], floors: &Floors, after: &Floors) {
          fsync + transport floors, for reads the transport floor. ÷ redis: p50 over Redis's \
          SET (mutations) or GET p50 at the same client count, phases alternating."
     );
+    print_cpu_note();
     println!(
         "floors re-measured after the requests: transport p50 {}, fsync p50 {}, redb commit p50 {}",
         show(after.transport.p50),
@@ -326,27 +352,28 @@ pub fn print_requests(rows: &[Row], floors: &Floors, after: &Floors) {
 }
 
 /// Ours beside Redis (`appendfsync always`), same client loop, phases
-/// alternating: latency and rate of durable writes, and reads.
+/// alternating: latency, rate and server CPU per request of durable writes
+/// (create beside SET) and of reads (get beside GET).
 pub fn print_redis(rows: &[Row], paired: &[Paired], floors: &Floors, cross_checks: &[CrossCheck]) {
     println!("\nours vs Redis (appendfsync always): same client loop, phases alternating");
     println!(
-        "{:>4} {:>11} {:>11} {:>7} {:>10} {:>10} {:>7} {:>9} {:>9} {:>7} {:>16}",
+        "{:>4} {:<10} {:>9} {:>9} {:>6} {:>8} {:>8} {:>6} {:>10} {:>10} {:>6} {:>16}",
         "cl",
-        "create p50",
-        "SET p50",
+        "ours/Redis",
+        "ours p50",
+        "Redis p50",
         "÷",
-        "create/s",
-        "SET/s",
+        "ours/s",
+        "Redis/s",
         "×",
-        "get p50",
-        "GET p50",
+        "ours cpu",
+        "Redis cpu",
         "÷",
         "redis-benchmark"
     );
     let find = |endpoint: &str, clients: usize| {
         rows.iter()
             .find(|row| row.endpoint == endpoint && row.clients == clients)
-            .map(|row| &row.summary)
     };
     let mut counts: Vec<usize> = rows
         .iter()
@@ -356,34 +383,18 @@ pub fn print_redis(rows: &[Row], paired: &[Paired], floors: &Floors, cross_check
     counts.sort_unstable();
     counts.dedup();
     for clients in counts {
-        let (Some(create), Some(set)) = (find("create", clients), find("redis SET", clients))
-        else {
-            continue;
-        };
-        let reads = find("get", clients).zip(find("redis GET", clients));
-        let cross_check = cross_checks
-            .iter()
-            .find(|check| check.0 == clients)
-            .map_or("-".into(), |(_, rate, p50)| {
-                format!("{rate:.0}/s {p50:.0} µs")
-            });
-        println!(
-            "{:>4} {:>11} {:>11} {:>7.2} {:>10.0} {:>10.0} {:>7.2} {:>9} {:>9} {:>7} {:>16}",
-            clients,
-            show(create.p50),
-            show(set.p50),
-            ratio(create.p50, set.p50),
-            create.per_second,
-            set.per_second,
-            create.per_second / set.per_second,
-            reads.map_or("-".into(), |(ours, _)| show(ours.p50)),
-            reads.map_or("-".into(), |(_, theirs)| show(theirs.p50)),
-            reads.map_or("-".into(), |(ours, theirs)| format!(
-                "{:.2}",
-                ratio(ours.p50, theirs.p50)
-            )),
-            cross_check
-        );
+        for (ours, theirs) in [("create", "redis SET"), ("get", "redis GET")] {
+            let (Some(ours), Some(theirs)) = (find(ours, clients), find(theirs, clients)) else {
+                continue;
+            };
+            let cross_check = cross_checks
+                .iter()
+                .find(|check| check.0 == clients && theirs.endpoint == "redis SET")
+                .map_or("-".into(), |(_, rate, p50)| {
+                    format!("{rate:.0}/s {p50:.0} µs")
+                });
+            print_versus(ours, theirs, &cross_check);
+        }
     }
     let transport = floors.transport.p50;
     for pair in paired {
@@ -401,8 +412,52 @@ pub fn print_redis(rows: &[Row], paired: &[Paired], floors: &Floors, cross_check
         }
     }
     println!(
-        "÷: our p50 over Redis's; ×: our rate over Redis's. redis-benchmark: `-t set` on the \
-         same Redis right after, a cross-check of our loop (full runs only)."
+        "÷: ours over Redis's (p50, CPU per request); ×: our rate over Redis's. \
+         redis-benchmark: `-t set` on the same Redis right after, a cross-check of our loop \
+         (full runs only)."
+    );
+    print_cpu_note();
+}
+
+/// One line of the Redis table: a row of ours beside its Redis peer.
+fn print_versus(ours: &Row, theirs: &Row, cross_check: &str) {
+    let (our, their) = (&ours.summary, &theirs.summary);
+    let cpu = |row: &Row| row.cpu.map_or("-".into(), |c| c.show());
+    let cpu_ratio = ours
+        .cpu
+        .zip(theirs.cpu)
+        .and_then(|(our, their)| our.ratio(their))
+        .map_or("-".into(), |r| format!("{r:.2}"));
+    println!(
+        "{:>4} {:<10} {:>9} {:>9} {:>6.2} {:>8.0} {:>8.0} {:>6.2} {:>10} {:>10} {:>6} {:>16}",
+        ours.clients,
+        format!(
+            "{}/{}",
+            ours.endpoint,
+            theirs.endpoint.trim_start_matches("redis ")
+        ),
+        show(our.p50),
+        show(their.p50),
+        ratio(our.p50, their.p50),
+        our.per_second,
+        their.per_second,
+        our.per_second / their.per_second,
+        cpu(ours),
+        cpu(theirs),
+        cpu_ratio,
+        cross_check
+    );
+}
+
+/// What the CPU columns are.
+fn print_cpu_note() {
+    println!(
+        "cpu: the server's CPU per request over the phase ({}, at {} ticks/s; for create and \
+         SET around each side's own slices), over the requests served; ~: fewer than {} ticks \
+         in the phase, rough (longer phases: --duration).",
+        cpu::SOURCE,
+        cpu::ticks_per_second(),
+        cpu::ROUGH_TICKS
     );
 }
 

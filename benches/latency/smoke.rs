@@ -10,6 +10,7 @@ use serde_json::Value;
 use crate::client::Connection;
 use crate::client::{Client, create, delete, get, list, populate, refresh};
 use crate::common::Dirs;
+use crate::cpu::{self, ServerCpu, Ticks};
 use crate::daemon::Daemon;
 use crate::floors::{echo_floor, fsync_floor, redb_floor};
 use crate::log_floors::log_floors;
@@ -44,14 +45,18 @@ pub fn smoke() {
     assert_eq!(listed["tasks"].as_array().map(Vec::len), Some(101));
     assert_eq!(client.call(&delete("smoke")).0, 204);
     assert_eq!(client.call(&get("smoke")).0, 404);
-    let (summary, counts) = phase(
-        &daemon.socket,
-        2,
-        Duration::from_millis(50),
-        |_| 5,
-        |c, i| (get(&names[c * 5 + i]), 200),
-    );
+    let pid = daemon.cpu_pid().unwrap_or_else(std::process::id);
+    let ((summary, counts), _ticks) = cpu::during(pid, || {
+        phase(
+            &daemon.socket,
+            2,
+            Duration::from_millis(50),
+            |_| 5,
+            |c, i| (get(&names[c * 5 + i]), 200),
+        )
+    });
     assert!(summary.count <= 10 && counts.iter().all(|n| *n <= 5));
+    check_cpu();
     let metrics = daemon.metrics();
     assert!(metrics["sprite_tasks_commit_seconds_count"] >= 1.0);
     let (rss, peak) = daemon.memory_kib();
@@ -113,4 +118,38 @@ pub fn smoke() {
         },
         started.elapsed().as_secs_f64()
     );
+}
+
+/// `/proc/PID/stat` parsing, a command name with spaces and parentheses
+/// included, and the per-request figure.
+fn check_cpu() {
+    let fields = "S 1 1 1 0 -1 4194560 100 0 0 0 7 3 0 0 20 0 2 0 5 100 9";
+    let spent = Some(Ticks { user: 7, system: 3 });
+    for (stat, ticks) in [
+        (format!("42 (sprite-tasksd) {fields}"), spent),
+        (format!("42 (a) b (c)) {fields}"), spent),
+        ("42 (sprite-tasksd) S 1 1".to_owned(), None),
+        (String::new(), None),
+    ] {
+        assert_eq!(cpu::parse_stat(&stat), ticks, "{stat:?}");
+    }
+    assert!(cpu::cpu_ticks(std::process::id()).total() < u64::MAX);
+    let hz = cpu::ticks_per_second();
+    let spent = ServerCpu {
+        spent: Ticks {
+            user: hz - hz / 2,
+            system: hz / 2,
+        },
+        requests: 1000,
+    };
+    assert_eq!(spent.per_request(), Duration::from_millis(1));
+    assert!(!spent.rough() && spent.show() == "1000.0 µs");
+    let half = ServerCpu {
+        spent: Ticks {
+            user: hz / 2,
+            system: 0,
+        },
+        requests: 1000,
+    };
+    assert_eq!(spent.ratio(half), Some(2.0));
 }

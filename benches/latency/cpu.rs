@@ -1,0 +1,147 @@
+//! Server CPU per request: a server process's user + system time, all its
+//! threads (the daemon's checkpoint worker, Redis's background threads),
+//! read from `/proc/PID/stat` right before and right after a phase and
+//! divided by the requests the phase served. Depends on nothing of the
+//! bench's.
+
+use std::fs;
+use std::ops::Add;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+/// Below this many clock ticks over a phase its figure is marked rough.
+/// The kernel truncates user and system time each to a whole tick (10 ms
+/// at the usual 100 Hz), so a phase read once before and once after is off
+/// by under two ticks, 4 % of 50; a phase read around each of its slices
+/// (create, SET) by under two ticks per slice.
+pub const ROUGH_TICKS: u64 = 50;
+
+/// Where the figure comes from, for the tables' notes and the JSON.
+pub const SOURCE: &str = "utime + stime of /proc/PID/stat, all threads";
+
+/// Clock ticks per second, the unit of `/proc/PID/stat`'s times.
+pub fn ticks_per_second() -> u64 {
+    // SAFETY: sysconf(3) only reads a system constant.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    u64::try_from(hz).ok().filter(|hz| *hz > 0).unwrap_or(100)
+}
+
+/// CPU time in clock ticks: user (utime) and system (stime, which holds the
+/// kernel's work in `fdatasync` and socket calls).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Ticks {
+    pub user: u64,
+    pub system: u64,
+}
+
+impl Ticks {
+    pub fn total(self) -> u64 {
+        self.user + self.system
+    }
+
+    /// The ticks spent since `before`, a reading of the same process.
+    fn since(self, before: Ticks) -> Ticks {
+        Ticks {
+            user: self.user.saturating_sub(before.user),
+            system: self.system.saturating_sub(before.system),
+        }
+    }
+}
+
+impl Add for Ticks {
+    type Output = Ticks;
+
+    fn add(self, other: Ticks) -> Ticks {
+        Ticks {
+            user: self.user + other.user,
+            system: self.system + other.system,
+        }
+    }
+}
+
+/// `pid`'s user and system time so far, all its threads.
+///
+/// # Panics
+/// When the stat cannot be read or parsed: the bench's own child is gone.
+pub fn cpu_ticks(pid: u32) -> Ticks {
+    let path = format!("/proc/{pid}/stat");
+    let stat = fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {path}: {e}"));
+    parse_stat(&stat).unwrap_or_else(|| panic!("{path}: no utime and stime in {stat:?}"))
+}
+
+/// utime and stime, fields 14 and 15 of a `/proc/PID/stat` line. Field 2,
+/// the command name in parentheses, may hold spaces and parentheses itself,
+/// so fields are counted from after the last `)`.
+pub fn parse_stat(stat: &str) -> Option<Ticks> {
+    let (_, after_name) = stat.rsplit_once(')')?;
+    // After the name comes field 3 (state); field 14 is 11 further on.
+    let mut fields = after_name.split_whitespace().skip(11);
+    let user = fields.next()?.parse().ok()?;
+    let system = fields.next()?.parse().ok()?;
+    Some(Ticks { user, system })
+}
+
+/// Runs `phase`, and returns its result with the clock ticks `pid` spent
+/// meanwhile.
+pub fn during<T>(pid: u32, phase: impl FnOnce() -> T) -> (T, Ticks) {
+    let before = cpu_ticks(pid);
+    let result = phase();
+    (result, cpu_ticks(pid).since(before))
+}
+
+/// A server's CPU over one phase (or the sum of its slices) and the
+/// requests it served meanwhile.
+#[derive(Debug, Clone, Copy)]
+pub struct ServerCpu {
+    pub spent: Ticks,
+    pub requests: usize,
+}
+
+impl ServerCpu {
+    pub fn per_request(self) -> Duration {
+        let seconds = self.spent.total() as f64 / ticks_per_second() as f64;
+        Duration::from_secs_f64(seconds / self.requests.max(1) as f64)
+    }
+
+    /// Whether the phase spent too few ticks for the figure to be more than
+    /// rough (see [`ROUGH_TICKS`]).
+    pub fn rough(self) -> bool {
+        self.spent.total() < ROUGH_TICKS
+    }
+
+    /// µs per request, to one decimal, with `~` in front when rough.
+    pub fn show(self) -> String {
+        format!(
+            "{}{:.1} µs",
+            if self.rough() { "~" } else { "" },
+            self.per_request().as_secs_f64() * 1e6
+        )
+    }
+
+    /// Ours over theirs, or `None` when theirs spent no whole tick.
+    pub fn ratio(self, theirs: ServerCpu) -> Option<f64> {
+        let theirs = theirs.per_request().as_secs_f64();
+        (theirs > 0.0).then(|| (self.per_request().as_secs_f64() / theirs * 100.0).round() / 100.0)
+    }
+
+    pub fn to_json(self) -> Value {
+        json!({
+            "us_per_request": (self.per_request().as_secs_f64() * 1e7).round() / 10.0,
+            "ticks": self.spent.total(),
+            "user_ticks": self.spent.user,
+            "system_ticks": self.spent.system,
+            "requests": self.requests,
+            "rough": self.rough(),
+        })
+    }
+}
+
+/// How the CPU figures were read, once per JSON report.
+pub fn method_json() -> Value {
+    json!({
+        "source": SOURCE,
+        "ticks_per_second": ticks_per_second(),
+        "rough_below_ticks": ROUGH_TICKS,
+    })
+}
