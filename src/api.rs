@@ -462,58 +462,77 @@ impl From<&Task> for TaskView {
     }
 }
 
-/// A task as the daemon writes it: the JSON of [`TaskView`], serialized
-/// straight from the task without building its strings.
-#[derive(Serialize)]
-struct TaskJson<'a> {
-    name: &'a str,
-    #[serde(serialize_with = "as_display")]
-    started_at: Timestamp,
-    #[serde(serialize_with = "as_display")]
-    expires_at: Timestamp,
-    reason: Option<&'a str>,
-    pid: Option<u32>,
-    holder: Option<HolderJson<'a>>,
-    owner: Option<u32>,
-}
-
-#[derive(Serialize)]
-struct HolderJson<'a> {
-    pid: Option<u32>,
-    uid: Option<u32>,
-    command: Option<&'a str>,
-    parent_pid: Option<u32>,
-    parent_command: Option<&'a str>,
-}
-
-impl<'a> From<&'a Task> for TaskJson<'a> {
-    fn from(task: &'a Task) -> Self {
-        TaskJson {
-            name: task.name.as_str(),
-            started_at: task.started_at,
-            expires_at: task.expires_at,
-            reason: task.reason.as_deref(),
-            pid: task.binding.map(|binding| binding.pid),
-            holder: task.holder.as_ref().map(|holder| HolderJson {
-                pid: holder.pid,
-                uid: holder.uid,
-                command: holder.command.as_deref(),
-                parent_pid: holder.parent_pid,
-                parent_command: holder.parent_command.as_deref(),
-            }),
-            owner: task.owner,
+/// Writes a task as the daemon answers it: byte for byte what serializing
+/// its [`TaskView`] gives, straight from the task, without building its
+/// strings or going through a serializer (every answer carries one).
+fn write_task(task: &Task, out: &mut Vec<u8>) {
+    // A name needs no escaping (its characters are `TaskName`'s), nor do
+    // timestamps and numbers.
+    out.extend_from_slice(b"{\"name\":\"");
+    out.extend_from_slice(task.name.as_str().as_bytes());
+    out.extend_from_slice(b"\",\"started_at\":\"");
+    out.extend_from_slice(&task.started_at.rfc3339());
+    out.extend_from_slice(b"\",\"expires_at\":\"");
+    out.extend_from_slice(&task.expires_at.rfc3339());
+    out.extend_from_slice(b"\",\"reason\":");
+    write_text(task.reason.as_deref(), out);
+    out.extend_from_slice(b",\"pid\":");
+    write_number(task.binding.map(|binding| binding.pid), out);
+    out.extend_from_slice(b",\"holder\":");
+    match &task.holder {
+        None => out.extend_from_slice(b"null"),
+        Some(holder) => {
+            out.extend_from_slice(b"{\"pid\":");
+            write_number(holder.pid, out);
+            out.extend_from_slice(b",\"uid\":");
+            write_number(holder.uid, out);
+            out.extend_from_slice(b",\"command\":");
+            write_text(holder.command.as_deref(), out);
+            out.extend_from_slice(b",\"parent_pid\":");
+            write_number(holder.parent_pid, out);
+            out.extend_from_slice(b",\"parent_command\":");
+            write_text(holder.parent_command.as_deref(), out);
+            out.push(b'}');
         }
+    }
+    out.extend_from_slice(b",\"owner\":");
+    write_number(task.owner, out);
+    out.push(b'}');
+}
+
+/// A JSON string, escaped as `serde_json` escapes it, or `null`.
+fn write_text(text: Option<&str>, out: &mut Vec<u8>) {
+    match text {
+        // Writing to a Vec cannot fail.
+        Some(text) => {
+            let _ = serde_json::to_writer(&mut *out, text);
+        }
+        None => out.extend_from_slice(b"null"),
     }
 }
 
-/// The body of `GET /v1/tasks` as the daemon writes it.
-#[derive(Serialize)]
-struct TaskListJson<'a> {
-    tasks: Vec<TaskJson<'a>>,
+/// A JSON number, or `null`.
+fn write_number(number: Option<u32>, out: &mut Vec<u8>) {
+    use std::io::Write;
+    match number {
+        // Writing to a Vec cannot fail.
+        Some(number) => {
+            let _ = write!(out, "{number}");
+        }
+        None => out.extend_from_slice(b"null"),
+    }
 }
 
-fn as_display<S: serde::Serializer>(time: &Timestamp, serializer: S) -> Result<S::Ok, S::Error> {
-    serializer.collect_str(time)
+/// Room for one task's JSON without growing: a task with a holder and a
+/// reason is 300 to 600 bytes.
+const TASK_JSON_CAPACITY: usize = 512;
+
+/// The answer carrying one task.
+fn task_response(status: u16, task: &Task) -> Response {
+    let mut body = Vec::with_capacity(TASK_JSON_CAPACITY);
+    write_task(task, &mut body);
+    body.push(b'\n');
+    Response::json(status, body)
 }
 
 /// The body of `GET /v1/tasks`.
@@ -532,13 +551,18 @@ pub fn answer(
 ) -> Response {
     match query {
         Query::List => {
-            let list = TaskListJson {
-                tasks: tasks.live(now).map(TaskJson::from).collect(),
-            };
-            json(200, &list)
+            let mut body = b"{\"tasks\":[".to_vec();
+            for (i, task) in tasks.live(now).enumerate() {
+                if i > 0 {
+                    body.push(b',');
+                }
+                write_task(task, &mut body);
+            }
+            body.extend_from_slice(b"]}\n");
+            Response::json(200, body)
         }
         Query::Get(name) => match tasks.get(name, now) {
-            Some(task) => json(200, &TaskJson::from(task)),
+            Some(task) => task_response(200, task),
             None => task_error(&TaskError::NotFound(name.clone())),
         },
         Query::Status => {
@@ -621,9 +645,9 @@ pub fn metrics_page(text: String) -> Response {
 /// The response to a command once its batch is durable.
 pub fn outcome(result: &Result<Outcome, TaskError>) -> Response {
     match result {
-        Ok(Outcome::Created(task)) => json(201, &TaskJson::from(task)),
+        Ok(Outcome::Created(task)) => task_response(201, task),
         // The seed: PUT "creates the task or refreshes its expiry. Returns 200."
-        Ok(Outcome::Upserted { task, .. }) => json(200, &TaskJson::from(task)),
+        Ok(Outcome::Upserted { task, .. }) => task_response(200, task),
         Ok(Outcome::Deleted) => Response::empty(204),
         Err(e) => task_error(e),
     }
@@ -688,26 +712,51 @@ mod tests {
     const MAX: Duration = expire::DEFAULT_MAX_EXPIRE;
 
     #[test]
-    fn tasks_are_written_as_task_views() {
-        let task = Task::new(
+    fn tasks_are_written_as_their_views_serialize() {
+        let plain = Task::new(
             TaskName::parse("A0.b_c-d:e@f").unwrap(),
             Timestamp::from_nanos(1_780_420_274_555_839_485),
             Timestamp::from_nanos(1_780_420_874_000_000_000),
         );
-        assert_eq!(
-            serde_json::to_vec(&TaskJson::from(&task)).unwrap(),
-            serde_json::to_vec(&TaskView::from(&task)).unwrap()
-        );
-        let list = TaskListJson {
-            tasks: vec![TaskJson::from(&task), TaskJson::from(&task)],
+        let full = Task {
+            reason: Some("quote \" backslash \\ tab \t nul \u{0} é 😀".into()),
+            binding: Some(crate::tasks::Binding {
+                pid: 4_294_967_295,
+                start_time: 7,
+            }),
+            holder: Some(Holder {
+                pid: Some(1),
+                uid: Some(0),
+                command: Some("bash -c 'echo \"hi\"'\n".into()),
+                parent_pid: None,
+                parent_command: Some("\u{7f}\u{1f}".into()),
+            }),
+            owner: Some(1000),
+            name: TaskName::parse("z-full").unwrap(),
+            ..plain.clone()
         };
+        for task in [&plain, &full] {
+            let mut written = Vec::new();
+            write_task(task, &mut written);
+            assert_eq!(
+                String::from_utf8(written).unwrap(),
+                serde_json::to_string(&TaskView::from(task)).unwrap()
+            );
+        }
+        let mut tasks = Tasks::new(8);
+        tasks.load([plain.clone(), full.clone()]);
+        let list = answer(&Query::List, &tasks, None, plain.started_at);
         let views = TaskList {
-            tasks: vec![TaskView::from(&task), TaskView::from(&task)],
+            tasks: vec![TaskView::from(&plain), TaskView::from(&full)],
         };
+        let mut expected = serde_json::to_vec(&views).unwrap();
+        expected.push(b'\n');
         assert_eq!(
-            serde_json::to_vec(&list).unwrap(),
-            serde_json::to_vec(&views).unwrap()
+            String::from_utf8(list.body).unwrap(),
+            String::from_utf8(expected).unwrap()
         );
+        let empty = answer(&Query::List, &Tasks::new(8), None, plain.started_at);
+        assert_eq!(empty.body, b"{\"tasks\":[]}\n");
     }
 
     fn request(method: Method, target: &str, body: &str) -> Request {
