@@ -127,9 +127,10 @@ impl Timestamp {
     }
 }
 
-/// The proleptic Gregorian date of a day counted from 1970-01-01 (Howard
-/// Hinnant's `civil_from_days`, for days after the epoch).
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
+/// Year, month (1-12) and day (1-31) of a count of days since 1970-01-01,
+/// proleptic Gregorian, by Howard Hinnant's `civil_from_days`: for RFC 3339
+/// here and the HTTP `Date` header.
+pub(crate) fn civil_from_days(days: u64) -> (u64, u64, u64) {
     let z = days + 719_468;
     let era = z / 146_097;
     let day_of_era = z % 146_097;

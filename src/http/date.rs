@@ -1,6 +1,8 @@
 //! The `Date` header value: an IMF-fixdate (RFC 9110 section 5.6.7)
 //! formatted once per second. Pure; the caller passes the time in.
 
+use crate::time::civil_from_days;
+
 /// Length of an IMF-fixdate: `Sun, 06 Nov 1994 08:49:37 GMT`.
 const IMF_FIXDATE_LEN: usize = 29;
 
@@ -71,26 +73,6 @@ fn imf_fixdate(unix_second: u64) -> [u8; IMF_FIXDATE_LEN] {
 fn two_digits(out: &mut [u8], value: u64) {
     out[0] = b'0' + (value / 10 % 10) as u8;
     out[1] = b'0' + (value % 10) as u8;
-}
-
-/// Year, month (1-12) and day (1-31) of a count of days since 1970-01-01,
-/// by Howard Hinnant's `civil_from_days`.
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let day_of_era = z % 146_097;
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let shifted_month = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * shifted_month + 2) / 5 + 1;
-    let month = if shifted_month < 10 {
-        shifted_month + 3
-    } else {
-        shifted_month - 9
-    };
-    let year = year_of_era + era * 400 + u64::from(month <= 2);
-    (year, month, day)
 }
 
 #[cfg(test)]
