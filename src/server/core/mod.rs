@@ -34,7 +34,7 @@ use crate::http::{HttpDate, HttpError, Request, Response};
 use crate::logging::Folder;
 use crate::metrics::{Gauges, Metrics};
 use crate::process::Credentials;
-use crate::shares::{ShareLimits, Shares};
+use crate::shares::{Refused, ShareLimits, Shares};
 use crate::store::StoreCounters;
 use crate::tasks::{
     Batch, Binding, Command, Holder, Outcome, Ownership, TaskError, TaskName, Tasks,
@@ -299,14 +299,7 @@ impl Core {
     ) -> Result<(), Response> {
         let uid = credentials.map(|credentials| credentials.uid);
         if let Err(refused) = self.shares.connect(uid) {
-            self.metrics.connection_refused(refused.cause());
-            if self
-                .log_folder
-                .admit(&Noise::Refused(refused.cause(), uid), now.mono)
-            {
-                warn!(uid = ?uid, "connection refused: {refused}");
-            }
-            return Err(api::error(503, refused.to_string()));
+            return Err(self.refused("connection", &refused, uid, now));
         }
         self.metrics.connections_accepted += 1;
         self.peers.insert(
@@ -435,19 +428,25 @@ impl Core {
         let peer = self.peers.get_mut(&conn);
         let uid = peer.as_ref().and_then(|peer| peer.uid());
         if let Err(refused) = self.shares.start_stream(uid) {
-            self.metrics.connection_refused(refused.cause());
-            if self
-                .log_folder
-                .admit(&Noise::Refused(refused.cause(), uid), now.mono)
-            {
-                warn!(uid = ?uid, "event stream refused: {refused}");
-            }
-            return Handled::Answer(api::error(503, refused.to_string()));
+            return Handled::Answer(self.refused("event stream", &refused, uid, now));
         }
         if let Some(peer) = peer {
             peer.streaming = true;
         }
         Handled::Stream(event_stream_head(&self.events, request, since, date))
+    }
+
+    /// Counts and logs (folded per uid) a refusal by the shares; the 503
+    /// that says why.
+    fn refused(&mut self, what: &str, refused: &Refused, uid: Option<u32>, now: Now) -> Response {
+        self.metrics.connection_refused(refused.cause());
+        if self
+            .log_folder
+            .admit(&Noise::Refused(refused.cause(), uid), now.mono)
+        {
+            warn!(uid = ?uid, "{what} refused: {refused}");
+        }
+        api::error(503, refused.to_string())
     }
 
     /// The answer to a planned change, by the turn's commit.
