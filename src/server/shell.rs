@@ -137,6 +137,7 @@ impl Server {
             now,
         };
         server.recover(now, &mut recovered)?;
+        process::return_freed_memory();
         server.listen(service.listener)?;
         info!(
             socket = %server.config.socket.display(),

@@ -18,7 +18,8 @@
 //! file holds the state itself, [`Tasks`], and the indexes that change
 //! with it.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::sync::Arc;
 
 use crate::time::Timestamp;
 
@@ -135,9 +136,18 @@ impl Tasks {
         // Into an empty state (start-up, a reload): built in bulk from
         // sorted input, several times faster than one insert at a time
         // for 100k tasks. A name given twice keeps its last task.
+        // Rows read from disk carry their own copy of each command line;
+        // the tasks of one agent share theirs again, as they did live.
+        let mut commands = HashSet::new();
         let mut rows: Vec<(TaskName, Task)> = tasks
             .into_iter()
-            .map(|task| (task.name.clone(), task))
+            .map(|mut task| {
+                if let Some(holder) = &mut task.holder {
+                    share(&mut commands, &mut holder.command);
+                    share(&mut commands, &mut holder.parent_command);
+                }
+                (task.name.clone(), task)
+            })
             .collect();
         rows.sort_by(|a, b| a.0.cmp(&b.0));
         rows.reverse();
@@ -238,6 +248,18 @@ impl Tasks {
     }
 }
 
+/// Replaces `text` by the equal one already in `seen`, or adds it there.
+fn share(seen: &mut HashSet<Arc<str>>, text: &mut Option<Arc<str>>) {
+    if let Some(value) = text {
+        match seen.get(value) {
+            Some(shared) => *value = Arc::clone(shared),
+            None => {
+                seen.insert(Arc::clone(value));
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod fixtures;
 
@@ -277,6 +299,31 @@ mod tests {
         assert_eq!(tasks.len(), 3);
         let mut batch = Batch::new();
         assert_eq!(tasks.expire_due(&mut batch, at(6)), 2);
+    }
+
+    #[test]
+    fn a_bulk_load_shares_one_copy_of_each_command_line() {
+        let held = |n: &str| Task {
+            holder: Some(Holder {
+                command: Some(Arc::from("agent")),
+                parent_command: Some(Arc::from("bash ./loop.sh")),
+                ..Holder::default()
+            }),
+            ..Task::new(name(n), at(0), at(9))
+        };
+        let mut tasks = Tasks::new(10);
+        tasks.load([held("a"), held("b")]);
+        let holder = |n: &str| tasks.get(&name(n), at(1)).unwrap().holder.clone().unwrap();
+        let (a, b) = (holder("a"), holder("b"));
+        assert_eq!(a, b);
+        assert!(Arc::ptr_eq(
+            a.command.as_ref().unwrap(),
+            b.command.as_ref().unwrap()
+        ));
+        assert!(Arc::ptr_eq(
+            a.parent_command.as_ref().unwrap(),
+            b.parent_command.as_ref().unwrap()
+        ));
     }
 
     #[test]
