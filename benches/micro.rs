@@ -80,12 +80,13 @@ fn task_list_json(c: &mut Criterion) {
     let later = NOW
         .checked_add(Duration::from_secs(3600))
         .expect("in range");
+    let history = sprite_tasks::usage::History::new(sprite_tasks::usage::DEFAULT_USAGE_RETENTION);
     for count in [10usize, 1000] {
         let tasks = tasks_with(count, later);
-        let body = api::answer(&Query::List, &tasks, None, NOW).body;
+        let body = api::answer(&Query::List, &tasks, &history, None, NOW).body;
         group.throughput(Throughput::Elements(count as u64));
         group.bench_with_input(BenchmarkId::new("encode", count), &tasks, |b, tasks| {
-            b.iter(|| api::answer(&Query::List, black_box(tasks), None, NOW))
+            b.iter(|| api::answer(&Query::List, black_box(tasks), &history, None, NOW))
         });
         group.bench_with_input(BenchmarkId::new("decode", count), &body, |b, body| {
             b.iter(|| {

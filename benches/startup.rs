@@ -115,6 +115,7 @@ fn build_state(db: &Path, tasks: usize, frames: usize) {
         checkpoint_changes: usize::MAX,
         checkpoint_interval: Duration::from_secs(3600),
         background: false,
+        ..StoreOptions::default()
     };
     let mut store = Store::open(db, &options).expect("a store");
     store.load().expect("a new store loads");

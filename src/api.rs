@@ -35,6 +35,7 @@ use crate::tasks::{
     Claim, Command, Holder, Outcome, Task, TaskError, TaskName, Tasks, check_reason,
 };
 use crate::time::Timestamp;
+use crate::usage::{History, Window};
 
 /// The collection path.
 pub const TASKS_PATH: &str = "/v1/tasks";
@@ -44,6 +45,8 @@ pub const STATUS_PATH: &str = "/v1/status";
 pub const EVENTS_PATH: &str = "/v1/events";
 /// Prometheus metrics.
 pub const METRICS_PATH: &str = "/metrics";
+/// What kept the machine awake over a window.
+pub const USAGE_PATH: &str = "/v1/usage";
 
 const COLLECTION_ALLOW: &str = "GET, HEAD, POST, PUT";
 const ITEM_ALLOW: &str = "GET, HEAD, PUT, DELETE";
@@ -80,7 +83,43 @@ pub enum Query {
     Get(TaskName),
     /// `GET /v1/status`.
     Status,
+    /// `GET /v1/usage`.
+    Usage(UsageQuery),
 }
+
+/// The window and detail a `GET /v1/usage` asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UsageQuery {
+    /// Default: [`DEFAULT_USAGE_WINDOW`](crate::usage::DEFAULT_USAGE_WINDOW)
+    /// before `until`.
+    pub since: Option<When>,
+    /// Default (and at most): now.
+    pub until: Option<When>,
+    /// Buckets to split the window into, for a timeline (0: none).
+    pub buckets: usize,
+}
+
+/// An instant a query names: an RFC 3339 time or a span back from now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum When {
+    At(Timestamp),
+    Ago(Duration),
+}
+
+impl When {
+    fn at(self, now: Timestamp) -> Timestamp {
+        match self {
+            When::At(at) => at,
+            When::Ago(span) => Timestamp::from_nanos(
+                now.as_nanos()
+                    .saturating_sub(u64::try_from(span.as_nanos()).unwrap_or(u64::MAX)),
+            ),
+        }
+    }
+}
+
+/// Longest span back a `since` or `until` may name: ten years.
+const MAX_LOOKBACK: Duration = Duration::from_secs(3653 * 24 * 3600);
 
 /// A `PUT`'s mutation, whether its name came from the path or the body.
 fn upsert(name: TaskName, body: &TaskBody, max_expire: Duration) -> Result<Routed, Response> {
@@ -97,7 +136,7 @@ fn upsert(name: TaskName, body: &TaskBody, max_expire: Duration) -> Result<Route
 
 /// Every label [`route`] gives: the metrics' `route` values.
 pub const ROUTE_LABELS: &[&str] = &[
-    "list", "create", "upsert", "get", "delete", "status", "events", "metrics", "other",
+    "list", "create", "upsert", "get", "delete", "status", "usage", "events", "metrics", "other",
 ];
 
 /// Routes a request. Returns the metrics label of its route (bounded,
@@ -139,6 +178,11 @@ fn route_inner(
         METRICS_PATH => {
             *label = "metrics";
             return read_only(Routed::Metrics);
+        }
+        USAGE_PATH => {
+            *label = "usage";
+            let query = usage_query(&request.target)?;
+            return read_only(Routed::Query(Query::Usage(query)));
         }
         EVENTS_PATH => {
             *label = "events";
@@ -235,41 +279,114 @@ fn route_collection(request: &Request, max_expire: Duration) -> Result<Routed, R
     }
 }
 
+/// The raw value of the first `key=` parameter of the target's query.
+fn parameter<'a>(target: &'a str, key: &str) -> Option<&'a str> {
+    let (_, query) = target.split_once('?')?;
+    let query = query.split('#').next().unwrap_or_default();
+    query.split('&').find_map(|pair| {
+        pair.strip_prefix(key)
+            .and_then(|rest| rest.strip_prefix('='))
+    })
+}
+
 /// The `pid` query parameter of `DELETE /v1/tasks/NAME`: delete only while
 /// the task is bound to that process.
 fn pid_parameter(target: &str) -> Result<Option<u32>, Response> {
-    let Some((_, query)) = target.split_once('?') else {
+    let Some(value) = parameter(target, "pid") else {
         return Ok(None);
     };
-    for pair in query.split('&') {
-        if let Some(value) = pair.strip_prefix("pid=") {
-            return value
-                .parse()
-                .ok()
-                .filter(|pid| *pid > 0 && value.bytes().all(|b| b.is_ascii_digit()))
-                .map(Some)
-                .ok_or_else(|| error(400, format!("pid=\"{value}\" is not a process id")));
-        }
-    }
-    Ok(None)
+    value
+        .parse()
+        .ok()
+        .filter(|pid| *pid > 0 && value.bytes().all(|b| b.is_ascii_digit()))
+        .map(Some)
+        .ok_or_else(|| error(400, format!("pid=\"{value}\" is not a process id")))
 }
 
 /// The `since` query parameter of `GET /v1/events`.
 fn since_parameter(target: &str) -> Result<Option<u64>, Response> {
-    let Some((_, query)) = target.split_once('?') else {
+    let Some(value) = parameter(target, "since") else {
         return Ok(None);
     };
-    for pair in query.split('&') {
-        if let Some(value) = pair.strip_prefix("since=") {
-            return value.parse().map(Some).map_err(|_| {
+    value.parse().map(Some).map_err(|_| {
+        error(
+            400,
+            format!("since=\"{value}\" is not an event sequence number"),
+        )
+    })
+}
+
+/// The parameters of `GET /v1/usage`: `since` and `until` (RFC 3339 times
+/// or spans back from now, percent-encoded or not) and `buckets`.
+fn usage_query(target: &str) -> Result<UsageQuery, Response> {
+    let when = |key: &str| -> Result<Option<When>, Response> {
+        let Some(raw) = parameter(target, key) else {
+            return Ok(None);
+        };
+        let text = percent_decode(raw)
+            .and_then(|bytes| String::from_utf8(bytes).ok())
+            .map(|text| text.replace('+', " ").trim().to_owned());
+        // A `+` in a query may stand for a space; an RFC 3339 offset
+        // (`+02:00`) keeps its sign when it is percent-encoded or when the
+        // space it became is put back.
+        let parsed = text.as_deref().and_then(|text| {
+            Timestamp::parse_rfc3339(text)
+                .or_else(|| Timestamp::parse_rfc3339(&text.replacen(' ', "+", 1)))
+                .map(When::At)
+                .or_else(|| {
+                    crate::expire::parse_text(text, MAX_LOOKBACK)
+                        .ok()
+                        .map(When::Ago)
+                })
+        });
+        parsed.map(Some).ok_or_else(|| {
+            error(
+                400,
+                format!(
+                    "{key}=\"{raw}\" is neither an RFC 3339 time (2026-12-05T17:00:00Z) nor a span back from now (24h, 90m, 7d, at most 10 years)"
+                ),
+            )
+        })
+    };
+    let buckets = match parameter(target, "buckets") {
+        None => 0,
+        Some(raw) => raw
+            .parse::<usize>()
+            .ok()
+            .filter(|n| *n <= crate::usage::MAX_USAGE_BUCKETS)
+            .ok_or_else(|| {
                 error(
                     400,
-                    format!("since=\"{value}\" is not an event sequence number"),
+                    format!(
+                        "buckets=\"{raw}\" is not a number of buckets from 0 to {}",
+                        crate::usage::MAX_USAGE_BUCKETS
+                    ),
                 )
-            });
+            })?,
+    };
+    Ok(UsageQuery {
+        since: when("since")?,
+        until: when("until")?,
+        buckets,
+    })
+}
+
+/// `text` with each `%XX` replaced by its byte; `None` if one is malformed.
+fn percent_decode(text: &str) -> Option<Vec<u8>> {
+    let raw = text.as_bytes();
+    let mut bytes = Vec::with_capacity(raw.len());
+    let mut at = 0;
+    while at < raw.len() {
+        if raw[at] == b'%' {
+            let pair = std::str::from_utf8(raw.get(at + 1..at + 3)?).ok()?;
+            bytes.push(u8::from_str_radix(pair, 16).ok()?);
+            at += 3;
+        } else {
+            bytes.push(raw[at]);
+            at += 1;
         }
     }
-    Ok(None)
+    Some(bytes)
 }
 
 /// The path of a request target: the query is dropped, and an absolute-form
@@ -291,30 +408,12 @@ fn request_path(target: &str) -> Result<&str, Response> {
 
 /// Percent-decodes a path segment once and validates it as a task name.
 fn decode_name(segment: &str) -> Result<TaskName, Response> {
-    let raw = segment.as_bytes();
-    let mut bytes = Vec::with_capacity(raw.len());
-    let mut at = 0;
-    while at < raw.len() {
-        if raw[at] == b'%' {
-            let hex = raw.get(at + 1..at + 3).and_then(|pair| {
-                let text = std::str::from_utf8(pair).ok()?;
-                u8::from_str_radix(text, 16).ok()
-            });
-            match hex {
-                Some(byte) => bytes.push(byte),
-                None => {
-                    return Err(error(
-                        400,
-                        format!("invalid percent-encoding in the task name \"{segment}\""),
-                    ));
-                }
-            }
-            at += 3;
-        } else {
-            bytes.push(raw[at]);
-            at += 1;
-        }
-    }
+    let bytes = percent_decode(segment).ok_or_else(|| {
+        error(
+            400,
+            format!("invalid percent-encoding in the task name \"{segment}\""),
+        )
+    })?;
     let text = String::from_utf8(bytes)
         .map_err(|_| error(400, "the task name is not valid UTF-8 once percent-decoded"))?;
     TaskName::parse(&text).map_err(|e| error(400, e.to_string()))
@@ -328,7 +427,12 @@ struct TaskBody {
     expire: Option<Value>,
     reason: Option<String>,
     pid: Option<Value>,
+    max_held_for: Option<Value>,
 }
+
+/// The longest per-task `max_held_for` accepted: a year. It only lowers
+/// the daemon's `--max-held-for`; longer is no limit a person meant.
+pub const MAX_HELD_FOR_CEILING: Duration = Duration::from_secs(366 * 24 * 3600);
 
 impl TaskBody {
     fn decode(body: &[u8]) -> Result<TaskBody, Response> {
@@ -372,8 +476,21 @@ impl TaskBody {
         if let Some(reason) = &self.reason {
             check_reason(reason).map_err(|e| error(400, e))?;
         }
+        let max_held_for = match &self.max_held_for {
+            Some(value) => Some(expire::decode(value, MAX_HELD_FOR_CEILING).map_err(|e| {
+                error(
+                    400,
+                    format!(
+                        "\"max_held_for\" (the longest this task may be held in one stretch, across refreshes) is refused: {}",
+                        e.to_string().replacen("expire", "max_held_for", 1)
+                    ),
+                )
+            })?),
+            None => None,
+        };
         Ok(Claim {
             reason: self.reason.clone(),
+            max_held_for,
             ..Claim::default()
         })
     }
@@ -546,10 +663,34 @@ pub struct TaskList {
 pub fn answer(
     query: &Query,
     tasks: &Tasks,
+    usage: &History,
     idle_since: Option<Timestamp>,
     now: Timestamp,
 ) -> Response {
     match query {
+        Query::Usage(query) => {
+            let until = query.until.map_or(now, |until| until.at(now)).min(now);
+            let since = match query.since {
+                Some(since) => since.at(now),
+                None => When::Ago(crate::usage::DEFAULT_USAGE_WINDOW).at(until),
+            };
+            if since >= until {
+                return error(
+                    400,
+                    format!(
+                        "since ({since}) is not before until ({until}); ask for a window such as since=24h"
+                    ),
+                );
+            }
+            let report = crate::usage::report(
+                usage,
+                crate::usage::open_holds(tasks.stored_rows()),
+                Window { since, until },
+                query.buckets,
+                now,
+            );
+            json(200, &report)
+        }
         Query::List => {
             let mut body = b"{\"tasks\":[".to_vec();
             for (i, task) in tasks.live(now).enumerate() {
@@ -582,6 +723,20 @@ pub fn answer(
                     })
                 })
                 .collect();
+            let tripped: Vec<Value> = tasks
+                .tripped()
+                .iter()
+                .take(MAX_STATUS_HOLDERS)
+                .map(|(name, trip)| {
+                    serde_json::json!({
+                        "task": name.as_str(),
+                        "uid": trip.owner,
+                        "tripped_at": trip.at.to_string(),
+                        "held_seconds": trip.held.as_secs_f64(),
+                        "limit_seconds": trip.limit.as_secs_f64(),
+                    })
+                })
+                .collect();
             json(
                 200,
                 &serde_json::json!({
@@ -590,6 +745,8 @@ pub fn answer(
                     "held_until": held_until.map(|at| at.to_string()),
                     "idle_since": idle_since.filter(|_| live == 0).map(|at| at.to_string()),
                     "held_by": held_by,
+                    "tripped": tripped,
+                    "tripped_count": tasks.tripped().len(),
                 }),
             )
         }
@@ -665,7 +822,8 @@ fn task_error(e: &TaskError) -> Response {
     let status = match e {
         TaskError::NameTaken(_)
         | TaskError::BoundElsewhere { .. }
-        | TaskError::NotBoundTo { .. } => 409,
+        | TaskError::NotBoundTo { .. }
+        | TaskError::Tripped { .. } => 409,
         TaskError::NotFound(_) => 404,
         TaskError::Full { .. } | TaskError::TooManyBound { .. } | TaskError::UidFull { .. } => 507,
         TaskError::NotOwner { .. } | TaskError::UnknownCaller => 403,
@@ -704,6 +862,10 @@ fn json(status: u16, value: &impl Serialize) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn no_history() -> History {
+        History::new(crate::usage::DEFAULT_USAGE_RETENTION)
+    }
 
     fn route_only(request: &Request, max_expire: Duration) -> Routed {
         route(request, max_expire).1
@@ -745,7 +907,7 @@ mod tests {
         }
         let mut tasks = Tasks::new(8);
         tasks.load([plain.clone(), full.clone()]);
-        let list = answer(&Query::List, &tasks, None, plain.started_at);
+        let list = answer(&Query::List, &tasks, &no_history(), None, plain.started_at);
         let views = TaskList {
             tasks: vec![TaskView::from(&plain), TaskView::from(&full)],
         };
@@ -755,7 +917,13 @@ mod tests {
             String::from_utf8(list.body).unwrap(),
             String::from_utf8(expected).unwrap()
         );
-        let empty = answer(&Query::List, &Tasks::new(8), None, plain.started_at);
+        let empty = answer(
+            &Query::List,
+            &Tasks::new(8),
+            &no_history(),
+            None,
+            plain.started_at,
+        );
         assert_eq!(empty.body, b"{\"tasks\":[]}\n");
     }
 
@@ -1178,8 +1346,8 @@ mod tests {
         let now = Timestamp::from_nanos(0);
         let bodies = [
             outcome(&Ok(Outcome::Created(task))).body,
-            answer(&Query::List, &tasks, None, now).body,
-            answer(&Query::Status, &tasks, None, now).body,
+            answer(&Query::List, &tasks, &no_history(), None, now).body,
+            answer(&Query::Status, &tasks, &no_history(), None, now).body,
             error(400, "x").body,
             commit_failed().body,
         ];
@@ -1234,16 +1402,17 @@ mod tests {
         ]);
         let now = Timestamp::from_nanos(6);
         let list: TaskList =
-            serde_json::from_slice(&answer(&Query::List, &tasks, None, now).body).unwrap();
+            serde_json::from_slice(&answer(&Query::List, &tasks, &no_history(), None, now).body)
+                .unwrap();
         assert_eq!(list.tasks.len(), 1);
         assert_eq!(list.tasks[0].name, "b");
         assert_eq!(list.tasks[0].started_at, "1970-01-01T00:00:00.000000000Z");
         assert_eq!(
-            answer(&Query::Get(name("a")), &tasks, None, now).status,
+            answer(&Query::Get(name("a")), &tasks, &no_history(), None, now).status,
             404
         );
         assert_eq!(
-            answer(&Query::Get(name("b")), &tasks, None, now).status,
+            answer(&Query::Get(name("b")), &tasks, &no_history(), None, now).status,
             200
         );
     }

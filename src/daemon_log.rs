@@ -71,6 +71,7 @@ pub fn log_change(folder: &mut TaskLines, change: &Change, owner: Option<u32>, m
             Removal::Deleted => TaskLine::Deleted,
             Removal::Expired => TaskLine::Expired,
             Removal::Released { .. } => TaskLine::Released,
+            Removal::Capped { .. } => TaskLine::Capped,
         },
     };
     if !folder.admit(&(owner, line), mono) {
@@ -85,6 +86,16 @@ pub fn log_change(folder: &mut TaskLines, change: &Change, owner: Option<u32>, m
             name,
             cause: Removal::Released { pid },
         } => info!(task = %name, uid, pid, "task released: its process exited"),
+        Change::Remove {
+            name,
+            cause: Removal::Capped { trip },
+        } => warn!(
+            task = %name,
+            uid,
+            held = %crate::time::human_span(trip.held),
+            limit = %crate::time::human_span(trip.limit),
+            "task released by its hold limit (max-held-for): a heartbeat may have outlived its purpose; the name is refused until a DELETE re-arms it"
+        ),
         Change::Remove { name, .. } => info!(task = %name, uid, "task {}", line.as_str()),
     }
 }
@@ -140,6 +151,8 @@ pub enum TaskLine {
     Deleted,
     Expired,
     Released,
+    /// Released by its hold limit.
+    Capped,
 }
 
 impl TaskLine {
@@ -149,6 +162,7 @@ impl TaskLine {
             TaskLine::Deleted => "deleted",
             TaskLine::Expired => "expired",
             TaskLine::Released => "released",
+            TaskLine::Capped => "released by their hold limit",
         }
     }
 }

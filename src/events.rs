@@ -6,12 +6,14 @@
 //! are planned before its commit, written in the same transaction, and
 //! appended here only once it is durable.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::{Map, Value};
 
-use crate::tasks::{Change, Removal, TaskName};
+use crate::tasks::{Change, Removal, Task, TaskName};
 use crate::time::{ClockStep, Timestamp};
 
 /// Events kept (in memory and on disk) for `?since=` replay. At about 150
@@ -37,6 +39,11 @@ pub enum EventKind {
     Expired,
     /// The process the task was bound to exited.
     Released,
+    /// The task was held for its whole hold limit (`limit_ns`) and
+    /// released; its name is refused until re-armed.
+    Capped,
+    /// A `DELETE` re-armed a name its hold limit had released.
+    Rearmed,
     /// The first live task appeared: the machine is held.
     Held,
     /// The last live task went: the machine may pause.
@@ -57,6 +64,8 @@ impl EventKind {
             EventKind::Deleted => "deleted",
             EventKind::Expired => "expired",
             EventKind::Released => "released",
+            EventKind::Capped => "capped",
+            EventKind::Rearmed => "rearmed",
             EventKind::Held => "held",
             EventKind::Idle => "idle",
             EventKind::ClockStepped => "clock_stepped",
@@ -70,6 +79,8 @@ impl EventKind {
             "deleted" => EventKind::Deleted,
             "expired" => EventKind::Expired,
             "released" => EventKind::Released,
+            "capped" => EventKind::Capped,
+            "rearmed" => EventKind::Rearmed,
             "held" => EventKind::Held,
             "idle" => EventKind::Idle,
             "clock_stepped" => EventKind::ClockStepped,
@@ -101,6 +112,44 @@ pub struct Event {
     pub reason: Option<String>,
     /// The process whose exit released the task, for `released`.
     pub pid: Option<u32>,
+    /// The hold that ended, for `deleted`, `expired`, `released` and
+    /// `capped`: when it began and ended (an expiry ends a hold at its
+    /// deadline, which may be before `at`), its owner and its holder's
+    /// command and parent command line, where known. What the usage report
+    /// adds up.
+    pub ended: Option<EndedHold>,
+    /// The hold limit that released the task, for `capped`.
+    pub limit: Option<Duration>,
+}
+
+/// A hold as it ended: what a removal's event records of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndedHold {
+    pub started_at: Timestamp,
+    pub ended_at: Timestamp,
+    pub uid: Option<u32>,
+    pub command: Option<Arc<str>>,
+    pub parent_command: Option<Arc<str>>,
+}
+
+impl EndedHold {
+    /// The hold of `task` ended by `cause` at `now`: an expiry (or the
+    /// limit) ends it at its deadline, anything else at `now` or its
+    /// deadline, whichever came first.
+    pub fn of(task: &Task, cause: Removal, now: Timestamp) -> EndedHold {
+        let ended_at = match cause {
+            Removal::Expired | Removal::Capped { .. } => task.expires_at,
+            Removal::Deleted | Removal::Released { .. } => now.min(task.expires_at),
+        };
+        let holder = task.holder.as_ref();
+        EndedHold {
+            started_at: task.started_at.min(ended_at),
+            ended_at,
+            uid: task.owner,
+            command: holder.and_then(|h| h.command.clone()),
+            parent_command: holder.and_then(|h| h.parent_command.clone()),
+        }
+    }
 }
 
 impl Event {
@@ -126,6 +175,22 @@ impl Event {
         if let Some(pid) = self.pid {
             object.insert("pid".into(), pid.into());
         }
+        if let Some(limit) = self.limit {
+            object.insert("limit_ns".into(), duration_ns(limit).into());
+        }
+        if let Some(ended) = &self.ended {
+            object.insert("started_at".into(), ended.started_at.to_string().into());
+            object.insert("ended_at".into(), ended.ended_at.to_string().into());
+            if let Some(uid) = ended.uid {
+                object.insert("uid".into(), uid.into());
+            }
+            if let Some(command) = &ended.command {
+                object.insert("command".into(), command.as_ref().into());
+            }
+            if let Some(command) = &ended.parent_command {
+                object.insert("parent_command".into(), command.as_ref().into());
+            }
+        }
         Value::Object(object)
     }
 
@@ -145,10 +210,30 @@ impl Event {
     pub fn write_line(&self, out: &mut Vec<u8>) {
         use std::io::Write;
         // Writing to a Vec cannot fail.
-        let _ = write!(out, "{{\"at\":\"{}\",\"event\":\"{}\"", self.at, self.kind);
+        let ended = self.ended.as_ref();
+        let text = |out: &mut Vec<u8>, key: &str, value: Option<&Arc<str>>| {
+            if let Some(value) = value {
+                let _ = write!(out, ",\"{key}\":");
+                let _ = serde_json::to_writer(&mut *out, value.as_ref());
+            }
+        };
+        let _ = write!(out, "{{\"at\":\"{}\"", self.at);
+        text(out, "command", ended.and_then(|e| e.command.as_ref()));
+        if let Some(ended) = ended {
+            let _ = write!(out, ",\"ended_at\":\"{}\"", ended.ended_at);
+        }
+        let _ = write!(out, ",\"event\":\"{}\"", self.kind);
         if let Some(expires_at) = self.expires_at {
             let _ = write!(out, ",\"expires_at\":\"{expires_at}\"");
         }
+        if let Some(limit) = self.limit {
+            let _ = write!(out, ",\"limit_ns\":{}", duration_ns(limit));
+        }
+        text(
+            out,
+            "parent_command",
+            ended.and_then(|e| e.parent_command.as_ref()),
+        );
         if let Some(pid) = self.pid {
             let _ = write!(out, ",\"pid\":{pid}");
         }
@@ -157,11 +242,17 @@ impl Event {
             let _ = serde_json::to_writer(&mut *out, reason);
         }
         let _ = write!(out, ",\"seq\":{}", self.seq);
+        if let Some(ended) = ended {
+            let _ = write!(out, ",\"started_at\":\"{}\"", ended.started_at);
+        }
         if let Some(step_ns) = self.step_ns {
             let _ = write!(out, ",\"step_ns\":{step_ns}");
         }
         if let Some(task) = &self.task {
             let _ = write!(out, ",\"task\":\"{task}\"");
+        }
+        if let Some(uid) = ended.and_then(|e| e.uid) {
+            let _ = write!(out, ",\"uid\":{uid}");
         }
         out.extend_from_slice(b"}\n");
     }
@@ -195,8 +286,38 @@ impl Event {
                 Some(pid) => Some(u32::try_from(pid.as_u64()?).ok()?),
                 None => None,
             },
+            limit: match value.get("limit_ns") {
+                Some(ns) => Some(Duration::from_nanos(ns.as_u64()?)),
+                None => None,
+            },
+            ended: match (time("started_at"), time("ended_at")) {
+                (Some(started_at), Some(ended_at)) => {
+                    let text = |field: &str| -> Option<Option<Arc<str>>> {
+                        match value.get(field) {
+                            Some(text) => Some(Some(Arc::from(text.as_str()?))),
+                            None => Some(None),
+                        }
+                    };
+                    Some(EndedHold {
+                        started_at,
+                        ended_at,
+                        uid: match value.get("uid") {
+                            Some(uid) => Some(u32::try_from(uid.as_u64()?).ok()?),
+                            None => None,
+                        },
+                        command: text("command")?,
+                        parent_command: text("parent_command")?,
+                    })
+                }
+                _ => None,
+            },
         })
     }
+}
+
+/// A duration in whole nanoseconds, saturating.
+fn duration_ns(duration: Duration) -> u64 {
+    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// A batch's events as their lines, serialized once and shared by the
@@ -278,6 +399,34 @@ impl EventLog {
         rows_after: usize,
         now: Timestamp,
     ) -> Vec<Event> {
+        let counts = (rows_before, rows_after);
+        self.plan_batch(clock_step, changes, &[], |_| None, counts, now)
+    }
+
+    /// As [`plan`](Self::plan), with a `rearmed` event per name re-armed
+    /// after the changes' events, and each removal's event describing the
+    /// hold that ended: `row` gives the row as it was before the batch (a
+    /// task put earlier in the batch is taken from there).
+    pub fn plan_batch<'a>(
+        &self,
+        clock_step: Option<ClockStep>,
+        changes: &'a [Change],
+        rearmed: &[TaskName],
+        row: impl Fn(&TaskName) -> Option<&'a Task>,
+        (rows_before, rows_after): (usize, usize),
+        now: Timestamp,
+    ) -> Vec<Event> {
+        let mut put: HashMap<&TaskName, &Task> = HashMap::new();
+        let mut ended = |change: &'a Change| match change {
+            Change::Put { task, .. } => {
+                put.insert(&task.name, task);
+                None
+            }
+            Change::Remove { name, cause } => put
+                .remove(name)
+                .or_else(|| row(name))
+                .map(|task| EndedHold::of(task, *cause, now)),
+        };
         let mut seq = self.next_seq;
         let mut next = |kind, task: Option<&TaskName>, expires_at| {
             let event = Event {
@@ -289,6 +438,8 @@ impl EventLog {
                 step_ns: None,
                 reason: None,
                 pid: None,
+                ended: None,
+                limit: None,
             };
             seq += 1;
             event
@@ -311,16 +462,31 @@ impl EventLog {
                         ..next(kind, Some(&task.name), Some(task.expires_at))
                     }
                 }
-                Change::Remove { name, cause } => match cause {
-                    Removal::Deleted => next(EventKind::Deleted, Some(name), None),
-                    Removal::Expired => next(EventKind::Expired, Some(name), None),
-                    Removal::Released { pid } => Event {
-                        pid: Some(*pid),
-                        ..next(EventKind::Released, Some(name), None)
-                    },
-                },
+                Change::Remove { name, cause } => {
+                    let event = match cause {
+                        Removal::Deleted => next(EventKind::Deleted, Some(name), None),
+                        Removal::Expired => next(EventKind::Expired, Some(name), None),
+                        Removal::Released { pid } => Event {
+                            pid: Some(*pid),
+                            ..next(EventKind::Released, Some(name), None)
+                        },
+                        Removal::Capped { trip } => Event {
+                            limit: Some(trip.limit),
+                            ..next(EventKind::Capped, Some(name), None)
+                        },
+                    };
+                    Event {
+                        ended: ended(change),
+                        ..event
+                    }
+                }
             }))
             .collect();
+        events.extend(
+            rearmed
+                .iter()
+                .map(|name| next(EventKind::Rearmed, Some(name), None)),
+        );
         if rows_before == 0 && rows_after > 0 {
             events.push(next(EventKind::Held, None, None));
         } else if rows_before > 0 && rows_after == 0 {
@@ -395,7 +561,10 @@ impl EventLog {
                         }
                         _ => matches!(
                             event.kind,
-                            EventKind::Deleted | EventKind::Expired | EventKind::Released
+                            EventKind::Deleted
+                                | EventKind::Expired
+                                | EventKind::Released
+                                | EventKind::Capped
                         ),
                     })
             })

@@ -10,6 +10,8 @@
 //! - [`tasks`]: the pure state machine: tasks by name beside a deadline index;
 //!   plan a batch of changes, apply it once it is durable.
 //! - [`events`]: numbered change and held/idle events, with a bounded history.
+//! - [`usage`]: the history of ended holds and the report of what kept the
+//!   machine awake over a window; the names a hold limit tripped.
 //! - [`metrics`]: counters and their Prometheus rendering.
 //! - [`logging`]: the daemon's stderr log writer, which drops (and counts)
 //!   what it cannot write instead of failing, and folds repeated lines into
@@ -66,3 +68,4 @@ pub mod tasks;
 #[doc(hidden)]
 pub mod testing;
 pub mod time;
+pub mod usage;

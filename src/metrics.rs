@@ -67,6 +67,10 @@ pub struct Metrics {
     pub expired: u64,
     /// Tasks released because their bound process exited.
     pub released: u64,
+    /// Tasks deleted by a client.
+    pub deleted: u64,
+    /// Tasks released by their hold limit (`--max-held-for`).
+    pub capped: u64,
     pub connections_accepted: u64,
     /// Connections and event streams refused for a share, by cause
     /// ([`Refused::CAUSES`](crate::shares::Refused::CAUSES)).
@@ -116,6 +120,8 @@ impl Default for Metrics {
             commit_failures: 0,
             expired: 0,
             released: 0,
+            deleted: 0,
+            capped: 0,
             connections_accepted: 0,
             connections_refused: BTreeMap::new(),
             hook_runs: 0,
@@ -260,6 +266,21 @@ impl Metrics {
             ),
         ];
         singles(out, &families);
+        const RELEASES: &str = "sprite_tasks_releases_total";
+        header(
+            out,
+            RELEASES,
+            Kind::Counter,
+            "Holds ended, by cause: deleted by a client, expired, their bound process exited, or released by --max-held-for.",
+        );
+        for (cause, count) in [
+            ("deleted", self.deleted),
+            ("expired", self.expired),
+            ("holder_exited", self.released),
+            ("max_held_for", self.capped),
+        ] {
+            let _ = writeln!(out, "{RELEASES}{{cause=\"{cause}\"}} {count}");
+        }
     }
 
     /// Client connections and event streams.
@@ -525,6 +546,12 @@ sprite_tasks_bound 14
 # HELP sprite_tasks_commit_failures_total Batches not committed because the disk failed; their clients got 503.
 # TYPE sprite_tasks_commit_failures_total counter
 sprite_tasks_commit_failures_total 4
+# HELP sprite_tasks_releases_total Holds ended, by cause: deleted by a client, expired, their bound process exited, or released by --max-held-for.
+# TYPE sprite_tasks_releases_total counter
+sprite_tasks_releases_total{cause="deleted"} 23
+sprite_tasks_releases_total{cause="expired"} 5
+sprite_tasks_releases_total{cause="holder_exited"} 6
+sprite_tasks_releases_total{cause="max_held_for"} 24
 # HELP sprite_tasks_connections Open client connections.
 # TYPE sprite_tasks_connections gauge
 sprite_tasks_connections 16
@@ -622,6 +649,8 @@ sprite_tasks_commit_seconds_count 3
         metrics.commit_failures = 4;
         metrics.expired = 5;
         metrics.released = 6;
+        metrics.deleted = 23;
+        metrics.capped = 24;
         metrics.connections_accepted = 7;
         metrics.connection_refused("reserve");
         metrics.connection_refused("uid_streams");

@@ -21,9 +21,12 @@
 //! version `2`, `started_at`, `expires_at`, the *details*, then the CRC-32
 //! of version, name bytes and everything after the version up to the CRC.
 //!
-//! Version 3 (what this build writes) is version 2 with the owner's uid
-//! (`u32`, [`UNKNOWN_OWNER`] when unknown) between `expires_at` and the
-//! details.
+//! Version 3 (still read) is version 2 with the owner's uid (`u32`,
+//! [`UNKNOWN_OWNER`] when unknown) between `expires_at` and the details.
+//!
+//! Version 4 (what this build writes) is version 3 whose details end with
+//! a second presence byte: bit 0, the task's own hold limit
+//! (`max_held_for`) follows as `u64` nanoseconds.
 //!
 //! The details are a presence byte, then each present field in this order:
 //!
@@ -47,7 +50,10 @@ use crate::tasks::{Binding, Holder, NameError, Task, TaskName};
 use crate::time::Timestamp;
 
 /// The version this build writes.
-pub const VERSION: u8 = 3;
+pub const VERSION: u8 = 4;
+
+/// The version before hold limits, still read.
+pub const VERSION_3: u8 = 3;
 
 /// The first version, still read.
 pub const VERSION_1: u8 = 1;
@@ -78,6 +84,8 @@ const HOLDER_PARENT_COMMAND: u8 = 1 << 4;
 const REASON: u8 = 1 << 5;
 const BINDING: u8 = 1 << 6;
 const HOLDER: u8 = 1 << 7;
+/// Bit 0 of the second presence byte (version 4): the task's own hold limit.
+const MAX_HELD_FOR: u8 = 1;
 
 /// Bytes before the details: version and the two timestamps (and, from
 /// version 3, the owner).
@@ -161,7 +169,7 @@ impl fmt::Display for FieldError {
 
 impl std::error::Error for FieldError {}
 
-/// Encodes a task's value bytes (version 3).
+/// Encodes a task's value bytes (version 4).
 pub fn encode(task: &Task) -> Vec<u8> {
     let mut out = Vec::with_capacity(FIXED_LEN + 1 + CRC_LEN);
     out.push(VERSION);
@@ -232,6 +240,14 @@ pub fn encode_details(task: &Task, out: &mut Vec<u8>) {
         out.extend_from_slice(&binding.pid.to_le_bytes());
         out.extend_from_slice(&binding.start_time.to_le_bytes());
     }
+    match task.max_held_for {
+        Some(limit) => {
+            out.push(MAX_HELD_FOR);
+            let nanos = u64::try_from(limit.as_nanos()).unwrap_or(u64::MAX);
+            out.extend_from_slice(&nanos.to_le_bytes());
+        }
+        None => out.push(0),
+    }
 }
 
 /// A task's details as [`encode_details`] wrote them.
@@ -240,6 +256,7 @@ pub struct Details {
     pub holder: Option<Holder>,
     pub reason: Option<String>,
     pub binding: Option<Binding>,
+    pub max_held_for: Option<std::time::Duration>,
 }
 
 impl Details {
@@ -248,15 +265,17 @@ impl Details {
         task.holder = self.holder;
         task.reason = self.reason;
         task.binding = self.binding;
+        task.max_held_for = self.max_held_for;
     }
 }
 
-/// Reads the details at the start of `bytes`; returns them and the number
-/// of bytes they took.
+/// Reads the details at the start of `bytes`, ending with a hold limit
+/// when `with_limit` (record version 4, log format 4); returns them and the
+/// number of bytes they took.
 ///
 /// # Errors
 /// [`FieldError`] saying which field does not read.
-pub fn decode_details(bytes: &[u8]) -> Result<(Details, usize), FieldError> {
+pub fn decode_details(bytes: &[u8], with_limit: bool) -> Result<(Details, usize), FieldError> {
     let mut reader = Reader::new(bytes);
     let presence = reader.u8()?;
     let has = |bit: u8| presence & bit != 0;
@@ -292,6 +311,9 @@ pub fn decode_details(bytes: &[u8]) -> Result<(Details, usize), FieldError> {
         let pid = reader.u32()?;
         let start_time = reader.u64()?;
         details.binding = Some(Binding { pid, start_time });
+    }
+    if with_limit && reader.u8()? & MAX_HELD_FOR != 0 {
+        details.max_held_for = Some(std::time::Duration::from_nanos(reader.u64()?));
     }
     Ok((details, reader.used))
 }
@@ -382,10 +404,10 @@ pub fn decode(key: &[u8], bytes: &[u8]) -> Result<Task, RecordError> {
         VERSION_2 if bytes.len() < FIXED_LEN_V2 + 1 + CRC_LEN => {
             return Err(RecordError::Length(bytes.len()));
         }
-        VERSION if bytes.len() < FIXED_LEN + 1 + CRC_LEN => {
+        VERSION_3 | VERSION if bytes.len() < FIXED_LEN + 1 + CRC_LEN => {
             return Err(RecordError::Length(bytes.len()));
         }
-        VERSION_1 | VERSION_2 | VERSION => {}
+        VERSION_1 | VERSION_2 | VERSION_3 | VERSION => {}
         other => return Err(RecordError::Version(other)),
     }
     let (body, crc) = bytes.split_at(bytes.len() - CRC_LEN);
@@ -412,7 +434,8 @@ pub fn decode(key: &[u8], bytes: &[u8]) -> Result<Task, RecordError> {
     };
     {
         let details = &body[details_at..];
-        let (decoded, used) = decode_details(details).map_err(RecordError::Details)?;
+        let (decoded, used) =
+            decode_details(details, version == VERSION).map_err(RecordError::Details)?;
         if used != details.len() {
             return Err(RecordError::TrailingDetails(details.len() - used));
         }
@@ -485,7 +508,12 @@ mod tests {
             let bytes = encode(&task);
             assert_eq!(decode(b"agent", &bytes), Ok(task));
         }
-        assert_eq!(encode(&task()).len(), 26);
+        assert_eq!(encode(&task()).len(), 27);
+        let limited = Task {
+            max_held_for: Some(std::time::Duration::from_millis(2500)),
+            ..detailed()
+        };
+        assert_eq!(decode(b"agent", &encode(&limited)), Ok(limited));
         let partial = Task {
             holder: Some(Holder {
                 uid: Some(0),
@@ -528,6 +556,17 @@ mod tests {
     }
 
     #[test]
+    fn version_3_records_still_load_without_a_hold_limit() {
+        // Version 4 less its second presence byte is version 3.
+        let v4 = encode(&detailed());
+        let mut v3 = v4[..v4.len() - CRC_LEN - 1].to_vec();
+        v3[0] = VERSION_3;
+        let crc = checksum("agent", &v3);
+        v3.extend_from_slice(&crc.to_le_bytes());
+        assert_eq!(decode(b"agent", &v3), Ok(detailed()));
+    }
+
+    #[test]
     fn owners_round_trip_known_unknown_and_root() {
         for owner in [Some(0), Some(1000), Some(UNKNOWN_OWNER - 1), None] {
             let task = Task { owner, ..task() };
@@ -553,9 +592,9 @@ mod tests {
         assert_eq!(decode(b"agent", &[]), Err(RecordError::Length(0)));
         let v1 = hex(V1_AGENT);
         assert_eq!(decode(b"agent", &v1[..20]), Err(RecordError::Length(20)));
-        let mut v4 = bytes.clone();
-        v4[0] = 4;
-        assert_eq!(decode(b"agent", &v4), Err(RecordError::Version(4)));
+        let mut v5 = bytes.clone();
+        v5[0] = 5;
+        assert_eq!(decode(b"agent", &v5), Err(RecordError::Version(5)));
         assert!(matches!(
             decode(b"other", &bytes),
             Err(RecordError::Checksum { .. })
@@ -624,7 +663,11 @@ mod tests {
             ),
         ];
         for (bytes, error, message) in cases {
-            assert_eq!(decode_details(&bytes), Err(error.clone()), "{bytes:?}");
+            assert_eq!(
+                decode_details(&bytes, true),
+                Err(error.clone()),
+                "{bytes:?}"
+            );
             assert_eq!(error.to_string(), message);
         }
     }

@@ -27,6 +27,17 @@ pub const STEP_TOLERANCE: Duration = Duration::from_secs(1);
 /// machine's. Not for production use.
 pub const TEST_CLOCK_OFFSET_ENV: &str = "SPRITE_TASKSD_TEST_CLOCK_OFFSET_FILE";
 
+/// A span as `humantime` writes it, to the millisecond (to the second from
+/// a minute up): `3s`, `2s 500ms`, `1h 5m 3s`.
+pub fn human_span(span: Duration) -> String {
+    let rounded = if span >= Duration::from_secs(60) {
+        Duration::from_secs(span.as_secs())
+    } else {
+        Duration::from_millis(u64::try_from(span.as_millis()).unwrap_or(u64::MAX))
+    };
+    humantime::format_duration(rounded).to_string()
+}
+
 /// A wall-clock instant in nanoseconds since the Unix epoch.
 ///
 /// Deadlines are persisted as `Timestamp`s so that they mean the same instant

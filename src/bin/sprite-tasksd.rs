@@ -155,6 +155,19 @@ struct Args {
     #[arg(long, default_value_t = sprite_tasks::events::DEFAULT_RETENTION)]
     event_retention: usize,
 
+    /// Release any task held longer than this in one stretch, however
+    /// often it is refreshed, and refuse its name (409) until a DELETE
+    /// re-arms it: a stop for a heartbeat loop nobody ended. Off by
+    /// default; set it to the longest job this machine runs (e.g. 12h).
+    /// A task's own "max_held_for" may lower it.
+    #[arg(long, value_name = "DURATION", value_parser = parse_max_held_for)]
+    max_held_for: Option<Duration>,
+
+    /// How long GET /v1/usage can look back: ended holds older than this
+    /// are pruned from the database.
+    #[arg(long, value_name = "DURATION", default_value = "35d", value_parser = parse_usage_retention)]
+    usage_retention: Duration,
+
     /// Size of the write-ahead log (DB.wal) when it is created, in bytes
     /// (suffixes KiB, MiB). An existing log keeps its size. Writers get 503
     /// when it is full because checkpoints into the database keep failing.
@@ -235,6 +248,28 @@ fn parse_max_expire(text: &str) -> Result<Duration, String> {
             expire::FORMS
         ),
     })
+}
+
+/// `--max-held-for`: from 1s up to a year, in the forms `expire` takes.
+fn parse_max_held_for(text: &str) -> Result<Duration, String> {
+    expire::parse_arg(text, sprite_tasks::api::MAX_HELD_FOR_CEILING).map_err(|e| match e {
+        ExpireError::TooShort | ExpireError::TooLong { .. } => format!(
+            "{text:?} is out of range: --max-held-for is between 1s and {}",
+            humantime::format_duration(sprite_tasks::api::MAX_HELD_FOR_CEILING),
+        ),
+        _ => format!(
+            "{text:?} is not a duration; --max-held-for is {}",
+            expire::FORMS
+        ),
+    })
+}
+
+/// `--usage-retention`: from an hour up to ten years.
+fn parse_usage_retention(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text)
+        .ok()
+        .filter(|d| (Duration::from_secs(3600)..=Duration::from_secs(3653 * 24 * 3600)).contains(d))
+        .ok_or_else(|| format!("{text:?} is not a duration between 1h and 10 years such as 35d"))
 }
 
 /// `path` made absolute against the working directory, so the start-up line
@@ -323,12 +358,15 @@ fn main() -> ExitCode {
             grace: args.hook_grace,
         },
         event_retention: args.event_retention.max(1),
+        max_held_for: args.max_held_for,
+        usage_retention: args.usage_retention,
     };
     let store_options = StoreOptions {
         log_size: args.log_size,
         checkpoint_interval: args.checkpoint_interval,
         checkpoint_changes: args.checkpoint_changes.max(1),
         background: true,
+        usage_retention: args.usage_retention,
     };
     let service = match service {
         Ok(service) => service,

@@ -63,6 +63,10 @@ pub struct Config {
     pub hooks: HookConfig,
     /// Events kept for `GET /v1/events?since=`.
     pub event_retention: usize,
+    /// `--max-held-for`: the longest any task is held in one stretch.
+    pub max_held_for: Option<Duration>,
+    /// How long the usage history keeps a hold after it ended.
+    pub usage_retention: Duration,
 }
 
 impl Config {
@@ -95,6 +99,8 @@ impl Config {
             ownership: self.ownership,
             max_expire: self.max_expire,
             event_retention: self.event_retention,
+            max_held_for: self.max_held_for,
+            usage_retention: self.usage_retention,
             shares: self.shares,
             daemon_uid,
         }
@@ -123,6 +129,8 @@ impl Default for Config {
                 ..HookConfig::default()
             },
             event_retention: crate::events::DEFAULT_RETENTION,
+            max_held_for: None,
+            usage_retention: crate::usage::DEFAULT_USAGE_RETENTION,
         }
     }
 }

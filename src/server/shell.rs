@@ -109,8 +109,7 @@ impl Server {
         let (quarantined, replayed) = (loaded.quarantined.len(), loaded.replayed);
         let (wall, mono) = read_clocks();
         let settings = config.core_settings(process::effective_uid());
-        let (core, mut recovered) =
-            Core::recover(settings, loaded.tasks, loaded.events, wall, mono);
+        let (core, mut recovered) = Core::recover(settings, loaded, wall, mono);
         let poll = Poll::new().map_err(ServerError::Reactor)?;
         let mut signals = Signals::new([SIGTERM, SIGINT, SIGCHLD]).map_err(ServerError::Reactor)?;
         poll.registry()

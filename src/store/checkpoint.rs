@@ -93,7 +93,12 @@ impl Engine {
             for (_, batch) in &scan.batches {
                 for (seq, line) in &batch.events {
                     match Event::from_json(line) {
-                        Some(event) => replayed_events.push(event),
+                        Some(event) => {
+                            if super::tables::usage_instant(line).is_some() {
+                                loaded.usage.push(event.clone());
+                            }
+                            replayed_events.push(event);
+                        }
                         None => warn!(seq, "unreadable event in the log skipped"),
                     }
                 }
@@ -119,6 +124,9 @@ impl Engine {
             loaded.events.reverse();
             loaded.events.sort_by_key(|event| event.seq);
             loaded.events.dedup_by_key(|event| event.seq);
+            loaded.usage.reverse();
+            loaded.usage.sort_by_key(|event| event.seq);
+            loaded.usage.dedup_by_key(|event| event.seq);
         }
         loaded.replayed = scan.batches.len();
         if !scan.stop.is_clean() {

@@ -19,7 +19,7 @@
 //! |---|---|---|
 //! | 0 | 4 | magic `SPWL` |
 //! | 4 | 2 | kind: 1 batch, 2 wrap |
-//! | 6 | 2 | format version: 3 (1 and 2 are still read) |
+//! | 6 | 2 | format version: 4 (1 to 3 are still read) |
 //! | 8 | 4 | payload length |
 //! | 12 | 4 | CRC-32 (IEEE) of bytes 0..12, 16..32 and the payload |
 //! | 16 | 8 | log sequence number (LSN) |
@@ -28,17 +28,20 @@
 //!
 //! A batch's payload: `u32` change count, each change as a kind byte (1 put
 //! of a new task, 2 put of a refresh, 3 removal by delete, 4 removal by
-//! expiry, 5 release by the exit of the bound process), `u16` name length,
+//! expiry, 5 release by the exit of the bound process, 6 release by the
+//! hold limit), `u16` name length,
 //! the name, and for a put `started_at` and `expires_at` (`u64` ns), the
 //! owner's uid (`u32`, as a record stores it) and the task's details as a
 //! record stores them
 //! ([`record::encode_details`](crate::record::encode_details)), for a
-//! release the `u32` pid; then `u32` event count, each as `u64` sequence
+//! release the `u32` pid, for a release by the hold limit the owner (`u32`)
+//! and the trip's instant, length held and limit (`u64` ns each); then `u32` event count, each as `u64` sequence
 //! number, `u32` length and the event's JSON line; then `u64`
 //! keep-events-from and `u64` trim slack (see
 //! [`Store::commit_batch`](super::Store::commit_batch)).
 //!
-//! Format 2 (the release before owners) is the same without the owner, and
+//! Format 3 (the release before hold limits) is the same without the
+//! details' hold limit and releases by it. Format 2 (the release before owners) is the same without the owner, and
 //! format 1 (the release before holders) without details and releases
 //! too; their frames are still replayed, their tasks owned by root
 //! ([`record::LEGACY_OWNER`]).
@@ -51,7 +54,9 @@
 use std::fmt;
 
 use crate::record::{self, FieldError, Reader, read_u64};
-use crate::tasks::{Change, Removal, Task, TaskName};
+use std::time::Duration;
+
+use crate::tasks::{Change, Removal, Task, TaskName, Trip};
 use crate::time::Timestamp;
 
 /// Bytes of a frame header.
@@ -62,7 +67,9 @@ pub const ALIGN: u64 = 8;
 
 const MAGIC: [u8; 4] = *b"SPWL";
 /// The format this build writes.
-const FORMAT: u16 = 3;
+const FORMAT: u16 = 4;
+/// The format before hold limits, still read.
+const FORMAT_3: u16 = 3;
 /// The format before task details, still read.
 const FORMAT_1: u16 = 1;
 /// The format before owners, still read.
@@ -247,6 +254,7 @@ pub fn encode_batch<'a>(
                 Removal::Deleted => 3,
                 Removal::Expired => 4,
                 Removal::Released { .. } => 5,
+                Removal::Capped { .. } => 6,
             },
         };
         out.push(kind);
@@ -264,6 +272,17 @@ pub fn encode_batch<'a>(
                 cause: Removal::Released { pid },
                 ..
             } => out.extend_from_slice(&pid.to_le_bytes()),
+            Change::Remove {
+                cause: Removal::Capped { trip },
+                ..
+            } => {
+                out.extend_from_slice(&record::encode_owner(trip.owner).to_le_bytes());
+                out.extend_from_slice(&trip.at.as_nanos().to_le_bytes());
+                for span in [trip.held, trip.limit] {
+                    let nanos = u64::try_from(span.as_nanos()).unwrap_or(u64::MAX);
+                    out.extend_from_slice(&nanos.to_le_bytes());
+                }
+            }
             Change::Remove { .. } => {}
         }
     }
@@ -354,7 +373,7 @@ pub fn scan(ring: &[u8], start: u64, first_lsn: u64) -> Scan {
         }
         let kind = u16::from_le_bytes([header[4], header[5]]);
         let version = u16::from_le_bytes([header[6], header[7]]);
-        if !matches!(version, FORMAT_1 | FORMAT_2 | FORMAT)
+        if !matches!(version, FORMAT_1 | FORMAT_2 | FORMAT_3 | FORMAT)
             || !(kind == FrameKind::Batch as u16 || kind == FrameKind::Wrap as u16)
         {
             return stopped(scan, Stop::Format { kind, version }, position);
@@ -411,7 +430,8 @@ fn stopped(mut scan: Scan, stop: Stop, at: u64) -> Scan {
 /// [`PayloadError`] saying what does not decode.
 pub fn decode_batch(payload: &[u8], version: u16) -> Result<BatchRecord, PayloadError> {
     let details = version >= FORMAT_2;
-    let owners = version >= FORMAT;
+    let owners = version >= FORMAT_3;
+    let limits = version >= FORMAT;
     let mut reader = Reader::new(payload);
     let mut batch = BatchRecord::default();
     let changes = reader.u32()?;
@@ -437,7 +457,7 @@ pub fn decode_batch(payload: &[u8], version: u16) -> Result<BatchRecord, Payload
                     Some(record::LEGACY_OWNER)
                 };
                 if details {
-                    let (decoded, used) = record::decode_details(reader.rest())?;
+                    let (decoded, used) = record::decode_details(reader.rest(), limits)?;
                     reader.take(used)?;
                     decoded.apply_to(&mut task);
                 }
@@ -458,6 +478,23 @@ pub fn decode_batch(payload: &[u8], version: u16) -> Result<BatchRecord, Payload
                 name,
                 cause: Removal::Released { pid: reader.u32()? },
             },
+            6 if limits => {
+                let owner = record::decode_owner(reader.u32()?);
+                let at = Timestamp::from_nanos(reader.u64()?);
+                let held = Duration::from_nanos(reader.u64()?);
+                let limit = Duration::from_nanos(reader.u64()?);
+                Change::Remove {
+                    name,
+                    cause: Removal::Capped {
+                        trip: Trip {
+                            owner,
+                            at,
+                            held,
+                            limit,
+                        },
+                    },
+                }
+            }
             other => return Err(PayloadError::ChangeKind(other)),
         };
         batch.changes.push(change);

@@ -113,6 +113,9 @@ pub struct StoreOptions {
     /// Checkpoints on a thread of their own (production) or inline, when
     /// due, in [`Store::poll`] (deterministic tests).
     pub background: bool,
+    /// How long the usage history keeps a hold after it ended: a
+    /// checkpoint deletes older ones.
+    pub usage_retention: Duration,
 }
 
 impl Default for StoreOptions {
@@ -122,6 +125,7 @@ impl Default for StoreOptions {
             checkpoint_interval: DEFAULT_CHECKPOINT_INTERVAL,
             checkpoint_changes: DEFAULT_CHECKPOINT_CHANGES,
             background: true,
+            usage_retention: crate::usage::DEFAULT_USAGE_RETENTION,
         }
     }
 }
@@ -135,6 +139,9 @@ pub struct Loaded {
     pub quarantined: Vec<(String, RecordError)>,
     /// The retained event history, in order. Unreadable events are skipped.
     pub events: Vec<Event>,
+    /// The usage history: every event that ended a hold, tripped or re-armed
+    /// a name within the usage retention, in order.
+    pub usage: Vec<Event>,
     /// Log frames replayed over the tables.
     pub replayed: usize,
     /// Where the log ended with a torn or damaged frame (never
@@ -304,7 +311,7 @@ impl Store {
             )));
         }
         let engine = Engine {
-            tables: Tables::new(db, opener),
+            tables: Tables::new(db, opener, options.usage_retention),
             log: Arc::clone(&log),
         };
         let worker = if options.background {
@@ -748,6 +755,8 @@ mod tests {
             step_ns: None,
             reason: None,
             pid: None,
+            ended: None,
+            limit: None,
         };
         {
             let mut store = Store::open(&path, &inline()).unwrap();

@@ -3,7 +3,9 @@
 //! Tables: `tasks` maps a task name to its [`record`](crate::record);
 //! `quarantine` keeps rows that could not be trusted on load, never served
 //! and never silently deleted; `events` is the retained event history;
-//! `meta` says which log frames the tables already contain (`log.lsn`, the
+//! `usage` keeps the events that ended a hold, tripped or re-armed a name,
+//! keyed by when the hold ended (or the name was re-armed) and sequence
+//! number, for the usage retention; `meta` says which log frames the tables already contain (`log.lsn`, the
 //! last one, and `log.position`, where the frame after it goes). A database
 //! written before the log existed has no `meta` and covers nothing of it.
 //!
@@ -12,19 +14,23 @@
 //! call reopens it through the [`Opener`].
 
 use std::fmt;
+use std::time::Duration;
 
 use redb::{Database, DatabaseError, ReadableTable, TableDefinition};
 use tracing::{error, warn};
 
 use super::pending::{LogMark, Pending};
 use super::{Loaded, StoreError};
-use crate::events::Event;
+use crate::events::{Event, EventKind};
 use crate::record::{self, RecordError};
+use crate::time::Timestamp;
 
 pub(crate) const TASKS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("tasks");
 const QUARANTINE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("quarantine");
 /// The retained event history: sequence number to the event's JSON.
 const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
+/// The usage history: (instant in ns, sequence number) to the event's JSON.
+const USAGE: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("usage");
 /// Where the tables stand in the log.
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const META_LSN: &str = "log.lsn";
@@ -38,6 +44,7 @@ pub type Opener = Box<dyn FnMut() -> Result<Database, DatabaseError> + Send>;
 pub struct Tables {
     db: Option<Database>,
     opener: Opener,
+    usage_retention: Duration,
 }
 
 impl fmt::Debug for Tables {
@@ -49,11 +56,13 @@ impl fmt::Debug for Tables {
 }
 
 impl Tables {
-    /// Wraps an open database.
-    pub fn new(db: Database, opener: Opener) -> Tables {
+    /// Wraps an open database whose usage history keeps holds for
+    /// `usage_retention`.
+    pub fn new(db: Database, opener: Opener, usage_retention: Duration) -> Tables {
         Tables {
             db: Some(db),
             opener,
+            usage_retention,
         }
     }
 
@@ -86,6 +95,15 @@ impl Tables {
                         None => warn!(seq = seq.value(), "unreadable event skipped"),
                     }
                 }
+                let usage = txn.open_table(USAGE).map_err(io)?;
+                for row in usage.iter().map_err(io)? {
+                    let (key, value) = row.map_err(io)?;
+                    match Event::from_json(value.value()) {
+                        Some(event) => loaded.usage.push(event),
+                        None => warn!(seq = key.value().1, "unreadable usage event skipped"),
+                    }
+                }
+                loaded.usage.sort_by_key(|event| event.seq);
                 let meta = txn.open_table(META).map_err(io)?;
                 if let Some(lsn) = meta.get(META_LSN).map_err(io)? {
                     mark.lsn = lsn.value();
@@ -122,6 +140,7 @@ impl Tables {
     /// [`StoreError::Io`]: nothing of it may be assumed written. The
     /// database has been dropped and the next call reopens it.
     pub fn checkpoint(&mut self, pending: &Pending) -> Result<(), StoreError> {
+        let retention = u64::try_from(self.usage_retention.as_nanos()).unwrap_or(u64::MAX);
         self.guard(|db| {
             let txn = db.begin_write().map_err(io)?;
             {
@@ -136,6 +155,21 @@ impl Tables {
                 let oldest = table.first().map_err(io)?.map(|(seq, _)| seq.value());
                 if oldest.is_some_and(|seq| seq.saturating_add(pending.trim_slack()) < keep_from) {
                     table.retain_in(..keep_from, |_, _| false).map_err(io)?;
+                }
+            }
+            {
+                let mut usage = txn.open_table(USAGE).map_err(io)?;
+                for (seq, line) in pending.events() {
+                    if let Some(at) = usage_instant(line) {
+                        usage.insert((at.as_nanos(), seq), line).map_err(io)?;
+                    }
+                }
+                // The worker's own reading of the clock: pruning a day late
+                // or early after a clock step loses nothing a report needs.
+                let horizon = crate::time::wall_now().as_nanos().saturating_sub(retention);
+                let oldest = usage.first().map_err(io)?.map(|(key, _)| key.value().0);
+                if oldest.is_some_and(|at| at < horizon) {
+                    usage.retain_in(..(horizon, 0), |_, _| false).map_err(io)?;
                 }
             }
             {
@@ -184,6 +218,22 @@ impl Tables {
             self.db = None;
         }
         result
+    }
+}
+
+/// The instant a usage event is kept by: when its hold ended, or when the
+/// name was re-armed; `None` for any other event. Only lines that can be
+/// one are parsed.
+pub(crate) fn usage_instant(line: &[u8]) -> Option<Timestamp> {
+    let usage = |needle: &[u8]| line.windows(needle.len()).any(|w| w == needle);
+    if !usage(b"\"ended_at\":") && !usage(b"\"event\":\"rearmed\"") {
+        return None;
+    }
+    let event = Event::from_json(line)?;
+    match (event.kind, &event.ended) {
+        (EventKind::Rearmed, _) => Some(event.at),
+        (_, Some(ended)) => Some(ended.ended_at),
+        _ => None,
     }
 }
 

@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use super::{Binding, Task, TaskName, Tasks};
+use super::{Binding, Task, TaskName, Tasks, Trip};
 use crate::time::{ClockStep, Timestamp};
 
 /// One row-level change: what the store writes and the state applies.
@@ -30,6 +30,21 @@ pub enum Removal {
     Expired,
     /// The process it was bound to exited (or, found at start-up, is gone).
     Released { pid: u32 },
+    /// It was held for its whole hold limit (`--max-held-for`, or its own
+    /// `max_held_for`): its deadline was the limit's, and its name trips.
+    Capped { trip: Trip },
+}
+
+impl Removal {
+    /// The cause as the metrics and the usage report name it.
+    pub fn label(self) -> &'static str {
+        match self {
+            Removal::Deleted => "deleted",
+            Removal::Expired => "expired",
+            Removal::Released { .. } => "holder_exited",
+            Removal::Capped { .. } => "max_held_for",
+        }
+    }
 }
 
 impl Change {
@@ -58,6 +73,11 @@ pub struct Batch {
     clock_step: Option<ClockStep>,
     bound_delta: isize,
     owned_delta: BTreeMap<u32, isize>,
+    /// Names this batch trips (`Some`, by a capped removal) or re-arms
+    /// (`None`), the last word for each.
+    trips: HashMap<TaskName, Option<Trip>>,
+    /// Names re-armed, in the order planned: each a `rearmed` event.
+    rearmed: Vec<TaskName>,
 }
 
 impl Batch {
@@ -71,9 +91,27 @@ impl Batch {
         &self.changes
     }
 
-    /// Whether nothing was planned: no change and no clock step.
+    /// Whether nothing was planned: no change, no re-arming and no clock
+    /// step.
     pub fn is_empty(&self) -> bool {
-        self.changes.is_empty() && self.clock_step.is_none()
+        self.changes.is_empty() && self.rearmed.is_empty() && self.clock_step.is_none()
+    }
+
+    /// The tripped names this batch re-arms, in order.
+    pub fn rearmed(&self) -> &[TaskName] {
+        &self.rearmed
+    }
+
+    /// What the batch says of `name`'s trip: `Some(Some(trip))` if it trips
+    /// it, `Some(None)` if it re-arms it, `None` if neither.
+    pub(super) fn trip_of(&self, name: &TaskName) -> Option<Option<Trip>> {
+        self.trips.get(name).copied()
+    }
+
+    /// Re-arms the tripped `name`.
+    pub(super) fn rearm(&mut self, name: TaskName) {
+        self.trips.insert(name.clone(), None);
+        self.rearmed.push(name);
     }
 
     /// Records a step of the wall clock, for its event.
@@ -111,9 +149,10 @@ impl Batch {
         self.owned_delta.get(&uid).copied().unwrap_or(0)
     }
 
-    /// The changes in the order they were planned, to apply.
-    pub(super) fn into_changes(self) -> Vec<Change> {
-        self.changes
+    /// The changes in the order they were planned and the names re-armed,
+    /// to apply.
+    pub(super) fn into_parts(self) -> (Vec<Change>, Vec<TaskName>) {
+        (self.changes, self.rearmed)
     }
 }
 
@@ -177,6 +216,13 @@ impl Tasks {
         }
         if let Some(uid) = row.and_then(|task| task.owner) {
             *batch.owned_delta.entry(uid).or_default() += 1;
+        }
+        if let Change::Remove {
+            cause: Removal::Capped { trip },
+            ..
+        } = &change
+        {
+            batch.trips.insert(name.clone(), Some(*trip));
         }
         batch.latest.insert(name, batch.changes.len());
         batch.changes.push(change);

@@ -8,7 +8,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use super::{Binding, Holder, Task, TaskName};
+use super::{Binding, Holder, Task, TaskName, Trip};
 
 /// What a create or refresh says about the hold besides its expiry.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -20,6 +20,9 @@ pub struct Claim {
     /// The process the hold ends with; `None` keeps the task's binding on
     /// a refresh.
     pub binding: Option<Binding>,
+    /// The longest the task may be held in one stretch; `None` keeps the
+    /// task's on a refresh.
+    pub max_held_for: Option<Duration>,
 }
 
 /// A request to change the state. `caller` is the uid of the process that
@@ -128,6 +131,9 @@ pub enum TaskError {
     /// A `DELETE` on condition that the task is bound to `pid`, and it is
     /// not (any more).
     NotBoundTo { name: TaskName, pid: u32 },
+    /// A create or refresh of a name its hold limit released: it stays
+    /// refused until a `DELETE` re-arms it.
+    Tripped { name: TaskName, trip: Trip },
 }
 
 impl TaskError {
@@ -193,6 +199,13 @@ impl fmt::Display for TaskError {
             TaskError::NotBoundTo { name, pid } => write!(
                 f,
                 "task \"{name}\" is no longer bound to process {pid} (another holder took it since); it was not deleted"
+            ),
+            TaskError::Tripped { name, trip } => write!(
+                f,
+                "task \"{name}\" was released at {} after being held for {}, its limit (max-held-for {}); a heartbeat may have outlived its purpose. DELETE /v1/tasks/{name} re-arms the name once that is checked",
+                trip.at,
+                crate::time::human_span(trip.held),
+                crate::time::human_span(trip.limit),
             ),
         }
     }

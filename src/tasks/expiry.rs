@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use super::{Batch, Change, Removal, Task, TaskName, Tasks};
+use super::{Batch, Change, Task, TaskName, Tasks};
 use crate::time::{ClockStep, Timestamp};
 
 /// What [`Tasks::plan_step_back`] or [`Tasks::plan_load`] planned, row by row.
@@ -37,12 +37,14 @@ impl Tasks {
             if planned == limit {
                 break;
             }
-            if !batch.touches(name) {
+            if !batch.touches(name)
+                && let Some(task) = self.by_name.get(name)
+            {
                 self.push(
                     batch,
                     Change::Remove {
                         name: name.clone(),
-                        cause: Removal::Expired,
+                        cause: task.removal_when_due(self.max_held_for),
                     },
                 );
                 planned += 1;
@@ -102,7 +104,7 @@ impl Tasks {
             if batch.touches(&task.name) {
                 continue;
             }
-            let adjusted = adjust(task);
+            let adjusted = adjust(task).capped(self.max_held_for);
             if !adjusted.is_live(now) {
                 planned.expired += 1;
                 let name = task.name.clone();
@@ -110,7 +112,7 @@ impl Tasks {
                     batch,
                     Change::Remove {
                         name,
-                        cause: Removal::Expired,
+                        cause: adjusted.removal_when_due(self.max_held_for),
                     },
                 );
             } else if adjusted != *task {

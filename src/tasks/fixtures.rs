@@ -59,6 +59,7 @@ pub(super) fn claim(reason: Option<&str>, pid: Option<u32>) -> Claim {
             pid,
             start_time: u64::from(pid) * 10,
         }),
+        max_held_for: None,
     }
 }
 

@@ -20,6 +20,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::time::Timestamp;
 
@@ -38,7 +39,7 @@ pub use name::{MAX_NAME_LEN, MAX_REASON_LEN, NameError, TaskName, check_reason};
 pub use ownership::{
     MIN_DEFAULT_MAX_TASKS_PER_UID, Ownership, ROOT_UID, default_max_tasks_per_uid,
 };
-pub use task::{Binding, Holder, Task};
+pub use task::{Binding, Holder, Task, Trip};
 
 /// Default cap on live tasks. Each costs about 300 bytes of memory and a row
 /// on disk; a client that leaks names in a loop is refused (507) long before
@@ -71,6 +72,10 @@ pub struct Tasks {
     max_tasks: usize,
     max_bound: usize,
     ownership: Ownership,
+    /// `--max-held-for`: no task is held longer in one stretch.
+    max_held_for: Option<Duration>,
+    /// Names released by their hold limit, refused until re-armed.
+    tripped: BTreeMap<TaskName, Trip>,
 }
 
 impl Tasks {
@@ -84,6 +89,8 @@ impl Tasks {
             max_tasks,
             max_bound: DEFAULT_MAX_BOUND,
             ownership: Ownership::Shared,
+            max_held_for: None,
+            tripped: BTreeMap::new(),
         }
     }
 
@@ -109,6 +116,16 @@ impl Tasks {
     /// The binding of the row called `name`, live or awaiting expiry.
     pub fn binding_of(&self, name: &TaskName) -> Option<Binding> {
         self.by_name.get(name).and_then(|task| task.binding)
+    }
+
+    /// Every row, live or awaiting expiry, by name.
+    pub fn stored_rows(&self) -> impl Iterator<Item = &Task> {
+        self.by_name.values()
+    }
+
+    /// The row called `name`, live or awaiting expiry.
+    pub fn stored(&self, name: &TaskName) -> Option<&Task> {
+        self.by_name.get(name)
     }
 
     /// The owner of the row called `name`, live or awaiting expiry.
@@ -199,14 +216,43 @@ impl Tasks {
 
     /// Applies a batch that the store has made durable.
     pub fn apply(&mut self, batch: Batch) {
-        for change in batch.into_changes() {
+        let (changes, rearmed) = batch.into_parts();
+        for change in changes {
             match change {
                 Change::Put { task, .. } => self.insert(task),
-                Change::Remove { name, .. } => {
+                Change::Remove { name, cause } => {
                     self.remove(&name);
+                    if let Removal::Capped { trip } = cause {
+                        self.tripped.insert(name, trip);
+                    }
                 }
             }
         }
+        for name in rearmed {
+            self.tripped.remove(&name);
+        }
+    }
+
+    /// Names released by their hold limit and not re-armed since.
+    pub fn tripped(&self) -> &BTreeMap<TaskName, Trip> {
+        &self.tripped
+    }
+
+    /// Sets the tripped names, as the usage history recovered them.
+    pub fn set_tripped(&mut self, tripped: BTreeMap<TaskName, Trip>) {
+        self.tripped = tripped;
+    }
+
+    /// The daemon's hold limit (`--max-held-for`), if set.
+    pub fn hold_limit(&self) -> Option<Duration> {
+        self.max_held_for
+    }
+
+    /// The same state releasing every task held longer than `limit` in one
+    /// stretch.
+    pub fn with_max_held_for(mut self, limit: Option<Duration>) -> Self {
+        self.max_held_for = limit;
+        self
     }
 
     fn insert(&mut self, task: Task) {

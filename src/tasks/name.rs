@@ -44,6 +44,12 @@ impl TaskName {
     }
 
     /// The name as text.
+    /// Whether no other copy of this name exists (for a set that shares
+    /// one copy among many holders, to drop the ones it alone keeps).
+    pub fn is_unshared(&self) -> bool {
+        Arc::strong_count(&self.0) == 1
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use super::{
     Batch, Binding, Change, Claim, Command, Outcome, Removal, Task, TaskError, TaskName, Tasks,
+    Trip,
 };
 use crate::time::Timestamp;
 
@@ -58,6 +59,8 @@ impl Tasks {
                 if self.current(batch, &name, now).is_some() {
                     return Err(TaskError::NameTaken(name));
                 }
+                self.retire_due_row(batch, &name, now);
+                self.check_not_tripped(batch, &name)?;
                 let task = self.new_task(batch, name, expire, claim, caller, now)?;
                 self.push(
                     batch,
@@ -79,6 +82,7 @@ impl Tasks {
                     check_rebinding(existing, &claim)?;
                     let expires_at = now.checked_add(expire).ok_or(TaskError::TimeOverflow)?;
                     let binding = claim.binding.or(existing.binding);
+                    let max_held_for = claim.max_held_for.or(existing.max_held_for);
                     if existing.binding.is_none() && binding.is_some() {
                         self.check_bound_room(batch)?;
                     }
@@ -90,7 +94,9 @@ impl Tasks {
                         reason: claim.reason.or_else(|| existing.reason.clone()),
                         binding,
                         owner: existing.owner,
-                    };
+                        max_held_for,
+                    }
+                    .capped(self.max_held_for);
                     self.push(
                         batch,
                         Change::Put {
@@ -104,6 +110,8 @@ impl Tasks {
                     })
                 }
                 None => {
+                    self.retire_due_row(batch, &name, now);
+                    self.check_not_tripped(batch, &name)?;
                     let task = self.new_task(batch, name, expire, claim, caller, now)?;
                     self.push(
                         batch,
@@ -124,7 +132,8 @@ impl Tasks {
                 bound_to,
             } => {
                 let Some(existing) = self.current(batch, &name, now) else {
-                    return Err(TaskError::NotFound(name));
+                    self.retire_due_row(batch, &name, now);
+                    return self.rearm(batch, name, caller);
                 };
                 self.check_may_change(existing, caller)?;
                 if let Some(pid) = bound_to
@@ -194,7 +203,68 @@ impl Tasks {
             reason: claim.reason,
             binding: claim.binding,
             owner: caller,
-        })
+            max_held_for: claim.max_held_for,
+        }
+        .capped(self.max_held_for))
+    }
+
+    /// Plans the removal of the row called `name` if it is past its
+    /// deadline but not yet removed (more fell due at once than a turn
+    /// expires, or the timer has not fired yet), for the cause its deadline
+    /// had: a name taken again starts a new hold only after the old one has
+    /// ended, in the events and the usage history alike.
+    fn retire_due_row(&self, batch: &mut Batch, name: &TaskName, now: Timestamp) {
+        let Some(row) = self.row(batch, name).filter(|row| !row.is_live(now)) else {
+            return;
+        };
+        let cause = row.removal_when_due(self.max_held_for);
+        self.push(
+            batch,
+            Change::Remove {
+                name: name.clone(),
+                cause,
+            },
+        );
+    }
+
+    /// The trip of `name` as `batch` leaves it.
+    fn trip(&self, batch: &Batch, name: &TaskName) -> Option<Trip> {
+        match batch.trip_of(name) {
+            Some(planned) => planned,
+            None => self.tripped.get(name).copied(),
+        }
+    }
+
+    /// Refuses to take a name its hold limit released.
+    ///
+    /// # Errors
+    /// [`TaskError::Tripped`].
+    fn check_not_tripped(&self, batch: &Batch, name: &TaskName) -> Result<(), TaskError> {
+        match self.trip(batch, name) {
+            Some(trip) => Err(TaskError::Tripped {
+                name: name.clone(),
+                trip,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// A `DELETE` of a name with no live task: re-arms it if its hold
+    /// limit tripped it (its owner or root, as for a task), else 404.
+    fn rearm(
+        &self,
+        batch: &mut Batch,
+        name: TaskName,
+        caller: Option<u32>,
+    ) -> Result<Outcome, TaskError> {
+        let Some(trip) = self.trip(batch, &name) else {
+            return Err(TaskError::NotFound(name));
+        };
+        let mut released = Task::new(name, trip.at, trip.at);
+        released.owner = trip.owner;
+        self.check_may_change(&released, caller)?;
+        batch.rearm(released.name);
+        Ok(Outcome::Deleted)
     }
 
     /// Whether one more row may be bound.

@@ -53,6 +53,25 @@ pub struct Task {
     /// [`Ownership::Shared`](super::Ownership::Shared)). Rows written before owners existed are
     /// root's.
     pub owner: Option<u32>,
+    /// The longest this task may be held in one stretch, as its creator or
+    /// latest refresh asked (`"max_held_for"`); the daemon's
+    /// `--max-held-for` applies too, whichever is shorter.
+    pub max_held_for: Option<Duration>,
+}
+
+/// A name released by its hold limit: creating it again is refused until
+/// it is deleted (re-armed), so a forgotten refresh loop cannot simply take
+/// it again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Trip {
+    /// The owner of the task that was released.
+    pub owner: Option<u32>,
+    /// When it was released: its start plus the limit.
+    pub at: Timestamp,
+    /// How long it had been held.
+    pub held: Duration,
+    /// The limit that released it.
+    pub limit: Duration,
 }
 
 impl Task {
@@ -66,6 +85,50 @@ impl Task {
             reason: None,
             binding: None,
             owner: None,
+            max_held_for: None,
+        }
+    }
+
+    /// The limit on this task's stretch, under the daemon's `limit`: the
+    /// shorter of the two, if either is set.
+    pub fn hold_limit(&self, limit: Option<Duration>) -> Option<Duration> {
+        match (limit, self.max_held_for) {
+            (Some(daemon), Some(own)) => Some(daemon.min(own)),
+            (daemon, own) => daemon.or(own),
+        }
+    }
+
+    /// When the hold limit releases this task, if one applies.
+    pub fn capped_at(&self, limit: Option<Duration>) -> Option<Timestamp> {
+        let limit = self.hold_limit(limit)?;
+        Some(
+            self.started_at
+                .checked_add(limit)
+                .unwrap_or(Timestamp::from_nanos(u64::MAX)),
+        )
+    }
+
+    /// The same task expiring no later than its hold limit allows.
+    pub(super) fn capped(mut self, limit: Option<Duration>) -> Task {
+        if let Some(at) = self.capped_at(limit) {
+            self.expires_at = self.expires_at.min(at);
+        }
+        self
+    }
+
+    /// Why the task goes when its deadline passes: its hold limit, if that
+    /// is what set the deadline, else its expiry.
+    pub(super) fn removal_when_due(&self, limit: Option<Duration>) -> super::Removal {
+        match (self.hold_limit(limit), self.capped_at(limit)) {
+            (Some(limit), Some(at)) if self.expires_at >= at => super::Removal::Capped {
+                trip: Trip {
+                    owner: self.owner,
+                    at: self.expires_at,
+                    held: self.expires_at.saturating_since(self.started_at),
+                    limit,
+                },
+            },
+            _ => super::Removal::Expired,
         }
     }
 

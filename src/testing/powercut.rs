@@ -419,6 +419,7 @@ pub fn sim_options() -> StoreOptions {
         checkpoint_interval: Duration::from_millis(50),
         checkpoint_changes: 24,
         background: false,
+        ..StoreOptions::default()
     }
 }
 
@@ -632,6 +633,8 @@ fn events_for(state: &State, changes: &[Change]) -> EventLines {
             step_ns: None,
             reason: None,
             pid: None,
+            ended: None,
+            limit: None,
         })
         .collect();
     EventLines::new(&events)

@@ -14,8 +14,9 @@ use crate::logging::{FOLD_WINDOW, Folder};
 use crate::metrics::Metrics;
 use crate::shares::Shares;
 use crate::store::{Loaded, StoreError};
-use crate::tasks::{Batch, Change, Removal, Task};
+use crate::tasks::{Batch, Change, Removal};
 use crate::time::{ClockStep, ReactorClock, Timestamp};
+use crate::usage::History;
 
 /// A batch sealed with its events, for the shell to write with one
 /// append and one sync; its outcome goes back through [`Core::committed`].
@@ -79,11 +80,17 @@ impl Core {
     /// [`WatchChange`]: super::WatchChange
     pub fn recover(
         settings: Settings,
-        tasks: Vec<Task>,
-        events: Vec<Event>,
+        loaded: Loaded,
         wall: Timestamp,
         mono: Instant,
     ) -> (Core, Recovered) {
+        let Loaded {
+            tasks,
+            events,
+            usage,
+            ..
+        } = loaded;
+        let usage = History::recovered(settings.usage_retention, &usage, wall);
         let events = EventLog::new(settings.event_retention, events);
         let idle_since = events
             .last_edge()
@@ -93,10 +100,12 @@ impl Core {
         let back_while_down = ClockStep::back_while_down(events.last_at(), wall);
         let mut loaded = settings.new_tasks();
         loaded.load(tasks);
+        loaded.set_tripped(usage.tripped().clone());
         let shares = Shares::new(settings.shares, settings.daemon_uid);
         let mut core = Core {
             tasks: loaded,
             events,
+            usage,
             clock: ReactorClock::new(wall, mono),
             shares,
             peers: Default::default(),
@@ -243,11 +252,13 @@ impl Core {
     fn seal(&self, batch: Batch, at: Timestamp, step_back: Option<Duration>) -> Commit {
         let rows_before = self.tasks.len();
         let rows_after = rows_before.saturating_add_signed(batch.rows_delta());
-        let events = self.events.plan(
+        let tasks = &self.tasks;
+        let events = self.events.plan_batch(
             batch.clock_step(),
             batch.changes(),
-            rows_before,
-            rows_after,
+            batch.rearmed(),
+            |name| tasks.stored(name),
+            (rows_before, rows_after),
             at,
         );
         let keep_from = events
@@ -321,16 +332,13 @@ impl Core {
         } = commit;
         let mut touched = Vec::with_capacity(batch.len());
         for change in batch.changes() {
-            match change {
-                Change::Remove {
-                    cause: Removal::Expired,
-                    ..
-                } => self.metrics.expired += 1,
-                Change::Remove {
-                    cause: Removal::Released { .. },
-                    ..
-                } => self.metrics.released += 1,
-                _ => {}
+            if let Change::Remove { cause, .. } = change {
+                match cause {
+                    Removal::Deleted => self.metrics.deleted += 1,
+                    Removal::Expired => self.metrics.expired += 1,
+                    Removal::Released { .. } => self.metrics.released += 1,
+                    Removal::Capped { .. } => self.metrics.capped += 1,
+                }
             }
             let owner = match change {
                 Change::Put { task, .. } => task.owner,
@@ -349,6 +357,10 @@ impl Core {
             self.sync_watch(name);
         }
         self.events.append(&events);
+        for event in &events {
+            self.usage.record(event);
+        }
+        self.usage.prune(at);
         for event in &events {
             match event.kind {
                 EventKind::Held => self.enter_held(now),
@@ -382,6 +394,8 @@ impl Core {
         };
         let mut tasks = self.settings.new_tasks();
         tasks.load(loaded.tasks);
+        self.usage = History::recovered(self.settings.usage_retention, &loaded.usage, now.wall);
+        tasks.set_tripped(self.usage.tripped().clone());
         self.tasks = tasks;
         self.resync_watches();
         self.events = EventLog::new(self.settings.event_retention, loaded.events);

@@ -40,6 +40,7 @@ use crate::tasks::{
     Batch, Binding, Command, Holder, Outcome, Ownership, TaskError, TaskName, Tasks,
 };
 use crate::time::{ReactorClock, Timestamp};
+use crate::usage::History;
 
 pub use commit::{Commit, Recovered};
 
@@ -82,6 +83,10 @@ pub struct Settings {
     pub ownership: Ownership,
     pub max_expire: Duration,
     pub event_retention: usize,
+    /// `--max-held-for`.
+    pub max_held_for: Option<Duration>,
+    /// How long the usage history keeps a hold after it ended.
+    pub usage_retention: Duration,
     pub shares: ShareLimits,
     /// The daemon's effective uid: privileged like root in the shares.
     pub daemon_uid: u32,
@@ -93,6 +98,7 @@ impl Settings {
         Tasks::new(self.max_tasks)
             .with_max_bound(self.max_bound)
             .with_ownership(self.ownership)
+            .with_max_held_for(self.max_held_for)
     }
 }
 
@@ -245,6 +251,8 @@ pub struct Core {
     settings: Settings,
     tasks: Tasks,
     events: EventLog,
+    /// Ended holds for `GET /v1/usage`, and the tripped names.
+    usage: History,
     clock: ReactorClock,
     shares: Shares,
     peers: HashMap<ConnId, Peer>,
@@ -343,6 +351,7 @@ impl Core {
             Routed::Query(query) => Handled::Answer(api::answer(
                 &query,
                 &self.tasks,
+                &self.usage,
                 self.hold.idle_since,
                 now.wall,
             )),

@@ -102,9 +102,12 @@ pub fn api_request(data: &[u8]) {
             );
         }
         Routed::Query(query) => {
-            let response = api::answer(&query, &tasks, None, now);
+            let history = crate::usage::History::new(crate::usage::DEFAULT_USAGE_RETENTION);
+            let response = api::answer(&query, &tasks, &history, None, now);
+            // A usage window that ends before it starts is the one 400.
+            let window_refused = matches!(query, api::Query::Usage(_)) && response.status == 400;
             assert!(
-                matches!(response.status, 200 | 404),
+                matches!(response.status, 200 | 404) || window_refused,
                 "{request:?} answered {}",
                 response.status
             );

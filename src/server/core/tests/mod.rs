@@ -79,6 +79,12 @@ impl Disk {
             tasks: self.rows.values().cloned().collect(),
             quarantined: Vec::new(),
             events: self.events.clone(),
+            usage: self
+                .events
+                .iter()
+                .filter(|event| event.ended.is_some() || event.kind == EventKind::Rearmed)
+                .cloned()
+                .collect(),
             replayed: 0,
             torn_tail: None,
         })
@@ -121,6 +127,8 @@ fn settings() -> Settings {
         ownership: Ownership::Owned { max_per_uid: 5_000 },
         max_expire: Duration::from_secs(3600),
         event_retention: 1000,
+        max_held_for: None,
+        usage_retention: crate::usage::DEFAULT_USAGE_RETENTION,
         shares: ShareLimits {
             max_connections: 6,
             reserved: 2,
@@ -160,7 +168,7 @@ impl Rig {
     fn recovered_on(mut disk: Disk, wall: Timestamp, machine: Machine) -> Rig {
         let base = Instant::now();
         let loaded = disk.load().expect("the disk loads");
-        let (core, _) = Core::recover(settings(), loaded.tasks, loaded.events, wall, base);
+        let (core, _) = Core::recover(settings(), loaded, wall, base);
         let mut rig = Rig {
             core,
             disk,

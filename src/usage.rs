@@ -1,0 +1,450 @@
+//! What kept the machine awake, and for how long: the history of ended
+//! holds, the names their hold limit tripped, and the report that adds them
+//! up over a window (`GET /v1/usage`).
+//!
+//! Pure; depends on [`crate::events`], [`crate::tasks`] and
+//! [`crate::time`]. The history is fed the events of durable commits (a
+//! removal's event describes the hold that ended, see
+//! [`EndedHold`](crate::events::EndedHold)); the store keeps those events
+//! for [`DEFAULT_USAGE_RETENTION`], so the history a restart recovers is the
+//! one the daemon had.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::events::{Event, EventKind};
+use crate::tasks::{Task, TaskName, Trip};
+use crate::time::Timestamp;
+
+/// How long ended holds are kept, by default: 35 days, so the month before
+/// any day can always be asked for.
+pub const DEFAULT_USAGE_RETENTION: Duration = Duration::from_secs(35 * 24 * 3600);
+
+/// Most buckets a report splits its window into: a timeline a terminal
+/// can show, with room to spare, and a bounded answer.
+pub const MAX_USAGE_BUCKETS: usize = 1000;
+
+/// The window a report covers when `since` is not given.
+pub const DEFAULT_USAGE_WINDOW: Duration = Duration::from_secs(24 * 3600);
+
+/// One hold that ended: a task from its creation to its deletion, expiry,
+/// holder's exit or hold limit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Hold {
+    pub name: TaskName,
+    /// The task's owner, where known.
+    pub uid: Option<u32>,
+    pub command: Option<Arc<str>>,
+    pub parent_command: Option<Arc<str>>,
+    pub started_at: Timestamp,
+    pub ended_at: Timestamp,
+}
+
+impl Hold {
+    /// The hold a live (or due, not yet removed) task has had so far: up to
+    /// its deadline.
+    fn of_task(task: &Task) -> Hold {
+        let holder = task.holder.as_ref();
+        Hold {
+            name: task.name.clone(),
+            uid: task.owner,
+            command: holder.and_then(|h| h.command.clone()),
+            parent_command: holder.and_then(|h| h.parent_command.clone()),
+            started_at: task.started_at,
+            ended_at: task.expires_at,
+        }
+    }
+}
+
+/// The ended holds kept for reports, and the tripped names.
+///
+/// Invariant: `holds` are in the order their events were recorded; every
+/// one ended at or after the horizon of the latest [`prune`](Self::prune).
+/// `tripped` has a name exactly when its latest `capped` or `rearmed` event
+/// recorded was `capped`.
+#[derive(Debug)]
+pub struct History {
+    holds: Vec<Hold>,
+    retention: Duration,
+    /// One copy of each name and command line: a refresh loop re-creating
+    /// one name ten thousand times keeps one copy of it.
+    names: HashSet<TaskName>,
+    texts: HashSet<Arc<str>>,
+    tripped: BTreeMap<TaskName, Trip>,
+    /// The earliest end among `holds` (the latest instant when empty), so
+    /// that pruning costs nothing until a hold is due to go.
+    oldest_end: Timestamp,
+}
+
+impl History {
+    /// An empty history keeping holds for `retention` after they end.
+    pub fn new(retention: Duration) -> History {
+        History {
+            holds: Vec::new(),
+            retention,
+            names: HashSet::new(),
+            texts: HashSet::new(),
+            tripped: BTreeMap::new(),
+            oldest_end: Timestamp::from_nanos(u64::MAX),
+        }
+    }
+
+    /// A history of `events` (in sequence order), pruned at `now`.
+    pub fn recovered(retention: Duration, events: &[Event], now: Timestamp) -> History {
+        let mut history = History::new(retention);
+        for event in events {
+            history.record(event);
+        }
+        history.prune(now);
+        history
+    }
+
+    /// Takes in a durable event: a removal's hold, a trip, a re-arming.
+    /// Other events are ignored.
+    pub fn record(&mut self, event: &Event) {
+        let Some(name) = &event.task else {
+            return;
+        };
+        match event.kind {
+            EventKind::Deleted | EventKind::Expired | EventKind::Released | EventKind::Capped => {}
+            EventKind::Rearmed => {
+                self.tripped.remove(name);
+                return;
+            }
+            _ => return,
+        }
+        let Some(ended) = &event.ended else {
+            return;
+        };
+        let name = share(&mut self.names, name);
+        if event.kind == EventKind::Capped {
+            self.tripped.insert(
+                name.clone(),
+                Trip {
+                    owner: ended.uid,
+                    at: ended.ended_at,
+                    held: ended.ended_at.saturating_since(ended.started_at),
+                    limit: event.limit.unwrap_or_default(),
+                },
+            );
+        }
+        let command = ended.command.as_ref().map(|c| share(&mut self.texts, c));
+        let parent_command = ended
+            .parent_command
+            .as_ref()
+            .map(|c| share(&mut self.texts, c));
+        self.oldest_end = self.oldest_end.min(ended.ended_at);
+        self.holds.push(Hold {
+            name,
+            uid: ended.uid,
+            command,
+            parent_command,
+            started_at: ended.started_at,
+            ended_at: ended.ended_at,
+        });
+    }
+
+    /// Drops the holds that ended before the horizon at `now`, and the
+    /// names and command lines no hold or trip shares any more.
+    pub fn prune(&mut self, now: Timestamp) {
+        let horizon = self.horizon(now);
+        if self.oldest_end >= horizon {
+            return;
+        }
+        self.holds.retain(|hold| hold.ended_at >= horizon);
+        self.oldest_end = self
+            .holds
+            .iter()
+            .map(|hold| hold.ended_at)
+            .min()
+            .unwrap_or(Timestamp::from_nanos(u64::MAX));
+        // A copy only the set holds is no longer shared by any hold or trip.
+        self.names.retain(|name| !name.is_unshared());
+        self.texts.retain(|text| Arc::strong_count(text) > 1);
+    }
+
+    /// The oldest instant the history covers at `now`.
+    pub fn horizon(&self, now: Timestamp) -> Timestamp {
+        Timestamp::from_nanos(
+            now.as_nanos()
+                .saturating_sub(u64::try_from(self.retention.as_nanos()).unwrap_or(u64::MAX)),
+        )
+    }
+
+    /// The ended holds kept.
+    pub fn len(&self) -> usize {
+        self.holds.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.holds.is_empty()
+    }
+
+    /// Names released by their hold limit and not re-armed since.
+    pub fn tripped(&self) -> &BTreeMap<TaskName, Trip> {
+        &self.tripped
+    }
+}
+
+/// The equal value already in `seen`, or `value` added there.
+fn share<T: Clone + Eq + std::hash::Hash>(seen: &mut HashSet<T>, value: &T) -> T {
+    match seen.get(value) {
+        Some(shared) => shared.clone(),
+        None => {
+            seen.insert(value.clone());
+            value.clone()
+        }
+    }
+}
+
+/// A report's window, `since` before `until`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Window {
+    pub since: Timestamp,
+    pub until: Timestamp,
+}
+
+/// `GET /v1/usage`'s answer.
+#[derive(Debug, Serialize, PartialEq)]
+pub struct Report {
+    pub since: String,
+    pub until: String,
+    /// The oldest instant the kept history covers: holds that ended
+    /// before it are gone.
+    pub history_from: String,
+    /// The time at least one task held the machine: what a bill counts.
+    pub held_seconds: f64,
+    /// Whether a task held the machine at `until`.
+    pub held_now: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bucket_seconds: Option<f64>,
+    /// The fraction of each bucket the machine was held.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub buckets: Option<Vec<f64>>,
+    /// One row per task name and owner, longest held first.
+    pub tasks: Vec<TaskUsage>,
+}
+
+/// One task name and owner's share of a report.
+#[derive(Debug, Serialize, PartialEq)]
+pub struct TaskUsage {
+    pub name: String,
+    pub uid: Option<u32>,
+    pub command: Option<String>,
+    pub parent_command: Option<String>,
+    pub held_seconds: f64,
+    /// The time it alone held the machine.
+    pub sole_seconds: f64,
+    /// How many holds of it overlap the window.
+    pub holds: u64,
+    pub first_held_at: String,
+    pub last_held_at: String,
+    pub held_now: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub buckets: Option<Vec<f64>>,
+}
+
+/// Seconds to the millisecond, for the JSON.
+fn seconds(nanos: u64) -> f64 {
+    (nanos as f64 / 1e6).round() / 1e3
+}
+
+/// Time within a window split into equal buckets.
+struct Buckets {
+    since: u64,
+    width: f64,
+    held_ns: Vec<f64>,
+}
+
+impl Buckets {
+    fn new(window: Window, count: usize) -> Option<Buckets> {
+        (count > 0).then(|| Buckets {
+            since: window.since.as_nanos(),
+            width: window.until.saturating_since(window.since).as_nanos() as f64 / count as f64,
+            held_ns: vec![0.0; count],
+        })
+    }
+
+    /// Adds the time from `start` to `end` (within the window).
+    fn add(&mut self, start: Timestamp, end: Timestamp) {
+        let last = self.held_ns.len() - 1;
+        let (from, to) = (
+            (start.as_nanos() - self.since) as f64,
+            (end.as_nanos() - self.since) as f64,
+        );
+        let first_bucket = ((from / self.width) as usize).min(last);
+        let last_bucket = ((to / self.width) as usize).min(last);
+        for (i, held) in self
+            .held_ns
+            .iter_mut()
+            .enumerate()
+            .take(last_bucket + 1)
+            .skip(first_bucket)
+        {
+            let (low, high) = (i as f64 * self.width, (i + 1) as f64 * self.width);
+            *held += (to.min(high) - from.max(low)).max(0.0);
+        }
+    }
+
+    fn fractions(&self) -> Vec<f64> {
+        self.held_ns
+            .iter()
+            .map(|held| ((held / self.width).clamp(0.0, 1.0) * 1e3).round() / 1e3)
+            .collect()
+    }
+}
+
+/// One row of a report while it is added up.
+struct Row<'a> {
+    latest: &'a Hold,
+    held_ns: u64,
+    sole_ns: u64,
+    holds: u64,
+    first: Timestamp,
+    last: Timestamp,
+    /// Holds of this row active at the sweep's point, and since when.
+    active: u32,
+    active_since: Timestamp,
+    held_now: bool,
+    buckets: Option<Buckets>,
+}
+
+/// Adds up `history` and the `tasks` still stored (live, or due and not yet
+/// removed: their hold runs to their deadline) over `window`, the
+/// machine's time and each row's split into `buckets` (0 for none).
+pub fn report(
+    history: &History,
+    tasks: impl Iterator<Item = Hold>,
+    window: Window,
+    buckets: usize,
+    now: Timestamp,
+) -> Report {
+    let open: Vec<Hold> = tasks.collect();
+    let clipped = |hold: &Hold| {
+        let start = hold.started_at.max(window.since);
+        let end = hold.ended_at.min(window.until);
+        (start < end).then_some((start, end))
+    };
+    let mut index: HashMap<(&TaskName, Option<u32>), usize> = HashMap::new();
+    let mut rows: Vec<Row> = Vec::new();
+    // Each hold's start (+1) and end (-1), by row.
+    let mut points: Vec<(Timestamp, i8, usize)> = Vec::new();
+    for (i, hold) in history.holds.iter().chain(open.iter()).enumerate() {
+        let Some((start, end)) = clipped(hold) else {
+            continue;
+        };
+        let row = *index.entry((&hold.name, hold.uid)).or_insert_with(|| {
+            rows.push(Row {
+                latest: hold,
+                held_ns: 0,
+                sole_ns: 0,
+                holds: 0,
+                first: start,
+                last: end,
+                active: 0,
+                active_since: start,
+                held_now: false,
+                buckets: Buckets::new(window, buckets),
+            });
+            rows.len() - 1
+        });
+        let entry = &mut rows[row];
+        entry.holds += 1;
+        entry.first = entry.first.min(start);
+        entry.last = entry.last.max(end);
+        if hold.started_at >= entry.latest.started_at {
+            entry.latest = hold;
+        }
+        let is_open = i >= history.holds.len();
+        entry.held_now |= is_open && hold.ended_at > window.until && start <= window.until;
+        points.push((start, 1, row));
+        points.push((end, -1, row));
+    }
+    // Ends before starts at one instant: touching holds do not overlap.
+    points.sort_by_key(|&(at, delta, row)| (at, delta, row));
+    let mut machine = Buckets::new(window, buckets);
+    let (mut held_ns, mut active_rows, mut xor) = (0u64, 0usize, 0usize);
+    let mut previous = window.since;
+    let mut held_since = window.since;
+    for (at, delta, row) in points {
+        let span = at.saturating_since(previous).as_nanos() as u64;
+        if active_rows > 0 {
+            held_ns += span;
+        }
+        if active_rows == 1 {
+            rows[xor].sole_ns += span;
+        }
+        previous = at;
+        let entry = &mut rows[row];
+        if delta > 0 {
+            entry.active += 1;
+            if entry.active == 1 {
+                entry.active_since = at;
+                active_rows += 1;
+                xor ^= row;
+                if active_rows == 1 {
+                    held_since = at;
+                }
+            }
+        } else {
+            entry.active -= 1;
+            if entry.active == 0 {
+                entry.held_ns += at.saturating_since(entry.active_since).as_nanos() as u64;
+                if let Some(buckets) = &mut entry.buckets {
+                    buckets.add(entry.active_since, at);
+                }
+                active_rows -= 1;
+                xor ^= row;
+                if active_rows == 0
+                    && let Some(machine) = &mut machine
+                {
+                    machine.add(held_since, at);
+                }
+            }
+        }
+    }
+    let held_now = rows.iter().any(|row| row.held_now);
+    let mut tasks: Vec<TaskUsage> = rows
+        .into_iter()
+        .map(|row| TaskUsage {
+            name: row.latest.name.as_str().to_owned(),
+            uid: row.latest.uid,
+            command: row.latest.command.as_deref().map(str::to_owned),
+            parent_command: row.latest.parent_command.as_deref().map(str::to_owned),
+            held_seconds: seconds(row.held_ns),
+            sole_seconds: seconds(row.sole_ns),
+            holds: row.holds,
+            first_held_at: row.first.to_string(),
+            last_held_at: row.last.to_string(),
+            held_now: row.held_now,
+            buckets: row.buckets.as_ref().map(Buckets::fractions),
+        })
+        .collect();
+    tasks.sort_by(|a, b| {
+        b.held_seconds
+            .total_cmp(&a.held_seconds)
+            .then_with(|| a.name.cmp(&b.name))
+            .then_with(|| a.uid.cmp(&b.uid))
+    });
+    Report {
+        since: window.since.to_string(),
+        until: window.until.to_string(),
+        history_from: history.horizon(now).to_string(),
+        held_seconds: seconds(held_ns),
+        held_now,
+        bucket_seconds: machine.as_ref().map(|b| seconds(b.width as u64)),
+        buckets: machine.as_ref().map(Buckets::fractions),
+        tasks,
+    }
+}
+
+/// The holds of the tasks in the state: live ones up to their deadline.
+pub fn open_holds<'a>(tasks: impl Iterator<Item = &'a Task>) -> impl Iterator<Item = Hold> {
+    tasks.map(Hold::of_task)
+}
+
+#[cfg(test)]
+mod tests;

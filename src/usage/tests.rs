@@ -1,0 +1,290 @@
+use super::*;
+use crate::events::EndedHold;
+
+const MS: u64 = 1_000_000;
+
+fn at_ms(ms: u64) -> Timestamp {
+    Timestamp::from_nanos(1_000_000 * 1_000 * MS + ms * MS)
+}
+
+fn name(text: &str) -> TaskName {
+    TaskName::parse(text).unwrap()
+}
+
+fn ended(kind: EventKind, task: &str, from_ms: u64, to_ms: u64) -> Event {
+    Event {
+        seq: 1,
+        at: at_ms(to_ms),
+        kind,
+        task: Some(name(task)),
+        expires_at: None,
+        step_ns: None,
+        reason: None,
+        pid: None,
+        ended: Some(EndedHold {
+            started_at: at_ms(from_ms),
+            ended_at: at_ms(to_ms),
+            uid: Some(1000),
+            command: Some(Arc::from("curl")),
+            parent_command: None,
+        }),
+        limit: (kind == EventKind::Capped).then(|| Duration::from_millis(to_ms - from_ms)),
+    }
+}
+
+fn window(since_ms: u64, until_ms: u64) -> Window {
+    Window {
+        since: at_ms(since_ms),
+        until: at_ms(until_ms),
+    }
+}
+
+fn live(task: &str, from_ms: u64, expires_ms: u64) -> Hold {
+    Hold {
+        name: name(task),
+        uid: Some(1000),
+        command: None,
+        parent_command: None,
+        started_at: at_ms(from_ms),
+        ended_at: at_ms(expires_ms),
+    }
+}
+
+fn row<'a>(report: &'a Report, task: &str) -> &'a TaskUsage {
+    report
+        .tasks
+        .iter()
+        .find(|row| row.name == task)
+        .unwrap_or_else(|| panic!("no row for {task} in {report:?}"))
+}
+
+/// a 0–2 s, b 0.5–4 s, c 5–6 s, d 6.5–7.5 s (expired on its own).
+fn the_issues_holds() -> History {
+    let mut history = History::new(DEFAULT_USAGE_RETENTION);
+    history.record(&ended(EventKind::Deleted, "a", 0, 2000));
+    history.record(&ended(EventKind::Deleted, "b", 500, 4000));
+    history.record(&ended(EventKind::Deleted, "c", 5000, 6000));
+    history.record(&ended(EventKind::Expired, "d", 6500, 7500));
+    history
+}
+
+#[test]
+fn overlapping_holds_add_up_to_their_union_and_each_ones_sole_time() {
+    let report = report(
+        &the_issues_holds(),
+        std::iter::empty(),
+        window(0, 10_000),
+        0,
+        at_ms(10_000),
+    );
+    assert_eq!(report.held_seconds, 6.0);
+    assert!(!report.held_now);
+    let names: Vec<&str> = report.tasks.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["b", "a", "c", "d"],
+        "longest held first, then by name"
+    );
+    let figures = |task| {
+        let r = row(&report, task);
+        (r.held_seconds, r.sole_seconds, r.holds)
+    };
+    assert_eq!(figures("a"), (2.0, 0.5, 1));
+    assert_eq!(figures("b"), (3.5, 2.0, 1));
+    assert_eq!(figures("c"), (1.0, 1.0, 1));
+    assert_eq!(figures("d"), (1.0, 1.0, 1));
+    assert_eq!(row(&report, "a").first_held_at, at_ms(0).to_string());
+    assert_eq!(row(&report, "b").last_held_at, at_ms(4000).to_string());
+    assert_eq!(row(&report, "a").command.as_deref(), Some("curl"));
+}
+
+#[test]
+fn a_window_cuts_holds_at_its_edges() {
+    let report = report(
+        &the_issues_holds(),
+        std::iter::empty(),
+        window(1000, 3000),
+        0,
+        at_ms(10_000),
+    );
+    assert_eq!(report.held_seconds, 2.0);
+    assert_eq!(report.tasks.len(), 2, "c and d lie outside: {report:?}");
+    assert_eq!(row(&report, "a").held_seconds, 1.0);
+    assert_eq!(row(&report, "a").sole_seconds, 0.0);
+    assert_eq!(row(&report, "b").held_seconds, 2.0);
+    assert_eq!(row(&report, "b").sole_seconds, 1.0);
+    assert_eq!(row(&report, "a").first_held_at, at_ms(1000).to_string());
+    assert_eq!(row(&report, "b").last_held_at, at_ms(3000).to_string());
+}
+
+#[test]
+fn a_live_hold_counts_up_to_until_and_is_held_now() {
+    let history = the_issues_holds();
+    let report = report(
+        &history,
+        [live("e", 9000, 3_600_000)].into_iter(),
+        window(8000, 10_000),
+        0,
+        at_ms(10_000),
+    );
+    assert_eq!(report.held_seconds, 1.0);
+    assert!(report.held_now);
+    let e = row(&report, "e");
+    assert_eq!(
+        (e.held_seconds, e.sole_seconds, e.held_now),
+        (1.0, 1.0, true)
+    );
+    assert_eq!(e.last_held_at, at_ms(10_000).to_string());
+}
+
+#[test]
+fn a_stored_task_past_its_deadline_counts_to_its_deadline_only() {
+    // Due but not yet removed (the expiry batch has not run): not held now.
+    let report = report(
+        &History::new(DEFAULT_USAGE_RETENTION),
+        [live("late", 0, 1500)].into_iter(),
+        window(0, 4000),
+        0,
+        at_ms(4000),
+    );
+    assert_eq!(report.held_seconds, 1.5);
+    assert!(!report.held_now);
+}
+
+#[test]
+fn holds_of_one_name_and_owner_make_one_row_and_count_each_time_taken() {
+    let mut history = History::new(DEFAULT_USAGE_RETENTION);
+    for i in 0..3 {
+        history.record(&ended(EventKind::Expired, "loop", i * 1000, i * 1000 + 500));
+    }
+    let mut other_owner = ended(EventKind::Deleted, "loop", 0, 100);
+    if let Some(hold) = &mut other_owner.ended {
+        hold.uid = Some(0);
+    }
+    history.record(&other_owner);
+    let report = report(
+        &history,
+        std::iter::empty(),
+        window(0, 5000),
+        0,
+        at_ms(5000),
+    );
+    assert_eq!(report.tasks.len(), 2);
+    let mine = &report.tasks[0];
+    assert_eq!(
+        (mine.uid, mine.holds, mine.held_seconds),
+        (Some(1000), 3, 1.5)
+    );
+    assert_eq!(
+        mine.sole_seconds, 1.4,
+        "root's hold overlapped its first 0.1 s"
+    );
+    assert_eq!(report.tasks[1].uid, Some(0));
+    assert_eq!(report.held_seconds, 1.5);
+}
+
+#[test]
+fn buckets_split_the_held_time_over_the_window() {
+    let report = report(
+        &the_issues_holds(),
+        std::iter::empty(),
+        window(0, 8000),
+        8,
+        at_ms(8000),
+    );
+    assert_eq!(report.bucket_seconds, Some(1.0));
+    assert_eq!(
+        report.buckets.as_deref(),
+        Some(&[1.0, 1.0, 1.0, 1.0, 0.0, 1.0, 0.5, 0.5][..])
+    );
+    assert_eq!(
+        row(&report, "b").buckets.as_deref(),
+        Some(&[0.5, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0][..])
+    );
+    let no_buckets = super::report(
+        &the_issues_holds(),
+        std::iter::empty(),
+        window(0, 8000),
+        0,
+        at_ms(8000),
+    );
+    assert_eq!(no_buckets.buckets, None);
+    assert_eq!(no_buckets.tasks[0].buckets, None);
+}
+
+#[test]
+fn nothing_held_is_an_empty_report() {
+    let report = report(
+        &History::new(DEFAULT_USAGE_RETENTION),
+        std::iter::empty(),
+        window(0, 1000),
+        4,
+        at_ms(1000),
+    );
+    assert_eq!(report.held_seconds, 0.0);
+    assert!(report.tasks.is_empty());
+    assert_eq!(report.buckets.as_deref(), Some(&[0.0; 4][..]));
+}
+
+#[test]
+fn a_capped_hold_trips_its_name_until_rearmed() {
+    let mut history = History::new(DEFAULT_USAGE_RETENTION);
+    history.record(&ended(EventKind::Capped, "loop", 0, 3000));
+    let trip = history.tripped()[&name("loop")];
+    assert_eq!(trip.held, Duration::from_secs(3));
+    assert_eq!(trip.limit, Duration::from_secs(3));
+    assert_eq!(trip.owner, Some(1000));
+    assert_eq!(trip.at, at_ms(3000));
+    let mut rearmed = ended(EventKind::Rearmed, "loop", 0, 0);
+    rearmed.ended = None;
+    history.record(&rearmed);
+    assert!(history.tripped().is_empty());
+    assert_eq!(history.len(), 1, "the capped hold stays in the history");
+}
+
+#[test]
+fn holds_past_the_retention_are_pruned_and_their_texts_dropped() {
+    let retention = Duration::from_secs(10);
+    let mut history = History::new(retention);
+    history.record(&ended(EventKind::Deleted, "old", 0, 1000));
+    history.record(&ended(EventKind::Deleted, "new", 5000, 12_000));
+    history.prune(at_ms(11_500));
+    assert_eq!(history.len(), 1);
+    assert_eq!(history.horizon(at_ms(11_500)), at_ms(1500));
+    assert_eq!(history.names.len(), 1, "\"old\" is no longer kept");
+    assert_eq!(
+        history.texts.len(),
+        1,
+        "\"curl\" is still shared by \"new\""
+    );
+    let report = report(
+        &history,
+        std::iter::empty(),
+        window(0, 12_000),
+        0,
+        at_ms(12_000),
+    );
+    assert_eq!(report.tasks.len(), 1);
+    assert_eq!(report.history_from, at_ms(2000).to_string());
+}
+
+#[test]
+fn recovery_shares_one_copy_of_each_name_and_command() {
+    let events: Vec<Event> = (0..3)
+        .map(|i| ended(EventKind::Expired, "loop", i * 10, i * 10 + 5))
+        .collect();
+    let history = History::recovered(DEFAULT_USAGE_RETENTION, &events, at_ms(100));
+    assert_eq!(history.len(), 3);
+    assert_eq!((history.names.len(), history.texts.len()), (1, 1));
+}
+
+#[test]
+fn events_without_a_hold_are_ignored() {
+    let mut history = History::new(DEFAULT_USAGE_RETENTION);
+    let mut created = ended(EventKind::Created, "a", 0, 10);
+    history.record(&created);
+    created.kind = EventKind::Deleted;
+    created.ended = None;
+    history.record(&created);
+    assert!(history.is_empty());
+}
