@@ -20,11 +20,16 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use super::events::EventStream;
+use super::report::Usage;
 use crate::api::{EVENTS_PATH, STATUS_PATH, TASKS_PATH, TaskList, TaskView};
 use crate::http::{
     BodyFraming, ChunkLimits, ChunkedDecoder, ChunkedError, ResponseError, ResponseHead,
     body_framing, header_value, parse_response_head,
 };
+
+/// The usage report. (The daemon's routes will name it in [`crate::api`];
+/// the client says it here until they do.)
+pub const USAGE_PATH: &str = "/v1/usage";
 
 /// The virtual host of every request, as the seed documents it.
 pub const HOST: &str = "sprite";
@@ -340,6 +345,25 @@ impl Client {
         Ok((response.body, status))
     }
 
+    /// `GET /v1/usage`: the raw body and the report of the window from
+    /// `since` to `until` (each an RFC 3339 time or a duration back from
+    /// now; the daemon's defaults, the last 24 hours, when `None`), with a
+    /// timeline of `buckets` columns (none when 0).
+    ///
+    /// # Errors
+    /// As for [`list`](Self::list); a window the daemon cannot read is
+    /// [`ClientError::Api`] (400), and a daemon without the report 404.
+    pub fn usage(
+        &self,
+        since: Option<&str>,
+        until: Option<&str>,
+        buckets: usize,
+    ) -> Result<(Vec<u8>, Usage), ClientError> {
+        let response = self.call("GET", &usage_path(since, until, buckets), None)?;
+        let usage = decode_json(&response.body)?;
+        Ok((response.body, usage))
+    }
+
     fn task_call(
         &self,
         method: &str,
@@ -467,13 +491,36 @@ impl HoldDetails {
     }
 }
 
-/// The fields of `GET /v1/status`.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+/// The fields of `GET /v1/status`. Those after the first four are absent
+/// from daemons before they existed.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
 pub struct Status {
     pub held: bool,
     pub tasks: u64,
     pub held_until: Option<String>,
     pub idle_since: Option<String>,
+    /// Names released by `--max-held-for` and not re-armed since (the
+    /// first few by name).
+    #[serde(default)]
+    pub tripped: Vec<Tripped>,
+    /// How many names are tripped, including those `tripped` leaves out.
+    #[serde(default)]
+    pub tripped_count: u64,
+}
+
+/// A name released for being held past its limit: creating it again is
+/// refused until it is deleted (re-armed).
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+pub struct Tripped {
+    pub task: String,
+    /// Its owner, when known.
+    #[serde(default)]
+    pub uid: Option<u32>,
+    pub tripped_at: String,
+    /// How long it was held, continuously, when released.
+    pub held_seconds: f64,
+    /// The limit it reached.
+    pub limit_seconds: f64,
 }
 
 fn decode_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ClientError> {
@@ -557,14 +604,45 @@ fn request_head(method: &str, path: &str, body: Option<&str>, accept: &str, clos
 /// or not) reaches the daemon as one path segment and gets its verdict.
 pub fn task_path(name: &str) -> String {
     let mut path = format!("{TASKS_PATH}/");
-    for byte in name.bytes() {
-        if byte.is_ascii_alphanumeric() || b"-._~:@".contains(&byte) {
-            path.push(char::from(byte));
-        } else {
-            path.push_str(&format!("%{byte:02X}"));
+    percent_encode_into(&mut path, name);
+    path
+}
+
+/// The target of `GET /v1/usage`: each given parameter percent-encoded (an
+/// RFC 3339 offset's `+` would otherwise read as a space), `buckets` left
+/// out when 0 (the daemon's default).
+pub fn usage_path(since: Option<&str>, until: Option<&str>, buckets: usize) -> String {
+    let mut path = USAGE_PATH.to_owned();
+    let buckets = (buckets > 0).then(|| buckets.to_string());
+    let parameters = [
+        ("since", since),
+        ("until", until),
+        ("buckets", buckets.as_deref()),
+    ];
+    let mut separator = '?';
+    for (key, value) in parameters {
+        if let Some(value) = value {
+            path.push(separator);
+            path.push_str(key);
+            path.push('=');
+            percent_encode_into(&mut path, value);
+            separator = '&';
         }
     }
     path
+}
+
+/// Appends `text` with every byte but the unreserved ones (RFC 3986) and
+/// `:` and `@` (allowed as they are in a path segment and in a query)
+/// percent-encoded.
+fn percent_encode_into(out: &mut String, text: &str) {
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~:@".contains(&byte) {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
 }
 
 /// Reads with the remaining time of a deadline as the read timeout, so a
@@ -704,5 +782,56 @@ mod tests {
         assert_eq!(task_path("agent-1.a_b:c@d"), "/v1/tasks/agent-1.a_b:c@d");
         assert_eq!(task_path("a/b c%"), "/v1/tasks/a%2Fb%20c%25");
         assert_eq!(task_path("é"), "/v1/tasks/%C3%A9");
+    }
+
+    #[test]
+    fn usage_paths() {
+        let cases = [
+            (None, None, 0, "/v1/usage"),
+            (Some("24h"), None, 60, "/v1/usage?since=24h&buckets=60"),
+            (None, Some("90m"), 0, "/v1/usage?until=90m"),
+            (
+                Some("2026-06-02T17:00:00+02:00"),
+                Some("2026-06-02T18:00:00.5Z"),
+                1000,
+                "/v1/usage?since=2026-06-02T17:00:00%2B02:00&until=2026-06-02T18:00:00.5Z&buckets=1000",
+            ),
+            (
+                Some("1h&buckets=7"),
+                Some("a b#c"),
+                0,
+                "/v1/usage?since=1h%26buckets%3D7&until=a%20b%23c",
+            ),
+        ];
+        for (since, until, buckets, expected) in cases {
+            assert_eq!(usage_path(since, until, buckets), expected);
+        }
+    }
+
+    #[test]
+    fn statuses_of_older_daemons_still_decode() {
+        let old: Status =
+            serde_json::from_str(r#"{"held":false,"tasks":0,"held_until":null,"idle_since":null}"#)
+                .unwrap();
+        assert!(old.tripped.is_empty());
+        assert_eq!(old.tripped_count, 0);
+        let new: Status = serde_json::from_str(
+            r#"{"held":false,"tasks":0,"held_until":null,"idle_since":null,
+                "tripped":[{"task":"loop","uid":null,"tripped_at":"2026-06-02T17:00:00Z",
+                            "held_seconds":3.0,"limit_seconds":3.0}],
+                "tripped_count":1}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            new.tripped,
+            [Tripped {
+                task: "loop".into(),
+                uid: None,
+                tripped_at: "2026-06-02T17:00:00Z".into(),
+                held_seconds: 3.0,
+                limit_seconds: 3.0,
+            }]
+        );
+        assert_eq!(new.tripped_count, 1);
     }
 }

@@ -9,6 +9,7 @@
 //! - [`hold`]: the rules of `sprite-env tasks hold` (refresh interval,
 //!   retry delay).
 //! - [`render`]: the text the commands print for people.
+//! - [`report`]: the usage report, its document and its text.
 //!
 //! Everything but [`Client`] and [`EventStream`] is pure and takes `now` as an
 //! argument. Depends on [`crate::http`] (the grammar), [`crate::api`] (the
@@ -26,6 +27,7 @@ pub mod events;
 pub mod hold;
 pub mod http;
 pub mod render;
+pub mod report;
 
 pub use curl::{BASE_URL, CurlArgsError, curl_args};
 pub use events::{EventStream, LineSplitter, MAX_EVENT_LINE};
@@ -35,9 +37,10 @@ pub use hold::{
 };
 pub use http::{
     Client, ClientError, HOST, HoldDetails, MAX_RESPONSE_BODY, MAX_RESPONSE_HEAD, REQUEST_TIMEOUT,
-    Response, Status, error_message, task_path,
+    Response, Status, Tripped, USAGE_PATH, error_message, task_path, usage_path,
 };
 pub use render::{
     describe_holder, format_span, format_time, format_until, is_lagged, render_event,
-    render_status, render_tasks,
+    render_status, render_table, render_tasks, shorten,
 };
+pub use report::{Usage, UsageTask, render_report, timeline_width};

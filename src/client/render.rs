@@ -25,6 +25,12 @@ pub fn format_span(span: Duration) -> String {
     }
 }
 
+/// Seconds from the API (a float) as [`format_span`] prints them; a
+/// negative or absurd value as `?`.
+pub fn format_seconds(seconds: f64) -> String {
+    Duration::try_from_secs_f64(seconds).map_or_else(|_| "?".to_owned(), format_span)
+}
+
 /// An API timestamp shortened to the second (`2026-06-02T17:11:14Z`); text
 /// that is not one is shown as it is.
 pub fn format_time(rfc3339: &str) -> String {
@@ -60,12 +66,50 @@ pub fn describe_holder(holder: Option<&HolderView>) -> String {
     }
     if let Some(parent) = &holder.parent_command {
         out.push_str(" from ");
-        if parent.chars().count() > MAX_SHOWN_PARENT {
-            out.extend(parent.chars().take(MAX_SHOWN_PARENT - 1));
-            out.push('…');
-        } else {
-            out.push_str(parent);
+        out.push_str(&shorten(parent, MAX_SHOWN_PARENT));
+    }
+    out
+}
+
+/// `text` cut to at most `max` characters, its last one `…` when cut.
+pub fn shorten(text: &str, max: usize) -> String {
+    if text.chars().count() > max {
+        let mut out: String = text.chars().take(max.saturating_sub(1)).collect();
+        out.push('…');
+        out
+    } else {
+        text.to_owned()
+    }
+}
+
+/// Gap between two table columns.
+const COLUMN_GAP: usize = 2;
+
+/// A table for people: a header line, then one line per row, every column
+/// but the last padded to its widest cell (header included) plus
+/// [`COLUMN_GAP`] spaces; the last column, often long free text, is not
+/// padded. Widths count characters, not bytes.
+pub fn render_table<const N: usize>(header: [&str; N], rows: &[[String; N]]) -> String {
+    let mut widths = header.map(|title| title.chars().count());
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
         }
+    }
+    let mut out = String::new();
+    let mut write_line = |cells: [&str; N]| {
+        for (column, cell) in cells.iter().enumerate() {
+            out.push_str(cell);
+            if column + 1 < N {
+                let pad = widths[column] - cell.chars().count() + COLUMN_GAP;
+                out.extend(std::iter::repeat_n(' ', pad));
+            }
+        }
+        out.push('\n');
+    };
+    write_line(header);
+    for row in rows {
+        write_line(row.each_ref().map(String::as_str));
     }
     out
 }
@@ -95,32 +139,38 @@ pub fn render_tasks(tasks: &[TaskView], now: Timestamp) -> String {
             ]
         })
         .collect();
-    let header = ["NAME", "STARTED", "EXPIRES IN", "OWNER", "HOLDER", "REASON"];
-    let width = |column: usize| {
-        rows.iter()
-            .map(|row| row[column].chars().count())
-            .chain([header[column].len()])
-            .max()
-            .unwrap_or(0)
-    };
-    let widths = [width(0), width(1), width(2), width(3), width(4)];
-    let mut out = String::new();
-    for row in std::iter::once(header.map(str::to_owned)).chain(rows) {
-        for (cell, width) in row.iter().zip(widths) {
-            out.push_str(cell);
-            out.push_str(&" ".repeat(width - cell.chars().count() + 2));
-        }
-        out.push_str(&row[5]);
-        out.push('\n');
-    }
-    out
+    render_table(
+        ["NAME", "STARTED", "EXPIRES IN", "OWNER", "HOLDER", "REASON"],
+        &rows,
+    )
 }
 
 /// What `sprite-env tasks status` prints: one line saying held (by which
 /// tasks, until when) or idle (since when); while held, then one indented
-/// line per task naming its holder and reason (at most
-/// [`crate::api::MAX_STATUS_HOLDERS`], then how many more).
+/// line per task naming its holder, how long it has been held and its reason
+/// (at most [`crate::api::MAX_STATUS_HOLDERS`], then how many more); then,
+/// held or idle, one line per name tripped by its held-for limit.
 pub fn render_status(status: &Status, tasks: &[TaskView], now: Timestamp) -> String {
+    let mut out = render_held_or_idle(status, tasks, now);
+    for tripped in &status.tripped {
+        out.push_str(&format!(
+            "\n  tripped: {} (held {}, limit {}; delete it to re-arm)",
+            tripped.task,
+            format_seconds(tripped.held_seconds),
+            format_seconds(tripped.limit_seconds)
+        ));
+    }
+    let unlisted = status
+        .tripped_count
+        .saturating_sub(status.tripped.len() as u64);
+    if unlisted > 0 {
+        out.push_str(&format!("\n  … and {unlisted} more tripped"));
+    }
+    out
+}
+
+/// [`render_status`] without the tripped names.
+fn render_held_or_idle(status: &Status, tasks: &[TaskView], now: Timestamp) -> String {
     if status.held {
         let names: Vec<&str> = tasks.iter().map(|t| t.name.as_str()).collect();
         let who = match names.len() {
@@ -137,11 +187,16 @@ pub fn render_status(status: &Status, tasks: &[TaskView], now: Timestamp) -> Str
         };
         let shown = crate::api::MAX_STATUS_HOLDERS;
         for task in tasks.iter().take(shown) {
-            out.push_str(&format!(
-                "\n  {}: {}",
-                task.name,
-                describe_holder(task.holder.as_ref())
-            ));
+            let held = match Timestamp::parse_rfc3339(&task.started_at) {
+                Some(started) => format_span(now.saturating_since(started)),
+                None => "?".to_owned(),
+            };
+            out.push_str(&format!("\n  {}: ", task.name));
+            if task.holder.is_some() {
+                out.push_str(&describe_holder(task.holder.as_ref()));
+                out.push_str(", ");
+            }
+            out.push_str(&format!("held {held}"));
             if let Some(pid) = task.pid {
                 out.push_str(&format!(", until {pid} exits"));
             }
@@ -246,6 +301,7 @@ pub fn is_lagged(line: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::client::http::Tripped;
 
     fn at(text: &str) -> Timestamp {
         Timestamp::parse_rfc3339(text).unwrap()
@@ -341,14 +397,16 @@ mod tests {
             tasks: 2,
             held_until: Some("2026-06-02T18:00:00.1Z".into()),
             idle_since: None,
+            tripped: Vec::new(),
+            tripped_count: 0,
         };
         let tasks = [
             task("a", "2026-06-02T16:00:00Z", "2026-06-02T18:00:00.1Z"),
-            task("b", "2026-06-02T16:00:00Z", "2026-06-02T17:30:00Z"),
+            task("b", "2026-06-02T16:59:58.5Z", "2026-06-02T17:30:00Z"),
         ];
         assert_eq!(
             render_status(&held, &tasks, now),
-            "held by a, b until 2026-06-02T18:00:00Z (in 1h 0m)\n  a: -\n  b: -"
+            "held by a, b until 2026-06-02T18:00:00Z (in 1h 0m)\n  a: held 1h 0m\n  b: held 1s"
         );
         let described = [TaskView {
             reason: Some("tests".into()),
@@ -362,7 +420,7 @@ mod tests {
         }];
         assert_eq!(
             render_status(&held, &described, now),
-            "held by a until 2026-06-02T18:00:00Z (in 1h 0m)\n  a: sprite-env[6], until 7 exits: tests"
+            "held by a until 2026-06-02T18:00:00Z (in 1h 0m)\n  a: sprite-env[6], held 1h 0m, until 7 exits: tests"
         );
         assert_eq!(
             render_status(&held, &[], now),
@@ -373,6 +431,8 @@ mod tests {
             tasks: 0,
             held_until: None,
             idle_since: Some("2026-06-02T16:57:00Z".into()),
+            tripped: Vec::new(),
+            tripped_count: 0,
         };
         assert_eq!(
             render_status(&idle, &[], now),
@@ -385,6 +445,50 @@ mod tests {
         assert_eq!(
             render_status(&never, &[], now),
             "idle: nothing holds the machine awake"
+        );
+    }
+
+    #[test]
+    fn tripped_names_in_the_status() {
+        let now = at("2026-06-02T17:00:00Z");
+        let tripped = |task: &str, held_seconds: f64, limit_seconds: f64| Tripped {
+            task: task.into(),
+            uid: Some(1000),
+            tripped_at: "2026-06-02T16:59:00Z".into(),
+            held_seconds,
+            limit_seconds,
+        };
+        let idle = Status {
+            held: false,
+            tasks: 0,
+            held_until: None,
+            idle_since: Some("2026-06-02T16:59:00Z".into()),
+            tripped: vec![
+                tripped("loop", 3.0, 3.0),
+                tripped("night", 28800.4, 28800.0),
+            ],
+            tripped_count: 2,
+        };
+        assert_eq!(
+            render_status(&idle, &[], now),
+            "idle since 2026-06-02T16:59:00Z (1m 0s ago): nothing holds the machine awake\n  \
+             tripped: loop (held 3s, limit 3s; delete it to re-arm)\n  \
+             tripped: night (held 8h 0m, limit 8h 0m; delete it to re-arm)"
+        );
+        let held = Status {
+            held: true,
+            tasks: 1,
+            held_until: Some("2026-06-02T17:00:10Z".into()),
+            idle_since: None,
+            tripped: vec![tripped("loop", 3.0, 3.0)],
+            tripped_count: 20,
+        };
+        let tasks = [task("a", "2026-06-02T16:59:50Z", "2026-06-02T17:00:10Z")];
+        assert_eq!(
+            render_status(&held, &tasks, now),
+            "held by a until 2026-06-02T17:00:10Z (in 10s)\n  a: held 10s\n  \
+             tripped: loop (held 3s, limit 3s; delete it to re-arm)\n  \
+             … and 19 more tripped"
         );
     }
 

@@ -134,8 +134,10 @@ pub enum TasksCommand {
         name: String,
     },
     /// Say who holds the machine and until when, or since when it is idle;
-    /// while held, one line per task names the process that holds it and
-    /// its reason.
+    /// while held, one line per task says how long it has been held, the
+    /// process that holds it and its reason. Names released for being held
+    /// past the daemon's --max-held-for are listed as tripped: creating
+    /// them again is refused until they are deleted.
     ///
     /// Exits 0 when held and 3 when idle (as `systemctl is-active`), so a
     /// script can test it; 1 if the daemon cannot be asked.
@@ -150,6 +152,36 @@ pub enum TasksCommand {
         /// Print nothing; the exit status says it.
         #[arg(short, long, conflicts_with = "json")]
         quiet: bool,
+    },
+    /// Report how long tasks held the machine (the last 24 hours by default).
+    ///
+    /// One row per task and owner: how long it held the machine, how much
+    /// of that no other task held it (ALONE), how many holds it took and
+    /// when it was last held; then the total, the time a bill counts. A
+    /// timeline follows: a row for the machine ("held"), then one per task,
+    /// each column a slice of the window shaded by how much of it was held
+    /// (█ throughout, ▓ over 2/3, ▒ over 1/3, ░ less, blank not at all). It
+    /// is as wide as COLUMNS or the terminal allows (60 columns when
+    /// neither is known, and with --json).
+    ///
+    /// Holds survive daemon restarts; the daemon forgets those that ended
+    /// longer ago than its --usage-retention (35d by default).
+    ///
+    /// Examples:
+    ///   sprite-env tasks report
+    ///   sprite-env tasks report --since 90m
+    ///   sprite-env tasks report --since 2026-06-01T00:00:00Z --until 2026-06-02T00:00:00Z --json
+    #[command(verbatim_doc_comment)]
+    Report {
+        /// Start of the window: a duration back from now (24h, 90m, 30s)
+        /// or an RFC 3339 time.
+        #[arg(long, value_name = "WHEN", default_value = "24h")]
+        since: String,
+        /// End of the window, as --since [default: now].
+        #[arg(long, value_name = "WHEN")]
+        until: Option<String>,
+        #[command(flatten)]
+        json: JsonFlag,
     },
     /// Print task events as they happen, until interrupted.
     ///

@@ -17,7 +17,7 @@
 //! - [`curl`]: `curl`, the system curl pointed at the socket.
 //! - [`generated`]: `completions` and `man`, generated from [`cli`].
 //! - [`tasks`]: the one-request commands (list, get, create, refresh,
-//!   delete, status).
+//!   delete, status, report).
 //! - [`watch`]: `tasks watch`, the event stream that reconnects.
 //! - [`wait_idle`]: `tasks wait-idle`, the event stream until idle.
 //! - [`hold`]: `tasks hold`, a task held for as long as a command runs,
@@ -67,6 +67,9 @@ fn run_tasks(client: &Client, command: TasksCommand) -> ExitCode {
         TasksCommand::Delete { name } => done(tasks::delete(client, &name)),
         TasksCommand::Status { json, quiet } => {
             tasks::status(client, json.json, quiet).unwrap_or_else(failed)
+        }
+        TasksCommand::Report { since, until, json } => {
+            done(tasks::report(client, &since, until.as_deref(), json.json))
         }
         TasksCommand::Watch { since, json } => done(watch::run(client, since, json.json)),
         TasksCommand::WaitIdle { timeout } => wait_idle::run(client, timeout),

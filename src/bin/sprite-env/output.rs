@@ -14,6 +14,25 @@ pub fn now() -> Timestamp {
     Timestamp::from_system_time(SystemTime::now())
 }
 
+/// The terminal's width in columns: `COLUMNS` when it is a positive
+/// number, else that of the terminal on stdout; `None` when neither says.
+pub fn terminal_columns() -> Option<usize> {
+    let from_env = std::env::var("COLUMNS")
+        .ok()
+        .and_then(|columns| columns.trim().parse::<usize>().ok())
+        .filter(|&columns| columns > 0);
+    if from_env.is_some() {
+        return from_env;
+    }
+    // SAFETY: winsize is plain old data; all zeroes is a valid value.
+    let mut size: libc::winsize = unsafe { std::mem::zeroed() };
+    // SAFETY: TIOCGWINSZ writes one winsize into `size`, which outlives the
+    // call; on a descriptor that is not a terminal it fails and writes
+    // nothing.
+    let result = unsafe { libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &raw mut size) };
+    (result == 0 && size.ws_col > 0).then_some(usize::from(size.ws_col))
+}
+
 /// Writes to stdout; a closed stdout (`| head`) is not an error worth a
 /// message.
 pub fn print(text: &str) -> Result<(), String> {

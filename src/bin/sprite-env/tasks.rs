@@ -1,14 +1,17 @@
 //! The `tasks` commands that are one request each: list, get, create,
-//! refresh, delete and status. Each asks the daemon once and prints the
-//! answer; an error comes back as the message `main` prints.
+//! refresh, delete, status and report. Each asks the daemon once and
+//! prints the answer; an error comes back as the message `main` prints.
 
 use std::process::ExitCode;
 
-use sprite_tasks::client::{Client, ClientError, HoldDetails, render_status, render_tasks};
+use sprite_tasks::client::report::DEFAULT_TIMELINE_WIDTH;
+use sprite_tasks::client::{
+    Client, ClientError, HoldDetails, render_report, render_status, render_tasks, timeline_width,
+};
 
 use crate::cli::TaskExpire;
 use crate::exit_codes::EXIT_IDLE;
-use crate::output::{in_cli_terms, now, print, print_task, raw};
+use crate::output::{in_cli_terms, now, print, print_task, raw, terminal_columns};
 
 /// `tasks list`.
 pub fn list(client: &Client, json: bool) -> Result<(), String> {
@@ -66,6 +69,34 @@ pub fn status(client: &Client, json: bool, quiet: bool) -> Result<ExitCode, Stri
         ExitCode::SUCCESS
     } else {
         ExitCode::from(EXIT_IDLE)
+    })
+}
+
+/// `tasks report`: the window from `since` to `until` (now when `None`),
+/// with a timeline as wide as the terminal allows; `--json` asks for
+/// [`DEFAULT_TIMELINE_WIDTH`] buckets whatever the terminal, so that a
+/// script gets the same document everywhere.
+pub fn report(client: &Client, since: &str, until: Option<&str>, json: bool) -> Result<(), String> {
+    let buckets = if json {
+        DEFAULT_TIMELINE_WIDTH
+    } else {
+        timeline_width(terminal_columns())
+    };
+    let (body, usage) = client
+        .usage(Some(since), until, buckets)
+        .map_err(|error| match error {
+            // `/v1/usage` names nothing that could be missing: the route is.
+            ClientError::Api { status: 404, .. } => {
+                "this daemon keeps no usage report (GET /v1/usage is 404): it is older than \
+                 sprite-env; upgrade sprite-tasksd"
+                    .to_owned()
+            }
+            other => other.to_string(),
+        })?;
+    print(&if json {
+        raw(&body)
+    } else {
+        render_report(&usage, now())
     })
 }
 
