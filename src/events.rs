@@ -450,34 +450,37 @@ impl EventLog {
         });
         let mut events: Vec<Event> = stepped
             .into_iter()
-            .chain(changes.iter().map(|change| match change {
-                Change::Put { task, created } => {
-                    let kind = if *created {
-                        EventKind::Created
-                    } else {
-                        EventKind::Refreshed
-                    };
-                    Event {
-                        reason: task.reason.clone(),
-                        ..next(kind, Some(&task.name), Some(task.expires_at))
+            .chain(changes.iter().map(|change| {
+                let hold = ended(change);
+                match change {
+                    Change::Put { task, created } => {
+                        let kind = if *created {
+                            EventKind::Created
+                        } else {
+                            EventKind::Refreshed
+                        };
+                        Event {
+                            reason: task.reason.clone(),
+                            ..next(kind, Some(&task.name), Some(task.expires_at))
+                        }
                     }
-                }
-                Change::Remove { name, cause } => {
-                    let event = match cause {
-                        Removal::Deleted => next(EventKind::Deleted, Some(name), None),
-                        Removal::Expired => next(EventKind::Expired, Some(name), None),
-                        Removal::Released { pid } => Event {
-                            pid: Some(*pid),
-                            ..next(EventKind::Released, Some(name), None)
-                        },
-                        Removal::Capped { trip } => Event {
-                            limit: Some(trip.limit),
-                            ..next(EventKind::Capped, Some(name), None)
-                        },
-                    };
-                    Event {
-                        ended: ended(change),
-                        ..event
+                    Change::Remove { name, cause } => {
+                        let event = match cause {
+                            Removal::Deleted => next(EventKind::Deleted, Some(name), None),
+                            Removal::Expired => next(EventKind::Expired, Some(name), None),
+                            Removal::Released { pid } => Event {
+                                pid: Some(*pid),
+                                ..next(EventKind::Released, Some(name), None)
+                            },
+                            Removal::Capped { trip } => Event {
+                                limit: Some(trip.limit),
+                                ..next(EventKind::Capped, Some(name), None)
+                            },
+                        };
+                        Event {
+                            ended: hold,
+                            ..event
+                        }
                     }
                 }
             }))
@@ -737,6 +740,78 @@ mod tests {
         }
         assert_eq!(Event::from_json(b"{\"seq\":1}"), None);
         assert_eq!(Event::from_json(b"not json"), None);
+    }
+
+    #[test]
+    fn a_removal_describes_the_hold_it_ended_and_rearms_follow_the_changes() {
+        use crate::tasks::{Holder, Trip};
+        use std::time::Duration;
+        let at = |s: u64| Timestamp::from_nanos(s * 1_000_000_000);
+        let stored = Task {
+            owner: Some(1000),
+            holder: Some(Holder {
+                command: Some(Arc::from("curl")),
+                parent_command: Some(Arc::from("bash -c \"while :; do …; done\"")),
+                ..Holder::default()
+            }),
+            ..Task::new(name("loop"), at(10), at(40))
+        };
+        let made_here = Task::new(name("brief"), at(50), at(90));
+        let trip = Trip {
+            owner: Some(1000),
+            at: at(40),
+            held: Duration::from_secs(30),
+            limit: Duration::from_secs(30),
+        };
+        let changes = [
+            Change::Remove {
+                name: name("loop"),
+                cause: Removal::Capped { trip },
+            },
+            Change::Put {
+                task: made_here.clone(),
+                created: true,
+            },
+            Change::Remove {
+                name: name("brief"),
+                cause: Removal::Deleted,
+            },
+            Change::Remove {
+                name: name("unknown"),
+                cause: Removal::Expired,
+            },
+        ];
+        let log = EventLog::new(10, Vec::new());
+        let events = log.plan_batch(
+            None,
+            &changes,
+            &[name("old")],
+            |n| (n == &stored.name).then_some(&stored),
+            (1, 0),
+            at(50),
+        );
+        assert_eq!(
+            kinds(&events),
+            ["capped", "created", "deleted", "expired", "rearmed", "idle"]
+        );
+        let capped = &events[0];
+        assert_eq!(capped.limit, Some(Duration::from_secs(30)));
+        let ended = capped.ended.as_ref().unwrap();
+        assert_eq!((ended.started_at, ended.ended_at), (at(10), at(40)));
+        assert_eq!(ended.uid, Some(1000));
+        assert_eq!(ended.command.as_deref(), Some("curl"));
+        // A task created and deleted in one batch ends at once.
+        let brief = events[2].ended.as_ref().unwrap();
+        assert_eq!((brief.started_at, brief.ended_at), (at(50), at(50)));
+        assert_eq!(events[3].ended, None, "no row, nothing to describe");
+        assert_eq!(events[4].task, Some(name("old")));
+        for event in &events {
+            let line = event.to_line();
+            let mut through_value = event.to_json().to_string().into_bytes();
+            through_value.push(b'\n');
+            assert_eq!(line, through_value);
+            assert_eq!(Event::from_json(&line).as_ref(), Some(event));
+        }
     }
 
     #[test]

@@ -82,7 +82,7 @@ fn edges_and_events_in_order_with_status() {
     let (_, status) = daemon.call("GET", "/v1/status", None);
     assert_eq!(
         status,
-        serde_json::json!({"held": false, "tasks": 0, "held_until": null, "idle_since": null, "held_by": []})
+        serde_json::json!({"held": false, "tasks": 0, "held_until": null, "idle_since": null, "held_by": [], "tripped": [], "tripped_count": 0})
     );
 
     let mut events = EventStream::open(&daemon, "");

@@ -625,7 +625,7 @@ fn max_held_for_releases_a_refresh_loop_and_delete_rearms_it() {
 
     let mut events = EventStream::open(&daemon, "?since=0");
     let capped = events.find("capped", "loop");
-    assert_eq!(float(&capped["limit_seconds"]), 3.0, "{capped}");
+    assert_eq!(capped["limit_ns"].as_u64(), Some(3_000_000_000), "{capped}");
     assert_eq!(capped["started_at"], first.body["started_at"], "{capped}");
     assert_close(
         "capped ended_at",

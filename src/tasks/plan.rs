@@ -133,6 +133,11 @@ impl Tasks {
             } => {
                 let Some(existing) = self.current(batch, &name, now) else {
                     self.retire_due_row(batch, &name, now);
+                    // A holder releasing what it took (`bound_to`) found
+                    // it gone; only a plain DELETE re-arms a tripped name.
+                    if bound_to.is_some() {
+                        return Err(TaskError::NotFound(name));
+                    }
                     return self.rearm(batch, name, caller);
                 };
                 self.check_may_change(existing, caller)?;
@@ -562,5 +567,196 @@ mod tests {
         tasks.plan(&mut batch, bound("b", 2), at(0)).unwrap();
         tasks.apply(batch);
         assert_eq!(tasks.bound().count(), 1);
+    }
+}
+
+#[cfg(test)]
+mod hold_limit_tests {
+    use super::*;
+    use crate::tasks::fixtures::*;
+
+    fn limited(limit: u64) -> Tasks {
+        Tasks::new(10).with_max_held_for(Some(secs(limit)))
+    }
+
+    fn expire(tasks: &mut Tasks, now: Timestamp) -> Vec<Change> {
+        let mut batch = Batch::new();
+        tasks.expire_due(&mut batch, now);
+        let changes = batch.changes().to_vec();
+        tasks.apply(batch);
+        changes
+    }
+
+    fn trip(held: u64, limit: u64, at_: u64) -> Trip {
+        Trip {
+            owner: None,
+            at: at(at_),
+            held: secs(held),
+            limit: secs(limit),
+        }
+    }
+
+    #[test]
+    fn refreshes_never_carry_a_task_past_its_limit() {
+        let mut tasks = limited(10);
+        let Outcome::Upserted { task, .. } = run(&mut tasks, upsert("loop", 4), at(0)).unwrap()
+        else {
+            panic!("not an upsert")
+        };
+        assert_eq!(task.expires_at, at(4));
+        for now in [3, 6, 8] {
+            run(&mut tasks, upsert("loop", 4), at(now)).unwrap();
+        }
+        let task = tasks.get(&name("loop"), at(9)).unwrap();
+        assert_eq!((task.started_at, task.expires_at), (at(0), at(10)));
+        let changes = expire(&mut tasks, at(10));
+        assert_eq!(
+            changes,
+            [Change::Remove {
+                name: name("loop"),
+                cause: Removal::Capped {
+                    trip: trip(10, 10, 10)
+                },
+            }]
+        );
+        assert_eq!(tasks.tripped().get(&name("loop")), Some(&trip(10, 10, 10)));
+    }
+
+    #[test]
+    fn a_task_that_lapses_before_its_limit_just_expires() {
+        let mut tasks = limited(10);
+        run(&mut tasks, upsert("short", 4), at(0)).unwrap();
+        let changes = expire(&mut tasks, at(4));
+        assert!(matches!(
+            changes[..],
+            [Change::Remove {
+                cause: Removal::Expired,
+                ..
+            }]
+        ));
+        assert!(tasks.tripped().is_empty());
+    }
+
+    #[test]
+    fn a_tripped_name_is_refused_until_a_plain_delete_rearms_it() {
+        let mut tasks = limited(5);
+        run(&mut tasks, upsert("loop", 5), at(0)).unwrap();
+        expire(&mut tasks, at(5));
+        for command in [upsert("loop", 5), create("loop", 5)] {
+            assert_eq!(
+                run(&mut tasks, command, at(6)),
+                Err(TaskError::Tripped {
+                    name: name("loop"),
+                    trip: trip(5, 5, 5)
+                })
+            );
+        }
+        // A holder releasing what it took does not re-arm the name.
+        let conditional = Command::Delete {
+            name: name("loop"),
+            caller: None,
+            bound_to: Some(7),
+        };
+        assert_eq!(
+            run(&mut tasks, conditional, at(6)),
+            Err(TaskError::NotFound(name("loop")))
+        );
+        assert_eq!(run(&mut tasks, delete("loop"), at(6)), Ok(Outcome::Deleted));
+        assert!(tasks.tripped().is_empty());
+        assert!(run(&mut tasks, upsert("loop", 5), at(7)).is_ok());
+        // A name never tripped and not live is still 404.
+        assert_eq!(
+            run(&mut tasks, delete("other"), at(7)),
+            Err(TaskError::NotFound(name("other")))
+        );
+    }
+
+    #[test]
+    fn a_due_row_is_retired_before_its_name_is_taken_again() {
+        // The cap fell due but no expiry batch ran yet: the refresh finds
+        // the row past its deadline, plans its capped removal, and is
+        // refused; it never starts a fresh hold under the same name.
+        let mut tasks = limited(5);
+        run(&mut tasks, upsert("loop", 5), at(0)).unwrap();
+        let mut batch = Batch::new();
+        let refused = tasks.plan(&mut batch, upsert("loop", 5), at(6));
+        assert!(matches!(refused, Err(TaskError::Tripped { .. })));
+        assert!(matches!(
+            batch.changes(),
+            [Change::Remove {
+                cause: Removal::Capped { .. },
+                ..
+            }]
+        ));
+        // Without a limit, the old hold expires and a new one is created.
+        let mut tasks = Tasks::new(10);
+        run(&mut tasks, upsert("job", 5), at(0)).unwrap();
+        let mut batch = Batch::new();
+        tasks.plan(&mut batch, upsert("job", 5), at(6)).unwrap();
+        assert!(matches!(
+            batch.changes(),
+            [
+                Change::Remove {
+                    cause: Removal::Expired,
+                    ..
+                },
+                Change::Put { created: true, .. }
+            ]
+        ));
+    }
+
+    #[test]
+    fn a_tasks_own_limit_lowers_the_daemons_and_applies_alone() {
+        let own = |n: &str, limit: u64| {
+            let claim = Claim {
+                max_held_for: Some(secs(limit)),
+                ..Claim::default()
+            };
+            Command::Upsert {
+                name: name(n),
+                expire: secs(100),
+                claim,
+                caller: None,
+            }
+        };
+        let mut tasks = limited(10);
+        run(&mut tasks, own("lower", 3), at(0)).unwrap();
+        run(&mut tasks, own("higher", 60), at(0)).unwrap();
+        assert_eq!(tasks.get(&name("lower"), at(1)).unwrap().expires_at, at(3));
+        assert_eq!(
+            tasks.get(&name("higher"), at(1)).unwrap().expires_at,
+            at(10)
+        );
+        // A refresh without the field keeps the task's own limit.
+        run(&mut tasks, upsert("lower", 100), at(2)).unwrap();
+        assert_eq!(tasks.get(&name("lower"), at(2)).unwrap().expires_at, at(3));
+        let mut unlimited = Tasks::new(10);
+        run(&mut unlimited, own("alone", 3), at(0)).unwrap();
+        let changes = expire(&mut unlimited, at(3));
+        assert!(matches!(
+            changes[..],
+            [Change::Remove {
+                cause: Removal::Capped { .. },
+                ..
+            }]
+        ));
+    }
+
+    #[test]
+    fn a_limit_set_while_down_applies_to_the_rows_loaded() {
+        let mut tasks = limited(10);
+        tasks.load([
+            Task::new(name("old"), at(0), at(100)),
+            Task::new(name("young"), at(50), at(100)),
+        ]);
+        let mut batch = Batch::new();
+        let planned = tasks.plan_load(&mut batch, at(55), secs(3600), None);
+        assert_eq!(planned.expired, 1);
+        tasks.apply(batch);
+        assert!(tasks.tripped().contains_key(&name("old")));
+        assert_eq!(
+            tasks.get(&name("young"), at(55)).unwrap().expires_at,
+            at(60)
+        );
     }
 }

@@ -267,6 +267,19 @@ impl ModelRun {
             },
         };
         let now = self.now;
+        // A row past its deadline that no expiry removed yet is retired
+        // (its removal planned) before any command on its name.
+        let key = command.name().as_str().to_owned();
+        if self
+            .pending
+            .rows
+            .get(&key)
+            .is_some_and(|&(_, expires)| expires <= now)
+        {
+            self.pending.remove(&key);
+            self.touched.insert(key);
+            self.planned += 1;
+        }
         let expected = self.pending.run(&command, now, self.rules);
         let actual = self
             .tasks

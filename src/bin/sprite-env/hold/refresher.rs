@@ -87,6 +87,19 @@ fn refresh_loop(
             // daemon released the task at its exit): nothing to retry,
             // nothing to report.
             Err(_) if details.pid.is_some_and(|pid| !process_exists(pid)) => return,
+            // Refused for good, not failed: the name's hold limit tripped,
+            // another process holds it, or another uid owns it. Retrying
+            // would only repeat the refusal until someone acts.
+            Err(
+                e @ client::ClientError::Api {
+                    status: 403 | 409, ..
+                },
+            ) => {
+                say(format!(
+                    "refreshing task {name:?} was refused: {e}; no longer refreshing it (the command keeps running)"
+                ));
+                return;
+            }
             Err(e) => {
                 failing = true;
                 let delay = retry_delay(every);

@@ -165,10 +165,19 @@ impl Rig {
         Rig::recovered_on(disk, wall, Machine::default())
     }
 
-    fn recovered_on(mut disk: Disk, wall: Timestamp, machine: Machine) -> Rig {
+    fn recovered_on(disk: Disk, wall: Timestamp, machine: Machine) -> Rig {
+        Rig::recovered_with(disk, wall, machine, settings())
+    }
+
+    fn recovered_with(
+        mut disk: Disk,
+        wall: Timestamp,
+        machine: Machine,
+        settings: Settings,
+    ) -> Rig {
         let base = Instant::now();
         let loaded = disk.load().expect("the disk loads");
-        let (core, _) = Core::recover(settings(), loaded, wall, base);
+        let (core, _) = Core::recover(settings, loaded, wall, base);
         let mut rig = Rig {
             core,
             disk,
@@ -373,3 +382,4 @@ mod ownership;
 mod processes;
 mod recovery;
 mod shares;
+mod usage;
