@@ -885,6 +885,78 @@ mod tests {
         assert_eq!(scan.batches, [(1, expected)]);
     }
 
+    /// A frame written by the release before hold limits (format 3, commit
+    /// d3c46f3), byte for byte: the batch of [`FORMAT_2_FRAME`] with owners
+    /// (`agent` uid 1000, `plain` unknown).
+    const FORMAT_3_FRAME: &str = include_str!("../../tests/fixtures/frame-format-3-d3c46f3.hex");
+
+    #[test]
+    fn a_format_3_frame_still_replays_without_hold_limits() {
+        let scan = scan_fixture(FORMAT_3_FRAME, FORMAT_3);
+        assert_eq!(scan.stop, Stop::End);
+        let (_, batch) = &scan.batches[0];
+        let [
+            Change::Put { task: agent, .. },
+            Change::Put { task: plain, .. },
+            ..,
+        ] = &batch.changes[..]
+        else {
+            panic!("{batch:?}")
+        };
+        assert_eq!(agent.owner, Some(1000));
+        assert_eq!(agent.reason.as_deref(), Some("fix the failing tests"));
+        assert_eq!(agent.binding.map(|b| b.pid), Some(4300));
+        assert_eq!((agent.max_held_for, plain.owner), (None, None));
+        assert_eq!(batch.changes.len(), 5);
+        assert_eq!(
+            batch.changes[4],
+            Change::Remove {
+                name: TaskName::parse("bound").unwrap(),
+                cause: Removal::Released { pid: 4301 },
+            }
+        );
+    }
+
+    #[test]
+    fn a_capped_removal_and_a_hold_limit_round_trip() {
+        let limited = Task {
+            max_held_for: Some(Duration::from_millis(1500)),
+            ..task("limited", 5, 10)
+        };
+        let batch = BatchRecord {
+            changes: vec![
+                Change::Put {
+                    task: limited,
+                    created: true,
+                },
+                Change::Remove {
+                    name: TaskName::parse("loop").unwrap(),
+                    cause: Removal::Capped {
+                        trip: Trip {
+                            owner: Some(1000),
+                            at: Timestamp::from_nanos(30),
+                            held: Duration::from_nanos(20),
+                            limit: Duration::from_nanos(20),
+                        },
+                    },
+                },
+            ],
+            events: Vec::new(),
+            keep_events_from: 0,
+            trim_slack: 0,
+        };
+        let mut frame = Vec::new();
+        let slot = Slot {
+            lsn: 1,
+            position: 0,
+            size: 4096,
+        };
+        encode_batch(&mut frame, slot, &batch.changes, std::iter::empty(), (0, 0));
+        let mut ring = vec![0u8; 4096];
+        ring[..frame.len()].copy_from_slice(&frame);
+        assert_eq!(scan(&ring, 0, 1).batches, [(1, batch)]);
+    }
+
     #[test]
     fn payloads_that_do_not_decode_say_why() {
         let payload_of = |batch: &BatchRecord| {

@@ -224,7 +224,9 @@ pub enum TasksCommand {
     ///
     /// Creates (or refreshes) the task with --expire, runs COMMAND, refreshes
     /// the task every --every while it runs, and deletes it when COMMAND
-    /// exits, however it exits. A failed refresh is reported and retried.
+    /// exits, however it exits. A failed refresh is reported and retried; one
+    /// the daemon refuses (403, 409: e.g. a name --max-held-for tripped) is
+    /// reported once, and COMMAND runs on unheld.
     /// SIGINT, SIGTERM and SIGHUP sent to the holder are forwarded to
     /// COMMAND (Ctrl-C at a terminal reaches COMMAND directly and is not sent
     /// twice); after one, the holder stops refreshing, so a COMMAND that
