@@ -330,8 +330,8 @@ fn usage_query(target: &str) -> Result<UsageQuery, Response> {
         // (`+02:00`) keeps its sign when it is percent-encoded or when the
         // space it became is put back.
         let parsed = text.as_deref().and_then(|text| {
-            Timestamp::parse_rfc3339(text)
-                .or_else(|| Timestamp::parse_rfc3339(&text.replacen(' ', "+", 1)))
+            Timestamp::parse_rfc3339_with_offset(text)
+                .or_else(|| Timestamp::parse_rfc3339_with_offset(&text.replacen(' ', "+", 1)))
                 .map(When::At)
                 .or_else(|| {
                     crate::expire::parse_text(text, MAX_LOOKBACK)
@@ -872,6 +872,36 @@ mod tests {
     }
 
     const MAX: Duration = expire::DEFAULT_MAX_EXPIRE;
+
+    #[test]
+    fn a_usage_window_takes_times_with_offsets_spans_and_buckets() {
+        let at = |text| When::At(Timestamp::parse_rfc3339(text).unwrap());
+        let query = |target: &str| usage_query(target).map_err(|r| r.status);
+        assert_eq!(
+            query("/v1/usage?since=2026-12-05T18:00:00%2B01:00&until=2h&buckets=60"),
+            Ok(UsageQuery {
+                since: Some(at("2026-12-05T17:00:00Z")),
+                until: Some(When::Ago(Duration::from_secs(7200))),
+                buckets: 60,
+            })
+        );
+        // An unencoded `+` arrives as a space in some clients' eyes.
+        assert_eq!(
+            query("/v1/usage?since=2026-12-05T18:00:00+01:00").map(|q| q.since),
+            Ok(Some(at("2026-12-05T17:00:00Z")))
+        );
+        assert_eq!(
+            query("/v1/usage"),
+            Ok(UsageQuery {
+                since: None,
+                until: None,
+                buckets: 0
+            })
+        );
+        for bad in ["since=yesterday", "until=%zz", "buckets=1001", "since=-1h"] {
+            assert_eq!(query(&format!("/v1/usage?{bad}")), Err(400), "{bad}");
+        }
+    }
 
     #[test]
     fn tasks_are_written_as_their_views_serialize() {

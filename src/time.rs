@@ -96,6 +96,37 @@ impl Timestamp {
             .ok()
             .map(Timestamp::from_system_time)
     }
+
+    /// As [`parse_rfc3339`](Self::parse_rfc3339), also taking a numeric
+    /// offset instead of `Z` (`2026-12-05T18:00:00+01:00`), as people and
+    /// `date --rfc-3339` write times.
+    pub fn parse_rfc3339_with_offset(text: &str) -> Option<Timestamp> {
+        if let Some(at) = Timestamp::parse_rfc3339(text) {
+            return Some(at);
+        }
+        let split = text.len().checked_sub(6)?;
+        let (local, offset) = (text.get(..split)?, text.get(split..)?.as_bytes());
+        let sign = match offset[0] {
+            b'+' => 1i64,
+            b'-' => -1,
+            _ => return None,
+        };
+        let digits = |pair: &[u8]| -> Option<i64> {
+            let text = std::str::from_utf8(pair).ok()?;
+            text.bytes()
+                .all(|b| b.is_ascii_digit())
+                .then(|| text.parse().ok())?
+        };
+        let (hours, minutes) = (digits(&offset[1..3])?, digits(&offset[4..6])?);
+        if offset[3] != b':' || hours > 23 || minutes > 59 {
+            return None;
+        }
+        let utc = Timestamp::parse_rfc3339(&format!("{local}Z"))?;
+        let shift = sign * (hours * 3600 + minutes * 60) * 1_000_000_000;
+        // Local time minus the offset is UTC.
+        let nanos = i128::from(utc.as_nanos()) - i128::from(shift);
+        u64::try_from(nanos).ok().map(Timestamp::from_nanos)
+    }
 }
 
 /// RFC 3339 in UTC with nanoseconds, as the Sprite runtime prints times:
@@ -337,6 +368,30 @@ impl ReactorClock {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rfc3339_offsets_are_turned_into_utc() {
+        let utc = Timestamp::parse_rfc3339("2026-12-05T17:00:00Z").unwrap();
+        for text in [
+            "2026-12-05T17:00:00Z",
+            "2026-12-05T18:00:00+01:00",
+            "2026-12-05T12:30:00-04:30",
+        ] {
+            assert_eq!(
+                Timestamp::parse_rfc3339_with_offset(text),
+                Some(utc),
+                "{text}"
+            );
+        }
+        for bad in [
+            "2026-12-05T18:00:00+1:00",
+            "2026-12-05T18:00:00+24:00",
+            "+01:00",
+            "",
+        ] {
+            assert_eq!(Timestamp::parse_rfc3339_with_offset(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn rfc3339_is_humantimes_byte_for_byte() {

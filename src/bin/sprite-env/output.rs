@@ -85,9 +85,39 @@ pub fn in_cli_terms(error: ClientError, name: &str) -> String {
         } if message.contains("already exists") => format!(
             "task {name:?} already exists; refresh it with `sprite-env tasks refresh {name} --expire DURATION` or choose another name"
         ),
+        // A name its hold limit tripped: re-armed with the CLI's delete.
+        ClientError::Api {
+            status: 409,
+            message,
+        } if message.contains("re-arms the name") => message.replace(
+            &format!("DELETE /v1/tasks/{name}"),
+            &format!("`sprite-env tasks delete {name}`"),
+        ),
         ClientError::Api { message, .. } if message.starts_with("expire ") => {
             format!("--{message}")
         }
         other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tripped_name_is_rearmed_in_the_clis_terms() {
+        let message = "task \"loop\" was released at 2026-12-05T17:21:24Z after being held for 4s, its limit (max-held-for 4s); a heartbeat may have outlived its purpose. DELETE /v1/tasks/loop re-arms the name once that is checked";
+        let said = in_cli_terms(
+            ClientError::Api {
+                status: 409,
+                message: message.into(),
+            },
+            "loop",
+        );
+        assert!(
+            said.contains("`sprite-env tasks delete loop` re-arms the name"),
+            "{said}"
+        );
+        assert!(said.contains("held for 4s"), "{said}");
     }
 }
