@@ -217,7 +217,8 @@ pub struct Report {
     pub history_from: String,
     /// The time at least one task held the machine: what a bill counts.
     pub held_seconds: f64,
-    /// Whether a task held the machine at `until`.
+    /// Whether a task holds the machine now (false for a window that ends
+    /// before now).
     pub held_now: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bucket_seconds: Option<f64>,
@@ -359,7 +360,8 @@ pub fn report(
             entry.latest = hold;
         }
         let is_open = i >= history.holds.len();
-        entry.held_now |= is_open && hold.ended_at > window.until && start <= window.until;
+        // Held now: live at `now`, in a window that reaches now.
+        entry.held_now |= is_open && hold.ended_at > now && window.until >= now;
         points.push((start, 1, row));
         points.push((end, -1, row));
     }

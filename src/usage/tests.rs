@@ -135,6 +135,16 @@ fn a_live_hold_counts_up_to_until_and_is_held_now() {
         (1.0, 1.0, true)
     );
     assert_eq!(e.last_held_at, at_ms(10_000).to_string());
+    // A window that ends before now says nothing is held now.
+    let past = super::report(
+        &history,
+        [live("e", 9000, 3_600_000)].into_iter(),
+        window(8000, 9500),
+        0,
+        at_ms(10_000),
+    );
+    assert_eq!(row(&past, "e").held_seconds, 0.5);
+    assert!(!past.held_now && !row(&past, "e").held_now);
 }
 
 #[test]
