@@ -153,6 +153,17 @@ impl EndedHold {
 }
 
 impl Event {
+    /// When the usage history keeps this event by: when the hold it ended
+    /// ended, or when it re-armed a name; `None` for events the history
+    /// does not keep.
+    pub fn usage_instant(&self) -> Option<Timestamp> {
+        match (self.kind, &self.ended) {
+            (EventKind::Rearmed, _) => Some(self.at),
+            (_, Some(ended)) => Some(ended.ended_at),
+            _ => None,
+        }
+    }
+
     /// The event as one JSON object:
     /// `{"seq":3,"at":"…","event":"created","task":"agent","expires_at":"…"}`.
     pub fn to_json(&self) -> Value {

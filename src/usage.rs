@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::events::{Event, EventKind};
-use crate::tasks::{Task, TaskName, Trip};
+use crate::events::{EndedHold, Event, EventKind};
+use crate::tasks::{Removal, Task, TaskName, Trip, share};
 use crate::time::Timestamp;
 
 /// How long ended holds are kept, by default: 35 days, so the month before
@@ -44,18 +44,23 @@ pub struct Hold {
 }
 
 impl Hold {
-    /// The hold a live (or due, not yet removed) task has had so far: up to
-    /// its deadline.
-    fn of_task(task: &Task) -> Hold {
-        let holder = task.holder.as_ref();
+    /// The hold of `name` a removal's event describes.
+    fn ended(name: TaskName, ended: &EndedHold) -> Hold {
         Hold {
-            name: task.name.clone(),
-            uid: task.owner,
-            command: holder.and_then(|h| h.command.clone()),
-            parent_command: holder.and_then(|h| h.parent_command.clone()),
-            started_at: task.started_at,
-            ended_at: task.expires_at,
+            name,
+            uid: ended.uid,
+            command: ended.command.clone(),
+            parent_command: ended.parent_command.clone(),
+            started_at: ended.started_at,
+            ended_at: ended.ended_at,
         }
+    }
+
+    /// The hold a live (or due, not yet removed) task has had so far: up to
+    /// its deadline, as its expiry would end it.
+    fn of_task(task: &Task) -> Hold {
+        let to_deadline = EndedHold::of(task, Removal::Expired, task.expires_at);
+        Hold::ended(task.name.clone(), &to_deadline)
     }
 }
 
@@ -131,20 +136,15 @@ impl History {
                 },
             );
         }
-        let command = ended.command.as_ref().map(|c| share(&mut self.texts, c));
-        let parent_command = ended
-            .parent_command
-            .as_ref()
-            .map(|c| share(&mut self.texts, c));
-        self.oldest_end = self.oldest_end.min(ended.ended_at);
-        self.holds.push(Hold {
-            name,
-            uid: ended.uid,
-            command,
-            parent_command,
-            started_at: ended.started_at,
-            ended_at: ended.ended_at,
-        });
+        let mut hold = Hold::ended(name, ended);
+        for text in [&mut hold.command, &mut hold.parent_command]
+            .into_iter()
+            .flatten()
+        {
+            *text = share(&mut self.texts, text);
+        }
+        self.oldest_end = self.oldest_end.min(hold.ended_at);
+        self.holds.push(hold);
     }
 
     /// Drops the holds that ended before the horizon at `now`, and the
@@ -186,17 +186,6 @@ impl History {
     /// Names released by their hold limit and not re-armed since.
     pub fn tripped(&self) -> &BTreeMap<TaskName, Trip> {
         &self.tripped
-    }
-}
-
-/// The equal value already in `seen`, or `value` added there.
-fn share<T: Clone + Eq + std::hash::Hash>(seen: &mut HashSet<T>, value: &T) -> T {
-    match seen.get(value) {
-        Some(shared) => shared.clone(),
-        None => {
-            seen.insert(value.clone());
-            value.clone()
-        }
     }
 }
 

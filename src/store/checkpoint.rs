@@ -94,7 +94,7 @@ impl Engine {
                 for (seq, line) in &batch.events {
                     match Event::from_json(line) {
                         Some(event) => {
-                            if super::tables::usage_instant(line).is_some() {
+                            if event.usage_instant().is_some() {
                                 loaded.usage.push(event.clone());
                             }
                             replayed_events.push(event);

@@ -21,7 +21,7 @@ use tracing::{error, warn};
 
 use super::pending::{LogMark, Pending};
 use super::{Loaded, StoreError};
-use crate::events::{Event, EventKind};
+use crate::events::Event;
 use crate::record::{self, RecordError};
 use crate::time::Timestamp;
 
@@ -224,17 +224,12 @@ impl Tables {
 /// The instant a usage event is kept by: when its hold ended, or when the
 /// name was re-armed; `None` for any other event. Only lines that can be
 /// one are parsed.
-pub(crate) fn usage_instant(line: &[u8]) -> Option<Timestamp> {
+fn usage_instant(line: &[u8]) -> Option<Timestamp> {
     let usage = |needle: &[u8]| line.windows(needle.len()).any(|w| w == needle);
     if !usage(b"\"ended_at\":") && !usage(b"\"event\":\"rearmed\"") {
         return None;
     }
-    let event = Event::from_json(line)?;
-    match (event.kind, &event.ended) {
-        (EventKind::Rearmed, _) => Some(event.at),
-        (_, Some(ended)) => Some(ended.ended_at),
-        _ => None,
-    }
+    Event::from_json(line)?.usage_instant()
 }
 
 fn io(error: impl fmt::Display) -> StoreError {

@@ -19,7 +19,6 @@
 //! with it.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
-use std::sync::Arc;
 use std::time::Duration;
 
 use crate::time::Timestamp;
@@ -160,8 +159,12 @@ impl Tasks {
             .into_iter()
             .map(|mut task| {
                 if let Some(holder) = &mut task.holder {
-                    share(&mut commands, &mut holder.command);
-                    share(&mut commands, &mut holder.parent_command);
+                    for text in [&mut holder.command, &mut holder.parent_command]
+                        .into_iter()
+                        .flatten()
+                    {
+                        *text = share(&mut commands, text);
+                    }
                 }
                 (task.name.clone(), task)
             })
@@ -294,14 +297,14 @@ impl Tasks {
     }
 }
 
-/// Replaces `text` by the equal one already in `seen`, or adds it there.
-fn share(seen: &mut HashSet<Arc<str>>, text: &mut Option<Arc<str>>) {
-    if let Some(value) = text {
-        match seen.get(value) {
-            Some(shared) => *value = Arc::clone(shared),
-            None => {
-                seen.insert(Arc::clone(value));
-            }
+/// The value equal to `value` already in `seen`, or `value` added there:
+/// one copy of a name or command line shared by every row that has it.
+pub fn share<T: Clone + Eq + std::hash::Hash>(seen: &mut HashSet<T>, value: &T) -> T {
+    match seen.get(value) {
+        Some(shared) => shared.clone(),
+        None => {
+            seen.insert(value.clone());
+            value.clone()
         }
     }
 }
@@ -311,6 +314,8 @@ mod fixtures;
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
     use crate::tasks::fixtures::*;
 

@@ -82,7 +82,7 @@ impl Disk {
             usage: self
                 .events
                 .iter()
-                .filter(|event| event.ended.is_some() || event.kind == EventKind::Rearmed)
+                .filter(|event| event.usage_instant().is_some())
                 .cloned()
                 .collect(),
             replayed: 0,
