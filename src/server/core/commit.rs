@@ -359,15 +359,13 @@ impl Core {
         self.events.append(&events);
         for event in &events {
             self.usage.record(event);
-        }
-        self.usage.prune(at);
-        for event in &events {
             match event.kind {
                 EventKind::Held => self.enter_held(now),
                 EventKind::Idle => self.enter_idle(at, now),
                 _ => {}
             }
         }
+        self.usage.prune(at);
         self.event_lines.push(lines);
         if let Some(behind) = step_back {
             self.take_step_back(behind);
