@@ -427,10 +427,17 @@ impl EventLog {
         (rows_before, rows_after): (usize, usize),
         now: Timestamp,
     ) -> Vec<Event> {
+        // Tasks put by this batch, for a removal later in it; kept only when
+        // the batch removes anything (a batch of refreshes hashes nothing).
+        let removes = changes
+            .iter()
+            .any(|change| matches!(change, Change::Remove { .. }));
         let mut put: HashMap<&TaskName, &Task> = HashMap::new();
         let mut ended = |change: &'a Change| match change {
             Change::Put { task, .. } => {
-                put.insert(&task.name, task);
+                if removes {
+                    put.insert(&task.name, task);
+                }
                 None
             }
             Change::Remove { name, cause } => put
