@@ -555,8 +555,19 @@ fn a_second_hold_of_a_held_name_is_refused_before_its_command_runs() {
         .unwrap();
     let started = eventually(|| first_ran.exists(), |ran| *ran);
     assert!(started, "the first command started");
-    let (_, task) = daemon.call("GET", "/v1/tasks/agent", None);
-    let bound_pid = task["pid"].as_u64().expect("bound to the first command");
+    // The holder binds the task to itself, spawns the command, then hands
+    // the binding over with a refresh: the command may run before that
+    // refresh lands (seen under a busy CPU), so wait for the hand-over.
+    let holder_pid = u64::from(first.id());
+    let bound_pid = eventually(
+        || daemon.call("GET", "/v1/tasks/agent", None).1["pid"].as_u64(),
+        |pid| pid.is_some_and(|pid| pid != holder_pid),
+    )
+    .expect("bound to a process");
+    assert_ne!(
+        bound_pid, holder_pid,
+        "the binding was handed to the command"
+    );
 
     // A second holder of the same name: refused, its command never runs,
     // and the sentence names the process that holds it.
