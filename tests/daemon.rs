@@ -7,19 +7,7 @@ mod common;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
-use common::{Daemon, Dirs, WAIT, daemon_binary, eventually, wait_with_timeout};
-
-fn metrics(daemon: &Daemon) -> String {
-    let raw = daemon.raw(b"GET /metrics HTTP/1.1\r\nHost: sprite\r\nConnection: close\r\n\r\n");
-    String::from_utf8_lossy(&raw).into_owned()
-}
-
-/// The value of one sample line of `/metrics`.
-fn sample(page: &str, name: &str) -> Option<f64> {
-    page.lines()
-        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
-        .and_then(|value| value.parse().ok())
-}
+use common::{Daemon, Dirs, WAIT, daemon_binary, eventually, metrics, sample, wait_with_timeout};
 
 #[test]
 fn a_closed_log_pipe_does_not_stop_the_daemon() {

@@ -4,53 +4,17 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::net::UnixStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Daemon, Dirs, eventually};
+use common::{Daemon, Dirs, EventStream, eventually};
 use serde_json::Value;
 
-/// An open `GET /v1/events` stream.
-struct EventStream {
-    reader: BufReader<UnixStream>,
-}
-
 impl EventStream {
-    fn open(daemon: &Daemon, query: &str) -> EventStream {
-        let mut stream = daemon.connect();
-        stream
-            .write_all(format!("GET /v1/events{query} HTTP/1.1\r\nHost: sprite\r\n\r\n").as_bytes())
-            .unwrap();
-        let mut reader = BufReader::new(stream);
-        loop {
-            let mut line = String::new();
-            reader.read_line(&mut line).unwrap();
-            if line == "\r\n" || line.is_empty() {
-                break;
-            }
-        }
-        EventStream { reader }
-    }
-
-    /// The next event; panics at the end of the stream or after the
-    /// connection's read timeout.
-    fn next(&mut self) -> Value {
-        let mut size_line = String::new();
-        self.reader.read_line(&mut size_line).unwrap();
-        let size = usize::from_str_radix(size_line.trim_end(), 16).expect("chunk size");
-        let mut chunk = vec![0u8; size + 2];
-        self.reader.read_exact(&mut chunk).unwrap();
-        assert!(size > 0, "the stream ended");
-        serde_json::from_slice(&chunk[..size - 1]).unwrap()
-    }
-
-    /// Events up to and including the first of `kind`.
     fn until(&mut self, kind: &str) -> Vec<Value> {
         let mut seen = Vec::new();
         loop {
-            let event = self.next();
+            let event = self.event();
             let done = event["event"] == kind;
             seen.push(event);
             if done {
@@ -217,7 +181,7 @@ fn a_bound_sleep_that_exits_releases_its_task_at_once() {
     let released = seen.last().unwrap();
     assert_eq!(released["task"], "bound");
     assert_eq!(released["pid"], u64::from(pid));
-    assert_eq!(events.next()["event"], "idle");
+    assert_eq!(events.event()["event"], "idle");
     let latency = released_at.saturating_duration_since(exited_at);
     println!("released {latency:?} after the bound process was reaped");
     // The goal is well under 100 ms; a busy CI machine gets a generous bound.

@@ -4,58 +4,14 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::net::UnixStream;
+use std::io::{Read, Write};
 use std::path::Path;
 use std::time::Duration;
 
-use common::{Daemon, Dirs, read_response, request_bytes};
+use common::{Daemon, Dirs, EventStream, read_response, request_bytes};
 use serde_json::Value;
 
-/// An open `GET /v1/events` stream.
-struct EventStream {
-    reader: BufReader<UnixStream>,
-}
-
 impl EventStream {
-    fn open(daemon: &Daemon, query: &str) -> EventStream {
-        let mut stream = daemon.connect();
-        stream
-            .write_all(format!("GET /v1/events{query} HTTP/1.1\r\nHost: sprite\r\n\r\n").as_bytes())
-            .unwrap();
-        let mut reader = BufReader::new(stream);
-        let mut head = String::new();
-        loop {
-            let mut line = String::new();
-            reader.read_line(&mut line).unwrap();
-            head.push_str(&line);
-            if line == "\r\n" {
-                break;
-            }
-        }
-        assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
-        assert!(head.contains("Transfer-Encoding: chunked"), "{head}");
-        assert!(head.contains("application/x-ndjson"), "{head}");
-        EventStream { reader }
-    }
-
-    /// The next event line; `None` at the end of the stream.
-    fn next(&mut self) -> Option<Value> {
-        let mut size_line = String::new();
-        if self.reader.read_line(&mut size_line).unwrap() == 0 {
-            return None;
-        }
-        let size = usize::from_str_radix(size_line.trim_end(), 16).expect("chunk size");
-        let mut chunk = vec![0u8; size + 2];
-        self.reader.read_exact(&mut chunk).unwrap();
-        assert_eq!(&chunk[size..], b"\r\n");
-        if size == 0 {
-            return None;
-        }
-        assert_eq!(chunk[size - 1], b'\n', "one line per chunk");
-        Some(serde_json::from_slice(&chunk[..size - 1]).unwrap())
-    }
-
     fn next_n(&mut self, n: usize) -> Vec<Value> {
         (0..n).map(|_| self.next().expect("an event")).collect()
     }

@@ -12,12 +12,10 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::net::UnixStream;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
-use common::{Daemon, Dirs, eventually};
+use common::{Daemon, Dirs, EventStream, eventually, metrics, sample};
 use serde_json::Value;
 use sprite_tasks::time::Timestamp;
 
@@ -468,64 +466,16 @@ fn a_bad_since_is_a_400_with_a_sentence() {
     }
 }
 
-/// An open `GET /v1/events` stream.
-struct EventStream {
-    reader: BufReader<UnixStream>,
-}
-
 impl EventStream {
-    fn open(daemon: &Daemon, query: &str) -> EventStream {
-        let mut stream = daemon.connect();
-        stream
-            .write_all(format!("GET /v1/events{query} HTTP/1.1\r\nHost: sprite\r\n\r\n").as_bytes())
-            .unwrap();
-        let mut reader = BufReader::new(stream);
-        let mut head = String::new();
-        loop {
-            let mut line = String::new();
-            reader.read_line(&mut line).unwrap();
-            head.push_str(&line);
-            if line == "\r\n" || line.is_empty() {
-                break;
-            }
-        }
-        assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
-        EventStream { reader }
-    }
-
-    /// The next event; panics at the end of the stream or after the
-    /// connection's read timeout.
-    fn next(&mut self) -> Value {
-        let mut size_line = String::new();
-        self.reader.read_line(&mut size_line).unwrap();
-        let size = usize::from_str_radix(size_line.trim_end(), 16).expect("chunk size");
-        let mut chunk = vec![0u8; size + 2];
-        self.reader.read_exact(&mut chunk).unwrap();
-        assert!(size > 0, "the stream ended");
-        serde_json::from_slice(&chunk[..size - 1]).unwrap()
-    }
-
     /// The first event of `kind` for `task`, skipping others.
     fn find(&mut self, kind: &str, task: &str) -> Value {
         loop {
-            let event = self.next();
+            let event = self.event();
             if event["event"] == kind && event["task"] == task {
                 return event;
             }
         }
     }
-}
-
-fn metrics(daemon: &Daemon) -> String {
-    let raw = daemon.raw(b"GET /metrics HTTP/1.1\r\nHost: sprite\r\nConnection: close\r\n\r\n");
-    String::from_utf8_lossy(&raw).into_owned()
-}
-
-/// The value of one sample line of `/metrics`.
-fn sample(page: &str, name: &str) -> Option<f64> {
-    page.lines()
-        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
-        .and_then(|value| value.parse().ok())
 }
 
 /// Checks a refusal of a tripped name: 409 and a sentence that says how

@@ -493,3 +493,68 @@ pub fn start_in_process(
         .expect("the server thread answers")?;
     Ok(thread)
 }
+
+/// An open `GET /v1/events` stream, read chunk by chunk.
+pub struct EventStream {
+    reader: BufReader<UnixStream>,
+}
+
+impl EventStream {
+    /// Opens the stream with `query` (e.g. `?since=3`) and checks its head.
+    pub fn open(daemon: &Daemon, query: &str) -> EventStream {
+        let mut stream = daemon.connect();
+        stream
+            .write_all(format!("GET /v1/events{query} HTTP/1.1\r\nHost: sprite\r\n\r\n").as_bytes())
+            .unwrap();
+        let mut reader = BufReader::new(stream);
+        let mut head = String::new();
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            head.push_str(&line);
+            if line == "\r\n" || line.is_empty() {
+                break;
+            }
+        }
+        assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+        assert!(head.contains("Transfer-Encoding: chunked"), "{head}");
+        assert!(head.contains("application/x-ndjson"), "{head}");
+        EventStream { reader }
+    }
+
+    /// The next event line; `None` at the end of the stream.
+    pub fn next(&mut self) -> Option<Value> {
+        let mut size_line = String::new();
+        if self.reader.read_line(&mut size_line).unwrap() == 0 {
+            return None;
+        }
+        let size = usize::from_str_radix(size_line.trim_end(), 16).expect("chunk size");
+        let mut chunk = vec![0u8; size + 2];
+        self.reader.read_exact(&mut chunk).unwrap();
+        assert_eq!(&chunk[size..], b"\r\n");
+        if size == 0 {
+            return None;
+        }
+        assert_eq!(chunk[size - 1], b'\n', "one line per chunk");
+        Some(serde_json::from_slice(&chunk[..size - 1]).unwrap())
+    }
+
+    /// The next event; panics at the end of the stream or after the
+    /// connection's read timeout.
+    pub fn event(&mut self) -> Value {
+        self.next().expect("the stream ended")
+    }
+}
+
+/// The `/metrics` page, whole response included.
+pub fn metrics(daemon: &Daemon) -> String {
+    let raw = daemon.raw(b"GET /metrics HTTP/1.1\r\nHost: sprite\r\nConnection: close\r\n\r\n");
+    String::from_utf8_lossy(&raw).into_owned()
+}
+
+/// The value of one sample line of `/metrics` (`name` with its labels).
+pub fn sample(page: &str, name: &str) -> Option<f64> {
+    page.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|value| value.parse().ok())
+}
