@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::events::{EndedHold, Event, EventKind};
 use crate::tasks::{Removal, Task, TaskName, Trip, share};
@@ -196,8 +196,9 @@ pub struct Window {
     pub until: Timestamp,
 }
 
-/// `GET /v1/usage`'s answer.
-#[derive(Debug, Serialize, PartialEq)]
+/// `GET /v1/usage`'s answer: what the daemon writes and what `sprite-env
+/// tasks report` reads.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Report {
     pub since: String,
     pub until: String,
@@ -209,17 +210,19 @@ pub struct Report {
     /// Whether a task holds the machine now (false for a window that ends
     /// before now).
     pub held_now: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// The length of one bucket, when buckets were asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bucket_seconds: Option<f64>,
-    /// The fraction of each bucket the machine was held.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub buckets: Option<Vec<f64>>,
+    /// The fraction of each bucket the machine was held (none unless
+    /// asked for).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub buckets: Vec<f64>,
     /// One row per task name and owner, longest held first.
     pub tasks: Vec<TaskUsage>,
 }
 
 /// One task name and owner's share of a report.
-#[derive(Debug, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct TaskUsage {
     pub name: String,
     pub uid: Option<u32>,
@@ -233,8 +236,9 @@ pub struct TaskUsage {
     pub first_held_at: String,
     pub last_held_at: String,
     pub held_now: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub buckets: Option<Vec<f64>>,
+    /// As [`Report::buckets`], for this row alone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub buckets: Vec<f64>,
 }
 
 /// Seconds to the millisecond, for the JSON.
@@ -411,7 +415,10 @@ pub fn report(
             first_held_at: row.first.to_string(),
             last_held_at: row.last.to_string(),
             held_now: row.held_now,
-            buckets: row.buckets.as_ref().map(Buckets::fractions),
+            buckets: row
+                .buckets
+                .as_ref()
+                .map_or_else(Vec::new, Buckets::fractions),
         })
         .collect();
     tasks.sort_by(|a, b| {
@@ -427,7 +434,7 @@ pub fn report(
         held_seconds: seconds(held_ns),
         held_now,
         bucket_seconds: machine.as_ref().map(|b| seconds(b.width as u64)),
-        buckets: machine.as_ref().map(Buckets::fractions),
+        buckets: machine.as_ref().map_or_else(Vec::new, Buckets::fractions),
         tasks,
     }
 }

@@ -8,62 +8,11 @@
 
 use std::time::Duration;
 
-use serde::Deserialize;
-
 use super::render::{format_seconds, format_span, format_time, render_table, shorten};
 use crate::time::Timestamp;
 
-/// The body of `GET /v1/usage`: how long tasks held the machine between
-/// `since` and `until`. Fields marked optional are absent when the report
-/// was asked without a timeline (`buckets=0`).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct Usage {
-    pub since: String,
-    pub until: String,
-    /// The oldest instant the daemon's retained history covers: holds that
-    /// ended before it are not counted.
-    pub history_from: String,
-    /// The union of every hold within the window.
-    pub held_seconds: f64,
-    /// Whether a task is live at `until`.
-    pub held_now: bool,
-    /// The length of one timeline bucket.
-    #[serde(default)]
-    pub bucket_seconds: Option<f64>,
-    /// The fraction (0.0..=1.0) of each bucket that the machine was held.
-    #[serde(default)]
-    pub buckets: Vec<f64>,
-    /// One row per (name, owner), most held first.
-    pub tasks: Vec<UsageTask>,
-}
-
-/// One row of [`Usage::tasks`]: a name held by one owner in the window.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct UsageTask {
-    pub name: String,
-    /// The owner's uid, when known.
-    #[serde(default)]
-    pub uid: Option<u32>,
-    /// The holder's command of its latest hold, when known.
-    #[serde(default)]
-    pub command: Option<String>,
-    /// That holder's parent's command line, when known.
-    #[serde(default)]
-    pub parent_command: Option<String>,
-    /// How long it held the machine within the window.
-    pub held_seconds: f64,
-    /// How much of that no other task held it.
-    pub sole_seconds: f64,
-    /// How many holds (creation to release) it took.
-    pub holds: u64,
-    pub first_held_at: String,
-    /// Equal to `until` when it is held now.
-    pub last_held_at: String,
-    pub held_now: bool,
-    /// As [`Usage::buckets`], for this task alone.
-    #[serde(default)]
-    pub buckets: Vec<f64>,
-}
+/// The body of `GET /v1/usage`, as the daemon writes it.
+pub use crate::usage::{Report as Usage, TaskUsage as UsageTask};
 
 /// The timeline's width (buckets asked of the daemon) when the terminal's
 /// is unknown: fits an 80-column terminal with a label of a dozen
