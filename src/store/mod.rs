@@ -778,6 +778,62 @@ mod tests {
     }
 
     #[test]
+    fn ended_holds_and_rearms_are_kept_for_the_usage_retention_and_nothing_else() {
+        use crate::events::{EndedHold, Event, EventKind, EventLines};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tasks.redb");
+        let now = crate::time::wall_now();
+        let ago = |hours: u64| now.saturating_sub(Duration::from_secs(hours * 3600));
+        let event = |seq: u64, kind: EventKind, ended: Option<Timestamp>| Event {
+            seq,
+            at: ended.unwrap_or(now),
+            kind,
+            task: Some(TaskName::parse("loop").unwrap()),
+            expires_at: None,
+            step_ns: None,
+            reason: None,
+            pid: None,
+            ended: ended.map(|ended_at| EndedHold {
+                started_at: ended_at.saturating_sub(Duration::from_secs(60)),
+                ended_at,
+                uid: Some(1000),
+                command: Some("curl".into()),
+                parent_command: None,
+            }),
+            limit: None,
+        };
+        let options = StoreOptions {
+            usage_retention: Duration::from_secs(48 * 3600),
+            ..inline()
+        };
+        {
+            let mut store = Store::open(&path, &options).unwrap();
+            store.load().unwrap();
+            let events = [
+                event(1, EventKind::Deleted, Some(ago(72))),
+                event(2, EventKind::Created, None),
+                event(3, EventKind::Expired, Some(ago(24))),
+                event(4, EventKind::Rearmed, None),
+                event(5, EventKind::Refreshed, None),
+            ];
+            store
+                .commit_batch(&[], &EventLines::new(&events), 0, 100)
+                .unwrap();
+            store.checkpoint_now().unwrap();
+        }
+        let mut store = Store::open(&path, &options).unwrap();
+        let loaded = store.load().unwrap();
+        assert_eq!(loaded.replayed, 0, "all of it from the checkpoint");
+        let kept: Vec<u64> = loaded.usage.iter().map(|event| event.seq).collect();
+        assert_eq!(
+            kept,
+            [3, 4],
+            "the hold ended 72 h ago is past the 48 h kept"
+        );
+        assert_eq!(loaded.usage[0].ended.as_ref().unwrap().ended_at, ago(24));
+    }
+
+    #[test]
     fn a_second_open_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("tasks.redb");

@@ -222,11 +222,16 @@ impl Tables {
 }
 
 /// The instant a usage event is kept by: when its hold ended, or when the
-/// name was re-armed; `None` for any other event. Only lines that can be
-/// one are parsed.
+/// name was re-armed; `None` for any other event. An event line's keys are
+/// sorted ([`Event::write_line`]), so the key after `at` tells a usage
+/// event (`command` or `ended_at` of an ended hold, or `"event":"rearmed"`)
+/// from the refreshes and creates that make most of a checkpoint, without
+/// parsing or scanning those.
 fn usage_instant(line: &[u8]) -> Option<Timestamp> {
-    let usage = |needle: &[u8]| line.windows(needle.len()).any(|w| w == needle);
-    if !usage(b"\"ended_at\":") && !usage(b"\"event\":\"rearmed\"") {
+    let after_at = line.strip_prefix(b"{\"at\":\"")?;
+    let next = &after_at[after_at.iter().position(|&b| b == b'"')? + 1..];
+    let keys: [&[u8]; 3] = [b",\"command\"", b",\"ended_at\"", b",\"event\":\"rearmed\""];
+    if !keys.iter().any(|key| next.starts_with(key)) {
         return None;
     }
     Event::from_json(line)?.usage_instant()
