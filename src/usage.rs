@@ -64,12 +64,10 @@ impl Hold {
     }
 }
 
-/// The ended holds kept for reports, and the tripped names.
+/// The ended holds kept for reports.
 ///
 /// Invariant: `holds` are in the order their events were recorded; every
 /// one ended at or after the horizon of the latest [`prune`](Self::prune).
-/// `tripped` has a name exactly when its latest `capped` or `rearmed` event
-/// recorded was `capped`.
 #[derive(Debug)]
 pub struct History {
     holds: Vec<Hold>,
@@ -78,7 +76,6 @@ pub struct History {
     /// one name ten thousand times keeps one copy of it.
     names: HashSet<TaskName>,
     texts: HashSet<Arc<str>>,
-    tripped: BTreeMap<TaskName, Trip>,
     /// The earliest end among `holds` (the latest instant when empty), so
     /// that pruning costs nothing until a hold is due to go.
     oldest_end: Timestamp,
@@ -92,7 +89,6 @@ impl History {
             retention,
             names: HashSet::new(),
             texts: HashSet::new(),
-            tripped: BTreeMap::new(),
             oldest_end: Timestamp::from_nanos(u64::MAX),
         }
     }
@@ -107,35 +103,20 @@ impl History {
         history
     }
 
-    /// Takes in a durable event: a removal's hold, a trip, a re-arming.
+    /// Takes in a durable event: the hold a removal's event describes.
     /// Other events are ignored.
     pub fn record(&mut self, event: &Event) {
         let Some(name) = &event.task else {
             return;
         };
-        match event.kind {
-            EventKind::Deleted | EventKind::Expired | EventKind::Released | EventKind::Capped => {}
-            EventKind::Rearmed => {
-                self.tripped.remove(name);
-                return;
-            }
-            _ => return,
-        }
-        let Some(ended) = &event.ended else {
+        let removal = matches!(
+            event.kind,
+            EventKind::Deleted | EventKind::Expired | EventKind::Released | EventKind::Capped
+        );
+        let Some(ended) = event.ended.as_ref().filter(|_| removal) else {
             return;
         };
         let name = share(&mut self.names, name);
-        if event.kind == EventKind::Capped {
-            self.tripped.insert(
-                name.clone(),
-                Trip {
-                    owner: ended.uid,
-                    at: ended.ended_at,
-                    held: ended.ended_at.saturating_since(ended.started_at),
-                    limit: event.limit.unwrap_or_default(),
-                },
-            );
-        }
         let mut hold = Hold::ended(name, ended);
         for text in [&mut hold.command, &mut hold.parent_command]
             .into_iter()
@@ -161,7 +142,7 @@ impl History {
             .map(|hold| hold.ended_at)
             .min()
             .unwrap_or(Timestamp::from_nanos(u64::MAX));
-        // A copy only the set holds is no longer shared by any hold or trip.
+        // A copy only the set holds is no longer shared by any hold.
         self.names.retain(|name| !name.is_unshared());
         self.texts.retain(|text| Arc::strong_count(text) > 1);
     }
@@ -182,11 +163,34 @@ impl History {
     pub fn is_empty(&self) -> bool {
         self.holds.is_empty()
     }
+}
 
-    /// Names released by their hold limit and not re-armed since.
-    pub fn tripped(&self) -> &BTreeMap<TaskName, Trip> {
-        &self.tripped
+/// The names `events` (in sequence order) leave tripped: those whose
+/// latest `capped` or `rearmed` event is `capped`. The state keeps them from
+/// then on; a restart recovers them from the kept usage events.
+pub fn tripped(events: &[Event]) -> BTreeMap<TaskName, Trip> {
+    let mut tripped = BTreeMap::new();
+    for event in events {
+        let Some(name) = &event.task else {
+            continue;
+        };
+        match (event.kind, &event.ended) {
+            (EventKind::Capped, Some(ended)) => {
+                let trip = Trip {
+                    owner: ended.uid,
+                    at: ended.ended_at,
+                    held: ended.ended_at.saturating_since(ended.started_at),
+                    limit: event.limit.unwrap_or_default(),
+                };
+                tripped.insert(name.clone(), trip);
+            }
+            (EventKind::Rearmed, _) => {
+                tripped.remove(name);
+            }
+            _ => {}
+        }
     }
+    tripped
 }
 
 /// A report's window, `since` before `until`.

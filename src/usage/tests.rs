@@ -235,17 +235,17 @@ fn nothing_held_is_an_empty_report() {
 
 #[test]
 fn a_capped_hold_trips_its_name_until_rearmed() {
-    let mut history = History::new(DEFAULT_USAGE_RETENTION);
-    history.record(&ended(EventKind::Capped, "loop", 0, 3000));
-    let trip = history.tripped()[&name("loop")];
+    let capped = ended(EventKind::Capped, "loop", 0, 3000);
+    let trip = tripped(std::slice::from_ref(&capped))[&name("loop")];
     assert_eq!(trip.held, Duration::from_secs(3));
     assert_eq!(trip.limit, Duration::from_secs(3));
     assert_eq!(trip.owner, Some(1000));
     assert_eq!(trip.at, at_ms(3000));
     let mut rearmed = ended(EventKind::Rearmed, "loop", 0, 0);
     rearmed.ended = None;
-    history.record(&rearmed);
-    assert!(history.tripped().is_empty());
+    let events = [capped, rearmed];
+    assert!(tripped(&events).is_empty());
+    let history = History::recovered(DEFAULT_USAGE_RETENTION, &events, at_ms(3000));
     assert_eq!(history.len(), 1, "the capped hold stays in the history");
 }
 

@@ -87,10 +87,10 @@ impl Core {
         let Loaded {
             tasks,
             events,
-            usage,
+            usage: usage_events,
             ..
         } = loaded;
-        let usage = History::recovered(settings.usage_retention, &usage, wall);
+        let usage = History::recovered(settings.usage_retention, &usage_events, wall);
         let events = EventLog::new(settings.event_retention, events);
         let idle_since = events
             .last_edge()
@@ -100,7 +100,7 @@ impl Core {
         let back_while_down = ClockStep::back_while_down(events.last_at(), wall);
         let mut loaded = settings.new_tasks();
         loaded.load(tasks);
-        loaded.set_tripped(usage.tripped().clone());
+        loaded.set_tripped(crate::usage::tripped(&usage_events));
         let shares = Shares::new(settings.shares, settings.daemon_uid);
         let mut core = Core {
             tasks: loaded,
@@ -393,7 +393,7 @@ impl Core {
         let mut tasks = self.settings.new_tasks();
         tasks.load(loaded.tasks);
         self.usage = History::recovered(self.settings.usage_retention, &loaded.usage, now.wall);
-        tasks.set_tripped(self.usage.tripped().clone());
+        tasks.set_tripped(crate::usage::tripped(&loaded.usage));
         self.tasks = tasks;
         self.resync_watches();
         self.events = EventLog::new(self.settings.event_retention, loaded.events);

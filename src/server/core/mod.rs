@@ -251,7 +251,7 @@ pub struct Core {
     settings: Settings,
     tasks: Tasks,
     events: EventLog,
-    /// Ended holds for `GET /v1/usage`, and the tripped names.
+    /// Ended holds for `GET /v1/usage`.
     usage: History,
     clock: ReactorClock,
     shares: Shares,
