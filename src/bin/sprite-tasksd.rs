@@ -290,6 +290,7 @@ fn main() -> ExitCode {
     // SAFETY: first thing in main, before any thread exists (the logger
     // and the store's checkpointer start later).
     let service = unsafe { ServiceEnv::take() };
+    sprite_tasks::process::map_large_allocations();
     let args = Args::parse();
     if args.man {
         return print_man();
