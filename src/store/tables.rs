@@ -16,7 +16,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use redb::{Database, DatabaseError, ReadableTable, TableDefinition};
+use redb::{Database, DatabaseError, ReadableTable, ReadableTableMetadata, TableDefinition};
 use tracing::{error, warn};
 
 use super::pending::{LogMark, Pending};
@@ -39,6 +39,11 @@ const META_POSITION: &str = "log.position";
 /// Opens (or reopens) the database. Production opens the file; tests pass
 /// storage that fails on purpose or loses power.
 pub type Opener = Box<dyn FnMut() -> Result<Database, DatabaseError> + Send>;
+
+/// Most rows a load sizes its buffer for from the table's own count, so a
+/// damaged count cannot ask for gigabytes; a larger table still loads, its
+/// buffer growing as it goes.
+const PRESIZE_ROWS_AT_MOST: usize = 1 << 20;
 
 /// The redb database and how to reopen it.
 pub struct Tables {
@@ -80,6 +85,9 @@ impl Tables {
             {
                 let mut tasks = txn.open_table(TASKS).map_err(io)?;
                 let mut bad: Vec<(Vec<u8>, Vec<u8>, RecordError)> = Vec::new();
+                // Sized once: growing by doubling copied 100k rows 17 times.
+                let rows = usize::try_from(tasks.len().map_err(io)?).unwrap_or(0);
+                loaded.tasks.reserve_exact(rows.min(PRESIZE_ROWS_AT_MOST));
                 for row in tasks.iter().map_err(io)? {
                     let (key, value) = row.map_err(io)?;
                     match record::decode(key.value(), value.value()) {

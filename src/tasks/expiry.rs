@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use super::{Batch, Change, Task, TaskName, Tasks};
+use super::{Batch, Change, Task, TaskName, Tasks, Times};
 use crate::time::{ClockStep, Timestamp};
 
 /// What [`Tasks::plan_step_back`] or [`Tasks::plan_load`] planned, row by row.
@@ -60,7 +60,12 @@ impl Tasks {
     /// records the step.
     pub fn plan_step_back(&self, batch: &mut Batch, behind: Duration, now: Timestamp) -> Rebased {
         batch.note_clock_step(ClockStep::Backward(behind));
-        self.plan_rows(batch, now, |task| task.moved_back(behind), |_| false)
+        self.plan_rows(
+            batch,
+            now,
+            |task| task.times().moved_back(behind),
+            |_| false,
+        )
     }
 
     /// Plans the checks on rows just loaded at start-up, at `now`: when the
@@ -84,19 +89,20 @@ impl Tasks {
         self.plan_rows(
             batch,
             now,
-            |task| task.moved_back(behind).bounded(now, max_expire),
-            |task| task.moved_back(behind).expires_at > latest,
+            |task| task.times().moved_back(behind).bounded(now, max_expire),
+            |task| task.times().moved_back(behind).expires_at > latest,
         )
     }
 
-    /// Puts `adjust(row)` for every row the batch does not already change,
-    /// or removes it as expired when that is due at `now`; counts the rows
-    /// for which `clamped` holds apart from the ones merely moved.
+    /// Puts the row with `adjust(row)`'s instants for every row the batch
+    /// does not already change, or removes it as expired when that is due
+    /// at `now`; counts the rows for which `clamped` holds apart from the
+    /// ones merely moved. Only a row that changes is copied.
     fn plan_rows(
         &self,
         batch: &mut Batch,
         now: Timestamp,
-        adjust: impl Fn(&Task) -> Task,
+        adjust: impl Fn(&Task) -> Times,
         clamped: impl Fn(&Task) -> bool,
     ) -> Rebased {
         let mut planned = Rebased::default();
@@ -104,18 +110,18 @@ impl Tasks {
             if batch.touches(&task.name) {
                 continue;
             }
-            let adjusted = adjust(task).capped(self.max_held_for);
-            if !adjusted.is_live(now) {
+            let times = task.capped_times(adjust(task), self.max_held_for);
+            if times.expires_at <= now {
                 planned.expired += 1;
-                let name = task.name.clone();
+                let cause = task.with_times(times).removal_when_due(self.max_held_for);
                 self.push(
                     batch,
                     Change::Remove {
-                        name,
-                        cause: adjusted.removal_when_due(self.max_held_for),
+                        name: task.name.clone(),
+                        cause,
                     },
                 );
-            } else if adjusted != *task {
+            } else if times != task.times() {
                 if clamped(task) {
                     planned.clamped.push(task.name.clone());
                 } else {
@@ -124,7 +130,7 @@ impl Tasks {
                 self.push(
                     batch,
                     Change::Put {
-                        task: adjusted,
+                        task: task.with_times(times),
                         created: false,
                     },
                 );

@@ -38,7 +38,7 @@ pub use name::{MAX_NAME_LEN, MAX_REASON_LEN, NameError, TaskName, check_reason};
 pub use ownership::{
     MIN_DEFAULT_MAX_TASKS_PER_UID, Ownership, ROOT_UID, default_max_tasks_per_uid,
 };
-pub use task::{Binding, Holder, Task, Trip};
+pub use task::{Binding, Holder, Task, Times, Trip};
 
 /// Default cap on live tasks. Each costs about 300 bytes of memory and a row
 /// on disk; a client that leaks names in a loop is refused (507) long before
@@ -149,13 +149,14 @@ impl Tasks {
             }
             return;
         }
-        // Into an empty state (start-up, a reload): built in bulk from
-        // sorted input, several times faster than one insert at a time
-        // for 100k tasks. A name given twice keeps its last task.
+        // Into an empty state (start-up, a reload): built in bulk, several
+        // times faster than one insert at a time for 100k tasks. The map's
+        // `from_iter` sorts stably and keeps the last of equal keys, so a
+        // name given twice keeps its last task, as inserting would.
         // Rows read from disk carry their own copy of each command line;
         // the tasks of one agent share theirs again, as they did live.
         let mut commands = HashSet::new();
-        let mut rows: Vec<(TaskName, Task)> = tasks
+        self.by_name = tasks
             .into_iter()
             .map(|mut task| {
                 if let Some(holder) = &mut task.holder {
@@ -169,10 +170,6 @@ impl Tasks {
                 (task.name.clone(), task)
             })
             .collect();
-        rows.sort_by(|a, b| a.0.cmp(&b.0));
-        rows.reverse();
-        rows.dedup_by(|later, earlier| later.0 == earlier.0);
-        self.by_name = rows.into_iter().rev().collect();
         self.deadlines = self
             .by_name
             .values()

@@ -137,24 +137,66 @@ impl Task {
         self.expires_at > now
     }
 
+    /// The task's two instants.
+    pub fn times(&self) -> Times {
+        Times {
+            started_at: self.started_at,
+            expires_at: self.expires_at,
+        }
+    }
+
+    /// The same task with other instants.
+    pub(super) fn with_times(&self, times: Times) -> Task {
+        Task {
+            started_at: times.started_at,
+            expires_at: times.expires_at,
+            ..self.clone()
+        }
+    }
+
+    /// `times` for this task, expiring no later than its hold limit allows
+    /// from the start they give: [`capped`](Self::capped) without a copy.
+    pub(super) fn capped_times(&self, times: Times, limit: Option<Duration>) -> Times {
+        match self.hold_limit(limit) {
+            Some(limit) => Times {
+                expires_at: times.expires_at.min(
+                    times
+                        .started_at
+                        .checked_add(limit)
+                        .unwrap_or(Timestamp::from_nanos(u64::MAX)),
+                ),
+                ..times
+            },
+            None => times,
+        }
+    }
+}
+
+/// A task's start and expiry: what a clock step or a load moves, worked out
+/// before any task is copied (a load checks 100k of them).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Times {
+    pub started_at: Timestamp,
+    pub expires_at: Timestamp,
+}
+
+impl Times {
     /// The same hold moved `behind` earlier: it keeps its length and, seen
     /// from a clock set back by `behind`, its remaining time.
-    pub fn moved_back(&self, behind: Duration) -> Task {
-        Task {
+    pub fn moved_back(self, behind: Duration) -> Times {
+        Times {
             started_at: self.started_at.saturating_sub(behind),
             expires_at: self.expires_at.saturating_sub(behind),
-            ..self.clone()
         }
     }
 
     /// The hold bounded to what a sane clock could have written at `now`:
     /// an expiry at most `max_expire` ahead, a start not in the future.
-    pub(super) fn bounded(&self, now: Timestamp, max_expire: Duration) -> Task {
+    pub fn bounded(self, now: Timestamp, max_expire: Duration) -> Times {
         let latest = now.checked_add(max_expire).unwrap_or(now);
-        Task {
+        Times {
             started_at: self.started_at.min(now),
             expires_at: self.expires_at.min(latest),
-            ..self.clone()
         }
     }
 }
