@@ -219,51 +219,66 @@ impl Event {
     /// reason is escaped by `serde_json`, and the keys are written in the
     /// order `serde_json`'s map sorts them.
     pub fn write_line(&self, out: &mut Vec<u8>) {
-        use std::io::Write;
-        // Writing to a Vec cannot fail.
+        use crate::text::{push_i64, push_u64};
         let ended = self.ended.as_ref();
-        let text = |out: &mut Vec<u8>, key: &str, value: Option<&Arc<str>>| {
+        let text = |out: &mut Vec<u8>, key: &[u8], value: Option<&str>| {
             if let Some(value) = value {
-                let _ = write!(out, ",\"{key}\":");
-                let _ = serde_json::to_writer(&mut *out, value.as_ref());
+                out.extend_from_slice(key);
+                // Writing to a Vec cannot fail.
+                let _ = serde_json::to_writer(&mut *out, value);
             }
         };
-        let _ = write!(out, "{{\"at\":\"{}\"", self.at);
-        text(out, "command", ended.and_then(|e| e.command.as_ref()));
+        let time = |out: &mut Vec<u8>, key: &[u8], at: Timestamp| {
+            out.extend_from_slice(key);
+            out.extend_from_slice(&at.rfc3339());
+            out.push(b'"');
+        };
+        time(out, b"{\"at\":\"", self.at);
+        text(
+            out,
+            b",\"command\":",
+            ended.and_then(|e| e.command.as_deref()),
+        );
         if let Some(ended) = ended {
-            let _ = write!(out, ",\"ended_at\":\"{}\"", ended.ended_at);
+            time(out, b",\"ended_at\":\"", ended.ended_at);
         }
-        let _ = write!(out, ",\"event\":\"{}\"", self.kind);
+        out.extend_from_slice(b",\"event\":\"");
+        out.extend_from_slice(self.kind.as_str().as_bytes());
+        out.push(b'"');
         if let Some(expires_at) = self.expires_at {
-            let _ = write!(out, ",\"expires_at\":\"{expires_at}\"");
+            time(out, b",\"expires_at\":\"", expires_at);
         }
         if let Some(limit) = self.limit {
-            let _ = write!(out, ",\"limit_ns\":{}", duration_ns(limit));
+            out.extend_from_slice(b",\"limit_ns\":");
+            push_u64(out, duration_ns(limit));
         }
         text(
             out,
-            "parent_command",
-            ended.and_then(|e| e.parent_command.as_ref()),
+            b",\"parent_command\":",
+            ended.and_then(|e| e.parent_command.as_deref()),
         );
         if let Some(pid) = self.pid {
-            let _ = write!(out, ",\"pid\":{pid}");
+            out.extend_from_slice(b",\"pid\":");
+            push_u64(out, pid.into());
         }
-        if let Some(reason) = &self.reason {
-            out.extend_from_slice(b",\"reason\":");
-            let _ = serde_json::to_writer(&mut *out, reason);
-        }
-        let _ = write!(out, ",\"seq\":{}", self.seq);
+        text(out, b",\"reason\":", self.reason.as_deref());
+        out.extend_from_slice(b",\"seq\":");
+        push_u64(out, self.seq);
         if let Some(ended) = ended {
-            let _ = write!(out, ",\"started_at\":\"{}\"", ended.started_at);
+            time(out, b",\"started_at\":\"", ended.started_at);
         }
         if let Some(step_ns) = self.step_ns {
-            let _ = write!(out, ",\"step_ns\":{step_ns}");
+            out.extend_from_slice(b",\"step_ns\":");
+            push_i64(out, step_ns);
         }
         if let Some(task) = &self.task {
-            let _ = write!(out, ",\"task\":\"{task}\"");
+            out.extend_from_slice(b",\"task\":\"");
+            out.extend_from_slice(task.as_str().as_bytes());
+            out.push(b'"');
         }
         if let Some(uid) = ended.and_then(|e| e.uid) {
-            let _ = write!(out, ",\"uid\":{uid}");
+            out.extend_from_slice(b",\"uid\":");
+            push_u64(out, uid.into());
         }
         out.extend_from_slice(b"}\n");
     }

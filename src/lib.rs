@@ -67,5 +67,6 @@ pub mod systemd;
 pub mod tasks;
 #[doc(hidden)]
 pub mod testing;
+pub mod text;
 pub mod time;
 pub mod usage;

@@ -491,12 +491,8 @@ fn write_text(text: Option<&str>, out: &mut Vec<u8>) {
 
 /// A JSON number, or `null`.
 fn write_number(number: Option<u32>, out: &mut Vec<u8>) {
-    use std::io::Write;
     match number {
-        // Writing to a Vec cannot fail.
-        Some(number) => {
-            let _ = write!(out, "{number}");
-        }
+        Some(number) => crate::text::push_u64(out, number.into()),
         None => out.extend_from_slice(b"null"),
     }
 }

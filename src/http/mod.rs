@@ -10,7 +10,7 @@
 //! httparse checks the request line, status line and header syntax;
 //! everything else is ours: message framing (RFC 9112 section 6),
 //! `Connection`, `Expect`, chunked decoding, and every size limit. Depends
-//! on nothing else of ours.
+//! on nothing else of ours but [`crate::text`] (numbers as text).
 //!
 //! Framing decisions for requests, following hyper's server:
 //! - `Content-Length` is ASCII digits only; differing duplicates are refused.

@@ -1,6 +1,7 @@
 //! Response encoding: the status line, `Date`, the content headers and the
 //! body, sent only where a response may carry content. Depends on
-//! [`super::date`] for the `Date` value; nothing else of ours.
+//! [`super::date`] for the `Date` value and [`crate::text`] for numbers;
+//! nothing else of ours.
 
 use super::date::HttpDate;
 
@@ -43,21 +44,29 @@ impl Response {
     /// answer to HEAD, whose `Content-Length` is still that of the content a
     /// GET would get (RFC 9110 sections 9.3.2 and 8.6).
     pub fn encode(&self, to: Answering, date: &HttpDate, out: &mut Vec<u8>) {
-        use std::io::Write;
-        // Writing to a Vec cannot fail.
-        let _ = write!(out, "HTTP/1.1 {} {}\r\n", self.status, reason(self.status));
-        out.extend_from_slice(b"Date: ");
+        use crate::text::push_u64;
+        out.extend_from_slice(b"HTTP/1.1 ");
+        push_u64(out, self.status.into());
+        out.push(b' ');
+        out.extend_from_slice(reason(self.status).as_bytes());
+        out.extend_from_slice(b"\r\nDate: ");
         out.extend_from_slice(date.as_bytes());
         out.extend_from_slice(b"\r\n");
         let may_have_content = !may_not_have_content(self.status);
         if may_have_content {
             if !self.content_type.is_empty() {
-                let _ = write!(out, "Content-Type: {}\r\n", self.content_type);
+                out.extend_from_slice(b"Content-Type: ");
+                out.extend_from_slice(self.content_type.as_bytes());
+                out.extend_from_slice(b"\r\n");
             }
-            let _ = write!(out, "Content-Length: {}\r\n", self.body.len());
+            out.extend_from_slice(b"Content-Length: ");
+            push_u64(out, self.body.len() as u64);
+            out.extend_from_slice(b"\r\n");
         }
         if let Some(allow) = self.allow {
-            let _ = write!(out, "Allow: {allow}\r\n");
+            out.extend_from_slice(b"Allow: ");
+            out.extend_from_slice(allow.as_bytes());
+            out.extend_from_slice(b"\r\n");
         }
         if !to.keep_alive {
             out.extend_from_slice(b"Connection: close\r\n");
