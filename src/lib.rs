@@ -56,6 +56,7 @@ pub mod events;
 pub mod expire;
 pub mod hooks;
 pub mod http;
+pub mod ids;
 pub mod logging;
 pub mod metrics;
 pub mod process;

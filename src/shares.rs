@@ -13,10 +13,12 @@
 //!   `per_uid` connections, of which at most `streams_per_uid` carry event
 //!   streams.
 //!
-//! Pure bookkeeping: no socket, no clock. Depends on nothing of ours.
+//! Pure bookkeeping: no socket, no clock. Depends on nothing of ours but
+//! [`crate::ids`] (its map).
 
-use std::collections::HashMap;
 use std::fmt;
+
+use crate::ids::IdMap;
 
 /// The limits; `Default` gives the documented defaults.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,7 +139,7 @@ pub struct Shares {
     /// Root and the daemon's own uid.
     privileged: [u32; 2],
     open: usize,
-    by_uid: HashMap<Option<u32>, Held>,
+    by_uid: IdMap<Option<u32>, Held>,
 }
 
 /// One uid's connections and, among them, its event streams.
@@ -154,7 +156,7 @@ impl Shares {
             limits,
             privileged: [0, daemon_uid],
             open: 0,
-            by_uid: HashMap::new(),
+            by_uid: IdMap::default(),
         }
     }
 

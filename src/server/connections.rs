@@ -5,7 +5,7 @@
 //! it says ([`Connections::take_interest_changes`]) and drops what it
 //! closed ([`Connections::take_closed`]).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::time::Instant;
 
@@ -16,6 +16,7 @@ use crate::api;
 use crate::conn::{Conn, Deadline, Next, Reply, Timeouts};
 use crate::daemon_log::Noise;
 use crate::http::{HttpDate, Limits};
+use crate::ids::IdMap;
 
 /// Most replies one connection may have queued in one turn. Past it the
 /// connection is not read again until its output drains: a client that
@@ -72,7 +73,7 @@ pub struct Waiting {
 /// keeps up; a closed connection's stream waits in `closed` until the shell
 /// takes it.
 pub struct Connections<S> {
-    slots: HashMap<ConnId, Slot<S>>,
+    slots: IdMap<ConnId, Slot<S>>,
     ready: VecDeque<ConnId>,
     streams: Vec<ConnId>,
     /// The earliest connection deadline might be this early.
@@ -86,7 +87,7 @@ pub struct Connections<S> {
 impl<S: Read + Write> Connections<S> {
     pub fn new(limits: Limits, timeouts: Timeouts) -> Self {
         Connections {
-            slots: HashMap::new(),
+            slots: IdMap::default(),
             ready: VecDeque::new(),
             streams: Vec::new(),
             next_sweep: None,

@@ -31,6 +31,7 @@ use crate::daemon_log::{Noise, TaskLines, log_summaries, note_refusal};
 use crate::events::{Event, EventLines, EventLog};
 use crate::hooks::HookCounts;
 use crate::http::{HttpDate, HttpError, Request, Response};
+use crate::ids::IdMap;
 use crate::logging::Folder;
 use crate::metrics::{Gauges, Metrics};
 use crate::process::Credentials;
@@ -255,7 +256,7 @@ pub struct Core {
     usage: History,
     clock: ReactorClock,
     shares: Shares,
-    peers: HashMap<ConnId, Peer>,
+    peers: IdMap<ConnId, Peer>,
     /// Bindings the shell watches, by task.
     watched: HashMap<TaskName, Binding>,
     /// Bound processes that exited (or could not be watched): their tasks
