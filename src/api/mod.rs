@@ -269,6 +269,10 @@ fn request_path(target: &str) -> Result<&str, Response> {
 
 /// Percent-decodes a path segment once and validates it as a task name.
 fn decode_name(segment: &str) -> Result<TaskName, Response> {
+    if !segment.contains('%') {
+        // Nearly every name: nothing to decode, nothing to copy.
+        return TaskName::parse(segment).map_err(|e| error(400, e.to_string()));
+    }
     let bytes = percent_decode(segment).ok_or_else(|| {
         error(
             400,

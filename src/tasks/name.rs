@@ -34,7 +34,13 @@ impl TaskName {
         if name.len() > MAX_NAME_LEN {
             return Err(NameError::TooLong { len: name.len() });
         }
-        if let Some(bad) = name.chars().find(|&c| !is_name_char(c)) {
+        // Every allowed character is ASCII: bytes are checked, and the
+        // first one refused is read back as the character it begins.
+        if let Some(at) = name.bytes().position(|b| !is_name_char(char::from(b))) {
+            let bad = name[at..]
+                .chars()
+                .next()
+                .unwrap_or(char::REPLACEMENT_CHARACTER);
             return Err(NameError::BadChar(bad));
         }
         if !name.as_bytes()[0].is_ascii_alphanumeric() {

@@ -345,7 +345,14 @@ impl Core {
                 Change::Remove { name, .. } => self.tasks.owner_of(name),
             };
             log_change(&mut self.task_log, change, owner, now.mono);
-            touched.push(change.name().clone());
+            // Only a change that binds, or one to a watched name, can change
+            // what is watched (a later change in this batch that binds the
+            // name is touched itself); most change neither, and skip the
+            // two lookups of `sync_watch`.
+            let binds = matches!(change, Change::Put { task, .. } if task.binding.is_some());
+            if binds || self.watched.contains_key(change.name()) {
+                touched.push(change.name().clone());
+            }
         }
         self.tasks.apply(batch);
         // Releases planned from `exited` are durable now; those moot (the
