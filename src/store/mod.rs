@@ -778,6 +778,96 @@ mod tests {
     }
 
     #[test]
+    fn the_history_is_stored_in_chunks_trimmed_whole_and_old_rows_still_load() {
+        use crate::events::{Event, EventKind, EventLines};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tasks.redb");
+        // 4 KiB reasons: a chunk holds about 60 of them.
+        let reason = "r".repeat(4096);
+        // Room for all 200 events before the log asks for a checkpoint.
+        let options = StoreOptions {
+            log_size: 8 << 20,
+            ..inline()
+        };
+        let event = |seq: u64| Event {
+            seq,
+            at: Timestamp::from_nanos(seq),
+            kind: EventKind::Created,
+            task: Some(TaskName::parse(&format!("t{seq}")).unwrap()),
+            expires_at: None,
+            step_ns: None,
+            reason: Some(reason.clone()),
+            pid: None,
+            ended: None,
+            limit: None,
+        };
+        let rows = |path: &std::path::Path| -> Vec<(u64, usize)> {
+            let db = Database::open(path).unwrap();
+            let txn = db.begin_read().unwrap();
+            let table = txn.open_table(tables::EVENTS).unwrap();
+            redb::ReadableTable::iter(&table)
+                .unwrap()
+                .map(|row| {
+                    let (first, chunk) = row.unwrap();
+                    let lines = chunk.value().iter().filter(|&&b| b == b'\n').count();
+                    (first.value(), lines)
+                })
+                .collect()
+        };
+        // Written before chunks existed: one line a row.
+        drop(Store::open(&path, &options).unwrap());
+        {
+            let db = Database::open(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            {
+                let mut table = txn.open_table(tables::EVENTS).unwrap();
+                for seq in 1..=3 {
+                    table.insert(seq, event(seq).to_line().as_slice()).unwrap();
+                }
+            }
+            txn.commit().unwrap();
+        }
+        let mut store = Store::open(&path, &options).unwrap();
+        let loaded = store.load().unwrap();
+        let seqs: Vec<u64> = loaded.events.iter().map(|event| event.seq).collect();
+        assert_eq!(seqs, [1, 2, 3]);
+        // 200 events in one checkpoint, nothing trimmed: several chunks,
+        // each under the bound, the old rows untouched.
+        for first in (4..=203).step_by(5) {
+            let batch: Vec<Event> = (first..first + 5).map(event).collect();
+            store
+                .commit_batch(&[], &EventLines::new(&batch), 0, 0)
+                .unwrap();
+        }
+        store.checkpoint_now().unwrap();
+        drop(store);
+        let stored = rows(&path);
+        assert_eq!(&stored[..3], &[(1, 1), (2, 1), (3, 1)]);
+        let chunks = &stored[3..];
+        assert!(chunks.len() >= 3, "{stored:?}");
+        assert_eq!(chunks.iter().map(|(_, n)| n).sum::<usize>(), 200);
+        let per_chunk = tables::EVENT_CHUNK_BYTES / event(4).to_line().len();
+        assert!(chunks.iter().all(|&(_, n)| n <= per_chunk), "{chunks:?}");
+        // Keep from the middle of a chunk: older chunks go, that one stays
+        // whole, and every retained event loads.
+        let keep_from = chunks[1].0 + 5;
+        let mut store = Store::open(&path, &options).unwrap();
+        store.load().unwrap();
+        store
+            .commit_batch(&[], &EventLines::new(&[event(204)]), keep_from, 0)
+            .unwrap();
+        store.checkpoint_now().unwrap();
+        drop(store);
+        let stored = rows(&path);
+        assert_eq!(stored[0].0, chunks[1].0, "{stored:?}");
+        let mut store = Store::open(&path, &options).unwrap();
+        let loaded = store.load().unwrap();
+        let seqs: Vec<u64> = loaded.events.iter().map(|event| event.seq).collect();
+        let expected: Vec<u64> = (chunks[1].0..=204).collect();
+        assert_eq!(seqs, expected);
+    }
+
+    #[test]
     fn ended_holds_and_rearms_are_kept_for_the_usage_retention_and_nothing_else() {
         use crate::events::{EndedHold, Event, EventKind, EventLines};
         let dir = tempfile::tempdir().unwrap();
