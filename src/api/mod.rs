@@ -254,9 +254,15 @@ fn route_collection(request: &Request, max_expire: Duration) -> Result<Routed, R
 /// target (`http://sprite/v1/tasks`) is reduced to its path.
 fn request_path(target: &str) -> Result<&str, Response> {
     let without_query = target.split(['?', '#']).next().unwrap_or_default();
-    let path = match without_query.split_once("://") {
-        Some((_, rest)) => rest.find('/').map_or("/", |at| &rest[at..]),
-        None => without_query,
+    // An origin-form target (nearly all) is the path already; only an
+    // absolute-form one (`http://sprite/...`) is searched for its scheme.
+    let path = if without_query.starts_with('/') {
+        without_query
+    } else {
+        match without_query.split_once("://") {
+            Some((_, rest)) => rest.find('/').map_or("/", |at| &rest[at..]),
+            None => without_query,
+        }
     };
     if !path.starts_with('/') {
         return Err(error(
@@ -485,6 +491,13 @@ fn write_task(task: &Task, out: &mut Vec<u8>) {
 /// A JSON string, escaped as `serde_json` escapes it, or `null`.
 fn write_text(text: Option<&str>, out: &mut Vec<u8>) {
     match text {
+        // serde_json escapes only `"`, `\` and control characters; a
+        // command line seldom has any, and is then copied as it is.
+        Some(text) if !text.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') => {
+            out.push(b'"');
+            out.extend_from_slice(text.as_bytes());
+            out.push(b'"');
+        }
         // Writing to a Vec cannot fail.
         Some(text) => {
             let _ = serde_json::to_writer(&mut *out, text);
@@ -788,7 +801,17 @@ mod tests {
             name: TaskName::parse("z-full").unwrap(),
             ..plain.clone()
         };
-        for task in [&plain, &full] {
+        // Nothing to escape (copied as it is), DEL and non-ASCII included.
+        let clean = Task {
+            holder: Some(Holder {
+                command: Some("python3 agent.py --name ünï 😀 \u{7f}".into()),
+                parent_command: Some("-bash".into()),
+                ..Holder::default()
+            }),
+            reason: Some("a plain reason".into()),
+            ..plain.clone()
+        };
+        for task in [&plain, &full, &clean] {
             let mut written = Vec::new();
             write_task(task, &mut written);
             assert_eq!(

@@ -210,6 +210,11 @@ enum Framing {
 /// [`HttpError`] with the status to answer; the caller closes the connection
 /// after answering.
 pub fn parse(buf: &[u8], limits: &Limits) -> Result<Parsed, HttpError> {
+    if buf.is_empty() {
+        // Asked after every request a connection sends; nothing to hand
+        // httparse, and no header array to set up.
+        return Ok(Parsed::Partial(Progress::Head));
+    }
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut head = httparse::Request::new(&mut headers);
     let Some(head_len) = head_length(&mut head, buf, limits)? else {
