@@ -22,6 +22,7 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::time::Duration;
 
 use crate::time::Timestamp;
+use rows::Rows;
 
 mod batch;
 mod command;
@@ -29,6 +30,7 @@ mod expiry;
 mod name;
 mod ownership;
 mod plan;
+mod rows;
 mod task;
 
 pub use batch::{Batch, Change, Removal};
@@ -64,7 +66,7 @@ pub const DEFAULT_MAX_BOUND: usize = 1024;
 /// removes them, but no read or command ever sees them.
 #[derive(Debug)]
 pub struct Tasks {
-    by_name: BTreeMap<TaskName, Task>,
+    by_name: Rows,
     deadlines: BTreeSet<(Timestamp, TaskName)>,
     bound: usize,
     owned: BTreeMap<u32, usize>,
@@ -81,7 +83,7 @@ impl Tasks {
     /// An empty state that refuses to hold more than `max_tasks` tasks.
     pub fn new(max_tasks: usize) -> Self {
         Tasks {
-            by_name: BTreeMap::new(),
+            by_name: Rows::default(),
             deadlines: BTreeSet::new(),
             bound: 0,
             owned: BTreeMap::new(),
@@ -150,9 +152,8 @@ impl Tasks {
             return;
         }
         // Into an empty state (start-up, a reload): built in bulk, several
-        // times faster than one insert at a time for 100k tasks. The map's
-        // `from_iter` sorts stably and keeps the last of equal keys, so a
-        // name given twice keeps its last task, as inserting would.
+        // times faster than one insert at a time for 100k tasks. A name
+        // given twice keeps its last task, as inserting would.
         // Rows read from disk carry their own copy of each command line;
         // the tasks of one agent share theirs again, as they did live.
         let mut commands = HashSet::new();
@@ -167,7 +168,7 @@ impl Tasks {
                         *text = share(&mut commands, text);
                     }
                 }
-                (task.name.clone(), task)
+                task
             })
             .collect();
         self.deadlines = self
@@ -258,7 +259,7 @@ impl Tasks {
     fn insert(&mut self, task: Task) {
         let deadline = (task.expires_at, task.name.clone());
         self.count_row(&task, true);
-        if let Some(old) = self.by_name.insert(task.name.clone(), task) {
+        if let Some(old) = self.by_name.insert(task) {
             self.count_row(&old, false);
             self.deadlines.remove(&(old.expires_at, old.name));
         }
