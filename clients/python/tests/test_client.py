@@ -9,6 +9,7 @@ temporary directory.
 
 from __future__ import annotations
 
+import json
 import os
 import select
 import shutil
@@ -24,7 +25,7 @@ from typing import Any, Callable, List, Optional, Tuple, TypeVar, Union
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "src"))
 
-from sprite_tasks import Client, TaskError, hold  # noqa: E402
+from sprite_tasks import Client, TaskError, hold, types  # noqa: E402
 from sprite_tasks.client import DEFAULT_SOCKET  # noqa: E402
 from sprite_tasks.hold import default_interval, default_reason, duration_seconds  # noqa: E402
 
@@ -323,6 +324,28 @@ class HoldTest(DaemonTest):
         with held:
             self.assertEqual(self.client.get("agent")["pid"], os.getpid())
         self.assertGone("agent")
+
+
+class TypesTest(unittest.TestCase):
+    def test_the_typed_dicts_have_the_fields_of_the_openapi_schemas(self) -> None:
+        document = json.loads((HERE.parents[2] / "docs" / "openapi.json").read_text())
+        schemas = document["components"]["schemas"]
+
+        def items(schema: str, field: str) -> Any:
+            return schemas[schema]["properties"][field]["items"]
+
+        pairs: List[Tuple[Any, Any]] = [
+            (types.Task, schemas["Task"]),
+            (types.Holder, schemas["Holder"]),
+            (types.Status, schemas["Status"]),
+            (types.StatusHolder, items("Status", "held_by")),
+            (types.Tripped, items("Status", "tripped")),
+            (types.Usage, schemas["Usage"]),
+            (types.TaskUsage, items("Usage", "tasks")),
+        ]
+        for typed, schema in pairs:
+            self.assertEqual(set(typed.__annotations__), set(schema["properties"]), typed.__name__)
+            self.assertEqual(set(typed.__required_keys__), set(schema["required"]), typed.__name__)
 
 
 class RulesTest(unittest.TestCase):
