@@ -315,6 +315,19 @@ class HoldTest(DaemonTest):
         task = self.client.get("agent")
         self.assertEqual(task["pid"], other.pid, "the release left the other holder's task")
 
+    def test_a_child_forked_in_the_block_leaves_the_parents_hold_alone(self) -> None:
+        with hold("agent", socket=self.daemon.socket) as held:
+            child = os.fork()
+            if child == 0:
+                try:
+                    held.__exit__(None, None, None)
+                finally:
+                    os._exit(0)
+            _, status = os.waitpid(child, 0)
+            self.assertEqual(status, 0)
+            self.assertEqual(self.client.get("agent")["pid"], os.getpid())
+        self.assertGone("agent")
+
     def test_a_hold_object_holds_once_at_a_time(self) -> None:
         held = hold("agent", socket=self.daemon.socket)
         with held:

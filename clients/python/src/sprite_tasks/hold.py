@@ -18,6 +18,8 @@ The Python form of ``sprite-env tasks hold``, with the same rules:
   ``DELETE ...?pid=``: a hold releases what it took, never what another
   holder took since. A release that fails is logged; the task then lapses at
   its expiry, or when this process exits.
+- A child forked inside the block that leaves it too leaves the hold to its
+  parent: only the process that took the hold refreshes and releases it.
 - A name held by another running process is not taken: entering raises
   :class:`~sprite_tasks.TaskError` with status 409, naming that process.
 """
@@ -212,6 +214,10 @@ class hold(contextlib.ContextDecorator):
         exc: Optional[BaseException],
         traceback: object,
     ) -> None:
+        if self._pid is not None and self._pid != os.getpid():
+            # A child forked inside the block: the hold is its parent's, to
+            # keep and to release (the refresher did not fork with it).
+            return
         self._stop.set()
         if self._refresher is not None:
             self._refresher.join()
