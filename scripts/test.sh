@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The project's test command (README, .ci/run): checks the tools the
-# integration tests drive (curl, python3 with h11, node, systemd's
+# integration tests drive (curl, python3 with h11 and openapi-spec-validator,
+# node, systemd's
 # systemd-socket-activate), installs what is
 # missing when run as root, then runs every test.
 set -euo pipefail
@@ -34,6 +35,20 @@ if ! python3 -c 'import h11' >/dev/null 2>&1; then
   fi
   if ! python3 -c 'import h11' >/dev/null 2>&1; then
     echo "the tests need Python's h11 for python3; install it (e.g. python3 -m pip install h11, or apt-get install python3-h11)" >&2
+    exit 1
+  fi
+fi
+
+# openapi-spec-validator is the standard validator of docs/openapi.json,
+# and brings the OpenAPI 3.1 schema validator that tests/openapi.rs judges
+# the daemon's live answers with.
+if ! python3 -c 'import openapi_spec_validator, openapi_schema_validator' >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ]; then
+    echo "installing openapi-spec-validator"
+    python3 -m pip install -q openapi-spec-validator >/dev/null 2>&1 || true
+  fi
+  if ! python3 -c 'import openapi_spec_validator, openapi_schema_validator' >/dev/null 2>&1; then
+    echo "the tests need Python's openapi-spec-validator for python3; install it (python3 -m pip install openapi-spec-validator)" >&2
     exit 1
   fi
 fi

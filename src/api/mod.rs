@@ -52,6 +52,13 @@ pub const EVENTS_PATH: &str = "/v1/events";
 pub const METRICS_PATH: &str = "/metrics";
 /// What kept the machine awake over a window.
 pub const USAGE_PATH: &str = "/v1/usage";
+/// This API's OpenAPI 3.1 description.
+pub const OPENAPI_PATH: &str = "/v1/openapi.json";
+
+/// The OpenAPI 3.1 document of every route, status and body above:
+/// `docs/openapi.json`, embedded so that the daemon serves the very file
+/// its tests validate its answers against (`tests/openapi.rs`).
+pub const OPENAPI_DOCUMENT: &str = include_str!("../../docs/openapi.json");
 
 const COLLECTION_ALLOW: &str = "GET, HEAD, POST, PUT";
 const ITEM_ALLOW: &str = "GET, HEAD, PUT, DELETE";
@@ -77,7 +84,8 @@ pub enum Routed {
     Metrics,
     /// `GET /v1/events`: replay what came after `since`, then stream.
     Events { since: Option<u64> },
-    /// Answered at once, whatever the state (an error).
+    /// Answered at once, whatever the state: an error, or the API's
+    /// description.
     Reply(Response),
 }
 
@@ -107,7 +115,8 @@ fn upsert(name: TaskName, body: &TaskBody, max_expire: Duration) -> Result<Route
 
 /// Every label [`route`] gives: the metrics' `route` values.
 pub const ROUTE_LABELS: &[&str] = &[
-    "list", "create", "upsert", "get", "delete", "status", "usage", "events", "metrics", "other",
+    "list", "create", "upsert", "get", "delete", "status", "usage", "events", "metrics", "openapi",
+    "other",
 ];
 
 /// Routes a request. Returns the metrics label of its route (bounded,
@@ -149,6 +158,10 @@ fn route_inner(
         METRICS_PATH => {
             *label = "metrics";
             return read_only(Routed::Metrics);
+        }
+        OPENAPI_PATH => {
+            *label = "openapi";
+            return read_only(Routed::Reply(openapi_document()));
         }
         USAGE_PATH => {
             *label = "usage";
@@ -663,6 +676,12 @@ pub fn stream_end(minor_version: u8, out: &mut Vec<u8>) {
     }
 }
 
+/// `GET /v1/openapi.json`: [`OPENAPI_DOCUMENT`]. Copied per request; it is
+/// asked for by tools, not on any hot path.
+fn openapi_document() -> Response {
+    Response::json(200, OPENAPI_DOCUMENT.as_bytes().to_vec())
+}
+
 /// The metrics page.
 pub fn metrics_page(text: String) -> Response {
     Response {
@@ -865,6 +884,7 @@ mod tests {
             (Method::Delete, "/v1/tasks/a/b", "", "delete"),
             (Method::Post, "/v1/status", "", "status"),
             (Method::Get, "/metrics", "", "metrics"),
+            (Method::Get, "/v1/openapi.json", "", "openapi"),
             (Method::Put, "/v1/events", "", "events"),
             (Method::Get, "/v2/elsewhere", "", "other"),
             (Method::Other("BREW".into()), "/v1/tasks", "", "other"),
@@ -874,6 +894,58 @@ mod tests {
             assert_eq!(route(&request, MAX).0, label, "{request:?}");
             assert!(ROUTE_LABELS.contains(&label));
         }
+    }
+
+    #[test]
+    fn the_openapi_document_is_served_as_embedded_and_read_only() {
+        for method in [Method::Get, Method::Head] {
+            let Routed::Reply(response) = route_only(&request(method, "/v1/openapi.json", ""), MAX)
+            else {
+                panic!("the document is answered at once")
+            };
+            assert_eq!(response.status, 200);
+            assert_eq!(response.content_type, "application/json");
+            assert_eq!(response.body, OPENAPI_DOCUMENT.as_bytes());
+        }
+        for method in [Method::Post, Method::Put, Method::Delete] {
+            let Routed::Reply(response) =
+                route_only(&request(method, "/v1/openapi.json", "{}"), MAX)
+            else {
+                panic!("refused at once")
+            };
+            assert_eq!(response.status, 405);
+            assert_eq!(response.allow, Some(READ_ONLY_ALLOW));
+        }
+    }
+
+    #[test]
+    fn the_openapi_document_names_exactly_the_routes_here() {
+        let document: Value =
+            serde_json::from_str(OPENAPI_DOCUMENT).expect("docs/openapi.json is JSON");
+        assert_eq!(document["openapi"], "3.1.0");
+        let mut documented: Vec<&str> = document["paths"]
+            .as_object()
+            .expect("paths")
+            .keys()
+            .map(String::as_str)
+            .collect();
+        documented.sort_unstable();
+        let item = format!("{TASKS_PATH}/{{name}}");
+        let mut routed = vec![
+            TASKS_PATH,
+            item.as_str(),
+            STATUS_PATH,
+            EVENTS_PATH,
+            METRICS_PATH,
+            USAGE_PATH,
+            OPENAPI_PATH,
+        ];
+        routed.sort_unstable();
+        assert_eq!(documented, routed);
+        assert!(
+            OPENAPI_DOCUMENT.ends_with("}\n"),
+            "one newline at the end, as every body"
+        );
     }
 
     fn name(text: &str) -> TaskName {
