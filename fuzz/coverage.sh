@@ -9,7 +9,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 target=$1
-bin=fuzz/target/$(rustc -vV | sed -n 's/^host: //p')/release/$target
+host=$(rustc -vV | sed -n 's/^host: //p')
+bin=fuzz/target/$host/release/$target
+# store_crash is built without sanitizers, apart (scripts/fuzz.sh).
+[ "$target" = store_crash ] && bin=fuzz/target/plain/$host/release/$target
 dirs=()
 for dir in "fuzz/target/work/$target" "fuzz/corpus/$target" "fuzz/regressions/$target"; do
   [ -d "$dir" ] && dirs+=("$dir")
