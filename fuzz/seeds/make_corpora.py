@@ -113,8 +113,10 @@ def req(conn, kind, name="a", expire=30, pid=None):
     return bytes([0 | (conn << 3), byte, EXPIRES[expire]])
 
 
-def deliver(conn, length=255, pieces=()):
-    return bytes([3 | (conn << 3), length - 1, len(pieces)] + [p - 1 for p in pieces])
+def deliver(conn, length=None, pieces=()):
+    # No length: everything queued.
+    size = 0xFF if length is None else length - 1
+    return bytes([3 | (conn << 3), size, len(pieces)] + [p - 1 for p in pieces])
 
 
 def clock(kind, quarter_seconds):
@@ -153,7 +155,7 @@ reactor = {
     + exit_(5000) + req(1, GET, "agent") + deliver(1)
     + req(0, CREATE, "b", 600, pid=5000) + deliver(0),
     "pieces-pipelined": b"\x03" + req(0, CREATE, "a") + req(0, UPSERT, "a", 5)
-    + req(0, GET, "a") + req(0, DELETE, "a") + deliver(0, 255, (1, 7, 30, 2, 64, 13, 9)),
+    + req(0, GET, "a") + req(0, DELETE, "a") + deliver(0, None, (1, 7, 30, 2, 64, 13, 9)),
     "slow-head-timeout": b"\x03" + req(1, CREATE, "b") + deliver(1, 20)
     + clock(0, 63) + clock(0, 63) + deliver(1),
     "lost-commit": b"\x03" + fault("lost") + req(0, CREATE, "a") + deliver(0)
@@ -182,6 +184,15 @@ reactor = {
     + req(0, CREATE, "a") + deliver(0) + clock(0, 20),
     "raw-head-metrics": b"\x03" + raw(1, b"HEAD /v1/tasks HTTP/1.1\r\nHost: s\r\n\r\n") + deliver(1)
     + raw(1, b"GET /metrics HTTP/1.0\r\n\r\n") + deliver(1),
+    "expiry-at-the-deadline": b"\x03" + req(0, CREATE, "a", 2) + deliver(0)
+    + clock(0, 8) + req(1, GET, "a") + req(1, LIST) + deliver(1),
+    "deadline-during-retry-wait": b"\x03" + req(0, CREATE, "a", 2) + deliver(0)
+    + clock(0, 6) + fault("full") + req(1, CREATE, "b") + deliver(1)
+    + clock(0, 2) + req(1, LIST) + deliver(1),
+    "batch-of-three": b"\x05" + req(0, CREATE, "a") + req(0, CREATE, "b")
+    + req(0, CREATE, "Z9") + deliver(0),
+    "one-byte-pieces": b"\x03" + req(1, CREATE, "b") + req(1, GET, "b")
+    + deliver(1, None, (5, 1, 1, 1, 20, 1, 40, 1)),
 }
 for name, data in reactor.items():
     write("reactor", name, data)
