@@ -901,8 +901,14 @@ fn parse_response(bytes: &[u8]) -> Option<(u16, usize)> {
 /// wake each) or whole.
 pub fn reactor(data: &[u8]) {
     let plan = plan_of(data);
+    // Without a cut the second run would repeat the first.
+    let cut = plan
+        .steps
+        .iter()
+        .any(|step| matches!(step, Step::Deliver { pieces, .. } if !pieces.is_empty()));
+    let runs: &[bool] = if cut { &[false, true] } else { &[false] };
     let mut outputs = Vec::new();
-    for whole in [false, true] {
+    for &whole in runs {
         let mut run = Run::new(&plan, whole);
         for step in &plan.steps {
             run.step(step);
@@ -920,7 +926,10 @@ pub fn reactor(data: &[u8]) {
             .collect();
         outputs.push(written);
     }
-    for (conn, (cut, whole)) in outputs[0].iter().zip(&outputs[1]).enumerate() {
+    let [cut_run, whole_run] = outputs.as_slice() else {
+        return;
+    };
+    for (conn, (cut, whole)) in cut_run.iter().zip(whole_run).enumerate() {
         assert!(
             cut == whole,
             "connection {conn}: the answers depend on how its bytes were cut:\n{}\n---\n{}",
