@@ -30,12 +30,15 @@ fi
 
 # store_crash runs redb (open, recovery, close) several times per input:
 # under AddressSanitizer and comparison tracing it manages ~50 inputs a
-# second, without them over 1,000. It is safe Rust end to end on our side
-# (no `unsafe` in store/ or testing/), so it is built without them, in a
-# target directory of its own so the other builds are not redone.
+# second, without them ~1,000. reactor runs the whole core and its
+# connections a few dozen turns per input: ~700 under them, several
+# thousand without. Both exercise safe Rust only on our side (no `unsafe`
+# in store/, server/, conn.rs or testing/; the parser under them is fuzzed
+# with ASan by http_request), so they are built without, in a target
+# directory of their own so the other builds are not redone.
 build_flags() {
   case $1 in
-    store_crash) echo "-s none --no-trace-compares --target-dir target/plain" ;;
+    store_crash | reactor) echo "-s none --no-trace-compares --target-dir target/plain" ;;
     *) echo "" ;;
   esac
 }
@@ -52,7 +55,7 @@ run_flags() {
 host=$(rustc -vV | sed -n 's/^host: //p')
 bin_dir() {
   case $1 in
-    store_crash) echo "fuzz/target/plain/$host/release" ;;
+    store_crash | reactor) echo "fuzz/target/plain/$host/release" ;;
     *) echo "fuzz/target/$host/release" ;;
   esac
 }
