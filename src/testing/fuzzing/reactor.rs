@@ -856,20 +856,27 @@ fn listed_names(body: &[u8]) -> BTreeSet<String> {
     names
 }
 
-/// A connection's output with the bodies of metrics pages left out: their
-/// counters (turns, commits, requests) count how the work was cut, by
-/// design.
-fn without_metrics(mut written: &[u8]) -> Vec<u8> {
+/// A connection's output as the cut comparison sees it: the bodies of
+/// metrics pages and of event streams left out. Both follow how the work
+/// was grouped, by design: the metrics count turns, commits and requests;
+/// an event stream numbers the events in commit order, and a held or idle
+/// event follows the last change of the commit that causes it, so pieces
+/// that make more commits place it earlier.
+fn comparable(mut written: &[u8]) -> Vec<u8> {
     let mut kept = Vec::with_capacity(written.len());
-    while let Some((_, len)) = parse_response(written) {
+    while let Some(head_end) = find(written, b"\r\n\r\n").map(|at| at + 4) {
+        let head = &written[..head_end];
+        if find(head, b"Transfer-Encoding: chunked").is_some() {
+            // An event stream: nothing follows it on this connection.
+            kept.extend_from_slice(head);
+            return kept;
+        }
+        let Some((_, len)) = parse_response(written) else {
+            break;
+        };
         let (response, rest) = written.split_at(len);
-        let head_end = find(response, b"\r\n\r\n").map_or(len, |at| at + 4);
-        let metrics = find(&response[..head_end], METRICS_TYPE).is_some();
-        kept.extend_from_slice(if metrics {
-            &response[..head_end]
-        } else {
-            response
-        });
+        let metrics = find(head, METRICS_TYPE).is_some();
+        kept.extend_from_slice(if metrics { head } else { response });
         written = rest;
     }
     kept.extend_from_slice(written);
@@ -942,7 +949,7 @@ pub fn reactor(data: &[u8]) {
         let written: Vec<Vec<u8>> = run
             .pipes
             .iter()
-            .map(|pipe| without_metrics(&pipe.borrow().written))
+            .map(|pipe| comparable(&pipe.borrow().written))
             .collect();
         outputs.push(written);
     }
