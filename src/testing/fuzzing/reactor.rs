@@ -866,8 +866,9 @@ fn comparable(mut written: &[u8]) -> Vec<u8> {
     let mut kept = Vec::with_capacity(written.len());
     while let Some(head_end) = find(written, b"\r\n\r\n").map(|at| at + 4) {
         let head = &written[..head_end];
-        if find(head, b"Transfer-Encoding: chunked").is_some() {
-            // An event stream: nothing follows it on this connection.
+        if find(head, STREAM_TYPE).is_some() {
+            // An event stream (chunked, or to the close on HTTP/1.0):
+            // nothing follows it on this connection.
             kept.extend_from_slice(head);
             return kept;
         }
@@ -882,6 +883,9 @@ fn comparable(mut written: &[u8]) -> Vec<u8> {
     kept.extend_from_slice(written);
     kept
 }
+
+/// The content type of event streams, and only of them.
+const STREAM_TYPE: &[u8] = b"Content-Type: application/x-ndjson";
 
 /// The content type of the metrics page, and only of it.
 const METRICS_TYPE: &[u8] = b"Content-Type: text/plain";
