@@ -11,11 +11,8 @@ cd "$(dirname "$0")/.."
 target=$1
 host=$(rustc -vV | sed -n 's/^host: //p')
 bin=fuzz/target/$host/release/$target
-# store_crash and reactor are built without sanitizers, apart
-# (scripts/fuzz.sh).
-case $target in
-  store_crash | reactor) bin=fuzz/target/plain/$host/release/$target ;;
-esac
+# store_crash is built without sanitizers, apart (scripts/fuzz.sh).
+[ "$target" = store_crash ] && bin=fuzz/target/plain/$host/release/$target
 dirs=()
 for dir in "fuzz/target/work/$target" "fuzz/corpus/$target" "fuzz/regressions/$target"; do
   [ -d "$dir" ] && dirs+=("$dir")
