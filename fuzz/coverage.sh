@@ -6,13 +6,15 @@
 # goal), then the functions of src/ never reached.
 #
 #   fuzz/coverage.sh TARGET        # after scripts/fuzz.sh has built it
+#
+# -print_coverage needs the sanitizer's symbolizer: the binary read is the
+# AddressSanitizer build even for the targets scripts/fuzz.sh fuzzes
+# without it (store_crash, reactor); build that one first with
+# `cargo fuzz build -a TARGET` (from fuzz/, RUSTC_BOOTSTRAP=1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 target=$1
-host=$(rustc -vV | sed -n 's/^host: //p')
-bin=fuzz/target/$host/release/$target
-# store_crash is built without sanitizers, apart (scripts/fuzz.sh).
-[ "$target" = store_crash ] && bin=fuzz/target/plain/$host/release/$target
+bin=fuzz/target/$(rustc -vV | sed -n 's/^host: //p')/release/$target
 dirs=()
 for dir in "fuzz/target/work/$target" "fuzz/corpus/$target" "fuzz/regressions/$target"; do
   [ -d "$dir" ] && dirs+=("$dir")
