@@ -6,6 +6,11 @@
 # goal), then the functions of src/ never reached.
 #
 #   fuzz/coverage.sh TARGET        # after scripts/fuzz.sh has built it
+#
+# -print_coverage needs the sanitizer's symbolizer: the binary read is the
+# AddressSanitizer build even for the targets scripts/fuzz.sh fuzzes
+# without it (store_crash, reactor); build that one first with
+# `cargo fuzz build -a TARGET` (from fuzz/, RUSTC_BOOTSTRAP=1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 target=$1

@@ -63,3 +63,8 @@ fn tasks_model_corpus() {
 fn store_crash_corpus() {
     replay("store_crash", fuzzing::store_crash);
 }
+
+#[test]
+fn reactor_corpus() {
+    replay("reactor", fuzzing::reactor);
+}

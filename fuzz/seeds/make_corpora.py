@@ -97,3 +97,102 @@ api = [
 for i, (method, target, body) in enumerate(api):
     write("api_request", f"case-{i:02d}", bytes([methods[method], 0]) + target.encode() + b"\n" + body.encode())
 write("api_request", "short-max", bytes([1, 2]) + b'/v1/tasks\n{"name":"a","expire":"61s"}')
+
+# reactor: [rules] + steps (src/testing/fuzzing/reactor.rs). Rules byte:
+# task limit 1 + b % 6, quota (b / 6) % 4 (0: shared). A step's first byte
+# is its kind (low 3 bits) and connection ((b >> 3) % 3: uids 1000, 1001, 0).
+CREATE, UPSERT, DELETE, GET, LIST = 0, 1, 2, 3, 4
+NAMES = {"a": 0, "b": 1, "agent": 2, "Z9": 3}
+EXPIRES = {1: 0, 2: 1, 3: 2, 5: 3, 8: 4, 30: 5, 600: 6, 3600: 7}
+
+
+def req(conn, kind, name="a", expire=30, pid=None):
+    byte = kind | (NAMES[name] << 3)
+    if pid is not None:
+        byte |= 0x80 | ((pid - 5000) << 5)
+    return bytes([0 | (conn << 3), byte, EXPIRES[expire]])
+
+
+def deliver(conn, length=None, pieces=()):
+    # No length: everything queued.
+    size = 0xFF if length is None else length - 1
+    return bytes([3 | (conn << 3), size, len(pieces)] + [p - 1 for p in pieces])
+
+
+def clock(kind, quarter_seconds):
+    # kind 0: both clocks on by quarter seconds; 2: the wall clock forward
+    # by seconds; 3: back by seconds.
+    return bytes([5, kind | (quarter_seconds << 2)])
+
+
+def fault(which):
+    return bytes([6, {"lost": 0, "torn": 1, "full": 2, "unreadable": 3}[which]])
+
+
+def exit_(pid):
+    return bytes([6 | ((pid - 5000) << 5), 4])
+
+
+def hang_up(conn):
+    return bytes([6 | (conn << 3), 5])
+
+
+def raw(conn, data):
+    return bytes([7 | (conn << 3), len(data)]) + data
+
+
+reactor = {
+    "create-list-expire": b"\x03" + req(0, CREATE, "a", 2) + deliver(0)
+    + req(1, LIST) + deliver(1) + clock(0, 12) + req(1, LIST) + deliver(1),
+    "three-uids-collide": b"\x03" + req(0, CREATE, "a") + req(1, CREATE, "a")
+    + req(2, UPSERT, "a") + deliver(0) + deliver(1) + deliver(2)
+    + req(1, DELETE, "a") + req(2, DELETE, "a") + deliver(1) + deliver(2),
+    "owned-quota": bytes([2 + 6 * 1]) + req(0, CREATE, "a") + req(0, CREATE, "b")
+    + deliver(0) + req(1, DELETE, "a") + req(2, UPSERT, "b") + deliver(1) + deliver(2),
+    "limit": b"\x01" + req(0, CREATE, "a") + req(0, CREATE, "b") + req(1, CREATE, "Z9")
+    + deliver(0) + deliver(1),
+    "bound-exit": b"\x03" + req(0, CREATE, "agent", 600, pid=5000) + deliver(0)
+    + exit_(5000) + req(1, GET, "agent") + deliver(1)
+    + req(0, CREATE, "b", 600, pid=5000) + deliver(0),
+    "pieces-pipelined": b"\x03" + req(0, CREATE, "a") + req(0, UPSERT, "a", 5)
+    + req(0, GET, "a") + req(0, DELETE, "a") + deliver(0, None, (1, 7, 30, 2, 64, 13, 9)),
+    "slow-head-timeout": b"\x03" + req(1, CREATE, "b") + deliver(1, 20)
+    + clock(0, 63) + clock(0, 63) + deliver(1),
+    "lost-commit": b"\x03" + fault("lost") + req(0, CREATE, "a") + deliver(0)
+    + req(0, LIST) + deliver(0) + clock(0, 4) + req(0, CREATE, "a") + deliver(0),
+    "torn-commit": b"\x03" + fault("torn") + req(0, CREATE, "a") + deliver(0)
+    + req(1, GET, "a") + deliver(1),
+    "full-log": b"\x03" + fault("full") + req(0, CREATE, "a") + req(1, CREATE, "b")
+    + deliver(0) + deliver(1) + req(0, CREATE, "a") + deliver(0),
+    "unreadable-after-lost": b"\x03" + req(2, CREATE, "Z9", 3) + deliver(2)
+    + fault("lost") + fault("unreadable") + fault("unreadable")
+    + req(0, CREATE, "a") + deliver(0) + req(0, CREATE, "b") + deliver(0)
+    + clock(0, 4) + clock(0, 4) + req(0, LIST) + deliver(0),
+    "expiry-fails": b"\x03" + req(0, CREATE, "a", 1) + deliver(0) + fault("lost")
+    + clock(0, 8) + clock(0, 8) + req(1, LIST) + deliver(1),
+    "wall-forward": b"\x03" + req(0, CREATE, "a", 30) + req(0, CREATE, "b", 600)
+    + deliver(0) + clock(2, 40) + req(1, LIST) + deliver(1),
+    "wall-back": b"\x03" + req(0, CREATE, "a", 30) + deliver(0) + clock(3, 50)
+    + req(1, GET, "a") + deliver(1) + clock(0, 63) + clock(0, 63) + req(1, LIST) + deliver(1),
+    "wall-back-fails": b"\x03" + req(0, CREATE, "a", 30) + deliver(0) + fault("torn")
+    + clock(3, 20) + req(0, UPSERT, "a", 8) + deliver(0),
+    "hang-up-mid-request": b"\x03" + req(0, CREATE, "a") + deliver(0, 30) + hang_up(0)
+    + req(1, LIST) + deliver(1),
+    "raw-garbage": b"\x03" + raw(0, b"GET /v1/tasks HTTP/1.1\r\nHost: s\r\n\r\n") + deliver(0)
+    + raw(1, b"\x00\xff junk\r\n\r\n") + deliver(1),
+    "raw-stream": b"\x03" + raw(2, b"GET /v1/events HTTP/1.1\r\nHost: s\r\n\r\n") + deliver(2)
+    + req(0, CREATE, "a") + deliver(0) + clock(0, 20),
+    "raw-head-metrics": b"\x03" + raw(1, b"HEAD /v1/tasks HTTP/1.1\r\nHost: s\r\n\r\n") + deliver(1)
+    + raw(1, b"GET /metrics HTTP/1.0\r\n\r\n") + deliver(1),
+    "expiry-at-the-deadline": b"\x03" + req(0, CREATE, "a", 2) + deliver(0)
+    + clock(0, 8) + req(1, GET, "a") + req(1, LIST) + deliver(1),
+    "deadline-during-retry-wait": b"\x03" + req(0, CREATE, "a", 2) + deliver(0)
+    + clock(0, 6) + fault("full") + req(1, CREATE, "b") + deliver(1)
+    + clock(0, 2) + req(1, LIST) + deliver(1),
+    "batch-of-three": b"\x05" + req(0, CREATE, "a") + req(0, CREATE, "b")
+    + req(0, CREATE, "Z9") + deliver(0),
+    "one-byte-pieces": b"\x03" + req(1, CREATE, "b") + req(1, GET, "b")
+    + deliver(1, None, (5, 1, 1, 1, 20, 1, 40, 1)),
+}
+for name, data in reactor.items():
+    write("reactor", name, data)

@@ -14,7 +14,7 @@
 //! Only `shell`, `watches` and `socket` touch mio; only `shell` reads the
 //! clocks.
 
-mod connections;
+pub(crate) mod connections;
 pub mod core;
 mod shell;
 mod socket;

@@ -180,6 +180,29 @@ impl FaultSwitch {
         Ok(())
     }
 
+    /// For other simulated storage ([`powercut::Disk`]): `Err` with the
+    /// errno when the next write (or `set_len`) must fail.
+    ///
+    /// [`powercut::Disk`]: crate::testing::powercut::Disk
+    pub(crate) fn check_write(&self) -> Result<(), io::Error> {
+        self.check(Op::Write)
+    }
+
+    /// As [`check_write`](Self::check_write), for a sync.
+    pub(crate) fn check_sync(&self) -> Result<(), io::Error> {
+        self.check(Op::Sync)
+    }
+
+    /// Whether a failing write first writes half its bytes.
+    pub(crate) fn tears_writes(&self) -> bool {
+        self.state.torn.load(Ordering::SeqCst)
+    }
+
+    /// Counts one operation that succeeded.
+    pub(crate) fn count_success(&self, sync: bool) {
+        self.count(if sync { Op::Sync } else { Op::Write });
+    }
+
     fn count(&self, op: Op) {
         let counter = match op {
             Op::Write => &self.state.writes,

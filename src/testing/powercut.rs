@@ -17,7 +17,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use redb::{Builder, Database, DatabaseError, StorageBackend};
@@ -25,6 +25,7 @@ use redb::{Builder, Database, DatabaseError, StorageBackend};
 use crate::events::{Event, EventKind, EventLines};
 use crate::store::{LogIo, Opener, Store, StoreOptions};
 use crate::tasks::{Change, Removal, Task, TaskName};
+use crate::testing::faulty::FaultSwitch;
 use crate::time::Timestamp;
 
 /// Sector size: a torn write keeps a whole number of these.
@@ -41,7 +42,7 @@ pub struct Disk {
     state: Arc<Mutex<DiskState>>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct DiskState {
     files: BTreeMap<&'static str, SimFile>,
     /// Names that survive a cut (the directory as last synced).
@@ -49,17 +50,22 @@ struct DiskState {
     /// Operations (writes, set_len, syncs) left before the power goes;
     /// `None`: no cut armed.
     ops_left: Option<u64>,
-    /// The power is out: every operation fails and changes nothing.
+    /// The power is out, or the process was killed: every operation
+    /// fails and changes nothing.
     dead: bool,
     ops: u64,
+    /// Injected failures (a full disk, an I/O error), on top of the cut.
+    faults: Option<FaultSwitch>,
 }
 
+/// A file's bytes are shared until written (copy on write): copying a
+/// disk, or syncing a file, copies no bytes.
 #[derive(Debug, Default, Clone)]
 struct SimFile {
     /// What a cut keeps for sure.
-    durable: Vec<u8>,
+    durable: Arc<Vec<u8>>,
     /// What reads see (the page cache).
-    current: Vec<u8>,
+    current: Arc<Vec<u8>>,
     /// Writes since the last sync, in order.
     unsynced: Vec<Pending>,
 }
@@ -97,6 +103,45 @@ impl Disk {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The disk of a store just created by [`open_store`] and closed (the
+    /// files created whole), with no cut armed: built once per process and
+    /// copied, so a run need not pay for redb's creation.
+    pub fn fresh() -> Disk {
+        static FRESH: OnceLock<DiskState> = OnceLock::new();
+        let state = FRESH.get_or_init(|| {
+            let disk = Disk::new();
+            let store = open_store(&disk, &sim_options()).expect("a store on a healthy disk");
+            drop(store);
+            let mut state = disk.lock().clone();
+            state.ops = 0;
+            state
+        });
+        Disk {
+            state: Arc::new(Mutex::new(state.clone())),
+        }
+    }
+
+    /// Failures of writes, `set_len`s and syncs, as `switch` decides (the
+    /// [`faulty`](crate::testing::faulty) rules: torn writes keep half).
+    pub fn inject_faults(&self, switch: &FaultSwitch) {
+        self.lock().faults = Some(switch.clone());
+    }
+
+    /// The process dies (`kill -9`): nothing more is written, but what was
+    /// written stays in the page cache. [`revive`](Self::revive) starts
+    /// the next process on the same files.
+    pub fn kill_process(&self) {
+        self.lock().dead = true;
+    }
+
+    /// A new process after [`kill_process`](Self::kill_process): the files
+    /// as the page cache holds them.
+    pub fn revive(&self) {
+        let mut state = self.lock();
+        state.dead = false;
+        state.ops_left = None;
+    }
+
     /// The power goes out after `ops` more writes, `set_len`s and syncs.
     pub fn cut_after(&self, ops: u64) {
         self.lock().ops_left = Some(ops);
@@ -128,6 +173,7 @@ impl Disk {
         for file in state.files.values_mut() {
             let kept = keep(file.unsynced.len()).min(file.unsynced.len());
             let mut bytes = std::mem::take(&mut file.durable);
+            let bytes_mut = Arc::make_mut(&mut bytes);
             for (i, write) in file.unsynced.iter().take(kept).enumerate() {
                 if i + 1 == kept
                     && let Pending::Write { offset, data } = write
@@ -141,9 +187,9 @@ impl Disk {
                         offset: *offset,
                         data: data[..(cut.max(*offset) - offset) as usize].to_vec(),
                     };
-                    apply(&mut bytes, &torn);
+                    apply(bytes_mut, &torn);
                 } else {
-                    apply(&mut bytes, write);
+                    apply(bytes_mut, write);
                 }
             }
             file.current = bytes.clone();
@@ -224,31 +270,87 @@ impl Disk {
         })
     }
 
-    /// Spends one operation on `name`, then runs `op` on it.
-    fn operate(&self, name: &'static str, op: impl FnOnce(&mut SimFile)) -> io::Result<()> {
+    /// Spends one operation of kind `kind` on `name`, then runs `op` on
+    /// it; an injected fault fails it first, after `torn` (a failing
+    /// write's half that reaches the file) when the switch tears writes.
+    fn operate(
+        &self,
+        name: &'static str,
+        kind: FaultKind,
+        torn: impl FnOnce(&mut SimFile),
+        op: impl FnOnce(&mut SimFile),
+    ) -> io::Result<()> {
         let mut state = self.lock();
         Disk::spend(&mut state)?;
+        let fault = match &state.faults {
+            Some(switch) => match kind {
+                FaultKind::Write => switch.check_write(),
+                FaultKind::Sync => switch.check_sync(),
+            }
+            .err()
+            .map(|error| (error, switch.tears_writes())),
+            None => None,
+        };
         let file = state
             .files
             .get_mut(name)
             .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
+        if let Some((error, tears)) = fault {
+            if tears {
+                torn(file);
+            }
+            return Err(error);
+        }
         op(file);
+        if let Some(switch) = &state.faults {
+            switch.count_success(kind == FaultKind::Sync);
+        }
         Ok(())
     }
 
     fn change(&self, name: &'static str, write: Pending) -> io::Result<()> {
-        self.operate(name, |file| {
-            apply(&mut file.current, &write);
-            file.unsynced.push(write);
-        })
+        let half = match &write {
+            Pending::Write { offset, data } if data.len() > 1 => Some(Pending::Write {
+                offset: *offset,
+                data: data[..data.len() / 2].to_vec(),
+            }),
+            _ => None,
+        };
+        self.operate(
+            name,
+            FaultKind::Write,
+            |file| {
+                if let Some(half) = half {
+                    apply(Arc::make_mut(&mut file.current), &half);
+                    file.unsynced.push(half);
+                }
+            },
+            |file| {
+                apply(Arc::make_mut(&mut file.current), &write);
+                file.unsynced.push(write);
+            },
+        )
     }
 
     fn sync(&self, name: &'static str) -> io::Result<()> {
-        self.operate(name, |file| {
-            file.durable = file.current.clone();
-            file.unsynced.clear();
-        })
+        self.operate(
+            name,
+            FaultKind::Sync,
+            |_| {},
+            |file| {
+                file.durable = file.current.clone();
+                file.unsynced.clear();
+            },
+        )
     }
+}
+
+/// Which switch counter an operation spends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FaultKind {
+    /// A write or `set_len`.
+    Write,
+    Sync,
 }
 
 /// The log file on a [`Disk`].
@@ -318,6 +420,15 @@ impl StorageBackend for SimBackend {
 
 /// A small redb cache: a run opens thousands of tiny databases.
 const SIM_CACHE_BYTES: usize = 256 * 1024;
+
+/// Opens the database file of a disk that [`open_store`] set up, as the
+/// store's reopen does: for writing rows behind the store's back.
+///
+/// # Errors
+/// As redb's open.
+pub fn open_database(disk: &Disk) -> Result<Database, DatabaseError> {
+    open_db(disk, DB)
+}
 
 fn open_db(disk: &Disk, name: &'static str) -> Result<Database, DatabaseError> {
     Builder::new()
@@ -431,15 +542,26 @@ pub fn sim_options() -> StoreOptions {
 /// # Errors
 /// The first violation, described.
 pub fn run(choices: &mut impl Choices, cuts: u64) -> Result<Report, String> {
-    let disk = Disk::new();
     let options = sim_options();
+    // A cut during the first start-up hits the files' creation: that run
+    // starts from an empty disk; the others from a copy of a fresh one,
+    // which is what a healthy creation leaves.
+    let creation_cut = cuts > 0 && !choices.exhausted() && choices.below(4) == 0;
+    let disk = match creation_cut {
+        true => Disk::new(),
+        false => Disk::fresh(),
+    };
     let mut report = Report::default();
     // States the disk may hold: [0] acknowledged, the rest attempted since.
     let mut possible = vec![State::default()];
     let start = Instant::now();
     let mut clock = Duration::ZERO;
     for round in 0..=cuts {
-        if round < cuts && !choices.exhausted() && choices.below(4) == 0 {
+        let start_up_cut = match round {
+            0 => creation_cut,
+            _ => round < cuts && !choices.exhausted() && choices.below(4) == 0,
+        };
+        if start_up_cut {
             // This cut may hit the start-up: creating the files (the first
             // round), redb's repair, the replay.
             disk.cut_after(choices.below(40));
@@ -491,6 +613,9 @@ pub fn run(choices: &mut impl Choices, cuts: u64) -> Result<Report, String> {
         }
         possible = vec![seen];
         if round == cuts || choices.exhausted() {
+            // The disk is thrown away: no clean close to pay for.
+            disk.kill();
+            drop(store);
             break;
         }
 

@@ -1,8 +1,8 @@
 //! The bodies of the fuzz targets, shared by `fuzz/fuzz_targets/*.rs` (under
 //! libFuzzer, on nightly features) and `tests/fuzz_corpus.rs` (every corpus
 //! and regression file, replayed in plain stable `cargo test`), one file per
-//! target: [`http_request`], [`duration`], [`api_request`], [`tasks_model`]
-//! and [`store_crash`].
+//! target: [`http_request`], [`duration`], [`api_request`], [`tasks_model`],
+//! [`store_crash`] and [`reactor`].
 //!
 //! Each function takes arbitrary bytes and panics only when a property the
 //! daemon relies on is broken; any input that does not describe a meaningful
@@ -17,12 +17,14 @@
 mod api_request;
 mod duration;
 mod http_request;
+mod reactor;
 mod store_crash;
 mod tasks_model;
 
 pub use api_request::api_request;
 pub use duration::duration;
 pub use http_request::http_request;
+pub use reactor::reactor;
 pub use store_crash::store_crash;
 pub use tasks_model::tasks_model;
 

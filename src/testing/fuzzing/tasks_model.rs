@@ -28,17 +28,17 @@ fn expire_of(byte: u8) -> Duration {
 /// nanoseconds and its owner, with liveness, ownership and the limits
 /// spelled out from the README.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-struct ModelState {
-    rows: BTreeMap<String, (u64, u64)>,
-    owners: BTreeMap<String, Option<u32>>,
+pub(super) struct ModelState {
+    pub(super) rows: BTreeMap<String, (u64, u64)>,
+    pub(super) owners: BTreeMap<String, Option<u32>>,
 }
 
 /// The rules the model is run under: the task limit and, when owned, the
 /// per-uid quota.
 #[derive(Clone, Copy, Debug)]
-struct ModelRules {
-    max: usize,
-    max_per_uid: Option<usize>,
+pub(super) struct ModelRules {
+    pub(super) max: usize,
+    pub(super) max_per_uid: Option<usize>,
 }
 
 /// Callers the model draws from: unknown, root and two users.
@@ -63,7 +63,7 @@ impl ModelState {
         }
     }
 
-    fn put(&mut self, name: &str, row: (u64, u64), owner: Option<u32>) {
+    pub(super) fn put(&mut self, name: &str, row: (u64, u64), owner: Option<u32>) {
         self.rows.insert(name.to_owned(), row);
         self.owners.insert(name.to_owned(), owner);
     }
@@ -120,7 +120,9 @@ impl ModelState {
         })
     }
 
-    fn run(
+    /// Runs `command` at `now` on the model: its outcome, as
+    /// [`Tasks::plan`] must give it.
+    pub(super) fn run(
         &mut self,
         command: &Command,
         now: u64,

@@ -2,94 +2,18 @@
 //! passed in: an in-memory disk that fails on demand stands for the store,
 //! a table of pids for the machine. No socket, no file, no sleep.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use super::*;
 use crate::events::EventKind;
 use crate::http::Method;
-use crate::store::{Loaded, StoreError};
-use crate::tasks::Task;
+use crate::testing::memory_store::{Fault, MemoryStore as Disk};
 
 const UID: u32 = 1000;
 const OTHER_UID: u32 = 1001;
 const DAEMON_UID: u32 = 999;
 const T0: Timestamp = Timestamp::from_nanos(1_780_000_000 * 1_000_000_000);
-
-/// What the next commit does on the disk.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Fault {
-    /// Nothing reaches the disk; the write fails.
-    Lost,
-    /// Everything reaches the disk, but the sync reports a failure.
-    Torn,
-    /// The log is full: refused before touching the disk.
-    Full,
-    /// The reload fails too.
-    Unreadable,
-}
-
-/// The store, in memory: what was committed, and faults to inject.
-#[derive(Default)]
-struct Disk {
-    rows: BTreeMap<String, Task>,
-    events: Vec<Event>,
-    faults: VecDeque<Fault>,
-    commits: usize,
-    loads: usize,
-}
-
-impl Disk {
-    fn commit(&mut self, commit: &Commit) -> Result<(), StoreError> {
-        self.commits += 1;
-        let fault = self.faults.front().copied();
-        if matches!(fault, Some(Fault::Lost | Fault::Torn | Fault::Full)) {
-            self.faults.pop_front();
-        }
-        match fault {
-            Some(Fault::Full) => return Err(StoreError::Full("the log is full".into())),
-            Some(Fault::Lost) => return Err(StoreError::Io("write failed".into())),
-            _ => {}
-        }
-        for change in commit.changes() {
-            match change {
-                crate::tasks::Change::Put { task, .. } => {
-                    self.rows
-                        .insert(task.name.as_str().to_owned(), task.clone());
-                }
-                crate::tasks::Change::Remove { name, .. } => {
-                    self.rows.remove(name.as_str());
-                }
-            }
-        }
-        self.events.extend(commit.events().iter().cloned());
-        match fault {
-            Some(Fault::Torn) => Err(StoreError::Io("sync failed".into())),
-            _ => Ok(()),
-        }
-    }
-
-    fn load(&mut self) -> Result<Loaded, StoreError> {
-        self.loads += 1;
-        if self.faults.front() == Some(&Fault::Unreadable) {
-            self.faults.pop_front();
-            return Err(StoreError::Io("read failed".into()));
-        }
-        Ok(Loaded {
-            tasks: self.rows.values().cloned().collect(),
-            quarantined: Vec::new(),
-            events: self.events.clone(),
-            usage: self
-                .events
-                .iter()
-                .filter(|event| event.usage_instant().is_some())
-                .cloned()
-                .collect(),
-            replayed: 0,
-            torn_tail: None,
-        })
-    }
-}
 
 /// The machine's processes: pid to start time.
 #[derive(Default)]

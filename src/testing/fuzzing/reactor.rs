@@ -1,0 +1,973 @@
+//! The `reactor` target: the daemon's I/O-free core ([`Core`]) and its
+//! connections ([`Connections`], the same code the mio shell runs) driven
+//! as the shell drives them, over in-memory streams, an in-memory store
+//! that fails on demand ([`MemoryStore`]) and a table of processes.
+//!
+//! The input is decoded into a plan first ([`Step`]s); the plan is run
+//! twice, once with each delivery cut into the pieces the input chose
+//! (each arriving in a wake of its own, as bytes trickling into a socket)
+//! and once whole, and where no commit failed the two runs must write the
+//! same bytes to every connection.
+
+use std::cell::RefCell;
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::io::{self, Read, Write};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use crate::api;
+use crate::conn::Timeouts;
+use crate::http::{HttpDate, Limits, Method, Request};
+use crate::process::Credentials;
+use crate::server::connections::{Connections, Readiness};
+use crate::server::core::{
+    ConnId, Core, Edge, Handled, Now, Outside, Processes, STORE_RETRY, Settings, WatchChange,
+};
+use crate::shares::ShareLimits;
+use crate::tasks::{Binding, Command, Holder, Ownership, TaskName};
+use crate::testing::memory_store::{Fault, MemoryStore};
+use crate::time::Timestamp;
+
+use super::tasks_model::{ModelRules, ModelState};
+use super::{Input, START_NANOS};
+
+/// Steps per input: each is a few turns of the reactor at most (a
+/// millisecond under AddressSanitizer for a long input), and the corpus
+/// carries the states longer plans would reach.
+const MAX_STEPS: usize = 32;
+
+/// Most cuts in a delivery, and the longest piece before a cut: a request
+/// is some 60 to 110 bytes, so cuts fall anywhere in one.
+const MAX_CUTS: u8 = 8;
+const MAX_PIECE: u8 = 64;
+
+/// The longest run of raw bytes a step queues: a request line and a
+/// header or two.
+const MAX_RAW: u8 = 64;
+
+/// The connections, by the uid of their peer: two users and root.
+const UIDS: [u32; 3] = [1000, 1001, 0];
+
+/// Processes a create may bind to; a step makes one exit.
+const PIDS: [u32; 3] = [5000, 5001, 5002];
+
+/// Names the requests use: few, so they collide; all safe in a path.
+const NAMES: [&str; 4] = ["a", "b", "agent", "Z9"];
+
+/// Expiries the requests ask for, in seconds: around the clock steps.
+const EXPIRES: [u64; 8] = [1, 2, 3, 5, 8, 30, 600, 3600];
+
+/// The daemon's uid in the shares.
+const DAEMON_UID: u32 = 999;
+
+/// What the harness knows of a request it queued: the command a mutation
+/// must have been planned as (and the process it binds), or nothing to
+/// check.
+#[derive(Debug, Clone)]
+enum Expect {
+    Mutation { command: Command, bind: Option<u32> },
+    Read,
+}
+
+/// One step of the plan.
+#[derive(Debug, Clone)]
+enum Step {
+    /// Queue a request's bytes on a connection (not delivered yet).
+    Queue {
+        conn: usize,
+        bytes: Vec<u8>,
+        expect: Expect,
+    },
+    /// Queue raw bytes: the connection's later answers are not checked
+    /// against commands any more.
+    Raw { conn: usize, bytes: Vec<u8> },
+    /// Deliver up to `len` queued bytes in pieces of the given sizes, a
+    /// wake after each (the whole run: in one piece).
+    Deliver {
+        conn: usize,
+        len: usize,
+        pieces: Vec<usize>,
+    },
+    /// The peer closes its end, then a turn.
+    HangUp { conn: usize },
+    /// Both clocks move on (`mono` true) or the wall clock alone steps,
+    /// forward or back; then a turn.
+    Clock {
+        forward: bool,
+        by: Duration,
+        mono: bool,
+    },
+    /// The next commit or reload meets this fault.
+    Fault(Fault),
+    /// A process exits; then a turn.
+    Exit { pid: u32 },
+}
+
+/// The plan and the rules an input describes.
+struct Plan {
+    max_tasks: usize,
+    max_per_uid: Option<usize>,
+    steps: Vec<Step>,
+}
+
+fn plan_of(data: &[u8]) -> Plan {
+    let mut input = Input::new(data);
+    let first = input.byte();
+    let max_tasks = 1 + usize::from(first % 6);
+    let max_per_uid = match first / 6 % 4 {
+        0 => None,
+        quota => Some(usize::from(quota)),
+    };
+    let mut steps = Vec::new();
+    while !input.is_empty() && steps.len() < MAX_STEPS {
+        let op = input.byte();
+        let conn = usize::from(op >> 3) % UIDS.len();
+        let step = match op % 8 {
+            0..=2 => request(conn, &mut input),
+            3 | 4 => {
+                // 0xFF: everything queued (several requests at once).
+                let len = match input.byte() {
+                    0xFF => usize::MAX,
+                    byte => 1 + usize::from(byte),
+                };
+                let count = input.byte() % (MAX_CUTS + 1);
+                let pieces = (0..count)
+                    .map(|_| 1 + usize::from(input.byte() % MAX_PIECE))
+                    .collect();
+                Step::Deliver { conn, len, pieces }
+            }
+            5 => {
+                let step = input.byte();
+                let by = Duration::from_millis(u64::from(step >> 2) * 250);
+                match step & 3 {
+                    0 | 1 => Step::Clock {
+                        forward: true,
+                        by,
+                        mono: true,
+                    },
+                    2 => Step::Clock {
+                        forward: true,
+                        by: by * 4,
+                        mono: false,
+                    },
+                    _ => Step::Clock {
+                        forward: false,
+                        by: by * 4,
+                        mono: false,
+                    },
+                }
+            }
+            6 => match input.byte() % 6 {
+                0 => Step::Fault(Fault::Lost),
+                1 => Step::Fault(Fault::Torn),
+                2 => Step::Fault(Fault::Full),
+                3 => Step::Fault(Fault::Unreadable),
+                4 => Step::Exit {
+                    pid: PIDS[usize::from(op >> 5) % PIDS.len()],
+                },
+                _ => Step::HangUp { conn },
+            },
+            _ => {
+                let len = usize::from(input.byte() % MAX_RAW);
+                let bytes = (0..len).map(|_| input.byte()).collect();
+                Step::Raw { conn, bytes }
+            }
+        };
+        steps.push(step);
+    }
+    Plan {
+        max_tasks,
+        max_per_uid,
+        steps,
+    }
+}
+
+/// A request of the API on `conn`, and what it must be planned as.
+fn request(conn: usize, input: &mut Input) -> Step {
+    // Bits 0-2: the request; 3-4: the name; 7: bind to the process of
+    // bits 5-6.
+    let kind = input.byte();
+    let name = NAMES[usize::from(kind >> 3 & 3) % NAMES.len()];
+    let expire = EXPIRES[usize::from(input.byte()) % EXPIRES.len()];
+    let caller = Some(UIDS[conn]);
+    let task = TaskName::parse(name).expect("the target's names are valid");
+    let bind = (kind & 0x80 != 0).then(|| PIDS[usize::from(kind >> 5 & 3) % PIDS.len()]);
+    let (method, target, body, expect) = match (kind & 7) % 5 {
+        0 => {
+            let pid = bind
+                .map(|pid| format!(",\"pid\":{pid}"))
+                .unwrap_or_default();
+            let command = Command::Create {
+                name: task,
+                expire: Duration::from_secs(expire),
+                claim: Default::default(),
+                caller,
+            };
+            (
+                "POST",
+                "/v1/tasks".to_owned(),
+                format!("{{\"name\":\"{name}\",\"expire\":{expire}{pid}}}"),
+                Expect::Mutation { command, bind },
+            )
+        }
+        1 => {
+            let command = Command::Upsert {
+                name: task,
+                expire: Duration::from_secs(expire),
+                claim: Default::default(),
+                caller,
+            };
+            (
+                "PUT",
+                format!("/v1/tasks/{name}"),
+                format!("{{\"expire\":{expire}}}"),
+                Expect::Mutation {
+                    command,
+                    bind: None,
+                },
+            )
+        }
+        2 => {
+            let command = Command::Delete {
+                name: task,
+                caller,
+                bound_to: None,
+            };
+            (
+                "DELETE",
+                format!("/v1/tasks/{name}"),
+                String::new(),
+                Expect::Mutation {
+                    command,
+                    bind: None,
+                },
+            )
+        }
+        3 => (
+            "GET",
+            format!("/v1/tasks/{name}"),
+            String::new(),
+            Expect::Read,
+        ),
+        _ => ("GET", "/v1/tasks".to_owned(), String::new(), Expect::Read),
+    };
+    let bytes = format!(
+        "{method} {target} HTTP/1.1\r\nHost: sprite\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes();
+    Step::Queue {
+        conn,
+        bytes,
+        expect,
+    }
+}
+
+/// One end of a connection: what the peer sent and the reactor has not
+/// read, and what the reactor wrote.
+#[derive(Debug, Default)]
+struct Pipe {
+    inbox: VecDeque<u8>,
+    hung_up: bool,
+    written: Vec<u8>,
+}
+
+/// The reactor's side of a [`Pipe`], as a stream socket: a read returns
+/// all that waits (up to the room given), `WouldBlock` when nothing does.
+struct MemStream {
+    pipe: Rc<RefCell<Pipe>>,
+}
+
+impl Read for MemStream {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        let mut pipe = self.pipe.borrow_mut();
+        if pipe.inbox.is_empty() {
+            return match pipe.hung_up {
+                true => Ok(0),
+                false => Err(io::ErrorKind::WouldBlock.into()),
+            };
+        }
+        let n = pipe.inbox.len().min(out.len());
+        for (slot, byte) in out.iter_mut().zip(pipe.inbox.drain(..n)) {
+            *slot = byte;
+        }
+        Ok(n)
+    }
+}
+
+impl Write for MemStream {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.pipe.borrow_mut().written.extend_from_slice(data);
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The machine's processes, as the core asks about them.
+struct Machine {
+    running: HashSet<u32>,
+}
+
+impl Processes for Machine {
+    fn bind(&mut self, _: &TaskName, pid: u32) -> Result<Binding, (u16, String)> {
+        match self.running.contains(&pid) {
+            true => Ok(Binding { pid, start_time: 1 }),
+            false => Err((422, format!("no process {pid}"))),
+        }
+    }
+
+    fn holder(&mut self, credentials: Credentials) -> Holder {
+        Holder {
+            pid: credentials.pid,
+            uid: Some(credentials.uid),
+            command: Some("agent".into()),
+            parent_pid: None,
+            parent_command: None,
+        }
+    }
+}
+
+/// A connection as the harness follows it: bytes not yet delivered, the
+/// answers it expects, and its output parsed so far.
+#[derive(Default)]
+struct Peer {
+    queued: Vec<u8>,
+    expects: VecDeque<Expect>,
+    /// Raw bytes were queued: answers are no longer matched to commands.
+    unchecked: bool,
+    /// Bytes of `written` already parsed into responses.
+    parsed: usize,
+    /// Closed by the reactor.
+    closed: bool,
+}
+
+/// One run of a plan.
+struct Run {
+    core: Core,
+    conns: Connections<MemStream>,
+    store: MemoryStore,
+    machine: Machine,
+    pipes: Vec<Rc<RefCell<Pipe>>>,
+    peers: Vec<Peer>,
+    rules: ModelRules,
+    base: Instant,
+    elapsed: Duration,
+    wall: Timestamp,
+    date: HttpDate,
+    /// Whether the last edge was `Held`.
+    held: bool,
+    /// Bindings the core asked to watch.
+    watched: HashMap<TaskName, Binding>,
+    /// Every (task, binding) reported exited.
+    exited: BTreeSet<(String, u32)>,
+    /// A commit or reload failed in this wake.
+    failed_now: bool,
+    last_failure: Option<Instant>,
+    /// Commits and reloads that failed in the run.
+    failures: usize,
+    /// Deliveries arrive whole instead of in the planned pieces.
+    whole: bool,
+}
+
+fn settings(plan: &Plan) -> Settings {
+    Settings {
+        max_tasks: plan.max_tasks,
+        max_bound: 100,
+        ownership: match plan.max_per_uid {
+            None => Ownership::Shared,
+            Some(max_per_uid) => Ownership::Owned { max_per_uid },
+        },
+        max_expire: Duration::from_secs(3600),
+        event_retention: 64,
+        max_held_for: None,
+        usage_retention: crate::usage::DEFAULT_USAGE_RETENTION,
+        shares: ShareLimits {
+            max_connections: 16,
+            reserved: 2,
+            per_uid: 8,
+            streams_per_uid: 4,
+        },
+        daemon_uid: DAEMON_UID,
+    }
+}
+
+fn unix_second(now: Timestamp) -> u64 {
+    now.as_nanos() / 1_000_000_000
+}
+
+impl Run {
+    fn new(plan: &Plan, whole: bool) -> Run {
+        let mut store = MemoryStore::default();
+        let base = Instant::now();
+        let wall = Timestamp::from_nanos(START_NANOS);
+        let loaded = store.load().expect("an empty store loads");
+        let (core, _) = Core::recover(settings(plan), loaded, wall, base);
+        let mut run = Run {
+            core,
+            conns: Connections::new(Limits::default(), Timeouts::default()),
+            store,
+            machine: Machine {
+                running: PIDS.into_iter().collect(),
+            },
+            pipes: Vec::new(),
+            peers: Vec::new(),
+            rules: ModelRules {
+                max: plan.max_tasks,
+                max_per_uid: plan.max_per_uid,
+            },
+            base,
+            elapsed: Duration::ZERO,
+            wall,
+            date: HttpDate::at(unix_second(wall)),
+            held: false,
+            watched: HashMap::new(),
+            exited: BTreeSet::new(),
+            failed_now: false,
+            last_failure: None,
+            failures: 0,
+            whole,
+        };
+        let now = run.core.now(base);
+        run.core.seal_recovery(now);
+        run.settle(now);
+        run.core.finish_recovery(now);
+        for (index, uid) in UIDS.into_iter().enumerate() {
+            let id = ConnId(index);
+            let credentials = Credentials {
+                pid: Some(4000 + index as u32),
+                uid,
+            };
+            run.core
+                .connect(id, Some(credentials), now)
+                .expect("the shares admit the target's connections");
+            let pipe = Rc::new(RefCell::new(Pipe::default()));
+            run.conns.insert(
+                id,
+                MemStream {
+                    pipe: Rc::clone(&pipe),
+                },
+                base,
+            );
+            run.pipes.push(pipe);
+            run.peers.push(Peer::default());
+        }
+        run
+    }
+
+    fn mono(&self) -> Instant {
+        self.base + self.elapsed
+    }
+
+    /// Runs `step`; after one that woke the reactor, checks what it
+    /// serves against the disk.
+    fn step(&mut self, step: &Step) {
+        self.take(step);
+        if !matches!(step, Step::Queue { .. } | Step::Raw { .. } | Step::Fault(_)) {
+            let now = self.core.now(self.mono());
+            self.check_state(now);
+        }
+    }
+
+    fn take(&mut self, step: &Step) {
+        match step {
+            Step::Queue {
+                conn,
+                bytes,
+                expect,
+            } => {
+                let peer = &mut self.peers[*conn];
+                peer.queued.extend_from_slice(bytes);
+                peer.expects.push_back(expect.clone());
+            }
+            Step::Raw { conn, bytes } => {
+                let peer = &mut self.peers[*conn];
+                peer.queued.extend_from_slice(bytes);
+                peer.unchecked = true;
+            }
+            Step::Deliver { conn, len, pieces } => {
+                let peer = &mut self.peers[*conn];
+                let len = (*len).min(peer.queued.len());
+                let bytes: Vec<u8> = peer.queued.drain(..len).collect();
+                if peer.closed || bytes.is_empty() {
+                    return self.wake(&[]);
+                }
+                let mut rest = bytes.as_slice();
+                if !self.whole {
+                    for size in pieces {
+                        // The last piece is whatever remains.
+                        if *size >= rest.len() {
+                            break;
+                        }
+                        let (piece, after) = rest.split_at(*size);
+                        rest = after;
+                        self.pipes[*conn].borrow_mut().inbox.extend(piece);
+                        self.wake(&[*conn]);
+                    }
+                }
+                self.pipes[*conn].borrow_mut().inbox.extend(rest);
+                self.wake(&[*conn]);
+            }
+            Step::HangUp { conn } => {
+                self.pipes[*conn].borrow_mut().hung_up = true;
+                self.wake(&[*conn]);
+            }
+            Step::Clock { forward, by, mono } => {
+                if *mono {
+                    self.elapsed += *by;
+                }
+                self.wall = match forward {
+                    true => self.wall.checked_add(*by).unwrap_or(self.wall),
+                    false => self.wall.saturating_sub(*by),
+                };
+                self.wake(&[]);
+            }
+            Step::Fault(fault) => self.store.faults.push_back(*fault),
+            Step::Exit { pid } => {
+                self.machine.running.remove(pid);
+                let gone: Vec<(TaskName, Binding)> = self
+                    .watched
+                    .iter()
+                    .filter(|(_, binding)| binding.pid == *pid)
+                    .map(|(name, binding)| (name.clone(), *binding))
+                    .collect();
+                for (name, binding) in gone {
+                    self.watched.remove(&name);
+                    self.exited.insert((name.as_str().to_owned(), binding.pid));
+                    self.core.process_exited(name, binding);
+                }
+                self.wake(&[]);
+            }
+        }
+    }
+
+    /// Writes and reloads what the core asks, as the shell's `settle`,
+    /// then carries out the watches and checks the edges.
+    fn settle(&mut self, now: Now) {
+        loop {
+            if self.core.wants_load(self.conns.has_ready(), now) {
+                let loaded = self.store.load();
+                if loaded.is_err() {
+                    self.failed(now);
+                }
+                self.core.loaded(loaded, now);
+                continue;
+            }
+            let Some(commit) = self.core.take_commit() else {
+                break;
+            };
+            let result = self.store.commit(&commit);
+            if result.is_err() {
+                self.failed(now);
+            }
+            self.core.committed(commit, result, Duration::ZERO, now);
+        }
+        for change in self.core.take_watch_changes() {
+            match change {
+                WatchChange::Watch(name, binding) => {
+                    if self.machine.running.contains(&binding.pid) {
+                        self.watched.insert(name, binding);
+                    } else {
+                        self.exited.insert((name.as_str().to_owned(), binding.pid));
+                        self.core.process_exited(name, binding);
+                    }
+                }
+                WatchChange::Unwatch(name) => {
+                    self.watched.remove(&name);
+                }
+            }
+        }
+        for edge in self.core.take_edges() {
+            let held = matches!(edge, Edge::Held);
+            assert_ne!(held, self.held, "two {edge:?} edges in a row");
+            self.held = held;
+        }
+    }
+
+    fn failed(&mut self, now: Now) {
+        self.failures += 1;
+        self.failed_now = true;
+        self.last_failure = Some(now.mono);
+    }
+
+    /// One wake of the shell's loop with `readable` connections, then the
+    /// checks.
+    fn wake(&mut self, readable: &[usize]) {
+        let mono = self.mono();
+        self.failed_now = false;
+        let in_step_before = self.core.in_step_with_disk();
+        let observed = self.core.observe_clock(self.wall, mono);
+        self.settle(observed);
+        let now = self.core.now(mono);
+        self.date.advance(unix_second(now.wall));
+        for conn in readable {
+            let ready = Readiness {
+                readable: true,
+                hung_up: self.pipes[*conn].borrow().hung_up,
+                writable: false,
+            };
+            self.conns.readiness(ConnId(*conn), ready, mono);
+        }
+        // The shell's turn.
+        self.settle(now);
+        // The model is exact in a turn that starts in step with the disk,
+        // past any retry wait: due rows and exited holders are removed
+        // first, then the commands are planned in the order answered.
+        // (A connection that sent raw bytes may have framed any request:
+        // while it is open, the model cannot follow.)
+        let clean = self.core.in_step_with_disk()
+            && !self.failed_now
+            && self.last_failure.is_none_or(|at| mono >= at + STORE_RETRY)
+            && self.peers.iter().all(|peer| !peer.unchecked || peer.closed);
+        let mut model = clean.then(|| self.model_at_turn_start(now));
+        self.core.start_turn(now);
+        let waiting = self.conns.take_ready(
+            &mut self.core,
+            &mut self.machine,
+            Outside::default(),
+            &self.date,
+            now,
+        );
+        let failures_before = self.failures;
+        self.core.seal_turn(now);
+        self.settle(now);
+        let turn_failed = self.failures > failures_before;
+        self.conns
+            .answer_waiting(waiting, &mut self.core, &self.date, now);
+        self.core.finish_turn();
+        self.conns.broadcast(&mut self.core, now);
+        self.tidy();
+        self.core.log_summaries(now);
+        self.conns.sweep(&mut self.core, &self.date, mono);
+        self.tidy();
+        let may_fail = self.failed_now || !in_step_before;
+        self.check_answers(now, model.as_mut(), may_fail, turn_failed);
+        if let Some(model) = model
+            && !turn_failed
+        {
+            self.check_model(&model, now);
+        }
+        // Requests left for the next turn: the shell polls with no
+        // timeout, so it comes back at once, with no time passed.
+        if self.conns.has_ready() {
+            self.wake(&[]);
+        }
+    }
+
+    fn tidy(&mut self) {
+        for id in self.conns.take_interest_changes() {
+            self.conns.set_interest(id, |_, _| Ok(()));
+        }
+        for (id, _) in self.conns.take_closed() {
+            self.core.disconnect(id);
+            self.peers[id.0].closed = true;
+        }
+    }
+
+    /// The disk's rows as the model holds them, less the due rows and
+    /// the exited holders' tasks that the turn's start removes.
+    fn model_at_turn_start(&self, now: Now) -> ModelState {
+        let mut model = ModelState::default();
+        for (name, task) in &self.store.rows {
+            let due = task.expires_at <= now.wall;
+            let released = task
+                .binding
+                .is_some_and(|binding| self.exited.contains(&(name.clone(), binding.pid)));
+            if !due && !released {
+                let row = (task.started_at.as_nanos(), task.expires_at.as_nanos());
+                model.put(name, row, task.owner);
+            }
+        }
+        model
+    }
+
+    /// Parses what each connection was written since the last wake and
+    /// checks every answer: no 5xx but where a commit failed (or memory was
+    /// in doubt); a mutation's status as the model plans it.
+    fn check_answers(
+        &mut self,
+        now: Now,
+        mut model: Option<&mut ModelState>,
+        may_fail: bool,
+        turn_failed: bool,
+    ) {
+        // The core plans the connections' requests in the order it answers
+        // them: connection by connection as they were taken.
+        for conn in 0..self.peers.len() {
+            let written = self.pipes[conn].borrow().written.clone();
+            let peer = &mut self.peers[conn];
+            while !peer.unchecked {
+                let Some((status, len)) = parse_response(&written[peer.parsed..]) else {
+                    break;
+                };
+                peer.parsed += len;
+                let Some(expect) = peer.expects.pop_front() else {
+                    panic!("connection {conn} answered {status} to no request");
+                };
+                if matches!(status, 500 | 502..=504) {
+                    assert!(
+                        may_fail,
+                        "{status} on connection {conn} though no commit failed ({expect:?})"
+                    );
+                }
+                let Expect::Mutation { command, bind } = expect else {
+                    continue;
+                };
+                if status == 408 {
+                    // It did not arrive whole before its deadline: the
+                    // core never saw it.
+                    continue;
+                }
+                if turn_failed {
+                    // Nothing acknowledged that the disk did not confirm.
+                    assert!(
+                        status >= 400,
+                        "{status} for {command:?} in a turn whose commit failed"
+                    );
+                    continue;
+                }
+                let Some(model) = model.as_deref_mut() else {
+                    continue;
+                };
+                let expected = match bind {
+                    Some(pid) if !self.machine.running.contains(&pid) => 422,
+                    _ => api::outcome(&model.run(&command, now.wall.as_nanos(), self.rules)).status,
+                };
+                assert_eq!(
+                    status, expected,
+                    "{command:?} on connection {conn} at {}",
+                    now.wall
+                );
+            }
+        }
+    }
+
+    /// After a turn whose commits all held: the disk is the model.
+    fn check_model(&self, model: &ModelState, now: Now) {
+        let disk: Vec<(String, u64, Option<u32>)> = self
+            .store
+            .rows
+            .iter()
+            .map(|(name, task)| (name.clone(), task.expires_at.as_nanos(), task.owner))
+            .collect();
+        let expected: Vec<(String, u64, Option<u32>)> = model
+            .rows
+            .iter()
+            .map(|(name, (_, expires))| (name.clone(), *expires, model.owners[name]))
+            .collect();
+        assert_eq!(disk, expected, "the disk after the turn at {}", now.wall);
+    }
+
+    /// What the core serves is the disk's rows live at `now`; the edges
+    /// match.
+    fn check_state(&mut self, now: Now) {
+        assert_eq!(
+            self.held,
+            self.core.is_held(),
+            "the last edge and the state"
+        );
+        if !self.core.in_step_with_disk() {
+            return;
+        }
+        assert_eq!(
+            self.held,
+            !self.store.rows.is_empty(),
+            "the last edge and the disk"
+        );
+        let request = Request {
+            method: Method::Get,
+            target: "/v1/tasks".to_owned(),
+            minor_version: 1,
+            keep_alive: true,
+            body: Vec::new(),
+        };
+        let Handled::Answer(response) = self.core.handle(
+            &mut self.machine,
+            ConnId(0),
+            &request,
+            false,
+            &self.date,
+            now,
+        ) else {
+            panic!("a list is answered at once");
+        };
+        let served = listed_names(&response.body);
+        let live: BTreeSet<String> = self
+            .store
+            .rows
+            .iter()
+            .filter(|(_, task)| task.expires_at > now.wall)
+            .map(|(name, _)| name.clone())
+            .collect();
+        assert_eq!(
+            served, live,
+            "served tasks vs the disk's rows live at {}",
+            now.wall
+        );
+    }
+
+    /// Delivers what is still queued, so every request is answered.
+    fn finish(&mut self) {
+        for conn in 0..self.peers.len() {
+            let len = self.peers[conn].queued.len();
+            if len > 0 {
+                self.step(&Step::Deliver {
+                    conn,
+                    len,
+                    pieces: Vec::new(),
+                });
+            }
+        }
+    }
+}
+
+/// Where `needle` first occurs in `haystack`. Byte by byte: a slice
+/// comparison per position is a `memcmp` call, which the fuzzer's
+/// interceptor makes the costliest part of the target.
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    let (&first, tail) = needle.split_first()?;
+    (0..haystack.len().checked_sub(tail.len())?).find(|&at| {
+        haystack[at] == first
+            && haystack[at + 1..at + needle.len()]
+                .iter()
+                .zip(tail)
+                .all(|(a, b)| a == b)
+    })
+}
+
+/// The names in a `GET /v1/tasks` body. A scan, not a JSON parse (the
+/// parse was a tenth of the target's time): the target's names need no
+/// escaping and no other field is called `name`.
+fn listed_names(body: &[u8]) -> BTreeSet<String> {
+    const KEY: &[u8] = b"\"name\":\"";
+    let mut names = BTreeSet::new();
+    let mut rest = body;
+    while let Some(at) = find(rest, KEY) {
+        rest = &rest[at + KEY.len()..];
+        let end = rest
+            .iter()
+            .position(|&byte| byte == b'"')
+            .expect("a name ends");
+        names.insert(String::from_utf8_lossy(&rest[..end]).into_owned());
+        rest = &rest[end..];
+    }
+    names
+}
+
+/// A connection's output as the cut comparison sees it: the bodies of
+/// metrics pages and of event streams left out. Both follow how the work
+/// was grouped, by design: the metrics count turns, commits and requests;
+/// an event stream numbers the events in commit order, and a held or idle
+/// event follows the last change of the commit that causes it, so pieces
+/// that make more commits place it earlier.
+fn comparable(mut written: &[u8]) -> Vec<u8> {
+    let mut kept = Vec::with_capacity(written.len());
+    while let Some(head_end) = find(written, b"\r\n\r\n").map(|at| at + 4) {
+        let head = &written[..head_end];
+        if find(head, STREAM_TYPE).is_some() {
+            // An event stream (chunked, or to the close on HTTP/1.0):
+            // nothing follows it on this connection.
+            kept.extend_from_slice(head);
+            return kept;
+        }
+        let Some((_, len)) = parse_response(written) else {
+            break;
+        };
+        let (response, rest) = written.split_at(len);
+        let metrics = find(head, METRICS_TYPE).is_some();
+        // A metrics page: its status line only (its length varies too).
+        let status_line = find(head, b"\r\n").map_or(head, |end| &head[..end]);
+        kept.extend_from_slice(if metrics { status_line } else { response });
+        written = rest;
+    }
+    kept.extend_from_slice(written);
+    kept
+}
+
+/// The content type of event streams, and only of them.
+const STREAM_TYPE: &[u8] = b"Content-Type: application/x-ndjson";
+
+/// The content type of the metrics page, and only of it.
+const METRICS_TYPE: &[u8] = b"Content-Type: text/plain";
+
+/// The status and length of the first complete response in `bytes`
+/// (the daemon's own: `Content-Length` always, chunked only for event
+/// streams, whose answers are not parsed); `None` when incomplete.
+fn parse_response(bytes: &[u8]) -> Option<(u16, usize)> {
+    let end = find(bytes, b"\r\n\r\n")? + 4;
+    // Not a response head where a raw request's answer (a HEAD's, say)
+    // left the framing: the rest is not parsed.
+    let head = std::str::from_utf8(&bytes[..end]).ok()?;
+    let status: u16 = head.strip_prefix("HTTP/1.")?.get(2..5)?.parse().ok()?;
+    let mut length = 0;
+    for line in head.split("\r\n") {
+        if let Some((name, value)) = line.split_once(':') {
+            if name.eq_ignore_ascii_case("transfer-encoding") {
+                return None;
+            }
+            if name.eq_ignore_ascii_case("content-length") {
+                length = value.trim().parse().ok()?;
+            }
+        }
+    }
+    (bytes.len() >= end + length).then_some((status, end + length))
+}
+
+/// `reactor`: connections of three uids send requests (creates, some
+/// bound to a process, refreshes, deletes, reads, or raw bytes) cut into
+/// pieces, interleaved with clock moves (both clocks, or the wall clock
+/// stepped forward or back), commit and reload failures (lost, torn, the
+/// log full, unreadable), hang-ups and exiting processes.
+///
+/// Properties, after every turn: no panic; no 500/502/503/504 unless a
+/// commit or reload failed in that turn or memory was in doubt at its
+/// start; in a turn whose commit failed, no mutation is acknowledged; in a
+/// turn that starts in step with the disk, every mutation's status is the
+/// one the `tasks_model` model plans, in the order answered, and after it
+/// the disk holds exactly the model's rows; the tasks served are the
+/// disk's rows live at `now` (none past its expiry, none gone before it);
+/// held and idle edges alternate and the last one matches the state and
+/// the disk. And, where no commit failed, every connection is written
+/// the same bytes whether its deliveries arrive in the planned pieces (a
+/// wake each) or whole.
+pub fn reactor(data: &[u8]) {
+    let plan = plan_of(data);
+    // Without a cut the second run would repeat the first.
+    let cut = plan
+        .steps
+        .iter()
+        .any(|step| matches!(step, Step::Deliver { pieces, .. } if !pieces.is_empty()));
+    let runs: &[bool] = if cut { &[false, true] } else { &[false] };
+    let mut outputs = Vec::new();
+    for &whole in runs {
+        let mut run = Run::new(&plan, whole);
+        for step in &plan.steps {
+            run.step(step);
+        }
+        run.finish();
+        if run.failures > 0 {
+            // A failure falls on whichever commit comes first, and the
+            // pieces make more commits: the runs may part.
+            return;
+        }
+        let written: Vec<Vec<u8>> = run
+            .pipes
+            .iter()
+            .map(|pipe| comparable(&pipe.borrow().written))
+            .collect();
+        outputs.push(written);
+    }
+    let [cut_run, whole_run] = outputs.as_slice() else {
+        return;
+    };
+    for (conn, (cut, whole)) in cut_run.iter().zip(whole_run).enumerate() {
+        assert!(
+            cut == whole,
+            "connection {conn}: the answers depend on how its bytes were cut:\n{}\n---\n{}",
+            String::from_utf8_lossy(cut),
+            String::from_utf8_lossy(whole)
+        );
+    }
+}
