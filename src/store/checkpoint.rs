@@ -88,9 +88,10 @@ impl Engine {
         drop(ring);
 
         let mut pending = Pending::default();
+        let replayed = scan.batches.len();
         if !scan.batches.is_empty() {
             let mut replayed_events = Vec::new();
-            for (_, batch) in &scan.batches {
+            for (_, batch) in scan.batches {
                 for (seq, line) in &batch.events {
                     match Event::from_json(line) {
                         Some(event) => {
@@ -106,8 +107,8 @@ impl Engine {
                     .events
                     .iter()
                     .map(|(seq, line)| (*seq, line.as_slice()));
-                pending.add(
-                    &batch.changes,
+                pending.add_owned(
+                    batch.changes,
                     lines,
                     (batch.keep_events_from, batch.trim_slack),
                     LogMark::default(),
@@ -128,7 +129,7 @@ impl Engine {
             loaded.usage.sort_by_key(|event| event.seq);
             loaded.usage.dedup_by_key(|event| event.seq);
         }
-        loaded.replayed = scan.batches.len();
+        loaded.replayed = replayed;
         if !scan.stop.is_clean() {
             loaded.torn_tail = Some((scan.stop_at % size.max(1), scan.stop.clone()));
         } else if matches!(scan.stop, Stop::Full) {

@@ -49,23 +49,47 @@ impl Pending {
         &mut self,
         changes: &[Change],
         events: impl Iterator<Item = (u64, &'a [u8])>,
+        bounds: (u64, u64),
+        mark: LogMark,
+    ) {
+        let rows = changes.iter().map(|change| match change {
+            Change::Put { task, .. } => (task.name.clone(), Some(task.clone())),
+            Change::Remove { name, .. } => (name.clone(), None),
+        });
+        self.fold(rows, events, bounds, mark);
+    }
+
+    /// [`add`](Self::add) for a batch the caller is done with (recovery's
+    /// replay): its rows move in instead of being copied.
+    pub fn add_owned<'a>(
+        &mut self,
+        changes: Vec<Change>,
+        events: impl Iterator<Item = (u64, &'a [u8])>,
+        bounds: (u64, u64),
+        mark: LogMark,
+    ) {
+        let rows = changes.into_iter().map(|change| match change {
+            Change::Put { task, .. } => (task.name.clone(), Some(task)),
+            Change::Remove { name, .. } => (name, None),
+        });
+        self.fold(rows, events, bounds, mark);
+    }
+
+    fn fold<'a>(
+        &mut self,
+        rows: impl ExactSizeIterator<Item = (TaskName, Option<Task>)>,
+        events: impl Iterator<Item = (u64, &'a [u8])>,
         (keep_events_from, trim_slack): (u64, u64),
         mark: LogMark,
     ) {
-        for change in changes {
-            let row = match change {
-                Change::Put { task, .. } => Some(task.clone()),
-                Change::Remove { .. } => None,
-            };
-            self.rows.insert(change.name().clone(), row);
-        }
+        self.changes += rows.len();
+        self.rows.extend(rows);
         for (seq, line) in events {
             self.text.extend_from_slice(line);
             self.ends.push((seq, self.text.len()));
         }
         self.keep_events_from = self.keep_events_from.max(keep_events_from);
         self.trim_slack = trim_slack;
-        self.changes += changes.len();
         self.frames += 1;
         self.mark = mark;
     }

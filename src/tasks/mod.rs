@@ -173,13 +173,13 @@ impl Tasks {
             .collect();
         self.deadlines = self
             .by_name
-            .values()
+            .values_unordered()
             .map(|task| (task.expires_at, task.name.clone()))
             .collect();
         self.bound = 0;
         self.owned.clear();
         let by_name = std::mem::take(&mut self.by_name);
-        for task in by_name.values() {
+        for task in by_name.values_unordered() {
             self.count_row(task, true);
         }
         self.by_name = by_name;

@@ -1,73 +1,118 @@
-//! The rows by name: a hash map for finding one (what every request and
-//! every change does) beside the names in order (what a list, a sweep and
-//! a load walk).
+//! The rows by name: one vector of rows, a hash map from name to position
+//! for finding one (what every request and every change does) and an
+//! ordered map for walking them by name (a list, a sweep, a load).
 //!
-//! A `BTreeMap` keyed by name did both, but each lookup compared the name
-//! with 13 to 30 others (`memcmp`, about 900 instructions a lookup with
-//! 1,000 tasks, callgrind); the map hashes it once with the standard,
-//! seeded SipHash, since names are chosen by clients. The ordered set
-//! changes only when a name comes or goes, not on a refresh.
+//! A `BTreeMap` of rows keyed by name did both, but each lookup compared
+//! the name with 13 to 30 others (`memcmp`, about 900 instructions a
+//! lookup with 1,000 tasks, callgrind); the hash map hashes it once with
+//! the standard, seeded SipHash, since names are chosen by clients. The
+//! ordered map changes only when a name comes or goes, not on a refresh.
 
-use std::collections::hash_map::Entry;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 
 use super::{Task, TaskName};
 
-/// Invariant: `order` holds exactly the keys of `by_name`, and each row is
-/// keyed by its own name.
+/// Invariant: `slots` holds each row once; `index` and `order` both map
+/// exactly the names of `slots` to their positions in it.
+///
+/// The rows sit back to back in one vector (a hash table of rows would
+/// leave an eighth of its 176-byte buckets empty and page-fault all of
+/// them at start-up); the hash map and the ordered map hold a name and a
+/// position each.
 #[derive(Debug, Default)]
 pub(super) struct Rows {
-    by_name: HashMap<TaskName, Task>,
-    order: BTreeSet<TaskName>,
+    slots: Vec<Task>,
+    index: HashMap<TaskName, u32>,
+    order: BTreeMap<TaskName, u32>,
 }
 
 impl Rows {
     pub(super) fn get(&self, name: &TaskName) -> Option<&Task> {
-        self.by_name.get(name)
+        self.index.get(name).map(|&at| &self.slots[at as usize])
     }
 
     /// Puts `task` under its name; the row it replaces, if any.
     pub(super) fn insert(&mut self, task: Task) -> Option<Task> {
-        match self.by_name.entry(task.name.clone()) {
-            Entry::Occupied(mut row) => Some(std::mem::replace(row.get_mut(), task)),
-            Entry::Vacant(row) => {
-                self.order.insert(task.name.clone());
-                row.insert(task);
-                None
-            }
+        if let Some(&at) = self.index.get(&task.name) {
+            return Some(std::mem::replace(&mut self.slots[at as usize], task));
         }
+        let at = slot(self.slots.len());
+        self.index.insert(task.name.clone(), at);
+        self.order.insert(task.name.clone(), at);
+        self.slots.push(task);
+        None
     }
 
     pub(super) fn remove(&mut self, name: &TaskName) -> Option<Task> {
-        let task = self.by_name.remove(name)?;
+        let at = self.index.remove(name)?;
         self.order.remove(name);
+        let task = self.slots.swap_remove(at as usize);
+        // The last row moved into the hole: both maps follow it.
+        if let Some(moved) = self.slots.get(at as usize) {
+            if let Some(position) = self.index.get_mut(&moved.name) {
+                *position = at;
+            }
+            if let Some(position) = self.order.get_mut(&moved.name) {
+                *position = at;
+            }
+        }
         Some(task)
     }
 
     pub(super) fn len(&self) -> usize {
-        self.by_name.len()
+        self.slots.len()
     }
 
     pub(super) fn is_empty(&self) -> bool {
-        self.by_name.is_empty()
+        self.slots.is_empty()
     }
 
     /// Every row, in name order.
     pub(super) fn values(&self) -> impl Iterator<Item = &Task> {
-        self.order.iter().filter_map(|name| self.by_name.get(name))
+        self.order.values().map(|&at| &self.slots[at as usize])
+    }
+
+    /// Every row, in no particular order: for passes that only count or
+    /// collect, a walk through memory instead of down a tree.
+    pub(super) fn values_unordered(&self) -> impl Iterator<Item = &Task> {
+        self.slots.iter()
     }
 }
 
+/// A position in `slots` as the maps store it: 4 bytes, not 8. The task
+/// limit (`--max-tasks`) is far below `u32::MAX`.
+fn slot(at: usize) -> u32 {
+    u32::try_from(at).expect("fewer than 2^32 rows")
+}
+
 impl FromIterator<Task> for Rows {
-    /// A name given twice keeps its last row, as inserting would.
+    /// A name given twice keeps its last row, as inserting would. Built in
+    /// bulk: over rows already sorted by name (a load), with no comparison
+    /// sort at all.
     fn from_iter<I: IntoIterator<Item = Task>>(tasks: I) -> Self {
-        let tasks = tasks.into_iter();
-        let mut by_name = HashMap::with_capacity(tasks.size_hint().0);
-        for task in tasks {
-            by_name.insert(task.name.clone(), task);
+        let mut slots: Vec<Task> = tasks.into_iter().collect();
+        if !slots.is_sorted_by(|a, b| a.name < b.name) {
+            // Stable: of equal names the last given stays last, and is
+            // the one kept.
+            slots.sort_by(|a, b| a.name.cmp(&b.name));
+            slots.reverse();
+            slots.dedup_by(|later, kept| later.name == kept.name);
+            slots.reverse();
         }
-        let order = by_name.keys().cloned().collect();
-        Rows { by_name, order }
+        let mut index = HashMap::with_capacity(slots.len());
+        for (at, task) in slots.iter().enumerate() {
+            index.insert(task.name.clone(), slot(at));
+        }
+        let order = slots
+            .iter()
+            .enumerate()
+            .map(|(at, task)| (task.name.clone(), slot(at)))
+            .collect();
+        Rows {
+            slots,
+            index,
+            order,
+        }
     }
 }
 
@@ -109,11 +154,72 @@ mod tests {
         );
         assert_eq!(rows.remove(&TaskName::parse("b").unwrap()), None);
         assert_eq!(names(&rows), [("a", 5), ("c", 4)]);
-        assert_eq!((rows.len(), rows.order.len()), (2, 2));
+        assert_eq!((rows.len(), rows.order.len(), rows.index.len()), (2, 2, 2));
         assert_eq!(
             rows.get(&TaskName::parse("c").unwrap()),
             Some(&task("c", 4))
         );
         assert!(!rows.is_empty());
+    }
+
+    #[test]
+    fn every_position_follows_the_rows_through_inserts_and_removes() {
+        // Against a BTreeMap model, with a small deterministic generator:
+        // names come and go in an order that moves rows around.
+        let mut rows = Rows::default();
+        let mut model = std::collections::BTreeMap::new();
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        for step in 0..4_000u64 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let name = format!("t{}", state % 97);
+            if state.is_multiple_of(3) {
+                let key = TaskName::parse(&name).unwrap();
+                assert_eq!(rows.remove(&key).map(|t| t.expires_at), model.remove(&name));
+            } else {
+                let row = task(&name, step);
+                assert_eq!(
+                    rows.insert(row.clone()).map(|t| t.expires_at),
+                    model.insert(name, row.expires_at)
+                );
+            }
+            if step.is_multiple_of(97) {
+                let walked: Vec<_> = rows
+                    .values()
+                    .map(|t| (t.name.as_str().to_owned(), t.expires_at))
+                    .collect();
+                let expected: Vec<_> = model.iter().map(|(n, &e)| (n.clone(), e)).collect();
+                assert_eq!(walked, expected);
+                for (name, &expires) in &model {
+                    let key = TaskName::parse(name).unwrap();
+                    assert_eq!(rows.get(&key).map(|t| t.expires_at), Some(expires));
+                }
+                assert_eq!(rows.values_unordered().count(), model.len());
+            }
+        }
+    }
+
+    #[test]
+    fn a_load_keeps_the_last_of_each_name_sorted_or_not() {
+        let sorted: Rows = [task("a", 1), task("b", 2)].into_iter().collect();
+        assert_eq!(names(&sorted), [("a", 1), ("b", 2)]);
+        let unsorted: Rows = [
+            task("c", 1),
+            task("a", 2),
+            task("c", 3),
+            task("a", 4),
+            task("b", 5),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(names(&unsorted), [("a", 4), ("b", 5), ("c", 3)]);
+        assert_eq!(unsorted.len(), 3);
+        assert_eq!(
+            unsorted
+                .get(&TaskName::parse("c").unwrap())
+                .map(|t| t.expires_at.as_nanos()),
+            Some(3)
+        );
     }
 }
