@@ -864,7 +864,17 @@ fn listed_names(body: &[u8]) -> BTreeSet<String> {
 /// that make more commits place it earlier.
 fn comparable(mut written: &[u8]) -> Vec<u8> {
     let mut kept = Vec::with_capacity(written.len());
-    while let Some(head_end) = find(written, b"\r\n\r\n").map(|at| at + 4) {
+    loop {
+        // An interim `100 Continue` goes out only if the head arrived
+        // before its body: how the bytes were cut decides it, as RFC 9110
+        // (10.1.1) allows. Left out of the comparison.
+        if let Some(rest) = written.strip_prefix(crate::http::request::CONTINUE) {
+            written = rest;
+            continue;
+        }
+        let Some(head_end) = find(written, b"\r\n\r\n").map(|at| at + 4) else {
+            break;
+        };
         let head = &written[..head_end];
         if find(head, STREAM_TYPE).is_some() {
             // An event stream (chunked, or to the close on HTTP/1.0):
