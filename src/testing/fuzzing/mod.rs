@@ -28,6 +28,36 @@ pub use reactor::reactor;
 pub use store_crash::store_crash;
 pub use tasks_model::tasks_model;
 
+/// Keeps the fuzz process's heap instead of handing it back after every
+/// input: `store_crash` and `reactor` allocate and free megabytes per
+/// execution (redb's pages and caches, the simulated disk, whole cores),
+/// and glibc's defaults trimmed the heap top, consolidated free chunks and
+/// mapped large blocks afresh each time: about a sixth of `store_crash`'s
+/// time (`perf record`: `_int_malloc`, `_int_free`, `malloc_consolidate`,
+/// page faults). With these, 45-s runs over the committed corpus went from
+/// 1,002 to about 1,200 executions a second. Memory stays bounded by what
+/// one execution uses at most; libFuzzer's `-rss_limit_mb` still applies.
+/// Called once, from the targets' `init`; a no-op off glibc.
+pub fn keep_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets the allocator's own parameters.
+    unsafe {
+        libc::mallopt(libc::M_TRIM_THRESHOLD, KEEP_HEAP_BYTES);
+        libc::mallopt(libc::M_TOP_PAD, KEEP_HEAP_BYTES / 4);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD_MAX);
+    }
+}
+
+/// Free heap kept at its top before glibc returns any (256 MiB, well
+/// under the fuzz runs' 2 GiB `-rss_limit_mb`).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+const KEEP_HEAP_BYTES: libc::c_int = 256 << 20;
+
+/// glibc's largest mmap threshold on 64-bit (`HEAP_MAX_SIZE / 2`): blocks
+/// below it come from the heap, reused, instead of fresh mappings.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+const MMAP_THRESHOLD_MAX: libc::c_int = 32 << 20;
+
 use crate::tasks::TaskName;
 
 /// A cursor over fuzz input. Reads past the end give zeros, so every byte
