@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use super::{Batch, Binding, Claim, Command, Holder, Outcome, TaskError, TaskName, Tasks};
+use super::{Batch, Binding, Claim, Command, Holder, Outcome, Task, TaskError, TaskName, Tasks};
 use crate::time::Timestamp;
 
 const SECOND: u64 = 1_000_000_000;
@@ -15,6 +15,11 @@ pub(super) fn at(seconds: u64) -> Timestamp {
 
 pub(super) fn name(text: &str) -> TaskName {
     TaskName::parse(text).unwrap()
+}
+
+/// A task started at 0 that expires at `expires` seconds.
+pub(super) fn task(n: &str, expires: u64) -> Task {
+    Task::new(name(n), at(0), at(expires))
 }
 
 pub(super) fn secs(n: u64) -> Duration {

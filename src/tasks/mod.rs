@@ -319,7 +319,6 @@ mod tests {
 
     #[test]
     fn a_bulk_load_keeps_the_last_task_of_a_name_and_indexes_every_deadline() {
-        let task = |n: &str, expires: u64| Task::new(name(n), at(0), at(expires));
         let bound = |n: &str, expires: u64| Task {
             binding: Some(Binding {
                 pid: 7,

@@ -119,19 +119,16 @@ impl FromIterator<Task> for Rows {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::time::Timestamp;
-
-    fn task(name: &str, expires: u64) -> Task {
-        Task::new(
-            TaskName::parse(name).unwrap(),
-            Timestamp::from_nanos(0),
-            Timestamp::from_nanos(expires),
-        )
-    }
+    use crate::tasks::fixtures::{at, name, task};
 
     fn names(rows: &Rows) -> Vec<(&str, u64)> {
         rows.values()
-            .map(|task| (task.name.as_str(), task.expires_at.as_nanos()))
+            .map(|task| {
+                (
+                    task.name.as_str(),
+                    task.expires_at.as_nanos() / 1_000_000_000,
+                )
+            })
             .collect()
     }
 
@@ -148,17 +145,11 @@ mod tests {
         assert_eq!(rows.insert(task("c", 4)), None);
         assert_eq!(rows.insert(task("a", 5)), Some(task("a", 2)));
         assert_eq!(names(&rows), [("a", 5), ("b", 3), ("c", 4)]);
-        assert_eq!(
-            rows.remove(&TaskName::parse("b").unwrap()),
-            Some(task("b", 3))
-        );
-        assert_eq!(rows.remove(&TaskName::parse("b").unwrap()), None);
+        assert_eq!(rows.remove(&name("b")), Some(task("b", 3)));
+        assert_eq!(rows.remove(&name("b")), None);
         assert_eq!(names(&rows), [("a", 5), ("c", 4)]);
         assert_eq!((rows.len(), rows.order.len(), rows.index.len()), (2, 2, 2));
-        assert_eq!(
-            rows.get(&TaskName::parse("c").unwrap()),
-            Some(&task("c", 4))
-        );
+        assert_eq!(rows.get(&name("c")), Some(&task("c", 4)));
         assert!(!rows.is_empty());
     }
 
@@ -173,15 +164,15 @@ mod tests {
             state ^= state << 13;
             state ^= state >> 7;
             state ^= state << 17;
-            let name = format!("t{}", state % 97);
+            let text = format!("t{}", state % 97);
             if state.is_multiple_of(3) {
-                let key = TaskName::parse(&name).unwrap();
-                assert_eq!(rows.remove(&key).map(|t| t.expires_at), model.remove(&name));
+                let key = name(&text);
+                assert_eq!(rows.remove(&key).map(|t| t.expires_at), model.remove(&text));
             } else {
-                let row = task(&name, step);
+                let row = task(&text, step);
                 assert_eq!(
                     rows.insert(row.clone()).map(|t| t.expires_at),
-                    model.insert(name, row.expires_at)
+                    model.insert(text, row.expires_at)
                 );
             }
             if step.is_multiple_of(97) {
@@ -191,8 +182,8 @@ mod tests {
                     .collect();
                 let expected: Vec<_> = model.iter().map(|(n, &e)| (n.clone(), e)).collect();
                 assert_eq!(walked, expected);
-                for (name, &expires) in &model {
-                    let key = TaskName::parse(name).unwrap();
+                for (text, &expires) in &model {
+                    let key = name(text);
                     assert_eq!(rows.get(&key).map(|t| t.expires_at), Some(expires));
                 }
                 assert_eq!(rows.values_unordered().count(), model.len());
@@ -215,11 +206,6 @@ mod tests {
         .collect();
         assert_eq!(names(&unsorted), [("a", 4), ("b", 5), ("c", 3)]);
         assert_eq!(unsorted.len(), 3);
-        assert_eq!(
-            unsorted
-                .get(&TaskName::parse("c").unwrap())
-                .map(|t| t.expires_at.as_nanos()),
-            Some(3)
-        );
+        assert_eq!(unsorted.get(&name("c")).map(|t| t.expires_at), Some(at(3)));
     }
 }
