@@ -56,6 +56,14 @@ impl Rows {
                 *position = at;
             }
         }
+        // After a mass expiry the vector and the table would keep room for
+        // every row they ever held (16 MiB for 100k tasks): down to twice
+        // what is left once a quarter is used. Amortised: each shrink
+        // follows at least capacity / 4 removals.
+        if self.slots.capacity() > SHRINK_ABOVE && self.slots.len() < self.slots.capacity() / 4 {
+            self.slots.shrink_to(self.slots.len() * 2);
+            self.index.shrink_to(self.slots.len() * 2);
+        }
         Some(task)
     }
 
@@ -78,6 +86,9 @@ impl Rows {
         self.slots.iter()
     }
 }
+
+/// Below this many rows of room, removals never shrink the storage.
+const SHRINK_ABOVE: usize = 1024;
 
 /// A position in `slots` as the maps store it: 4 bytes, not 8. The task
 /// limit (`--max-tasks`) is far below `u32::MAX`.
@@ -189,6 +200,32 @@ mod tests {
                 assert_eq!(rows.values_unordered().count(), model.len());
             }
         }
+    }
+
+    #[test]
+    fn storage_shrinks_after_most_rows_go() {
+        let mut rows: Rows = (0..4_000).map(|i| task(&format!("t{i:04}"), 9)).collect();
+        let room = rows.slots.capacity();
+        for i in 0..3_900 {
+            assert!(rows.remove(&name(&format!("t{i:04}"))).is_some());
+        }
+        // Shrunk until the room is under SHRINK_ABOVE rows (the hash
+        // table rounds its room up to a power of two).
+        assert!(room >= 4_000);
+        assert!(
+            rows.slots.capacity() <= SHRINK_ABOVE,
+            "{}",
+            rows.slots.capacity()
+        );
+        assert!(
+            rows.index.capacity() <= 2 * SHRINK_ABOVE,
+            "{}",
+            rows.index.capacity()
+        );
+        let left: Vec<_> = rows.values().map(|t| t.name.as_str().to_owned()).collect();
+        let expected: Vec<_> = (3_900..4_000).map(|i| format!("t{i:04}")).collect();
+        assert_eq!(left, expected);
+        assert_eq!(rows.get(&name("t3950")).map(|t| t.expires_at), Some(at(9)));
     }
 
     #[test]
