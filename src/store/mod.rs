@@ -741,23 +741,28 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_checkpoint_stores_no_event_past_the_retained_history() {
-        use crate::events::{Event, EventKind, EventLines};
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("tasks.redb");
-        let event = |seq: u64| Event {
+    /// A `created` event numbered `seq`, for task `t{seq}`, at `seq` ns.
+    fn created_event(seq: u64, reason: Option<&str>) -> crate::events::Event {
+        crate::events::Event {
             seq,
             at: Timestamp::from_nanos(seq),
-            kind: EventKind::Created,
+            kind: crate::events::EventKind::Created,
             task: Some(TaskName::parse(&format!("t{seq}")).unwrap()),
             expires_at: None,
             step_ns: None,
-            reason: None,
+            reason: reason.map(str::to_owned),
             pid: None,
             ended: None,
             limit: None,
-        };
+        }
+    }
+
+    #[test]
+    fn a_checkpoint_stores_no_event_past_the_retained_history() {
+        use crate::events::{Event, EventLines};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tasks.redb");
+        let event = |seq: u64| created_event(seq, None);
         {
             let mut store = Store::open(&path, &inline()).unwrap();
             store.load().unwrap();
@@ -779,7 +784,7 @@ mod tests {
 
     #[test]
     fn the_history_is_stored_in_chunks_trimmed_whole_and_old_rows_still_load() {
-        use crate::events::{Event, EventKind, EventLines};
+        use crate::events::{Event, EventLines};
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("tasks.redb");
         // 4 KiB reasons: a chunk holds about 60 of them.
@@ -789,18 +794,7 @@ mod tests {
             log_size: 8 << 20,
             ..inline()
         };
-        let event = |seq: u64| Event {
-            seq,
-            at: Timestamp::from_nanos(seq),
-            kind: EventKind::Created,
-            task: Some(TaskName::parse(&format!("t{seq}")).unwrap()),
-            expires_at: None,
-            step_ns: None,
-            reason: Some(reason.clone()),
-            pid: None,
-            ended: None,
-            limit: None,
-        };
+        let event = |seq: u64| created_event(seq, Some(&reason));
         let rows = |path: &std::path::Path| -> Vec<(u64, usize)> {
             let db = Database::open(path).unwrap();
             let txn = db.begin_read().unwrap();
