@@ -121,6 +121,29 @@ fn max_expire_takes_what_its_help_says_up_to_a_week() {
 }
 
 #[test]
+fn max_tasks_is_refused_outside_one_to_a_hundred_million() {
+    for setting in ["0", "100000001", "many"] {
+        let dirs = Dirs::new();
+        let out = Command::new(daemon_binary())
+            .arg("--socket")
+            .arg(dirs.socket())
+            .args(["--max-tasks", setting])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "--max-tasks {setting}");
+        let message = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            message.contains("is not a task count from 1 to 100000000"),
+            "--max-tasks {setting}: {message}"
+        );
+        assert!(
+            !dirs.socket().exists(),
+            "--max-tasks {setting}: not started"
+        );
+    }
+}
+
+#[test]
 fn a_start_up_error_is_printed_once() {
     let dirs = Dirs::new();
     std::fs::write(dirs.db(), vec![b'x'; 4096]).unwrap();

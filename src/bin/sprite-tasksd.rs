@@ -15,7 +15,9 @@ use sprite_tasks::server::{self, Config, Server};
 use sprite_tasks::shares::ShareLimits;
 use sprite_tasks::store::{self, Store, StoreOptions};
 use sprite_tasks::systemd::ServiceEnv;
-use sprite_tasks::tasks::{DEFAULT_MAX_TASKS, Ownership, default_max_tasks_per_uid};
+use sprite_tasks::tasks::{
+    DEFAULT_MAX_TASKS, MAX_TASKS_CEILING, Ownership, default_max_tasks_per_uid,
+};
 
 /// The Tasks API daemon: keeps a Sprite awake while tasks are live.
 ///
@@ -66,8 +68,9 @@ struct Args {
     #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_max_expire)]
     max_expire: Duration,
 
-    /// Most tasks held at once; creating more is refused with 507.
-    #[arg(long, default_value_t = DEFAULT_MAX_TASKS)]
+    /// Most tasks held at once, from 1 to 100000000; creating more is
+    /// refused with 507.
+    #[arg(long, default_value_t = DEFAULT_MAX_TASKS, value_parser = parse_max_tasks)]
     max_tasks: usize,
 
     /// Most tasks bound to a process ("pid") at once, each watched through
@@ -226,6 +229,14 @@ fn parse_mode(text: &str) -> Result<u32, String> {
         .ok()
         .filter(|mode| *mode <= 0o777)
         .ok_or_else(|| format!("{text:?} is not an octal mode such as 666 or 660"))
+}
+
+/// `--max-tasks`: 1 to [`MAX_TASKS_CEILING`].
+fn parse_max_tasks(text: &str) -> Result<usize, String> {
+    text.parse::<usize>()
+        .ok()
+        .filter(|n| (1..=MAX_TASKS_CEILING).contains(n))
+        .ok_or_else(|| format!("{text:?} is not a task count from 1 to {MAX_TASKS_CEILING}"))
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {

@@ -47,6 +47,11 @@ pub use task::{Binding, Holder, Task, Times, Trip};
 /// it can exhaust either, and nothing is ever evicted to make room.
 pub const DEFAULT_MAX_TASKS: usize = 10_000;
 
+/// The largest `--max-tasks` accepted: 100 million rows take some 60 GiB
+/// of memory, past any machine this daemon holds awake, and the row index
+/// stores positions in 32 bits.
+pub const MAX_TASKS_CEILING: usize = 100_000_000;
+
 /// Default cap on tasks bound to a process. Each binding holds one
 /// descriptor (a pidfd) for its lifetime: with the default 512 connections
 /// this fits under a hard descriptor limit of 4096, the smallest common

@@ -91,7 +91,9 @@ impl Rows {
 const SHRINK_ABOVE: usize = 1024;
 
 /// A position in `slots` as the maps store it: 4 bytes, not 8. The task
-/// limit (`--max-tasks`) is far below `u32::MAX`.
+/// limit is at most [`MAX_TASKS_CEILING`](super::MAX_TASKS_CEILING), far
+/// below `u32::MAX` (a load is not refused for the limit, but a database
+/// holds what the limit let in).
 fn slot(at: usize) -> u32 {
     u32::try_from(at).expect("fewer than 2^32 rows")
 }
