@@ -104,41 +104,33 @@ fn max_expire_takes_what_its_help_says_up_to_a_week() {
         ("0", "between 1s and 7days"),
         ("soon", "integer number of seconds"),
     ] {
-        let dirs = Dirs::new();
-        let out = Command::new(daemon_binary())
-            .arg("--socket")
-            .arg(dirs.socket())
-            .args(["--max-expire", setting])
-            .output()
-            .unwrap();
-        assert_eq!(out.status.code(), Some(2), "--max-expire {setting}");
-        let message = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            message.contains(needle),
-            "--max-expire {setting}: {message}"
-        );
+        refused_setting("--max-expire", setting, needle);
     }
+}
+
+/// Starts the daemon with `flag setting` and checks that it refuses to
+/// start: exit 2, `needle` in what it prints, no socket made.
+fn refused_setting(flag: &str, setting: &str, needle: &str) {
+    let dirs = Dirs::new();
+    let out = Command::new(daemon_binary())
+        .arg("--socket")
+        .arg(dirs.socket())
+        .args([flag, setting])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{flag} {setting}");
+    let message = String::from_utf8_lossy(&out.stderr);
+    assert!(message.contains(needle), "{flag} {setting}: {message}");
+    assert!(!dirs.socket().exists(), "{flag} {setting}: not started");
 }
 
 #[test]
 fn max_tasks_is_refused_outside_one_to_a_hundred_million() {
     for setting in ["0", "100000001", "many"] {
-        let dirs = Dirs::new();
-        let out = Command::new(daemon_binary())
-            .arg("--socket")
-            .arg(dirs.socket())
-            .args(["--max-tasks", setting])
-            .output()
-            .unwrap();
-        assert_eq!(out.status.code(), Some(2), "--max-tasks {setting}");
-        let message = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            message.contains("is not a task count from 1 to 100000000"),
-            "--max-tasks {setting}: {message}"
-        );
-        assert!(
-            !dirs.socket().exists(),
-            "--max-tasks {setting}: not started"
+        refused_setting(
+            "--max-tasks",
+            setting,
+            "is not a task count from 1 to 100000000",
         );
     }
 }
