@@ -1,18 +1,24 @@
 //! Hash maps keyed by numbers the daemon chooses or the kernel vouches for
-//! (connection ids, uids), hashed by one multiplication instead of SipHash.
+//! (connection ids, uids), or by task names, hashed by one multiplication
+//! instead of SipHash.
 //!
 //! SipHash is the standard map's defence against keys an attacker picks
 //! to collide. A connection id is a counter of ours and a uid comes from
 //! the kernel (`SO_PEERCRED`), so neither needs it, and the reactor looks a
 //! connection up several times a request: SipHash was about 2,000
-//! instructions of each (callgrind, 64 clients refreshing). Task names
-//! come from clients and keep SipHash. Depends on nothing of ours.
+//! instructions of each (callgrind, 64 clients refreshing). Task names come
+//! from clients: a [`TaskName`](crate::tasks::TaskName) hashes as the keyed
+//! SipHash of its text, computed once when it is parsed, so a map of names
+//! keeps the defence and mixes only that. Depends on nothing of ours.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
 
 /// A map keyed by daemon-chosen or kernel-vouched numbers.
 pub type IdMap<K, V> = HashMap<K, V, BuildHasherDefault<IdHasher>>;
+
+/// A set of such keys.
+pub type IdSet<K> = HashSet<K, BuildHasherDefault<IdHasher>>;
 
 /// The Fx hash (rustc's): rotate, xor, multiply by an odd constant, which
 /// carries every input bit into the high bits the map's probing uses.

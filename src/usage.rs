@@ -16,6 +16,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::events::{EndedHold, Event, EventKind};
+use crate::ids::IdSet;
 use crate::tasks::{Removal, Task, TaskName, Trip, share};
 use crate::time::Timestamp;
 
@@ -74,7 +75,7 @@ pub struct History {
     retention: Duration,
     /// One copy of each name and command line: a refresh loop re-creating
     /// one name ten thousand times keeps one copy of it.
-    names: HashSet<TaskName>,
+    names: IdSet<TaskName>,
     texts: HashSet<Arc<str>>,
     /// The earliest end among `holds` (the latest instant when empty), so
     /// that pruning costs nothing until a hold is due to go.
@@ -87,7 +88,7 @@ impl History {
         History {
             holds: Vec::new(),
             retention,
-            names: HashSet::new(),
+            names: IdSet::default(),
             texts: HashSet::new(),
             oldest_end: Timestamp::from_nanos(u64::MAX),
         }

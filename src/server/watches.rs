@@ -11,6 +11,7 @@ use mio::{Interest, Registry, Token};
 use tracing::warn;
 
 use super::core::{Core, Processes, WatchChange};
+use crate::ids::IdMap;
 use crate::process::{self, Credentials};
 use crate::tasks::{Binding, Holder, TaskName};
 
@@ -33,22 +34,22 @@ struct Watch {
 /// per entry of `by_task`; both change only through `watch` and `unwatch`.
 pub struct Watches {
     registry: Registry,
-    by_task: HashMap<TaskName, Watch>,
+    by_task: IdMap<TaskName, Watch>,
     by_token: HashMap<Token, TaskName>,
     next_token: usize,
     /// Pidfds opened while planning this turn's bindings, watched once the
     /// batch is committed (dropped if it is not).
-    staged: HashMap<TaskName, (Binding, OwnedFd)>,
+    staged: IdMap<TaskName, (Binding, OwnedFd)>,
 }
 
 impl Watches {
     pub fn new(registry: Registry) -> Watches {
         Watches {
             registry,
-            by_task: HashMap::new(),
+            by_task: IdMap::default(),
             by_token: HashMap::new(),
             next_token: FIRST_WATCH,
-            staged: HashMap::new(),
+            staged: IdMap::default(),
         }
     }
 

@@ -7,9 +7,10 @@
 //! `row_binding`, `row_owner`) show each later plan the rows as the changes
 //! before it leave them.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use super::{Binding, Task, TaskName, Tasks, Trip};
+use crate::ids::IdMap;
 use crate::time::{ClockStep, Timestamp};
 
 /// One row-level change: what the store writes and the state applies.
@@ -67,7 +68,7 @@ impl Change {
 #[derive(Debug, Default)]
 pub struct Batch {
     changes: Vec<Change>,
-    latest: HashMap<TaskName, usize>,
+    latest: IdMap<TaskName, usize>,
     rows_delta: isize,
     /// The wall-clock step this batch records (its `clock_stepped` event).
     clock_step: Option<ClockStep>,
@@ -75,7 +76,7 @@ pub struct Batch {
     owned_delta: BTreeMap<u32, isize>,
     /// Names this batch trips (`Some`, by a capped removal) or re-arms
     /// (`None`), the last word for each.
-    trips: HashMap<TaskName, Option<Trip>>,
+    trips: IdMap<TaskName, Option<Trip>>,
     /// Names re-armed, in the order planned: each a `rearmed` event.
     rearmed: Vec<TaskName>,
 }

@@ -302,7 +302,11 @@ impl Tasks {
 
 /// The value equal to `value` already in `seen`, or `value` added there:
 /// one copy of a name or command line shared by every row that has it.
-pub fn share<T: Clone + Eq + std::hash::Hash>(seen: &mut HashSet<T>, value: &T) -> T {
+pub fn share<T, S>(seen: &mut HashSet<T, S>, value: &T) -> T
+where
+    T: Clone + Eq + std::hash::Hash,
+    S: std::hash::BuildHasher,
+{
     match seen.get(value) {
         Some(shared) => shared.clone(),
         None => {

@@ -4,13 +4,15 @@
 //!
 //! A `BTreeMap` of rows keyed by name did both, but each lookup compared
 //! the name with 13 to 30 others (`memcmp`, about 900 instructions a
-//! lookup with 1,000 tasks, callgrind); the hash map hashes it once with
-//! the standard, seeded SipHash, since names are chosen by clients. The
-//! ordered map changes only when a name comes or goes, not on a refresh.
+//! lookup with 1,000 tasks, callgrind); the hash map uses the keyed SipHash
+//! each name carries from its parsing ([`crate::ids`]), since names are
+//! chosen by clients. The ordered map changes only when a name comes or
+//! goes, not on a refresh.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use super::{Task, TaskName};
+use crate::ids::IdMap;
 
 /// Invariant: `slots` holds each row once; `index` and `order` both map
 /// exactly the names of `slots` to their positions in it.
@@ -22,7 +24,7 @@ use super::{Task, TaskName};
 #[derive(Debug, Default)]
 pub(super) struct Rows {
     slots: Vec<Task>,
-    index: HashMap<TaskName, u32>,
+    index: IdMap<TaskName, u32>,
     order: BTreeMap<TaskName, u32>,
 }
 
@@ -112,7 +114,7 @@ impl FromIterator<Task> for Rows {
             slots.dedup_by(|later, kept| later.name == kept.name);
             slots.reverse();
         }
-        let mut index = HashMap::with_capacity(slots.len());
+        let mut index = IdMap::with_capacity_and_hasher(slots.len(), Default::default());
         for (at, task) in slots.iter().enumerate() {
             index.insert(task.name.clone(), slot(at));
         }

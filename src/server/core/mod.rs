@@ -21,7 +21,6 @@ mod commit;
 #[cfg(test)]
 mod tests;
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use tracing::{debug, info, warn};
@@ -258,7 +257,7 @@ pub struct Core {
     shares: Shares,
     peers: IdMap<ConnId, Peer>,
     /// Bindings the shell watches, by task.
-    watched: HashMap<TaskName, Binding>,
+    watched: IdMap<TaskName, Binding>,
     /// Bound processes that exited (or could not be watched): their tasks
     /// are released by the next commit.
     exited: Vec<(TaskName, Binding)>,
