@@ -346,13 +346,18 @@ fn duration_ns(duration: Duration) -> u64 {
     u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
 }
 
-/// A batch's events as their lines, serialized once and shared by the
-/// store and the streams.
+/// Events as their lines, serialized once and shared by the store and the
+/// streams: a batch's, or (in the store's [`Pending`](crate::store::Pending))
+/// every batch's since the last checkpoint.
 #[derive(Debug, Default)]
 pub struct EventLines {
     text: Vec<u8>,
     /// Each event's sequence number and the end of its line in `text`.
     ends: Vec<(u64, usize)>,
+    /// The usage history's events: an index into `ends` and the instant the
+    /// history keeps the event by ([`Event::usage_instant`]), known when
+    /// the line is written so that the checkpoint need not parse it back.
+    usage: Vec<(usize, Timestamp)>,
 }
 
 impl EventLines {
@@ -361,6 +366,7 @@ impl EventLines {
         let mut lines = EventLines {
             text: Vec::with_capacity(events.len() * LINE_CAPACITY),
             ends: Vec::with_capacity(events.len()),
+            usage: Vec::new(),
         };
         for event in events {
             lines.push(event);
@@ -372,6 +378,29 @@ impl EventLines {
     pub fn push(&mut self, event: &Event) {
         event.write_line(&mut self.text);
         self.ends.push((event.seq, self.text.len()));
+        if let Some(at) = event.usage_instant() {
+            self.usage.push((self.ends.len() - 1, at));
+        }
+    }
+
+    /// Appends a line already written (one read back from the log), with
+    /// its event's [`Event::usage_instant`].
+    pub fn push_line(&mut self, seq: u64, line: &[u8], usage: Option<Timestamp>) {
+        self.text.extend_from_slice(line);
+        self.ends.push((seq, self.text.len()));
+        if let Some(at) = usage {
+            self.usage.push((self.ends.len() - 1, at));
+        }
+    }
+
+    /// Appends `other`'s lines after these.
+    pub fn append(&mut self, other: &EventLines) {
+        let (base, count) = (self.text.len(), self.ends.len());
+        self.text.extend_from_slice(&other.text);
+        self.ends
+            .extend(other.ends.iter().map(|&(seq, end)| (seq, base + end)));
+        self.usage
+            .extend(other.usage.iter().map(|&(index, at)| (count + index, at)));
     }
 
     /// Each event's sequence number and line (with its newline), in order.
@@ -381,6 +410,16 @@ impl EventLines {
             let line = &self.text[start..end];
             start = end;
             (seq, line)
+        })
+    }
+
+    /// The usage history's events among these: the instant each is kept
+    /// by, its sequence number and its line, in order.
+    pub fn usage(&self) -> impl Iterator<Item = (Timestamp, u64, &[u8])> {
+        self.usage.iter().map(|&(index, at)| {
+            let start = index.checked_sub(1).map_or(0, |before| self.ends[before].1);
+            let (seq, end) = self.ends[index];
+            (at, seq, &self.text[start..end])
         })
     }
 

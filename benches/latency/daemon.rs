@@ -75,9 +75,13 @@ impl Daemon {
         let wrapper = std::env::var("SPRITE_BENCH_WRAP").unwrap_or_default();
         let mut words = wrapper.split_whitespace().chain([binary]);
         let program = words.next().unwrap_or(binary);
+        // Extra daemon options, to compare settings (e.g.
+        // `--checkpoint-changes 65536`); they go before the bench's own.
+        let extra = std::env::var("SPRITE_BENCH_ARGS").unwrap_or_default();
         let started = Instant::now();
         let mut child = Command::new(program)
             .args(words)
+            .args(extra.split_whitespace())
             .arg("--socket")
             .arg(&socket)
             .arg("--db")

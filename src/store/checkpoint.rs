@@ -19,7 +19,7 @@ use super::frame::{self, Stop};
 use super::pending::{LogMark, Pending};
 use super::tables::Tables;
 use super::{Loaded, StoreError};
-use crate::events::Event;
+use crate::events::{Event, EventLines};
 
 /// The state found on disk: the tables plus the log replayed over them.
 #[derive(Debug)]
@@ -92,10 +92,14 @@ impl Engine {
         if !scan.batches.is_empty() {
             let mut replayed_events = Vec::new();
             for (_, batch) in scan.batches {
+                let mut lines = EventLines::default();
                 for (seq, line) in &batch.events {
-                    match Event::from_json(line) {
+                    let event = Event::from_json(line);
+                    let usage = event.as_ref().and_then(Event::usage_instant);
+                    lines.push_line(*seq, line, usage);
+                    match event {
                         Some(event) => {
-                            if event.usage_instant().is_some() {
+                            if usage.is_some() {
                                 loaded.usage.push(event.clone());
                             }
                             replayed_events.push(event);
@@ -103,13 +107,9 @@ impl Engine {
                         None => warn!(seq, "unreadable event in the log skipped"),
                     }
                 }
-                let lines = batch
-                    .events
-                    .iter()
-                    .map(|(seq, line)| (*seq, line.as_slice()));
                 pending.add_owned(
                     batch.changes,
-                    lines,
+                    &lines,
                     (batch.keep_events_from, batch.trim_slack),
                     LogMark::default(),
                 );

@@ -453,7 +453,7 @@ impl Store {
             lsn: slot.lsn,
             position: self.head,
         };
-        self.pending.add(changes, events.iter(), bounds, mark);
+        self.pending.add(changes, events, bounds, mark);
         self.counters.log_frames += 1;
         self.counters.log_bytes += len;
         self.counters.log_used = self.head - self.tail;

@@ -6,8 +6,8 @@
 //! batch in, recovery folds in the frames it replays, and
 //! [`tables`](super::tables) writes a `Pending` to redb in one checkpoint.
 
-use std::collections::HashMap;
-
+use crate::events::EventLines;
+use crate::ids::IdMap;
 use crate::tasks::{Change, Task, TaskName};
 
 /// Which part of the log the tables contain.
@@ -29,11 +29,8 @@ pub struct Pending {
     /// Hashed, not ordered: the reactor folds every change in, and a
     /// `BTreeMap` cost it some 800 instructions a change comparing names
     /// (callgrind, 1,000 tasks); the checkpoint worker sorts once instead.
-    rows: HashMap<TaskName, Option<Task>>,
-    /// Event lines, back to back; `ends` has each one's sequence number and
-    /// where it ends in `text`.
-    text: Vec<u8>,
-    ends: Vec<(u64, usize)>,
+    rows: IdMap<TaskName, Option<Task>>,
+    events: EventLines,
     keep_events_from: u64,
     trim_slack: u64,
     /// Changes folded in (before folding by name): the policy's measure.
@@ -45,10 +42,10 @@ pub struct Pending {
 
 impl Pending {
     /// Folds in one frame's batch, which ends at `mark`.
-    pub fn add<'a>(
+    pub fn add(
         &mut self,
         changes: &[Change],
-        events: impl Iterator<Item = (u64, &'a [u8])>,
+        events: &EventLines,
         bounds: (u64, u64),
         mark: LogMark,
     ) {
@@ -61,10 +58,10 @@ impl Pending {
 
     /// [`add`](Self::add) for a batch the caller is done with (recovery's
     /// replay): its rows move in instead of being copied.
-    pub fn add_owned<'a>(
+    pub fn add_owned(
         &mut self,
         changes: Vec<Change>,
-        events: impl Iterator<Item = (u64, &'a [u8])>,
+        events: &EventLines,
         bounds: (u64, u64),
         mark: LogMark,
     ) {
@@ -75,19 +72,16 @@ impl Pending {
         self.fold(rows, events, bounds, mark);
     }
 
-    fn fold<'a>(
+    fn fold(
         &mut self,
         rows: impl ExactSizeIterator<Item = (TaskName, Option<Task>)>,
-        events: impl Iterator<Item = (u64, &'a [u8])>,
+        events: &EventLines,
         (keep_events_from, trim_slack): (u64, u64),
         mark: LogMark,
     ) {
         self.changes += rows.len();
         self.rows.extend(rows);
-        for (seq, line) in events {
-            self.text.extend_from_slice(line);
-            self.ends.push((seq, self.text.len()));
-        }
+        self.events.append(events);
         self.keep_events_from = self.keep_events_from.max(keep_events_from);
         self.trim_slack = trim_slack;
         self.frames += 1;
@@ -100,10 +94,7 @@ impl Pending {
             return;
         }
         self.rows.extend(newer.rows);
-        let base = self.text.len();
-        self.text.extend_from_slice(&newer.text);
-        self.ends
-            .extend(newer.ends.iter().map(|&(seq, end)| (seq, base + end)));
+        self.events.append(&newer.events);
         self.keep_events_from = self.keep_events_from.max(newer.keep_events_from);
         self.trim_slack = newer.trim_slack;
         self.changes += newer.changes;
@@ -135,13 +126,8 @@ impl Pending {
     }
 
     /// The events, in order.
-    pub fn events(&self) -> impl Iterator<Item = (u64, &[u8])> {
-        let mut start = 0;
-        self.ends.iter().map(move |&(seq, end)| {
-            let line = &self.text[start..end];
-            start = end;
-            (seq, line)
-        })
+    pub fn events(&self) -> &EventLines {
+        &self.events
     }
 
     pub fn keep_events_from(&self) -> u64 {
@@ -221,21 +207,15 @@ mod tests {
     fn the_latest_row_wins_and_events_keep_their_order() {
         let mut older = Pending::default();
         assert!(older.is_empty());
-        let events = [(1, b"one\n".as_slice()), (2, b"two\n".as_slice())];
-        older.add(
-            &[put("a", 1), put("b", 1)],
-            events.into_iter(),
-            (0, 8),
-            mark(1),
-        );
+        let mut events = EventLines::default();
+        events.push_line(1, b"one\n", None);
+        events.push_line(2, b"two\n", Some(Timestamp::from_nanos(7)));
+        older.add(&[put("a", 1), put("b", 1)], &events, (0, 8), mark(1));
         let mut newer = Pending::default();
-        let events = [(3, b"three\n".as_slice())];
-        newer.add(
-            &[remove("a"), put("b", 2)],
-            events.into_iter(),
-            (2, 4),
-            mark(2),
-        );
+        let mut events = EventLines::default();
+        events.push_line(3, b"three\n", None);
+        events.push_line(4, b"four\n", Some(Timestamp::from_nanos(9)));
+        newer.add(&[remove("a"), put("b", 2)], &events, (2, 4), mark(2));
         older.absorb(newer);
         let rows: Vec<_> = older
             .rows()
@@ -243,10 +223,24 @@ mod tests {
             .map(|(name, row)| (name.as_str(), row.clone()))
             .collect();
         assert_eq!(rows, [("a", None), ("b", Some(task("b", 2)))]);
-        let events: Vec<_> = older.events().collect();
+        let events: Vec<_> = older.events().iter().collect();
         assert_eq!(
             events,
-            [(1, b"one\n".as_slice()), (2, b"two\n"), (3, b"three\n")]
+            [
+                (1, b"one\n".as_slice()),
+                (2, b"two\n"),
+                (3, b"three\n"),
+                (4, b"four\n")
+            ]
+        );
+        // The usage history's events keep their instants across folds.
+        let usage: Vec<_> = older.events().usage().collect();
+        assert_eq!(
+            usage,
+            [
+                (Timestamp::from_nanos(7), 2, b"two\n".as_slice()),
+                (Timestamp::from_nanos(9), 4, b"four\n")
+            ]
         );
         assert_eq!(
             (older.frames(), older.changes(), older.mark()),
@@ -259,7 +253,7 @@ mod tests {
     fn overlay_replaces_removes_and_inserts_in_name_order() {
         let mut pending = Pending::default();
         let changes = [put("b", 2), remove("c"), put("e", 5)];
-        pending.add(&changes, std::iter::empty(), (0, 0), mark(1));
+        pending.add(&changes, &EventLines::default(), (0, 0), mark(1));
         let checkpointed = vec![task("a", 1), task("b", 1), task("c", 1), task("d", 1)];
         assert_eq!(
             pending.overlay(checkpointed),

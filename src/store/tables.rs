@@ -23,7 +23,6 @@ use super::pending::{LogMark, Pending};
 use super::{Loaded, StoreError};
 use crate::events::Event;
 use crate::record::{self, RecordError};
-use crate::time::Timestamp;
 
 pub(crate) const TASKS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("tasks");
 const QUARANTINE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("quarantine");
@@ -173,7 +172,7 @@ impl Tables {
                 // a checkpoint's events are, and writing them is waste.
                 let mut chunk: Vec<u8> = Vec::new();
                 let mut first = None;
-                for (seq, line) in pending.events().filter(|(seq, _)| *seq >= keep_from) {
+                for (seq, line) in pending.events().iter().filter(|(seq, _)| *seq >= keep_from) {
                     if chunk.len() + line.len() > EVENT_CHUNK_BYTES
                         && let Some(first) = first.take()
                     {
@@ -208,10 +207,8 @@ impl Tables {
             }
             {
                 let mut usage = txn.open_table(USAGE).map_err(io)?;
-                for (seq, line) in pending.events() {
-                    if let Some(at) = usage_instant(line) {
-                        usage.insert((at.as_nanos(), seq), line).map_err(io)?;
-                    }
+                for (at, seq, line) in pending.events().usage() {
+                    usage.insert((at.as_nanos(), seq), line).map_err(io)?;
                 }
                 // The worker's own reading of the clock: pruning a day late
                 // or early after a clock step loses nothing a report needs.
@@ -268,22 +265,6 @@ impl Tables {
         }
         result
     }
-}
-
-/// The instant a usage event is kept by: when its hold ended, or when the
-/// name was re-armed; `None` for any other event. An event line's keys are
-/// sorted ([`Event::write_line`]), so the key after `at` tells a usage
-/// event (`command` or `ended_at` of an ended hold, or `"event":"rearmed"`)
-/// from the refreshes and creates that make most of a checkpoint, without
-/// parsing or scanning those.
-fn usage_instant(line: &[u8]) -> Option<Timestamp> {
-    let after_at = line.strip_prefix(b"{\"at\":\"")?;
-    let next = &after_at[after_at.iter().position(|&b| b == b'"')? + 1..];
-    let keys: [&[u8]; 3] = [b",\"command\"", b",\"ended_at\"", b",\"event\":\"rearmed\""];
-    if !keys.iter().any(|key| next.starts_with(key)) {
-        return None;
-    }
-    Event::from_json(line)?.usage_instant()
 }
 
 fn io(error: impl fmt::Display) -> StoreError {
