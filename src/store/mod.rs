@@ -893,17 +893,42 @@ mod tests {
         {
             let mut store = Store::open(&path, &options).unwrap();
             store.load().unwrap();
-            let events = [
+            let older = [
                 event(1, EventKind::Deleted, Some(ago(72))),
                 event(2, EventKind::Created, None),
+            ];
+            let newer = [
                 event(3, EventKind::Expired, Some(ago(24))),
                 event(4, EventKind::Rearmed, None),
                 event(5, EventKind::Refreshed, None),
+                // Kept in the chunk with the others, left out at load.
+                event(6, EventKind::Deleted, Some(ago(50))),
             ];
-            store
-                .commit_batch(&[], &EventLines::new(&events), 0, 100)
-                .unwrap();
-            store.checkpoint_now().unwrap();
+            for events in [&older[..], &newer[..]] {
+                store
+                    .commit_batch(&[], &EventLines::new(events), 0, 100)
+                    .unwrap();
+                store.checkpoint_now().unwrap();
+            }
+        }
+        // One chunk per checkpoint, keyed by its latest instant; the first
+        // one's only usage event is past the retention: pruned.
+        {
+            use redb::ReadableTable;
+            let db = redb::Database::open(&path).unwrap();
+            let txn = db.begin_read().unwrap();
+            let table = txn.open_table(tables::USAGE).unwrap();
+            let rows: Vec<((u64, u64), Vec<u8>)> = table
+                .iter()
+                .unwrap()
+                .map(|row| {
+                    let (key, value) = row.unwrap();
+                    (key.value(), value.value().to_vec())
+                })
+                .collect();
+            assert_eq!(rows.len(), 1, "{rows:?}");
+            assert_eq!(rows[0].0, (now.as_nanos(), 3));
+            assert_eq!(rows[0].1.iter().filter(|&&b| b == b'\n').count(), 3);
         }
         let mut store = Store::open(&path, &options).unwrap();
         let loaded = store.load().unwrap();
@@ -912,7 +937,7 @@ mod tests {
         assert_eq!(
             kept,
             [3, 4],
-            "the hold ended 72 h ago is past the 48 h kept"
+            "the holds ended 72 h and 50 h ago are past the 48 h kept"
         );
         assert_eq!(loaded.usage[0].ended.as_ref().unwrap().ended_at, ago(24));
     }

@@ -4,8 +4,9 @@
 //! `quarantine` keeps rows that could not be trusted on load, never served
 //! and never silently deleted; `events` is the retained event history;
 //! `usage` keeps the events that ended a hold, tripped or re-armed a name,
-//! keyed by when the hold ended (or the name was re-armed) and sequence
-//! number, for the usage retention; `meta` says which log frames the tables already contain (`log.lsn`, the
+//! in chunks keyed by the latest instant among them (when a hold ended or
+//! a name was re-armed) and their first sequence number, for the usage
+//! retention; `meta` says which log frames the tables already contain (`log.lsn`, the
 //! last one, and `log.position`, where the frame after it goes). A database
 //! written before the log existed has no `meta` and covers nothing of it.
 //!
@@ -37,8 +38,13 @@ pub(crate) const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("eve
 /// about 4,600 instructions, callgrind); one per checkpoint would make a
 /// row of up to 16k events. At 256 KiB, about 1,500 events share a row.
 pub(crate) const EVENT_CHUNK_BYTES: usize = 256 << 10;
-/// The usage history: (instant in ns, sequence number) to the event's JSON.
-const USAGE: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("usage");
+/// The usage history, in chunks as [`EVENTS`]: (the latest instant in ns
+/// among a chunk's events, its first event's sequence number) to their JSON
+/// lines. One row per event cost each ended hold a redb insert (about 6,000
+/// instructions, callgrind); keyed by its latest instant, a chunk is pruned
+/// once all of it is past the retention. Rows written before chunks
+/// existed hold one line each, keyed by its own instant: a chunk of one.
+pub(crate) const USAGE: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("usage");
 /// Where the tables stand in the log.
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const META_LSN: &str = "log.lsn";
@@ -86,6 +92,7 @@ impl Tables {
     /// [`StoreError::Io`] if the database cannot be read or the quarantine
     /// cannot be committed.
     pub fn load(&mut self) -> Result<(Loaded, LogMark), StoreError> {
+        let retention = self.usage_retention;
         self.guard(|db| {
             let txn = db.begin_write().map_err(io)?;
             let mut loaded = Loaded::default();
@@ -116,12 +123,25 @@ impl Tables {
                         }
                     }
                 }
+                // A chunk stays until its latest event passes the horizon;
+                // its older events are left out here, so that a name
+                // trips for the retention and no longer.
+                let horizon = usage_horizon(retention);
                 let usage = txn.open_table(USAGE).map_err(io)?;
                 for row in usage.iter().map_err(io)? {
-                    let (key, value) = row.map_err(io)?;
-                    match Event::from_json(value.value()) {
-                        Some(event) => loaded.usage.push(event),
-                        None => warn!(seq = key.value().1, "unreadable usage event skipped"),
+                    let (key, chunk) = row.map_err(io)?;
+                    for line in chunk.value().split(|&b| b == b'\n') {
+                        if line.is_empty() {
+                            continue;
+                        }
+                        match Event::from_json(line) {
+                            Some(event) => {
+                                if event.usage_instant().is_some_and(|at| at.as_nanos() >= horizon) {
+                                    loaded.usage.push(event);
+                                }
+                            }
+                            None => warn!(chunk = key.value().1, "unreadable usage event skipped"),
+                        }
                     }
                 }
                 loaded.usage.sort_by_key(|event| event.seq);
@@ -161,7 +181,7 @@ impl Tables {
     /// [`StoreError::Io`]: nothing of it may be assumed written. The
     /// database has been dropped and the next call reopens it.
     pub fn checkpoint(&mut self, pending: &Pending) -> Result<(), StoreError> {
-        let retention = u64::try_from(self.usage_retention.as_nanos()).unwrap_or(u64::MAX);
+        let retention = self.usage_retention;
         self.guard(|db| {
             let txn = db.begin_write().map_err(io)?;
             {
@@ -170,24 +190,10 @@ impl Tables {
                 // Events already past the retained history would be trimmed
                 // by this very transaction or the next: under churn most of
                 // a checkpoint's events are, and writing them is waste.
-                let mut chunk: Vec<u8> = Vec::new();
-                let mut first = None;
-                for (seq, line) in pending.events().iter().filter(|(seq, _)| *seq >= keep_from) {
-                    if chunk.len() + line.len() > EVENT_CHUNK_BYTES
-                        && let Some(first) = first.take()
-                    {
-                        table.insert(first, chunk.as_slice()).map_err(io)?;
-                        chunk.clear();
-                    }
-                    first.get_or_insert(seq);
-                    chunk.extend_from_slice(line);
-                    if !line.ends_with(b"\n") {
-                        chunk.push(b'\n');
-                    }
-                }
-                if let Some(first) = first {
-                    table.insert(first, chunk.as_slice()).map_err(io)?;
-                }
+                let retained = pending.events().iter().filter(|(seq, _)| *seq >= keep_from);
+                in_chunks(retained, |seqs, chunk| {
+                    table.insert(seqs[0], chunk).map_err(io).map(drop)
+                })?;
                 // Whole chunks only: the last one starting at or before
                 // `keep_from` may hold retained events, and stays; what it
                 // holds below `keep_from` is dropped at the next load.
@@ -207,12 +213,18 @@ impl Tables {
             }
             {
                 let mut usage = txn.open_table(USAGE).map_err(io)?;
-                for (at, seq, line) in pending.events().usage() {
-                    usage.insert((at.as_nanos(), seq), line).map_err(io)?;
-                }
-                // The worker's own reading of the clock: pruning a day late
-                // or early after a clock step loses nothing a report needs.
-                let horizon = crate::time::wall_now().as_nanos().saturating_sub(retention);
+                let lines = pending
+                    .events()
+                    .usage()
+                    .map(|(at, seq, line)| ((at, seq), line));
+                in_chunks(lines, |keys, chunk| {
+                    let latest = keys.iter().map(|(at, _)| at.as_nanos()).max().unwrap_or(0);
+                    usage
+                        .insert((latest, keys[0].1), chunk)
+                        .map_err(io)
+                        .map(drop)
+                })?;
+                let horizon = usage_horizon(retention);
                 let oldest = usage.first().map_err(io)?.map(|(key, _)| key.value().0);
                 if oldest.is_some_and(|at| at < horizon) {
                     usage.retain_in(..(horizon, 0), |_, _| false).map_err(io)?;
@@ -265,6 +277,42 @@ impl Tables {
         }
         result
     }
+}
+
+/// The instant, in ns, before which the usage history keeps nothing. The
+/// worker's own reading of the clock: pruning a day late or early after a
+/// clock step loses nothing a report needs.
+fn usage_horizon(retention: Duration) -> u64 {
+    let retention = u64::try_from(retention.as_nanos()).unwrap_or(u64::MAX);
+    crate::time::wall_now().as_nanos().saturating_sub(retention)
+}
+
+/// Packs `lines` (each with its key) into chunks of up to
+/// [`EVENT_CHUNK_BYTES`] (a longer line makes a chunk of its own), each
+/// line ending in a newline, and hands `write` each chunk with the keys of
+/// its lines, in order.
+fn in_chunks<'a, K>(
+    lines: impl Iterator<Item = (K, &'a [u8])>,
+    mut write: impl FnMut(&[K], &[u8]) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    let mut chunk: Vec<u8> = Vec::new();
+    let mut keys = Vec::new();
+    for (key, line) in lines {
+        if !keys.is_empty() && chunk.len() + line.len() > EVENT_CHUNK_BYTES {
+            write(&keys, &chunk)?;
+            chunk.clear();
+            keys.clear();
+        }
+        keys.push(key);
+        chunk.extend_from_slice(line);
+        if !line.ends_with(b"\n") {
+            chunk.push(b'\n');
+        }
+    }
+    if keys.is_empty() {
+        return Ok(());
+    }
+    write(&keys, &chunk)
 }
 
 fn io(error: impl fmt::Display) -> StoreError {
