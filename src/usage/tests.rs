@@ -273,6 +273,9 @@ fn holds_past_the_retention_are_pruned_and_their_texts_dropped() {
     );
     assert_eq!(report.tasks.len(), 1);
     assert_eq!(report.history_from, at_ms(2000).to_string());
+    // The last hold gone, its command line goes too: no copy outlives it.
+    history.prune(at_ms(30_000));
+    assert_eq!((history.len(), history.texts.len()), (0, 0));
 }
 
 #[test]
@@ -283,6 +286,13 @@ fn recovery_shares_one_copy_of_each_name_and_command() {
     let history = History::recovered(DEFAULT_USAGE_RETENTION, &events, at_ms(100));
     assert_eq!(history.len(), 3);
     assert_eq!((history.names.len(), history.texts.len()), (1, 1));
+    let commands: Vec<Arc<str>> = history
+        .holds
+        .iter()
+        .filter_map(|h| h.command.clone())
+        .collect();
+    assert_eq!(commands.len(), 3);
+    assert!(commands.windows(2).all(|w| Arc::ptr_eq(&w[0], &w[1])));
 }
 
 #[test]
