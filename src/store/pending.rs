@@ -120,9 +120,13 @@ impl Pending {
     /// Each name's latest row (`None`: removed), sorted by name as redb
     /// keeps them. Sorts: call it off the reactor, on the worker.
     pub fn rows(&self) -> Vec<(&TaskName, &Option<Task>)> {
-        let mut rows: Vec<_> = self.rows.iter().collect();
-        rows.sort_unstable_by(|a, b| a.0.cmp(b.0));
-        rows
+        let mut rows: Vec<_> = self
+            .rows
+            .iter()
+            .map(|(name, row)| (name.order_prefix(), name, row))
+            .collect();
+        rows.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(b.1)));
+        rows.into_iter().map(|(_, name, row)| (name, row)).collect()
     }
 
     /// The events, in order.

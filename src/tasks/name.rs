@@ -108,6 +108,19 @@ impl TaskName {
     pub fn as_str(&self) -> &str {
         &self.text
     }
+
+    /// The name's first 16 bytes as one big-endian number (zero-padded):
+    /// ordered as the names are wherever the numbers differ, since no name
+    /// holds a zero byte. Sorting many names by it, and by the names only
+    /// where it ties, compares numbers held in the sorted items instead of
+    /// following each name to its text (a sort of 100k names at a restart
+    /// spent about 1,000 instructions a name, callgrind).
+    pub fn order_prefix(&self) -> u128 {
+        let mut head = [0u8; 16];
+        let len = self.text.len().min(16);
+        head[..len].copy_from_slice(&self.text.as_bytes()[..len]);
+        u128::from_be_bytes(head)
+    }
 }
 
 impl fmt::Display for TaskName {
@@ -231,6 +244,27 @@ mod tests {
         sorted.sort();
         let texts: Vec<_> = sorted.iter().map(TaskName::as_str).collect();
         assert_eq!(texts, ["a", "agent-1", "agent-2", "b", "b-"]);
+        // The prefix orders as the text does, and ties only on 16 equal
+        // leading bytes.
+        let long = |tail: &str| name(&format!("0123456789abcdef{tail}"));
+        let names = [
+            long(""),
+            long("x"),
+            long("y"),
+            name("a"),
+            name("a0"),
+            name("b"),
+        ];
+        for pair in names.windows(2) {
+            let (a, b) = (&pair[0], &pair[1]);
+            assert!(a < b);
+            assert!(a.order_prefix() <= b.order_prefix(), "{a} {b}");
+            let tie = a.order_prefix() == b.order_prefix();
+            let both_long = [a, b]
+                .iter()
+                .all(|n| n.as_str().starts_with("0123456789abcdef"));
+            assert_eq!(tie, both_long, "{a} {b}");
+        }
     }
 
     #[test]
