@@ -224,8 +224,7 @@ impl Event {
         let text = |out: &mut Vec<u8>, key: &[u8], value: Option<&str>| {
             if let Some(value) = value {
                 out.extend_from_slice(key);
-                // Writing to a Vec cannot fail.
-                let _ = serde_json::to_writer(&mut *out, value);
+                crate::text::push_json_string(out, value);
             }
         };
         let time = |out: &mut Vec<u8>, key: &[u8], at: Timestamp| {

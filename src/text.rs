@@ -1,7 +1,8 @@
 //! Numbers appended to a byte buffer as decimal text, without `core::fmt`:
 //! every answer and every event line carries several, and going through
 //! `write!` cost about 2,000 instructions a request (callgrind, 64
-//! clients refreshing). Depends on nothing of ours.
+//! clients refreshing); and JSON strings, copied as they are when nothing
+//! in them needs escaping. Depends on nothing of ours but `serde_json`.
 
 /// Appends `n` in decimal.
 pub fn push_u64(out: &mut Vec<u8>, mut n: u64) {
@@ -25,6 +26,51 @@ pub fn push_i64(out: &mut Vec<u8>, n: i64) {
         out.push(b'-');
     }
     push_u64(out, n.unsigned_abs());
+}
+
+/// Appends `text` as a JSON string, escaped as `serde_json` escapes it
+/// (only `"`, `\\` and control characters); a command line or reason
+/// seldom has any, and is then copied as it is.
+pub fn push_json_string(out: &mut Vec<u8>, text: &str) {
+    if needs_escape(text.as_bytes()) {
+        // Writing to a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut *out, text);
+        return;
+    }
+    out.push(b'"');
+    out.extend_from_slice(text.as_bytes());
+    out.push(b'"');
+}
+
+/// Whether `bytes` hold a `"`, a `\\` or a control character (below
+/// 0x20), eight bytes at a time: a holder's command line is in every
+/// answer and every ended hold's event, and a byte at a time cost about
+/// 480 instructions for a 100-byte line (callgrind).
+fn needs_escape(bytes: &[u8]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    // A high bit for each zero byte of `w` (exact as a whole: any set bit
+    // means some byte is zero).
+    let has_zero = |w: u64| w.wrapping_sub(ONES) & !w & HIGHS != 0;
+    let mut words = bytes.chunks_exact(8);
+    for word in &mut words {
+        let mut le = [0u8; 8];
+        le.copy_from_slice(word);
+        let w = u64::from_le_bytes(le);
+        // Below 0x20: `w - 0x20…` borrows into the high bit of such a byte
+        // (bytes of 0x80 and over are masked off by `!w`).
+        let below_space = w.wrapping_sub(ONES * 0x20) & !w & HIGHS != 0;
+        if below_space
+            || has_zero(w ^ (ONES * u64::from(b'"')))
+            || has_zero(w ^ (ONES * u64::from(b'\\')))
+        {
+            return true;
+        }
+    }
+    words
+        .remainder()
+        .iter()
+        .any(|&b| b < 0x20 || b == b'"' || b == b'\\')
 }
 
 #[cfg(test)]
@@ -53,6 +99,58 @@ mod tests {
             let mut out = Vec::new();
             push_i64(&mut out, n);
             assert_eq!(out, n.to_string().into_bytes());
+        }
+    }
+
+    #[test]
+    fn every_byte_that_needs_escaping_is_found_at_every_place_in_a_word() {
+        let slow = |bytes: &[u8]| bytes.iter().any(|&b| b < 0x20 || b == b'"' || b == b'\\');
+        for len in [1, 7, 8, 9, 16, 17] {
+            for at in 0..len {
+                for fill in [b'a', 0xff, 0x80, b' '] {
+                    for b in 0..=255u8 {
+                        let mut bytes = vec![fill; len];
+                        bytes[at] = b;
+                        assert_eq!(needs_escape(&bytes), slow(&bytes), "{bytes:?}");
+                    }
+                }
+            }
+        }
+        // Mixed words, where one byte's borrow could hide another's.
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..100_000 {
+            let mut bytes = [0u8; 16];
+            for byte in &mut bytes {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                // Mostly printable, sometimes near the edges that matter.
+                *byte = match state % 8 {
+                    0 => (state >> 8) as u8,
+                    1 => 0x1f + (state >> 8) as u8 % 3,
+                    _ => b'!' + (state >> 8) as u8 % 94,
+                };
+            }
+            assert_eq!(needs_escape(&bytes), slow(&bytes), "{bytes:?}");
+        }
+    }
+
+    #[test]
+    fn strings_read_as_serde_json_writes_them() {
+        for text in [
+            "",
+            "claude -p 'go'",
+            "a\"b",
+            "back\\slash",
+            "tab\there",
+            "\u{1}",
+            "été ✓",
+            "\u{7f}",
+        ] {
+            let mut out = b"x".to_vec();
+            push_json_string(&mut out, text);
+            let expected = format!("x{}", serde_json::to_string(text).unwrap());
+            assert_eq!(String::from_utf8(out).unwrap(), expected, "{text:?}");
         }
     }
 }

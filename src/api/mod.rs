@@ -501,20 +501,10 @@ fn write_task(task: &Task, out: &mut Vec<u8>) {
     out.push(b'}');
 }
 
-/// A JSON string, escaped as `serde_json` escapes it, or `null`.
+/// A JSON string, or `null`.
 fn write_text(text: Option<&str>, out: &mut Vec<u8>) {
     match text {
-        // serde_json escapes only `"`, `\` and control characters; a
-        // command line seldom has any, and is then copied as it is.
-        Some(text) if !text.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') => {
-            out.push(b'"');
-            out.extend_from_slice(text.as_bytes());
-            out.push(b'"');
-        }
-        // Writing to a Vec cannot fail.
-        Some(text) => {
-            let _ = serde_json::to_writer(&mut *out, text);
-        }
+        Some(text) => crate::text::push_json_string(out, text),
         None => out.extend_from_slice(b"null"),
     }
 }
