@@ -192,6 +192,64 @@ fn tasks_due_during_downtime_expire_at_start_and_the_others_are_untouched() {
     assert_eq!(names, [b"long-1".to_vec(), b"long-2".to_vec()]);
 }
 
+/// More tasks due at a restart than one commit can hold: the daemon used
+/// to plan every expiry into its first commit, a frame larger than half the
+/// log, and refused to start. Now the first commit removes one slice and
+/// the reactor's expiry takes the rest in the next turns.
+#[test]
+fn a_restart_with_more_due_than_one_commit_holds_starts_and_expires_them_all() {
+    const COUNT: usize = 4000;
+    // 4000 expiries (~2 MB of frame) are past half of a 2 MiB log; a slice
+    // of 1024 is not.
+    let args = [
+        "--log-size",
+        "2MiB",
+        "--max-tasks",
+        "10000",
+        "--max-tasks-per-uid",
+        "10000",
+    ];
+    let dirs = Dirs::new();
+    let daemon = Daemon::start(&dirs, &args);
+    let mut stream = daemon.connect();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut last_expiry = String::new();
+    for window in (0..COUNT).collect::<Vec<_>>().chunks(200) {
+        let bytes: Vec<u8> = window
+            .iter()
+            .flat_map(|i| {
+                request_bytes(
+                    "PUT",
+                    &format!("/v1/tasks/due-{i}"),
+                    Some(r#"{"expire":"1s"}"#),
+                )
+            })
+            .collect();
+        stream.write_all(&bytes).unwrap();
+        for _ in window {
+            let response = common::read_response(&mut reader).expect("an answer");
+            assert_eq!(response.status, 200);
+            last_expiry = response.json()["expires_at"].as_str().unwrap().to_owned();
+        }
+    }
+    daemon.kill9();
+    // Stay down until all are due: real time must pass here.
+    let due = humantime::parse_rfc3339(&last_expiry).unwrap();
+    if let Ok(left) = due.duration_since(SystemTime::now()) {
+        std::thread::sleep(left + Duration::from_millis(10));
+    }
+
+    let daemon = Daemon::start(&dirs, &args);
+    let started = daemon.wait_for_log("sprite-tasksd listening");
+    assert!(started.contains("expired_while_down=1024"), "{started}");
+    let listed = common::eventually(|| served(&daemon), |served| served.is_empty());
+    assert!(listed.is_empty(), "{} still listed", listed.len());
+    let (status, log) = daemon.terminate();
+    assert!(status.success(), "{log}");
+    let db = Database::create(dirs.db()).unwrap();
+    assert!(rows(&db, TASKS).is_empty(), "every expiry is durable");
+}
+
 /// Starts an in-process server on a database holding `tasks` and returns
 /// how many syncs its start-up made, and what is on disk afterwards.
 fn start_up_syncs(tasks: &[Task]) -> (u64, Vec<Task>) {
@@ -480,7 +538,7 @@ fn clock_steps_neither_stretch_nor_skip_a_hold() {
     let max_expire = Duration::from_secs(3600);
     let mut batch = Batch::new();
     assert_eq!(ClockStep::back_while_down(Some(now), wall(97_700)), None);
-    let planned = restarted.plan_load(&mut batch, wall(97_700), max_expire, None);
+    let planned = restarted.plan_load(&mut batch, wall(97_700), max_expire, None, usize::MAX);
     assert_eq!(planned, Rebased::default());
     assert!(batch.is_empty());
 
@@ -489,7 +547,7 @@ fn clock_steps_neither_stretch_nor_skip_a_hold() {
     let restart_at = wall(97_700 - 3 * 3600);
     let behind = ClockStep::back_while_down(Some(now), restart_at).expect("a step back is seen");
     let mut batch = Batch::new();
-    restarted.plan_load(&mut batch, restart_at, max_expire, Some(behind));
+    restarted.plan_load(&mut batch, restart_at, max_expire, Some(behind), usize::MAX);
     restarted.apply(batch);
     let long = restarted.get(&name("long"), restart_at).unwrap();
     // It had 2400 s left at the last commit, and has them still: the
@@ -504,7 +562,7 @@ fn clock_steps_neither_stretch_nor_skip_a_hold() {
     let mut blind = Tasks::new(100);
     blind.load(survivors);
     let mut batch = Batch::new();
-    let planned = blind.plan_load(&mut batch, restart_at, max_expire, None);
+    let planned = blind.plan_load(&mut batch, restart_at, max_expire, None, usize::MAX);
     assert_eq!(planned.clamped, [name("long")]);
     blind.apply(batch);
     assert_eq!(blind.next_deadline(), restart_at.checked_add(max_expire));

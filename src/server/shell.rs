@@ -81,7 +81,7 @@ pub struct Server {
 
 impl Server {
     /// Loads `store`, expires what fell due while the daemon was down (one
-    /// commit), and binds the socket. The store must already be open, so
+    /// commit, of up to [`super::MAX_EXPIRIES_PER_TURN`] expiries), and binds the socket. The store must already be open, so
     /// its lock is held before the socket path is touched.
     ///
     /// # Errors
@@ -154,8 +154,8 @@ impl Server {
         Ok(server)
     }
 
-    /// What the clock did and what fell due while the daemon was down go
-    /// in one commit, with the tasks whose bound process exited meanwhile
+    /// What the clock did and what fell due while the daemon was down (a
+    /// slice of it, the rest expiring in the next turns) go in one commit, with the tasks whose bound process exited meanwhile
     /// (or whose pid now names another process); the others are watched
     /// again. Held from the previous run: the hook starts with the daemon.
     fn recover(

@@ -19,6 +19,8 @@ pub struct Rebased {
     pub clamped: Vec<TaskName>,
     /// Rows due, removed as expired.
     pub expired: usize,
+    /// Rows due beyond the removals asked for, left for later batches.
+    pub due_later: usize,
 }
 
 impl Tasks {
@@ -63,6 +65,7 @@ impl Tasks {
         self.plan_rows(
             batch,
             now,
+            usize::MAX,
             |task| task.times().moved_back(behind),
             |_| false,
         )
@@ -73,22 +76,33 @@ impl Tasks {
     /// moves back with it as in [`plan_step_back`](Self::plan_step_back);
     /// then a row whose expiry lies more than `max_expire` ahead (no sane
     /// clock wrote it under this limit) is bounded to `now + max_expire`;
-    /// and rows due are removed.
+    /// and rows due are removed, at most `limit` of them unless the clock
+    /// was set back (the rest stay due, invisible to every request, for
+    /// later batches: a commit of every row of a large state would not fit
+    /// in the log). After a step back every row is planned in this batch,
+    /// so that each one moves back with the step it records.
     pub fn plan_load(
         &self,
         batch: &mut Batch,
         now: Timestamp,
         max_expire: Duration,
         step_back: Option<Duration>,
+        limit: usize,
     ) -> Rebased {
         if let Some(behind) = step_back {
             batch.note_clock_step(ClockStep::Backward(behind));
         }
         let behind = step_back.unwrap_or(Duration::ZERO);
         let latest = now.checked_add(max_expire).unwrap_or(now);
+        let limit = if step_back.is_some() {
+            usize::MAX
+        } else {
+            limit
+        };
         self.plan_rows(
             batch,
             now,
+            limit,
             |task| task.times().moved_back(behind).bounded(now, max_expire),
             |task| task.times().moved_back(behind).expires_at > latest,
         )
@@ -96,12 +110,14 @@ impl Tasks {
 
     /// Puts the row with `adjust(row)`'s instants for every row the batch
     /// does not already change, or removes it as expired when that is due
-    /// at `now`; counts the rows for which `clamped` holds apart from the
+    /// at `now` (at most `limit` removals; other rows due are left as they
+    /// are); counts the rows for which `clamped` holds apart from the
     /// ones merely moved. Only a row that changes is copied.
     fn plan_rows(
         &self,
         batch: &mut Batch,
         now: Timestamp,
+        limit: usize,
         adjust: impl Fn(&Task) -> Times,
         clamped: impl Fn(&Task) -> bool,
     ) -> Rebased {
@@ -112,6 +128,10 @@ impl Tasks {
             }
             let times = task.capped_times(adjust(task), self.max_held_for);
             if times.expires_at <= now {
+                if planned.expired == limit {
+                    planned.due_later += 1;
+                    continue;
+                }
                 planned.expired += 1;
                 let cause = task.with_times(times).removal_when_due(self.max_held_for);
                 self.push(
@@ -219,7 +239,8 @@ mod tests {
             Rebased {
                 moved: 2,
                 clamped: vec![],
-                expired: 1
+                expired: 1,
+                due_later: 0
             }
         );
         assert_eq!(batch.clock_step(), Some(ClockStep::Backward(behind)));
@@ -293,13 +314,14 @@ mod tests {
             ("due", 90_000, 100_000),
         ]);
         let mut batch = Batch::new();
-        let planned = tasks.plan_load(&mut batch, now, max_expire, None);
+        let planned = tasks.plan_load(&mut batch, now, max_expire, None, usize::MAX);
         assert_eq!(
             planned,
             Rebased {
                 moved: 0,
                 clamped: vec![name("ahead")],
-                expired: 1
+                expired: 1,
+                due_later: 0
             }
         );
         assert_eq!(batch.clock_step(), None);
@@ -318,13 +340,14 @@ mod tests {
         let tasks = load(&[("ahead", 110_000, 110_010), ("fine", 99_000, 100_600)]);
         let behind = ClockStep::back_while_down(Some(at(110_000)), now).unwrap();
         let mut batch = Batch::new();
-        let planned = tasks.plan_load(&mut batch, now, max_expire, Some(behind));
+        let planned = tasks.plan_load(&mut batch, now, max_expire, Some(behind), usize::MAX);
         assert_eq!(
             planned,
             Rebased {
                 moved: 1,
                 clamped: vec![],
-                expired: 1
+                expired: 1,
+                due_later: 0
             }
         );
         assert_eq!(batch.clock_step(), Some(ClockStep::Backward(behind)));
@@ -332,5 +355,37 @@ mod tests {
         tasks.apply(batch);
         assert_eq!(remaining(&tasks, "ahead", now), secs(10));
         assert_eq!(tasks.len(), 1);
+    }
+
+    #[test]
+    fn a_load_removes_at_most_its_limit_of_due_rows_unless_the_clock_stepped_back() {
+        let rows = [("a", 1), ("b", 2), ("c", 3), ("live", 500)];
+        let mut tasks = Tasks::new(10);
+        tasks.load(
+            rows.iter()
+                .map(|&(n, expires)| Task::new(name(n), at(0), at(expires))),
+        );
+        let mut batch = Batch::new();
+        let planned = tasks.plan_load(&mut batch, at(100), secs(3600), None, 2);
+        assert_eq!((planned.expired, planned.due_later), (2, 1));
+        assert_eq!(batch.len(), 2);
+        tasks.apply(batch);
+        // The one left is due: invisible, and the next expiry takes it.
+        assert_eq!(tasks.len(), 2);
+        assert!(tasks.get(&name("c"), at(100)).is_none());
+        let mut batch = Batch::new();
+        assert_eq!(tasks.expire_due(&mut batch, at(100)), 1);
+        tasks.apply(batch);
+        assert_eq!(tasks.len(), 1);
+
+        // After a step back every row is planned with the step it records.
+        let mut tasks = Tasks::new(10);
+        tasks.load(
+            rows.iter()
+                .map(|&(n, expires)| Task::new(name(n), at(0), at(expires))),
+        );
+        let mut batch = Batch::new();
+        let planned = tasks.plan_load(&mut batch, at(100), secs(3600), Some(secs(1)), 2);
+        assert_eq!((planned.expired, planned.due_later), (3, 0));
     }
 }

@@ -750,7 +750,7 @@ mod hold_limit_tests {
             Task::new(name("young"), at(50), at(100)),
         ]);
         let mut batch = Batch::new();
-        let planned = tasks.plan_load(&mut batch, at(55), secs(3600), None);
+        let planned = tasks.plan_load(&mut batch, at(55), secs(3600), None, usize::MAX);
         assert_eq!(planned.expired, 1);
         tasks.apply(batch);
         assert!(tasks.tripped().contains_key(&name("old")));

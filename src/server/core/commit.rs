@@ -148,9 +148,21 @@ impl Core {
     /// fell due.
     fn check_loaded(&mut self, now: Timestamp, back_while_down: Option<Duration>) -> usize {
         let max_expire = self.settings.max_expire;
-        let planned = self
-            .tasks
-            .plan_load(&mut self.batch, now, max_expire, back_while_down);
+        let planned = self.tasks.plan_load(
+            &mut self.batch,
+            now,
+            max_expire,
+            back_while_down,
+            MAX_EXPIRIES_PER_TURN,
+        );
+        if planned.due_later > 0 {
+            info!(
+                expired = planned.expired,
+                due_later = planned.due_later,
+                per_commit = MAX_EXPIRIES_PER_TURN,
+                "more tasks fell due while the daemon was down than one commit removes; the rest expire in the next turns, invisible meanwhile"
+            );
+        }
         if let Some(behind) = back_while_down {
             self.hold.idle_since = self.hold.idle_since.map(|at| at.saturating_sub(behind));
             self.metrics.clock_steps_backward += 1;

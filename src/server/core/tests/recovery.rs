@@ -14,6 +14,29 @@ fn what_fell_due_while_down_is_removed_by_the_first_commit() {
 }
 
 #[test]
+fn what_fell_due_while_down_beyond_one_slice_expires_in_the_next_turns() {
+    // A commit of every due row of a large state would not fit in the log
+    // (100k expiries need about 40 MB): the daemon would not start.
+    let mut rig = Rig::new();
+    let count = MAX_EXPIRIES_PER_TURN + 10;
+    for i in 0..count {
+        assert_eq!(rig.create(&format!("t{i}"), "10s"), 201);
+    }
+    rig.create("long", "1h");
+    let disk = std::mem::take(&mut rig.disk);
+    let mut rig = Rig::recovered(disk, T0.checked_add(secs(60)).unwrap());
+    assert_eq!(rig.disk.rows.len(), 11, "one slice in the first commit");
+    assert_eq!(
+        rig.core.poll_timeout(rig.now()),
+        Some(rig.now().mono),
+        "the rest is due at once"
+    );
+    rig.turn(&[]);
+    assert_eq!(rig.disk_names(), ["long"]);
+    assert_eq!(rig.names(), ["long"]);
+}
+
+#[test]
 fn a_bound_process_gone_while_down_is_released_at_start() {
     let mut rig = Rig::new();
     rig.machine.running.insert(77, 5);
