@@ -6,9 +6,10 @@
 //! `usage` keeps the events that ended a hold, tripped or re-armed a name,
 //! in chunks keyed by the latest instant among them (when a hold ended or
 //! a name was re-armed) and their first sequence number, for the usage
-//! retention; `meta` says which log frames the tables already contain (`log.lsn`, the
-//! last one, and `log.position`, where the frame after it goes). A database
-//! written before the log existed has no `meta` and covers nothing of it.
+//! retention; `meta` says which log frames the tables already contain
+//! (`log.lsn`, the last one, and `log.position`, where the frame after it
+//! goes). A database written before the log existed has no `meta` and
+//! covers nothing of it.
 //!
 //! After a failed write or sync redb refuses further writes until the
 //! `Database` is dropped and reopened, so a failure drops it and the next
@@ -113,11 +114,8 @@ impl Tables {
                 let events = txn.open_table(EVENTS).map_err(io)?;
                 for row in events.iter().map_err(io)? {
                     let (first, chunk) = row.map_err(io)?;
-                    for line in chunk.value().split(|&b| b == b'\n') {
-                        if line.is_empty() {
-                            continue;
-                        }
-                        match Event::from_json(line) {
+                    for event in events_in(chunk.value()) {
+                        match event {
                             Some(event) => loaded.events.push(event),
                             None => warn!(chunk = first.value(), "unreadable event skipped"),
                         }
@@ -130,11 +128,8 @@ impl Tables {
                 let usage = txn.open_table(USAGE).map_err(io)?;
                 for row in usage.iter().map_err(io)? {
                     let (key, chunk) = row.map_err(io)?;
-                    for line in chunk.value().split(|&b| b == b'\n') {
-                        if line.is_empty() {
-                            continue;
-                        }
-                        match Event::from_json(line) {
+                    for event in events_in(chunk.value()) {
+                        match event {
                             Some(event) => {
                                 if event.usage_instant().is_some_and(|at| at.as_nanos() >= horizon) {
                                     loaded.usage.push(event);
@@ -285,6 +280,15 @@ impl Tables {
 fn usage_horizon(retention: Duration) -> u64 {
     let retention = u64::try_from(retention.as_nanos()).unwrap_or(u64::MAX);
     crate::time::wall_now().as_nanos().saturating_sub(retention)
+}
+
+/// The events of a chunk's lines, in order; `None` for a line this build
+/// cannot read.
+fn events_in(chunk: &[u8]) -> impl Iterator<Item = Option<Event>> + '_ {
+    chunk
+        .split(|&b| b == b'\n')
+        .filter(|line| !line.is_empty())
+        .map(Event::from_json)
 }
 
 /// Packs `lines` (each with its key) into chunks of up to
