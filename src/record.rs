@@ -171,15 +171,40 @@ impl std::error::Error for FieldError {}
 
 /// Encodes a task's value bytes (version 4).
 pub fn encode(task: &Task) -> Vec<u8> {
-    let mut out = Vec::with_capacity(FIXED_LEN + 1 + CRC_LEN);
+    let mut out = Vec::new();
+    encode_into(task, &mut out);
+    out
+}
+
+/// [`encode`] into `out`, which is cleared first: a checkpoint encodes
+/// thousands of rows into one buffer instead of allocating (and, as the
+/// details grow it, reallocating) a vector for each.
+pub fn encode_into(task: &Task, out: &mut Vec<u8>) {
+    out.clear();
+    out.reserve(FIXED_LEN + details_len(task) + CRC_LEN);
     out.push(VERSION);
     out.extend_from_slice(&task.started_at.as_nanos().to_le_bytes());
     out.extend_from_slice(&task.expires_at.as_nanos().to_le_bytes());
     out.extend_from_slice(&encode_owner(task.owner).to_le_bytes());
-    encode_details(task, &mut out);
-    let crc = checksum(task.name.as_str(), &out);
+    encode_details(task, out);
+    let crc = checksum(task.name.as_str(), out);
     out.extend_from_slice(&crc.to_le_bytes());
-    out
+}
+
+/// How many bytes [`encode_details`] appends for `task`.
+pub fn details_len(task: &Task) -> usize {
+    let text = |text: Option<&str>| text.map_or(0, |t| 2 + floor_char_boundary(t, MAX_TEXT_LEN));
+    let holder = task.holder.as_ref().map_or(0, |h| {
+        4 * usize::from(h.pid.is_some())
+            + 4 * usize::from(h.uid.is_some())
+            + 4 * usize::from(h.parent_pid.is_some())
+            + text(h.command.as_deref())
+            + text(h.parent_command.as_deref())
+    });
+    let binding = if task.binding.is_some() { 4 + 8 } else { 0 };
+    let limit = if task.max_held_for.is_some() { 8 } else { 0 };
+    // The two presence bytes, then the fields.
+    2 + holder + text(task.reason.as_deref()) + binding + limit
 }
 
 /// The stored form of an owner.
@@ -527,6 +552,37 @@ mod tests {
             ..task()
         };
         assert_eq!(decode(b"agent", &encode(&unknown)), Ok(unknown));
+    }
+
+    #[test]
+    fn the_reserved_length_is_exact_and_a_reused_buffer_encodes_the_same() {
+        let long = "x".repeat(MAX_TEXT_LEN + 10);
+        let tasks = [
+            task(),
+            detailed(),
+            Task {
+                max_held_for: Some(std::time::Duration::from_secs(3)),
+                reason: Some(long.clone()),
+                holder: Some(Holder {
+                    command: Some(long.as_str().into()),
+                    ..Holder::default()
+                }),
+                ..task()
+            },
+            Task {
+                holder: Some(Holder::default()),
+                ..task()
+            },
+        ];
+        let mut reused = vec![0xAA; 3000];
+        for task in &tasks {
+            let mut details = Vec::new();
+            encode_details(task, &mut details);
+            assert_eq!(details.len(), details_len(task), "{task:?}");
+            encode_into(task, &mut reused);
+            assert_eq!(reused, encode(task));
+            assert_eq!(reused.len(), FIXED_LEN + details_len(task) + CRC_LEN);
+        }
     }
 
     /// A version-2 record of [`detailed`] (its reason ending in a check

@@ -227,11 +227,13 @@ impl Tables {
             }
             {
                 let mut tasks = txn.open_table(TASKS).map_err(io)?;
+                let mut value = Vec::new();
                 for (name, row) in pending.rows() {
                     match row {
                         Some(task) => {
+                            record::encode_into(task, &mut value);
                             tasks
-                                .insert(name.as_str().as_bytes(), record::encode(task).as_slice())
+                                .insert(name.as_str().as_bytes(), value.as_slice())
                                 .map_err(io)?;
                         }
                         None => {
