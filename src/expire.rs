@@ -80,18 +80,89 @@ impl std::error::Error for ExpireError {}
 /// duration outside `MIN_EXPIRE..=max`.
 pub fn decode(value: &Value, max: Duration) -> Result<Duration, ExpireError> {
     match value {
-        Value::Number(number) => {
-            if let Some(seconds) = number.as_u64() {
-                bounded(Duration::from_secs(seconds), max)
-            } else if number.as_i64().is_some() {
-                Err(ExpireError::TooShort)
-            } else {
-                // A float such as 1.5: refuse rather than silently round.
-                Err(ExpireError::WrongType)
-            }
-        }
+        Value::Number(number) => match (number.as_u64(), number.as_i64()) {
+            (Some(seconds), _) => JsonDuration::Seconds(seconds).decode(max),
+            (None, Some(_)) => JsonDuration::Negative.decode(max),
+            // A float such as 1.5: refuse rather than silently round.
+            (None, None) => JsonDuration::WrongType.decode(max),
+        },
         Value::String(text) => parse_text(text, max),
         _ => Err(ExpireError::WrongType),
+    }
+}
+
+/// A duration field (`expire`, `max_held_for`) as a request body carries
+/// it, deserialized straight from the body: a string is borrowed from it
+/// when it has no escapes, where a [`Value`] would allocate the string and
+/// then the value (one of the costs of every create and refresh).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JsonDuration<'a> {
+    /// A string: a duration such as `"1h 30m"`, or not.
+    Text(std::borrow::Cow<'a, str>),
+    /// A non-negative integer of seconds.
+    Seconds(u64),
+    /// A negative integer.
+    Negative,
+    /// A float, a bool, an array or an object.
+    WrongType,
+}
+
+impl JsonDuration<'_> {
+    /// As [`decode`] on the same JSON value.
+    ///
+    /// # Errors
+    /// As [`decode`].
+    pub fn decode(&self, max: Duration) -> Result<Duration, ExpireError> {
+        match self {
+            JsonDuration::Text(text) => parse_text(text, max),
+            JsonDuration::Seconds(seconds) => bounded(Duration::from_secs(*seconds), max),
+            JsonDuration::Negative => Err(ExpireError::TooShort),
+            JsonDuration::WrongType => Err(ExpireError::WrongType),
+        }
+    }
+}
+
+impl<'de: 'a, 'a> serde::Deserialize<'de> for JsonDuration<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
+
+        struct Any<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for Any<'a> {
+            type Value = JsonDuration<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a duration")
+            }
+            fn visit_borrowed_str<E>(self, text: &'de str) -> Result<Self::Value, E> {
+                Ok(JsonDuration::Text(text.into()))
+            }
+            fn visit_str<E>(self, text: &str) -> Result<Self::Value, E> {
+                Ok(JsonDuration::Text(text.to_owned().into()))
+            }
+            fn visit_string<E>(self, text: String) -> Result<Self::Value, E> {
+                Ok(JsonDuration::Text(text.into()))
+            }
+            fn visit_u64<E>(self, seconds: u64) -> Result<Self::Value, E> {
+                Ok(JsonDuration::Seconds(seconds))
+            }
+            fn visit_i64<E>(self, value: i64) -> Result<Self::Value, E> {
+                Ok(u64::try_from(value).map_or(JsonDuration::Negative, JsonDuration::Seconds))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(JsonDuration::WrongType)
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(JsonDuration::WrongType)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(JsonDuration::WrongType)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(JsonDuration::WrongType)
+            }
+        }
+        deserializer.deserialize_any(Any(std::marker::PhantomData))
     }
 }
 
@@ -285,5 +356,47 @@ mod tests {
             let text = humantime::format_duration(d).to_string();
             assert_eq!(parse_text(&text, MAX), Ok(d), "{text}");
         }
+    }
+
+    /// The body's duration decodes every JSON value as [`decode`] does the
+    /// same value read as a [`Value`], and borrows a plain string.
+    #[test]
+    fn a_body_duration_decodes_as_the_value_does() {
+        let inputs = [
+            r#""1h""#,
+            r#""\u0031h""#,
+            r#""90s""#,
+            r#""""#,
+            r#""0s""#,
+            r#""2h""#,
+            r#""soon""#,
+            "0",
+            "1",
+            "3600",
+            "3601",
+            "-5",
+            "-9223372036854775808",
+            "18446744073709551615",
+            "99999999999999999999",
+            "1.5",
+            "1e3",
+            "true",
+            "false",
+            "[1, \"1h\"]",
+            r#"{"a": [1, {"b": 2}]}"#,
+        ];
+        for input in inputs {
+            let value: Value = serde_json::from_str(input).unwrap();
+            let ours: JsonDuration = serde_json::from_str(input).unwrap();
+            assert_eq!(ours.decode(MAX), decode(&value, MAX), "{input}");
+        }
+        let plain: JsonDuration = serde_json::from_str(r#""1h""#).unwrap();
+        assert!(matches!(
+            plain,
+            JsonDuration::Text(std::borrow::Cow::Borrowed("1h"))
+        ));
+        // In a body, null is no value at all, as an `Option<Value>` reads it.
+        let null: Option<JsonDuration> = serde_json::from_str("null").unwrap();
+        assert_eq!(null, None);
     }
 }

@@ -2,7 +2,9 @@
 //! every answer and every event line carries several, and going through
 //! `write!` cost about 2,000 instructions a request (callgrind, 64
 //! clients refreshing); and JSON strings, copied as they are when nothing
-//! in them needs escaping. Depends on nothing of ours but `serde_json`.
+//! in them needs escaping; and JSON strings read from a request body
+//! without copying ([`JsonText`]). Depends on nothing of ours but
+//! `serde` and `serde_json`.
 
 /// Appends `n` in decimal.
 pub fn push_u64(out: &mut Vec<u8>, mut n: u64) {
@@ -71,6 +73,35 @@ fn needs_escape(bytes: &[u8]) -> bool {
         .remainder()
         .iter()
         .any(|&b| b < 0x20 || b == b'"' || b == b'\\')
+}
+
+/// A JSON string field of a request body, borrowed from the body when it
+/// has no escapes (serde's own `Cow<str>` always copies inside an
+/// `Option`). Refuses anything but a string as serde does a `String`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JsonText<'a>(pub std::borrow::Cow<'a, str>);
+
+impl<'de: 'a, 'a> serde::Deserialize<'de> for JsonText<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Text<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Text<'a> {
+            type Value = JsonText<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                // The words serde uses for a `String`.
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, text: &'de str) -> Result<Self::Value, E> {
+                Ok(JsonText(text.into()))
+            }
+            fn visit_str<E>(self, text: &str) -> Result<Self::Value, E> {
+                Ok(JsonText(text.to_owned().into()))
+            }
+            fn visit_string<E>(self, text: String) -> Result<Self::Value, E> {
+                Ok(JsonText(text.into()))
+            }
+        }
+        deserializer.deserialize_str(Text(std::marker::PhantomData))
+    }
 }
 
 #[cfg(test)]
@@ -151,6 +182,42 @@ mod tests {
             push_json_string(&mut out, text);
             let expected = format!("x{}", serde_json::to_string(text).unwrap());
             assert_eq!(String::from_utf8(out).unwrap(), expected, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn a_body_string_is_borrowed_unless_escaped_and_refused_as_serde_refuses_a_string() {
+        use std::borrow::Cow;
+        #[derive(serde::Deserialize)]
+        struct Body<'a> {
+            #[serde(borrow)]
+            name: Option<JsonText<'a>>,
+        }
+        let plain: Body = serde_json::from_str(r#"{"name":"agent"}"#).unwrap();
+        assert!(matches!(plain.name, Some(JsonText(Cow::Borrowed("agent")))));
+        let escaped: Body = serde_json::from_str(r#"{"name":"a\u0067ent"}"#).unwrap();
+        assert!(matches!(escaped.name, Some(JsonText(Cow::Owned(ref s))) if s == "agent"));
+        let null: Body = serde_json::from_str(r#"{"name":null}"#).unwrap();
+        assert!(null.name.is_none());
+        #[derive(Debug, serde::Deserialize)]
+        #[allow(dead_code)]
+        struct Owned {
+            name: Option<String>,
+        }
+        for wrong in [
+            r#"{"name":5}"#,
+            r#"{"name":[1]}"#,
+            r#"{"name":true}"#,
+            r#"{"name":{}}"#,
+        ] {
+            let ours = serde_json::from_str::<Body>(wrong)
+                .err()
+                .unwrap()
+                .to_string();
+            let serde = serde_json::from_str::<Owned>(wrong)
+                .unwrap_err()
+                .to_string();
+            assert_eq!(ours, serde, "{wrong}");
         }
     }
 }

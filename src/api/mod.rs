@@ -29,11 +29,12 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::expire;
+use crate::expire::JsonDuration;
 use crate::http::{HttpDate, Method, Request, Response};
 use crate::tasks::{
     Claim, Command, Holder, Outcome, Task, TaskError, TaskName, Tasks, check_reason,
 };
+use crate::text::JsonText;
 use crate::time::Timestamp;
 use crate::usage::{History, Window};
 
@@ -221,7 +222,12 @@ fn route_inner(
         }),
         Method::Put => {
             let body = TaskBody::decode(&request.body)?;
-            if let Some(other) = body.name.as_deref().filter(|other| *other != name.as_str()) {
+            if let Some(other) = body
+                .name
+                .as_ref()
+                .map(|other| &*other.0)
+                .filter(|other| *other != name.as_str())
+            {
                 return Err(error(
                     400,
                     format!(
@@ -306,20 +312,23 @@ fn decode_name(segment: &str) -> Result<TaskName, Response> {
 /// The JSON body of a create or refresh.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct TaskBody {
-    name: Option<String>,
-    expire: Option<Value>,
+struct TaskBody<'a> {
+    #[serde(borrow)]
+    name: Option<JsonText<'a>>,
+    #[serde(borrow)]
+    expire: Option<JsonDuration<'a>>,
     reason: Option<String>,
     pid: Option<Value>,
-    max_held_for: Option<Value>,
+    #[serde(borrow)]
+    max_held_for: Option<JsonDuration<'a>>,
 }
 
 /// The longest per-task `max_held_for` accepted: a year. It only lowers
 /// the daemon's `--max-held-for`; longer is no limit a person meant.
 pub const MAX_HELD_FOR_CEILING: Duration = Duration::from_secs(366 * 24 * 3600);
 
-impl TaskBody {
-    fn decode(body: &[u8]) -> Result<TaskBody, Response> {
+impl<'a> TaskBody<'a> {
+    fn decode(body: &'a [u8]) -> Result<TaskBody<'a>, Response> {
         if body.iter().all(u8::is_ascii_whitespace) {
             return Err(error(
                 400,
@@ -335,7 +344,7 @@ impl TaskBody {
     }
 
     fn required_name(&self) -> Result<TaskName, Response> {
-        let name = self.name.as_deref().ok_or_else(|| {
+        let name = self.name.as_ref().map(|name| &*name.0).ok_or_else(|| {
             error(
                 400,
                 format!("the body has no \"name\"; send a JSON object such as {EXAMPLE_BODY}"),
@@ -351,7 +360,7 @@ impl TaskBody {
                 format!("the body has no \"expire\"; send a JSON object such as {EXAMPLE_BODY}"),
             )
         })?;
-        expire::decode(value, max).map_err(|e| error(400, e.to_string()))
+        value.decode(max).map_err(|e| error(400, e.to_string()))
     }
 
     /// The claim the body makes: its reason. The holder and the binding
@@ -361,7 +370,7 @@ impl TaskBody {
             check_reason(reason).map_err(|e| error(400, e))?;
         }
         let max_held_for = match &self.max_held_for {
-            Some(value) => Some(expire::decode(value, MAX_HELD_FOR_CEILING).map_err(|e| {
+            Some(value) => Some(value.decode(MAX_HELD_FOR_CEILING).map_err(|e| {
                 error(
                     400,
                     format!(
@@ -754,7 +763,7 @@ mod tests {
         route(request, max_expire).1
     }
 
-    const MAX: Duration = expire::DEFAULT_MAX_EXPIRE;
+    const MAX: Duration = crate::expire::DEFAULT_MAX_EXPIRE;
 
     #[test]
     fn a_usage_window_takes_times_with_offsets_spans_and_buckets() {
