@@ -1,7 +1,9 @@
 //! Server CPU per request: a server process's user + system time, all its
 //! threads (the daemon's checkpoint worker, Redis's background threads),
 //! read from `/proc/PID/stat` right before and right after a phase and
-//! divided by the requests the phase served. Depends on nothing of the
+//! divided by the requests the phase served; and, of it, what the daemon's
+//! checkpoint thread spent (its `/proc/PID/task/TID/stat`), the work Redis's
+//! append-only file has no counterpart for. Depends on nothing of the
 //! bench's.
 
 use std::fs;
@@ -27,12 +29,18 @@ pub fn ticks_per_second() -> u64 {
     u64::try_from(hz).ok().filter(|hz| *hz > 0).unwrap_or(100)
 }
 
+/// The name the daemon gives its checkpoint thread (`/proc/.../comm`).
+pub const CHECKPOINT_THREAD: &str = "checkpoint";
+
 /// CPU time in clock ticks: user (utime) and system (stime, which holds the
-/// kernel's work in `fdatasync` and socket calls).
+/// kernel's work in `fdatasync` and socket calls), all threads; and the
+/// part of both spent by the [`CHECKPOINT_THREAD`] (0 in a process without
+/// one).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Ticks {
     pub user: u64,
     pub system: u64,
+    pub checkpoint: u64,
 }
 
 impl Ticks {
@@ -45,6 +53,7 @@ impl Ticks {
         Ticks {
             user: self.user.saturating_sub(before.user),
             system: self.system.saturating_sub(before.system),
+            checkpoint: self.checkpoint.saturating_sub(before.checkpoint),
         }
     }
 }
@@ -56,6 +65,7 @@ impl Add for Ticks {
         Ticks {
             user: self.user + other.user,
             system: self.system + other.system,
+            checkpoint: self.checkpoint + other.checkpoint,
         }
     }
 }
@@ -67,7 +77,28 @@ impl Add for Ticks {
 pub fn cpu_ticks(pid: u32) -> Ticks {
     let path = format!("/proc/{pid}/stat");
     let stat = fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {path}: {e}"));
-    parse_stat(&stat).unwrap_or_else(|| panic!("{path}: no utime and stime in {stat:?}"))
+    let all = parse_stat(&stat).unwrap_or_else(|| panic!("{path}: no utime and stime in {stat:?}"));
+    Ticks {
+        checkpoint: thread_ticks(pid, CHECKPOINT_THREAD),
+        ..all
+    }
+}
+
+/// The user + system ticks of `pid`'s threads named `name`. A thread that
+/// ends between listing and reading is skipped.
+fn thread_ticks(pid: u32, name: &str) -> u64 {
+    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter(|task| {
+            fs::read_to_string(task.path().join("comm")).is_ok_and(|comm| comm.trim_end() == name)
+        })
+        .filter_map(|task| fs::read_to_string(task.path().join("stat")).ok())
+        .filter_map(|stat| parse_stat(&stat))
+        .map(Ticks::total)
+        .sum()
 }
 
 /// utime and stime, fields 14 and 15 of a `/proc/PID/stat` line. Field 2,
@@ -79,7 +110,11 @@ pub fn parse_stat(stat: &str) -> Option<Ticks> {
     let mut fields = after_name.split_whitespace().skip(11);
     let user = fields.next()?.parse().ok()?;
     let system = fields.next()?.parse().ok()?;
-    Some(Ticks { user, system })
+    Some(Ticks {
+        user,
+        system,
+        checkpoint: 0,
+    })
 }
 
 /// Runs `phase`, and returns its result with the clock ticks `pid` spent
@@ -102,6 +137,25 @@ impl ServerCpu {
     pub fn per_request(self) -> Duration {
         let seconds = self.spent.total() as f64 / ticks_per_second() as f64;
         Duration::from_secs_f64(seconds / self.requests.max(1) as f64)
+    }
+
+    /// The checkpoint thread's share of [`ServerCpu::per_request`].
+    pub fn checkpoint_per_request(self) -> Duration {
+        let seconds = self.spent.checkpoint as f64 / ticks_per_second() as f64;
+        Duration::from_secs_f64(seconds / self.requests.max(1) as f64)
+    }
+
+    /// The checkpoint thread's µs per request, or `-` for a server without
+    /// one.
+    pub fn show_checkpoint(self) -> String {
+        if self.spent.checkpoint == 0 {
+            return "-".into();
+        }
+        format!(
+            "{}{:.1} µs",
+            if self.rough() { "~" } else { "" },
+            self.checkpoint_per_request().as_secs_f64() * 1e6
+        )
     }
 
     /// Whether the phase spent too few ticks for the figure to be more than
@@ -131,6 +185,8 @@ impl ServerCpu {
             "ticks": self.spent.total(),
             "user_ticks": self.spent.user,
             "system_ticks": self.spent.system,
+            "checkpoint_thread_ticks": self.spent.checkpoint,
+            "checkpoint_thread_us_per_request": (self.checkpoint_per_request().as_secs_f64() * 1e7).round() / 10.0,
             "requests": self.requests,
             "rough": self.rough(),
         })

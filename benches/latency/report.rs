@@ -291,7 +291,7 @@ pub fn print_paired(paired: &[Paired], floors: &Floors) {
 pub fn print_requests(rows: &[Row], floors: &Floors, after: &Floors) {
     println!("\nrequests (keep-alive, one in flight per client)");
     println!(
-        "{:<10} {:>4} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10} {:>7} {:>9} {:>8} {:>7}  group commit",
+        "{:<10} {:>4} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10} {:>9} {:>7} {:>9} {:>8} {:>7}  group commit",
         "endpoint",
         "cl",
         "n",
@@ -301,6 +301,7 @@ pub fn print_requests(rows: &[Row], floors: &Floors, after: &Floors) {
         "max",
         "per s",
         "cpu/req",
+        "of which",
         "p50 ×",
         "floor",
         "÷ redis",
@@ -320,7 +321,7 @@ pub fn print_requests(rows: &[Row], floors: &Floors, after: &Floors) {
             )
         });
         println!(
-            "{:<10} {:>4} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9.0} {:>10} {:>7.2} {:>9} {:>8} {:>7}  {}",
+            "{:<10} {:>4} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9.0} {:>10} {:>9} {:>7.2} {:>9} {:>8} {:>7}  {}",
             row.endpoint,
             row.clients,
             s.count,
@@ -330,6 +331,7 @@ pub fn print_requests(rows: &[Row], floors: &Floors, after: &Floors) {
             show(s.max),
             s.per_second,
             row.cpu.map_or("-".into(), |c| c.show()),
+            row.cpu.map_or("-".into(), |c| c.show_checkpoint()),
             ratio(s.p50, floor),
             show(floor),
             versus_redis,

@@ -124,7 +124,11 @@ pub fn smoke() {
 /// included, and the per-request figure.
 fn check_cpu() {
     let fields = "S 1 1 1 0 -1 4194560 100 0 0 0 7 3 0 0 20 0 2 0 5 100 9";
-    let spent = Some(Ticks { user: 7, system: 3 });
+    let spent = Some(Ticks {
+        user: 7,
+        system: 3,
+        checkpoint: 0,
+    });
     for (stat, ticks) in [
         (format!("42 (sprite-tasksd) {fields}"), spent),
         (format!("42 (a) b (c)) {fields}"), spent),
@@ -139,17 +143,55 @@ fn check_cpu() {
         spent: Ticks {
             user: hz - hz / 2,
             system: hz / 2,
+            checkpoint: hz / 4,
         },
         requests: 1000,
     };
     assert_eq!(spent.per_request(), Duration::from_millis(1));
     assert!(!spent.rough() && spent.show() == "1000.0 µs");
+    assert_eq!(spent.show_checkpoint(), "250.0 µs");
     let half = ServerCpu {
         spent: Ticks {
             user: hz / 2,
             system: 0,
+            checkpoint: 0,
         },
         requests: 1000,
     };
     assert_eq!(spent.ratio(half), Some(2.0));
+    assert_eq!(half.show_checkpoint(), "-");
+    check_checkpoint_thread();
+}
+
+/// A thread named as the daemon's checkpoint thread is found and charged:
+/// it spins until its own stat shows a tick, then waits to be read.
+fn check_checkpoint_thread() {
+    let (spent, read) = (std::sync::mpsc::channel(), std::sync::mpsc::channel::<()>());
+    let (spent_tx, spent_rx) = spent;
+    let (read_tx, read_rx) = read;
+    let thread = std::thread::Builder::new()
+        .name(cpu::CHECKPOINT_THREAD.into())
+        .spawn(move || {
+            // SAFETY: gettid(2) only returns the calling thread's id.
+            let tid = unsafe { libc::gettid() };
+            let own = format!("/proc/self/task/{tid}/stat");
+            while std::fs::read_to_string(&own)
+                .ok()
+                .and_then(|stat| cpu::parse_stat(&stat))
+                .is_none_or(|ticks| ticks.total() == 0)
+            {
+                std::hint::black_box((0..10_000u64).sum::<u64>());
+            }
+            spent_tx.send(()).unwrap();
+            read_rx.recv().unwrap();
+        })
+        .unwrap();
+    spent_rx.recv().unwrap();
+    let ticks = cpu::cpu_ticks(std::process::id());
+    read_tx.send(()).unwrap();
+    thread.join().unwrap();
+    assert!(
+        ticks.checkpoint >= 1 && ticks.checkpoint <= ticks.total(),
+        "{ticks:?}"
+    );
 }
