@@ -92,9 +92,12 @@ pub const DEFAULT_CHECKPOINT_CHANGES: usize = 16_384;
 /// cache. 16 MiB (the previous value) was 12 MiB of the daemon's memory
 /// after a restart with 100k tasks (65.8 against 53.1 MiB, and 76.3
 /// against 63.7 in the latency bench, target < 64). What the smaller cache
-/// costs: the pages a checkpoint misses are read again (callgrind, 20k
-/// creates then 20k deletes: 394 -> 420 M instructions in the checkpoint,
-/// about 650 a change; the 64-client bench, 2-3 % of a write's CPU).
+/// costs: the pages a checkpoint misses are read again, each into a
+/// zeroed buffer (callgrind, 20k creates then 20k deletes: 394 -> 420 M
+/// instructions in the checkpoint; 20k each of creates, refreshes, GETs
+/// and deletes: 518 -> 603 M, about 1,400 a write; the 64-client bench,
+/// 2-3 % of a write's CPU). Memory is a target we meet this way; the CPU
+/// per write is one we miss either way.
 pub const DATABASE_CACHE: usize = 4 << 20;
 
 /// ... or once the log is this fraction full (1/4), leaving three quarters
