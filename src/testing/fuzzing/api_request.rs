@@ -21,9 +21,10 @@ const OTHER_METHODS: &[&str] = &["PATCH", "HEAD", "OPTIONS", "get", "CONNECT"];
 /// `api_request`: byte 0 picks the method, byte 1 the HTTP version and the
 /// `--max-expire`; then the target up to the first newline, then the body.
 ///
-/// Properties: routing never panics and answers with a command, a query or
-/// a 4xx JSON error (`405` with its `Allow`), or 501 for exactly the methods
-/// the API does not implement; a command is valid (a valid name, an expiry
+/// Properties: routing never panics and answers with a command, a query,
+/// the OpenAPI document (200, to GET or HEAD) or a 4xx JSON error (`405`
+/// with its `Allow`), or 501 for exactly the methods the API does not
+/// implement; a command is valid (a valid name, an expiry
 /// in range) and, planned against a state holding one task, answers 2xx or
 /// 4xx; a query answers 200 or 404. No other 5xx.
 pub fn api_request(data: &[u8]) {
@@ -67,6 +68,11 @@ pub fn api_request(data: &[u8]) {
     let (label, routed) = api::route(&request, max_expire);
     assert!(ROUTE_LABELS.contains(&label), "unbounded label {label:?}");
     match routed {
+        // The one reply that is not an error: the API's own description.
+        Routed::Reply(response) if label == "openapi" && response.status == 200 => {
+            assert!(matches!(request.method, Method::Get | Method::Head));
+            assert_eq!(response.body, api::OPENAPI_DOCUMENT.as_bytes());
+        }
         Routed::Reply(response) => {
             let unimplemented = matches!(request.method, Method::Other(_));
             assert!(
