@@ -79,16 +79,17 @@ impl std::error::Error for ExpireError {}
 /// [`ExpireError`] for a value of the wrong type, an unreadable string, or a
 /// duration outside `MIN_EXPIRE..=max`.
 pub fn decode(value: &Value, max: Duration) -> Result<Duration, ExpireError> {
-    match value {
+    let duration = match value {
         Value::Number(number) => match (number.as_u64(), number.as_i64()) {
-            (Some(seconds), _) => JsonDuration::Seconds(seconds).decode(max),
-            (None, Some(_)) => JsonDuration::Negative.decode(max),
+            (Some(seconds), _) => JsonDuration::Seconds(seconds),
+            (None, Some(_)) => JsonDuration::Negative,
             // A float such as 1.5: refuse rather than silently round.
-            (None, None) => JsonDuration::WrongType.decode(max),
+            (None, None) => JsonDuration::WrongType,
         },
-        Value::String(text) => parse_text(text, max),
-        _ => Err(ExpireError::WrongType),
-    }
+        Value::String(text) => JsonDuration::Text(text.as_str().into()),
+        _ => JsonDuration::WrongType,
+    };
+    duration.decode(max)
 }
 
 /// A duration field (`expire`, `max_held_for`) as a request body carries
@@ -103,7 +104,8 @@ pub enum JsonDuration<'a> {
     Seconds(u64),
     /// A negative integer.
     Negative,
-    /// A float, a bool, an array or an object.
+    /// A float, a bool, null (where it is not read as no value at all),
+    /// an array or an object.
     WrongType,
 }
 
@@ -151,6 +153,9 @@ impl<'de: 'a, 'a> serde::Deserialize<'de> for JsonDuration<'a> {
                 Ok(JsonDuration::WrongType)
             }
             fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(JsonDuration::WrongType)
+            }
+            fn visit_unit<E>(self) -> Result<Self::Value, E> {
                 Ok(JsonDuration::WrongType)
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
@@ -382,6 +387,7 @@ mod tests {
             "1e3",
             "true",
             "false",
+            "null",
             "[1, \"1h\"]",
             r#"{"a": [1, {"b": 2}]}"#,
         ];

@@ -166,9 +166,8 @@ fn check_cpu() {
 /// A thread named as the daemon's checkpoint thread is found and charged:
 /// it spins until its own stat shows a tick, then waits to be read.
 fn check_checkpoint_thread() {
-    let (spent, read) = (std::sync::mpsc::channel(), std::sync::mpsc::channel::<()>());
-    let (spent_tx, spent_rx) = spent;
-    let (read_tx, read_rx) = read;
+    let (spent_tx, spent_rx) = std::sync::mpsc::channel();
+    let (read_tx, read_rx) = std::sync::mpsc::channel::<()>();
     let thread = std::thread::Builder::new()
         .name(cpu::CHECKPOINT_THREAD.into())
         .spawn(move || {

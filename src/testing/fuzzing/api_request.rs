@@ -24,9 +24,9 @@ const OTHER_METHODS: &[&str] = &["PATCH", "HEAD", "OPTIONS", "get", "CONNECT"];
 /// Properties: routing never panics and answers with a command, a query,
 /// the OpenAPI document (200, to GET or HEAD) or a 4xx JSON error (`405`
 /// with its `Allow`), or 501 for exactly the methods the API does not
-/// implement; a command is valid (a valid name, an expiry
-/// in range) and, planned against a state holding one task, answers 2xx or
-/// 4xx; a query answers 200 or 404. No other 5xx.
+/// implement; a command is valid (a valid name, an expiry in range) and,
+/// planned against a state holding one task, answers 2xx or 4xx; a query
+/// answers 200 or 404. No other 5xx.
 pub fn api_request(data: &[u8]) {
     let mut input = Input::new(data);
     let method = match input.byte() % 9 {
