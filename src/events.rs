@@ -425,6 +425,23 @@ impl EventLines {
     pub fn is_empty(&self) -> bool {
         self.ends.is_empty()
     }
+
+    /// Events these lines have room for without growing.
+    #[cfg(test)]
+    pub(crate) fn ends_capacity(&self) -> usize {
+        self.ends.capacity()
+    }
+
+    /// Empties these lines for reuse, keeping room for up to `events`
+    /// events of [`LINE_CAPACITY`] bytes (more is given back).
+    pub fn clear_keeping(&mut self, events: usize) {
+        self.text.clear();
+        self.text.shrink_to(events.saturating_mul(LINE_CAPACITY));
+        self.ends.clear();
+        self.ends.shrink_to(events);
+        self.usage.clear();
+        self.usage.shrink_to(events);
+    }
 }
 
 /// The numbered history.

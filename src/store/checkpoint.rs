@@ -45,9 +45,10 @@ pub(crate) enum Job {
 /// What the worker reports.
 #[derive(Debug)]
 pub(crate) enum Done {
-    /// A checkpoint succeeded up to this mark, or failed and hands its
-    /// pending changes back.
-    Checkpointed(Result<LogMark, (StoreError, Pending)>),
+    /// A checkpoint succeeded up to this mark (and hands back its changes
+    /// [`recycled`](Pending::recycled), emptied on this thread), or failed
+    /// and hands its pending changes back.
+    Checkpointed(Result<(LogMark, Pending), (StoreError, Pending)>),
     Recovered(Result<Recovered, StoreError>),
 }
 
@@ -64,7 +65,7 @@ impl Engine {
         match job {
             Job::Checkpoint(pending) => {
                 Done::Checkpointed(match self.tables.checkpoint(&pending) {
-                    Ok(()) => Ok(pending.mark()),
+                    Ok(()) => Ok((pending.mark(), pending.recycled())),
                     Err(e) => Err((e, pending)),
                 })
             }

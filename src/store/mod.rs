@@ -240,6 +240,11 @@ pub struct Store {
     tail: u64,
     next_lsn: u64,
     pending: Pending,
+    /// The last checkpoint's changes, emptied with their room kept: the
+    /// next `pending`, so that under steady writes it does not grow from
+    /// nothing at each checkpoint. Dropped when a checkpoint ends with
+    /// nothing new pending ([`pending::RECYCLED_ROOM`]).
+    spare: Pending,
     /// When the oldest pending change was logged, as far as `poll` saw.
     pending_since: Option<Instant>,
     /// Recovery replayed frames: checkpoint them at the next `poll`.
@@ -338,6 +343,7 @@ impl Store {
             tail: 0,
             next_lsn: 1,
             pending: Pending::default(),
+            spare: Pending::default(),
             pending_since: None,
             checkpoint_soon: false,
             in_flight: false,
@@ -585,7 +591,7 @@ impl Store {
     }
 
     fn start_checkpoint(&mut self) {
-        let pending = std::mem::take(&mut self.pending);
+        let pending = std::mem::replace(&mut self.pending, std::mem::take(&mut self.spare));
         self.pending_since = None;
         self.checkpoint_soon = false;
         self.in_flight = true;
@@ -594,7 +600,16 @@ impl Store {
 
     fn take(&mut self, done: Done) {
         match done {
-            Done::Checkpointed(Ok(mark)) => {
+            Done::Checkpointed(Ok((mark, spent))) => {
+                if self.pending.is_empty() {
+                    // Idle: nothing came while it ran. Both rooms go back
+                    // to the system (a large one is mapped pages of its
+                    // own), to be grown again by the next burst.
+                    self.pending = Pending::default();
+                    self.spare = Pending::default();
+                } else {
+                    self.spare = spent;
+                }
                 self.in_flight = false;
                 self.tail = mark.position;
                 self.counters.checkpoints += 1;
