@@ -303,7 +303,7 @@ mod tests {
             ),
             (0, LogMark::default(), 0, 0)
         );
-        // Room for the bound, not for all three times it that it held.
+        // Room for the bound, not for the three times as much it held.
         let room = recycled.rows.capacity();
         assert!((RECYCLED_ROOM..2 * RECYCLED_ROOM).contains(&room), "{room}");
         let ends = recycled.events.ends_capacity();
