@@ -233,9 +233,25 @@ fn exchange(
         "{method} {path} HTTP/1.1\r\nHost: sprite\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     );
-    stream.write_all(head.as_bytes())?;
+    // A daemon told to stop closes what it accepted but has not read: the
+    // request then meets a closed socket (EPIPE) or, sent just before the
+    // close, is reset unread. Either way it goes unanswered, as with an
+    // empty answer.
+    let unserved = |e: std::io::Error| match e.kind() {
+        std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset => Ok(None),
+        _ => Err(e),
+    };
+    if let Err(e) = stream.write_all(head.as_bytes()) {
+        return unserved(e);
+    }
     let mut answer = Vec::new();
-    stream.read_to_end(&mut answer)?;
+    if let Err(e) = stream.read_to_end(&mut answer) {
+        return if answer.is_empty() {
+            unserved(e)
+        } else {
+            Err(e)
+        };
+    }
     if answer.is_empty() {
         return Ok(None);
     }
