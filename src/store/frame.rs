@@ -352,6 +352,7 @@ pub fn scan(ring: &[u8], start: u64, first_lsn: u64) -> Scan {
         return scan;
     }
     let mut position = start;
+    let mut texts = record::Texts::default();
     loop {
         if position - start >= size {
             return stopped(scan, Stop::Full, position);
@@ -408,7 +409,7 @@ pub fn scan(ring: &[u8], start: u64, first_lsn: u64) -> Scan {
             position = (generation + 1) * size;
             continue;
         }
-        match decode_batch(&frame[HEADER_LEN..], version) {
+        match decode_batch(&frame[HEADER_LEN..], version, &mut texts) {
             Ok(batch) => scan.batches.push((lsn, batch)),
             Err(why) => return stopped(scan, Stop::Payload(why), position),
         }
@@ -424,11 +425,16 @@ fn stopped(mut scan: Scan, stop: Stop, at: u64) -> Scan {
     scan
 }
 
-/// Decodes a batch payload of frame format `version` (1, 2 or 3).
+/// Decodes a batch payload of frame format `version` (1, 2 or 3);
+/// `texts` holds the command lines read so far (see [`record::Texts`]).
 ///
 /// # Errors
 /// [`PayloadError`] saying what does not decode.
-pub fn decode_batch(payload: &[u8], version: u16) -> Result<BatchRecord, PayloadError> {
+pub fn decode_batch(
+    payload: &[u8],
+    version: u16,
+    texts: &mut record::Texts,
+) -> Result<BatchRecord, PayloadError> {
     let details = version >= FORMAT_2;
     let owners = version >= FORMAT_3;
     let limits = version >= FORMAT;
@@ -457,7 +463,7 @@ pub fn decode_batch(payload: &[u8], version: u16) -> Result<BatchRecord, Payload
                     Some(record::LEGACY_OWNER)
                 };
                 if details {
-                    let (decoded, used) = record::decode_details(reader.rest(), limits)?;
+                    let (decoded, used) = record::decode_details(reader.rest(), limits, texts)?;
                     reader.take(used)?;
                     decoded.apply_to(&mut task);
                 }
@@ -807,10 +813,10 @@ mod tests {
         let bytes = hex(FORMAT_1_FRAME);
         let length = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize;
         let mut payload = bytes[HEADER_LEN..HEADER_LEN + length].to_vec();
-        assert!(decode_batch(&payload, FORMAT_1).is_ok());
+        assert!(decode_batch(&payload, FORMAT_1, &mut record::Texts::default()).is_ok());
         payload[4] = 5;
         assert_eq!(
-            decode_batch(&payload, FORMAT_1),
+            decode_batch(&payload, FORMAT_1, &mut record::Texts::default()),
             Err(PayloadError::ChangeKind(5))
         );
     }
@@ -973,7 +979,10 @@ mod tests {
             frame[HEADER_LEN..HEADER_LEN + length].to_vec()
         };
         let good = payload_of(&batch(1));
-        assert_eq!(decode_batch(&good, FORMAT), Ok(batch(1)));
+        assert_eq!(
+            decode_batch(&good, FORMAT, &mut record::Texts::default()),
+            Ok(batch(1))
+        );
         // The first change is a put of `t1`: kind, name length, name, then
         // `started_at` and `expires_at`.
         let mut bad_name = good.clone();
@@ -1001,7 +1010,10 @@ mod tests {
             ),
         ];
         for (payload, error, message) in cases {
-            assert_eq!(decode_batch(&payload, FORMAT), Err(error.clone()));
+            assert_eq!(
+                decode_batch(&payload, FORMAT, &mut record::Texts::default()),
+                Err(error.clone())
+            );
             assert_eq!(error.to_string(), message);
         }
         assert_eq!(

@@ -104,9 +104,10 @@ impl Tables {
                 // Sized once: growing by doubling copied 100k rows 17 times.
                 let rows = usize::try_from(tasks.len().map_err(io)?).unwrap_or(0);
                 loaded.tasks.reserve_exact(rows.min(PRESIZE_ROWS_AT_MOST));
+                let mut texts = record::Texts::default();
                 for row in tasks.iter().map_err(io)? {
                     let (key, value) = row.map_err(io)?;
-                    match record::decode(key.value(), value.value()) {
+                    match record::decode(key.value(), value.value(), &mut texts) {
                         Ok(task) => loaded.tasks.push(task),
                         Err(reason) => bad.push((key.value().to_vec(), value.value().to_vec(), reason)),
                     }

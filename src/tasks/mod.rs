@@ -159,8 +159,9 @@ impl Tasks {
         // Into an empty state (start-up, a reload): built in bulk, several
         // times faster than one insert at a time for 100k tasks. A name
         // given twice keeps its last task, as inserting would.
-        // Rows read from disk carry their own copy of each command line;
-        // the tasks of one agent share theirs again, as they did live.
+        // Rows read from the tables share their command lines, and rows
+        // replayed from the log theirs (`record::Texts`), but not across
+        // the two: the tasks of one agent share one copy again, as live.
         let mut commands = HashSet::new();
         self.by_name = tasks
             .into_iter()

@@ -311,7 +311,7 @@ fn write_raw_row(
     disk.kill_process();
     drop(db);
     disk.revive();
-    let served = record::decode(&key, &value);
+    let served = record::decode(&key, &value, &mut record::Texts::default());
     if let Ok(key) = std::str::from_utf8(&key) {
         rows.remove(key);
     }
