@@ -44,6 +44,21 @@ impl Response {
     /// answer to HEAD, whose `Content-Length` is still that of the content a
     /// GET would get (RFC 9110 sections 9.3.2 and 8.6).
     pub fn encode(&self, to: Answering, date: &HttpDate, out: &mut Vec<u8>) {
+        self.encode_head(to, date, out);
+        if self.sends_body(to) {
+            out.extend_from_slice(&self.body);
+        }
+    }
+
+    /// Whether the body goes after the head in answer to `to` (see
+    /// [`encode`](Self::encode)).
+    pub fn sends_body(&self, to: Answering) -> bool {
+        !may_not_have_content(self.status) && !to.head
+    }
+
+    /// Appends the status line and the headers, up to and including the
+    /// blank line: [`encode`](Self::encode) without the body.
+    pub fn encode_head(&self, to: Answering, date: &HttpDate, out: &mut Vec<u8>) {
         use crate::text::push_u64;
         out.extend_from_slice(b"HTTP/1.1 ");
         push_u64(out, self.status.into());
@@ -74,9 +89,6 @@ impl Response {
             out.extend_from_slice(b"Connection: keep-alive\r\n");
         }
         out.extend_from_slice(b"\r\n");
-        if may_have_content && !to.head {
-            out.extend_from_slice(&self.body);
-        }
     }
 }
 
