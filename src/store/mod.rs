@@ -97,7 +97,10 @@ pub const DEFAULT_CHECKPOINT_CHANGES: usize = 16_384;
 /// instructions in the checkpoint; 20k each of creates, refreshes, GETs
 /// and deletes: 518 -> 603 M, about 1,400 a write; the 64-client bench,
 /// 2-3 % of a write's CPU). Memory is a target we meet this way; the CPU
-/// per write is one we miss either way.
+/// per write is one we miss either way. Tried again once a restart no
+/// longer held duplicated command lines (41 MiB with 100k tasks): 16 MiB
+/// made no difference beyond the runs' spread at 64 clients, for 12 MiB
+/// more (docs/performance.md, the fifth round).
 pub const DATABASE_CACHE: usize = 4 << 20;
 
 /// ... or once the log is this fraction full (1/4), leaving three quarters
