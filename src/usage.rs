@@ -73,8 +73,9 @@ impl Hold {
 pub struct History {
     holds: Vec<Hold>,
     retention: Duration,
-    /// One copy of each name and command line: a refresh loop re-creating
-    /// one name ten thousand times keeps one copy of it.
+    /// One copy of each long name (see [`TaskName::is_held_in_place`]) and
+    /// command line: a refresh loop re-creating one name ten thousand
+    /// times keeps one copy of it.
     names: IdSet<TaskName>,
     texts: HashSet<Arc<str>>,
     /// The earliest end among `holds` (the latest instant when empty), so
@@ -117,7 +118,13 @@ impl History {
         let Some(ended) = event.ended.as_ref().filter(|_| removal) else {
             return;
         };
-        let name = share(&mut self.names, name);
+        // A short name is a copy of 32 bytes whatever is shared; a long
+        // one keeps one copy of its text.
+        let name = if name.is_held_in_place() {
+            name.clone()
+        } else {
+            share(&mut self.names, name)
+        };
         let mut hold = Hold::ended(name, ended);
         for text in [&mut hold.command, &mut hold.parent_command]
             .into_iter()

@@ -479,7 +479,7 @@ fn write_task(task: &Task, out: &mut Vec<u8>) {
     // A name needs no escaping (its characters are `TaskName`'s), nor do
     // timestamps and numbers.
     out.extend_from_slice(b"{\"name\":\"");
-    out.extend_from_slice(task.name.as_str().as_bytes());
+    out.extend_from_slice(task.name.as_bytes());
     out.extend_from_slice(b"\",\"started_at\":\"");
     out.extend_from_slice(&task.started_at.rfc3339());
     out.extend_from_slice(b"\",\"expires_at\":\"");

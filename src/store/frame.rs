@@ -258,7 +258,7 @@ pub fn encode_batch<'a>(
             },
         };
         out.push(kind);
-        let name = change.name().as_str().as_bytes();
+        let name = change.name().as_bytes();
         out.extend_from_slice(&(name.len() as u16).to_le_bytes());
         out.extend_from_slice(name);
         match change {

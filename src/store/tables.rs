@@ -234,11 +234,11 @@ impl Tables {
                         Some(task) => {
                             record::encode_into(task, &mut value);
                             tasks
-                                .insert(name.as_str().as_bytes(), value.as_slice())
+                                .insert(name.as_bytes(), value.as_slice())
                                 .map_err(io)?;
                         }
                         None => {
-                            tasks.remove(name.as_str().as_bytes()).map_err(io)?;
+                            tasks.remove(name.as_bytes()).map_err(io)?;
                         }
                     }
                 }

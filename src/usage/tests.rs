@@ -253,12 +253,23 @@ fn a_capped_hold_trips_its_name_until_rearmed() {
 fn holds_past_the_retention_are_pruned_and_their_texts_dropped() {
     let retention = Duration::from_secs(10);
     let mut history = History::new(retention);
-    history.record(&ended(EventKind::Deleted, "old", 0, 1000));
-    history.record(&ended(EventKind::Deleted, "new", 5000, 12_000));
+    // Names longer than a name held in place, whose texts the set shares.
+    history.record(&ended(
+        EventKind::Deleted,
+        "old-agent-with-a-long-name",
+        0,
+        1000,
+    ));
+    history.record(&ended(
+        EventKind::Deleted,
+        "new-agent-with-a-long-name",
+        5000,
+        12_000,
+    ));
     history.prune(at_ms(11_500));
     assert_eq!(history.len(), 1);
     assert_eq!(history.horizon(at_ms(11_500)), at_ms(1500));
-    assert_eq!(history.names.len(), 1, "\"old\" is no longer kept");
+    assert_eq!(history.names.len(), 1, "the old name is no longer kept");
     assert_eq!(
         history.texts.len(),
         1,
@@ -281,11 +292,24 @@ fn holds_past_the_retention_are_pruned_and_their_texts_dropped() {
 #[test]
 fn recovery_shares_one_copy_of_each_name_and_command() {
     let events: Vec<Event> = (0..3)
-        .map(|i| ended(EventKind::Expired, "loop", i * 10, i * 10 + 5))
+        .map(|i| {
+            ended(
+                EventKind::Expired,
+                "a-refresh-loop-with-a-long-name",
+                i * 10,
+                i * 10 + 5,
+            )
+        })
         .collect();
     let history = History::recovered(DEFAULT_USAGE_RETENTION, &events, at_ms(100));
     assert_eq!(history.len(), 3);
     assert_eq!((history.names.len(), history.texts.len()), (1, 1));
+    // A short name is held in place: no set keeps a copy of it.
+    let short: Vec<Event> = (0..3)
+        .map(|i| ended(EventKind::Expired, "loop", i * 10, i * 10 + 5))
+        .collect();
+    let history = History::recovered(DEFAULT_USAGE_RETENTION, &short, at_ms(100));
+    assert_eq!((history.len(), history.names.len()), (3, 0));
     let commands: Vec<Arc<str>> = history
         .holds
         .iter()

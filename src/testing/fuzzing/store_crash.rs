@@ -272,7 +272,7 @@ fn write_raw_row(
         0 => {
             let task = task_of(input);
             (
-                task.name.as_str().as_bytes().to_vec(),
+                task.name.as_bytes().to_vec(),
                 record::encode(&task).to_vec(),
             )
         }
@@ -289,7 +289,7 @@ fn write_raw_row(
             let mut value = record::encode(&task);
             let bit = usize::from(input.byte()) % (value.len() * 8);
             value[bit / 8] ^= 1 << (bit % 8);
-            (task.name.as_str().as_bytes().to_vec(), value.to_vec())
+            (task.name.as_bytes().to_vec(), value.to_vec())
         }
         _ => {
             let key_len = usize::from(input.byte() % 8);
