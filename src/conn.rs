@@ -992,8 +992,8 @@ mod tests {
             GET /c HTTP/1.1\r\nHost: h\r\n\r\nGET /d HTTP/1.1\r\nHost: h\r\n\r\n";
         let mut c = conn(vec![requests], 100_000);
         c.read_available(1 << 16, now).unwrap();
-        // Two bodies queued as they are (one behind another), one that a
-        // HEAD leaves out, one copied.
+        // A large body queued as it is; a HEAD's, left out; a small one and
+        // then a large one, appended behind the first.
         let bodies = [ADOPT_BODY_AT, ADOPT_BODY_AT, 10, 3 * ADOPT_BODY_AT];
         let mut expected = Vec::new();
         for (i, len) in bodies.into_iter().enumerate() {
