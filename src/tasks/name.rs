@@ -30,7 +30,7 @@ pub const MAX_NAME_LEN: usize = 128;
 /// request looked its name up some nine times: about 3,000 instructions of
 /// SipHash, callgrind). Ordered by the text alone.
 ///
-/// Held in place when short: a name of up to [`INLINE_NAME`] bytes is
+/// Held in place when short: a name of up to `INLINE_NAME` (22) bytes is
 /// stored in the value itself, so the ordered maps keyed by names compare
 /// the keys in their own nodes instead of following each to its text (a
 /// cache miss a comparison: with 180k tasks a delete's removals compared
@@ -156,7 +156,7 @@ impl TaskName {
         }
     }
 
-    /// Whether the name is held in place (up to [`INLINE_NAME`] bytes):
+    /// Whether the name is held in place (up to `INLINE_NAME` bytes):
     /// a copy of it shares nothing, so a set sharing names gains nothing
     /// by keeping it.
     pub fn is_held_in_place(&self) -> bool {
