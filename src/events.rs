@@ -272,7 +272,7 @@ impl Event {
         }
         if let Some(task) = &self.task {
             out.extend_from_slice(b",\"task\":\"");
-            out.extend_from_slice(task.as_str().as_bytes());
+            out.extend_from_slice(task.as_bytes());
             out.push(b'"');
         }
         if let Some(uid) = ended.and_then(|e| e.uid) {

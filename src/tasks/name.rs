@@ -166,9 +166,10 @@ impl TaskName {
     /// The name as text.
     pub fn as_str(&self) -> &str {
         match &self.text {
-            Text::Inline { len, bytes } => {
-                std::str::from_utf8(&bytes[..usize::from(*len)]).expect("a parsed name is ASCII")
-            }
+            // The bytes were copied whole from a `str` (`Text::new`): they
+            // are UTF-8, so this cannot fail.
+            Text::Inline { len, bytes } => std::str::from_utf8(&bytes[..usize::from(*len)])
+                .expect("an inline name is copied whole from a str"),
             Text::Shared(text) => text,
         }
     }
