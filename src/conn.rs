@@ -631,10 +631,9 @@ impl<S: Read + Write, P> Conn<S, P> {
             return;
         }
         for queued in self.queued.drain(..) {
-            let output = self.output.append(now);
             let response = match queued.reply {
                 Reply::Continue => {
-                    output.extend_from_slice(http::CONTINUE);
+                    self.output.append(now).extend_from_slice(http::CONTINUE);
                     continue;
                 }
                 Reply::Raw(bytes) => {
@@ -642,7 +641,7 @@ impl<S: Read + Write, P> Conn<S, P> {
                     if let Some(request) = &queued.request {
                         request.log(200, now);
                     }
-                    output.extend_from_slice(&bytes);
+                    self.output.append(now).extend_from_slice(&bytes);
                     continue;
                 }
                 Reply::Ready(response) => response,
@@ -651,11 +650,12 @@ impl<S: Read + Write, P> Conn<S, P> {
             if let Some(request) = &queued.request {
                 request.log(response.status, now);
             }
+            let output = self.output.append(now);
             if response.body.len() >= ADOPT_BODY_AT && response.sends_body(queued.to) {
-                response.encode_head(queued.to, date, self.output.append(now));
+                response.encode_head(queued.to, date, output);
                 self.output.adopt(response.body);
             } else {
-                response.encode(queued.to, date, self.output.append(now));
+                response.encode(queued.to, date, output);
             }
         }
         self.planned_in_queue = 0;
