@@ -74,6 +74,19 @@ pub struct Trip {
     pub limit: Duration,
 }
 
+#[cfg(test)]
+impl Holder {
+    /// Whether both command lines are the very copies `other` holds, not
+    /// only equal ones: what the tests of sharing ask.
+    pub(crate) fn shares_texts_with(&self, other: &Holder) -> bool {
+        let same = |a: &Option<Arc<str>>, b: &Option<Arc<str>>| match (a, b) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        };
+        same(&self.command, &other.command) && same(&self.parent_command, &other.parent_command)
+    }
+}
+
 impl Task {
     /// A task with no holder, reason, binding or owner.
     pub fn new(name: TaskName, started_at: Timestamp, expires_at: Timestamp) -> Task {
