@@ -24,9 +24,19 @@
 //! Version 3 (still read) is version 2 with the owner's uid (`u32`,
 //! [`UNKNOWN_OWNER`] when unknown) between `expires_at` and the details.
 //!
-//! Version 4 (what this build writes) is version 3 whose details end with
-//! a second presence byte: bit 0, the task's own hold limit
-//! (`max_held_for`) follows as `u64` nanoseconds.
+//! Version 4 (still read) is version 3 whose details end with a second
+//! presence byte: bit 0, the task's own hold limit (`max_held_for`)
+//! follows as `u64` nanoseconds.
+//!
+//! Version 5 (what this build writes) is version 4 in which the holder's
+//! command and parent command may each be a *reference*: the length
+//! [`TEXT_REFERENCE`] (`0xFFFF`) then a `u64` key of the database's `texts`
+//! table, which holds the text once for every row that refers to it
+//! (`crate::store`'s checkpoint decides which texts are shared). An agent's
+//! tasks all carry its parent's command line, up to 256 bytes: stored in
+//! each row it made rows of ~300 bytes where the rest is ~60, and the
+//! checkpoint's B-tree work grows with the bytes. Log frames never hold
+//! references.
 //!
 //! The details are a presence byte, then each present field in this order:
 //!
@@ -51,7 +61,10 @@ use crate::tasks::{Binding, Holder, NameError, Task, TaskName};
 use crate::time::Timestamp;
 
 /// The version this build writes.
-pub const VERSION: u8 = 4;
+pub const VERSION: u8 = 5;
+
+/// The version before shared command lines, still read.
+pub const VERSION_4: u8 = 4;
 
 /// The version before hold limits, still read.
 pub const VERSION_3: u8 = 3;
@@ -72,6 +85,11 @@ pub const LEGACY_OWNER: u32 = crate::tasks::ROOT_UID;
 
 /// Size of a version-1 record.
 pub const RECORD_V1_LEN: usize = 21;
+
+/// The length of a text field that is a reference: a `u64` key of the
+/// `texts` table follows instead of the text (version 5, holder command
+/// lines only). Far above [`MAX_TEXT_LEN`], so no text has it.
+pub const TEXT_REFERENCE: u16 = u16::MAX;
 
 /// Longest text field accepted on decode. Holder fields and reasons are
 /// bounded far below this when they are made; a longer one is damage.
@@ -155,6 +173,8 @@ pub enum FieldError {
     TextNotUtf8,
     /// Holder fields are marked present but the holder is not.
     HolderFieldsWithoutHolder,
+    /// A reference to a text the `texts` table does not hold.
+    UnknownText(u64),
 }
 
 impl fmt::Display for FieldError {
@@ -164,30 +184,36 @@ impl fmt::Display for FieldError {
             FieldError::TextTooLong(len) => write!(f, "a {len}-byte text field"),
             FieldError::TextNotUtf8 => write!(f, "a text field is not UTF-8"),
             FieldError::HolderFieldsWithoutHolder => write!(f, "holder fields without a holder"),
+            FieldError::UnknownText(key) => {
+                write!(f, "a reference to text {key:#018x}, which is not stored")
+            }
         }
     }
 }
 
 impl std::error::Error for FieldError {}
 
-/// Encodes a task's value bytes (version 4).
+/// Encodes a task's value bytes (version 5), every text in place.
 pub fn encode(task: &Task) -> Vec<u8> {
     let mut out = Vec::new();
-    encode_into(task, &mut out);
+    encode_into(task, &mut out, |_| None);
     out
 }
 
 /// [`encode`] into `out`, which is cleared first: a checkpoint encodes
 /// thousands of rows into one buffer instead of allocating (and, as the
-/// details grow it, reallocating) a vector for each.
-pub fn encode_into(task: &Task, out: &mut Vec<u8>) {
+/// details grow it, reallocating) a vector for each. `refer` gives the
+/// `texts` key of a holder command line the table holds, written as a
+/// reference; `None` writes the text in place.
+pub fn encode_into(task: &Task, out: &mut Vec<u8>, refer: impl FnMut(&Arc<str>) -> Option<u64>) {
     out.clear();
+    // At most this: a reference is never longer than the text it replaces.
     out.reserve(FIXED_LEN + details_len(task) + CRC_LEN);
     out.push(VERSION);
     out.extend_from_slice(&task.started_at.as_nanos().to_le_bytes());
     out.extend_from_slice(&task.expires_at.as_nanos().to_le_bytes());
     out.extend_from_slice(&encode_owner(task.owner).to_le_bytes());
-    encode_details(task, out);
+    write_details(task, out, refer);
     let crc = checksum(task.name.as_str(), out);
     out.extend_from_slice(&crc.to_le_bytes());
 }
@@ -218,8 +244,15 @@ pub fn decode_owner(stored: u32) -> Option<u32> {
     (stored != UNKNOWN_OWNER).then_some(stored)
 }
 
-/// Appends a task's details (holder, reason, binding) to `out`.
+/// Appends a task's details (holder, reason, binding) to `out`, every
+/// text in place: a log frame's layout.
 pub fn encode_details(task: &Task, out: &mut Vec<u8>) {
+    write_details(task, out, |_| None);
+}
+
+/// [`encode_details`], writing the holder command lines `refer` has a key
+/// for as references.
+fn write_details(task: &Task, out: &mut Vec<u8>, mut refer: impl FnMut(&Arc<str>) -> Option<u64>) {
     let holder = task.holder.as_ref();
     let field = |present: bool, bit: u8| if present { bit } else { 0 };
     let presence = field(holder.is_some(), HOLDER)
@@ -249,14 +282,21 @@ pub fn encode_details(task: &Task, out: &mut Vec<u8>) {
         if let Some(uid) = holder.uid {
             out.extend_from_slice(&uid.to_le_bytes());
         }
+        let mut command_line = |out: &mut Vec<u8>, command: &Arc<str>| match refer(command) {
+            Some(key) => {
+                out.extend_from_slice(&TEXT_REFERENCE.to_le_bytes());
+                out.extend_from_slice(&key.to_le_bytes());
+            }
+            None => text(out, command),
+        };
         if let Some(command) = &holder.command {
-            text(out, command);
+            command_line(out, command);
         }
         if let Some(pid) = holder.parent_pid {
             out.extend_from_slice(&pid.to_le_bytes());
         }
         if let Some(command) = &holder.parent_command {
-            text(out, command);
+            command_line(out, command);
         }
     }
     if let Some(reason) = &task.reason {
@@ -295,15 +335,43 @@ impl Details {
     }
 }
 
-/// Reads the details at the start of `bytes`, ending with a hold limit
-/// when `with_limit` (record version 4, log format 4); returns them and the
-/// number of bytes they took.
+/// What a layout of the details may hold beyond version 2's fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Layout {
+    /// A second presence byte and the hold limit end the details (record
+    /// version 4, log format 4).
+    pub limit: bool,
+    /// Holder command lines may be references (record version 5).
+    pub references: bool,
+}
+
+impl Layout {
+    /// A log frame's details: never references.
+    pub fn frame(limit: bool) -> Layout {
+        Layout {
+            limit,
+            references: false,
+        }
+    }
+
+    /// A row's details, by its version.
+    fn record(version: u8) -> Layout {
+        Layout {
+            limit: version >= VERSION_4,
+            references: version >= VERSION,
+        }
+    }
+}
+
+/// Reads the details at the start of `bytes`, laid out as `layout` says;
+/// returns them and the number of bytes they took. References are looked
+/// up in `texts`.
 ///
 /// # Errors
 /// [`FieldError`] saying which field does not read.
 pub fn decode_details(
     bytes: &[u8],
-    with_limit: bool,
+    layout: Layout,
     texts: &mut Texts,
 ) -> Result<(Details, usize), FieldError> {
     let mut reader = Reader::new(bytes);
@@ -324,13 +392,13 @@ pub fn decode_details(
             holder.uid = Some(reader.u32()?);
         }
         if has(HOLDER_COMMAND) {
-            holder.command = Some(texts.share(reader.str()?));
+            holder.command = Some(reader.command_line(layout, texts)?);
         }
         if has(HOLDER_PARENT_PID) {
             holder.parent_pid = Some(reader.u32()?);
         }
         if has(HOLDER_PARENT_COMMAND) {
-            holder.parent_command = Some(texts.share(reader.str()?));
+            holder.parent_command = Some(reader.command_line(layout, texts)?);
         }
         details.holder = Some(holder);
     }
@@ -342,7 +410,7 @@ pub fn decode_details(
         let start_time = reader.u64()?;
         details.binding = Some(Binding { pid, start_time });
     }
-    if with_limit && reader.u8()? & MAX_HELD_FOR != 0 {
+    if layout.limit && reader.u8()? & MAX_HELD_FOR != 0 {
         details.max_held_for = Some(std::time::Duration::from_nanos(reader.u64()?));
     }
     Ok((details, reader.used))
@@ -357,18 +425,111 @@ pub fn decode_details(
 /// stayed: 100k tasks restarted at 63.8 MiB of RSS against 56 MiB live
 /// (`cargo bench --bench latency -- --scale 100000`), the holes never
 /// handed back. Shared as they are read, no copy is made.
+///
+/// A load also puts here the `texts` table's rows ([`Texts::store`]) that
+/// version-5 references name, and counts the references it resolves, so
+/// that the table's counts can be checked against the rows.
 #[derive(Debug, Default)]
-pub struct Texts(std::collections::HashSet<Arc<str>>);
+pub struct Texts {
+    read: std::collections::HashSet<Arc<str>>,
+    stored: std::collections::HashMap<u64, Stored>,
+}
+
+/// A row of the `texts` table as loaded, and the references to it read.
+#[derive(Debug)]
+struct Stored {
+    text: Arc<str>,
+    count: u64,
+    used: u64,
+}
 
 impl Texts {
     /// The copy of `text` already read, or a new one, kept.
     pub fn share(&mut self, text: &str) -> Arc<str> {
-        if let Some(shared) = self.0.get(text) {
+        if let Some(shared) = self.read.get(text) {
             return Arc::clone(shared);
         }
         let shared: Arc<str> = Arc::from(text);
-        self.0.insert(Arc::clone(&shared));
+        self.read.insert(Arc::clone(&shared));
         shared
+    }
+
+    /// Makes `text`, stored under `key` with `count` references, one that
+    /// references resolve to.
+    pub fn store(&mut self, key: u64, text: &str, count: u64) {
+        let text = self.share(text);
+        self.stored.insert(
+            key,
+            Stored {
+                text,
+                count,
+                used: 0,
+            },
+        );
+    }
+
+    /// The stored text under `key`, counted as one more reference read.
+    fn stored(&mut self, key: u64) -> Option<Arc<str>> {
+        let stored = self.stored.get_mut(&key)?;
+        stored.used += 1;
+        Some(Arc::clone(&stored.text))
+    }
+
+    /// The stored texts whose count is not the number of references read:
+    /// each key, its text and the references read (zero: none refers to
+    /// it any more).
+    pub fn miscounted(&self) -> impl Iterator<Item = (u64, &str, u64)> {
+        self.stored
+            .iter()
+            .filter(|(_, stored)| stored.count != stored.used)
+            .map(|(&key, stored)| (key, &*stored.text, stored.used))
+    }
+}
+
+/// The `texts` keys a version-5 row stored under `name` refers to; none
+/// for an older row, or one that does not read or fails its checksum
+/// (what it referred to is recounted at the next load, which quarantines
+/// it).
+pub fn references(name: &[u8], bytes: &[u8]) -> [Option<u64>; 2] {
+    let mut keys = [None; 2];
+    if bytes.len() < FIXED_LEN + 1 + CRC_LEN || bytes[0] != VERSION {
+        return keys;
+    }
+    let (body, crc) = bytes.split_at(bytes.len() - CRC_LEN);
+    let stored = u32::from_le_bytes([crc[0], crc[1], crc[2], crc[3]]);
+    if checksum_bytes(name, body) != stored {
+        return keys;
+    }
+    let mut reader = Reader::new(&body[FIXED_LEN..]);
+    let mut walk = || -> Result<(), FieldError> {
+        let presence = reader.u8()?;
+        let has = |bit: u8| presence & HOLDER != 0 && presence & bit != 0;
+        let command_line = |reader: &mut Reader<'_>| -> Result<Option<u64>, FieldError> {
+            match reader.u16()? {
+                TEXT_REFERENCE => reader.u64().map(Some),
+                len => reader.take(usize::from(len)).map(|_| None),
+            }
+        };
+        if has(HOLDER_PID) {
+            reader.u32()?;
+        }
+        if has(HOLDER_UID) {
+            reader.u32()?;
+        }
+        if has(HOLDER_COMMAND) {
+            keys[0] = command_line(&mut reader)?;
+        }
+        if has(HOLDER_PARENT_PID) {
+            reader.u32()?;
+        }
+        if has(HOLDER_PARENT_COMMAND) {
+            keys[1] = command_line(&mut reader)?;
+        }
+        Ok(())
+    };
+    match walk() {
+        Ok(()) => keys,
+        Err(_) => [None; 2],
     }
 }
 
@@ -427,12 +588,30 @@ impl<'a> Reader<'a> {
 
     /// A text field, borrowed from the bytes.
     fn str(&mut self) -> Result<&'a str, FieldError> {
-        let len = self.u16()? as usize;
+        let len = self.u16()?;
+        self.str_of(len)
+    }
+
+    /// The `len` bytes of a text field whose length was read.
+    fn str_of(&mut self, len: u16) -> Result<&'a str, FieldError> {
+        let len = usize::from(len);
         if len > MAX_TEXT_LEN {
             return Err(FieldError::TextTooLong(len));
         }
         let bytes = self.take(len)?;
         std::str::from_utf8(bytes).map_err(|_| FieldError::TextNotUtf8)
+    }
+
+    /// A holder's command line: its text, or (where `layout` allows) the
+    /// text a reference names in `texts`.
+    fn command_line(&mut self, layout: Layout, texts: &mut Texts) -> Result<Arc<str>, FieldError> {
+        match self.u16()? {
+            TEXT_REFERENCE if layout.references => {
+                let key = self.u64()?;
+                texts.stored(key).ok_or(FieldError::UnknownText(key))
+            }
+            len => Ok(texts.share(self.str_of(len)?)),
+        }
     }
 }
 
@@ -463,10 +642,10 @@ pub fn decode(key: &[u8], bytes: &[u8], texts: &mut Texts) -> Result<Task, Recor
         VERSION_2 if bytes.len() < FIXED_LEN_V2 + 1 + CRC_LEN => {
             return Err(RecordError::Length(bytes.len()));
         }
-        VERSION_3 | VERSION if bytes.len() < FIXED_LEN + 1 + CRC_LEN => {
+        VERSION_3 | VERSION_4 | VERSION if bytes.len() < FIXED_LEN + 1 + CRC_LEN => {
             return Err(RecordError::Length(bytes.len()));
         }
-        VERSION_1 | VERSION_2 | VERSION_3 | VERSION => {}
+        VERSION_1 | VERSION_2 | VERSION_3 | VERSION_4 | VERSION => {}
         other => return Err(RecordError::Version(other)),
     }
     let (body, crc) = bytes.split_at(bytes.len() - CRC_LEN);
@@ -493,8 +672,8 @@ pub fn decode(key: &[u8], bytes: &[u8], texts: &mut Texts) -> Result<Task, Recor
     };
     {
         let details = &body[details_at..];
-        let (decoded, used) =
-            decode_details(details, version == VERSION, texts).map_err(RecordError::Details)?;
+        let (decoded, used) = decode_details(details, Layout::record(version), texts)
+            .map_err(RecordError::Details)?;
         if used != details.len() {
             return Err(RecordError::TrailingDetails(details.len() - used));
         }
@@ -505,9 +684,14 @@ pub fn decode(key: &[u8], bytes: &[u8], texts: &mut Texts) -> Result<Task, Recor
 
 /// CRC of the version byte, the name, then the rest of `body`.
 fn checksum(name: &str, body: &[u8]) -> u32 {
+    checksum_bytes(name.as_bytes(), body)
+}
+
+/// [`checksum`] of a name not known to be UTF-8.
+fn checksum_bytes(name: &[u8], body: &[u8]) -> u32 {
     let mut hasher = crc32fast::Hasher::new();
     hasher.update(&body[..1]);
-    hasher.update(name.as_bytes());
+    hasher.update(name);
     hasher.update(&body[1..]);
     hasher.finalize()
 }
@@ -638,7 +822,7 @@ mod tests {
             let mut details = Vec::new();
             encode_details(task, &mut details);
             assert_eq!(details.len(), details_len(task), "{task:?}");
-            encode_into(task, &mut reused);
+            encode_into(task, &mut reused, |_| None);
             assert_eq!(reused, encode(task));
             assert_eq!(reused.len(), FIXED_LEN + details_len(task) + CRC_LEN);
         }
@@ -670,10 +854,119 @@ mod tests {
         assert!(decode(b"agent", &bytes[..bytes.len() - 5]).is_err());
     }
 
+    /// [`detailed`] as version 4 wrote it: version 5 with every text in
+    /// place, numbered 4.
+    fn version_4(task: &Task) -> Vec<u8> {
+        let v5 = encode(task);
+        let mut v4 = v5[..v5.len() - CRC_LEN].to_vec();
+        v4[0] = VERSION_4;
+        let crc = checksum(task.name.as_str(), &v4);
+        v4.extend_from_slice(&crc.to_le_bytes());
+        v4
+    }
+
+    #[test]
+    fn version_4_records_still_load_and_hold_no_references() {
+        assert_eq!(decode(b"agent", &version_4(&detailed())), Ok(detailed()));
+        // In version 4 the reference length is a text too long.
+        let mut texts = Texts::default();
+        texts.store(7, "bash ./heartbeat.sh", 1);
+        let referring = encode_referring(&detailed(), 7);
+        let mut v4 = referring[..referring.len() - CRC_LEN].to_vec();
+        v4[0] = VERSION_4;
+        let crc = checksum("agent", &v4);
+        v4.extend_from_slice(&crc.to_le_bytes());
+        assert_eq!(
+            super::decode(b"agent", &v4, &mut texts),
+            Err(RecordError::Details(FieldError::TextTooLong(usize::from(
+                TEXT_REFERENCE
+            ))))
+        );
+        assert_eq!(references(b"agent", &v4), [None, None]);
+    }
+
+    /// [`encode`] with the parent command line as a reference to `key`.
+    fn encode_referring(task: &Task, key: u64) -> Vec<u8> {
+        let parent = task.holder.as_ref().and_then(|h| h.parent_command.clone());
+        let mut out = Vec::new();
+        encode_into(task, &mut out, |text| {
+            parent
+                .as_ref()
+                .is_some_and(|p| Arc::ptr_eq(p, text))
+                .then_some(key)
+        });
+        out
+    }
+
+    #[test]
+    fn references_resolve_through_the_stored_texts_and_are_counted() {
+        let task = detailed();
+        let bytes = encode_referring(&task, 0xfeed);
+        let inline = encode(&task);
+        let parent_len = "bash ./heartbeat.sh".len();
+        assert_eq!(bytes.len(), inline.len() - parent_len + 8);
+        assert_eq!(references(b"agent", &bytes), [None, Some(0xfeed)]);
+        assert_eq!(references(b"agent", &inline), [None, None]);
+        // A damaged row gives back nothing (the load recounts).
+        let mut damaged = bytes.clone();
+        damaged[2] ^= 1;
+        assert_eq!(references(b"agent", &damaged), [None, None]);
+        assert_eq!(references(b"other", &bytes), [None, None]);
+
+        // Unknown to the table: the row does not read.
+        let mut texts = Texts::default();
+        assert_eq!(
+            super::decode(b"agent", &bytes, &mut texts),
+            Err(RecordError::Details(FieldError::UnknownText(0xfeed)))
+        );
+        assert_eq!(
+            FieldError::UnknownText(0xfeed).to_string(),
+            "a reference to text 0x000000000000feed, which is not stored"
+        );
+        texts.store(0xfeed, "bash ./heartbeat.sh", 2);
+        texts.store(0xbeef, "nobody refers to this", 1);
+        let first = super::decode(b"agent", &bytes, &mut texts).unwrap();
+        assert_eq!(first, task);
+        let miscounted: Vec<_> = texts.miscounted().collect();
+        let mut expected = vec![
+            (0xfeed, "bash ./heartbeat.sh", 1),
+            (0xbeef, "nobody refers to this", 0),
+        ];
+        let mut miscounted = miscounted;
+        miscounted.sort();
+        expected.sort();
+        assert_eq!(miscounted, expected);
+        let second = super::decode(b"agent", &bytes, &mut texts).unwrap();
+        assert!(
+            first
+                .holder
+                .unwrap()
+                .shares_texts_with(&second.holder.unwrap())
+        );
+        assert_eq!(
+            texts.miscounted().collect::<Vec<_>>(),
+            vec![(0xbeef, "nobody refers to this", 0)]
+        );
+    }
+
+    #[test]
+    fn log_frames_hold_no_references() {
+        let bytes = encode_referring(&detailed(), 7);
+        let details = &bytes[FIXED_LEN..bytes.len() - CRC_LEN];
+        let mut texts = Texts::default();
+        texts.store(7, "bash ./heartbeat.sh", 1);
+        assert_eq!(
+            decode_details(details, Layout::frame(true), &mut texts),
+            Err(FieldError::TextTooLong(usize::from(TEXT_REFERENCE)))
+        );
+        let (read, used) = decode_details(details, Layout::record(VERSION), &mut texts).unwrap();
+        assert_eq!((read.holder, used), (detailed().holder, details.len()));
+    }
+
     #[test]
     fn version_3_records_still_load_without_a_hold_limit() {
         // Version 4 less its second presence byte is version 3.
-        let v4 = encode(&detailed());
+        let v4 = version_4(&detailed());
         let mut v3 = v4[..v4.len() - CRC_LEN - 1].to_vec();
         v3[0] = VERSION_3;
         let crc = checksum("agent", &v3);
@@ -691,7 +984,12 @@ mod tests {
 
     #[test]
     fn every_flipped_bit_is_caught() {
-        for bytes in [hex(V1_AGENT), hex(V2_AGENT.trim()), encode(&detailed())] {
+        for bytes in [
+            hex(V1_AGENT),
+            hex(V2_AGENT.trim()),
+            version_4(&detailed()),
+            encode(&detailed()),
+        ] {
             for bit in 0..bytes.len() * 8 {
                 let mut damaged = bytes.clone();
                 damaged[bit / 8] ^= 1 << (bit % 8);
@@ -707,9 +1005,9 @@ mod tests {
         assert_eq!(decode(b"agent", &[]), Err(RecordError::Length(0)));
         let v1 = hex(V1_AGENT);
         assert_eq!(decode(b"agent", &v1[..20]), Err(RecordError::Length(20)));
-        let mut v5 = bytes.clone();
-        v5[0] = 5;
-        assert_eq!(decode(b"agent", &v5), Err(RecordError::Version(5)));
+        let mut v6 = bytes.clone();
+        v6[0] = 6;
+        assert_eq!(decode(b"agent", &v6), Err(RecordError::Version(6)));
         assert!(matches!(
             decode(b"other", &bytes),
             Err(RecordError::Checksum { .. })
@@ -779,7 +1077,7 @@ mod tests {
         ];
         for (bytes, error, message) in cases {
             assert_eq!(
-                decode_details(&bytes, true, &mut Texts::default()),
+                decode_details(&bytes, Layout::record(VERSION), &mut Texts::default()),
                 Err(error.clone()),
                 "{bytes:?}"
             );

@@ -463,7 +463,11 @@ pub fn decode_batch(
                     Some(record::LEGACY_OWNER)
                 };
                 if details {
-                    let (decoded, used) = record::decode_details(reader.rest(), limits, texts)?;
+                    let (decoded, used) = record::decode_details(
+                        reader.rest(),
+                        record::Layout::frame(limits),
+                        texts,
+                    )?;
                     reader.take(used)?;
                     decoded.apply_to(&mut task);
                 }

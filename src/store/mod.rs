@@ -43,6 +43,7 @@ pub mod files;
 pub mod frame;
 pub mod pending;
 pub mod tables;
+pub mod texts;
 
 use std::fmt;
 use std::io;

@@ -22,6 +22,7 @@ use redb::{Database, DatabaseError, ReadableTable, ReadableTableMetadata, TableD
 use tracing::{error, warn};
 
 use super::pending::{LogMark, Pending};
+use super::texts::{self, TEXTS};
 use super::{Loaded, StoreError};
 use crate::events::Event;
 use crate::record::{self, RecordError};
@@ -98,6 +99,7 @@ impl Tables {
             let txn = db.begin_write().map_err(io)?;
             let mut loaded = Loaded::default();
             let mut mark = LogMark::default();
+            let mut changed = false;
             {
                 let mut tasks = txn.open_table(TASKS).map_err(io)?;
                 let mut bad: Vec<(Vec<u8>, Vec<u8>, RecordError)> = Vec::new();
@@ -105,6 +107,8 @@ impl Tables {
                 let rows = usize::try_from(tasks.len().map_err(io)?).unwrap_or(0);
                 loaded.tasks.reserve_exact(rows.min(PRESIZE_ROWS_AT_MOST));
                 let mut texts = record::Texts::default();
+                let mut stored_texts = txn.open_table(TEXTS).map_err(io)?;
+                texts::load(&stored_texts, &mut texts)?;
                 for row in tasks.iter().map_err(io)? {
                     let (key, value) = row.map_err(io)?;
                     match record::decode(key.value(), value.value(), &mut texts) {
@@ -148,6 +152,11 @@ impl Tables {
                 if let Some(position) = meta.get(META_POSITION).map_err(io)? {
                     mark.position = position.value();
                 }
+                let recounted = texts::recount(&mut stored_texts, &texts)?;
+                if recounted > 0 {
+                    warn!(recounted, "stored command lines recounted");
+                }
+                changed |= recounted > 0;
                 let mut quarantine = txn.open_table(QUARANTINE).map_err(io)?;
                 for (key, value, reason) in bad {
                     let shown = String::from_utf8_lossy(&key).into_owned();
@@ -157,7 +166,7 @@ impl Tables {
                     loaded.quarantined.push((shown, reason));
                 }
             }
-            if loaded.quarantined.is_empty() {
+            if !changed && loaded.quarantined.is_empty() {
                 // Nothing changed: no fsync needed.
                 txn.abort().map_err(io)?;
             } else {
@@ -228,20 +237,23 @@ impl Tables {
             }
             {
                 let mut tasks = txn.open_table(TASKS).map_err(io)?;
+                let mut stored_texts = txn.open_table(TEXTS).map_err(io)?;
+                let mut plan = texts::Plan::default();
                 let mut value = Vec::new();
                 for (name, row) in pending.rows() {
-                    match row {
+                    let name = name.as_bytes();
+                    let replaced = match row {
                         Some(task) => {
-                            record::encode_into(task, &mut value);
-                            tasks
-                                .insert(name.as_bytes(), value.as_slice())
-                                .map_err(io)?;
+                            plan.encode_row(&stored_texts, task, &mut value)?;
+                            tasks.insert(name, value.as_slice()).map_err(io)?
                         }
-                        None => {
-                            tasks.remove(name.as_bytes()).map_err(io)?;
-                        }
+                        None => tasks.remove(name).map_err(io)?,
+                    };
+                    if let Some(old) = replaced {
+                        plan.release_row(&stored_texts, name, old.value())?;
                     }
                 }
+                plan.apply(&mut stored_texts)?;
             }
             {
                 let mut meta = txn.open_table(META).map_err(io)?;
@@ -322,6 +334,6 @@ fn in_chunks<'a, K>(
     write(&keys, &chunk)
 }
 
-fn io(error: impl fmt::Display) -> StoreError {
+pub(super) fn io(error: impl fmt::Display) -> StoreError {
     StoreError::Io(error.to_string())
 }
