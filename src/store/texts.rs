@@ -26,6 +26,7 @@ use redb::{ReadableTable, Table, TableDefinition};
 use tracing::warn;
 
 use super::StoreError;
+use crate::ids::IdMap;
 use crate::record::{self, Texts};
 use crate::tasks::Task;
 
@@ -102,16 +103,21 @@ pub(crate) fn recount(
 /// and give back, counted per key and written once at the end.
 #[derive(Default)]
 pub(crate) struct Plan {
-    keys: HashMap<u64, Planned>,
-    /// The key each text seen so far was given (`None`: stays in its
-    /// rows), by the address and length of its shared copy: the tasks of
-    /// one holder share one `Arc`, so most rows find theirs here without
-    /// hashing or comparing the text. The pending rows the checkpoint
-    /// writes keep every such copy alive while the plan lives.
-    seen: HashMap<(usize, usize), Option<u64>>,
+    planned: Vec<Planned>,
+    /// Where each key is in `planned`. SipHash: keys are hashes of texts
+    /// that clients choose.
+    by_key: HashMap<u64, usize>,
+    /// Where the text seen so far went in `planned` (`None`: it stays in
+    /// its rows), by the address and length of its shared copy: the tasks
+    /// of one connection share one `Arc`, so most rows find theirs here by
+    /// one cheap hash of a number of ours, without hashing or comparing
+    /// the text. The pending rows the checkpoint writes keep every such
+    /// copy alive while the plan lives.
+    seen: IdMap<(usize, usize), Option<usize>>,
 }
 
 struct Planned {
+    key: u64,
     text: Arc<str>,
     /// The count in the table before this checkpoint; `None` if absent.
     stored: Option<u64>,
@@ -171,49 +177,53 @@ impl Plan {
             return Ok(None);
         }
         let address = (Arc::as_ptr(text).cast::<u8>() as usize, text.len());
-        let key = match self.seen.get(&address) {
-            Some(&key) => key,
+        let at = match self.seen.get(&address) {
+            Some(&at) => at,
             None => {
-                let key = self.key_for(table, text)?;
-                self.seen.insert(address, key);
-                key
+                let at = self.plan_for(table, text)?;
+                self.seen.insert(address, at);
+                at
             }
         };
-        if let Some(key) = key
-            && let Some(planned) = self.keys.get_mut(&key)
-        {
+        Ok(at.map(|at| {
+            let planned = &mut self.planned[at];
             planned.delta += 1;
-        }
-        Ok(key)
+            planned.key
+        }))
     }
 
-    /// [`refer`](Self::refer)'s key for a text not seen by address.
-    fn key_for(
+    /// Where in `planned` a text not seen by address goes; `None` if its
+    /// key holds another text.
+    fn plan_for(
         &mut self,
         table: &Table<'_, u64, &'static [u8]>,
         text: &Arc<str>,
-    ) -> Result<Option<u64>, StoreError> {
+    ) -> Result<Option<usize>, StoreError> {
         let key = key_of(text);
-        if let Some(planned) = self.keys.get(&key) {
-            return Ok((*planned.text == **text).then_some(key));
+        if let Some(&at) = self.by_key.get(&key) {
+            return Ok((*self.planned[at].text == **text).then_some(at));
         }
         let stored = table.get(key).map_err(super::tables::io)?;
-        let planned = match stored.as_ref().map(|value| decode(value.value())) {
-            None => Planned {
-                text: Arc::clone(text),
-                stored: None,
-                delta: 0,
-            },
-            Some(Some((count, stored))) if stored == &**text => Planned {
-                text: Arc::clone(text),
-                stored: Some(count),
-                delta: 0,
-            },
+        let stored = match stored.as_ref().map(|value| decode(value.value())) {
+            None => None,
+            Some(Some((count, stored))) if stored == &**text => Some(count),
             // Another text under this key, or one that does not read.
             Some(_) => return Ok(None),
         };
-        self.keys.insert(key, planned);
-        Ok(Some(key))
+        Ok(Some(self.push(key, Arc::clone(text), stored, 0)))
+    }
+
+    /// Adds a key to the plan; returns where it went.
+    fn push(&mut self, key: u64, text: Arc<str>, stored: Option<u64>, delta: i64) -> usize {
+        let at = self.planned.len();
+        self.planned.push(Planned {
+            key,
+            text,
+            stored,
+            delta,
+        });
+        self.by_key.insert(key, at);
+        at
     }
 
     /// A row that referred to `key` was replaced or removed.
@@ -222,22 +232,14 @@ impl Plan {
         table: &Table<'_, u64, &'static [u8]>,
         key: u64,
     ) -> Result<(), StoreError> {
-        if let Some(planned) = self.keys.get_mut(&key) {
-            planned.delta -= 1;
+        if let Some(&at) = self.by_key.get(&key) {
+            self.planned[at].delta -= 1;
             return Ok(());
         }
         let stored = table.get(key).map_err(super::tables::io)?;
         match stored.as_ref().and_then(|value| decode(value.value())) {
             Some((count, text)) => {
-                let text = Arc::from(text);
-                self.keys.insert(
-                    key,
-                    Planned {
-                        text,
-                        stored: Some(count),
-                        delta: -1,
-                    },
-                );
+                self.push(key, Arc::from(text), Some(count), -1);
             }
             // Miscounted: the next load recounts.
             None => warn!(key, "a row referred to a text that is not stored"),
@@ -247,7 +249,8 @@ impl Plan {
 
     /// Writes each changed count; a text no longer referred to is deleted.
     pub fn apply(self, table: &mut Table<'_, u64, &'static [u8]>) -> Result<(), StoreError> {
-        for (key, planned) in self.keys {
+        for planned in self.planned {
+            let key = planned.key;
             if planned.delta == 0 {
                 continue;
             }

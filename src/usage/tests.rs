@@ -320,6 +320,31 @@ fn recovery_shares_one_copy_of_each_name_and_command() {
 }
 
 #[test]
+fn holds_from_alternating_holders_share_the_copies_in_the_set() {
+    // Two holders' lines, each event with a copy of its own (as each
+    // connection has): the last one is tried first, the set otherwise.
+    let mut history = History::new(DEFAULT_USAGE_RETENTION);
+    let line =
+        |i: u64| -> Arc<str> { Arc::from(format!("bash ./loop-{}.sh --long --args", i % 2)) };
+    for i in 0..6 {
+        let mut event = ended(EventKind::Deleted, "a", i * 10, i * 10 + 5);
+        event.ended.as_mut().unwrap().parent_command = Some(line(i));
+        history.record(&event);
+    }
+    assert_eq!(history.texts.len(), 3, "curl and the two lines");
+    let parents: Vec<Arc<str>> = history
+        .holds
+        .iter()
+        .filter_map(|h| h.parent_command.clone())
+        .collect();
+    assert_eq!(parents.len(), 6);
+    for (i, parent) in parents.iter().enumerate() {
+        assert_eq!(&**parent, &*line(i as u64));
+        assert!(Arc::ptr_eq(parent, &parents[i % 2]), "hold {i}");
+    }
+}
+
+#[test]
 fn events_without_a_hold_are_ignored() {
     let mut history = History::new(DEFAULT_USAGE_RETENTION);
     let mut created = ended(EventKind::Created, "a", 0, 10);
