@@ -6,21 +6,42 @@
 //! without copying ([`JsonText`]). Depends on nothing of ours but
 //! `serde` and `serde_json`.
 
-/// Appends `n` in decimal.
+/// Appends `n` in decimal, two digits at a time from [`DIGIT_PAIRS`]: an
+/// answer carries four to six numbers (its task's pids, uid and owner,
+/// and its length), and a digit at a time cost about 80 instructions each
+/// (callgrind, GET).
 pub fn push_u64(out: &mut Vec<u8>, mut n: u64) {
+    if n < 10 {
+        out.push(b'0' + n as u8);
+        return;
+    }
     // u64::MAX has 20 digits.
     let mut digits = [0u8; 20];
     let mut start = digits.len();
-    loop {
+    while n >= 100 {
+        let pair = (n % 100) as usize;
+        n /= 100;
+        start -= 2;
+        digits[start..start + 2].copy_from_slice(&DIGIT_PAIRS[2 * pair..2 * pair + 2]);
+    }
+    if n >= 10 {
+        let pair = n as usize;
+        start -= 2;
+        digits[start..start + 2].copy_from_slice(&DIGIT_PAIRS[2 * pair..2 * pair + 2]);
+    } else {
         start -= 1;
-        digits[start] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
+        digits[start] = b'0' + n as u8;
     }
     out.extend_from_slice(&digits[start..]);
 }
+
+/// "00" to "99", back to back.
+pub(crate) const DIGIT_PAIRS: &[u8; 200] = b"\
+    0001020304050607080910111213141516171819\
+    2021222324252627282930313233343536373839\
+    4041424344454647484950515253545556575859\
+    6061626364656667686970717273747576777879\
+    8081828384858687888990919293949596979899";
 
 /// Appends `n` in decimal, with a `-` when negative.
 pub fn push_i64(out: &mut Vec<u8>, n: i64) {
@@ -125,6 +146,16 @@ mod tests {
             let mut out = b"x".to_vec();
             push_u64(&mut out, n);
             assert_eq!(out, format!("x{n}").into_bytes());
+        }
+        // Each count of digits, odd and even, at both its ends.
+        let mut power = 1u64;
+        for _ in 0..19 {
+            power *= 10;
+            for n in [power - 1, power, power + 7, power * 3 / 2] {
+                let mut out = Vec::new();
+                push_u64(&mut out, n);
+                assert_eq!(out, n.to_string().into_bytes());
+            }
         }
         for n in [0, -1, 1, -10, i64::MIN, i64::MIN + 1, i64::MAX] {
             let mut out = Vec::new();

@@ -174,13 +174,7 @@ impl Timestamp {
     }
 }
 
-/// "00" to "99", back to back.
-const DIGIT_PAIRS: &[u8; 200] = b"\
-    0001020304050607080910111213141516171819\
-    2021222324252627282930313233343536373839\
-    4041424344454647484950515253545556575859\
-    6061626364656667686970717273747576777879\
-    8081828384858687888990919293949596979899";
+use crate::text::DIGIT_PAIRS;
 
 /// Year, month (1-12) and day (1-31) of a count of days since 1970-01-01,
 /// proleptic Gregorian, by Howard Hinnant's `civil_from_days`: for RFC 3339

@@ -5,6 +5,9 @@
 
 use super::date::HttpDate;
 
+/// The content type of every JSON answer.
+const JSON: &str = "application/json";
+
 /// A response to encode.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Response {
@@ -22,7 +25,7 @@ impl Response {
         Response {
             status,
             body,
-            content_type: "application/json",
+            content_type: JSON,
             allow: None,
         }
     }
@@ -60,21 +63,32 @@ impl Response {
     /// blank line: [`encode`](Self::encode) without the body.
     pub fn encode_head(&self, to: Answering, date: &HttpDate, out: &mut Vec<u8>) {
         use crate::text::push_u64;
-        out.extend_from_slice(b"HTTP/1.1 ");
-        push_u64(out, self.status.into());
-        out.push(b' ');
-        out.extend_from_slice(reason(self.status).as_bytes());
-        out.extend_from_slice(b"\r\nDate: ");
+        match self.status {
+            // The usual answers' status lines in one copy.
+            200 => out.extend_from_slice(b"HTTP/1.1 200 OK\r\nDate: "),
+            201 => out.extend_from_slice(b"HTTP/1.1 201 Created\r\nDate: "),
+            status => {
+                out.extend_from_slice(b"HTTP/1.1 ");
+                push_u64(out, status.into());
+                out.push(b' ');
+                out.extend_from_slice(reason(status).as_bytes());
+                out.extend_from_slice(b"\r\nDate: ");
+            }
+        }
         out.extend_from_slice(date.as_bytes());
         out.extend_from_slice(b"\r\n");
         let may_have_content = !may_not_have_content(self.status);
         if may_have_content {
-            if !self.content_type.is_empty() {
-                out.extend_from_slice(b"Content-Type: ");
-                out.extend_from_slice(self.content_type.as_bytes());
-                out.extend_from_slice(b"\r\n");
+            if self.content_type == JSON {
+                out.extend_from_slice(b"Content-Type: application/json\r\nContent-Length: ");
+            } else {
+                if !self.content_type.is_empty() {
+                    out.extend_from_slice(b"Content-Type: ");
+                    out.extend_from_slice(self.content_type.as_bytes());
+                    out.extend_from_slice(b"\r\n");
+                }
+                out.extend_from_slice(b"Content-Length: ");
             }
-            out.extend_from_slice(b"Content-Length: ");
             push_u64(out, self.body.len() as u64);
             out.extend_from_slice(b"\r\n");
         }
