@@ -159,7 +159,7 @@ mod tests {
         let mut power = 1u64;
         for _ in 0..19 {
             power *= 10;
-            for n in [power - 1, power, power + 7, power * 3 / 2] {
+            for n in [power - 1, power, power + 7, power / 2 * 3] {
                 let mut out = Vec::new();
                 push_u64(&mut out, n);
                 assert_eq!(out, n.to_string().into_bytes());
