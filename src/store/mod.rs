@@ -150,6 +150,10 @@ pub struct Loaded {
     pub tasks: Vec<Task>,
     /// Rows moved to quarantine on this load: key and reason.
     pub quarantined: Vec<(String, RecordError)>,
+    /// Stored command lines whose count of references this load put right
+    /// (or deleted, no row referring to them): zero unless a row was
+    /// damaged or a build miscounted.
+    pub recounted: usize,
     /// The retained event history, in order. Unreadable events are skipped.
     pub events: Vec<Event>,
     /// The usage history: every event that ended a hold, tripped or re-armed

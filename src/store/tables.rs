@@ -157,6 +157,7 @@ impl Tables {
                     warn!(recounted, "stored command lines recounted");
                 }
                 changed |= recounted > 0;
+                loaded.recounted = recounted;
                 let mut quarantine = txn.open_table(QUARANTINE).map_err(io)?;
                 for (key, value, reason) in bad {
                     let shown = String::from_utf8_lossy(&key).into_owned();

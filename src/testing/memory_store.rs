@@ -82,6 +82,7 @@ impl MemoryStore {
         Ok(Loaded {
             tasks: self.rows.values().cloned().collect(),
             quarantined: Vec::new(),
+            recounted: 0,
             events: self.events.clone(),
             usage: self
                 .events

@@ -24,7 +24,7 @@ use redb::{Builder, Database, DatabaseError, StorageBackend};
 
 use crate::events::{Event, EventKind, EventLines};
 use crate::store::{LogIo, Opener, Store, StoreOptions};
-use crate::tasks::{Change, Removal, Task, TaskName};
+use crate::tasks::{Change, Holder, Removal, Task, TaskName};
 use crate::testing::faulty::FaultSwitch;
 use crate::time::Timestamp;
 
@@ -593,6 +593,14 @@ pub fn run(choices: &mut impl Choices, cuts: u64) -> Result<Report, String> {
                 loaded.quarantined
             ));
         }
+        if loaded.recounted > 0 {
+            // The counts change in the rows' own transaction: a cut
+            // cannot leave them wrong.
+            return Err(format!(
+                "round {round}: {} stored command lines were miscounted",
+                loaded.recounted
+            ));
+        }
         let seen = State {
             tasks: loaded
                 .tasks
@@ -687,6 +695,16 @@ fn name(i: u64) -> TaskName {
     TaskName::parse(&format!("task-{i}")).expect("a valid name")
 }
 
+/// The parent command lines of the simulated tasks' holders (a fourth of
+/// the tasks have none): two long enough to be stored once in the texts
+/// table and counted across every cut, one short enough to stay in its
+/// rows.
+const PARENTS: [&str; 3] = [
+    "bash ./agent-loop.sh --queue builds --retries 3",
+    "python3 -m worker --queue nightly --concurrency 4",
+    "sh ./x.sh",
+];
+
 fn random_changes(choices: &mut impl Choices, state: &State) -> Vec<Change> {
     let count = 1 + choices.below(4);
     let mut changes = Vec::new();
@@ -704,12 +722,26 @@ fn random_changes(choices: &mut impl Choices, state: &State) -> Vec<Change> {
             });
         } else {
             let started = 1_000_000_000 + choices.below(1 << 30);
+            let holder = usize::try_from(choices.below(4))
+                .ok()
+                .and_then(|k| PARENTS.get(k))
+                .map(|parent| Holder {
+                    pid: Some(4242),
+                    uid: Some(1000),
+                    command: Some("curl".into()),
+                    parent_pid: Some(4200),
+                    // A copy of its own, as each connection has.
+                    parent_command: Some((*parent).into()),
+                });
             changes.push(Change::Put {
-                task: Task::new(
-                    name,
-                    Timestamp::from_nanos(started),
-                    Timestamp::from_nanos(started + choices.below(1 << 40)),
-                ),
+                task: Task {
+                    holder,
+                    ..Task::new(
+                        name,
+                        Timestamp::from_nanos(started),
+                        Timestamp::from_nanos(started + choices.below(1 << 40)),
+                    )
+                },
                 created: !exists,
             });
         }
