@@ -51,18 +51,63 @@ pub fn push_i64(out: &mut Vec<u8>, n: i64) {
     push_u64(out, n.unsigned_abs());
 }
 
-/// Appends `text` as a JSON string, escaped as `serde_json` escapes it
-/// (only `"`, `\\` and control characters); a command line or reason
-/// seldom has any, and is then copied as it is.
+/// Appends `text` as a JSON string, escaped byte for byte as `serde_json`
+/// escapes it (only `"`, `\\` and control characters). Runs of bytes that
+/// need nothing are copied whole, sixteen bytes tested at a time (see
+/// [`needs_escape`]): a command line like `bash -c "…"`, in every answer
+/// that carries its task's holder, went through `serde_json`'s writer a
+/// byte at a time, about 1,800 instructions for 200 bytes (callgrind).
 pub fn push_json_string(out: &mut Vec<u8>, text: &str) {
-    if needs_escape(text.as_bytes()) {
-        // Writing to a Vec cannot fail.
-        let _ = serde_json::to_writer(&mut *out, text);
-        return;
+    let bytes = text.as_bytes();
+    out.reserve(bytes.len() + 2);
+    out.push(b'"');
+    // `bytes[copied..at]` need no escape and are not written yet.
+    let (mut copied, mut at) = (0, 0);
+    while at < bytes.len() {
+        if let Some(block) = bytes.get(at..at + 16)
+            && !needs_escape(block)
+        {
+            at += 16;
+            continue;
+        }
+        let byte = bytes[at];
+        if is_special(byte) {
+            out.extend_from_slice(&bytes[copied..at]);
+            push_escape(out, byte);
+            copied = at + 1;
+        }
+        at += 1;
     }
+    out.extend_from_slice(&bytes[copied..]);
     out.push(b'"');
-    out.extend_from_slice(text.as_bytes());
-    out.push(b'"');
+}
+
+/// A byte a JSON string must escape.
+fn is_special(byte: u8) -> bool {
+    (byte < 0x20) | (byte == b'"') | (byte == b'\\')
+}
+
+/// The escape `serde_json` writes for a byte [`is_special`] says needs
+/// one: the short forms, else `\u00XX` in lowercase hex.
+fn push_escape(out: &mut Vec<u8>, byte: u8) {
+    let short = match byte {
+        b'"' => b'"',
+        b'\\' => b'\\',
+        0x08 => b'b',
+        0x0c => b'f',
+        b'\n' => b'n',
+        b'\r' => b'r',
+        b'\t' => b't',
+        _ => {
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            out.extend_from_slice(b"\\u00");
+            out.push(HEX[usize::from(byte >> 4)]);
+            out.push(HEX[usize::from(byte & 0xf)]);
+            return;
+        }
+    };
+    out.push(b'\\');
+    out.push(short);
 }
 
 /// Whether `bytes` hold a `"`, a `\\` or a control character (below
@@ -73,10 +118,9 @@ pub fn push_json_string(out: &mut Vec<u8>, text: &str) {
 /// A byte at a time cost about 480 instructions for a 100-byte line, eight
 /// at a time about 400 for a 256-byte one (callgrind).
 fn needs_escape(bytes: &[u8]) -> bool {
-    let special = |b: u8| (b < 0x20) | (b == b'"') | (b == b'\\');
     let mut blocks = bytes.chunks_exact(16);
     for block in &mut blocks {
-        if block.iter().fold(false, |hit, &b| hit | special(b)) {
+        if block.iter().fold(false, |hit, &b| hit | is_special(b)) {
             return true;
         }
     }
@@ -88,7 +132,7 @@ fn needs_escape(bytes: &[u8]) -> bool {
             return true;
         }
     }
-    words.remainder().iter().any(|&b| special(b))
+    words.remainder().iter().any(|&b| is_special(b))
 }
 
 /// Whether any of the eight bytes of `w` is one [`needs_escape`] looks for.
@@ -216,11 +260,42 @@ mod tests {
             "\u{1}",
             "été ✓",
             "\u{7f}",
+            "bash -c \"while sleep 30; do sprite-env tasks refresh build; done\" --and \\ more",
         ] {
             let mut out = b"x".to_vec();
             push_json_string(&mut out, text);
             let expected = format!("x{}", serde_json::to_string(text).unwrap());
             assert_eq!(String::from_utf8(out).unwrap(), expected, "{text:?}");
+        }
+        // Every ASCII character, alone and at every place around a block.
+        for c in (0..=0x7fu8).map(char::from) {
+            for at in [0, 1, 15, 16, 17, 31, 40] {
+                let mut text: String = "a".repeat(40);
+                text.insert(at, c);
+                let mut out = Vec::new();
+                push_json_string(&mut out, &text);
+                assert_eq!(out, serde_json::to_vec(&text).unwrap(), "{text:?}");
+            }
+        }
+        // Random mixes of plain, special and multi-byte characters.
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..20_000 {
+            let mut text = String::new();
+            for _ in 0..(state % 70) {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                text.push(match state % 10 {
+                    0 => char::from((state >> 8) as u8 % 0x20),
+                    1 => '"',
+                    2 => '\\',
+                    3 => 'é',
+                    _ => char::from(b' ' + (state >> 8) as u8 % 95),
+                });
+            }
+            let mut out = Vec::new();
+            push_json_string(&mut out, &text);
+            assert_eq!(out, serde_json::to_vec(&text).unwrap(), "{text:?}");
         }
     }
 
