@@ -427,12 +427,16 @@ pub fn decode_details(
 /// handed back. Shared as they are read, no copy is made.
 ///
 /// A load also puts here the `texts` table's rows ([`Texts::store`]) that
-/// version-5 references name, and counts the references it resolves, so
-/// that the table's counts can be checked against the rows.
+/// version-5 references name, and counts the references of the rows it
+/// keeps ([`Texts::count_resolved`], [`Texts::count_reference`]), so that
+/// the table's counts can be checked against the rows.
 #[derive(Debug, Default)]
 pub struct Texts {
     read: std::collections::HashSet<Arc<str>>,
     stored: std::collections::HashMap<u64, Stored>,
+    /// Keys resolved since [`Texts::count_resolved`] last counted them:
+    /// the references of the row being decoded.
+    resolved: Vec<u64>,
 }
 
 /// A row of the `texts` table as loaded, and the references to it read.
@@ -468,11 +472,28 @@ impl Texts {
         );
     }
 
-    /// The stored text under `key`, counted as one more reference read.
+    /// The stored text under `key`; the key is remembered for
+    /// [`count_resolved`](Self::count_resolved).
     fn stored(&mut self, key: u64) -> Option<Arc<str>> {
-        let stored = self.stored.get_mut(&key)?;
-        stored.used += 1;
+        let stored = self.stored.get(&key)?;
+        self.resolved.push(key);
         Some(Arc::clone(&stored.text))
+    }
+
+    /// Counts the references resolved since the last call: those of a row
+    /// that decoded. A row that did not has its references counted from
+    /// its bytes instead ([`references`], [`count_reference`](Self::count_reference)).
+    pub fn count_resolved(&mut self) {
+        for key in std::mem::take(&mut self.resolved) {
+            self.count_reference(key);
+        }
+    }
+
+    /// Counts one reference to `key` (a stored text or not).
+    pub fn count_reference(&mut self, key: u64) {
+        if let Some(stored) = self.stored.get_mut(&key) {
+            stored.used += 1;
+        }
     }
 
     /// The stored texts whose count is not the number of references read:
@@ -632,6 +653,7 @@ fn floor_char_boundary(text: &str, max: usize) -> usize {
 /// # Errors
 /// [`RecordError`] for any record this build cannot trust.
 pub fn decode(key: &[u8], bytes: &[u8], texts: &mut Texts) -> Result<Task, RecordError> {
+    texts.resolved.clear();
     let key = std::str::from_utf8(key).map_err(|_| RecordError::KeyNotUtf8)?;
     let name = TaskName::parse(key).map_err(RecordError::Name)?;
     let Some(&version) = bytes.first() else {
@@ -927,6 +949,7 @@ mod tests {
         texts.store(0xbeef, "nobody refers to this", 1);
         let first = super::decode(b"agent", &bytes, &mut texts).unwrap();
         assert_eq!(first, task);
+        texts.count_resolved();
         let miscounted: Vec<_> = texts.miscounted().collect();
         let mut expected = vec![
             (0xfeed, "bash ./heartbeat.sh", 1),
@@ -936,7 +959,14 @@ mod tests {
         miscounted.sort();
         expected.sort();
         assert_eq!(miscounted, expected);
+        // A row that does not decode counts nothing it resolved.
+        let mut trailing = bytes[..bytes.len() - CRC_LEN].to_vec();
+        trailing.push(0);
+        let crc = checksum("agent", &trailing);
+        trailing.extend_from_slice(&crc.to_le_bytes());
+        assert!(super::decode(b"agent", &trailing, &mut texts).is_err());
         let second = super::decode(b"agent", &bytes, &mut texts).unwrap();
+        texts.count_resolved();
         assert!(
             first
                 .holder

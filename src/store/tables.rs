@@ -112,8 +112,17 @@ impl Tables {
                 for row in tasks.iter().map_err(io)? {
                     let (key, value) = row.map_err(io)?;
                     match record::decode(key.value(), value.value(), &mut texts) {
-                        Ok(task) => loaded.tasks.push(task),
-                        Err(reason) => bad.push((key.value().to_vec(), value.value().to_vec(), reason)),
+                        Ok(task) => {
+                            texts.count_resolved();
+                            loaded.tasks.push(task);
+                        }
+                        Err(reason) => {
+                            // Quarantined, it keeps the lines it names.
+                            for text in record::references(key.value(), value.value()).into_iter().flatten() {
+                                texts.count_reference(text);
+                            }
+                            bad.push((key.value().to_vec(), value.value().to_vec(), reason));
+                        }
                     }
                 }
                 let events = txn.open_table(EVENTS).map_err(io)?;
@@ -152,13 +161,20 @@ impl Tables {
                 if let Some(position) = meta.get(META_POSITION).map_err(io)? {
                     mark.position = position.value();
                 }
+                let mut quarantine = txn.open_table(QUARANTINE).map_err(io)?;
+                // Rows quarantined before keep the lines they name too.
+                for row in quarantine.iter().map_err(io)? {
+                    let (key, value) = row.map_err(io)?;
+                    for text in record::references(key.value(), value.value()).into_iter().flatten() {
+                        texts.count_reference(text);
+                    }
+                }
                 let recounted = texts::recount(&mut stored_texts, &texts)?;
                 if recounted > 0 {
                     warn!(recounted, "stored command lines recounted");
                 }
                 changed |= recounted > 0;
                 loaded.recounted = recounted;
-                let mut quarantine = txn.open_table(QUARANTINE).map_err(io)?;
                 for (key, value, reason) in bad {
                     let shown = String::from_utf8_lossy(&key).into_owned();
                     error!(key = %shown, %reason, "damaged task record moved to the quarantine table; it will not be served");

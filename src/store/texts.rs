@@ -526,6 +526,55 @@ mod tests {
     }
 
     #[test]
+    fn a_quarantined_row_keeps_the_line_it_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tasks.redb");
+        checkpointed(&path, &[put(held("a", PARENT))]);
+        // A row that refers to the line, checksummed, but starting after
+        // it expires: it will not load.
+        let backwards = Task {
+            started_at: Timestamp::from_nanos(10),
+            expires_at: Timestamp::from_nanos(5),
+            ..held("b", PARENT)
+        };
+        {
+            let db = Database::open(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            let mut row = Vec::new();
+            record::encode_into(&backwards, &mut row, |t| {
+                (&**t == PARENT).then_some(key_of(PARENT))
+            });
+            txn.open_table(TASKS)
+                .unwrap()
+                .insert(b"b".as_slice(), row.as_slice())
+                .unwrap();
+            forge_in(&txn, key_of(PARENT), 2, PARENT);
+            txn.commit().unwrap();
+        }
+        // Quarantined on this load and still there on the next; "a" goes,
+        // and the line stays for the quarantined row.
+        for changes in [vec![remove("a")], vec![]] {
+            let mut store = Store::open(&path, &options()).unwrap();
+            let loaded = store.load().unwrap();
+            assert_eq!(loaded.recounted, 0, "{changes:?}");
+            store.commit(&changes).unwrap();
+            store.checkpoint_now().unwrap();
+        }
+        assert_eq!(
+            tables(&path).0,
+            vec![(key_of(PARENT), 1, PARENT.to_owned())]
+        );
+    }
+
+    /// Writes the texts table's row under `key` in `txn`.
+    fn forge_in(txn: &redb::WriteTransaction, key: u64, count: u64, text: &str) {
+        txn.open_table(TEXTS)
+            .unwrap()
+            .insert(key, encode(count, text).as_slice())
+            .unwrap();
+    }
+
+    #[test]
     fn the_key_is_fnv_1a() {
         // The published FNV-1a 64 test vectors: a build that hashed
         // otherwise would not find the texts stored before it.
