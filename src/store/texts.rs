@@ -14,8 +14,9 @@
 //! (`u64`, little-endian) and the text's UTF-8 bytes. A checkpoint counts
 //! the references its rows take and give back and writes each changed
 //! count once, in the same transaction as the rows, deleting a text no row
-//! refers to; a load counts the references again and puts right any count
-//! that differs ([`recount`]). A key is [`key_of`] the text; a text whose
+//! refers to; a load counts the references again (a quarantined row's too,
+//! so that it keeps the line it names) and puts right any count that
+//! differs ([`recount`]). A key is [`key_of`] the text; a text whose
 //! key is already another text's stays in its rows, so a collision costs
 //! bytes, never a wrong text.
 
