@@ -173,8 +173,6 @@ pub enum FieldError {
     TextNotUtf8,
     /// Holder fields are marked present but the holder is not.
     HolderFieldsWithoutHolder,
-    /// A reference to a text the `texts` table does not hold.
-    UnknownText(u64),
 }
 
 impl fmt::Display for FieldError {
@@ -184,9 +182,6 @@ impl fmt::Display for FieldError {
             FieldError::TextTooLong(len) => write!(f, "a {len}-byte text field"),
             FieldError::TextNotUtf8 => write!(f, "a text field is not UTF-8"),
             FieldError::HolderFieldsWithoutHolder => write!(f, "holder fields without a holder"),
-            FieldError::UnknownText(key) => {
-                write!(f, "a reference to text {key:#018x}, which is not stored")
-            }
         }
     }
 }
@@ -207,7 +202,8 @@ pub fn encode(task: &Task) -> Vec<u8> {
 /// reference; `None` writes the text in place.
 pub fn encode_into(task: &Task, out: &mut Vec<u8>, refer: impl FnMut(&Arc<str>) -> Option<u64>) {
     out.clear();
-    // At most this: a reference is never longer than the text it replaces.
+    // Enough when references replace only texts of 10 bytes or more (the
+    // store's are of `SHARE_TEXT_AT`, 32); otherwise the vector grows.
     out.reserve(FIXED_LEN + details_len(task) + CRC_LEN);
     out.push(VERSION);
     out.extend_from_slice(&task.started_at.as_nanos().to_le_bytes());
@@ -392,13 +388,13 @@ pub fn decode_details(
             holder.uid = Some(reader.u32()?);
         }
         if has(HOLDER_COMMAND) {
-            holder.command = Some(reader.command_line(layout, texts)?);
+            holder.command = reader.command_line(layout, texts)?;
         }
         if has(HOLDER_PARENT_PID) {
             holder.parent_pid = Some(reader.u32()?);
         }
         if has(HOLDER_PARENT_COMMAND) {
-            holder.parent_command = Some(reader.command_line(layout, texts)?);
+            holder.parent_command = reader.command_line(layout, texts)?;
         }
         details.holder = Some(holder);
     }
@@ -437,6 +433,10 @@ pub struct Texts {
     /// Keys resolved since [`Texts::count_resolved`] last counted them:
     /// the references of the row being decoded.
     resolved: Vec<u64>,
+    /// Keys of the rows that decoded whose text is not stored.
+    missing: Vec<u64>,
+    /// Keys resolved since the last count that were not stored.
+    unresolved: Vec<u64>,
 }
 
 /// A row of the `texts` table as loaded, and the references to it read.
@@ -473,11 +473,24 @@ impl Texts {
     }
 
     /// The stored text under `key`; the key is remembered for
-    /// [`count_resolved`](Self::count_resolved).
+    /// [`count_resolved`](Self::count_resolved), stored or not.
     fn stored(&mut self, key: u64) -> Option<Arc<str>> {
-        let stored = self.stored.get(&key)?;
-        self.resolved.push(key);
-        Some(Arc::clone(&stored.text))
+        match self.stored.get(&key) {
+            Some(stored) => {
+                self.resolved.push(key);
+                Some(Arc::clone(&stored.text))
+            }
+            None => {
+                self.unresolved.push(key);
+                None
+            }
+        }
+    }
+
+    /// The references of the rows counted so far whose text is not stored
+    /// (or did not pass its checks): their tasks were decoded without it.
+    pub fn missing(&self) -> &[u64] {
+        &self.missing
     }
 
     /// Counts the references resolved since the last call: those of a row
@@ -487,6 +500,7 @@ impl Texts {
         for key in std::mem::take(&mut self.resolved) {
             self.count_reference(key);
         }
+        self.missing.append(&mut self.unresolved);
     }
 
     /// Counts one reference to `key` (a stored text or not).
@@ -512,15 +526,32 @@ impl Texts {
 /// (what it referred to is recounted at the next load, which quarantines
 /// it).
 pub fn references(name: &[u8], bytes: &[u8]) -> [Option<u64>; 2] {
-    let mut keys = [None; 2];
     if bytes.len() < FIXED_LEN + 1 + CRC_LEN || bytes[0] != VERSION {
-        return keys;
+        return [None; 2];
     }
     let (body, crc) = bytes.split_at(bytes.len() - CRC_LEN);
     let stored = u32::from_le_bytes([crc[0], crc[1], crc[2], crc[3]]);
     if checksum_bytes(name, body) != stored {
-        return keys;
+        return [None; 2];
     }
+    references_read(body)
+}
+
+/// The keys a quarantined row may refer to, read as version 5 whatever
+/// its version byte or checksum says: whatever of its bytes still reads,
+/// so that the texts it names are kept with it. A key read from damaged
+/// bytes keeps at most a text that would otherwise go.
+pub fn references_kept(bytes: &[u8]) -> [Option<u64>; 2] {
+    if bytes.len() < FIXED_LEN + 1 + CRC_LEN {
+        return [None; 2];
+    }
+    references_read(&bytes[..bytes.len() - CRC_LEN])
+}
+
+/// The keys the details after the fixed fields of `body` (a version-5
+/// row less its checksum) refer to, as far as they read.
+fn references_read(body: &[u8]) -> [Option<u64>; 2] {
+    let mut keys = [None; 2];
     let mut reader = Reader::new(&body[FIXED_LEN..]);
     let mut walk = || -> Result<(), FieldError> {
         let presence = reader.u8()?;
@@ -548,10 +579,9 @@ pub fn references(name: &[u8], bytes: &[u8]) -> [Option<u64>; 2] {
         }
         Ok(())
     };
-    match walk() {
-        Ok(()) => keys,
-        Err(_) => [None; 2],
-    }
+    // What was read before a field that does not read stands.
+    let _ = walk();
+    keys
 }
 
 /// A cursor over little-endian fields, shared by records and log frames.
@@ -624,14 +654,20 @@ impl<'a> Reader<'a> {
     }
 
     /// A holder's command line: its text, or (where `layout` allows) the
-    /// text a reference names in `texts`.
-    fn command_line(&mut self, layout: Layout, texts: &mut Texts) -> Result<Arc<str>, FieldError> {
+    /// text a reference names in `texts`; `None` if that text is missing or
+    /// damaged ([`Texts::missing`] counts it): the task is still good, only
+    /// what it says of its holder's command line is lost.
+    fn command_line(
+        &mut self,
+        layout: Layout,
+        texts: &mut Texts,
+    ) -> Result<Option<Arc<str>>, FieldError> {
         match self.u16()? {
             TEXT_REFERENCE if layout.references => {
                 let key = self.u64()?;
-                texts.stored(key).ok_or(FieldError::UnknownText(key))
+                Ok(texts.stored(key))
             }
-            len => Ok(texts.share(self.str_of(len)?)),
+            len => Ok(Some(texts.share(self.str_of(len)?))),
         }
     }
 }
@@ -654,6 +690,7 @@ fn floor_char_boundary(text: &str, max: usize) -> usize {
 /// [`RecordError`] for any record this build cannot trust.
 pub fn decode(key: &[u8], bytes: &[u8], texts: &mut Texts) -> Result<Task, RecordError> {
     texts.resolved.clear();
+    texts.unresolved.clear();
     let key = std::str::from_utf8(key).map_err(|_| RecordError::KeyNotUtf8)?;
     let name = TaskName::parse(key).map_err(RecordError::Name)?;
     let Some(&version) = bytes.first() else {
@@ -935,16 +972,20 @@ mod tests {
         assert_eq!(references(b"agent", &damaged), [None, None]);
         assert_eq!(references(b"other", &bytes), [None, None]);
 
-        // Unknown to the table: the row does not read.
+        // Unknown to the table: the task reads without that line.
         let mut texts = Texts::default();
+        let without = super::decode(b"agent", &bytes, &mut texts).unwrap();
+        assert_eq!(without.holder.as_ref().unwrap().parent_command, None);
         assert_eq!(
-            super::decode(b"agent", &bytes, &mut texts),
-            Err(RecordError::Details(FieldError::UnknownText(0xfeed)))
+            without.holder.unwrap().command,
+            task.holder.as_ref().unwrap().command
         );
-        assert_eq!(
-            FieldError::UnknownText(0xfeed).to_string(),
-            "a reference to text 0x000000000000feed, which is not stored"
-        );
+        texts.count_resolved();
+        assert_eq!(texts.missing(), &[0xfeed]);
+        // A quarantined row's keys read whatever its checksum says.
+        assert_eq!(references_kept(&damaged), [None, Some(0xfeed)]);
+        assert_eq!(references_kept(&bytes[..10]), [None, None]);
+        let mut texts = Texts::default();
         texts.store(0xfeed, "bash ./heartbeat.sh", 2);
         texts.store(0xbeef, "nobody refers to this", 1);
         let first = super::decode(b"agent", &bytes, &mut texts).unwrap();

@@ -154,6 +154,10 @@ pub struct Loaded {
     /// (or deleted, no row referring to them): zero unless a row was
     /// damaged or a build miscounted.
     pub recounted: usize,
+    /// References of loaded rows to stored command lines that are missing
+    /// or damaged: those tasks were loaded without the line (zero unless
+    /// the database was damaged).
+    pub missing_texts: usize,
     /// The retained event history, in order. Unreadable events are skipped.
     pub events: Vec<Event>,
     /// The usage history: every event that ended a hold, tripped or re-armed

@@ -118,7 +118,7 @@ impl Tables {
                         }
                         Err(reason) => {
                             // Quarantined, it keeps the lines it names.
-                            for text in record::references(key.value(), value.value()).into_iter().flatten() {
+                            for text in record::references_kept(value.value()).into_iter().flatten() {
                                 texts.count_reference(text);
                             }
                             bad.push((key.value().to_vec(), value.value().to_vec(), reason));
@@ -162,13 +162,24 @@ impl Tables {
                     mark.position = position.value();
                 }
                 let mut quarantine = txn.open_table(QUARANTINE).map_err(io)?;
-                // Rows quarantined before keep the lines they name too.
+                // Rows quarantined before keep the lines they name too,
+                // but for those a row quarantined now replaces.
                 for row in quarantine.iter().map_err(io)? {
                     let (key, value) = row.map_err(io)?;
-                    for text in record::references(key.value(), value.value()).into_iter().flatten() {
+                    if bad.iter().any(|(name, _, _)| name.as_slice() == key.value()) {
+                        continue;
+                    }
+                    for text in record::references_kept(value.value()).into_iter().flatten() {
                         texts.count_reference(text);
                     }
                 }
+                if !texts.missing().is_empty() {
+                    warn!(
+                        tasks = texts.missing().len(),
+                        "holder command lines missing or damaged in the texts table; those tasks are served without them"
+                    );
+                }
+                loaded.missing_texts = texts.missing().len();
                 let recounted = texts::recount(&mut stored_texts, &texts)?;
                 if recounted > 0 {
                     warn!(recounted, "stored command lines recounted");

@@ -16,9 +16,12 @@
 //! count once, in the same transaction as the rows, deleting a text no row
 //! refers to; a load counts the references again (a quarantined row's too,
 //! so that it keeps the line it names) and puts right any count that
-//! differs ([`recount`]). A key is [`key_of`] the text; a text whose
-//! key is already another text's stays in its rows, so a collision costs
-//! bytes, never a wrong text.
+//! differs ([`recount`]). A key is [`key_of`] the text, so a load checks
+//! each stored text against its key: one that does not hash to it was
+//! damaged, is left as it is and not served, and the tasks that name it
+//! load without it (`Loaded::missing_texts`). A text whose key is already
+//! another text's stays in its rows, so a collision costs bytes, never a
+//! wrong text.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -70,9 +73,16 @@ pub(crate) fn load(
     for row in table.iter().map_err(super::tables::io)? {
         let (key, value) = row.map_err(super::tables::io)?;
         match decode(value.value()) {
-            Some((count, text)) => texts.store(key.value(), text, count),
-            // Rows referring to it are quarantined as they load.
-            None => warn!(key = key.value(), "unreadable stored text skipped"),
+            // The key is the text's hash: a text that does not hash to it
+            // was damaged on disk, and is not served.
+            Some((count, text)) if key_of(text) == key.value() => {
+                texts.store(key.value(), text, count);
+            }
+            // Rows referring to it load without it, and say so.
+            _ => warn!(
+                key = key.value(),
+                "a stored command line is damaged (unreadable, or not what its key says); left as it is, not served"
+            ),
         }
     }
     Ok(())
@@ -443,51 +453,54 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("tasks.redb");
         drop(Store::open(&path, &options()).unwrap());
-        // A row "x" whose text is stored under the key PARENT would have.
-        let impostor = held("x", "a different text under the same key as PARENT");
-        {
-            let db = Database::open(&path).unwrap();
-            let txn = db.begin_write().unwrap();
-            let text = impostor.holder.as_ref().unwrap().parent_command.clone();
-            let mut row = Vec::new();
-            record::encode_into(&impostor, &mut row, |t| {
-                text.as_ref()
-                    .is_some_and(|p| Arc::ptr_eq(p, t))
-                    .then_some(key_of(PARENT))
-            });
-            txn.open_table(TASKS)
-                .unwrap()
-                .insert(b"x".as_slice(), row.as_slice())
-                .unwrap();
-            let stored = impostor
-                .holder
-                .as_ref()
-                .unwrap()
-                .parent_command
-                .as_deref()
-                .unwrap();
-            txn.open_table(TEXTS)
-                .unwrap()
-                .insert(key_of(PARENT), encode(1, stored).as_slice())
-                .unwrap();
-            txn.commit().unwrap();
-        }
-        let loaded = checkpointed(&path, &[put(held("a", PARENT)), put(held("b", PARENT))]);
-        assert_eq!(loaded, vec![impostor.clone()]);
+        // Another text under the key PARENT hashes to: what a collision
+        // looks like to a checkpoint (a load serves no such row).
+        let impostor = "a different text under the same key as PARENT";
+        forge(&path, key_of(PARENT), 1, impostor);
+        checkpointed(&path, &[put(held("a", PARENT)), put(held("b", PARENT))]);
         let (texts, rows) = tables(&path);
-        assert_eq!(texts.len(), 1);
-        assert_eq!(texts[0].1, 1);
+        assert_eq!(texts, vec![(key_of(PARENT), 1, impostor.to_owned())]);
         let inline = record::encode(&held("a", PARENT)).len();
-        assert_eq!(
-            rows[..2],
-            [("a".to_owned(), inline), ("b".to_owned(), inline)]
-        );
+        assert_eq!(rows, [("a".to_owned(), inline), ("b".to_owned(), inline)]);
         let loaded = checkpointed(&path, &[]);
-        assert_eq!(loaded, vec![held("a", PARENT), held("b", PARENT), impostor]);
+        assert_eq!(loaded, vec![held("a", PARENT), held("b", PARENT)]);
+    }
+
+    /// `task` with its holder's parent command line lost.
+    fn without_parent(task: Task) -> Task {
+        let mut task = task;
+        if let Some(holder) = task.holder.as_mut() {
+            holder.parent_command = None;
+        }
+        task
     }
 
     #[test]
-    fn a_load_puts_wrong_counts_right_and_quarantines_a_row_whose_text_is_gone() {
+    fn a_damaged_stored_line_is_not_served_and_its_tasks_load_without_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tasks.redb");
+        checkpointed(&path, &[put(held("a", PARENT)), put(held("b", PARENT))]);
+        // One flipped bit in the text: it no longer hashes to its key.
+        let damaged = PARENT.replacen("sleep", "sleeq", 1);
+        forge(&path, key_of(PARENT), 2, &damaged);
+        let mut store = Store::open(&path, &options()).unwrap();
+        let loaded = store.load().unwrap();
+        assert_eq!(
+            loaded.tasks,
+            vec![
+                without_parent(held("a", PARENT)),
+                without_parent(held("b", PARENT))
+            ]
+        );
+        assert!(loaded.quarantined.is_empty());
+        assert_eq!((loaded.missing_texts, loaded.recounted), (2, 0));
+        drop(store);
+        // Left as it is, for whoever inspects the file.
+        assert_eq!(tables(&path).0, vec![(key_of(PARENT), 2, damaged)]);
+    }
+
+    #[test]
+    fn a_load_puts_wrong_counts_right_and_serves_a_row_whose_line_is_gone_without_it() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("tasks.redb");
         let other = "python3 -m worker --queue nightly --retries 3";
@@ -500,7 +513,8 @@ mod tests {
             ],
         );
         forge(&path, key_of(PARENT), 7, PARENT);
-        forge(&path, 99, 1, "a line no row refers to any more, at all");
+        let unused = "a line no row refers to any more, at all";
+        forge(&path, key_of(unused), 1, unused);
         {
             let db = Database::open(&path).unwrap();
             let txn = db.begin_write().unwrap();
@@ -512,13 +526,16 @@ mod tests {
         }
         let mut store = Store::open(&path, &options()).unwrap();
         let loaded = store.load().unwrap();
-        assert_eq!(loaded.tasks, vec![held("a", PARENT), held("b", PARENT)]);
-        assert_eq!(loaded.quarantined.len(), 1);
-        assert_eq!(loaded.quarantined[0].0, "c");
         assert_eq!(
-            loaded.quarantined[0].1,
-            record::RecordError::Details(record::FieldError::UnknownText(key_of(other)))
+            loaded.tasks,
+            vec![
+                held("a", PARENT),
+                held("b", PARENT),
+                without_parent(held("c", other))
+            ]
         );
+        assert!(loaded.quarantined.is_empty());
+        assert_eq!((loaded.recounted, loaded.missing_texts), (2, 1));
         drop(store);
         assert_eq!(
             tables(&path).0,
@@ -560,6 +577,39 @@ mod tests {
             assert_eq!(loaded.recounted, 0, "{changes:?}");
             store.commit(&changes).unwrap();
             store.checkpoint_now().unwrap();
+        }
+        assert_eq!(
+            tables(&path).0,
+            vec![(key_of(PARENT), 1, PARENT.to_owned())]
+        );
+    }
+
+    #[test]
+    fn a_row_that_fails_its_checksum_keeps_the_line_it_names_in_quarantine() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tasks.redb");
+        checkpointed(&path, &[put(held("a", PARENT))]);
+        {
+            let db = Database::open(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            {
+                let mut tasks = txn.open_table(TASKS).unwrap();
+                let mut row = tasks
+                    .get(b"a".as_slice())
+                    .unwrap()
+                    .unwrap()
+                    .value()
+                    .to_vec();
+                row[3] ^= 0x40;
+                tasks.insert(b"a".as_slice(), row.as_slice()).unwrap();
+            }
+            txn.commit().unwrap();
+        }
+        for _ in 0..2 {
+            let mut store = Store::open(&path, &options()).unwrap();
+            let loaded = store.load().unwrap();
+            assert!(loaded.tasks.is_empty());
+            assert_eq!(loaded.recounted, 0);
         }
         assert_eq!(
             tables(&path).0,

@@ -83,6 +83,7 @@ impl MemoryStore {
             tasks: self.rows.values().cloned().collect(),
             quarantined: Vec::new(),
             recounted: 0,
+            missing_texts: 0,
             events: self.events.clone(),
             usage: self
                 .events

@@ -593,12 +593,12 @@ pub fn run(choices: &mut impl Choices, cuts: u64) -> Result<Report, String> {
                 loaded.quarantined
             ));
         }
-        if loaded.recounted > 0 {
+        if loaded.recounted > 0 || loaded.missing_texts > 0 {
             // The counts change in the rows' own transaction: a cut
             // cannot leave them wrong.
             return Err(format!(
-                "round {round}: {} stored command lines were miscounted",
-                loaded.recounted
+                "round {round}: {} stored command lines were miscounted, {} missing",
+                loaded.recounted, loaded.missing_texts
             ));
         }
         let seen = State {

@@ -122,8 +122,9 @@ fn load_rows(store: &mut Store, after: &str) -> BTreeMap<String, Task> {
         loaded.quarantined
     );
     assert_eq!(
-        loaded.recounted, 0,
-        "stored command lines were miscounted {after}"
+        (loaded.recounted, loaded.missing_texts),
+        (0, 0),
+        "stored command lines were miscounted or missing {after}"
     );
     by_name(loaded.tasks)
 }
