@@ -1060,6 +1060,52 @@ mod tests {
         }
         let mut store = Store::open(&path, &inline()).unwrap();
         assert!(store.load().unwrap().quarantined.is_empty());
+        drop(store);
+        // A second bad row of a name already quarantined goes beside the
+        // first, which stays byte for byte.
+        let mut again = crate::record::encode(&task("bad", 7));
+        again[4] ^= 0x01;
+        {
+            let db = Database::open(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            txn.open_table(tables::TASKS)
+                .unwrap()
+                .insert(b"bad".as_slice(), again.as_slice())
+                .unwrap();
+            txn.commit().unwrap();
+        }
+        let mut store = Store::open(&path, &inline()).unwrap();
+        let keys: Vec<_> = store
+            .load()
+            .unwrap()
+            .quarantined
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(keys, ["bad"]);
+        drop(store);
+        let db = Database::open(&path).unwrap();
+        let txn = db.begin_read().unwrap();
+        let quarantine = txn
+            .open_table(redb::TableDefinition::<&[u8], &[u8]>::new("quarantine"))
+            .unwrap();
+        let mut first = crate::record::encode(&task("bad", 5));
+        first[3] ^= 0x40;
+        let rows: Vec<(Vec<u8>, Vec<u8>)> = redb::ReadableTable::iter(&quarantine)
+            .unwrap()
+            .map(|row| {
+                let (key, value) = row.unwrap();
+                (key.value().to_vec(), value.value().to_vec())
+            })
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                (b"bad".to_vec(), first),
+                (b"bad~2".to_vec(), again),
+                (b"short".to_vec(), b"\x01\x02".to_vec()),
+            ]
+        );
     }
 
     #[test]

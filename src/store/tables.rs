@@ -162,13 +162,9 @@ impl Tables {
                     mark.position = position.value();
                 }
                 let mut quarantine = txn.open_table(QUARANTINE).map_err(io)?;
-                // Rows quarantined before keep the lines they name too,
-                // but for those a row quarantined now replaces.
+                // Rows quarantined before keep the lines they name too.
                 for row in quarantine.iter().map_err(io)? {
-                    let (key, value) = row.map_err(io)?;
-                    if bad.iter().any(|(name, _, _)| name.as_slice() == key.value()) {
-                        continue;
-                    }
+                    let (_, value) = row.map_err(io)?;
                     for text in record::references_kept(value.value()).into_iter().flatten() {
                         texts.count_reference(text);
                     }
@@ -189,7 +185,8 @@ impl Tables {
                 for (key, value, reason) in bad {
                     let shown = String::from_utf8_lossy(&key).into_owned();
                     error!(key = %shown, %reason, "damaged task record moved to the quarantine table; it will not be served");
-                    quarantine.insert(key.as_slice(), value.as_slice()).map_err(io)?;
+                    let at = quarantine_key(&quarantine, &key)?;
+                    quarantine.insert(at.as_slice(), value.as_slice()).map_err(io)?;
                     tasks.remove(key.as_slice()).map_err(io)?;
                     loaded.quarantined.push((shown, reason));
                 }
@@ -315,6 +312,22 @@ impl Tables {
         }
         result
     }
+}
+
+/// Where a quarantined row goes: under its own key, or, when a row of that
+/// name is already quarantined, under `KEY~2`, `KEY~3`, … (no task name
+/// has a `~`), so that no quarantined row is ever replaced.
+fn quarantine_key(
+    quarantine: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    key: &[u8],
+) -> Result<Vec<u8>, StoreError> {
+    let mut at = key.to_vec();
+    let mut n = 1u64;
+    while quarantine.get(at.as_slice()).map_err(io)?.is_some() {
+        n += 1;
+        at = [key, b"~", n.to_string().as_bytes()].concat();
+    }
+    Ok(at)
 }
 
 /// The instant, in ns, before which the usage history keeps nothing. The
