@@ -1022,6 +1022,21 @@ mod tests {
         assert!(error.to_string().contains("--db"), "{error}");
     }
 
+    /// The quarantine table's rows, key and bytes, read from the closed
+    /// database.
+    fn quarantined(path: &Path) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let db = Database::open(path).unwrap();
+        let txn = db.begin_read().unwrap();
+        let quarantine = txn.open_table(tables::QUARANTINE).unwrap();
+        redb::ReadableTable::iter(&quarantine)
+            .unwrap()
+            .map(|row| {
+                let (key, value) = row.unwrap();
+                (key.value().to_vec(), value.value().to_vec())
+            })
+            .collect()
+    }
+
     #[test]
     fn damaged_rows_are_quarantined_not_served() {
         let dir = tempfile::tempdir().unwrap();
@@ -1050,14 +1065,7 @@ mod tests {
         assert_eq!(keys, ["bad", "short"]);
         drop(store);
         // Moved, not deleted; and not reported again.
-        {
-            let db = Database::open(&path).unwrap();
-            let txn = db.begin_read().unwrap();
-            let quarantine = txn
-                .open_table(redb::TableDefinition::<&[u8], &[u8]>::new("quarantine"))
-                .unwrap();
-            assert_eq!(redb::ReadableTableMetadata::len(&quarantine).unwrap(), 2);
-        }
+        assert_eq!(quarantined(&path).len(), 2);
         let mut store = Store::open(&path, &inline()).unwrap();
         assert!(store.load().unwrap().quarantined.is_empty());
         drop(store);
@@ -1084,22 +1092,10 @@ mod tests {
             .collect();
         assert_eq!(keys, ["bad"]);
         drop(store);
-        let db = Database::open(&path).unwrap();
-        let txn = db.begin_read().unwrap();
-        let quarantine = txn
-            .open_table(redb::TableDefinition::<&[u8], &[u8]>::new("quarantine"))
-            .unwrap();
         let mut first = crate::record::encode(&task("bad", 5));
         first[3] ^= 0x40;
-        let rows: Vec<(Vec<u8>, Vec<u8>)> = redb::ReadableTable::iter(&quarantine)
-            .unwrap()
-            .map(|row| {
-                let (key, value) = row.unwrap();
-                (key.value().to_vec(), value.value().to_vec())
-            })
-            .collect();
         assert_eq!(
-            rows,
+            quarantined(&path),
             [
                 (b"bad".to_vec(), first),
                 (b"bad~2".to_vec(), again),

@@ -28,7 +28,7 @@ use crate::events::Event;
 use crate::record::{self, RecordError};
 
 pub(crate) const TASKS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("tasks");
-const QUARANTINE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("quarantine");
+pub(crate) const QUARANTINE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("quarantine");
 /// The retained event history, in chunks: the sequence number of a chunk's
 /// first event to its events' JSON lines, each ending in a newline, in
 /// order. A chunk runs up to the next one's first event. Rows written

@@ -695,15 +695,31 @@ fn name(i: u64) -> TaskName {
     TaskName::parse(&format!("task-{i}")).expect("a valid name")
 }
 
-/// The parent command lines of the simulated tasks' holders (a fourth of
-/// the tasks have none): two long enough to be stored once in the texts
-/// table and counted across every cut, one short enough to stay in its
-/// rows.
+/// The parent command lines of the simulated tasks' holders: two long
+/// enough to be stored once in the texts table and counted across every
+/// cut, one short enough to stay in its rows.
 const PARENTS: [&str; 3] = [
     "bash ./agent-loop.sh --queue builds --retries 3",
     "python3 -m worker --queue nightly --concurrency 4",
     "sh ./x.sh",
 ];
+
+/// A simulated task's holder by `choice` (taken modulo 4): one of
+/// [`PARENTS`] as its parent command line, or none for a fourth of the
+/// choices. Each call makes a copy of its own, as each connection has.
+/// The power-cut simulation and the `store_crash` fuzz target share it.
+pub(crate) fn simulated_holder(choice: u64) -> Option<Holder> {
+    let parent = usize::try_from(choice % 4)
+        .ok()
+        .and_then(|k| PARENTS.get(k))?;
+    Some(Holder {
+        pid: Some(4242),
+        uid: Some(1000),
+        command: Some("curl".into()),
+        parent_pid: Some(4200),
+        parent_command: Some((*parent).into()),
+    })
+}
 
 fn random_changes(choices: &mut impl Choices, state: &State) -> Vec<Change> {
     let count = 1 + choices.below(4);
@@ -722,17 +738,7 @@ fn random_changes(choices: &mut impl Choices, state: &State) -> Vec<Change> {
             });
         } else {
             let started = 1_000_000_000 + choices.below(1 << 30);
-            let holder = usize::try_from(choices.below(4))
-                .ok()
-                .and_then(|k| PARENTS.get(k))
-                .map(|parent| Holder {
-                    pid: Some(4242),
-                    uid: Some(1000),
-                    command: Some("curl".into()),
-                    parent_pid: Some(4200),
-                    // A copy of its own, as each connection has.
-                    parent_command: Some((*parent).into()),
-                });
+            let holder = simulated_holder(choices.below(4));
             changes.push(Change::Put {
                 task: Task {
                     holder,

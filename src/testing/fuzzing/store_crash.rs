@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 
 use crate::record;
 use crate::store::Store;
-use crate::tasks::{Change, Holder, Removal, Task};
+use crate::tasks::{Change, Removal, Task};
 use crate::testing::faulty::{FaultOn, FaultSwitch};
 use crate::testing::powercut::{self, Disk};
 use crate::time::Timestamp;
@@ -37,27 +37,11 @@ const MAX_REOPENS: u32 = 2;
 /// commit or checkpoint is a redb transaction or a log append and sync.
 const MAX_OPS: usize = 32;
 
-/// Holders' parent command lines: two long enough to be stored once in
-/// the texts table (and counted), one short enough to stay in its rows.
-const PARENTS: [&str; 3] = [
-    "bash ./agent-loop.sh --queue builds --retries 3",
-    "python3 -m worker --queue nightly --concurrency 4",
-    "sh ./x.sh",
-];
-
 fn task_of(input: &mut Input) -> Task {
     let name = name_at(input.byte());
     let started = START_NANOS + u64::from(input.byte()) * 1_000_000_000;
     let expires = started + u64::from(input.byte()) * 1_000_000_000;
-    let holder = PARENTS
-        .get(usize::from(input.byte() % 4))
-        .map(|parent| Holder {
-            pid: Some(4242),
-            uid: Some(1000),
-            command: Some("curl".into()),
-            parent_pid: Some(4200),
-            parent_command: Some((*parent).into()),
-        });
+    let holder = powercut::simulated_holder(u64::from(input.byte()));
     Task {
         holder,
         ..Task::new(
