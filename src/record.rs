@@ -109,8 +109,8 @@ const MAX_HELD_FOR: u8 = 1;
 /// Bytes before the details: version and the two timestamps (and, from
 /// version 3, the owner).
 const FIXED_LEN_V2: usize = 17;
-const FIXED_LEN: usize = 21;
-const CRC_LEN: usize = 4;
+pub(crate) const FIXED_LEN: usize = 21;
+pub(crate) const CRC_LEN: usize = 4;
 
 /// Why a stored record could not be read back.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -132,6 +132,14 @@ pub enum RecordError {
     Details(FieldError),
     /// Bytes follow the details.
     TrailingDetails(usize),
+    /// A chunk's checksum does not match: it is kept whole, and what of it
+    /// still reads is served.
+    ChunkChecksum,
+    /// A removal whose name does not match its checksum (the chunk's
+    /// checksum failed).
+    Removal,
+    /// A chunk whose header does not read: none of it can be read.
+    Chunk,
 }
 
 impl fmt::Display for RecordError {
@@ -154,6 +162,12 @@ impl fmt::Display for RecordError {
                 f,
                 "record details do not decode: {len} bytes after the details"
             ),
+            RecordError::ChunkChecksum => write!(
+                f,
+                "a chunk's checksum does not match its contents: it is kept whole, and what of it still reads is served"
+            ),
+            RecordError::Removal => write!(f, "a removal's checksum does not match its name"),
+            RecordError::Chunk => write!(f, "a chunk's header does not read: it is kept whole"),
         }
     }
 }
@@ -429,7 +443,9 @@ pub fn decode_details(
 #[derive(Debug, Default)]
 pub struct Texts {
     read: std::collections::HashSet<Arc<str>>,
-    stored: std::collections::HashMap<u64, Stored>,
+    stored: std::collections::HashMap<(u32, u64), Stored>,
+    /// See [`Texts::set_namespace`].
+    namespace: u32,
     /// Keys resolved since [`Texts::count_resolved`] last counted them:
     /// the references of the row being decoded.
     resolved: Vec<u64>,
@@ -463,7 +479,7 @@ impl Texts {
     pub fn store(&mut self, key: u64, text: &str, count: u64) {
         let text = self.share(text);
         self.stored.insert(
-            key,
+            (self.namespace, key),
             Stored {
                 text,
                 count,
@@ -472,10 +488,17 @@ impl Texts {
         );
     }
 
+    /// Where the next texts stored and references resolved belong: 0 (the
+    /// default) for the `texts` table, another number for the texts of one
+    /// chunk of the task tables, whose rows resolve against their own.
+    pub fn set_namespace(&mut self, namespace: u32) {
+        self.namespace = namespace;
+    }
+
     /// The stored text under `key`; the key is remembered for
     /// [`count_resolved`](Self::count_resolved), stored or not.
     fn stored(&mut self, key: u64) -> Option<Arc<str>> {
-        match self.stored.get(&key) {
+        match self.stored.get(&(self.namespace, key)) {
             Some(stored) => {
                 self.resolved.push(key);
                 Some(Arc::clone(&stored.text))
@@ -505,19 +528,19 @@ impl Texts {
 
     /// Counts one reference to `key` (a stored text or not).
     pub fn count_reference(&mut self, key: u64) {
-        if let Some(stored) = self.stored.get_mut(&key) {
+        if let Some(stored) = self.stored.get_mut(&(self.namespace, key)) {
             stored.used += 1;
         }
     }
 
-    /// The stored texts whose count is not the number of references read:
-    /// each key, its text and the references read (zero: none refers to
-    /// it any more).
+    /// The `texts` table's texts whose count is not the number of
+    /// references read: each key, its text and the references read (zero:
+    /// none refers to it any more).
     pub fn miscounted(&self) -> impl Iterator<Item = (u64, &str, u64)> {
         self.stored
             .iter()
-            .filter(|(_, stored)| stored.count != stored.used)
-            .map(|(&key, stored)| (key, &*stored.text, stored.used))
+            .filter(|((namespace, _), stored)| *namespace == 0 && stored.count != stored.used)
+            .map(|(&(_, key), stored)| (key, &*stored.text, stored.used))
     }
 }
 
@@ -535,6 +558,27 @@ pub fn references(name: &[u8], bytes: &[u8]) -> [Option<u64>; 2] {
         return [None; 2];
     }
     references_read(body)
+}
+
+/// Whether `bytes`, stored under `name`, is a record of this version that
+/// passes its checksum: what a row of a damaged chunk must be to be copied
+/// on.
+///
+/// # Errors
+/// Why it is not: its length, its version or its checksum.
+pub fn check(name: &[u8], bytes: &[u8]) -> Result<(), RecordError> {
+    match bytes.first() {
+        Some(&VERSION) if bytes.len() >= FIXED_LEN + 1 + CRC_LEN => {}
+        Some(&VERSION) | None => return Err(RecordError::Length(bytes.len())),
+        Some(&other) => return Err(RecordError::Version(other)),
+    }
+    let (body, crc) = bytes.split_at(bytes.len() - CRC_LEN);
+    let stored = u32::from_le_bytes([crc[0], crc[1], crc[2], crc[3]]);
+    let computed = checksum_bytes(name, body);
+    if stored != computed {
+        return Err(RecordError::Checksum { stored, computed });
+    }
+    Ok(())
 }
 
 /// The keys a quarantined row may refer to, read as version 5 whatever

@@ -17,9 +17,12 @@ use sprite_tasks::server::{Config, Server};
 use sprite_tasks::store::{Store, StoreOptions};
 use sprite_tasks::tasks::{Batch, Change, Command, Rebased, Task, TaskName, Tasks};
 use sprite_tasks::testing::faulty::{self, FaultSwitch};
+use sprite_tasks::testing::tables;
 use sprite_tasks::time::{ClockStep, ReactorClock, Timestamp};
 
-/// The store's tables, as laid out on disk (see `src/store/tables.rs`).
+/// The store's tables, as laid out on disk (see `src/store/tables.rs`):
+/// the per-name table of the versions before chunks (which a load moves
+/// into chunks), and the quarantine.
 const TASKS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("tasks");
 const QUARANTINE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("quarantine");
 
@@ -80,19 +83,16 @@ fn damaged_records_are_moved_aside_loudly_and_the_rest_is_served() {
     let (status, log) = daemon.terminate();
     assert!(status.success(), "{log}");
 
-    // Damage two rows behind the daemon's back: a flipped bit, and a row
-    // that is no record at all.
+    // Damage two rows behind the daemon's back: a flipped bit in a
+    // record in its chunk, and a row that is no record at all (in the
+    // per-name table of an earlier version, which a load still reads).
     let (flipped, junk) = {
         let db = Database::create(dirs.db()).unwrap();
-        let mut flipped = rows(&db, TASKS)[b"flipped".as_slice()].clone();
-        flipped[5] ^= 0x08;
+        let flipped = tables::damage_record(&db, "flipped", |record| record[5] ^= 0x08);
         let junk = b"\x07not a record".to_vec();
         let txn = db.begin_write().unwrap();
         {
             let mut tasks = txn.open_table(TASKS).unwrap();
-            tasks
-                .insert(b"flipped".as_slice(), flipped.as_slice())
-                .unwrap();
             tasks.insert(b"junk".as_slice(), junk.as_slice()).unwrap();
         }
         txn.commit().unwrap();
@@ -101,8 +101,9 @@ fn damaged_records_are_moved_aside_loudly_and_the_rest_is_served() {
 
     let daemon = Daemon::start(&dirs, &[]);
     let started = daemon.wait_for_log("sprite-tasksd listening");
-    assert!(started.contains("quarantined=2"), "{started}");
-    for key in ["key=flipped", "key=junk"] {
+    // The two rows, and the chunk that held the flipped one, kept whole.
+    assert!(started.contains("quarantined=3"), "{started}");
+    for key in ["key=flipped", "key=junk", "key=~tasks."] {
         let line = daemon.wait_for_log(key);
         assert!(
             line.contains("ERROR") && line.contains("quarantine"),
@@ -121,9 +122,19 @@ fn damaged_records_are_moved_aside_loudly_and_the_rest_is_served() {
     // Moved aside byte for byte, not deleted; not reported twice.
     let db = Database::create(dirs.db()).unwrap();
     let quarantine = rows(&db, QUARANTINE);
-    assert_eq!(quarantine.len(), 2);
+    assert_eq!(quarantine.len(), 3);
     assert_eq!(quarantine[b"flipped".as_slice()], flipped);
     assert_eq!(quarantine[b"junk".as_slice()], junk);
+    let (_, chunk) = quarantine
+        .iter()
+        .find(|(key, _)| key.starts_with(b"~tasks."))
+        .expect("the chunk");
+    assert!(
+        chunk
+            .windows(flipped.len())
+            .any(|w| w == flipped.as_slice()),
+        "the chunk as found, with the flipped record in it"
+    );
     drop(db);
     let daemon = Daemon::start(&dirs, &[]);
     let started = daemon.wait_for_log("sprite-tasksd listening");
@@ -188,7 +199,10 @@ fn tasks_due_during_downtime_expire_at_start_and_the_others_are_untouched() {
 
     // The expiry was durable, not just hidden.
     let db = Database::create(dirs.db()).unwrap();
-    let names: Vec<Vec<u8>> = rows(&db, TASKS).into_keys().collect();
+    let names: Vec<Vec<u8>> = tables::task_rows(&db)
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect();
     assert_eq!(names, [b"long-1".to_vec(), b"long-2".to_vec()]);
 }
 
@@ -247,7 +261,7 @@ fn a_restart_with_more_due_than_one_commit_holds_starts_and_expires_them_all() {
     let (status, log) = daemon.terminate();
     assert!(status.success(), "{log}");
     let db = Database::create(dirs.db()).unwrap();
-    assert!(rows(&db, TASKS).is_empty(), "every expiry is durable");
+    assert!(tables::task_rows(&db).is_empty(), "every expiry is durable");
 }
 
 /// Starts an in-process server on a database holding `tasks` and returns

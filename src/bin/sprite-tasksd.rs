@@ -379,6 +379,7 @@ fn main() -> ExitCode {
         checkpoint_changes: args.checkpoint_changes.max(1),
         background: true,
         usage_retention: args.usage_retention,
+        ..StoreOptions::default()
     };
     let service = match service {
         Ok(service) => service,

@@ -39,6 +39,7 @@
 //!   its changes are folded back and retried.
 
 pub mod checkpoint;
+pub mod chunk;
 pub mod files;
 pub mod frame;
 pub mod pending;
@@ -83,6 +84,16 @@ pub const DEFAULT_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
 /// checkpoint (and the replay after a crash) stays small: 16,384 changes
 /// commit to redb in well under 100 ms.
 pub const DEFAULT_CHECKPOINT_CHANGES: usize = 16_384;
+
+/// A checkpoint writes its rows as a run beside the base
+/// ([`tables`](self::tables)); once the runs hold as many rows as the base,
+/// or this many if the base is smaller, it merges them and the base into a
+/// new base instead. Each change is then written about twice (in its run,
+/// and once more in the next base), against some 6,000 instructions of
+/// B-tree work per row when each checkpoint updated a row per task; the
+/// runs hold at most about as many rows as the base, so a load reads at
+/// most about twice the rows it keeps.
+pub const DEFAULT_COMPACT_AT: usize = 16_384;
 
 /// redb's page cache, in bytes (its default is 1 GiB, a ceiling it fills
 /// with every page a checkpoint or a load touches and never gives back). The
@@ -129,6 +140,10 @@ pub struct StoreOptions {
     /// How long the usage history keeps a hold after it ended: a
     /// checkpoint deletes older ones.
     pub usage_retention: Duration,
+    /// A checkpoint compacts the task tables once the runs hold this many
+    /// rows or as many as the base, whichever is more
+    /// ([`DEFAULT_COMPACT_AT`]).
+    pub compact_at: usize,
 }
 
 impl Default for StoreOptions {
@@ -139,6 +154,7 @@ impl Default for StoreOptions {
             checkpoint_changes: DEFAULT_CHECKPOINT_CHANGES,
             background: true,
             usage_retention: crate::usage::DEFAULT_USAGE_RETENTION,
+            compact_at: DEFAULT_COMPACT_AT,
         }
     }
 }
@@ -337,7 +353,7 @@ impl Store {
             )));
         }
         let engine = Engine {
-            tables: Tables::new(db, opener, options.usage_retention),
+            tables: Tables::new(db, opener, options.usage_retention, options.compact_at),
             log: Arc::clone(&log),
         };
         let worker = if options.background {

@@ -15,18 +15,39 @@
 //! `Database` is dropped and reopened, so a failure drops it and the next
 //! call reopens it through the [`Opener`].
 
+use std::collections::HashMap;
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
-use redb::{Database, DatabaseError, ReadableTable, ReadableTableMetadata, TableDefinition};
+use redb::{
+    AccessGuard, Database, DatabaseError, ReadTransaction, ReadableTable, ReadableTableMetadata,
+    Table, TableDefinition, TableHandle, WriteTransaction,
+};
 use tracing::{error, warn};
 
+use super::chunk::{self, Chunk, Read, Row};
 use super::pending::{LogMark, Pending};
 use super::texts::{self, TEXTS};
 use super::{Loaded, StoreError};
 use crate::events::Event;
 use crate::record::{self, RecordError};
+use crate::tasks::{Task, TaskName};
 
+/// The task rows as of the last compaction, in [`chunk`]s keyed by their
+/// order: the base.
+pub(crate) const BASE: TableDefinition<u64, &[u8]> = TableDefinition::new("tasks.base");
+/// Where a compaction writes the next base, renamed to [`BASE`] in the
+/// same commit.
+const BASE_NEXT: TableDefinition<u64, &[u8]> = TableDefinition::new("tasks.base.next");
+/// The rows each checkpoint since the last compaction changed: a run of
+/// chunks per checkpoint, keyed by (its number, the chunk's order in it).
+/// A name's row in a later run takes the place of its row in an earlier
+/// one and in the base; a removal is a row too.
+pub(crate) const RUNS: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("tasks.runs");
+/// The per-name table of versions before chunks: a task name to its
+/// [`record`](crate::record). Read once, by the first load, which moves its
+/// rows into chunks and deletes it.
 pub(crate) const TASKS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("tasks");
 pub(crate) const QUARANTINE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("quarantine");
 /// The retained event history, in chunks: the sequence number of a chunk's
@@ -38,8 +59,11 @@ pub(crate) const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("eve
 /// Most bytes of event lines in one row of [`EVENTS`]. One row per event
 /// made the history three quarters of a checkpoint's work (a redb insert is
 /// about 4,600 instructions, callgrind); one per checkpoint would make a
-/// row of up to 16k events. At 256 KiB, about 1,500 events share a row.
-pub(crate) const EVENT_CHUNK_BYTES: usize = 256 << 10;
+/// row of up to 16k events. At 256 KiB, about 1,500 events share a row;
+/// less [`PAGE_SLACK`](chunk::PAGE_SLACK), so that the row fills a 256 KiB
+/// leaf of redb's instead of half a 512 KiB one (cleared, checksummed and
+/// written whole: 2,400 instructions of `memset` per ended hold).
+pub(crate) const EVENT_CHUNK_BYTES: usize = (256 << 10) - chunk::PAGE_SLACK;
 /// The usage history, in chunks as [`EVENTS`]: (the latest instant in ns
 /// among a chunk's events, its first event's sequence number) to their JSON
 /// lines. One row per event cost each ended hold a redb insert (about 6,000
@@ -51,6 +75,9 @@ pub(crate) const USAGE: TableDefinition<(u64, u64), &[u8]> = TableDefinition::ne
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const META_LSN: &str = "log.lsn";
 const META_POSITION: &str = "log.position";
+/// Rows in the base and in the runs: when to compact.
+const META_BASE_ROWS: &str = "tasks.base.rows";
+const META_RUN_ROWS: &str = "tasks.runs.rows";
 
 /// Opens (or reopens) the database. Production opens the file; tests pass
 /// storage that fails on purpose or loses power.
@@ -66,6 +93,7 @@ pub struct Tables {
     db: Option<Database>,
     opener: Opener,
     usage_retention: Duration,
+    compact_at: usize,
 }
 
 impl fmt::Debug for Tables {
@@ -78,17 +106,27 @@ impl fmt::Debug for Tables {
 
 impl Tables {
     /// Wraps an open database whose usage history keeps holds for
-    /// `usage_retention`.
-    pub fn new(db: Database, opener: Opener, usage_retention: Duration) -> Tables {
+    /// `usage_retention` and whose checkpoints compact the task tables at
+    /// `compact_at` rows of runs (see [`StoreOptions`](super::StoreOptions)).
+    pub fn new(
+        db: Database,
+        opener: Opener,
+        usage_retention: Duration,
+        compact_at: usize,
+    ) -> Tables {
         Tables {
             db: Some(db),
             opener,
             usage_retention,
+            compact_at,
         }
     }
 
-    /// Reads every row and the log mark. Rows that fail to decode are
-    /// logged, moved to the quarantine table in one commit, and left out.
+    /// Reads every row and the log mark. Rows that cannot be trusted are
+    /// logged, moved to the quarantine table, and left out; the task tables
+    /// are then rewritten without them, in the same commit. Rows of the
+    /// per-name `tasks` table of an earlier version move into the chunks
+    /// the same way.
     ///
     /// # Errors
     /// [`StoreError::Io`] if the database cannot be read or the quarantine
@@ -99,32 +137,65 @@ impl Tables {
             let txn = db.begin_write().map_err(io)?;
             let mut loaded = Loaded::default();
             let mut mark = LogMark::default();
-            let mut changed = false;
+            let mut texts = record::Texts::default();
+            let mut aside = SetAside::default();
+            let migrated = migrate_legacy(&txn, &mut texts, &mut aside, &mut loaded)?;
+            let mut changed = migrated || loaded.recounted > 0;
             {
-                let mut tasks = txn.open_table(TASKS).map_err(io)?;
-                let mut bad: Vec<(Vec<u8>, Vec<u8>, RecordError)> = Vec::new();
+                let base = txn.open_table(BASE).map_err(io)?;
+                let runs = txn.open_table(RUNS).map_err(io)?;
+                let (stored, n_base) = stored_chunks(Some(&base), Some(&runs))?;
+                let opened = open_chunks(&stored, &mut texts, &mut aside);
+                let rows = opened.iter().flatten().map(|o| o.rows).sum::<usize>();
                 // Sized once: growing by doubling copied 100k rows 17 times.
-                let rows = usize::try_from(tasks.len().map_err(io)?).unwrap_or(0);
                 loaded.tasks.reserve_exact(rows.min(PRESIZE_ROWS_AT_MOST));
-                let mut texts = record::Texts::default();
-                let mut stored_texts = txn.open_table(TEXTS).map_err(io)?;
-                texts::load(&stored_texts, &mut texts)?;
-                for row in tasks.iter().map_err(io)? {
-                    let (key, value) = row.map_err(io)?;
-                    match record::decode(key.value(), value.value(), &mut texts) {
+                let mut bad = Vec::new();
+                merge(&stored, &opened, n_base, &[], &mut aside, |merged| {
+                    let Merged::Stored { chunk, row } = merged else {
+                        return Ok(());
+                    };
+                    let value = row.value.unwrap_or_default();
+                    texts.set_namespace(namespace(chunk));
+                    match record::decode(row.name, value, &mut texts) {
                         Ok(task) => {
                             texts.count_resolved();
                             loaded.tasks.push(task);
                         }
-                        Err(reason) => {
-                            // Quarantined, it keeps the lines it names.
-                            for text in record::references_kept(value.value()).into_iter().flatten() {
-                                texts.count_reference(text);
-                            }
-                            bad.push((key.value().to_vec(), value.value().to_vec(), reason));
-                        }
+                        Err(reason) => bad.push((chunk, row, reason)),
+                    }
+                    Ok(())
+                })?;
+                for (chunk, row, reason) in bad {
+                    if let Some(opened) = &opened[chunk] {
+                        let value = row.value.unwrap_or_default();
+                        aside.chunk_row(row.name, value, reason, &opened.texts);
                     }
                 }
+            }
+            if !texts.missing().is_empty() {
+                warn!(
+                    tasks = texts.missing().len(),
+                    "holder command lines missing or damaged; those tasks are served without them"
+                );
+            }
+            loaded.missing_texts = texts.missing().len();
+            if migrated || !aside.is_empty() {
+                // Written again without what was set aside, so that the
+                // next load does not find it again.
+                let written = {
+                    let mut next = BaseWriter::open(&txn)?;
+                    for task in &loaded.tasks {
+                        next.put(Merged::Task(task), &[], &mut texts)?;
+                    }
+                    next.finish()?
+                };
+                swap_base(&txn)?;
+                set_counts(&txn, written, 0)?;
+                changed = true;
+            }
+            changed |= !aside.is_empty();
+            aside.commit(&txn, &mut loaded.quarantined)?;
+            {
                 let events = txn.open_table(EVENTS).map_err(io)?;
                 for row in events.iter().map_err(io)? {
                     let (first, chunk) = row.map_err(io)?;
@@ -145,7 +216,10 @@ impl Tables {
                     for event in events_in(chunk.value()) {
                         match event {
                             Some(event) => {
-                                if event.usage_instant().is_some_and(|at| at.as_nanos() >= horizon) {
+                                if event
+                                    .usage_instant()
+                                    .is_some_and(|at| at.as_nanos() >= horizon)
+                                {
                                     loaded.usage.push(event);
                                 }
                             }
@@ -161,41 +235,12 @@ impl Tables {
                 if let Some(position) = meta.get(META_POSITION).map_err(io)? {
                     mark.position = position.value();
                 }
-                let mut quarantine = txn.open_table(QUARANTINE).map_err(io)?;
-                // Rows quarantined before keep the lines they name too.
-                for row in quarantine.iter().map_err(io)? {
-                    let (_, value) = row.map_err(io)?;
-                    for text in record::references_kept(value.value()).into_iter().flatten() {
-                        texts.count_reference(text);
-                    }
-                }
-                if !texts.missing().is_empty() {
-                    warn!(
-                        tasks = texts.missing().len(),
-                        "holder command lines missing or damaged in the texts table; those tasks are served without them"
-                    );
-                }
-                loaded.missing_texts = texts.missing().len();
-                let recounted = texts::recount(&mut stored_texts, &texts)?;
-                if recounted > 0 {
-                    warn!(recounted, "stored command lines recounted");
-                }
-                changed |= recounted > 0;
-                loaded.recounted = recounted;
-                for (key, value, reason) in bad {
-                    let shown = String::from_utf8_lossy(&key).into_owned();
-                    error!(key = %shown, %reason, "damaged task record moved to the quarantine table; it will not be served");
-                    let at = quarantine_key(&quarantine, &key)?;
-                    quarantine.insert(at.as_slice(), value.as_slice()).map_err(io)?;
-                    tasks.remove(key.as_slice()).map_err(io)?;
-                    loaded.quarantined.push((shown, reason));
-                }
             }
-            if !changed && loaded.quarantined.is_empty() {
+            if changed {
+                txn.commit().map_err(io)?;
+            } else {
                 // Nothing changed: no fsync needed.
                 txn.abort().map_err(io)?;
-            } else {
-                txn.commit().map_err(io)?;
             }
             Ok((loaded, mark))
         })
@@ -212,6 +257,7 @@ impl Tables {
     /// database has been dropped and the next call reopens it.
     pub fn checkpoint(&mut self, pending: &Pending) -> Result<(), StoreError> {
         let retention = self.usage_retention;
+        let compact_at = self.compact_at;
         self.guard(|db| {
             let txn = db.begin_write().map_err(io)?;
             {
@@ -260,25 +306,36 @@ impl Tables {
                     usage.retain_in(..(horizon, 0), |_, _| false).map_err(io)?;
                 }
             }
-            {
-                let mut tasks = txn.open_table(TASKS).map_err(io)?;
-                let mut stored_texts = txn.open_table(TEXTS).map_err(io)?;
-                let mut plan = texts::Plan::default();
-                let mut value = Vec::new();
-                for (name, row) in pending.rows() {
-                    let name = name.as_bytes();
-                    let replaced = match row {
-                        Some(task) => {
-                            plan.encode_row(&stored_texts, task, &mut value)?;
-                            tasks.insert(name, value.as_slice()).map_err(io)?
-                        }
-                        None => tasks.remove(name).map_err(io)?,
+            let rows = pending.rows();
+            if !rows.is_empty() {
+                let (base_rows, run_rows) = counts(&txn)?;
+                let after = run_rows.saturating_add(rows.len() as u64);
+                if after >= base_rows.max(compact_at as u64) {
+                    let mut aside = SetAside::default();
+                    let written = {
+                        let base = txn.open_table(BASE).map_err(io)?;
+                        let runs = txn.open_table(RUNS).map_err(io)?;
+                        let (stored, n_base) = stored_chunks(Some(&base), Some(&runs))?;
+                        let mut texts = record::Texts::default();
+                        let opened = open_chunks(&stored, &mut texts, &mut aside);
+                        let mut next = BaseWriter::open(&txn)?;
+                        merge(&stored, &opened, n_base, &rows, &mut aside, |row| {
+                            next.put(row, &opened, &mut texts)
+                        })?;
+                        next.finish()?
                     };
-                    if let Some(old) = replaced {
-                        plan.release_row(&stored_texts, name, old.value())?;
-                    }
+                    swap_base(&txn)?;
+                    set_counts(&txn, written, 0)?;
+                    let mut quarantined = Vec::new();
+                    aside.commit(&txn, &mut quarantined)?;
+                } else {
+                    let mut runs = txn.open_table(RUNS).map_err(io)?;
+                    let rows = rows
+                        .iter()
+                        .map(|(name, row)| (name.as_bytes(), row.as_ref()));
+                    write_run(&mut runs, rows)?;
+                    set_counts(&txn, base_rows, after)?;
                 }
-                plan.apply(&mut stored_texts)?;
             }
             {
                 let mut meta = txn.open_table(META).map_err(io)?;
@@ -311,6 +368,526 @@ impl Tables {
             self.db = None;
         }
         result
+    }
+}
+
+/// A task row's name and record bytes.
+pub(crate) type RawRow = (Vec<u8>, Vec<u8>);
+
+/// The task rows the tables hold, as a load merges them (the newest of
+/// each name; removals and what a load would set aside left out): each
+/// name and its record's bytes, in name order. For tests and inspection.
+///
+/// # Errors
+/// [`StoreError::Io`] if the tables cannot be read.
+pub(crate) fn read_rows(txn: &ReadTransaction) -> Result<Vec<RawRow>, StoreError> {
+    // A table no checkpoint has written yet does not exist.
+    let base = txn.open_table(BASE).ok();
+    let runs = txn.open_table(RUNS).ok();
+    let (stored, n_base) = stored_chunks(base.as_ref(), runs.as_ref())?;
+    let mut texts = record::Texts::default();
+    let mut aside = SetAside::default();
+    let opened = open_chunks(&stored, &mut texts, &mut aside);
+    let mut rows = Vec::new();
+    merge(&stored, &opened, n_base, &[], &mut aside, |merged| {
+        if let Merged::Stored { row, .. } = merged {
+            rows.push((row.name.to_vec(), row.value.unwrap_or_default().to_vec()));
+        }
+        Ok(())
+    })?;
+    Ok(rows)
+}
+
+/// Reads the per-name `tasks` table of an earlier version and the `texts`
+/// table its rows refer to, counts the references of its rows and of the
+/// quarantined ones, and puts right any count that differs
+/// (`loaded.recounted`). Its rows that decode move into a run, newer than
+/// any, and the table is deleted; the others go to `aside`. Returns
+/// whether there were any.
+fn migrate_legacy(
+    txn: &WriteTransaction,
+    texts: &mut record::Texts,
+    aside: &mut SetAside,
+    loaded: &mut Loaded,
+) -> Result<bool, StoreError> {
+    let mut stored_texts = txn.open_table(TEXTS).map_err(io)?;
+    texts::load(&stored_texts, texts)?;
+    let mut kept = Vec::new();
+    let mut released = Vec::new();
+    let any = {
+        let tasks = txn.open_table(TASKS).map_err(io)?;
+        for row in tasks.iter().map_err(io)? {
+            let (key, value) = row.map_err(io)?;
+            match record::decode(key.value(), value.value(), texts) {
+                Ok(task) => {
+                    texts.count_resolved();
+                    released.extend(
+                        record::references(key.value(), value.value())
+                            .into_iter()
+                            .flatten(),
+                    );
+                    kept.push(task);
+                }
+                Err(reason) => {
+                    // Quarantined, it keeps the lines it names.
+                    for text in record::references_kept(value.value()).into_iter().flatten() {
+                        texts.count_reference(text);
+                    }
+                    aside.row(key.value(), value.value(), reason);
+                }
+            }
+        }
+        !tasks.is_empty().map_err(io)?
+    };
+    // Rows quarantined before keep the lines they name too.
+    let quarantine = txn.open_table(QUARANTINE).map_err(io)?;
+    for row in quarantine.iter().map_err(io)? {
+        let (_, value) = row.map_err(io)?;
+        for text in record::references_kept(value.value()).into_iter().flatten() {
+            texts.count_reference(text);
+        }
+    }
+    let recounted = texts::recount(&mut stored_texts, texts)?;
+    if recounted > 0 {
+        warn!(recounted, "stored command lines recounted");
+    }
+    loaded.recounted = recounted;
+    if !any {
+        return Ok(false);
+    }
+    // The rows moved give their references back; what stays in the
+    // table is what quarantined rows name, and texts that are damaged
+    // (left as they are).
+    let missing: std::collections::HashSet<u64> = texts.missing().iter().copied().collect();
+    let mut plan = texts::Plan::default();
+    for key in released {
+        if !missing.contains(&key) {
+            plan.release(&stored_texts, key)?;
+        }
+    }
+    plan.apply(&mut stored_texts)?;
+    let mut runs = txn.open_table(RUNS).map_err(io)?;
+    write_run(
+        &mut runs,
+        kept.iter().map(|task| (task.name.as_bytes(), Some(task))),
+    )?;
+    drop(runs);
+    txn.delete_table(TASKS).map_err(io)?;
+    tracing::info!(
+        rows = kept.len(),
+        "task rows of an earlier version moved into chunks"
+    );
+    Ok(true)
+}
+
+/// The namespace of chunk `i`'s texts in a [`record::Texts`] (0 is the
+/// `texts` table's).
+fn namespace(i: usize) -> u32 {
+    u32::try_from(i + 1).unwrap_or(u32::MAX)
+}
+
+/// The rows in the base and in the runs, as meta counts them.
+fn counts(txn: &WriteTransaction) -> Result<(u64, u64), StoreError> {
+    let meta = txn.open_table(META).map_err(io)?;
+    let get = |key| -> Result<u64, StoreError> {
+        Ok(meta.get(key).map_err(io)?.map_or(0, |value| value.value()))
+    };
+    Ok((get(META_BASE_ROWS)?, get(META_RUN_ROWS)?))
+}
+
+fn set_counts(txn: &WriteTransaction, base_rows: u64, run_rows: u64) -> Result<(), StoreError> {
+    let mut meta = txn.open_table(META).map_err(io)?;
+    meta.insert(META_BASE_ROWS, base_rows).map_err(io)?;
+    meta.insert(META_RUN_ROWS, run_rows).map_err(io)?;
+    Ok(())
+}
+
+/// Writes `rows` (by name, in order; `None`: removed) as the next run.
+/// Returns how many.
+fn write_run<'t>(
+    runs: &mut Table<'_, (u64, u64), &'static [u8]>,
+    rows: impl Iterator<Item = (&'t [u8], Option<&'t Task>)>,
+) -> Result<u64, StoreError> {
+    let run = runs
+        .last()
+        .map_err(io)?
+        .map_or(1, |(key, _)| key.value().0 + 1);
+    let mut writer = chunk::Writer::default();
+    let mut part = 0;
+    let mut count = 0;
+    for (name, task) in rows {
+        match task {
+            Some(task) => writer.put_task(task),
+            None => writer.put_removed(name),
+        }
+        count += 1;
+        for chunk in writer.take_sealed() {
+            runs.insert((run, part), chunk.as_slice()).map_err(io)?;
+            part += 1;
+        }
+    }
+    if !writer.is_empty() {
+        runs.insert((run, part), writer.seal().as_slice())
+            .map_err(io)?;
+    }
+    Ok(count)
+}
+
+/// Writes the next base into [`BASE_NEXT`], for [`swap_base`].
+struct BaseWriter<'t> {
+    table: Table<'t, u64, &'static [u8]>,
+    writer: chunk::Writer,
+    part: u64,
+    rows: u64,
+}
+
+impl<'t> BaseWriter<'t> {
+    fn open(txn: &'t WriteTransaction) -> Result<BaseWriter<'t>, StoreError> {
+        let mut table = txn.open_table(BASE_NEXT).map_err(io)?;
+        // Left by nothing committed; cleared all the same.
+        table.retain(|_, _| false).map_err(io)?;
+        Ok(BaseWriter {
+            table,
+            writer: chunk::Writer::default(),
+            part: 0,
+            rows: 0,
+        })
+    }
+
+    /// Appends a row, in name order: a stored one with the texts of its
+    /// chunk, or a task.
+    fn put(
+        &mut self,
+        row: Merged<'_>,
+        opened: &[Option<Opened<'_>>],
+        texts: &mut record::Texts,
+    ) -> Result<(), StoreError> {
+        match row {
+            Merged::Task(task) => self.writer.put_task(task),
+            Merged::Stored { chunk, row } => {
+                let Some(from) = opened.get(chunk).and_then(Option::as_ref) else {
+                    return Ok(());
+                };
+                if !self.writer.put_stored(row, &from.texts) {
+                    // A text of its under a key this chunk gives another:
+                    // written from its task, that text stays in the row.
+                    texts.set_namespace(namespace(chunk));
+                    let value = row.value.unwrap_or_default();
+                    let task = record::decode(row.name, value, texts).map_err(|e| {
+                        StoreError::Io(format!("a checked row did not decode: {e}"))
+                    })?;
+                    self.writer.put_task(&task);
+                }
+            }
+        }
+        self.rows += 1;
+        for chunk in self.writer.take_sealed() {
+            self.table.insert(self.part, chunk.as_slice()).map_err(io)?;
+            self.part += 1;
+        }
+        Ok(())
+    }
+
+    /// Seals the last chunk; returns the rows written.
+    fn finish(mut self) -> Result<u64, StoreError> {
+        if !self.writer.is_empty() {
+            let chunk = self.writer.seal();
+            self.table.insert(self.part, chunk.as_slice()).map_err(io)?;
+        }
+        Ok(self.rows)
+    }
+}
+
+/// Makes the next base the base, and deletes the runs it contains.
+fn swap_base(txn: &WriteTransaction) -> Result<(), StoreError> {
+    txn.delete_table(BASE).map_err(io)?;
+    txn.rename_table(BASE_NEXT, BASE).map_err(io)?;
+    txn.delete_table(RUNS).map_err(io)?;
+    Ok(())
+}
+
+/// A chunk as stored: where it is (for the quarantine's key), and its
+/// bytes.
+type StoredChunk<'a> = (String, AccessGuard<'a, &'static [u8]>);
+
+/// Every chunk of the base, in order, then every chunk of the runs, in
+/// order; and how many are the base's.
+fn stored_chunks<'a>(
+    base: Option<&'a impl ReadableTable<u64, &'static [u8]>>,
+    runs: Option<&'a impl ReadableTable<(u64, u64), &'static [u8]>>,
+) -> Result<(Vec<StoredChunk<'a>>, usize), StoreError> {
+    let mut stored = Vec::new();
+    for row in base
+        .map(ReadableTable::iter)
+        .transpose()
+        .map_err(io)?
+        .into_iter()
+        .flatten()
+    {
+        let (key, value) = row.map_err(io)?;
+        stored.push((format!("~{}/{}", BASE.name(), key.value()), value));
+    }
+    let n_base = stored.len();
+    for row in runs
+        .map(ReadableTable::iter)
+        .transpose()
+        .map_err(io)?
+        .into_iter()
+        .flatten()
+    {
+        let (key, value) = row.map_err(io)?;
+        let (run, part) = key.value();
+        stored.push((format!("~{}/{run}.{part}", RUNS.name()), value));
+    }
+    Ok((stored, n_base))
+}
+
+/// A chunk, opened, with its texts.
+struct Opened<'a> {
+    chunk: Chunk<'a>,
+    texts: HashMap<u64, Arc<str>>,
+    /// Rows, as its header says: a load sizes its buffer by them.
+    rows: usize,
+}
+
+/// Opens each chunk and stores its texts in `texts` under its namespace;
+/// `None` for one whose header does not read. A chunk that does not read
+/// or fails its checksum is set aside whole, so that nothing of it is lost;
+/// what of a damaged one still reads is served.
+fn open_chunks<'a>(
+    stored: &'a [StoredChunk<'_>],
+    texts: &mut record::Texts,
+    aside: &mut SetAside,
+) -> Vec<Option<Opened<'a>>> {
+    let opened: Vec<Option<Opened<'a>>> = stored
+        .iter()
+        .enumerate()
+        .map(|(i, (label, bytes))| {
+            let Some(chunk) = Chunk::open(bytes.value()) else {
+                aside.row(label.as_bytes(), bytes.value(), RecordError::Chunk);
+                return None;
+            };
+            if !chunk.intact {
+                aside.row(label.as_bytes(), bytes.value(), RecordError::ChunkChecksum);
+            }
+            texts.set_namespace(namespace(i));
+            let mut shared = HashMap::new();
+            for (key, text) in chunk.texts() {
+                texts.store(key, text, 0);
+                shared.insert(key, texts.share(text));
+            }
+            Some(Opened {
+                chunk,
+                texts: shared,
+                rows: chunk.row_count(),
+            })
+        })
+        .collect();
+    opened
+}
+
+/// A row of the merged tables.
+#[derive(Clone, Copy)]
+enum Merged<'a> {
+    /// As stored in chunk `chunk` (a record, never a removal).
+    Stored { chunk: usize, row: Row<'a> },
+    /// A pending change's task.
+    Task(&'a Task),
+}
+
+/// What a run says of a name.
+enum Newest<'a> {
+    Stored(usize, Row<'a>),
+    Task(&'a Task),
+    /// Removed, or damaged: nothing older of the name is served.
+    Gone,
+}
+
+/// How a row of a chunk reads.
+enum Entry<'a> {
+    Record(&'a [u8]),
+    Removed,
+    Damaged,
+}
+
+/// Calls `each` with every row of a chunk. In a chunk that fails its
+/// checksum (set aside whole), a record that fails its own and a removal
+/// that fails its are set aside by name too, and hide older rows of that
+/// name; the rows past where the framing breaks cannot be read.
+fn each_row<'a>(
+    label: &str,
+    opened: &Opened<'a>,
+    aside: &mut SetAside,
+    mut each: impl FnMut(&'a [u8], Entry<'a>),
+) {
+    for read in opened.chunk.rows() {
+        match read {
+            Read::Row(Row {
+                name,
+                value: Some(value),
+            }) => {
+                let checked = if opened.chunk.intact {
+                    Ok(())
+                } else {
+                    record::check(name, value)
+                };
+                if let Err(reason) = checked {
+                    aside.chunk_row(name, value, reason, &opened.texts);
+                    each(name, Entry::Damaged);
+                    continue;
+                }
+                each(name, Entry::Record(value));
+            }
+            Read::Row(Row { name, value: None }) => each(name, Entry::Removed),
+            Read::BadRemoval { name, row } => {
+                aside.row(name, row, RecordError::Removal);
+                each(name, Entry::Damaged);
+            }
+            Read::Unframed { at, rest } => {
+                warn!(chunk = %label, at, bytes = rest.len(), "a damaged chunk's rows stop reading here");
+            }
+        }
+    }
+}
+
+/// Walks the rows of the base and of the runs, and `pending` (newer than
+/// any run), by name, handing `emit` the newest row of each name unless it
+/// is a removal or damaged (set aside).
+fn merge<'a>(
+    stored: &[StoredChunk<'_>],
+    opened: &[Option<Opened<'a>>],
+    n_base: usize,
+    pending: &[(&'a TaskName, &'a Option<Task>)],
+    aside: &mut SetAside,
+    mut emit: impl FnMut(Merged<'a>) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    let mut newest: Vec<(&'a [u8], Newest<'a>)> = Vec::with_capacity(pending.len());
+    for (i, opened) in opened.iter().enumerate().skip(n_base) {
+        let Some(opened) = opened else { continue };
+        each_row(&stored[i].0, opened, aside, |name, entry| {
+            let entry = match entry {
+                Entry::Record(value) => Newest::Stored(
+                    i,
+                    Row {
+                        name,
+                        value: Some(value),
+                    },
+                ),
+                Entry::Removed | Entry::Damaged => Newest::Gone,
+            };
+            newest.push((name, entry));
+        });
+    }
+    for (name, row) in pending {
+        newest.push((
+            name.as_bytes(),
+            row.as_ref().map_or(Newest::Gone, Newest::Task),
+        ));
+    }
+    // Stable: of a name's rows, the last is the newest.
+    newest.sort_by(|a, b| a.0.cmp(b.0));
+    let mut kept: Vec<(&'a [u8], Newest<'a>)> = Vec::with_capacity(newest.len());
+    for item in newest {
+        match kept.last_mut() {
+            Some(last) if last.0 == item.0 => *last = item,
+            _ => kept.push(item),
+        }
+    }
+    let mut emit_newest = |newest: Newest<'a>| match newest {
+        Newest::Stored(chunk, row) => emit(Merged::Stored { chunk, row }),
+        Newest::Task(task) => emit(Merged::Task(task)),
+        Newest::Gone => Ok(()),
+    };
+    let mut next = kept.into_iter().peekable();
+    let mut rows = Vec::new();
+    for (i, opened) in opened.iter().enumerate().take(n_base) {
+        let Some(opened) = opened else { continue };
+        rows.clear();
+        each_row(&stored[i].0, opened, aside, |name, entry| {
+            rows.push((name, entry))
+        });
+        for (name, entry) in rows.drain(..) {
+            while let Some((_, newer)) = next.next_if(|(at, _)| *at < name) {
+                emit_newest(newer)?;
+            }
+            if let Some((_, newer)) = next.next_if(|(at, _)| *at == name) {
+                emit_newest(newer)?;
+                continue;
+            }
+            if let Entry::Record(value) = entry {
+                let row = Row {
+                    name,
+                    value: Some(value),
+                };
+                emit_newest(Newest::Stored(i, row))?;
+            }
+        }
+    }
+    for (_, newer) in next {
+        emit_newest(newer)?;
+    }
+    Ok(())
+}
+
+/// What a load or a compaction could not trust: moved to the quarantine
+/// table by [`SetAside::commit`], never served, never deleted.
+#[derive(Default)]
+struct SetAside {
+    /// Key, bytes, and why.
+    rows: Vec<(Vec<u8>, Vec<u8>, RecordError)>,
+    /// The texts that set-aside records of chunks name, by key (`None`:
+    /// their chunk lost it): kept in the `texts` table for them.
+    named: Vec<(u64, Option<Arc<str>>)>,
+}
+
+impl SetAside {
+    fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    fn row(&mut self, key: &[u8], bytes: &[u8], reason: RecordError) {
+        self.rows.push((key.to_vec(), bytes.to_vec(), reason));
+    }
+
+    /// A record of a chunk, with the texts it names there.
+    fn chunk_row(
+        &mut self,
+        name: &[u8],
+        value: &[u8],
+        reason: RecordError,
+        texts: &HashMap<u64, Arc<str>>,
+    ) {
+        for key in record::references_kept(value).into_iter().flatten() {
+            self.named.push((key, texts.get(&key).cloned()));
+        }
+        self.row(name, value, reason);
+    }
+
+    /// Logs each row and moves it to the quarantine (beside any row of the
+    /// same key already there), with the texts it names.
+    fn commit(
+        self,
+        txn: &WriteTransaction,
+        quarantined: &mut Vec<(String, RecordError)>,
+    ) -> Result<(), StoreError> {
+        if self.rows.is_empty() {
+            return Ok(());
+        }
+        let mut quarantine = txn.open_table(QUARANTINE).map_err(io)?;
+        for (key, value, reason) in self.rows {
+            let shown = String::from_utf8_lossy(&key).into_owned();
+            error!(key = %shown, %reason, "damaged task record moved to the quarantine table; it will not be served");
+            let at = quarantine_key(&quarantine, &key)?;
+            quarantine
+                .insert(at.as_slice(), value.as_slice())
+                .map_err(io)?;
+            quarantined.push((shown, reason));
+        }
+        if !self.named.is_empty() {
+            let mut stored = txn.open_table(TEXTS).map_err(io)?;
+            texts::keep_for_quarantine(&mut stored, &quarantine, &self.named)?;
+        }
+        Ok(())
     }
 }
 
@@ -377,4 +954,252 @@ fn in_chunks<'a, K>(
 
 pub(super) fn io(error: impl fmt::Display) -> StoreError {
     StoreError::Io(error.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Change, MIN_LOG_SIZE, Store, StoreOptions};
+    use crate::tasks::Removal;
+    use crate::time::Timestamp;
+    use redb::ReadableDatabase;
+    use std::collections::BTreeMap;
+    use std::path::Path;
+
+    fn options(compact_at: usize) -> StoreOptions {
+        StoreOptions {
+            log_size: MIN_LOG_SIZE,
+            background: false,
+            compact_at,
+            ..StoreOptions::default()
+        }
+    }
+
+    fn task(name: &str, expires: u64) -> Task {
+        Task::new(
+            TaskName::parse(name).unwrap(),
+            Timestamp::from_nanos(0),
+            Timestamp::from_nanos(expires),
+        )
+    }
+
+    fn put(name: &str, expires: u64) -> Change {
+        Change::Put {
+            task: task(name, expires),
+            created: true,
+        }
+    }
+
+    fn remove(name: &str) -> Change {
+        Change::Remove {
+            name: TaskName::parse(name).unwrap(),
+            cause: Removal::Deleted,
+        }
+    }
+
+    /// Chunks in the base and in the runs, and the counts in meta.
+    type Shape = (u64, u64, u64, u64);
+
+    fn shape(path: &Path) -> Shape {
+        let db = Database::open(path).unwrap();
+        let read = db.begin_read().unwrap();
+        let len = |name: &str| {
+            let table: TableDefinition<'_, u64, &[u8]> = TableDefinition::new(name);
+            read.open_table(table).map_or(0, |t| t.len().unwrap())
+        };
+        let runs = read.open_table(RUNS).map_or(0, |t| t.len().unwrap());
+        let meta = read.open_table(META).unwrap();
+        let count = |key| meta.get(key).unwrap().map_or(0, |v| v.value());
+        (
+            len(BASE.name()),
+            runs,
+            count(META_BASE_ROWS),
+            count(META_RUN_ROWS),
+        )
+    }
+
+    /// Loads a fresh store at `path`: what it serves, and what it set
+    /// aside.
+    fn reload(path: &Path, compact_at: usize) -> (Vec<Task>, Vec<String>) {
+        let mut store = Store::open(path, &options(compact_at)).unwrap();
+        let loaded = store.load().unwrap();
+        let keys = loaded.quarantined.into_iter().map(|(key, _)| key).collect();
+        (loaded.tasks, keys)
+    }
+
+    #[test]
+    fn checkpoints_write_runs_that_a_compaction_merges_into_the_base() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tasks.redb");
+        let mut model: BTreeMap<String, u64> = BTreeMap::new();
+        // Each step: its changes, then the chunks expected in the base and
+        // the runs after its checkpoint, and the counts.
+        let steps: Vec<(Vec<Change>, Shape)> = vec![
+            (vec![put("b", 1), put("d", 1)], (0, 1, 0, 2)),
+            // A run over a run: 3 rows, below 4.
+            (vec![remove("d")], (0, 2, 0, 3)),
+            // 3 + 2 = 5 >= max(0, 4): all of it merges into one base
+            // chunk, and the removal of d leaves nothing of it.
+            (vec![put("a", 2), put("b", 2)], (1, 0, 2, 0)),
+            (vec![put("c", 3)], (1, 1, 2, 1)),
+            (vec![remove("a"), put("e", 3)], (1, 2, 2, 3)),
+            // 3 + 1 >= max(2, 4): b, c and e make the base.
+            (vec![put("b", 4)], (1, 0, 3, 0)),
+            (vec![put("f", 5), remove("c")], (1, 1, 3, 2)),
+        ];
+        for (changes, expected) in steps {
+            for change in &changes {
+                match change {
+                    Change::Put { task, .. } => {
+                        model.insert(task.name.as_str().to_owned(), task.expires_at.as_nanos());
+                    }
+                    Change::Remove { name, .. } => {
+                        model.remove(name.as_str());
+                    }
+                }
+            }
+            let mut store = Store::open(&path, &options(4)).unwrap();
+            store.load().unwrap();
+            store.commit(&changes).unwrap();
+            store.checkpoint_now().unwrap();
+            drop(store);
+            assert_eq!(shape(&path), expected, "{changes:?}");
+            let served: Vec<(String, u64)> = reload(&path, 4)
+                .0
+                .into_iter()
+                .map(|t| (t.name.as_str().to_owned(), t.expires_at.as_nanos()))
+                .collect();
+            let wanted: Vec<(String, u64)> = model.clone().into_iter().collect();
+            assert_eq!(served, wanted, "{changes:?}");
+        }
+    }
+
+    /// Rewrites the first chunk of the base or of the runs with `damage`.
+    fn damage_first(path: &Path, in_base: bool, damage: impl FnOnce(&mut Vec<u8>)) {
+        let db = Database::open(path).unwrap();
+        let txn = db.begin_write().unwrap();
+        if in_base {
+            let mut base = txn.open_table(BASE).unwrap();
+            let (key, mut chunk) = {
+                let (key, value) = base.first().unwrap().unwrap();
+                (key.value(), value.value().to_vec())
+            };
+            damage(&mut chunk);
+            base.insert(key, chunk.as_slice()).unwrap();
+        } else {
+            let mut runs = txn.open_table(RUNS).unwrap();
+            let (key, mut chunk) = {
+                let (key, value) = runs.first().unwrap().unwrap();
+                (key.value(), value.value().to_vec())
+            };
+            damage(&mut chunk);
+            runs.insert(key, chunk.as_slice()).unwrap();
+        }
+        txn.commit().unwrap();
+    }
+
+    /// Where `name`'s row starts in a chunk (names of one byte).
+    fn row_of(chunk: &[u8], name: u8) -> usize {
+        chunk.windows(3).position(|w| w == [1, 0, name]).unwrap()
+    }
+
+    /// A base of a, b, c (compacted), then the run `changes` over it.
+    fn based(path: &Path, changes: &[Change]) {
+        let mut store = Store::open(path, &options(1)).unwrap();
+        store.load().unwrap();
+        store
+            .commit(&[put("a", 1), put("b", 1), put("c", 1)])
+            .unwrap();
+        store.checkpoint_now().unwrap();
+        drop(store);
+        let mut store = Store::open(path, &options(1000)).unwrap();
+        store.load().unwrap();
+        if !changes.is_empty() {
+            store.commit(changes).unwrap();
+            store.checkpoint_now().unwrap();
+        }
+    }
+
+    #[test]
+    fn a_damaged_chunk_is_read_row_by_row_and_what_does_not_read_is_set_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tasks.redb");
+        based(&path, &[]);
+        // A flipped bit in b's expiry: b alone is set aside.
+        damage_first(&path, true, |chunk| {
+            let at = row_of(chunk, b'b') + 3 + 4 + 9;
+            chunk[at] ^= 0x01;
+        });
+        let (served, aside) = reload(&path, 1000);
+        assert_eq!(served, [task("a", 1), task("c", 1)]);
+        assert_eq!(aside, ["~tasks.base/0", "b"]);
+        // Written again without it: the next load finds nothing to set
+        // aside, and serves the same.
+        assert_eq!(
+            reload(&path, 1000),
+            (vec![task("a", 1), task("c", 1)], vec![])
+        );
+
+        // A length that runs past the rows: the rows before it are served,
+        // the chunk is kept whole.
+        damage_first(&path, true, |chunk| {
+            let at = row_of(chunk, b'c') + 3;
+            chunk[at + 3] = 0x7f;
+        });
+        let (served, aside) = reload(&path, 1000);
+        assert_eq!(served, [task("a", 1)]);
+        assert_eq!(aside, ["~tasks.base/0"]);
+
+        // A header that does not read: the whole chunk.
+        damage_first(&path, true, |chunk| chunk[0] = 0xee);
+        assert_eq!(
+            reload(&path, 1000),
+            (vec![], vec!["~tasks.base/0".to_owned()])
+        );
+        assert_eq!(reload(&path, 1000), (vec![], vec![]));
+        // Each beside the others, byte for byte as found.
+        let db = Database::open(&path).unwrap();
+        let read = db.begin_read().unwrap();
+        let quarantine = read.open_table(QUARANTINE).unwrap();
+        let keys: Vec<String> = quarantine
+            .iter()
+            .unwrap()
+            .map(|row| String::from_utf8(row.unwrap().0.value().to_vec()).unwrap())
+            .collect();
+        assert_eq!(
+            keys,
+            ["b", "~tasks.base/0", "~tasks.base/0~2", "~tasks.base/0~3"]
+        );
+    }
+
+    #[test]
+    fn a_run_hides_older_rows_of_its_names_even_when_damaged() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tasks.redb");
+        based(&path, &[remove("a"), put("b", 2), put("c", 2)]);
+        assert_eq!(reload(&path, 1000).0, [task("b", 2), task("c", 2)]);
+        // The run's row of c fails its checksum: the base's older c is not
+        // served in its place.
+        damage_first(&path, false, |chunk| {
+            let at = row_of(chunk, b'c') + 3 + 4 + 9;
+            chunk[at] ^= 0x01;
+        });
+        let (served, aside) = reload(&path, 1000);
+        assert_eq!(served, [task("b", 2)]);
+        assert_eq!(aside, ["~tasks.runs/1.0", "c"]);
+        assert_eq!(reload(&path, 1000), (vec![task("b", 2)], vec![]));
+
+        // Nor is an older row served in place of a removal that does not
+        // check.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tasks.redb");
+        based(&path, &[remove("a")]);
+        damage_first(&path, false, |chunk| {
+            let at = row_of(chunk, b'a') + 3 + 4;
+            chunk[at] ^= 0x01;
+        });
+        let (served, aside) = reload(&path, 1000);
+        assert_eq!(served, [task("b", 1), task("c", 1)]);
+        assert_eq!(aside, ["~tasks.runs/1.0", "a"]);
+    }
 }

@@ -1,27 +1,26 @@
-//! Holder command lines stored once in the database, however many rows
-//! carry them: the `texts` table and what a checkpoint does to it.
+//! The `texts` table: holder command lines stored once, each with the
+//! number of rows outside the chunks that refer to it.
 //!
 //! An agent's tasks all carry its parent's command line (up to
 //! [`MAX_PARENT_COMMAND`](crate::process::MAX_PARENT_COMMAND), 256 bytes).
-//! Written into every row it was most of a row's ~300 bytes, and the
-//! checkpoint thread's B-tree work (pages read back and written out) grows
-//! with the bytes: with the command line taken out of the rows, the
-//! thread's CPU per refresh fell from 3.7-4.1 to 2.3 µs and per create
-//! from 2.4-2.7 to 1.7-1.9 (`cargo bench --bench latency`, 64 clients).
+//! The release before chunks kept a row per task and each such line once
+//! here, counted by its references; its rows name a line by its key
+//! ([`key_of`]). Rows in chunks name the texts of their own chunk instead
+//! ([`chunk`](super::chunk)). What stays here: the lines that quarantined
+//! rows name (a quarantined row keeps the line it names,
+//! [`keep_for_quarantine`]),
+//! and, until the first load of this release moves them into chunks, the
+//! earlier release's.
 //!
-//! A row of version 5 ([`record`]) may name a text by its key here instead
-//! of holding it. Each value is the number of rows that refer to the text
-//! (`u64`, little-endian) and the text's UTF-8 bytes. A checkpoint counts
-//! the references its rows take and give back and writes each changed
-//! count once, in the same transaction as the rows, deleting a text no row
-//! refers to; a load counts the references again (a quarantined row's too,
-//! so that it keeps the line it names) and puts right any count that
-//! differs ([`recount`]). A key is [`key_of`] the text, so a load checks
-//! each stored text against its key: one that does not hash to it was
-//! damaged, is left as it is and not served, and the tasks that name it
-//! load without it (`Loaded::missing_texts`). A text whose key is already
-//! another text's stays in its rows, so a collision costs bytes, never a
-//! wrong text.
+//! Each value is the number of rows that refer to the text (`u64`,
+//! little-endian) and the text's UTF-8 bytes. A load counts the references
+//! again (a quarantined row's too) and puts right any count that differs
+//! ([`recount`]). A key is [`key_of`] the text, so a load checks each
+//! stored text against its key: one that does not hash to it was damaged,
+//! is left as it is and not served, and the tasks that name it load
+//! without it (`Loaded::missing_texts`). A text whose key is already
+//! another text's is not stored, so a collision costs a line, never a
+//! wrong one.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -30,15 +29,14 @@ use redb::{ReadableTable, Table, TableDefinition};
 use tracing::warn;
 
 use super::StoreError;
-use crate::ids::IdMap;
 use crate::record::{self, Texts};
-use crate::tasks::Task;
 
 pub(crate) const TEXTS: TableDefinition<u64, &[u8]> = TableDefinition::new("texts");
 
 /// Shortest command line stored once rather than in its rows: a reference
-/// takes 10 bytes and a count to keep, so shorter texts (a process's
-/// `comm`, at most 15 bytes, is always one) stay where they are.
+/// takes 10 bytes, and the text's entry among its chunk's texts 10 more,
+/// so shorter texts (a process's `comm`, at most 15 bytes, is always one)
+/// stay where they are.
 pub const SHARE_TEXT_AT: usize = 32;
 
 /// The key of `text` in the table: its 64-bit FNV-1a hash. Fixed, so that
@@ -88,6 +86,53 @@ pub(crate) fn load(
     Ok(())
 }
 
+/// Stores the texts that rows just quarantined name (`named`: each key,
+/// with its text if the row's chunk still had it), each counted by the
+/// rows of the whole quarantine that refer to it, as a load would count
+/// them. A text its chunk lost counts only if another row kept it; a text
+/// whose key holds another is not stored.
+pub(crate) fn keep_for_quarantine(
+    table: &mut Table<'_, u64, &'static [u8]>,
+    quarantine: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    named: &[(u64, Option<Arc<str>>)],
+) -> Result<(), StoreError> {
+    let mut tally: HashMap<u64, (Option<Arc<str>>, u64)> = HashMap::new();
+    for (key, text) in named {
+        let entry = tally.entry(*key).or_default();
+        if entry.0.is_none() {
+            entry.0.clone_from(text);
+        }
+    }
+    for row in quarantine.iter().map_err(super::tables::io)? {
+        let (_, value) = row.map_err(super::tables::io)?;
+        for key in record::references_kept(value.value()).into_iter().flatten() {
+            if let Some((_, count)) = tally.get_mut(&key) {
+                *count += 1;
+            }
+        }
+    }
+    for (key, (text, count)) in tally {
+        let stored = table
+            .get(key)
+            .map_err(super::tables::io)?
+            .and_then(|value| decode(value.value()).map(|(n, t)| (n, t.to_owned())));
+        let text = match (stored, text) {
+            (Some((stored, stored_text)), text) => {
+                if text.is_some_and(|text| *text != *stored_text) || stored == count {
+                    continue;
+                }
+                stored_text
+            }
+            (None, Some(text)) if key_of(&text) == key => text.to_string(),
+            (None, _) => continue,
+        };
+        table
+            .insert(key, encode(count, &text).as_slice())
+            .map_err(super::tables::io)?;
+    }
+    Ok(())
+}
+
 /// Puts right the counts a load found wrong in `texts` (after it decoded
 /// every row): a count that differs is rewritten, a text no row refers to
 /// deleted. Returns how many rows it changed. Nothing is wrong unless a
@@ -110,21 +155,15 @@ pub(crate) fn recount(
     Ok(changed)
 }
 
-/// What one checkpoint does to the table: the references its rows take
-/// and give back, counted per key and written once at the end.
+/// What a load does to the table as the earlier release's rows move into
+/// chunks: the references they give back, counted per key and written
+/// once at the end.
 #[derive(Default)]
 pub(crate) struct Plan {
     planned: Vec<Planned>,
     /// Where each key is in `planned`. SipHash: keys are hashes of texts
     /// that clients choose.
     by_key: HashMap<u64, usize>,
-    /// Where the text seen so far went in `planned` (`None`: it stays in
-    /// its rows), by the address and length of its shared copy: the tasks
-    /// of one connection share one `Arc`, so most rows find theirs here by
-    /// one cheap hash of a number of ours, without hashing or comparing
-    /// the text. The pending rows the checkpoint writes keep every such
-    /// copy alive while the plan lives.
-    seen: IdMap<(usize, usize), Option<usize>>,
 }
 
 struct Planned {
@@ -136,94 +175,6 @@ struct Planned {
 }
 
 impl Plan {
-    /// Encodes `task`'s row into `value`, each of its holder's command
-    /// lines that is shared as a reference (one more to it).
-    pub fn encode_row(
-        &mut self,
-        table: &Table<'_, u64, &'static [u8]>,
-        task: &Task,
-        value: &mut Vec<u8>,
-    ) -> Result<(), StoreError> {
-        let mut keys: [Option<(&Arc<str>, u64)>; 2] = [None; 2];
-        if let Some(holder) = &task.holder {
-            let texts = [&holder.command, &holder.parent_command];
-            for (slot, text) in keys.iter_mut().zip(texts) {
-                if let Some(text) = text {
-                    *slot = self.refer(table, text)?.map(|key| (text, key));
-                }
-            }
-        }
-        record::encode_into(task, value, |text| {
-            keys.iter()
-                .flatten()
-                .find(|(shared, _)| Arc::ptr_eq(shared, text))
-                .map(|&(_, key)| key)
-        });
-        Ok(())
-    }
-
-    /// A row stored under `name` as `old` was replaced or removed: the
-    /// references it held are given back.
-    pub fn release_row(
-        &mut self,
-        table: &Table<'_, u64, &'static [u8]>,
-        name: &[u8],
-        old: &[u8],
-    ) -> Result<(), StoreError> {
-        for key in record::references(name, old).into_iter().flatten() {
-            self.release(table, key)?;
-        }
-        Ok(())
-    }
-
-    /// The key `text` is written under in a row (one more reference to
-    /// it), or `None` if it stays in the row: too short to share, or its
-    /// key holds another text.
-    fn refer(
-        &mut self,
-        table: &Table<'_, u64, &'static [u8]>,
-        text: &Arc<str>,
-    ) -> Result<Option<u64>, StoreError> {
-        if text.len() < SHARE_TEXT_AT {
-            return Ok(None);
-        }
-        let address = (Arc::as_ptr(text).cast::<u8>() as usize, text.len());
-        let at = match self.seen.get(&address) {
-            Some(&at) => at,
-            None => {
-                let at = self.plan_for(table, text)?;
-                self.seen.insert(address, at);
-                at
-            }
-        };
-        Ok(at.map(|at| {
-            let planned = &mut self.planned[at];
-            planned.delta += 1;
-            planned.key
-        }))
-    }
-
-    /// Where in `planned` a text not seen by address goes; `None` if its
-    /// key holds another text.
-    fn plan_for(
-        &mut self,
-        table: &Table<'_, u64, &'static [u8]>,
-        text: &Arc<str>,
-    ) -> Result<Option<usize>, StoreError> {
-        let key = key_of(text);
-        if let Some(&at) = self.by_key.get(&key) {
-            return Ok((*self.planned[at].text == **text).then_some(at));
-        }
-        let stored = table.get(key).map_err(super::tables::io)?;
-        let stored = match stored.as_ref().map(|value| decode(value.value())) {
-            None => None,
-            Some(Some((count, stored))) if stored == &**text => Some(count),
-            // Another text under this key, or one that does not read.
-            Some(_) => return Ok(None),
-        };
-        Ok(Some(self.push(key, Arc::clone(text), stored, 0)))
-    }
-
     /// Adds a key to the plan; returns where it went.
     fn push(&mut self, key: u64, text: Arc<str>, stored: Option<u64>, delta: i64) -> usize {
         let at = self.planned.len();
@@ -237,25 +188,41 @@ impl Plan {
         at
     }
 
-    /// A row that referred to `key` was replaced or removed.
-    fn release(
+    /// A row that referred to `key` moved into a chunk.
+    pub fn release(
         &mut self,
         table: &Table<'_, u64, &'static [u8]>,
         key: u64,
     ) -> Result<(), StoreError> {
-        if let Some(&at) = self.by_key.get(&key) {
-            self.planned[at].delta -= 1;
-            return Ok(());
-        }
-        let stored = table.get(key).map_err(super::tables::io)?;
-        match stored.as_ref().and_then(|value| decode(value.value())) {
-            Some((count, text)) => {
-                self.push(key, Arc::from(text), Some(count), -1);
-            }
+        if !self.count(table, key, -1)? {
             // Miscounted: the next load recounts.
-            None => warn!(key, "a row referred to a text that is not stored"),
+            warn!(key, "a row referred to a text that is not stored");
         }
         Ok(())
+    }
+
+    /// Adds `delta` to the count of the text under `key`; `false` if no
+    /// text is stored or planned under it.
+    fn count(
+        &mut self,
+        table: &Table<'_, u64, &'static [u8]>,
+        key: u64,
+        delta: i64,
+    ) -> Result<bool, StoreError> {
+        if let Some(&at) = self.by_key.get(&key) {
+            self.planned[at].delta += delta;
+            return Ok(true);
+        }
+        let stored = table.get(key).map_err(super::tables::io)?;
+        Ok(
+            match stored.as_ref().and_then(|value| decode(value.value())) {
+                Some((count, text)) => {
+                    self.push(key, Arc::from(text), Some(count), delta);
+                    true
+                }
+                None => false,
+            },
+        )
     }
 
     /// Writes each changed count; a text no longer referred to is deleted.
@@ -296,14 +263,16 @@ impl Plan {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::tables::TASKS;
+    use crate::record;
+    use crate::store::tables::{BASE, QUARANTINE, RUNS, TASKS};
     use crate::store::{Change, MIN_LOG_SIZE, Store, StoreOptions};
-    use crate::tasks::{Holder, Removal, TaskName};
+    use crate::tasks::{Holder, Removal, Task, TaskName};
     use crate::time::Timestamp;
-    use redb::{Database, ReadableDatabase};
+    use redb::{Database, ReadableDatabase, ReadableTableMetadata};
     use std::path::Path;
 
     const PARENT: &str = "bash -c while sleep 30; do sprite-env tasks refresh build; done";
+    const OTHER: &str = "python3 -m worker --queue nightly --retries 3";
 
     fn options() -> StoreOptions {
         StoreOptions {
@@ -332,140 +301,6 @@ mod tests {
         }
     }
 
-    fn put(task: Task) -> Change {
-        Change::Put {
-            task,
-            created: true,
-        }
-    }
-
-    fn remove(name: &str) -> Change {
-        Change::Remove {
-            name: TaskName::parse(name).unwrap(),
-            cause: Removal::Deleted,
-        }
-    }
-
-    /// Commits `changes` and checkpoints them.
-    fn checkpointed(path: &Path, changes: &[Change]) -> Vec<Task> {
-        let mut store = Store::open(path, &options()).unwrap();
-        let loaded = store.load().unwrap();
-        store.commit(changes).unwrap();
-        store.checkpoint_now().unwrap();
-        loaded.tasks
-    }
-
-    /// A texts row as read back: key, count, text.
-    type TextRow = (u64, u64, String);
-
-    /// The texts table and each task row's name and length, read from the
-    /// closed database.
-    fn tables(path: &Path) -> (Vec<TextRow>, Vec<(String, usize)>) {
-        let db = Database::open(path).unwrap();
-        let read = db.begin_read().unwrap();
-        let texts = read.open_table(TEXTS).unwrap();
-        let texts = texts
-            .iter()
-            .unwrap()
-            .map(|row| {
-                let (key, value) = row.unwrap();
-                let (count, text) = decode(value.value()).unwrap();
-                (key.value(), count, text.to_owned())
-            })
-            .collect();
-        let tasks = read.open_table(TASKS).unwrap();
-        let rows = tasks
-            .iter()
-            .unwrap()
-            .map(|row| {
-                let (key, value) = row.unwrap();
-                let name = String::from_utf8(key.value().to_vec()).unwrap();
-                (name, value.value().len())
-            })
-            .collect();
-        (texts, rows)
-    }
-
-    /// Rewrites the texts table's row under `key`.
-    fn forge(path: &Path, key: u64, count: u64, text: &str) {
-        let db = Database::open(path).unwrap();
-        let txn = db.begin_write().unwrap();
-        txn.open_table(TEXTS)
-            .unwrap()
-            .insert(key, encode(count, text).as_slice())
-            .unwrap();
-        txn.commit().unwrap();
-    }
-
-    #[test]
-    fn a_long_command_line_is_stored_once_and_counted_until_no_row_refers_to_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("tasks.redb");
-        let names = ["a", "b", "c"];
-        checkpointed(&path, &names.map(|name| put(held(name, PARENT))));
-        let (texts, rows) = tables(&path);
-        assert_eq!(texts, vec![(key_of(PARENT), 3, PARENT.to_owned())]);
-        let inline = record::encode(&held("a", PARENT)).len();
-        for (_, len) in &rows {
-            assert_eq!(*len, inline - PARENT.len() + 8, "{rows:?}");
-        }
-
-        // Loaded back whole, the three share one copy; a refresh of one
-        // (its row replaced) keeps the count, a removal gives one back.
-        let loaded = checkpointed(&path, &[put(held("a", PARENT)), remove("b")]);
-        assert_eq!(loaded, names.map(|name| held(name, PARENT)));
-        let holders: Vec<_> = loaded.iter().map(|t| t.holder.as_ref().unwrap()).collect();
-        assert!(holders[0].shares_texts_with(holders[1]));
-        assert!(holders[1].shares_texts_with(holders[2]));
-        assert_eq!(
-            tables(&path).0,
-            vec![(key_of(PARENT), 2, PARENT.to_owned())]
-        );
-
-        // Another holder's line beside it; then the last rows of the first
-        // go and its text with them.
-        let other = "node /srv/agent/index.js --queue builds --concurrency 4";
-        checkpointed(&path, &[put(held("d", other)), remove("a")]);
-        let mut expected = vec![
-            (key_of(PARENT), 1, PARENT.to_owned()),
-            (key_of(other), 1, other.to_owned()),
-        ];
-        expected.sort();
-        assert_eq!(tables(&path).0, expected);
-        let loaded = checkpointed(&path, &[remove("c")]);
-        assert_eq!(loaded, vec![held("c", PARENT), held("d", other)]);
-        assert_eq!(tables(&path).0, vec![(key_of(other), 1, other.to_owned())]);
-
-        // A short line stays in its row.
-        checkpointed(&path, &[put(held("e", "sh ./short.sh"))]);
-        assert_eq!(tables(&path).0.len(), 1);
-        let mut store = Store::open(&path, &options()).unwrap();
-        let loaded = store.load().unwrap();
-        assert_eq!(
-            loaded.tasks,
-            vec![held("d", other), held("e", "sh ./short.sh")]
-        );
-        assert!(loaded.quarantined.is_empty());
-    }
-
-    #[test]
-    fn a_text_whose_key_holds_another_stays_in_its_rows() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("tasks.redb");
-        drop(Store::open(&path, &options()).unwrap());
-        // Another text under the key PARENT hashes to: what a collision
-        // looks like to a checkpoint (a load serves no such row).
-        let impostor = "a different text under the same key as PARENT";
-        forge(&path, key_of(PARENT), 1, impostor);
-        checkpointed(&path, &[put(held("a", PARENT)), put(held("b", PARENT))]);
-        let (texts, rows) = tables(&path);
-        assert_eq!(texts, vec![(key_of(PARENT), 1, impostor.to_owned())]);
-        let inline = record::encode(&held("a", PARENT)).len();
-        assert_eq!(rows, [("a".to_owned(), inline), ("b".to_owned(), inline)]);
-        let loaded = checkpointed(&path, &[]);
-        assert_eq!(loaded, vec![held("a", PARENT), held("b", PARENT)]);
-    }
-
     /// `task` with its holder's parent command line lost.
     fn without_parent(task: Task) -> Task {
         let mut task = task;
@@ -475,79 +310,176 @@ mod tests {
         task
     }
 
+    fn remove(name: &str) -> Change {
+        Change::Remove {
+            name: TaskName::parse(name).unwrap(),
+            cause: Removal::Deleted,
+        }
+    }
+
+    /// A version-5 row of the per-name table, its command lines of
+    /// [`SHARE_TEXT_AT`] bytes or more written as references.
+    fn legacy_row(task: &Task) -> Vec<u8> {
+        let mut row = Vec::new();
+        record::encode_into(task, &mut row, |text| {
+            (text.len() >= SHARE_TEXT_AT).then(|| key_of(text))
+        });
+        row
+    }
+
+    /// A database as the version before chunks left it: `rows` in the
+    /// per-name table, and `texts` (key, count, text) in the texts table.
+    fn legacy(path: &Path, rows: &[(&str, Vec<u8>)], texts: &[(u64, u64, &str)]) {
+        drop(Store::open(path, &options()).unwrap());
+        let db = Database::open(path).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut tasks = txn.open_table(TASKS).unwrap();
+            for (name, row) in rows {
+                tasks.insert(name.as_bytes(), row.as_slice()).unwrap();
+            }
+            let mut table = txn.open_table(TEXTS).unwrap();
+            for &(key, count, text) in texts {
+                table.insert(key, encode(count, text).as_slice()).unwrap();
+            }
+        }
+        txn.commit().unwrap();
+    }
+
+    /// A texts row as read back: key, count, text.
+    type TextRow = (u64, u64, String);
+
+    /// The texts table, read from the closed database.
+    fn texts_table(path: &Path) -> Vec<TextRow> {
+        let db = Database::open(path).unwrap();
+        let read = db.begin_read().unwrap();
+        let Ok(texts) = read.open_table(TEXTS) else {
+            return Vec::new();
+        };
+        texts
+            .iter()
+            .unwrap()
+            .map(|row| {
+                let (key, value) = row.unwrap();
+                let (count, text) = decode(value.value()).unwrap();
+                (key.value(), count, text.to_owned())
+            })
+            .collect()
+    }
+
+    /// Loads the store at `path`, commits `changes`, checkpoints, and
+    /// returns what the load found.
+    fn loaded(path: &Path, changes: &[Change]) -> crate::store::Loaded {
+        let mut store = Store::open(path, &options()).unwrap();
+        let loaded = store.load().unwrap();
+        store.commit(changes).unwrap();
+        store.checkpoint_now().unwrap();
+        loaded
+    }
+
+    #[test]
+    fn rows_of_the_per_name_table_move_into_chunks_and_their_lines_with_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tasks.redb");
+        let tasks = [held("a", PARENT), held("b", PARENT), held("c", OTHER)];
+        let rows: Vec<_> = ["a", "b", "c"]
+            .into_iter()
+            .zip(tasks.iter().map(legacy_row))
+            .collect();
+        legacy(
+            &path,
+            &rows,
+            &[(key_of(PARENT), 2, PARENT), (key_of(OTHER), 1, OTHER)],
+        );
+        let first = loaded(&path, &[]);
+        assert_eq!(first.tasks, tasks);
+        assert!(first.quarantined.is_empty());
+        assert_eq!((first.recounted, first.missing_texts), (0, 0));
+        // The per-name table is gone; no row refers to the texts table.
+        assert!(texts_table(&path).is_empty());
+        {
+            let db = Database::open(&path).unwrap();
+            let read = db.begin_read().unwrap();
+            assert!(read.open_table(TASKS).is_err(), "deleted");
+            assert_eq!(
+                read.open_table(BASE).unwrap().len().unwrap(),
+                1,
+                "one chunk"
+            );
+            assert!(read.open_table(RUNS).is_err(), "none");
+        }
+        // Read back from the chunk, the tasks of one line share one copy.
+        let again = loaded(&path, &[remove("b")]);
+        assert_eq!(again.tasks, tasks);
+        let holders: Vec<_> = again
+            .tasks
+            .iter()
+            .map(|t| t.holder.as_ref().unwrap())
+            .collect();
+        assert!(holders[0].shares_texts_with(holders[1]));
+        assert_eq!(
+            loaded(&path, &[]).tasks,
+            [held("a", PARENT), held("c", OTHER)]
+        );
+    }
+
     #[test]
     fn a_damaged_stored_line_is_not_served_and_its_tasks_load_without_it() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("tasks.redb");
-        checkpointed(&path, &[put(held("a", PARENT)), put(held("b", PARENT))]);
+        let tasks = [held("a", PARENT), held("b", PARENT)];
+        let rows: Vec<_> = ["a", "b"]
+            .into_iter()
+            .zip(tasks.iter().map(legacy_row))
+            .collect();
         // One flipped bit in the text: it no longer hashes to its key.
         let damaged = PARENT.replacen("sleep", "sleeq", 1);
-        forge(&path, key_of(PARENT), 2, &damaged);
-        let mut store = Store::open(&path, &options()).unwrap();
-        let loaded = store.load().unwrap();
-        assert_eq!(
-            loaded.tasks,
-            vec![
-                without_parent(held("a", PARENT)),
-                without_parent(held("b", PARENT))
-            ]
-        );
-        assert!(loaded.quarantined.is_empty());
-        assert_eq!((loaded.missing_texts, loaded.recounted), (2, 0));
-        drop(store);
+        legacy(&path, &rows, &[(key_of(PARENT), 2, &damaged)]);
+        let first = loaded(&path, &[]);
+        assert_eq!(first.tasks, tasks.clone().map(without_parent));
+        assert!(first.quarantined.is_empty());
+        assert_eq!((first.missing_texts, first.recounted), (2, 0));
         // Left as it is, for whoever inspects the file.
-        assert_eq!(tables(&path).0, vec![(key_of(PARENT), 2, damaged)]);
+        assert_eq!(texts_table(&path), vec![(key_of(PARENT), 2, damaged)]);
+        let again = loaded(&path, &[]);
+        assert_eq!(again.tasks, tasks.map(without_parent));
+        assert_eq!((again.missing_texts, again.recounted), (0, 0));
     }
 
     #[test]
     fn a_load_puts_wrong_counts_right_and_serves_a_row_whose_line_is_gone_without_it() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("tasks.redb");
-        let other = "python3 -m worker --queue nightly --retries 3";
-        checkpointed(
-            &path,
-            &[
-                put(held("a", PARENT)),
-                put(held("b", PARENT)),
-                put(held("c", other)),
-            ],
-        );
-        forge(&path, key_of(PARENT), 7, PARENT);
+        let tasks = [held("a", PARENT), held("b", PARENT), held("c", OTHER)];
+        let rows: Vec<_> = ["a", "b", "c"]
+            .into_iter()
+            .zip(tasks.iter().map(legacy_row))
+            .collect();
+        // PARENT's count is wrong, OTHER is missing, one text no row names.
         let unused = "a line no row refers to any more, at all";
-        forge(&path, key_of(unused), 1, unused);
-        {
-            let db = Database::open(&path).unwrap();
-            let txn = db.begin_write().unwrap();
-            txn.open_table(TEXTS)
-                .unwrap()
-                .remove(key_of(other))
-                .unwrap();
-            txn.commit().unwrap();
-        }
-        let mut store = Store::open(&path, &options()).unwrap();
-        let loaded = store.load().unwrap();
+        legacy(
+            &path,
+            &rows,
+            &[(key_of(PARENT), 7, PARENT), (key_of(unused), 1, unused)],
+        );
+        let first = loaded(&path, &[]);
         assert_eq!(
-            loaded.tasks,
+            first.tasks,
             vec![
                 held("a", PARENT),
                 held("b", PARENT),
-                without_parent(held("c", other))
+                without_parent(held("c", OTHER))
             ]
         );
-        assert!(loaded.quarantined.is_empty());
-        assert_eq!((loaded.recounted, loaded.missing_texts), (2, 1));
-        drop(store);
-        assert_eq!(
-            tables(&path).0,
-            vec![(key_of(PARENT), 2, PARENT.to_owned())]
-        );
+        assert!(first.quarantined.is_empty());
+        assert_eq!((first.recounted, first.missing_texts), (2, 1));
+        assert!(texts_table(&path).is_empty());
     }
 
     #[test]
     fn a_quarantined_row_keeps_the_line_it_names() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("tasks.redb");
-        checkpointed(&path, &[put(held("a", PARENT))]);
         // A row that refers to the line, checksummed, but starting after
         // it expires: it will not load.
         let backwards = Task {
@@ -555,74 +487,82 @@ mod tests {
             expires_at: Timestamp::from_nanos(5),
             ..held("b", PARENT)
         };
-        {
-            let db = Database::open(&path).unwrap();
-            let txn = db.begin_write().unwrap();
-            let mut row = Vec::new();
-            record::encode_into(&backwards, &mut row, |t| {
-                (&**t == PARENT).then_some(key_of(PARENT))
-            });
-            txn.open_table(TASKS)
-                .unwrap()
-                .insert(b"b".as_slice(), row.as_slice())
-                .unwrap();
-            forge_in(&txn, key_of(PARENT), 2, PARENT);
-            txn.commit().unwrap();
-        }
+        let rows = [
+            ("a", legacy_row(&held("a", PARENT))),
+            ("b", legacy_row(&backwards)),
+        ];
+        legacy(&path, &rows, &[(key_of(PARENT), 2, PARENT)]);
         // Quarantined on this load and still there on the next; "a" goes,
         // and the line stays for the quarantined row.
-        for changes in [vec![remove("a")], vec![]] {
-            let mut store = Store::open(&path, &options()).unwrap();
-            let loaded = store.load().unwrap();
-            assert_eq!(loaded.recounted, 0, "{changes:?}");
-            store.commit(&changes).unwrap();
-            store.checkpoint_now().unwrap();
-        }
+        let first = loaded(&path, &[remove("a")]);
+        assert_eq!(first.tasks, [held("a", PARENT)]);
+        assert_eq!(first.quarantined.len(), 1);
+        let again = loaded(&path, &[]);
+        assert!(again.tasks.is_empty());
+        assert_eq!((again.quarantined.len(), again.recounted), (0, 0));
         assert_eq!(
-            tables(&path).0,
+            texts_table(&path),
             vec![(key_of(PARENT), 1, PARENT.to_owned())]
         );
     }
 
     #[test]
-    fn a_row_that_fails_its_checksum_keeps_the_line_it_names_in_quarantine() {
+    fn a_chunk_row_that_fails_its_checksum_keeps_the_line_it_names_in_quarantine() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("tasks.redb");
-        checkpointed(&path, &[put(held("a", PARENT))]);
+        let mut store = Store::open(&path, &options()).unwrap();
+        store.load().unwrap();
+        let put = |task: Task| Change::Put {
+            task,
+            created: true,
+        };
+        store
+            .commit(&[put(held("a", PARENT)), put(held("b", OTHER))])
+            .unwrap();
+        store.checkpoint_now().unwrap();
+        drop(store);
+        // A flipped bit in a's record, inside its run's chunk.
         {
             let db = Database::open(&path).unwrap();
             let txn = db.begin_write().unwrap();
             {
-                let mut tasks = txn.open_table(TASKS).unwrap();
-                let mut row = tasks
-                    .get(b"a".as_slice())
-                    .unwrap()
-                    .unwrap()
-                    .value()
-                    .to_vec();
-                row[3] ^= 0x40;
-                tasks.insert(b"a".as_slice(), row.as_slice()).unwrap();
+                let mut runs = txn.open_table(RUNS).unwrap();
+                let (key, mut chunk) = {
+                    let (key, value) = runs.first().unwrap().unwrap();
+                    (key.value(), value.value().to_vec())
+                };
+                let at = chunk.windows(3).position(|w| w == [1, 0, b'a']).unwrap();
+                chunk[at + 3 + 4 + 5] ^= 0x40;
+                runs.insert(key, chunk.as_slice()).unwrap();
             }
             txn.commit().unwrap();
         }
+        let first = loaded(&path, &[]);
+        assert_eq!(first.tasks, [held("b", OTHER)]);
+        // The chunk, kept whole, and a's record.
+        let keys: Vec<&str> = first
+            .quarantined
+            .iter()
+            .map(|(key, _)| key.as_str())
+            .collect();
+        assert_eq!(keys, ["~tasks.runs/1.0", "a"]);
         for _ in 0..2 {
-            let mut store = Store::open(&path, &options()).unwrap();
-            let loaded = store.load().unwrap();
-            assert!(loaded.tasks.is_empty());
-            assert_eq!(loaded.recounted, 0);
+            let again = loaded(&path, &[]);
+            assert_eq!(again.tasks, [held("b", OTHER)]);
+            assert_eq!((again.quarantined.len(), again.recounted), (0, 0));
         }
         assert_eq!(
-            tables(&path).0,
+            texts_table(&path),
             vec![(key_of(PARENT), 1, PARENT.to_owned())]
         );
-    }
-
-    /// Writes the texts table's row under `key` in `txn`.
-    fn forge_in(txn: &redb::WriteTransaction, key: u64, count: u64, text: &str) {
-        txn.open_table(TEXTS)
-            .unwrap()
-            .insert(key, encode(count, text).as_slice())
-            .unwrap();
+        let db = Database::open(&path).unwrap();
+        let read = db.begin_read().unwrap();
+        let quarantine = read.open_table(QUARANTINE).unwrap();
+        let row = quarantine.get(b"a".as_slice()).unwrap().unwrap();
+        assert_eq!(
+            record::references_kept(row.value()),
+            [None, Some(key_of(PARENT))]
+        );
     }
 
     #[test]

@@ -8,8 +8,10 @@
 //! - [`memory_store`]: the store as the reactor core sees it, in memory,
 //!   failing on demand.
 //! - [`fuzzing`]: the bodies of the cargo-fuzz targets, one file each.
+//! - [`tables`]: the task tables of a closed database, read and damaged.
 
 pub mod faulty;
 pub mod fuzzing;
 pub mod memory_store;
 pub mod powercut;
+pub mod tables;

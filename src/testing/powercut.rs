@@ -530,6 +530,9 @@ pub fn sim_options() -> StoreOptions {
         checkpoint_interval: Duration::from_millis(50),
         checkpoint_changes: 24,
         background: false,
+        // A few checkpoints' worth: cuts land in runs written over runs,
+        // and in compactions.
+        compact_at: 32,
         ..StoreOptions::default()
     }
 }

@@ -20,9 +20,6 @@ use crate::time::Timestamp;
 
 use super::{Input, START_NANOS, name_at};
 
-/// The store's task table, as `store` defines it, for writing raw rows.
-const TASKS_TABLE: redb::TableDefinition<&[u8], &[u8]> = redb::TableDefinition::new("tasks");
-
 /// Power cuts per input. Each round costs a redb open, a recovery and a
 /// close (about 0.3 ms; five times that under AddressSanitizer): one per
 /// input keeps the target over 1,000 inputs a second, and the corpus
@@ -237,23 +234,42 @@ pub fn store_crash(data: &[u8]) {
             _ => {
                 reopens += 1;
                 switch.heal();
-                // The raw row goes under the checkpointed state: nothing
-                // of the log may be replayed over it.
+                // The raw row goes over the checkpointed state, as the
+                // newest run: nothing of the log may be replayed over it.
                 store.checkpoint_now().expect("a healthy checkpoint");
                 disk.kill_process();
                 drop(store);
                 disk.revive();
-                let expected = write_raw_row(&disk, &mut input, model);
+                let expected = if input.byte().is_multiple_of(4) {
+                    damage_chunk(&disk, &mut input);
+                    None
+                } else {
+                    Some(write_raw_row(&disk, &mut input, model.clone()))
+                };
                 store = reopen(&switch);
                 let loaded = store.load().expect("a store with a raw row loads");
-                model = by_name(loaded.tasks);
-                assert_eq!(model, expected, "a raw row was served wrongly");
-                let quarantined: Vec<&str> = loaded
-                    .quarantined
-                    .iter()
-                    .map(|(key, _)| key.as_str())
-                    .collect();
-                assert!(quarantined.len() <= 1, "{quarantined:?}");
+                let served = by_name(loaded.tasks);
+                if let Some(expected) = expected {
+                    assert_eq!(served, expected, "a raw row was served wrongly");
+                    let quarantined: Vec<&str> = loaded
+                        .quarantined
+                        .iter()
+                        .map(|(key, _)| key.as_str())
+                        .collect();
+                    assert!(quarantined.len() <= 1, "{quarantined:?}");
+                } else {
+                    // A damaged chunk is set aside whole: if nothing was,
+                    // nothing was lost.
+                    if loaded.quarantined.is_empty() {
+                        assert_eq!(served, model, "damage lost rows without a word");
+                    }
+                    // Rewritten without it: the next load finds no more.
+                    drop(store);
+                    store = reopen(&switch);
+                    let again = load_rows(&mut store, "after a damaged chunk was set aside");
+                    assert_eq!(again, served, "a second load changed the store");
+                }
+                model = served;
             }
         }
     }
@@ -271,6 +287,33 @@ pub fn store_crash(data: &[u8]) {
 /// Writes one row straight into the task table: a valid record, the record
 /// of another name, a record with one bit flipped, or arbitrary bytes under
 /// an arbitrary key. Returns what a load must serve afterwards.
+/// Flips a few bits of one stored chunk of the task tables (base or run),
+/// or cuts it short, behind the store's back.
+fn damage_chunk(disk: &Disk, input: &mut Input) {
+    let db = powercut::open_database(disk).expect("a healthy open for damage");
+    let pick = input.byte();
+    let flips: Vec<(u8, u8)> = (0..1 + input.byte() % 3)
+        .map(|_| (input.byte(), input.byte()))
+        .collect();
+    let cut = input.byte();
+    crate::testing::tables::damage_chunk(&db, pick, |chunk| {
+        if cut.is_multiple_of(8) {
+            let keep = usize::from(cut) * chunk.len() / 256;
+            chunk.truncate(keep);
+        }
+        for (at, bit) in &flips {
+            if chunk.is_empty() {
+                break;
+            }
+            let at = usize::from(*at) * 257 % chunk.len();
+            chunk[at] ^= 1 << (bit % 8);
+        }
+    });
+    disk.kill_process();
+    drop(db);
+    disk.revive();
+}
+
 fn write_raw_row(
     disk: &Disk,
     input: &mut Input,
@@ -309,14 +352,7 @@ fn write_raw_row(
         }
     };
     let db = powercut::open_database(disk).expect("a healthy open for a raw row");
-    let txn = db.begin_write().expect("a write transaction");
-    {
-        let mut table = txn.open_table(TASKS_TABLE).expect("the task table");
-        table
-            .insert(key.as_slice(), value.as_slice())
-            .expect("a raw insert");
-    }
-    txn.commit().expect("a raw commit");
+    crate::testing::tables::write_raw_run(&db, &key, &value);
     disk.kill_process();
     drop(db);
     disk.revive();
