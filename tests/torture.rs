@@ -38,6 +38,9 @@ const KILL_AFTER_MS: (u64, u64) = (20, 300);
 /// file in a few milliseconds.
 const STARTUP_KILL_PERCENT: u64 = 25;
 const STARTUP_KILL_MS: u64 = 15;
+/// Checkpoints every 50 ms and a compaction once the runs hold 8 rows (or
+/// as many as the base, at most the 24 names): the kills land in both.
+const DAEMON_ARGS: &[&str] = &["--checkpoint-interval", "50ms", "--compact-at", "8"];
 /// Every expiry is between 30 and 60 minutes, so nothing lapses during a
 /// run and every disappearance is a DELETE's.
 const EXPIRE_SECS: (u64, u64) = (1800, 3600);
@@ -344,13 +347,13 @@ fn acknowledged_operations_survive_kill_9_under_load() {
         if rng.chance(STARTUP_KILL_PERCENT) {
             // Killed while starting: opening and repairing the file after
             // the last kill, loading, committing start-up expiries.
-            let (mut child, _log) = common::spawn(&dirs.socket(), &dirs.db(), &[]);
+            let (mut child, _log) = common::spawn(&dirs.socket(), &dirs.db(), DAEMON_ARGS);
             std::thread::sleep(Duration::from_millis(rng.between(0, STARTUP_KILL_MS)));
             let _ = child.kill();
             let _ = child.wait();
             startup_kills += 1;
         }
-        let daemon = Daemon::start(&dirs, &[]);
+        let daemon = Daemon::start(&dirs, DAEMON_ARGS);
         verify(&daemon, &mut clients, round - 1, &mut violations);
         let kill_after = Duration::from_millis(rng.between(KILL_AFTER_MS.0, KILL_AFTER_MS.1));
         let socket = daemon.socket.clone();
@@ -364,7 +367,7 @@ fn acknowledged_operations_survive_kill_9_under_load() {
             daemon.kill9();
         });
     }
-    let daemon = Daemon::start(&dirs, &[]);
+    let daemon = Daemon::start(&dirs, DAEMON_ARGS);
     verify(&daemon, &mut clients, rounds, &mut violations);
     let (status, log) = daemon.terminate();
     assert!(status.success(), "clean stop after the torture: {log}");

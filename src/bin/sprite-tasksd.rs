@@ -187,6 +187,13 @@ struct Args {
     #[arg(long, default_value_t = store::DEFAULT_CHECKPOINT_CHANGES)]
     checkpoint_changes: usize,
 
+    /// A checkpoint merges the runs of task rows into a new base once they
+    /// hold this many rows or as many as the base, whichever is more:
+    /// lower keeps start-up reading fewer rows, higher rewrites the base
+    /// less often.
+    #[arg(long, default_value_t = store::DEFAULT_COMPACT_AT, value_name = "ROWS")]
+    compact_at: usize,
+
     /// Print this man page (roff) and exit, e.g.
     /// sprite-tasksd --man > /usr/local/share/man/man1/sprite-tasksd.1
     #[arg(long)]
@@ -379,7 +386,7 @@ fn main() -> ExitCode {
         checkpoint_changes: args.checkpoint_changes.max(1),
         background: true,
         usage_retention: args.usage_retention,
-        ..StoreOptions::default()
+        compact_at: args.compact_at,
     };
     let service = match service {
         Ok(service) => service,

@@ -152,7 +152,18 @@ impl Pending {
             .iter()
             .map(|(name, row)| (name.order_prefix(), name, row))
             .collect();
-        rows.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(b.1)));
+        // By the prefix alone (a compare of two integers), then the rare
+        // names that share their first 16 bytes in full.
+        rows.sort_unstable_by_key(|row| row.0);
+        let mut at = 0;
+        while at < rows.len() {
+            let prefix = rows[at].0;
+            let end = at + rows[at..].iter().take_while(|row| row.0 == prefix).count();
+            if end - at > 1 {
+                rows[at..end].sort_unstable_by(|a, b| a.1.cmp(b.1));
+            }
+            at = end;
+        }
         rows.into_iter().map(|(_, name, row)| (name, row)).collect()
     }
 
@@ -278,6 +289,32 @@ mod tests {
             (2, 4, mark(2))
         );
         assert_eq!((older.keep_events_from(), older.trim_slack()), (2, 4));
+    }
+
+    #[test]
+    fn rows_come_in_name_order_past_the_sixteen_bytes_a_prefix_compares() {
+        let names = [
+            "shared-prefix-16bytes-b",
+            "b",
+            "shared-prefix-16bytes-a",
+            "shared-prefix-16bytes",
+            "a",
+            "shared-prefix-16",
+            "shared-prefix-1",
+            "zzz",
+            "shared-prefix-16bytes-a0",
+        ];
+        let mut pending = Pending::default();
+        let changes: Vec<_> = names.iter().map(|name| put(name, 1)).collect();
+        pending.add(&changes, &EventLines::default(), (0, 0), mark(1));
+        let got: Vec<&str> = pending
+            .rows()
+            .into_iter()
+            .map(|(name, _)| name.as_str())
+            .collect();
+        let mut expected = names.to_vec();
+        expected.sort_unstable();
+        assert_eq!(got, expected);
     }
 
     #[test]

@@ -326,6 +326,7 @@ impl Tables {
                     };
                     swap_base(&txn)?;
                     set_counts(&txn, written, 0)?;
+                    tracing::debug!(rows = written, "task tables compacted into a new base");
                     let mut quarantined = Vec::new();
                     aside.commit(&txn, &mut quarantined)?;
                 } else {
