@@ -31,7 +31,28 @@ pub(super) struct Rows {
     slots: Vec<Option<Task>>,
     free: Vec<u32>,
     index: IdMap<TaskName, u32>,
-    order: BTreeMap<TaskName, u32>,
+    order: BTreeMap<OrderKey, u32>,
+}
+
+/// A name as the ordered map keys it: first by the big-endian integer of
+/// its first 16 bytes ([`TaskName::order_prefix`]), which orders names as
+/// their bytes do, then by the whole name, compared only when two names
+/// share those 16 bytes. A walk down the map compares integers instead of
+/// calling `memcmp` about 37 times per insert or removal (2,100 of a
+/// create's 16,200 instructions on the reactor with 20k tasks, callgrind).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct OrderKey {
+    prefix: u128,
+    name: TaskName,
+}
+
+impl OrderKey {
+    fn of(name: &TaskName) -> OrderKey {
+        OrderKey {
+            prefix: name.order_prefix(),
+            name: name.clone(),
+        }
+    }
 }
 
 impl Rows {
@@ -52,14 +73,14 @@ impl Rows {
             }
         };
         self.index.insert(task.name.clone(), at);
-        self.order.insert(task.name.clone(), at);
+        self.order.insert(OrderKey::of(&task.name), at);
         self.slots[at as usize] = Some(task);
         None
     }
 
     pub(super) fn remove(&mut self, name: &TaskName) -> Option<Task> {
         let at = self.index.remove(name)?;
-        self.order.remove(name);
+        self.order.remove(&OrderKey::of(name));
         let task = self.slots[at as usize].take();
         self.free.push(at);
         // After a mass expiry the vector and the hash table would keep room
@@ -86,8 +107,8 @@ impl Rows {
             *at = slot(new_at);
             slots.push(task);
         }
-        for (name, at) in &self.order {
-            if let Some(position) = self.index.get_mut(name) {
+        for (key, at) in &self.order {
+            if let Some(position) = self.index.get_mut(&key.name) {
                 *position = *at;
             }
         }
@@ -151,7 +172,7 @@ impl FromIterator<Task> for Rows {
         let order = rows
             .iter()
             .enumerate()
-            .map(|(at, task)| (task.name.clone(), slot(at)))
+            .map(|(at, task)| (OrderKey::of(&task.name), slot(at)))
             .collect();
         Rows {
             slots: rows.into_iter().map(Some).collect(),
@@ -210,7 +231,13 @@ mod tests {
             state ^= state << 13;
             state ^= state >> 7;
             state ^= state << 17;
-            let text = format!("t{}", state % 97);
+            // Some names share their first 16 bytes (or more): the
+            // ordered map compares those in full.
+            let text = match state % 4 {
+                0 => format!("shared-16-bytes-{}", state % 29),
+                1 => format!("shared-16-bytes{}", state % 7),
+                _ => format!("t{}", state % 97),
+            };
             if state.is_multiple_of(3) {
                 let key = name(&text);
                 assert_eq!(rows.remove(&key).map(|t| t.expires_at), model.remove(&text));
@@ -241,7 +268,8 @@ mod tests {
                     .iter()
                     .all(|&at| rows.slots[at as usize].is_none())
             );
-            assert!(rows.slots.len() <= 97);
+            // No more room than names: 29 + 7 + 97 of them.
+            assert!(rows.slots.len() <= 29 + 7 + 97);
         }
         // A row is stored in place: an optional row costs no more room.
         assert_eq!(
