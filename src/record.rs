@@ -30,9 +30,10 @@
 //!
 //! Version 5 (what this build writes) is version 4 in which the holder's
 //! command and parent command may each be a *reference*: the length
-//! [`TEXT_REFERENCE`] (`0xFFFF`) then a `u64` key of the database's `texts`
-//! table, which holds the text once for every row that refers to it
-//! (`crate::store`'s checkpoint decides which texts are shared). An agent's
+//! [`TEXT_REFERENCE`] (`0xFFFF`) then a `u64` key: the text's FNV-1a hash,
+//! among the texts of the row's own chunk (`crate::store::chunk`), or, for
+//! a row of the release before chunks or a quarantined row, in the
+//! database's `texts` table. An agent's
 //! tasks all carry its parent's command line, up to 256 bytes: stored in
 //! each row it made rows of ~300 bytes where the rest is ~60, and the
 //! checkpoint's B-tree work grows with the bytes. Log frames never hold
@@ -86,8 +87,8 @@ pub const LEGACY_OWNER: u32 = crate::tasks::ROOT_UID;
 /// Size of a version-1 record.
 pub const RECORD_V1_LEN: usize = 21;
 
-/// The length of a text field that is a reference: a `u64` key of the
-/// `texts` table follows instead of the text (version 5, holder command
+/// The length of a text field that is a reference: a `u64` key (of the
+/// chunk's texts, or the `texts` table's) follows instead of the text (version 5, holder command
 /// lines only). Far above [`MAX_TEXT_LEN`], so no text has it.
 pub const TEXT_REFERENCE: u16 = u16::MAX;
 
@@ -140,6 +141,12 @@ pub enum RecordError {
     Removal,
     /// A chunk whose header does not read: none of it can be read.
     Chunk,
+    /// A row that a damaged stretch of a newer run may have replaced (with
+    /// a newer version, or a removal): kept, not served.
+    Shadowed,
+    /// A row whose name is not after the row's before it, where names
+    /// ascend: kept, not served.
+    OutOfOrder,
 }
 
 impl fmt::Display for RecordError {
@@ -168,6 +175,14 @@ impl fmt::Display for RecordError {
             ),
             RecordError::Removal => write!(f, "a removal's checksum does not match its name"),
             RecordError::Chunk => write!(f, "a chunk's header does not read: it is kept whole"),
+            RecordError::Shadowed => write!(
+                f,
+                "a damaged stretch of a newer run may have replaced this row: it is kept, not served"
+            ),
+            RecordError::OutOfOrder => write!(
+                f,
+                "the row is out of name order in its chunks: it is kept, not served"
+            ),
         }
     }
 }
@@ -436,10 +451,11 @@ pub fn decode_details(
 /// (`cargo bench --bench latency -- --scale 100000`), the holes never
 /// handed back. Shared as they are read, no copy is made.
 ///
-/// A load also puts here the `texts` table's rows ([`Texts::store`]) that
-/// version-5 references name, and counts the references of the rows it
-/// keeps ([`Texts::count_resolved`], [`Texts::count_reference`]), so that
-/// the table's counts can be checked against the rows.
+/// A load also puts here the texts that version-5 references name
+/// ([`Texts::store`]): the `texts` table's, and each chunk's under a
+/// namespace of its own ([`Texts::set_namespace`]); and it counts the
+/// references to the `texts` table's ([`Texts::count_resolved`],
+/// [`Texts::count_reference`]), so that its counts can be checked.
 #[derive(Debug, Default)]
 pub struct Texts {
     read: std::collections::HashSet<Arc<str>>,

@@ -41,7 +41,7 @@ use crate::tasks::Task;
 /// Most bytes in a chunk (one row longer than that makes a chunk of its
 /// own). Big enough that a 16k-row checkpoint is some 30 redb rows, not
 /// 16k; small enough that a damaged chunk is a few hundred tasks to read
-/// row by row, and that a load holds little beyond the rows it decodes.
+/// row by row.
 /// redb stores a value this large alone in a leaf of a power-of-two size:
 /// 64 KiB less [`PAGE_SLACK`] fills a 64 KiB leaf, where one byte more
 /// took a 128 KiB one, half zeroes, cleared, checksummed and written.
@@ -137,7 +137,7 @@ impl Writer {
                 .into_iter()
                 .flatten()
                 .map(|text| text.len())
-                .filter(|&len| len >= SHARE_TEXT_AT)
+                .filter(|&len| (SHARE_TEXT_AT..=record::MAX_TEXT_LEN).contains(&len))
         });
         let value_len = record::FIXED_LEN + record::details_len(task) + record::CRC_LEN;
         self.make_room(Self::bound(task.name.as_bytes(), value_len, shareable));
@@ -223,7 +223,9 @@ impl Writer {
     /// `None` if it stays in its row: too short, or its key is another
     /// text's.
     fn refer(&mut self, text: &Arc<str>) -> Option<u64> {
-        if text.len() < SHARE_TEXT_AT {
+        // A text longer than a record keeps is cut in its row, as written
+        // in place; only whole texts go into the chunk's.
+        if text.len() < SHARE_TEXT_AT || text.len() > record::MAX_TEXT_LEN {
             return None;
         }
         let address = (Arc::as_ptr(text).cast::<u8>() as usize, text.len());
@@ -280,24 +282,34 @@ pub struct Chunk<'a> {
 }
 
 impl<'a> Chunk<'a> {
-    /// Opens `bytes`; `None` if even the header does not read (too short,
-    /// an unknown version, offsets out of bounds): nothing of it can be
-    /// read.
+    /// Opens `bytes`; `None` if nothing of it can be read: too short for a
+    /// header, or whole (its checksum passes) but of another version or
+    /// inconsistent. A chunk whose checksum fails is opened for reading row
+    /// by row, its header's offsets taken as hints ([`Rows`]).
     pub fn open(bytes: &'a [u8]) -> Option<Chunk<'a>> {
-        if bytes.len() < HEADER_LEN + CRC_LEN || bytes[0] != VERSION {
+        if bytes.len() < HEADER_LEN + CRC_LEN {
             return None;
         }
         let (body, crc) = bytes.split_at(bytes.len() - CRC_LEN);
         let intact = crc32fast::hash(body) == u32::from_le_bytes(crc.try_into().ok()?);
+        let count = usize::try_from(u32::from_le_bytes(bytes[1..5].try_into().ok()?)).ok()?;
         let texts_at = usize::try_from(u32::from_le_bytes(bytes[5..9].try_into().ok()?)).ok()?;
-        if !(HEADER_LEN..=body.len()).contains(&texts_at) {
+        let texts_at = (HEADER_LEN..=body.len())
+            .contains(&texts_at)
+            .then_some(texts_at);
+        if intact && (bytes[0] != VERSION || texts_at.is_none()) {
             return None;
         }
-        let count = usize::try_from(u32::from_le_bytes(bytes[1..5].try_into().ok()?)).ok()?;
+        let (rows, texts) = match texts_at {
+            Some(at) => (&body[HEADER_LEN..at], &body[at..]),
+            // Where the texts start is lost: the rows are read until they
+            // stop reading, and the rows' texts are lost with it.
+            None => (&body[HEADER_LEN..], &body[body.len()..]),
+        };
         Some(Chunk {
             count,
-            rows: &body[HEADER_LEN..texts_at],
-            texts: &body[texts_at..],
+            rows,
+            texts,
             intact,
         })
     }
@@ -313,6 +325,9 @@ impl<'a> Chunk<'a> {
             rest: self.rows,
             at: HEADER_LEN,
             intact: self.intact,
+            expected: self.count,
+            seen: 0,
+            done: false,
         }
     }
 
@@ -343,6 +358,11 @@ impl<'a> Chunk<'a> {
 }
 
 /// What a chunk's rows read as.
+///
+/// In a chunk that fails its checksum, [`Read::Row`] is a row as framed:
+/// its record must pass its own check; and the rows end with
+/// [`Read::Unframed`] unless they read to the end of the rows as framed and
+/// as many as the header says, so that a reader can tell what may be lost.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Read<'a> {
     Row(Row<'a>),
@@ -365,18 +385,30 @@ pub struct Rows<'a> {
     rest: &'a [u8],
     at: usize,
     intact: bool,
+    /// The header's count, and the rows read so far.
+    expected: usize,
+    seen: usize,
+    done: bool,
 }
 
 impl<'a> Iterator for Rows<'a> {
     type Item = Read<'a>;
 
     fn next(&mut self) -> Option<Read<'a>> {
-        if self.rest.is_empty() {
+        if self.done {
             return None;
+        }
+        if self.rest.is_empty() {
+            self.done = true;
+            return (!self.intact && self.seen != self.expected).then_some(Read::Unframed {
+                at: self.at,
+                rest: self.rest,
+            });
         }
         let whole = self.rest;
         let unframed = |rows: &mut Rows<'a>| {
             rows.rest = &[];
+            rows.done = true;
             Some(Read::Unframed {
                 at: rows.at,
                 rest: whole,
@@ -417,6 +449,7 @@ impl<'a> Iterator for Rows<'a> {
         };
         self.rest = &whole[used..];
         self.at += used;
+        self.seen += 1;
         Some(read)
     }
 }
@@ -656,10 +689,35 @@ mod tests {
         let chunk = Chunk::open(&text).unwrap();
         assert_eq!(chunk.texts().count(), 0);
 
-        // A header that does not read: nothing can be read.
-        assert!(Chunk::open(&bytes[..5]).is_none());
+        // A damaged header: the rows still read, each by its own check.
         let mut version = bytes.clone();
         version[0] = 9;
-        assert!(Chunk::open(&version).is_none());
+        assert_eq!(read(&version).len(), 4);
+        assert!(read(&version)[..3].iter().all(Result::is_ok));
+        // A count that does not match what reads: the rows end in an
+        // empty `Unframed`, so that what may be missing is known.
+        let mut count = bytes.clone();
+        count[1] = 7;
+        let reads: Vec<Read<'_>> = Chunk::open(&count).unwrap().rows().collect();
+        assert_eq!(reads.len(), 5, "{reads:?}");
+        assert!(matches!(reads[4], Read::Unframed { rest: [], .. }));
+        // Where the texts start, damaged: the rows read on into the texts
+        // until they stop reading.
+        let mut texts_at = bytes.clone();
+        texts_at[8] = 0x7f;
+        let reads: Vec<Read<'_>> = Chunk::open(&texts_at).unwrap().rows().collect();
+        assert!(
+            matches!(reads.last(), Some(Read::Unframed { .. })),
+            "{reads:?}"
+        );
+        // Too short for a header, or whole but of another version: nothing
+        // can be read.
+        assert!(Chunk::open(&bytes[..12]).is_none());
+        let mut other = bytes.clone();
+        other[0] = 2;
+        let len = other.len();
+        let crc = crc32fast::hash(&other[..len - 4]);
+        other[len - 4..].copy_from_slice(&crc.to_le_bytes());
+        assert!(Chunk::open(&other).is_none());
     }
 }

@@ -91,8 +91,10 @@ pub const DEFAULT_CHECKPOINT_CHANGES: usize = 16_384;
 /// new base instead. Each change is then written about twice (in its run,
 /// and once more in the next base), against some 6,000 instructions of
 /// B-tree work per row when each checkpoint updated a row per task; the
-/// runs hold at most about as many rows as the base, so a load reads at
-/// most about twice the rows it keeps.
+/// runs hold at most about as many rows as the base (or this many), so a
+/// load reads at most about twice the base's rows, or the base and this
+/// many. A load and a compaction hold every chunk while they merge (about
+/// 12 MiB, briefly, with 100k tasks).
 pub const DEFAULT_COMPACT_AT: usize = 16_384;
 
 /// redb's page cache, in bytes (its default is 1 GiB, a ceiling it fills

@@ -1,6 +1,11 @@
 //! The redb side of the store: the state as of the last checkpoint.
 //!
-//! Tables: `tasks` maps a task name to its [`record`](crate::record);
+//! Tables: `tasks.base` and `tasks.runs` hold the task rows, each a name
+//! and its [`record`](crate::record), in [`chunk`]s: the base as of the
+//! last compaction, and a run per checkpoint since, merged by name (the
+//! newest row wins) on every load and compaction; `tasks` is the per-name
+//! table of the versions before chunks, which the first load moves into
+//! them; `texts` keeps the command lines that quarantined rows name;
 //! `quarantine` keeps rows that could not be trusted on load, never served
 //! and never silently deleted; `events` is the retained event history;
 //! `usage` keeps the events that ended a hold, tripped or re-armed a name,
@@ -8,7 +13,7 @@
 //! a name was re-armed) and their first sequence number, for the usage
 //! retention; `meta` says which log frames the tables already contain
 //! (`log.lsn`, the last one, and `log.position`, where the frame after it
-//! goes). A database written before the log existed has no `meta` and
+//! goes) and how many rows the base and the runs hold (when to compact). A database written before the log existed has no `meta` and
 //! covers nothing of it.
 //!
 //! After a failed write or sync redb refuses further writes until the
@@ -146,7 +151,14 @@ impl Tables {
                 let runs = txn.open_table(RUNS).map_err(io)?;
                 let (stored, n_base) = stored_chunks(Some(&base), Some(&runs))?;
                 let opened = open_chunks(&stored, &mut texts, &mut aside);
-                let rows = opened.iter().flatten().map(|o| o.rows).sum::<usize>();
+                // Counts as the headers of intact chunks say: a damaged
+                // header's count is not trusted.
+                let rows = opened
+                    .iter()
+                    .flatten()
+                    .filter(|o| o.chunk.intact)
+                    .map(|o| o.rows)
+                    .sum::<usize>();
                 // Sized once: growing by doubling copied 100k rows 17 times.
                 loaded.tasks.reserve_exact(rows.min(PRESIZE_ROWS_AT_MOST));
                 let mut bad = Vec::new();
@@ -310,7 +322,8 @@ impl Tables {
             if !rows.is_empty() {
                 let (base_rows, run_rows) = counts(&txn)?;
                 let after = run_rows.saturating_add(rows.len() as u64);
-                if after >= base_rows.max(compact_at as u64) {
+                let numbered = next_run(&txn.open_table(RUNS).map_err(io)?)?.is_some();
+                if after >= base_rows.max(compact_at as u64) || !numbered {
                     let mut aside = SetAside::default();
                     let written = {
                         let base = txn.open_table(BASE).map_err(io)?;
@@ -322,6 +335,11 @@ impl Tables {
                         merge(&stored, &opened, n_base, &rows, &mut aside, |row| {
                             next.put(row, &opened, &mut texts)
                         })?;
+                        for (chunk, name, value, reason) in next.take_failed() {
+                            if let Some(from) = &opened[chunk] {
+                                aside.chunk_row(&name, &value, reason, &from.texts);
+                            }
+                        }
                         next.finish()?
                     };
                     swap_base(&txn)?;
@@ -454,6 +472,8 @@ fn migrate_legacy(
     }
     loaded.recounted = recounted;
     if !any {
+        // Opening it made it; an empty one is not kept.
+        txn.delete_table(TASKS).map_err(io)?;
         return Ok(false);
     }
     // The rows moved give their references back; what stays in the
@@ -503,16 +523,22 @@ fn set_counts(txn: &WriteTransaction, base_rows: u64, run_rows: u64) -> Result<(
     Ok(())
 }
 
+/// The number the next run takes; `None` if the last one is `u64::MAX`
+/// (only a damaged key would be): a compaction is due instead.
+fn next_run(runs: &Table<'_, (u64, u64), &'static [u8]>) -> Result<Option<u64>, StoreError> {
+    Ok(match runs.last().map_err(io)? {
+        Some((key, _)) => key.value().0.checked_add(1),
+        None => Some(1),
+    })
+}
+
 /// Writes `rows` (by name, in order; `None`: removed) as the next run.
 /// Returns how many.
 fn write_run<'t>(
     runs: &mut Table<'_, (u64, u64), &'static [u8]>,
     rows: impl Iterator<Item = (&'t [u8], Option<&'t Task>)>,
 ) -> Result<u64, StoreError> {
-    let run = runs
-        .last()
-        .map_err(io)?
-        .map_or(1, |(key, _)| key.value().0 + 1);
+    let run = next_run(runs)?.ok_or_else(|| StoreError::Io("run numbers exhausted".into()))?;
     let mut writer = chunk::Writer::default();
     let mut part = 0;
     let mut count = 0;
@@ -540,6 +566,7 @@ struct BaseWriter<'t> {
     writer: chunk::Writer,
     part: u64,
     rows: u64,
+    failed: Vec<(usize, Vec<u8>, Vec<u8>, RecordError)>,
 }
 
 impl<'t> BaseWriter<'t> {
@@ -552,6 +579,7 @@ impl<'t> BaseWriter<'t> {
             writer: chunk::Writer::default(),
             part: 0,
             rows: 0,
+            failed: Vec::new(),
         })
     }
 
@@ -574,10 +602,14 @@ impl<'t> BaseWriter<'t> {
                     // written from its task, that text stays in the row.
                     texts.set_namespace(namespace(chunk));
                     let value = row.value.unwrap_or_default();
-                    let task = record::decode(row.name, value, texts).map_err(|e| {
-                        StoreError::Io(format!("a checked row did not decode: {e}"))
-                    })?;
-                    self.writer.put_task(&task);
+                    match record::decode(row.name, value, texts) {
+                        Ok(task) => self.writer.put_task(&task),
+                        Err(reason) => {
+                            let failed = (chunk, row.name.to_vec(), value.to_vec(), reason);
+                            self.failed.push(failed);
+                            return Ok(());
+                        }
+                    }
                 }
             }
         }
@@ -587,6 +619,13 @@ impl<'t> BaseWriter<'t> {
             self.part += 1;
         }
         Ok(())
+    }
+
+    /// The rows that could be neither copied nor decoded (a record whose
+    /// checksum passed but whose fields do not decode), for the quarantine:
+    /// the chunk each came from, its name, its bytes and why.
+    fn take_failed(&mut self) -> Vec<(usize, Vec<u8>, Vec<u8>, RecordError)> {
+        std::mem::take(&mut self.failed)
     }
 
     /// Seals the last chunk; returns the rows written.
@@ -607,9 +646,9 @@ fn swap_base(txn: &WriteTransaction) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// A chunk as stored: where it is (for the quarantine's key), and its
-/// bytes.
-type StoredChunk<'a> = (String, AccessGuard<'a, &'static [u8]>);
+/// A chunk as stored: where it is (for the quarantine's key), the run it
+/// belongs to (`None`: the base), and its bytes.
+type StoredChunk<'a> = (String, Option<u64>, AccessGuard<'a, &'static [u8]>);
 
 /// Every chunk of the base, in order, then every chunk of the runs, in
 /// order; and how many are the base's.
@@ -626,7 +665,7 @@ fn stored_chunks<'a>(
         .flatten()
     {
         let (key, value) = row.map_err(io)?;
-        stored.push((format!("~{}/{}", BASE.name(), key.value()), value));
+        stored.push((format!("~{}/{}", BASE.name(), key.value()), None, value));
     }
     let n_base = stored.len();
     for row in runs
@@ -638,7 +677,7 @@ fn stored_chunks<'a>(
     {
         let (key, value) = row.map_err(io)?;
         let (run, part) = key.value();
-        stored.push((format!("~{}/{run}.{part}", RUNS.name()), value));
+        stored.push((format!("~{}/{run}.{part}", RUNS.name()), Some(run), value));
     }
     Ok((stored, n_base))
 }
@@ -663,7 +702,7 @@ fn open_chunks<'a>(
     let opened: Vec<Option<Opened<'a>>> = stored
         .iter()
         .enumerate()
-        .map(|(i, (label, bytes))| {
+        .map(|(i, (label, _, bytes))| {
             let Some(chunk) = Chunk::open(bytes.value()) else {
                 aside.row(label.as_bytes(), bytes.value(), RecordError::Chunk);
                 return None;
@@ -700,7 +739,7 @@ enum Merged<'a> {
 enum Newest<'a> {
     Stored(usize, Row<'a>),
     Task(&'a Task),
-    /// Removed, or damaged: nothing older of the name is served.
+    /// Removed: nothing older of the name is served.
     Gone,
 }
 
@@ -708,13 +747,17 @@ enum Newest<'a> {
 enum Entry<'a> {
     Record(&'a [u8]),
     Removed,
+    /// A record or removal that fails its check, set aside: its name as
+    /// read cannot be trusted.
     Damaged,
+    /// The rows stop reading here: those after it are lost.
+    Lost,
 }
 
 /// Calls `each` with every row of a chunk. In a chunk that fails its
 /// checksum (set aside whole), a record that fails its own and a removal
-/// that fails its are set aside by name too, and hide older rows of that
-/// name; the rows past where the framing breaks cannot be read.
+/// that fails its are set aside, and the rows past where the framing
+/// breaks cannot be read.
 fn each_row<'a>(
     label: &str,
     opened: &Opened<'a>,
@@ -746,14 +789,110 @@ fn each_row<'a>(
             }
             Read::Unframed { at, rest } => {
                 warn!(chunk = %label, at, bytes = rest.len(), "a damaged chunk's rows stop reading here");
+                each(&[], Entry::Lost);
             }
+        }
+    }
+}
+
+/// Names a damaged stretch of a run may have held: those strictly between
+/// the trusted rows around it (a run's rows ascend by name, from one chunk
+/// to the next). A row older than the run with a name in it is not served
+/// in place of what the stretch may have said of that name (a newer
+/// version, a removal): it is set aside instead.
+struct Lost<'a> {
+    /// The first chunk of the damaged run: rows of chunks before it are
+    /// older.
+    from: usize,
+    after: Option<&'a [u8]>,
+    before: Option<&'a [u8]>,
+}
+
+impl Lost<'_> {
+    fn hides(&self, name: &[u8], chunk: usize) -> bool {
+        chunk < self.from
+            && self.after.is_none_or(|after| after < name)
+            && self.before.is_none_or(|before| name < before)
+    }
+}
+
+/// Reads every run, in order: each trusted row into `newest`, each
+/// damaged stretch into `lost`. A row out of name order within its run is
+/// set aside and counts as damage.
+fn read_runs<'a>(
+    stored: &[StoredChunk<'_>],
+    opened: &[Option<Opened<'a>>],
+    n_base: usize,
+    aside: &mut SetAside,
+    newest: &mut Vec<(&'a [u8], Newest<'a>)>,
+    lost: &mut Vec<Lost<'a>>,
+) {
+    let mut i = n_base;
+    while i < opened.len() {
+        let (run, from) = (stored[i].1, i);
+        let mut last: Option<&'a [u8]> = None;
+        // A damaged stretch waiting for the trusted row after it: the
+        // trusted row before it.
+        let mut gap: Option<Option<&'a [u8]>> = None;
+        while i < opened.len() && stored[i].1 == run {
+            let Some(chunk) = &opened[i] else {
+                gap.get_or_insert(last);
+                i += 1;
+                continue;
+            };
+            let at = i;
+            let mut out_of_order = Vec::new();
+            each_row(&stored[at].0, chunk, aside, |name, entry| {
+                let in_order = last.is_none_or(|last| last < name);
+                let entry = match entry {
+                    Entry::Record(value) if in_order => Newest::Stored(
+                        at,
+                        Row {
+                            name,
+                            value: Some(value),
+                        },
+                    ),
+                    Entry::Removed if in_order => Newest::Gone,
+                    Entry::Record(value) => {
+                        out_of_order.push((name, value));
+                        gap.get_or_insert(last);
+                        return;
+                    }
+                    _ => {
+                        gap.get_or_insert(last);
+                        return;
+                    }
+                };
+                if let Some(after) = gap.take() {
+                    lost.push(Lost {
+                        from,
+                        after,
+                        before: Some(name),
+                    });
+                }
+                last = Some(name);
+                newest.push((name, entry));
+            });
+            for (name, value) in out_of_order {
+                aside.chunk_row(name, value, RecordError::OutOfOrder, &chunk.texts);
+            }
+            i += 1;
+        }
+        if let Some(after) = gap {
+            lost.push(Lost {
+                from,
+                after,
+                before: None,
+            });
         }
     }
 }
 
 /// Walks the rows of the base and of the runs, and `pending` (newer than
 /// any run), by name, handing `emit` the newest row of each name unless it
-/// is a removal or damaged (set aside).
+/// is a removal. What cannot be trusted is set aside: damaged rows, rows
+/// out of order, and older rows that a damaged stretch of a newer run may
+/// have replaced ([`Lost`]).
 fn merge<'a>(
     stored: &[StoredChunk<'_>],
     opened: &[Option<Opened<'a>>],
@@ -763,22 +902,8 @@ fn merge<'a>(
     mut emit: impl FnMut(Merged<'a>) -> Result<(), StoreError>,
 ) -> Result<(), StoreError> {
     let mut newest: Vec<(&'a [u8], Newest<'a>)> = Vec::with_capacity(pending.len());
-    for (i, opened) in opened.iter().enumerate().skip(n_base) {
-        let Some(opened) = opened else { continue };
-        each_row(&stored[i].0, opened, aside, |name, entry| {
-            let entry = match entry {
-                Entry::Record(value) => Newest::Stored(
-                    i,
-                    Row {
-                        name,
-                        value: Some(value),
-                    },
-                ),
-                Entry::Removed | Entry::Damaged => Newest::Gone,
-            };
-            newest.push((name, entry));
-        });
-    }
+    let mut lost = Vec::new();
+    read_runs(stored, opened, n_base, aside, &mut newest, &mut lost);
     for (name, row) in pending {
         newest.push((
             name.as_bytes(),
@@ -794,13 +919,23 @@ fn merge<'a>(
             _ => kept.push(item),
         }
     }
-    let mut emit_newest = |newest: Newest<'a>| match newest {
-        Newest::Stored(chunk, row) => emit(Merged::Stored { chunk, row }),
+    let mut emit_newest = |newest: Newest<'a>, aside: &mut SetAside| match newest {
+        Newest::Stored(chunk, row) => {
+            if lost.iter().any(|lost| lost.hides(row.name, chunk)) {
+                if let Some(from) = &opened[chunk] {
+                    let value = row.value.unwrap_or_default();
+                    aside.chunk_row(row.name, value, RecordError::Shadowed, &from.texts);
+                }
+                return Ok(());
+            }
+            emit(Merged::Stored { chunk, row })
+        }
         Newest::Task(task) => emit(Merged::Task(task)),
         Newest::Gone => Ok(()),
     };
     let mut next = kept.into_iter().peekable();
     let mut rows = Vec::new();
+    let mut last: Option<&'a [u8]> = None;
     for (i, opened) in opened.iter().enumerate().take(n_base) {
         let Some(opened) = opened else { continue };
         rows.clear();
@@ -808,24 +943,31 @@ fn merge<'a>(
             rows.push((name, entry))
         });
         for (name, entry) in rows.drain(..) {
-            while let Some((_, newer)) = next.next_if(|(at, _)| *at < name) {
-                emit_newest(newer)?;
-            }
-            if let Some((_, newer)) = next.next_if(|(at, _)| *at == name) {
-                emit_newest(newer)?;
+            // The base holds records only; what else reads was set aside.
+            let Entry::Record(value) = entry else {
+                continue;
+            };
+            if last.is_some_and(|last| name <= last) {
+                aside.chunk_row(name, value, RecordError::OutOfOrder, &opened.texts);
                 continue;
             }
-            if let Entry::Record(value) = entry {
-                let row = Row {
-                    name,
-                    value: Some(value),
-                };
-                emit_newest(Newest::Stored(i, row))?;
+            last = Some(name);
+            while let Some((_, newer)) = next.next_if(|(at, _)| *at < name) {
+                emit_newest(newer, aside)?;
             }
+            if let Some((_, newer)) = next.next_if(|(at, _)| *at == name) {
+                emit_newest(newer, aside)?;
+                continue;
+            }
+            let row = Row {
+                name,
+                value: Some(value),
+            };
+            emit_newest(Newest::Stored(i, row), aside)?;
         }
     }
     for (_, newer) in next {
-        emit_newest(newer)?;
+        emit_newest(newer, aside)?;
     }
     Ok(())
 }
@@ -1106,11 +1248,16 @@ mod tests {
 
     /// A base of a, b, c (compacted), then the run `changes` over it.
     fn based(path: &Path, changes: &[Change]) {
+        based_on(path, &["a", "b", "c"], changes);
+    }
+
+    /// A base of `names` (compacted), each expiring at 1, then the run
+    /// `changes` over it.
+    fn based_on(path: &Path, names: &[&str], changes: &[Change]) {
         let mut store = Store::open(path, &options(1)).unwrap();
         store.load().unwrap();
-        store
-            .commit(&[put("a", 1), put("b", 1), put("c", 1)])
-            .unwrap();
+        let puts: Vec<Change> = names.iter().map(|name| put(name, 1)).collect();
+        store.commit(&puts).unwrap();
         store.checkpoint_now().unwrap();
         drop(store);
         let mut store = Store::open(path, &options(1000)).unwrap();
@@ -1151,8 +1298,14 @@ mod tests {
         assert_eq!(served, [task("a", 1)]);
         assert_eq!(aside, ["~tasks.base/0"]);
 
-        // A header that does not read: the whole chunk.
+        // A damaged header: the rows still read, each by its own check.
         damage_first(&path, true, |chunk| chunk[0] = 0xee);
+        assert_eq!(
+            reload(&path, 1000),
+            (vec![task("a", 1)], vec!["~tasks.base/0".to_owned()])
+        );
+        // Too short to read at all: the whole chunk, and its rows with it.
+        damage_first(&path, true, |chunk| chunk.truncate(12));
         assert_eq!(
             reload(&path, 1000),
             (vec![], vec!["~tasks.base/0".to_owned()])
@@ -1169,7 +1322,13 @@ mod tests {
             .collect();
         assert_eq!(
             keys,
-            ["b", "~tasks.base/0", "~tasks.base/0~2", "~tasks.base/0~3"]
+            [
+                "b",
+                "~tasks.base/0",
+                "~tasks.base/0~2",
+                "~tasks.base/0~3",
+                "~tasks.base/0~4"
+            ]
         );
     }
 
@@ -1185,22 +1344,75 @@ mod tests {
             let at = row_of(chunk, b'c') + 3 + 4 + 9;
             chunk[at] ^= 0x01;
         });
+        // Set aside: the chunk, its row of c, and the base's older c.
         let (served, aside) = reload(&path, 1000);
         assert_eq!(served, [task("b", 2)]);
-        assert_eq!(aside, ["~tasks.runs/1.0", "c"]);
+        assert_eq!(aside, ["~tasks.runs/1.0", "c", "c"]);
         assert_eq!(reload(&path, 1000), (vec![task("b", 2)], vec![]));
 
         // Nor is an older row served in place of a removal that does not
-        // check.
+        // check: its name as read cannot be trusted, so every older row
+        // between the trusted rows around it is set aside (c), and those
+        // outside are served (a, m).
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("tasks.redb");
-        based(&path, &[remove("a")]);
+        based_on(
+            &path,
+            &["a", "c", "m"],
+            &[put("b", 2), remove("c"), put("d", 2)],
+        );
         damage_first(&path, false, |chunk| {
-            let at = row_of(chunk, b'a') + 3 + 4;
+            let at = row_of(chunk, b'c') + 3 + 4;
             chunk[at] ^= 0x01;
         });
         let (served, aside) = reload(&path, 1000);
-        assert_eq!(served, [task("b", 1), task("c", 1)]);
-        assert_eq!(aside, ["~tasks.runs/1.0", "a"]);
+        assert_eq!(
+            served,
+            [task("a", 1), task("b", 2), task("d", 2), task("m", 1)]
+        );
+        assert_eq!(aside, ["~tasks.runs/1.0", "c", "c"]);
+    }
+
+    #[test]
+    fn a_lost_stretch_of_a_run_brings_back_no_older_row() {
+        // The run's removal of c is cut off with the end of its chunk: c's
+        // base row may be stale, so it is set aside, not served.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tasks.redb");
+        based(&path, &[put("b", 2), remove("c")]);
+        damage_first(&path, false, |chunk| {
+            let cut = row_of(chunk, b'c');
+            chunk.drain(cut + 2..chunk.len() - 4);
+        });
+        let (served, aside) = reload(&path, 1000);
+        assert_eq!(served, [task("a", 1), task("b", 2)]);
+        assert_eq!(aside, ["~tasks.runs/1.0", "c"]);
+
+        // A run chunk that cannot be read at all: every older row is set
+        // aside (the run might have said anything of any name).
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tasks.redb");
+        based(&path, &[put("b", 2)]);
+        damage_first(&path, false, |chunk| chunk.truncate(5));
+        let (served, aside) = reload(&path, 1000);
+        assert!(served.is_empty(), "{served:?}");
+        assert_eq!(aside, ["~tasks.runs/1.0", "a", "b", "c"]);
+    }
+
+    #[test]
+    fn a_damaged_name_in_the_base_moves_nothing_out_of_order() {
+        // b's name flipped to r in the base: b is set aside, and the run's
+        // removal of c and newer d still apply to the rows after it.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tasks.redb");
+        based_on(&path, &["a", "b", "c", "d"], &[remove("c"), put("d", 2)]);
+        damage_first(&path, true, |chunk| {
+            let at = row_of(chunk, b'b') + 2;
+            chunk[at] = b'r';
+        });
+        let (served, aside) = reload(&path, 1000);
+        assert_eq!(served, [task("a", 1), task("d", 2)]);
+        assert_eq!(aside, ["~tasks.base/0", "r"]);
+        assert_eq!(reload(&path, 1000), (served, vec![]));
     }
 }

@@ -115,16 +115,18 @@ pub(crate) fn keep_for_quarantine(
         let stored = table
             .get(key)
             .map_err(super::tables::io)?
-            .and_then(|value| decode(value.value()).map(|(n, t)| (n, t.to_owned())));
+            .map(|value| decode(value.value()).map(|(n, t)| (n, t.to_owned())));
         let text = match (stored, text) {
-            (Some((stored, stored_text)), text) => {
+            (Some(Some((stored, stored_text))), text) => {
                 if text.is_some_and(|text| *text != *stored_text) || stored == count {
                     continue;
                 }
                 stored_text
             }
             (None, Some(text)) if key_of(&text) == key => text.to_string(),
-            (None, _) => continue,
+            // Absent with no text to store, or a row that does not read
+            // (damaged: left as it is).
+            _ => continue,
         };
         table
             .insert(key, encode(count, &text).as_slice())
@@ -169,7 +171,7 @@ pub(crate) struct Plan {
 struct Planned {
     key: u64,
     text: Arc<str>,
-    /// The count in the table before this checkpoint; `None` if absent.
+    /// The count in the table before this load; `None` if absent.
     stored: Option<u64>,
     delta: i64,
 }

@@ -258,6 +258,19 @@ pub fn store_crash(data: &[u8]) {
                         .collect();
                     assert!(quarantined.len() <= 1, "{quarantined:?}");
                 } else {
+                    // Whatever is served after damage is what was
+                    // acknowledged, at most without a command line the
+                    // damage took: never an older version, never a task
+                    // that was removed.
+                    for (name, task) in &served {
+                        let wanted = model.get(name).unwrap_or_else(|| {
+                            panic!("{name} served after damage, but the store does not hold it: {task:?}")
+                        });
+                        assert!(
+                            *task == without_lost_lines(wanted, task),
+                            "{name} served after damage as {task:?}, but the store holds {wanted:?}"
+                        );
+                    }
                     // A damaged chunk is set aside whole: if nothing was,
                     // nothing was lost.
                     if loaded.quarantined.is_empty() {
@@ -287,6 +300,20 @@ pub fn store_crash(data: &[u8]) {
 /// Writes one row straight into the task table: a valid record, the record
 /// of another name, a record with one bit flipped, or arbitrary bytes under
 /// an arbitrary key. Returns what a load must serve afterwards.
+/// `wanted` without the holder's command lines that `served` lacks.
+fn without_lost_lines(wanted: &Task, served: &Task) -> Task {
+    let mut task = wanted.clone();
+    if let (Some(holder), Some(served)) = (task.holder.as_mut(), served.holder.as_ref()) {
+        if served.command.is_none() {
+            holder.command = None;
+        }
+        if served.parent_command.is_none() {
+            holder.parent_command = None;
+        }
+    }
+    task
+}
+
 /// Flips a few bits of one stored chunk of the task tables (base or run),
 /// or cuts it short, behind the store's back.
 fn damage_chunk(disk: &Disk, input: &mut Input) {
