@@ -87,6 +87,10 @@ pub struct Writer {
     value: Vec<u8>,
     /// Chunks sealed to make room, for [`Writer::take_sealed`].
     sealed: Vec<Vec<u8>>,
+    /// The keys stored rows last brought, each with the address of the
+    /// texts it came from (which live as long as the merge that writes
+    /// this chunk), that this chunk holds as the same text.
+    recent: [Option<(u64, usize)>; 2],
 }
 
 /// What a text takes in a chunk beside its bytes: its key and length.
@@ -181,6 +185,22 @@ impl Writer {
             return true;
         };
         let keys = record::references_kept(value);
+        // Rows of one holder follow one another: when this row's keys are
+        // those the last rows brought from the same chunk, they are here
+        // already, as the same texts, and no map is looked up.
+        let source = std::ptr::from_ref(texts) as usize;
+        if keys
+            .iter()
+            .flatten()
+            .all(|&key| self.recent.contains(&Some((key, source))))
+        {
+            self.make_room(Self::bound(row.name, value.len(), std::iter::empty()));
+            if !self.is_empty() {
+                self.put_value(row.name, value);
+                return true;
+            }
+            // Sealed to make room: the texts go into the next chunk.
+        }
         let new = keys
             .iter()
             .flatten()
@@ -195,8 +215,12 @@ impl Writer {
                     if !Arc::ptr_eq(here, text) && **here != **text {
                         return false;
                     }
+                    self.remember(*key, source);
                 }
-                (None, Some(text)) => self.add_text(*key, Arc::clone(text)),
+                (None, Some(text)) => {
+                    self.add_text(*key, Arc::clone(text));
+                    self.remember(*key, source);
+                }
                 // A text its own chunk lost stays lost: the row loads
                 // without it, as it would have.
                 (_, None) => {}
@@ -211,6 +235,14 @@ impl Writer {
         let len = u32::try_from(value.len()).expect("a record is far below 4 GiB");
         self.buf.extend_from_slice(&len.to_le_bytes());
         self.buf.extend_from_slice(value);
+    }
+
+    /// Notes that `key`, from the texts at `source`, is here as the same
+    /// text (the two most recent).
+    fn remember(&mut self, key: u64, source: usize) {
+        if !self.recent.contains(&Some((key, source))) {
+            self.recent = [Some((key, source)), self.recent[0]];
+        }
     }
 
     fn add_text(&mut self, key: u64, text: Arc<str>) {
@@ -263,6 +295,7 @@ impl Writer {
         self.buf.extend_from_slice(&crc.to_le_bytes());
         self.rows = 0;
         self.texts_len = 0;
+        self.recent = [None; 2];
         self.texts.clear();
         self.by_key.clear();
         self.seen.clear();
