@@ -284,7 +284,8 @@ impl Writer {
         let texts_at = u32::try_from(self.buf.len()).expect("a chunk is far below 4 GiB");
         for (key, text) in &self.texts {
             self.buf.extend_from_slice(&key.to_le_bytes());
-            let len = u16::try_from(text.len()).expect("command lines are at most 256 bytes");
+            let len = u16::try_from(text.len())
+                .expect("a chunk's texts are at most MAX_TEXT_LEN or read with a u16 length");
             self.buf.extend_from_slice(&len.to_le_bytes());
             self.buf.extend_from_slice(text.as_bytes());
         }
