@@ -178,7 +178,8 @@ impl Writer {
     /// Appends a stored row as it is, with the texts it names (`texts`:
     /// those of the chunk it came from). Returns `false`, appending
     /// nothing, if one of them is under a key this chunk already gives to
-    /// another text: the caller writes that row's task instead.
+    /// another text, or is missing from `texts`: the caller writes that
+    /// row's task instead.
     pub fn put_stored(&mut self, row: Row<'_>, texts: &HashMap<u64, Arc<str>>) -> bool {
         let Some(value) = row.value else {
             self.put_removed(row.name);
@@ -221,13 +222,22 @@ impl Writer {
                     self.add_text(*key, Arc::clone(text));
                     self.remember(*key, source);
                 }
-                // A text its own chunk lost stays lost: the row loads
-                // without it, as it would have.
-                (_, None) => {}
+                // A text its own chunk lost: copied as it is, the row's
+                // key could come to name a text this chunk takes later
+                // (another one, were two to share a hash). The caller
+                // writes its task instead, without that line.
+                (_, None) => return false,
             }
         }
         self.put_value(row.name, value);
         true
+    }
+
+    /// Appends a row as given, naming no text of this chunk's: what a test
+    /// writes behind the store's back.
+    pub fn put_raw(&mut self, name: &[u8], value: &[u8]) {
+        self.make_room(Self::bound(name, value.len(), std::iter::empty()));
+        self.put_value(name, value);
     }
 
     fn put_value(&mut self, name: &[u8], value: &[u8]) {
@@ -310,6 +320,8 @@ pub struct Chunk<'a> {
     count: usize,
     rows: &'a [u8],
     texts: &'a [u8],
+    /// The rows end where the chunk says (always, if it is intact).
+    end_trusted: bool,
     /// Its checksum matches: every row and text is as written. If not,
     /// each row must pass its own check.
     pub intact: bool,
@@ -319,7 +331,9 @@ impl<'a> Chunk<'a> {
     /// Opens `bytes`; `None` if nothing of it can be read: too short for a
     /// header, or whole (its checksum passes) but of another version or
     /// inconsistent. A chunk whose checksum fails is opened for reading row
-    /// by row, its header's offsets taken as hints ([`Rows`]).
+    /// by row: its rows end where two of the header's count, where it says
+    /// the texts start, and the first text's check agree; failing that,
+    /// they are read as far as they go and end in [`Read::Unframed`].
     pub fn open(bytes: &'a [u8]) -> Option<Chunk<'a>> {
         if bytes.len() < HEADER_LEN + CRC_LEN {
             return None;
@@ -331,21 +345,39 @@ impl<'a> Chunk<'a> {
         let texts_at = (HEADER_LEN..=body.len())
             .contains(&texts_at)
             .then_some(texts_at);
-        if intact && (bytes[0] != VERSION || texts_at.is_none()) {
-            return None;
-        }
-        let (rows, texts) = match texts_at {
-            Some(at) => (&body[HEADER_LEN..at], &body[at..]),
-            // Where the texts start is lost: the rows are read until they
-            // stop reading, and the rows' texts are lost with it.
-            None => (&body[HEADER_LEN..], &body[body.len()..]),
-        };
-        Some(Chunk {
+        let chunk = |end: usize, end_trusted| Chunk {
             count,
-            rows,
-            texts,
+            rows: &body[HEADER_LEN..end],
+            texts: &body[end..],
             intact,
-        })
+            end_trusted,
+        };
+        if intact {
+            return match texts_at {
+                Some(at) if bytes[0] == VERSION => Some(chunk(at, true)),
+                _ => None,
+            };
+        }
+        // Where the texts start, if the rows frame exactly up to it and
+        // either the count agrees or the first text there checks.
+        let framed_to = |at: usize| frame(&body[HEADER_LEN..at], usize::MAX);
+        if let Some(at) = texts_at
+            && let Some((seen, end)) = framed_to(at)
+            && end == at - HEADER_LEN
+            && (seen == count || first_text_checks(&body[at..]))
+        {
+            return Some(chunk(at, true));
+        }
+        // After `count` rows, if they frame and a text that checks (or
+        // nothing) follows.
+        if let Some((seen, end)) = frame(&body[HEADER_LEN..], count) {
+            let at = HEADER_LEN + end;
+            if seen == count && (at == body.len() || first_text_checks(&body[at..])) {
+                return Some(chunk(at, true));
+            }
+        }
+        // Neither: as far as the rows read; what follows may be lost.
+        Some(chunk(texts_at.unwrap_or(body.len()), false))
     }
 
     /// How many rows its header says it holds.
@@ -359,8 +391,7 @@ impl<'a> Chunk<'a> {
             rest: self.rows,
             at: HEADER_LEN,
             intact: self.intact,
-            expected: self.count,
-            seen: 0,
+            end_trusted: self.end_trusted,
             done: false,
         }
     }
@@ -391,6 +422,46 @@ impl<'a> Chunk<'a> {
     }
 }
 
+/// Walks the framing of the rows in `bytes`, checking nothing else, for
+/// at most `limit` rows: how many, and where they end; `None` if one does
+/// not frame.
+fn frame(bytes: &[u8], limit: usize) -> Option<(usize, usize)> {
+    let (mut at, mut seen) = (0, 0);
+    while seen < limit && at < bytes.len() {
+        let rest = &bytes[at..];
+        let (len, after) = rest.split_first_chunk::<2>()?;
+        let len = usize::from(u16::from_le_bytes(*len));
+        let (value_len, _) = after.get(len..)?.split_first_chunk::<4>()?;
+        let value_len = u32::from_le_bytes(*value_len);
+        let value = if value_len == REMOVED {
+            4
+        } else {
+            usize::try_from(value_len).ok()?
+        };
+        let used = (2 + len + 4).checked_add(value)?;
+        if used > rest.len() {
+            return None;
+        }
+        at += used;
+        seen += 1;
+    }
+    Some((seen, at))
+}
+
+/// Whether `bytes` starts with a text that hashes to its key.
+fn first_text_checks(bytes: &[u8]) -> bool {
+    let Some((key, after)) = bytes.split_first_chunk::<8>() else {
+        return false;
+    };
+    let Some((len, after)) = after.split_first_chunk::<2>() else {
+        return false;
+    };
+    after
+        .get(..usize::from(u16::from_le_bytes(*len)))
+        .and_then(|text| std::str::from_utf8(text).ok())
+        .is_some_and(|text| key_of(text) == u64::from_le_bytes(*key))
+}
+
 /// What a chunk's rows read as.
 ///
 /// In a chunk that fails its checksum, [`Read::Row`] is a row as framed:
@@ -419,9 +490,7 @@ pub struct Rows<'a> {
     rest: &'a [u8],
     at: usize,
     intact: bool,
-    /// The header's count, and the rows read so far.
-    expected: usize,
-    seen: usize,
+    end_trusted: bool,
     done: bool,
 }
 
@@ -434,7 +503,7 @@ impl<'a> Iterator for Rows<'a> {
         }
         if self.rest.is_empty() {
             self.done = true;
-            return (!self.intact && self.seen != self.expected).then_some(Read::Unframed {
+            return (!self.end_trusted).then_some(Read::Unframed {
                 at: self.at,
                 rest: self.rest,
             });
@@ -483,7 +552,6 @@ impl<'a> Iterator for Rows<'a> {
         };
         self.rest = &whole[used..];
         self.at += used;
-        self.seen += 1;
         Some(read)
     }
 }
@@ -728,22 +796,35 @@ mod tests {
         version[0] = 9;
         assert_eq!(read(&version).len(), 4);
         assert!(read(&version)[..3].iter().all(Result::is_ok));
-        // A count that does not match what reads: the rows end in an
-        // empty `Unframed`, so that what may be missing is known.
+        // A damaged count, where the rows frame up to where the texts
+        // start and the first text checks: nothing is missing.
         let mut count = bytes.clone();
         count[1] = 7;
-        let reads: Vec<Read<'_>> = Chunk::open(&count).unwrap().rows().collect();
-        assert_eq!(reads.len(), 5, "{reads:?}");
-        assert!(matches!(reads[4], Read::Unframed { rest: [], .. }));
-        // Where the texts start, damaged: the rows read on into the texts
-        // until they stop reading.
+        assert_eq!(read(&count).len(), 4);
+        // Where the texts start, damaged: the count's rows frame, and a
+        // text that checks follows them.
         let mut texts_at = bytes.clone();
         texts_at[8] = 0x7f;
-        let reads: Vec<Read<'_>> = Chunk::open(&texts_at).unwrap().rows().collect();
+        assert_eq!(read(&texts_at).len(), 4);
+        assert_eq!(Chunk::open(&texts_at).unwrap().texts().count(), 1);
+        // Both damaged: the rows read as far as they go, and end in an
+        // `Unframed`, so that what may be missing is known.
+        let mut both = texts_at.clone();
+        both[1] = 7;
+        let reads: Vec<Read<'_>> = Chunk::open(&both).unwrap().rows().collect();
         assert!(
             matches!(reads.last(), Some(Read::Unframed { .. })),
             "{reads:?}"
         );
+        // A damaged count in a chunk with no texts to check it by.
+        let mut plain = Writer::default();
+        plain.put_task(&held("a", "short"));
+        plain.put_removed(b"b");
+        let mut plain = plain.seal();
+        plain[1] = 3;
+        let reads: Vec<Read<'_>> = Chunk::open(&plain).unwrap().rows().collect();
+        assert_eq!(reads.len(), 3, "{reads:?}");
+        assert!(matches!(reads[2], Read::Unframed { rest: [], .. }));
         // Too short for a header, or whole but of another version: nothing
         // can be read.
         assert!(Chunk::open(&bytes[..12]).is_none());

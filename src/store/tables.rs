@@ -804,15 +804,28 @@ struct Lost<'a> {
     /// The first chunk of the damaged run: rows of chunks before it are
     /// older.
     from: usize,
-    after: Option<&'a [u8]>,
-    before: Option<&'a [u8]>,
+    names: Names<'a>,
+}
+
+/// Which names a [`Lost`] stretch may have held.
+enum Names<'a> {
+    /// Those strictly between two trusted names (`None`: unbounded).
+    Between(Option<&'a [u8]>, Option<&'a [u8]>),
+    /// Exactly this one: a trusted row of it out of name order, whose
+    /// place in the run, and so what it replaced, is in doubt.
+    Exactly(&'a [u8]),
 }
 
 impl Lost<'_> {
     fn hides(&self, name: &[u8], chunk: usize) -> bool {
         chunk < self.from
-            && self.after.is_none_or(|after| after < name)
-            && self.before.is_none_or(|before| name < before)
+            && match self.names {
+                Names::Between(after, before) => {
+                    after.is_none_or(|after| after < name)
+                        && before.is_none_or(|before| name < before)
+                }
+                Names::Exactly(exactly) => exactly == name,
+            }
     }
 }
 
@@ -853,12 +866,22 @@ fn read_runs<'a>(
                         },
                     ),
                     Entry::Removed if in_order => Newest::Gone,
-                    Entry::Record(value) => {
-                        out_of_order.push((name, value));
+                    Entry::Record(_) | Entry::Removed => {
+                        // Its name passed its check: older rows of that
+                        // name are in doubt too.
+                        if let Entry::Record(value) = entry {
+                            out_of_order.push((name, Some(value)));
+                        } else {
+                            out_of_order.push((name, None));
+                        }
+                        lost.push(Lost {
+                            from,
+                            names: Names::Exactly(name),
+                        });
                         gap.get_or_insert(last);
                         return;
                     }
-                    _ => {
+                    Entry::Damaged | Entry::Lost => {
                         gap.get_or_insert(last);
                         return;
                     }
@@ -866,23 +889,30 @@ fn read_runs<'a>(
                 if let Some(after) = gap.take() {
                     lost.push(Lost {
                         from,
-                        after,
-                        before: Some(name),
+                        names: Names::Between(after, Some(name)),
                     });
                 }
                 last = Some(name);
                 newest.push((name, entry));
             });
             for (name, value) in out_of_order {
-                aside.chunk_row(name, value, RecordError::OutOfOrder, &chunk.texts);
+                match value {
+                    Some(value) => {
+                        aside.chunk_row(name, value, RecordError::OutOfOrder, &chunk.texts);
+                    }
+                    None => warn!(
+                        chunk = %stored[at].0,
+                        name = %String::from_utf8_lossy(name),
+                        "a removal out of name order in its run: older rows of that name are set aside"
+                    ),
+                }
             }
             i += 1;
         }
         if let Some(after) = gap {
             lost.push(Lost {
                 from,
-                after,
-                before: None,
+                names: Names::Between(after, None),
             });
         }
     }
@@ -1397,6 +1427,37 @@ mod tests {
         let (served, aside) = reload(&path, 1000);
         assert!(served.is_empty(), "{served:?}");
         assert_eq!(aside, ["~tasks.runs/1.0", "a", "b", "c"]);
+    }
+
+    #[test]
+    fn a_trusted_row_out_of_order_in_a_run_brings_back_no_older_row() {
+        // A run whose chunks read in the wrong order: [m, z] then [a, the
+        // removal of c]. a and c are out of order there, so what the run
+        // says of them is in doubt: the base's a and c are set aside, not
+        // served.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tasks.redb");
+        based_on(&path, &["a", "c"], &[]);
+        {
+            let mut first = chunk::Writer::default();
+            first.put_task(&task("m", 2));
+            first.put_task(&task("z", 2));
+            let mut second = chunk::Writer::default();
+            second.put_task(&task("a", 2));
+            second.put_removed(b"c");
+            let db = Database::open(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            {
+                let mut runs = txn.open_table(RUNS).unwrap();
+                runs.insert((1, 0), first.seal().as_slice()).unwrap();
+                runs.insert((1, 1), second.seal().as_slice()).unwrap();
+            }
+            txn.commit().unwrap();
+        }
+        let (served, mut aside) = reload(&path, 1000);
+        assert_eq!(served, [task("m", 2), task("z", 2)]);
+        aside.sort();
+        assert_eq!(aside, ["a", "a", "c"]);
     }
 
     #[test]

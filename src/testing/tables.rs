@@ -87,11 +87,7 @@ fn record_at(chunk: &[u8], name: &str) -> Option<usize> {
 /// If the database cannot be written.
 pub fn write_raw_run(db: &Database, key: &[u8], value: &[u8]) {
     let mut writer = Writer::default();
-    let row = Row {
-        name: key,
-        value: Some(value),
-    };
-    assert!(writer.put_stored(row, &std::collections::HashMap::new()));
+    writer.put_raw(key, value);
     let chunk = writer.seal();
     let txn = db.begin_write().expect("a write transaction");
     {
