@@ -27,8 +27,10 @@
 //!
 //! A chunk whose checksum fails is read as far as it goes: each record has
 //! a checksum of its own and each removal the CRC of its name, each text
-//! must hash to its key, and where the rows stop reading, the rest is
-//! reported ([`Rows`]) for the quarantine.
+//! must hash to its key, and where the rows stop reading, or may have gone
+//! on past where they seem to end, [`Rows`] says so ([`Read::Unframed`]),
+//! so that a reader can tell which names the damage may have taken (the
+//! store keeps the whole chunk in its quarantine).
 
 use std::collections::HashMap;
 use std::sync::Arc;
