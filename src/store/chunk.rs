@@ -21,7 +21,7 @@
 //!
 //! Rows ascend by name, within a chunk and from one chunk of a run or of
 //! the base to the next. A record names a holder command line of
-//! [`SHARE_TEXT_AT`](super::texts::SHARE_TEXT_AT) bytes or more by its key
+//! [`SHARE_TEXT_AT`] bytes or more by its key
 //! ([`key_of`]) in its own chunk's texts, so that a chunk reads by itself:
 //! an agent's tasks share one copy of its parent's command line per chunk.
 //!

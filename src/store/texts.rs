@@ -8,7 +8,7 @@
 //! ([`key_of`]). Rows in chunks name the texts of their own chunk instead
 //! ([`chunk`](super::chunk)). What stays here: the lines that quarantined
 //! rows name (a quarantined row keeps the line it names,
-//! [`keep_for_quarantine`]),
+//! `keep_for_quarantine`),
 //! and, until the first load of this release moves them into chunks, the
 //! earlier release's.
 //!
