@@ -1,7 +1,7 @@
 //! The redb side of the store: the state as of the last checkpoint.
 //!
 //! Tables: `tasks.base` and `tasks.runs` hold the task rows, each a name
-//! and its [`record`](crate::record), in [`chunk`]s: the base as of the
+//! and its [`record`], in [`chunk`]s: the base as of the
 //! last compaction, and a run per checkpoint since, merged by name (the
 //! newest row wins) on every load and compaction; `tasks` is the per-name
 //! table of the versions before chunks, which the first load moves into
