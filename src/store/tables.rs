@@ -816,7 +816,32 @@ enum Names<'a> {
     Exactly(&'a [u8]),
 }
 
-impl Lost<'_> {
+impl<'a> Lost<'a> {
+    /// Where its names begin, for sorting: the bound, and whether it is
+    /// excluded (an exact name, included, sorts first).
+    fn begins(&self) -> (Option<&'a [u8]>, bool) {
+        match self.names {
+            Names::Between(after, _) => (after, true),
+            Names::Exactly(name) => (Some(name), false),
+        }
+    }
+
+    /// Whether `name` is at or past where its names begin.
+    fn begun_by(&self, name: &[u8]) -> bool {
+        match self.names {
+            Names::Between(after, _) => after.is_none_or(|after| after < name),
+            Names::Exactly(exactly) => exactly <= name,
+        }
+    }
+
+    /// Whether `name` is past where its names end.
+    fn ended_by(&self, name: &[u8]) -> bool {
+        match self.names {
+            Names::Between(_, before) => before.is_some_and(|before| before <= name),
+            Names::Exactly(exactly) => exactly < name,
+        }
+    }
+
     fn hides(&self, name: &[u8], chunk: usize) -> bool {
         chunk < self.from
             && match self.names {
@@ -826,6 +851,51 @@ impl Lost<'_> {
                 }
                 Names::Exactly(exactly) => exactly == name,
             }
+    }
+}
+
+/// The [`Lost`] stretches, asked about the names a merge emits, in
+/// ascending order: each stretch is looked at only while names fall in it,
+/// so a load over many damaged stretches stays about linear.
+struct Shadows<'a> {
+    /// Sorted by where their names begin.
+    lost: Vec<Lost<'a>>,
+    /// The next one not yet begun.
+    next: usize,
+    /// Those begun and not yet ended.
+    active: Vec<usize>,
+    last: Option<&'a [u8]>,
+}
+
+impl<'a> Shadows<'a> {
+    fn new(mut lost: Vec<Lost<'a>>) -> Shadows<'a> {
+        lost.sort_by(|a, b| a.begins().cmp(&b.begins()));
+        Shadows {
+            lost,
+            next: 0,
+            active: Vec::new(),
+            last: None,
+        }
+    }
+
+    /// Whether a row of `name` from chunk `chunk` is hidden.
+    fn hides(&mut self, name: &'a [u8], chunk: usize) -> bool {
+        if self.last.is_some_and(|last| name < last) {
+            // Not in order after all: every stretch is asked.
+            return self.lost.iter().any(|lost| lost.hides(name, chunk));
+        }
+        self.last = Some(name);
+        while self
+            .lost
+            .get(self.next)
+            .is_some_and(|lost| lost.begun_by(name))
+        {
+            self.active.push(self.next);
+            self.next += 1;
+        }
+        let lost = &self.lost;
+        self.active.retain(|&at| !lost[at].ended_by(name));
+        self.active.iter().any(|&at| lost[at].hides(name, chunk))
     }
 }
 
@@ -949,9 +1019,10 @@ fn merge<'a>(
             _ => kept.push(item),
         }
     }
+    let mut shadows = Shadows::new(lost);
     let mut emit_newest = |newest: Newest<'a>, aside: &mut SetAside| match newest {
         Newest::Stored(chunk, row) => {
-            if lost.iter().any(|lost| lost.hides(row.name, chunk)) {
+            if shadows.hides(row.name, chunk) {
                 if let Some(from) = &opened[chunk] {
                     let value = row.value.unwrap_or_default();
                     aside.chunk_row(row.name, value, RecordError::Shadowed, &from.texts);
@@ -1427,6 +1498,59 @@ mod tests {
         let (served, aside) = reload(&path, 1000);
         assert!(served.is_empty(), "{served:?}");
         assert_eq!(aside, ["~tasks.runs/1.0", "a", "b", "c"]);
+    }
+
+    #[test]
+    fn shadows_asked_in_order_answer_as_every_stretch_would() {
+        let names: Vec<Vec<u8>> = (0..40u8)
+            .map(|i| vec![b'a' + i / 5, b'0' + i % 5])
+            .collect();
+        let at = |i: usize| Some(names[i].as_slice());
+        let lost = || {
+            vec![
+                Lost {
+                    from: 3,
+                    names: Names::Between(at(4), at(20)),
+                },
+                Lost {
+                    from: 5,
+                    names: Names::Between(None, at(2)),
+                },
+                Lost {
+                    from: 4,
+                    names: Names::Exactly(&names[9]),
+                },
+                Lost {
+                    from: 6,
+                    names: Names::Between(at(15), at(16)),
+                },
+                Lost {
+                    from: 2,
+                    names: Names::Between(at(30), None),
+                },
+                Lost {
+                    from: 7,
+                    names: Names::Exactly(&names[30]),
+                },
+                Lost {
+                    from: 3,
+                    names: Names::Between(at(10), at(12)),
+                },
+            ]
+        };
+        let every = lost();
+        for chunk in 0..8 {
+            let mut shadows = Shadows::new(lost());
+            for name in &names {
+                let expected = every.iter().any(|lost| lost.hides(name, chunk));
+                assert_eq!(shadows.hides(name, chunk), expected, "{name:?} {chunk}");
+            }
+            // Asked out of order, it still answers right.
+            assert_eq!(
+                shadows.hides(&names[1], chunk),
+                every.iter().any(|lost| lost.hides(&names[1], chunk))
+            );
+        }
     }
 
     #[test]
