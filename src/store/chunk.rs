@@ -562,27 +562,7 @@ impl<'a> Iterator for Rows<'a> {
 mod tests {
     use super::*;
     use crate::record::Texts;
-    use crate::tasks::{Holder, TaskName};
-    use crate::time::Timestamp;
-
-    const PARENT: &str = "bash -c while sleep 30; do sprite-env tasks refresh build; done";
-
-    fn held(name: &str, parent: &str) -> Task {
-        Task {
-            holder: Some(Holder {
-                pid: Some(42),
-                uid: Some(1000),
-                command: Some("curl".into()),
-                parent_pid: Some(41),
-                parent_command: Some(parent.into()),
-            }),
-            ..Task::new(
-                TaskName::parse(name).unwrap(),
-                Timestamp::from_nanos(1),
-                Timestamp::from_nanos(1_000_000),
-            )
-        }
-    }
+    use crate::store::fixtures::{PARENT, held};
 
     /// The tasks and removals a chunk reads as, decoded with its texts.
     fn read(bytes: &[u8]) -> Vec<Result<Task, String>> {

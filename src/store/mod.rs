@@ -41,6 +41,8 @@
 pub mod checkpoint;
 pub mod chunk;
 pub mod files;
+#[cfg(test)]
+mod fixtures;
 pub mod frame;
 pub mod pending;
 pub mod tables;
@@ -717,27 +719,13 @@ fn open_database(path: &Path) -> Result<Database, DatabaseError> {
 
 #[cfg(test)]
 mod tests {
+    use super::fixtures::{put, task};
     use super::*;
     use crate::tasks::{Removal, TaskName};
     use crate::testing::faulty::{self, FaultOn, FaultSwitch};
     use crate::time::Timestamp;
     use redb::ReadableDatabase;
     use std::collections::BTreeMap;
-
-    fn task(name: &str, expires: u64) -> Task {
-        Task::new(
-            TaskName::parse(name).unwrap(),
-            Timestamp::from_nanos(0),
-            Timestamp::from_nanos(expires),
-        )
-    }
-
-    fn put(name: &str, expires: u64) -> Change {
-        Change::Put {
-            task: task(name, expires),
-            created: true,
-        }
-    }
 
     fn inline() -> StoreOptions {
         StoreOptions {

@@ -213,30 +213,9 @@ impl Pending {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tasks::Removal;
+    use crate::store::fixtures::{put, remove, task};
+
     use crate::time::Timestamp;
-
-    fn task(name: &str, expires: u64) -> Task {
-        Task::new(
-            TaskName::parse(name).unwrap(),
-            Timestamp::from_nanos(0),
-            Timestamp::from_nanos(expires),
-        )
-    }
-
-    fn put(name: &str, expires: u64) -> Change {
-        Change::Put {
-            task: task(name, expires),
-            created: true,
-        }
-    }
-
-    fn remove(name: &str) -> Change {
-        Change::Remove {
-            name: TaskName::parse(name).unwrap(),
-            cause: Removal::Deleted,
-        }
-    }
 
     fn mark(lsn: u64) -> LogMark {
         LogMark {

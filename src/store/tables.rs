@@ -1203,9 +1203,9 @@ pub(super) fn io(error: impl fmt::Display) -> StoreError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::fixtures::{put, remove, task};
     use crate::store::{Change, MIN_LOG_SIZE, Store, StoreOptions};
-    use crate::tasks::Removal;
-    use crate::time::Timestamp;
+
     use redb::ReadableDatabase;
     use std::collections::BTreeMap;
     use std::path::Path;
@@ -1216,28 +1216,6 @@ mod tests {
             background: false,
             compact_at,
             ..StoreOptions::default()
-        }
-    }
-
-    fn task(name: &str, expires: u64) -> Task {
-        Task::new(
-            TaskName::parse(name).unwrap(),
-            Timestamp::from_nanos(0),
-            Timestamp::from_nanos(expires),
-        )
-    }
-
-    fn put(name: &str, expires: u64) -> Change {
-        Change::Put {
-            task: task(name, expires),
-            created: true,
-        }
-    }
-
-    fn remove(name: &str) -> Change {
-        Change::Remove {
-            name: TaskName::parse(name).unwrap(),
-            cause: Removal::Deleted,
         }
     }
 

@@ -266,14 +266,14 @@ impl Plan {
 mod tests {
     use super::*;
     use crate::record;
+    use crate::store::fixtures::{PARENT, held, remove};
     use crate::store::tables::{BASE, QUARANTINE, RUNS, TASKS};
     use crate::store::{Change, MIN_LOG_SIZE, Store, StoreOptions};
-    use crate::tasks::{Holder, Removal, Task, TaskName};
+    use crate::tasks::Task;
     use crate::time::Timestamp;
     use redb::{Database, ReadableDatabase, ReadableTableMetadata};
     use std::path::Path;
 
-    const PARENT: &str = "bash -c while sleep 30; do sprite-env tasks refresh build; done";
     const OTHER: &str = "python3 -m worker --queue nightly --retries 3";
 
     fn options() -> StoreOptions {
@@ -284,25 +284,6 @@ mod tests {
         }
     }
 
-    /// A task held by `curl` under `parent`, each text its own copy (as
-    /// tasks of different requests have).
-    fn held(name: &str, parent: &str) -> Task {
-        Task {
-            holder: Some(Holder {
-                pid: Some(42),
-                uid: Some(1000),
-                command: Some("curl".into()),
-                parent_pid: Some(41),
-                parent_command: Some(parent.into()),
-            }),
-            ..Task::new(
-                TaskName::parse(name).unwrap(),
-                Timestamp::from_nanos(1),
-                Timestamp::from_nanos(1_000_000),
-            )
-        }
-    }
-
     /// `task` with its holder's parent command line lost.
     fn without_parent(task: Task) -> Task {
         let mut task = task;
@@ -310,13 +291,6 @@ mod tests {
             holder.parent_command = None;
         }
         task
-    }
-
-    fn remove(name: &str) -> Change {
-        Change::Remove {
-            name: TaskName::parse(name).unwrap(),
-            cause: Removal::Deleted,
-        }
     }
 
     /// A version-5 row of the per-name table, its command lines of
