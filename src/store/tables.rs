@@ -657,27 +657,19 @@ fn stored_chunks<'a>(
     runs: Option<&'a impl ReadableTable<(u64, u64), &'static [u8]>>,
 ) -> Result<(Vec<StoredChunk<'a>>, usize), StoreError> {
     let mut stored = Vec::new();
-    for row in base
-        .map(ReadableTable::iter)
-        .transpose()
-        .map_err(io)?
-        .into_iter()
-        .flatten()
-    {
-        let (key, value) = row.map_err(io)?;
-        stored.push((format!("~{}/{}", BASE.name(), key.value()), None, value));
+    if let Some(base) = base {
+        for row in base.iter().map_err(io)? {
+            let (key, value) = row.map_err(io)?;
+            stored.push((format!("~{}/{}", BASE.name(), key.value()), None, value));
+        }
     }
     let n_base = stored.len();
-    for row in runs
-        .map(ReadableTable::iter)
-        .transpose()
-        .map_err(io)?
-        .into_iter()
-        .flatten()
-    {
-        let (key, value) = row.map_err(io)?;
-        let (run, part) = key.value();
-        stored.push((format!("~{}/{run}.{part}", RUNS.name()), Some(run), value));
+    if let Some(runs) = runs {
+        for row in runs.iter().map_err(io)? {
+            let (key, value) = row.map_err(io)?;
+            let (run, part) = key.value();
+            stored.push((format!("~{}/{run}.{part}", RUNS.name()), Some(run), value));
+        }
     }
     Ok((stored, n_base))
 }
