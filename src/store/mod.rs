@@ -44,6 +44,7 @@ pub mod files;
 #[cfg(test)]
 mod fixtures;
 pub mod frame;
+mod merge;
 pub mod pending;
 pub mod tables;
 pub mod texts;
