@@ -303,16 +303,18 @@ mod tests {
         row
     }
 
-    /// A database as the version before chunks left it: `rows` in the
-    /// per-name table, and `texts` (key, count, text) in the texts table.
-    fn legacy(path: &Path, rows: &[(&str, Vec<u8>)], texts: &[(u64, u64, &str)]) {
+    /// A database as the version before chunks left it: `tasks` as rows of
+    /// the per-name table, and `texts` (key, count, text) in the texts
+    /// table.
+    fn legacy(path: &Path, tasks: &[Task], texts: &[(u64, u64, &str)]) {
         drop(Store::open(path, &options()).unwrap());
         let db = Database::open(path).unwrap();
         let txn = db.begin_write().unwrap();
         {
-            let mut tasks = txn.open_table(TASKS).unwrap();
-            for (name, row) in rows {
-                tasks.insert(name.as_bytes(), row.as_slice()).unwrap();
+            let mut rows = txn.open_table(TASKS).unwrap();
+            for task in tasks {
+                let row = legacy_row(task);
+                rows.insert(task.name.as_bytes(), row.as_slice()).unwrap();
             }
             let mut table = txn.open_table(TEXTS).unwrap();
             for &(key, count, text) in texts {
@@ -358,13 +360,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("tasks.redb");
         let tasks = [held("a", PARENT), held("b", PARENT), held("c", OTHER)];
-        let rows: Vec<_> = ["a", "b", "c"]
-            .into_iter()
-            .zip(tasks.iter().map(legacy_row))
-            .collect();
         legacy(
             &path,
-            &rows,
+            &tasks,
             &[(key_of(PARENT), 2, PARENT), (key_of(OTHER), 1, OTHER)],
         );
         let first = loaded(&path, &[]);
@@ -404,13 +402,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("tasks.redb");
         let tasks = [held("a", PARENT), held("b", PARENT)];
-        let rows: Vec<_> = ["a", "b"]
-            .into_iter()
-            .zip(tasks.iter().map(legacy_row))
-            .collect();
         // One flipped bit in the text: it no longer hashes to its key.
         let damaged = PARENT.replacen("sleep", "sleeq", 1);
-        legacy(&path, &rows, &[(key_of(PARENT), 2, &damaged)]);
+        legacy(&path, &tasks, &[(key_of(PARENT), 2, &damaged)]);
         let first = loaded(&path, &[]);
         assert_eq!(first.tasks, tasks.clone().map(without_parent));
         assert!(first.quarantined.is_empty());
@@ -427,15 +421,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("tasks.redb");
         let tasks = [held("a", PARENT), held("b", PARENT), held("c", OTHER)];
-        let rows: Vec<_> = ["a", "b", "c"]
-            .into_iter()
-            .zip(tasks.iter().map(legacy_row))
-            .collect();
         // PARENT's count is wrong, OTHER is missing, one text no row names.
         let unused = "a line no row refers to any more, at all";
         legacy(
             &path,
-            &rows,
+            &tasks,
             &[(key_of(PARENT), 7, PARENT), (key_of(unused), 1, unused)],
         );
         let first = loaded(&path, &[]);
@@ -463,11 +453,11 @@ mod tests {
             expires_at: Timestamp::from_nanos(5),
             ..held("b", PARENT)
         };
-        let rows = [
-            ("a", legacy_row(&held("a", PARENT))),
-            ("b", legacy_row(&backwards)),
-        ];
-        legacy(&path, &rows, &[(key_of(PARENT), 2, PARENT)]);
+        legacy(
+            &path,
+            &[held("a", PARENT), backwards],
+            &[(key_of(PARENT), 2, PARENT)],
+        );
         // Quarantined on this load and still there on the next; "a" goes,
         // and the line stays for the quarantined row.
         let first = loaded(&path, &[remove("a")]);
