@@ -36,7 +36,7 @@ use super::texts::{self, TEXTS};
 use super::{Loaded, StoreError};
 use crate::events::Event;
 use crate::record::{self, RecordError};
-use crate::tasks::Task;
+use crate::tasks::{Task, TaskName};
 
 /// The task rows as of the last compaction, in [`chunk`]s keyed by their
 /// order: the base.
@@ -321,38 +321,22 @@ impl Tables {
             if !rows.is_empty() {
                 let (base_rows, run_rows) = counts(&txn)?;
                 let after = run_rows.saturating_add(rows.len() as u64);
-                let numbered = next_run(&txn.open_table(RUNS).map_err(io)?)?.is_some();
-                if after >= base_rows.max(compact_at as u64) || !numbered {
-                    let mut aside = SetAside::default();
-                    let written = {
-                        let base = txn.open_table(BASE).map_err(io)?;
-                        let runs = txn.open_table(RUNS).map_err(io)?;
-                        let (stored, n_base) = stored_chunks(Some(&base), Some(&runs))?;
-                        let mut texts = record::Texts::default();
-                        let opened = open_chunks(&stored, &mut texts, &mut aside);
-                        let mut next = BaseWriter::open(&txn)?;
-                        merge(&stored, &opened, n_base, &rows, &mut aside, |row| {
-                            next.put(row, &opened, &mut texts)
-                        })?;
-                        for (chunk, name, value, reason) in next.take_failed() {
-                            if let Some(from) = &opened[chunk] {
-                                aside.chunk_row(&name, &value, reason, &from.texts);
-                            }
-                        }
-                        next.finish()?
-                    };
-                    swap_base(&txn)?;
-                    set_counts(&txn, written, 0)?;
-                    tracing::debug!(rows = written, "task tables compacted into a new base");
-                    let mut quarantined = Vec::new();
-                    aside.commit(&txn, &mut quarantined)?;
-                } else {
-                    let mut runs = txn.open_table(RUNS).map_err(io)?;
-                    let rows = rows
-                        .iter()
-                        .map(|(name, row)| (name.as_bytes(), row.as_ref()));
-                    write_run(&mut runs, rows)?;
-                    set_counts(&txn, base_rows, after)?;
+                let mut runs = txn.open_table(RUNS).map_err(io)?;
+                match next_run(&runs)? {
+                    Some(run) if after < base_rows.max(compact_at as u64) => {
+                        let rows = rows
+                            .iter()
+                            .map(|(name, row)| (name.as_bytes(), row.as_ref()));
+                        write_run(&mut runs, run, rows)?;
+                        drop(runs);
+                        set_counts(&txn, base_rows, after)?;
+                    }
+                    // Due, or the run numbers are spent (only a damaged
+                    // key would spend them).
+                    _ => {
+                        drop(runs);
+                        compact(&txn, &rows)?;
+                    }
                 }
             }
             {
@@ -487,8 +471,10 @@ fn migrate_legacy(
     }
     plan.apply(&mut stored_texts)?;
     let mut runs = txn.open_table(RUNS).map_err(io)?;
+    let run = next_run(&runs)?.ok_or_else(|| StoreError::Io("run numbers exhausted".into()))?;
     write_run(
         &mut runs,
+        run,
         kept.iter().map(|task| (task.name.as_bytes(), Some(task))),
     )?;
     drop(runs);
@@ -525,22 +511,47 @@ fn next_run(runs: &Table<'_, (u64, u64), &'static [u8]>) -> Result<Option<u64>, 
     })
 }
 
-/// Writes `rows` (by name, in order; `None`: removed) as the next run.
+/// Merges the base, the runs and `rows` (newer than any run) into a new
+/// base, deletes the runs, and sets aside what could not be trusted.
+fn compact(txn: &WriteTransaction, rows: &[(&TaskName, &Option<Task>)]) -> Result<(), StoreError> {
+    let mut aside = SetAside::default();
+    let written = {
+        let base = txn.open_table(BASE).map_err(io)?;
+        let runs = txn.open_table(RUNS).map_err(io)?;
+        let (stored, n_base) = stored_chunks(Some(&base), Some(&runs))?;
+        let mut texts = record::Texts::default();
+        let opened = open_chunks(&stored, &mut texts, &mut aside);
+        let mut next = BaseWriter::open(txn)?;
+        merge(&stored, &opened, n_base, rows, &mut aside, |row| {
+            next.put(row, &opened, &mut texts)
+        })?;
+        for (chunk, name, value, reason) in next.take_failed() {
+            if let Some(from) = &opened[chunk] {
+                aside.chunk_row(&name, &value, reason, &from.texts);
+            }
+        }
+        next.finish()?
+    };
+    swap_base(txn)?;
+    set_counts(txn, written, 0)?;
+    tracing::debug!(rows = written, "task tables compacted into a new base");
+    aside.commit(txn, &mut Vec::new())
+}
+
+/// Writes `rows` (by name, in order; `None`: removed) as run number `run`.
 /// Returns how many.
 fn write_run<'t>(
     runs: &mut Table<'_, (u64, u64), &'static [u8]>,
+    run: u64,
     rows: impl Iterator<Item = (&'t [u8], Option<&'t Task>)>,
-) -> Result<u64, StoreError> {
-    let run = next_run(runs)?.ok_or_else(|| StoreError::Io("run numbers exhausted".into()))?;
+) -> Result<(), StoreError> {
     let mut writer = chunk::Writer::default();
     let mut part = 0;
-    let mut count = 0;
     for (name, task) in rows {
         match task {
             Some(task) => writer.put_task(task),
             None => writer.put_removed(name),
         }
-        count += 1;
         for chunk in writer.take_sealed() {
             runs.insert((run, part), chunk.as_slice()).map_err(io)?;
             part += 1;
@@ -550,7 +561,7 @@ fn write_run<'t>(
         runs.insert((run, part), writer.seal().as_slice())
             .map_err(io)?;
     }
-    Ok(count)
+    Ok(())
 }
 
 /// Writes the next base into [`BASE_NEXT`], for [`swap_base`].
