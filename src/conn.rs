@@ -23,6 +23,12 @@ const READ_CHUNK: usize = 16 * 1024;
 /// idle connections stay small.
 const INITIAL_INPUT: usize = 4096;
 
+/// The most body memory a connection keeps between requests for the next
+/// one's ([`Conn::recycle`]): a task's body is well under 1 KiB; one
+/// near the body limit is let go rather than held by every connection
+/// that ever sent one.
+const MAX_SPARE_BODY: usize = 4096;
+
 /// Received bytes not yet framed into requests: `bytes[start..end]`.
 ///
 /// The storage is zeroed only when it grows, never per read, and consumed
@@ -377,6 +383,9 @@ pub struct Conn<S, P> {
     output: Output,
     queued: Vec<Queued<P>>,
     held_back: Option<Request>,
+    /// The last request answered, its target's and body's memory kept
+    /// for the next one to be read into ([`http::parse_reusing`]).
+    spare: Request,
     taken: Taken,
     planned_in_queue: usize,
     reading: Reading,
@@ -395,6 +404,7 @@ impl<S: Read + Write, P> Conn<S, P> {
             output: Output::default(),
             queued: Vec::new(),
             held_back: None,
+            spare: Request::empty(),
             taken: Taken::default(),
             planned_in_queue: 0,
             reading: Reading::Open(Readiness::MaybeReadable),
@@ -487,7 +497,7 @@ impl<S: Read + Write, P> Conn<S, P> {
             self.taken.head = request.method == Method::Head;
             return Next::Request(request);
         }
-        match http::parse(self.input.pending(), limits) {
+        match http::parse_reusing(self.input.pending(), limits, &mut self.spare) {
             Ok(Parsed::Complete { request, consumed }) => {
                 // Two allocations a request: only when the line is logged.
                 if tracing::enabled!(tracing::Level::DEBUG) {
@@ -559,6 +569,16 @@ impl<S: Read + Write, P> Conn<S, P> {
         if self.phase == Phase::Serving {
             self.phase = Phase::Closing;
         }
+    }
+
+    /// Hands back a request that is answered (or queued to be), for the
+    /// next one to be read into. A body larger than
+    /// [`MAX_SPARE_BODY`] is let go instead of held by an idle connection.
+    pub fn recycle(&mut self, mut request: Request) {
+        if request.body.capacity() > MAX_SPARE_BODY {
+            request.body = Vec::new();
+        }
+        self.spare = request;
     }
 
     /// Puts a request back, to be taken again first next turn: a read that
@@ -656,6 +676,7 @@ impl<S: Read + Write, P> Conn<S, P> {
                 self.output.adopt(response.body);
             } else {
                 response.encode(queued.to, date, output);
+                response.recycle();
             }
         }
         self.planned_in_queue = 0;

@@ -532,7 +532,7 @@ const TASK_JSON_CAPACITY: usize = 512;
 
 /// The answer carrying one task.
 fn task_response(status: u16, task: &Task) -> Response {
-    let mut body = Vec::with_capacity(TASK_JSON_CAPACITY);
+    let mut body = Response::body_buffer(TASK_JSON_CAPACITY);
     write_task(task, &mut body);
     body.push(b'\n');
     Response::json(status, body)

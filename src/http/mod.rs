@@ -39,7 +39,8 @@ pub mod response_head;
 pub use chunked::{ChunkLimits, ChunkedDecoder, ChunkedError};
 pub use date::HttpDate;
 pub use request::{
-    CONTINUE, HttpError, Limits, Method, Parsed, Progress, Request, parse, skip_empty_lines,
+    CONTINUE, HttpError, Limits, Method, Parsed, Progress, Request, parse, parse_reusing,
+    skip_empty_lines,
 };
 pub use response::{Answering, Response, may_not_have_content, reason};
 pub use response_head::{

@@ -316,6 +316,7 @@ impl<S: Read + Write> Connections<S> {
                 }
             };
             conn.queue(reply, request.minor_version, request.keep_alive);
+            conn.recycle(request);
         }
     }
 
