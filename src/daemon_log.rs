@@ -168,7 +168,7 @@ impl TaskLine {
 }
 
 /// A warning an outside party can repeat at will, the key it is folded by.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Noise {
     /// A connection or stream refused, by cause and uid.
     Refused(&'static str, Option<u32>),
