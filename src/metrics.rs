@@ -60,7 +60,14 @@ impl Histogram {
 /// Everything counted since the daemon started.
 #[derive(Debug, Clone)]
 pub struct Metrics {
-    requests: BTreeMap<(&'static str, u16), u64>,
+    /// Requests answered by route and status, in the order first seen
+    /// (sorted when rendered): a few dozen at most.
+    requests: Vec<((&'static str, u16), u64)>,
+    /// Where in `requests` the last request was counted: most requests
+    /// repeat the one before's route and status. Looking the pair up in a
+    /// `BTreeMap` compared route names, about 150 instructions a request
+    /// (callgrind).
+    last_request: usize,
     commit_changes: Histogram,
     commit_seconds: Histogram,
     pub commit_failures: u64,
@@ -114,7 +121,8 @@ impl Refusal {
 impl Default for Metrics {
     fn default() -> Self {
         Metrics {
-            requests: BTreeMap::new(),
+            requests: Vec::new(),
+            last_request: 0,
             commit_changes: Histogram::new(&CHANGES_BUCKETS),
             commit_seconds: Histogram::new(&LATENCY_BUCKETS),
             commit_failures: 0,
@@ -155,7 +163,26 @@ pub struct Gauges {
 impl Metrics {
     /// Counts one answered request.
     pub fn request(&mut self, route: &'static str, status: u16) {
-        *self.requests.entry((route, status)).or_default() += 1;
+        // Routes are static names: the same pointer, almost always.
+        let is = |key: &(&'static str, u16)| {
+            key.1 == status && (std::ptr::eq(key.0, route) || key.0 == route)
+        };
+        if let Some((key, count)) = self.requests.get_mut(self.last_request)
+            && is(key)
+        {
+            *count += 1;
+            return;
+        }
+        match self.requests.iter().position(|(key, _)| is(key)) {
+            Some(at) => {
+                self.requests[at].1 += 1;
+                self.last_request = at;
+            }
+            None => {
+                self.last_request = self.requests.len();
+                self.requests.push(((route, status), 1));
+            }
+        }
     }
 
     /// Counts one connection or stream refused for `cause`.
@@ -186,7 +213,7 @@ impl Metrics {
 
     /// Requests answered so far.
     pub fn requests(&self) -> u64 {
-        self.requests.values().sum()
+        self.requests.iter().map(|(_, count)| count).sum()
     }
 
     /// The Prometheus text exposition.
@@ -392,7 +419,9 @@ impl Metrics {
             Kind::Counter,
             "Requests answered, by route and status.",
         );
-        for ((route, status), count) in &self.requests {
+        let mut requests = self.requests.clone();
+        requests.sort_unstable();
+        for ((route, status), count) in requests {
             let _ = writeln!(
                 out,
                 "{NAME}{{route=\"{route}\",status=\"{status}\"}} {count}"
