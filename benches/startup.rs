@@ -131,7 +131,7 @@ fn build_state(db: &Path, tasks: usize, frames: usize) {
         ),
         created: true,
     };
-    let none = EventLines::default();
+    let none = std::sync::Arc::new(EventLines::default());
     for chunk in (0..tasks).collect::<Vec<_>>().chunks(10_000) {
         let changes: Vec<Change> = chunk.iter().map(|&i| task(i)).collect();
         store.commit_batch(&changes, &none, 0, 0).expect("a commit");

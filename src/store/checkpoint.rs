@@ -110,7 +110,7 @@ impl Engine {
                 }
                 pending.add_owned(
                     batch.changes,
-                    &lines,
+                    lines,
                     (batch.keep_events_from, batch.trim_slack),
                     LogMark::default(),
                 );

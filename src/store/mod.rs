@@ -435,7 +435,7 @@ impl Store {
     /// # Errors
     /// As [`Store::commit_batch`].
     pub fn commit(&mut self, changes: &[Change]) -> Result<(), StoreError> {
-        self.commit_batch(changes, &EventLines::default(), 0, 0)
+        self.commit_batch(changes, &Arc::default(), 0, 0)
     }
 
     /// Makes `changes` and their `events` durable: one frame, one write,
@@ -450,7 +450,7 @@ impl Store {
     pub fn commit_batch(
         &mut self,
         changes: &[Change],
-        events: &EventLines,
+        events: &Arc<EventLines>,
         keep_events_from: u64,
         trim_slack: u64,
     ) -> Result<(), StoreError> {
@@ -813,7 +813,7 @@ mod tests {
                 let events: Vec<Event> = seqs.into_iter().map(event).collect();
                 // A slack wide enough that trimming alone would keep them.
                 store
-                    .commit_batch(&[], &EventLines::new(&events), keep_from, 100)
+                    .commit_batch(&[], &Arc::new(EventLines::new(&events)), keep_from, 100)
                     .unwrap();
             }
             store.checkpoint_now().unwrap();
@@ -873,7 +873,7 @@ mod tests {
         for first in (4..=203).step_by(5) {
             let batch: Vec<Event> = (first..first + 5).map(event).collect();
             store
-                .commit_batch(&[], &EventLines::new(&batch), 0, 0)
+                .commit_batch(&[], &Arc::new(EventLines::new(&batch)), 0, 0)
                 .unwrap();
         }
         store.checkpoint_now().unwrap();
@@ -891,7 +891,7 @@ mod tests {
         let mut store = Store::open(&path, &options).unwrap();
         store.load().unwrap();
         store
-            .commit_batch(&[], &EventLines::new(&[event(204)]), keep_from, 0)
+            .commit_batch(&[], &Arc::new(EventLines::new(&[event(204)])), keep_from, 0)
             .unwrap();
         store.checkpoint_now().unwrap();
         drop(store);
@@ -949,7 +949,7 @@ mod tests {
             ];
             for events in [&older[..], &newer[..]] {
                 store
-                    .commit_batch(&[], &EventLines::new(events), 0, 100)
+                    .commit_batch(&[], &Arc::new(EventLines::new(events)), 0, 100)
                     .unwrap();
                 store.checkpoint_now().unwrap();
             }

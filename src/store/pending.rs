@@ -6,7 +6,9 @@
 //! batch in, recovery folds in the frames it replays, and
 //! [`tables`](super::tables) writes a `Pending` to redb in one checkpoint.
 
-use crate::events::EventLines;
+use std::sync::Arc;
+
+use crate::events::{EventLines, LineBatches};
 use crate::ids::IdMap;
 use crate::tasks::{Change, Task, TaskName};
 
@@ -19,17 +21,18 @@ pub struct LogMark {
     pub position: u64,
 }
 
-/// Most rows, and most events, a spent [`Pending`] keeps room for when it
-/// is [`recycled`](Pending::recycled) to collect the changes after the
-/// next checkpoint. Growing a new one from empty at each checkpoint put
-/// one page fault in every three or four writes on the reactor (its map
-/// and event text re-doubling into freshly mapped pages; faults were 10%
-/// of its CPU over pipelined deletes, `perf record -e page-faults`).
-/// Kept, the room costs up to 3 MiB for the rows (192-byte buckets) and
-/// 2.3 MiB for the events, twice (the one filling and the spare), and
-/// only while writes keep coming: the store drops both when a checkpoint
-/// ends with nothing new pending. Half the default `--checkpoint-changes`
-/// did as well as all of it (per-thread CPU, 50k pipelined writes).
+/// Most rows a spent [`Pending`] keeps room for when it is
+/// [`recycled`](Pending::recycled) to collect the changes after the next
+/// checkpoint. Growing a new one from empty at each checkpoint put one
+/// page fault in every three or four writes on the reactor (its map
+/// re-doubling into freshly mapped pages; faults were 10% of its CPU over
+/// pipelined deletes, `perf record -e page-faults`). Kept, the room costs
+/// up to 3 MiB for the rows (192-byte buckets), twice (the one filling and
+/// the spare), and only while writes keep coming: the store drops both
+/// when a checkpoint ends with nothing new pending. Half the default
+/// `--checkpoint-changes` did as well as all of it (per-thread CPU, 50k
+/// pipelined writes). The events are the batches' own lines, shared, not
+/// copied ([`LineBatches`]).
 pub const RECYCLED_ROOM: usize = 8_192;
 
 /// Changes made durable in the log since the last checkpoint, folded to one
@@ -43,7 +46,7 @@ pub struct Pending {
     /// `BTreeMap` cost it some 800 instructions a change comparing names
     /// (callgrind, 1,000 tasks); the checkpoint worker sorts once instead.
     rows: IdMap<TaskName, Option<Task>>,
-    events: EventLines,
+    events: LineBatches,
     keep_events_from: u64,
     trim_slack: u64,
     /// Changes folded in (before folding by name): the policy's measure.
@@ -58,7 +61,7 @@ impl Pending {
     pub fn add(
         &mut self,
         changes: &[Change],
-        events: &EventLines,
+        events: &Arc<EventLines>,
         bounds: (u64, u64),
         mark: LogMark,
     ) {
@@ -66,15 +69,15 @@ impl Pending {
             Change::Put { task, .. } => (task.name.clone(), Some(task.clone())),
             Change::Remove { name, .. } => (name.clone(), None),
         });
-        self.fold(rows, events, bounds, mark);
+        self.fold(rows, Arc::clone(events), bounds, mark);
     }
 
     /// [`add`](Self::add) for a batch the caller is done with (recovery's
-    /// replay): its rows move in instead of being copied.
+    /// replay): its rows and lines move in instead of being copied.
     pub fn add_owned(
         &mut self,
         changes: Vec<Change>,
-        events: &EventLines,
+        events: EventLines,
         bounds: (u64, u64),
         mark: LogMark,
     ) {
@@ -82,19 +85,19 @@ impl Pending {
             Change::Put { task, .. } => (task.name.clone(), Some(task)),
             Change::Remove { name, .. } => (name, None),
         });
-        self.fold(rows, events, bounds, mark);
+        self.fold(rows, Arc::new(events), bounds, mark);
     }
 
     fn fold(
         &mut self,
         rows: impl ExactSizeIterator<Item = (TaskName, Option<Task>)>,
-        events: &EventLines,
+        events: Arc<EventLines>,
         (keep_events_from, trim_slack): (u64, u64),
         mark: LogMark,
     ) {
         self.changes += rows.len();
         self.rows.extend(rows);
-        self.events.append(events);
+        self.events.push(events);
         self.keep_events_from = self.keep_events_from.max(keep_events_from);
         self.trim_slack = trim_slack;
         self.frames += 1;
@@ -116,12 +119,12 @@ impl Pending {
     }
 
     /// This one emptied for reuse (a checkpoint wrote it), keeping its
-    /// room for up to [`RECYCLED_ROOM`] rows and events.
+    /// room for up to [`RECYCLED_ROOM`] rows.
     #[must_use]
     pub fn recycled(mut self) -> Pending {
         self.rows.clear();
         self.rows.shrink_to(RECYCLED_ROOM);
-        self.events.clear_keeping(RECYCLED_ROOM);
+        self.events.clear();
         Pending {
             rows: self.rows,
             events: self.events,
@@ -168,7 +171,7 @@ impl Pending {
     }
 
     /// The events, in order.
-    pub fn events(&self) -> &EventLines {
+    pub fn events(&self) -> &LineBatches {
         &self.events
     }
 
@@ -231,12 +234,22 @@ mod tests {
         let mut events = EventLines::default();
         events.push_line(1, b"one\n", None);
         events.push_line(2, b"two\n", Some(Timestamp::from_nanos(7)));
-        older.add(&[put("a", 1), put("b", 1)], &events, (0, 8), mark(1));
+        older.add(
+            &[put("a", 1), put("b", 1)],
+            &Arc::new(events),
+            (0, 8),
+            mark(1),
+        );
         let mut newer = Pending::default();
         let mut events = EventLines::default();
         events.push_line(3, b"three\n", None);
         events.push_line(4, b"four\n", Some(Timestamp::from_nanos(9)));
-        newer.add(&[remove("a"), put("b", 2)], &events, (2, 4), mark(2));
+        newer.add(
+            &[remove("a"), put("b", 2)],
+            &Arc::new(events),
+            (2, 4),
+            mark(2),
+        );
         older.absorb(newer);
         let rows: Vec<_> = older
             .rows()
@@ -285,7 +298,7 @@ mod tests {
         ];
         let mut pending = Pending::default();
         let changes: Vec<_> = names.iter().map(|name| put(name, 1)).collect();
-        pending.add(&changes, &EventLines::default(), (0, 0), mark(1));
+        pending.add(&changes, &Arc::default(), (0, 0), mark(1));
         let got: Vec<&str> = pending
             .rows()
             .into_iter()
@@ -305,7 +318,7 @@ mod tests {
         for seq in 0..many as u64 {
             events.push_line(seq, b"{\"seq\":1}\n", Some(Timestamp::from_nanos(seq)));
         }
-        pending.add(&changes, &events, (5, 6), mark(3));
+        pending.add(&changes, &Arc::new(events), (5, 6), mark(3));
         let recycled = pending.recycled();
         assert!(recycled.is_empty());
         assert!(recycled.rows().is_empty() && recycled.events().is_empty());
@@ -322,11 +335,9 @@ mod tests {
         // Room for the bound, not for the three times as much it held.
         let room = recycled.rows.capacity();
         assert!((RECYCLED_ROOM..2 * RECYCLED_ROOM).contains(&room), "{room}");
-        let ends = recycled.events.ends_capacity();
-        assert!((RECYCLED_ROOM..2 * RECYCLED_ROOM).contains(&ends), "{ends}");
         // Filled again, it is the same as a new one.
         let mut again = recycled;
-        again.add(&[put("a", 2)], &EventLines::default(), (1, 2), mark(4));
+        again.add(&[put("a", 2)], &Arc::default(), (1, 2), mark(4));
         let rows: Vec<_> = again
             .rows()
             .into_iter()
@@ -343,7 +354,7 @@ mod tests {
     fn overlay_replaces_removes_and_inserts_in_name_order() {
         let mut pending = Pending::default();
         let changes = [put("b", 2), remove("c"), put("e", 5)];
-        pending.add(&changes, &EventLines::default(), (0, 0), mark(1));
+        pending.add(&changes, &Arc::default(), (0, 0), mark(1));
         let checkpointed = vec![task("a", 1), task("b", 1), task("c", 1), task("d", 1)];
         assert_eq!(
             pending.overlay(checkpointed),

@@ -221,9 +221,10 @@ impl Tasks {
         self.deadlines.last().map(|(at, _)| *at)
     }
 
-    /// Applies a batch that the store has made durable.
-    pub fn apply(&mut self, batch: Batch) {
-        let (changes, rearmed) = batch.into_parts();
+    /// Applies a batch that the store has made durable; returns it
+    /// emptied, its room kept for planning the next ([`Batch::drain`]).
+    pub fn apply(&mut self, mut batch: Batch) -> Batch {
+        let (changes, rearmed) = batch.drain();
         for change in changes {
             match change {
                 Change::Put { task, .. } => self.insert(task),
@@ -238,6 +239,7 @@ impl Tasks {
         for name in rearmed {
             self.tripped.remove(&name);
         }
+        batch
     }
 
     /// Names released by their hold limit and not re-armed since.

@@ -646,7 +646,12 @@ pub fn run(choices: &mut impl Choices, cuts: u64) -> Result<Report, String> {
                     // The history is trimmed as the daemon trims it, so the
                     // database stays small however long the run.
                     let keep_from = next.events.saturating_sub(EVENTS_KEPT);
-                    match store.commit_batch(&changes, &events, keep_from, EVENTS_KEPT / 2) {
+                    match store.commit_batch(
+                        &changes,
+                        &Arc::new(events),
+                        keep_from,
+                        EVENTS_KEPT / 2,
+                    ) {
                         Ok(()) => {
                             report.acknowledged += 1;
                             possible = vec![next.clone()];

@@ -2,6 +2,7 @@
 //! sealing it into a [`Commit`], what the commit's outcome means, reloads
 //! after a failure, and the commits a clock step asks for.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tracing::{debug, error, info, warn};
@@ -24,7 +25,7 @@ use crate::usage::History;
 pub struct Commit {
     batch: Batch,
     events: Vec<Event>,
-    lines: EventLines,
+    lines: Arc<EventLines>,
     keep_from: u64,
     trim_slack: u64,
     /// The event time of the commit.
@@ -40,7 +41,7 @@ impl Commit {
     }
 
     /// The events, one line each.
-    pub fn lines(&self) -> &EventLines {
+    pub fn lines(&self) -> &Arc<EventLines> {
         &self.lines
     }
 
@@ -112,6 +113,7 @@ impl Core {
             watched: Default::default(),
             exited: Vec::new(),
             batch: Batch::new(),
+            spare_batch: Batch::new(),
             pending: None,
             verdict: Verdict::Committed,
             hold: Hold {
@@ -232,7 +234,7 @@ impl Core {
         if self.batch.is_empty() {
             return;
         }
-        let batch = std::mem::take(&mut self.batch);
+        let batch = std::mem::replace(&mut self.batch, std::mem::take(&mut self.spare_batch));
         if self.needs_reload {
             self.metrics.commit_failures += 1;
             self.verdict = Verdict::Failed;
@@ -277,7 +279,7 @@ impl Core {
             .last()
             .map_or(0, |last| self.events.oldest_kept_after(last.seq));
         Commit {
-            lines: EventLines::new(&events),
+            lines: Arc::new(EventLines::new(&events)),
             events,
             keep_from,
             trim_slack: self.events.trim_slack(),
@@ -366,7 +368,7 @@ impl Core {
                 touched.push(change.name().clone());
             }
         }
-        self.tasks.apply(batch);
+        self.spare_batch = self.tasks.apply(batch);
         // Releases planned from `exited` are durable now; those moot (the
         // task gone or bound anew) are dropped with them.
         let tasks = &self.tasks;

@@ -21,6 +21,7 @@ mod commit;
 #[cfg(test)]
 mod tests;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tracing::{debug, info, warn};
@@ -263,6 +264,9 @@ pub struct Core {
     exited: Vec<(TaskName, Binding)>,
     /// This turn's changes.
     batch: Batch,
+    /// The last committed batch, emptied with its room kept: the next
+    /// turn's `batch`.
+    spare_batch: Batch,
     /// Sealed and waiting for the shell to write it.
     pending: Option<Commit>,
     verdict: Verdict,
@@ -290,7 +294,7 @@ pub struct Core {
     watch_changes: Vec<WatchChange>,
     edges: Vec<Edge>,
     /// Events committed and not yet sent to the streams.
-    event_lines: Vec<EventLines>,
+    event_lines: Vec<Arc<EventLines>>,
 }
 
 impl Core {
@@ -585,7 +589,7 @@ impl Core {
     }
 
     /// Lines of the events committed since the last call.
-    pub fn take_event_lines(&mut self) -> Vec<EventLines> {
+    pub fn take_event_lines(&mut self) -> Vec<Arc<EventLines>> {
         std::mem::take(&mut self.event_lines)
     }
 
