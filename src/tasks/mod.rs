@@ -18,14 +18,16 @@
 //! file holds the state itself, [`Tasks`], and the indexes that change
 //! with it.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 use crate::time::Timestamp;
+use deadlines::Deadlines;
 use rows::Rows;
 
 mod batch;
 mod command;
+mod deadlines;
 mod expiry;
 mod name;
 mod ownership;
@@ -72,7 +74,7 @@ pub const DEFAULT_MAX_BOUND: usize = 1024;
 #[derive(Debug)]
 pub struct Tasks {
     by_name: Rows,
-    deadlines: BTreeSet<(Timestamp, TaskName)>,
+    deadlines: Deadlines,
     bound: usize,
     owned: BTreeMap<u32, usize>,
     max_tasks: usize,
@@ -89,7 +91,7 @@ impl Tasks {
     pub fn new(max_tasks: usize) -> Self {
         Tasks {
             by_name: Rows::default(),
-            deadlines: BTreeSet::new(),
+            deadlines: Deadlines::default(),
             bound: 0,
             owned: BTreeMap::new(),
             max_tasks,
@@ -213,12 +215,12 @@ impl Tasks {
 
     /// The earliest deadline: when the caller must come back to expire it.
     pub fn next_deadline(&self) -> Option<Timestamp> {
-        self.deadlines.first().map(|(at, _)| *at)
+        self.deadlines.first()
     }
 
     /// The latest deadline of any row.
     pub fn last_deadline(&self) -> Option<Timestamp> {
-        self.deadlines.last().map(|(at, _)| *at)
+        self.deadlines.last()
     }
 
     /// Applies a batch that the store has made durable; returns it
@@ -265,19 +267,19 @@ impl Tasks {
     }
 
     fn insert(&mut self, task: Task) {
-        let deadline = (task.expires_at, task.name.clone());
+        let (at, name) = (task.expires_at, task.name.clone());
         self.count_row(&task, true);
         if let Some(old) = self.by_name.insert(task) {
             self.count_row(&old, false);
-            self.deadlines.remove(&(old.expires_at, old.name));
+            self.deadlines.remove(old.expires_at, &old.name);
         }
-        self.deadlines.insert(deadline);
+        self.deadlines.insert(at, name);
     }
 
     fn remove(&mut self, name: &TaskName) {
         if let Some(old) = self.by_name.remove(name) {
             self.count_row(&old, false);
-            self.deadlines.remove(&(old.expires_at, old.name));
+            self.deadlines.remove(old.expires_at, &old.name);
         }
     }
 
