@@ -26,9 +26,10 @@ pub const DEFAULT_RETENTION: usize = 10_000;
 /// once in this many commits, ~150 KB of history at a time.
 pub const MIN_TRIM_SLACK: u64 = 1024;
 
-/// Room for one event line: two timestamps, a maximal name and the keys
-/// (a reason may make it longer).
-const LINE_CAPACITY: usize = 256;
+/// Room for one event line's keys, numbers and timestamps (a capped hold's,
+/// with every field, takes about 300 bytes); its texts take more
+/// ([`Event::line_room`]).
+const LINE_CAPACITY: usize = 320;
 
 /// What happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -208,9 +209,24 @@ impl Event {
     /// The JSON object followed by a newline: one line of the stream, byte
     /// for byte what serializing [`to_json`](Self::to_json) writes.
     pub fn to_line(&self) -> Vec<u8> {
-        let mut line = Vec::with_capacity(LINE_CAPACITY);
+        let mut line = Vec::with_capacity(self.line_room());
         self.write_line(&mut line);
         line
+    }
+
+    /// Room for this event's line, short of escapes: [`LINE_CAPACITY`]
+    /// for the keys, numbers and times, and its texts' lengths. An ended
+    /// hold's line carries two command lines (up to 256 bytes each), and
+    /// guessing [`LINE_CAPACITY`] for it grew a batch's text once per
+    /// commit of deletes, about 370 instructions a delete (callgrind).
+    fn line_room(&self) -> usize {
+        let text = |text: Option<&str>| text.map_or(0, str::len);
+        let ended = self.ended.as_ref();
+        LINE_CAPACITY
+            + text(self.task.as_ref().map(TaskName::as_str))
+            + text(self.reason.as_deref())
+            + text(ended.and_then(|e| e.command.as_deref()))
+            + text(ended.and_then(|e| e.parent_command.as_deref()))
     }
 
     /// Appends [`to_line`](Self::to_line) to `out`, without building a JSON
@@ -363,9 +379,9 @@ impl EventLines {
     /// The lines of `events`, in order.
     pub fn new(events: &[Event]) -> Self {
         let mut lines = EventLines {
-            text: Vec::with_capacity(events.len() * LINE_CAPACITY),
+            text: Vec::with_capacity(events.iter().map(Event::line_room).sum()),
             ends: Vec::with_capacity(events.len()),
-            usage: Vec::new(),
+            usage: Vec::with_capacity(events.len()),
         };
         for event in events {
             lines.push(event);
