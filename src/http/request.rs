@@ -616,6 +616,11 @@ fn version_refusal(buf: &[u8]) -> Option<HttpError> {
 /// name resolves with one, and a comma list is what two Host lines folded
 /// into one look like. No userinfo, path or whitespace.
 fn is_valid_host(value: &[u8]) -> bool {
+    // The virtual host every client of the socket names: valid as it is,
+    // without the walk below (about 110 instructions a request).
+    if value == b"sprite" {
+        return true;
+    }
     let value = value.trim_ascii();
     let (host, port) = if value.starts_with(b"[") {
         let Some(close) = value.iter().position(|&b| b == b']') else {
