@@ -244,9 +244,11 @@ pub fn parse_reusing(
         // httparse, and no header array to set up.
         return Ok(Parsed::Partial(Progress::Head));
     }
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut head = httparse::Request::new(&mut headers);
-    let Some(head_len) = head_length(&mut head, buf, limits)? else {
+    // Left uninitialized for httparse to fill: zeroing 32 headers (1 KiB)
+    // for a request that sends three cost about 60 instructions.
+    let mut headers = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
+    let mut head = httparse::Request::new(&mut []);
+    let Some(head_len) = head_length(&mut head, &mut headers, buf, limits)? else {
         return Ok(Parsed::Partial(Progress::Head));
     };
     let method = Method::from_token(head.method.unwrap_or_default());
@@ -279,12 +281,13 @@ pub fn parse_reusing(
 /// 431 or 414 past `max_head` ([`head_too_large`]), 431 for too many header
 /// lines, 505 or 400 for a version httparse refused ([`version_refusal`]),
 /// 400 for any other syntax error.
-fn head_length<'b>(
-    head: &mut httparse::Request<'_, 'b>,
+fn head_length<'h, 'b>(
+    head: &mut httparse::Request<'h, 'b>,
+    headers: &'h mut [std::mem::MaybeUninit<httparse::Header<'b>>],
     buf: &'b [u8],
     limits: &Limits,
 ) -> Result<Option<usize>, HttpError> {
-    let head_len = match head.parse(buf) {
+    let head_len = match head.parse_with_uninit_headers(buf, headers) {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => {
             if buf.len() > limits.max_head {
