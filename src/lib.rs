@@ -63,6 +63,7 @@ pub mod process;
 pub mod record;
 pub mod server;
 pub mod shares;
+pub mod siphash;
 pub mod store;
 pub mod systemd;
 pub mod tasks;

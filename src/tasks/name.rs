@@ -75,11 +75,15 @@ impl Text {
     }
 }
 
-/// The process's key for [`TaskName`]'s hash: random, so that no client
-/// can pick names that collide.
-fn name_key() -> &'static RandomState {
-    static KEY: OnceLock<RandomState> = OnceLock::new();
-    KEY.get_or_init(RandomState::new)
+/// The process's key for [`TaskName`]'s hash: random (drawn from the
+/// standard library's `RandomState`), so that no client can pick names
+/// that collide.
+fn name_key() -> (u64, u64) {
+    static KEY: OnceLock<(u64, u64)> = OnceLock::new();
+    *KEY.get_or_init(|| {
+        let random = RandomState::new();
+        (random.hash_one(0u64), random.hash_one(1u64))
+    })
 }
 
 /// As the text alone, `TaskName("agent")`: the hash is the process's
@@ -142,7 +146,10 @@ impl TaskName {
         }
         Ok(TaskName {
             text: Text::new(name),
-            hash: name_key().hash_one(name),
+            hash: {
+                let (k0, k1) = name_key();
+                crate::siphash::siphash13(k0, k1, name.as_bytes())
+            },
         })
     }
 
