@@ -151,8 +151,9 @@ impl Batch {
     }
 
     /// Takes the changes in the order they were planned and the names
-    /// re-armed, to apply; leaves the batch empty, with its room (up to
-    /// [`KEPT_ROOM`] changes) kept for the next turn's.
+    /// re-armed, to apply; leaves the batch empty, its room kept for the
+    /// next turn's (bounded by [`trim_room`](Self::trim_room) once the
+    /// changes are taken).
     pub(super) fn drain(&mut self) -> (std::vec::Drain<'_, Change>, std::vec::Drain<'_, TaskName>) {
         self.latest.clear();
         self.trips.clear();
@@ -160,11 +161,19 @@ impl Batch {
         self.rows_delta = 0;
         self.bound_delta = 0;
         self.clock_step = None;
+        (self.changes.drain(..), self.rearmed.drain(..))
+    }
+
+    /// Gives back the room of an emptied batch beyond [`KEPT_ROOM`]
+    /// changes (a vector keeps at least its length, so this follows the
+    /// drain).
+    pub(super) fn trim_room(&mut self) {
         if self.changes.capacity() > KEPT_ROOM {
             self.changes.shrink_to(KEPT_ROOM);
             self.latest.shrink_to(KEPT_ROOM);
+            self.trips.shrink_to(KEPT_ROOM);
+            self.rearmed.shrink_to(KEPT_ROOM);
         }
-        (self.changes.drain(..), self.rearmed.drain(..))
     }
 }
 
@@ -261,6 +270,29 @@ mod tests {
         batch.note_clock_step(ClockStep::Forward(secs(5)));
         assert!(!batch.is_empty());
         assert_eq!(batch.len(), 0);
+    }
+
+    #[test]
+    fn an_applied_batch_comes_back_empty_with_bounded_room() {
+        let mut tasks = Tasks::new(10_000);
+        let mut batch = Batch::new();
+        for i in 0..3 * KEPT_ROOM {
+            tasks
+                .plan(&mut batch, create(&format!("t{i}"), 5), at(0))
+                .unwrap();
+        }
+        let spent = tasks.apply(batch);
+        assert_eq!(tasks.len(), 3 * KEPT_ROOM);
+        assert!(spent.is_empty() && spent.latest.is_empty() && spent.rows_delta() == 0);
+        assert!(
+            spent.changes.capacity() <= KEPT_ROOM,
+            "{}",
+            spent.changes.capacity()
+        );
+        // Planned into again, it is as a new one.
+        let mut again = spent;
+        assert!(tasks.plan(&mut again, delete("t0"), at(1)).is_ok());
+        assert_eq!((again.len(), again.rows_delta()), (1, -1));
     }
 
     #[test]

@@ -241,6 +241,7 @@ impl Tasks {
         for name in rearmed {
             self.tripped.remove(&name);
         }
+        batch.trim_room();
         batch
     }
 
