@@ -8,39 +8,64 @@
 //! or a removal with 20k tasks (callgrind), twice for a refresh. Here the
 //! ordered map is keyed by the instant alone (an integer compare), and
 //! the names that share one sit in a short sorted deque: a turn's names
-//! come and go mostly in order, at its ends.
+//! come and go mostly in order, at its ends. Past [`FEW`] names (a load
+//! that bounded many deadlines to one instant) they move to an ordered
+//! set, so that a removal from the middle is not a shift of them all.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque, btree_set};
+
+use std::cmp::Ordering;
 
 use super::TaskName;
 use crate::time::Timestamp;
 
-/// Invariant: every instant in `at` has at least one name; a `Many` holds
-/// two or more names, sorted and distinct.
+/// Invariant: every instant in `at` has at least one name; a `Few` holds
+/// two to [`FEW`] names, a `Many` more than [`FEW`] / 2, sorted and
+/// distinct.
 #[derive(Debug, Default)]
 pub(super) struct Deadlines {
     at: BTreeMap<Timestamp, Names>,
 }
 
+/// Most names one instant keeps in a deque: a turn's creates, at most
+/// 64 a connection, share theirs.
+const FEW: usize = 256;
+
 /// The names of the rows that expire at one instant.
 #[derive(Debug)]
 enum Names {
     One(TaskName),
-    Many(VecDeque<TaskName>),
+    Few(VecDeque<TaskName>),
+    Many(BTreeSet<TaskName>),
 }
 
 impl Names {
-    /// The names in order, as two runs.
-    fn as_slices(&self) -> (&[TaskName], &[TaskName]) {
+    fn iter(&self) -> NamesIter<'_> {
         match self {
-            Names::One(name) => (std::slice::from_ref(name), &[]),
-            Names::Many(names) => names.as_slices(),
+            Names::One(name) => NamesIter::Few(std::slice::from_ref(name).iter().chain(&[])),
+            Names::Few(names) => {
+                let (front, back) = names.as_slices();
+                NamesIter::Few(front.iter().chain(back))
+            }
+            Names::Many(names) => NamesIter::Many(names.iter()),
         }
     }
+}
 
-    fn iter(&self) -> impl Iterator<Item = &TaskName> {
-        let (front, back) = self.as_slices();
-        front.iter().chain(back)
+/// The names of one instant, in order.
+enum NamesIter<'a> {
+    Few(std::iter::Chain<std::slice::Iter<'a, TaskName>, std::slice::Iter<'a, TaskName>>),
+    Many(btree_set::Iter<'a, TaskName>),
+}
+
+impl<'a> Iterator for NamesIter<'a> {
+    type Item = &'a TaskName;
+
+    fn next(&mut self) -> Option<&'a TaskName> {
+        match self {
+            NamesIter::Few(names) => names.next(),
+            NamesIter::Many(names) => names.next(),
+        }
     }
 }
 
@@ -49,32 +74,32 @@ impl Deadlines {
     /// at `at` is noted once.
     pub(super) fn insert(&mut self, at: Timestamp, name: TaskName) {
         use std::collections::btree_map::Entry;
-        match self.at.entry(at) {
+        let names = match self.at.entry(at) {
             Entry::Vacant(entry) => {
                 entry.insert(Names::One(name));
+                return;
             }
-            Entry::Occupied(mut entry) => {
-                let names = entry.get_mut();
-                match names {
-                    Names::One(first) => match (*first).cmp(&name) {
-                        std::cmp::Ordering::Less => {
-                            *names = Names::Many([first.clone(), name].into());
-                        }
-                        std::cmp::Ordering::Greater => {
-                            *names = Names::Many([name, first.clone()].into());
-                        }
-                        std::cmp::Ordering::Equal => {}
-                    },
-                    Names::Many(many) => {
-                        // A turn's names mostly come in order: try the end
-                        // first.
-                        if many.back().is_some_and(|last| *last < name) {
-                            many.push_back(name);
-                        } else if let Err(place) = many.binary_search(&name) {
-                            many.insert(place, name);
-                        }
-                    }
+            Entry::Occupied(entry) => entry.into_mut(),
+        };
+        match names {
+            Names::One(first) => match (*first).cmp(&name) {
+                Ordering::Less => *names = Names::Few([first.clone(), name].into()),
+                Ordering::Greater => *names = Names::Few([name, first.clone()].into()),
+                Ordering::Equal => {}
+            },
+            Names::Few(few) => {
+                // A turn's names mostly come in order: try the end first.
+                if few.back().is_some_and(|last| *last < name) {
+                    few.push_back(name);
+                } else if let Err(place) = few.binary_search(&name) {
+                    few.insert(place, name);
                 }
+                if few.len() > FEW {
+                    *names = Names::Many(few.drain(..).collect());
+                }
+            }
+            Names::Many(many) => {
+                many.insert(name);
             }
         }
     }
@@ -90,14 +115,19 @@ impl Deadlines {
                     self.at.remove(&at);
                 }
             }
-            Names::Many(many) => {
-                if let Ok(place) = many.binary_search(name) {
-                    many.remove(place);
-                    if many.len() == 1
-                        && let Some(last) = many.pop_front()
+            Names::Few(few) => {
+                if let Ok(place) = few.binary_search(name) {
+                    few.remove(place);
+                    if few.len() == 1
+                        && let Some(last) = few.pop_front()
                     {
                         *names = Names::One(last);
                     }
+                }
+            }
+            Names::Many(many) => {
+                if many.remove(name) && many.len() <= FEW / 2 {
+                    *names = Names::Few(std::mem::take(many).into_iter().collect());
                 }
             }
         }
@@ -152,16 +182,34 @@ mod tests {
     /// ordered set of pairs this replaces.
     #[test]
     fn it_orders_and_forgets_as_a_set_of_pairs_does() {
+        // Few names an instant, then groups that grow past FEW and shrink
+        // back below half of it (the remove-heavy half of the second run).
+        for (instants, names, steps) in [(7, 40, 20_000u32), (2, 3 * FEW as u64, 40_000)] {
+            pairs_against_a_set(instants, names, steps);
+        }
+    }
+
+    fn pairs_against_a_set(instants: u64, names: u64, steps: u32) {
         let mut deadlines = Deadlines::default();
         let mut model: BTreeSet<(Timestamp, TaskName)> = BTreeSet::new();
         let mut state = 0x2545_f491_4f6c_dd1du64;
-        for step in 0..20_000u32 {
+        for step in 0..steps {
             state ^= state << 13;
             state ^= state >> 7;
             state ^= state << 17;
-            let at = Timestamp::from_nanos(state % 7);
-            let row = name(&format!("t{}", (state >> 8) % 40));
-            if (state >> 20).is_multiple_of(3) {
+            let at = Timestamp::from_nanos(state % instants);
+            let row = name(&format!("t{}", (state >> 8) % names));
+            // A third of the steps remove in the first half, nine in ten
+            // in the second.
+            let remove = if step < steps / 2 {
+                (state >> 20).is_multiple_of(3)
+            } else {
+                !(state >> 20).is_multiple_of(10)
+            };
+            if step == steps / 2 && names > FEW as u64 {
+                assert!(deadlines.at.values().all(|n| matches!(n, Names::Many(_))));
+            }
+            if remove {
                 deadlines.remove(at, &row);
                 model.remove(&(at, row));
             } else {
@@ -176,6 +224,10 @@ mod tests {
                 assert_eq!(deadlines.first(), model.first().map(|(at, _)| *at));
                 assert_eq!(deadlines.last(), model.last().map(|(at, _)| *at));
             }
+        }
+        if names > FEW as u64 {
+            // Shrunk below half of FEW, the groups are deques again.
+            assert!(deadlines.at.values().all(|n| matches!(n, Names::Few(_))));
         }
         // Emptied, nothing is left behind.
         for (at, row) in std::mem::take(&mut model) {
