@@ -92,8 +92,8 @@ impl Engine {
         let replayed = scan.batches.len();
         if !scan.batches.is_empty() {
             let mut replayed_events = Vec::new();
+            let mut lines = EventLines::default();
             for (_, batch) in scan.batches {
-                let mut lines = EventLines::default();
                 for (seq, line) in &batch.events {
                     let event = Event::from_json(line);
                     let usage = event.as_ref().and_then(Event::usage_instant);
@@ -110,11 +110,11 @@ impl Engine {
                 }
                 pending.add_owned(
                     batch.changes,
-                    lines,
                     (batch.keep_events_from, batch.trim_slack),
                     LogMark::default(),
                 );
             }
+            pending.add_replayed_events(lines);
             pending.set_mark(LogMark {
                 lsn: scan.next_lsn - 1,
                 position: scan.end,

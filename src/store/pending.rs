@@ -69,35 +69,40 @@ impl Pending {
             Change::Put { task, .. } => (task.name.clone(), Some(task.clone())),
             Change::Remove { name, .. } => (name.clone(), None),
         });
-        self.fold(rows, Arc::clone(events), bounds, mark);
+        self.fold(rows, Some(Arc::clone(events)), bounds, mark);
     }
 
     /// [`add`](Self::add) for a batch the caller is done with (recovery's
-    /// replay): its rows and lines move in instead of being copied.
-    pub fn add_owned(
-        &mut self,
-        changes: Vec<Change>,
-        events: EventLines,
-        bounds: (u64, u64),
-        mark: LogMark,
-    ) {
+    /// replay): its rows move in instead of being copied. Its events come
+    /// with every replayed frame's, in one
+    /// [`add_replayed_events`](Self::add_replayed_events): one text for
+    /// the whole replay rather than three allocations kept per frame.
+    pub fn add_owned(&mut self, changes: Vec<Change>, bounds: (u64, u64), mark: LogMark) {
         let rows = changes.into_iter().map(|change| match change {
             Change::Put { task, .. } => (task.name.clone(), Some(task)),
             Change::Remove { name, .. } => (name, None),
         });
-        self.fold(rows, Arc::new(events), bounds, mark);
+        self.fold(rows, None, bounds, mark);
+    }
+
+    /// The events of the frames [`add_owned`](Self::add_owned) folded in,
+    /// in order, after them.
+    pub fn add_replayed_events(&mut self, lines: EventLines) {
+        self.events.push(Arc::new(lines));
     }
 
     fn fold(
         &mut self,
         rows: impl ExactSizeIterator<Item = (TaskName, Option<Task>)>,
-        events: Arc<EventLines>,
+        events: Option<Arc<EventLines>>,
         (keep_events_from, trim_slack): (u64, u64),
         mark: LogMark,
     ) {
         self.changes += rows.len();
         self.rows.extend(rows);
-        self.events.push(events);
+        if let Some(events) = events {
+            self.events.push(events);
+        }
         self.keep_events_from = self.keep_events_from.max(keep_events_from);
         self.trim_slack = trim_slack;
         self.frames += 1;
