@@ -386,6 +386,11 @@ impl EventLines {
         for event in events {
             lines.push(event);
         }
+        // The store keeps a batch's lines until the next checkpoint (up to
+        // --checkpoint-changes events): the room guessed for them goes
+        // back now, a shrink in place.
+        lines.text.shrink_to_fit();
+        lines.usage.shrink_to_fit();
         lines
     }
 
