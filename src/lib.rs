@@ -8,7 +8,9 @@
 //! - [`time`]: the persisted [`time::Timestamp`] and the reactor's clock rule.
 //! - [`expire`]: decoding the `expire` field (seconds or a duration string).
 //! - [`tasks`]: the pure state machine: tasks by name beside a deadline index;
-//!   plan a batch of changes, apply it once it is durable.
+//!   plan a batch of changes, apply it once it is durable. A name carries
+//!   its keyed hash ([`siphash`]), so the maps keyed by names ([`ids`])
+//!   mix only that.
 //! - [`events`]: numbered change and held/idle events, with a bounded history.
 //! - [`usage`]: the history of ended holds and the report of what kept the
 //!   machine awake over a window; the names a hold limit tripped.
