@@ -573,7 +573,7 @@ impl<S: Read + Write, P> Conn<S, P> {
 
     /// Hands back a request that is answered (or queued to be), for the
     /// next one to be read into. A body larger than
-    /// [`MAX_SPARE_BODY`] is let go instead of held by an idle connection.
+    /// `MAX_SPARE_BODY` is let go instead of held by an idle connection.
     pub fn recycle(&mut self, mut request: Request) {
         if request.body.capacity() > MAX_SPARE_BODY {
             request.body = Vec::new();

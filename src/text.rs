@@ -53,8 +53,8 @@ pub fn push_i64(out: &mut Vec<u8>, n: i64) {
 
 /// Appends `text` as a JSON string, escaped byte for byte as `serde_json`
 /// escapes it (only `"`, `\\` and control characters). Sixteen bytes are
-/// tested at a time ([`block_has_special`]); a block that holds a special
-/// byte is searched eight bytes at a time ([`special_bytes`]) for exactly
+/// tested at a time (`block_has_special`); a block that holds a special
+/// byte is searched eight bytes at a time (`special_bytes`) for exactly
 /// where, and the runs between are copied whole. The last few bytes are
 /// tested as the last sixteen, overlapping the block before; a text
 /// shorter than a block (a command name) a byte at a time. A command line

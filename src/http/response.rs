@@ -49,7 +49,7 @@ impl Response {
     }
 
     /// An empty body with room for at least `capacity` bytes (up to
-    /// [`MAX_SPARE_BODY`]), from an answer already encoded when one was
+    /// `MAX_SPARE_BODY`), from an answer already encoded when one was
     /// kept.
     pub fn body_buffer(capacity: usize) -> Vec<u8> {
         let spare = if capacity <= MAX_SPARE_BODY {

@@ -224,7 +224,7 @@ impl Tasks {
     }
 
     /// Applies a batch that the store has made durable; returns it
-    /// emptied, its room kept for planning the next ([`Batch::drain`]).
+    /// emptied, its room kept for planning the next (`Batch::drain`).
     pub fn apply(&mut self, mut batch: Batch) -> Batch {
         let (changes, rearmed) = batch.drain();
         for change in changes {
