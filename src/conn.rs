@@ -23,11 +23,11 @@ const READ_CHUNK: usize = 16 * 1024;
 /// idle connections stay small.
 const INITIAL_INPUT: usize = 4096;
 
-/// The most body memory a connection keeps between requests for the next
-/// one's ([`Conn::recycle`]): a task's body is well under 1 KiB; one
-/// near the body limit is let go rather than held by every connection
-/// that ever sent one.
-const MAX_SPARE_BODY: usize = 4096;
+/// The most memory a connection keeps between requests for the next
+/// one's target and body, each ([`Conn::recycle`]): a task's body is well
+/// under 1 KiB; a body near the body limit, or a long target, is let go
+/// rather than held by every connection that ever sent one.
+const MAX_SPARE_REQUEST: usize = 4096;
 
 /// Received bytes not yet framed into requests: `bytes[start..end]`.
 ///
@@ -572,11 +572,14 @@ impl<S: Read + Write, P> Conn<S, P> {
     }
 
     /// Hands back a request that is answered (or queued to be), for the
-    /// next one to be read into. A body larger than
-    /// `MAX_SPARE_BODY` is let go instead of held by an idle connection.
+    /// next one to be read into. A body or target larger than
+    /// `MAX_SPARE_REQUEST` is let go instead of held by an idle connection.
     pub fn recycle(&mut self, mut request: Request) {
-        if request.body.capacity() > MAX_SPARE_BODY {
+        if request.body.capacity() > MAX_SPARE_REQUEST {
             request.body = Vec::new();
+        }
+        if request.target.capacity() > MAX_SPARE_REQUEST {
+            request.target = String::new();
         }
         self.spare = request;
     }
@@ -867,6 +870,50 @@ mod tests {
         let first = text.find("201").unwrap();
         let second = text.find("200").unwrap();
         assert!(first < second, "{text}");
+    }
+
+    #[test]
+    fn a_recycled_request_is_read_into_and_leaves_nothing_behind() {
+        let now = Instant::now();
+        let big = format!(
+            "PUT /big HTTP/1.1\r\nHost: h\r\nContent-Length: {n}\r\n\r\n{body}",
+            n = 2 * MAX_SPARE_REQUEST,
+            body = "x".repeat(2 * MAX_SPARE_REQUEST)
+        );
+        let stream: Vec<&[u8]> = vec![
+            b"POST /first HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello",
+            b"GET /second HTTP/1.0\r\nHost: h\r\n\r\n",
+            big.as_bytes(),
+        ];
+        let mut c = conn(stream, 1 << 20);
+        let next = |c: &mut TestConn| loop {
+            match c.next_request(&Limits::default(), now) {
+                Next::Request(request) => return request,
+                Next::NeedMore => {
+                    c.mark_readable();
+                    assert!(c.read_available(1 << 20, now).unwrap());
+                }
+                Next::Invalid(e) => panic!("{e:?}"),
+            }
+        };
+        let first = next(&mut c);
+        assert_eq!(
+            (first.method.clone(), first.body.as_slice()),
+            (Method::Post, &b"hello"[..])
+        );
+        c.recycle(first);
+        // Read into the first's memory: nothing of it shows.
+        let second = next(&mut c);
+        assert_eq!(second.method, Method::Get);
+        assert_eq!(second.target, "/second");
+        assert_eq!((second.minor_version, second.keep_alive), (0, false));
+        assert!(second.body.is_empty() && second.body.capacity() >= 5);
+        c.recycle(second);
+        let big = next(&mut c);
+        assert_eq!(big.body.len(), 2 * MAX_SPARE_REQUEST);
+        c.recycle(big);
+        // A body past the bound is not kept.
+        assert_eq!(c.spare.body.capacity(), 0);
     }
 
     #[test]
