@@ -12,9 +12,8 @@
 //! that bounded many deadlines to one instant) they move to an ordered
 //! set, so that a removal from the middle is not a shift of them all.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque, btree_set};
-
 use std::cmp::Ordering;
+use std::collections::{BTreeMap, BTreeSet, VecDeque, btree_set};
 
 use super::TaskName;
 use crate::time::Timestamp;
