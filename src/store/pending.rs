@@ -9,7 +9,6 @@
 use std::sync::Arc;
 
 use crate::events::{EventLines, LineBatches};
-use crate::ids::IdMap;
 use crate::tasks::{Change, Task, TaskName};
 
 /// Which part of the log the tables contain.
@@ -27,25 +26,35 @@ pub struct LogMark {
 /// page fault in every three or four writes on the reactor (its map
 /// re-doubling into freshly mapped pages; faults were 10% of its CPU over
 /// pipelined deletes, `perf record -e page-faults`). Kept, the room costs
-/// up to 3 MiB for the rows (192-byte buckets), twice (the one filling and
-/// the spare), and only while writes keep coming: the store drops both
-/// when a checkpoint ends with nothing new pending. Half the default
+/// 1.6 MiB for the rows (208 bytes each), twice (the one filling and the
+/// spare), and only while writes keep coming: the store drops both when a
+/// checkpoint ends with nothing new pending. Half the default
 /// `--checkpoint-changes` did as well as all of it (per-thread CPU, 50k
 /// pipelined writes). The events are the batches' own lines, shared, not
 /// copied ([`LineBatches`]).
 pub const RECYCLED_ROOM: usize = 8_192;
 
-/// Changes made durable in the log since the last checkpoint, folded to one
-/// row per name (the latest wins), with their events.
+/// Changes made durable in the log since the last checkpoint, with their
+/// events; [`rows`](Self::rows) folds them to one row per name (the latest
+/// wins).
 ///
 /// Invariant: `mark` is the log mark just after the last frame folded in;
-/// `events` are in increasing sequence order.
+/// `events` are in increasing sequence order; `rows` are in the order
+/// their changes were made durable.
 #[derive(Debug, Default)]
 pub struct Pending {
-    /// Hashed, not ordered: the reactor folds every change in, and a
-    /// `BTreeMap` cost it some 800 instructions a change comparing names
-    /// (callgrind, 1,000 tasks); the checkpoint worker sorts once instead.
-    rows: IdMap<TaskName, Option<Task>>,
+    /// Appended, not ordered or hashed: the reactor folds every change in,
+    /// and the checkpoint worker sorts once. A `BTreeMap` cost the reactor
+    /// some 800 instructions a change comparing names (callgrind, 1,000
+    /// tasks); a hash map by name, folding as it went, held 16k changes in
+    /// 32k buckets of 208 bytes, every page touched: 6.8 MiB, with two
+    /// more maps of 3.4 MiB kept for reuse, at the 100k-task bench's peak
+    /// (massif). Appended, a change costs its 208 bytes and a vector's
+    /// unused room is never touched. Without folding, a name changed
+    /// again and again is held once per change: at most what the log
+    /// holds, since a checkpoint starts at `--checkpoint-changes` changes
+    /// or a quarter of the log.
+    rows: Vec<(TaskName, Option<Task>)>,
     events: LineBatches,
     keep_events_from: u64,
     trim_slack: u64,
@@ -155,24 +164,42 @@ impl Pending {
     /// Each name's latest row (`None`: removed), sorted by name as redb
     /// keeps them. Sorts: call it off the reactor, on the worker.
     pub fn rows(&self) -> Vec<(&TaskName, &Option<Task>)> {
-        let mut rows: Vec<_> = self
+        let name = |at: usize| &self.rows[at].0;
+        // By the prefix (a compare of two integers), then by position: a
+        // name's changes stay in the order they were made.
+        let mut order: Vec<(u128, usize)> = self
             .rows
             .iter()
-            .map(|(name, row)| (name.order_prefix(), name, row))
+            .enumerate()
+            .map(|(at, (name, _))| (name.order_prefix(), at))
             .collect();
-        // By the prefix alone (a compare of two integers), then the rare
-        // names that share their first 16 bytes in full.
-        rows.sort_unstable_by_key(|row| row.0);
+        order.sort_unstable();
+        // The rare names that share their first 16 bytes in full, yet
+        // differ: by name, then by position. A run of one name's changes
+        // is in order already.
         let mut at = 0;
-        while at < rows.len() {
-            let prefix = rows[at].0;
-            let end = at + rows[at..].iter().take_while(|row| row.0 == prefix).count();
-            if end - at > 1 {
-                rows[at..end].sort_unstable_by(|a, b| a.1.cmp(b.1));
+        while at < order.len() {
+            let prefix = order[at].0;
+            let end = at + order[at..].iter().take_while(|row| row.0 == prefix).count();
+            let first = name(order[at].1);
+            if order[at + 1..end].iter().any(|row| name(row.1) != first) {
+                order[at..end]
+                    .sort_unstable_by(|a, b| name(a.1).cmp(name(b.1)).then(a.1.cmp(&b.1)));
             }
             at = end;
         }
-        rows.into_iter().map(|(_, name, row)| (name, row)).collect()
+        // Each name's last change.
+        let mut rows = Vec::with_capacity(order.len());
+        for (i, &(prefix, at)) in order.iter().enumerate() {
+            let last = order
+                .get(i + 1)
+                .is_none_or(|&(next_prefix, next)| next_prefix != prefix || name(next) != name(at));
+            if last {
+                let (name, row) = &self.rows[at];
+                rows.push((name, row));
+            }
+        }
+        rows
     }
 
     /// The events, in order.
@@ -312,6 +339,73 @@ mod tests {
         let mut expected = names.to_vec();
         expected.sort_unstable();
         assert_eq!(got, expected);
+    }
+
+    /// Every name's last change wins, in name order, whatever the order
+    /// the changes came in: names that share their first 16 bytes and
+    /// differ after them, names that are a prefix of others, short names,
+    /// each changed many times, over several frames and an absorbed
+    /// newer batch.
+    #[test]
+    fn each_names_last_change_wins_in_name_order() {
+        let names = [
+            "a",
+            "ab",
+            "build-2026-12-07-a",
+            "build-2026-12-07-b",
+            "build-2026-12-07",
+            "build-2026-12-07-aa",
+            "z",
+            "build-2026-12-0",
+        ];
+        let mut expected = std::collections::BTreeMap::new();
+        let mut seed = 7u64;
+        let mut next = || {
+            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            (seed >> 33) as usize
+        };
+        let mut batch = |n: usize,
+                         pending: &mut Pending,
+                         expected: &mut std::collections::BTreeMap<String, Option<u64>>,
+                         lsn: u64| {
+            let changes: Vec<Change> = (0..n)
+                .map(|_| {
+                    let name = names[next() % names.len()];
+                    let expires = next() as u64 % 1000;
+                    if expires.is_multiple_of(4) {
+                        expected.insert(name.to_owned(), None);
+                        remove(name)
+                    } else {
+                        expected.insert(name.to_owned(), Some(expires));
+                        put(name, expires)
+                    }
+                })
+                .collect();
+            pending.add(&changes, &Arc::default(), (0, 0), mark(lsn));
+        };
+        let mut pending = Pending::default();
+        for lsn in 1..=20 {
+            batch(1 + lsn as usize * 3, &mut pending, &mut expected, lsn);
+        }
+        let mut newer = Pending::default();
+        batch(40, &mut newer, &mut expected, 21);
+        pending.absorb(newer);
+        let got: Vec<(String, Option<u64>)> = pending
+            .rows()
+            .into_iter()
+            .map(|(name, row)| {
+                (
+                    name.as_str().to_owned(),
+                    row.as_ref().map(|task| task.expires_at.as_nanos()),
+                )
+            })
+            .collect();
+        let expected: Vec<(String, Option<u64>)> = expected.into_iter().collect();
+        assert_eq!(got, expected);
+        assert_eq!(
+            pending.changes(),
+            (1..=20).map(|lsn| 1 + lsn * 3).sum::<usize>() + 40
+        );
     }
 
     #[test]
