@@ -155,6 +155,22 @@ impl Daemon {
         (field("VmRSS:"), field("VmHWM:"))
     }
 
+    /// [`memory_kib`](Self::memory_kib) once the daemon is done with what
+    /// came before: one round trip on a new connection first. A client has
+    /// an answer whole just before the daemon, on its one thread, drops the
+    /// buffer it sent it from: read at that moment, the last list of 100k
+    /// tasks (24 MiB) would count in whole or in part.
+    pub fn settled_memory_kib(&self) -> (u64, u64) {
+        let mut client = Client::connect(&self.socket);
+        let (status, _) = client.call(&common::request_bytes(
+            "GET",
+            "/v1/tasks/settle-probe",
+            None,
+        ));
+        assert_eq!(status, 404, "GET /v1/tasks/settle-probe");
+        self.memory_kib()
+    }
+
     /// The daemon's counters: each sample line of `GET /metrics` without
     /// labels, by name. Read through the bench's buffered [`Client`]: the
     /// expiry phase polls it every few milliseconds beside its probes.

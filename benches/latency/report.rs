@@ -503,8 +503,10 @@ pub fn print_scale(rows: &[ScaleRow]) {
         );
     }
     println!(
-        "RSS: VmRSS after populating and listing; peak: VmHWM; RSS after: after a restart. \
-         start-up: spawn to accepting, median. expiry: all tasks due at once (daemon SIGSTOPped \
-         until due), resume to last removal; read/write max: what another client waited meanwhile."
+        "RSS: VmRSS after populating and listing, read after one more answer (the last list's \
+         buffer is freed by then); peak: VmHWM, a list's whole answer included; RSS after: \
+         after a restart. start-up: spawn to accepting, median. expiry: all tasks due at once \
+         (daemon SIGSTOPped until due), resume to last removal; read/write max: what another \
+         client waited meanwhile."
     );
 }

@@ -53,7 +53,7 @@ pub fn scale(live: usize, duration: Duration, restarts: usize) -> ScaleRow {
         |_| usize::MAX,
         |_, _| (list(), 200),
     );
-    let (rss_kib, peak_kib) = daemon.memory_kib();
+    let (rss_kib, peak_kib) = daemon.settled_memory_kib();
     daemon.stop();
 
     let mut startups = Vec::new();
@@ -67,7 +67,7 @@ pub fn scale(live: usize, duration: Duration, restarts: usize) -> ScaleRow {
         daemon = Some(started);
     }
     let daemon = daemon.expect("at least one restart");
-    let (restarted_rss_kib, _) = daemon.memory_kib();
+    let (restarted_rss_kib, _) = daemon.settled_memory_kib();
     let expiry = expire_at_once(&daemon, &names, populate_time);
     daemon.stop();
     ScaleRow {
