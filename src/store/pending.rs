@@ -34,6 +34,16 @@ pub struct LogMark {
 /// copied ([`LineBatches`]).
 pub const RECYCLED_ROOM: usize = 8_192;
 
+/// Changes a [`Pending`] holds before it folds them to one row per name in
+/// place (on the reactor: sorting this many positions takes a few
+/// milliseconds). Checkpoints start at 16k changes by default, so only a
+/// failing or lagging one lets this many wait: a checkpoint that keeps
+/// failing while the log still takes writes, with a log of up to 1 GiB,
+/// would otherwise hold every change of a name refreshed over and over
+/// (208 bytes each), where the hash map it replaced held one. 128k
+/// changes are 27 MiB.
+pub const FOLD_AT: usize = 1 << 17;
+
 /// Changes made durable in the log since the last checkpoint, with their
 /// events; [`rows`](Self::rows) folds them to one row per name (the latest
 /// wins).
@@ -50,11 +60,15 @@ pub struct Pending {
     /// 32k buckets of 208 bytes, every page touched: 6.8 MiB, with two
     /// more maps of 3.4 MiB kept for reuse, at the 100k-task bench's peak
     /// (massif). Appended, a change costs its 208 bytes and a vector's
-    /// unused room is never touched. Without folding, a name changed
-    /// again and again is held once per change: at most what the log
-    /// holds, since a checkpoint starts at `--checkpoint-changes` changes
-    /// or a quarter of the log.
+    /// unused room is never touched. A name changed again and again is
+    /// held once per change until the checkpoint (which starts at
+    /// `--checkpoint-changes` changes or a quarter of the log), or until
+    /// [`FOLD_AT`] changes wait, when checkpoints fail or fall behind.
     rows: Vec<(TaskName, Option<Task>)>,
+    /// How many rows the last fold in place left (0: none yet): the next
+    /// one waits for twice as many, so that folding costs each change a
+    /// bounded share whatever the names.
+    folded_len: usize,
     events: LineBatches,
     keep_events_from: u64,
     trim_slack: u64,
@@ -109,6 +123,7 @@ impl Pending {
     ) {
         self.changes += rows.len();
         self.rows.extend(rows);
+        self.fold_if_long();
         if let Some(events) = events {
             self.events.push(events);
         }
@@ -124,6 +139,7 @@ impl Pending {
             return;
         }
         self.rows.extend(newer.rows);
+        self.fold_if_long();
         self.events.append(&newer.events);
         self.keep_events_from = self.keep_events_from.max(newer.keep_events_from);
         self.trim_slack = newer.trim_slack;
@@ -161,9 +177,38 @@ impl Pending {
         self.changes
     }
 
+    /// Keeps only each name's latest row once [`FOLD_AT`] rows (or twice
+    /// what the last fold left) wait.
+    fn fold_if_long(&mut self) {
+        if self.rows.len() < FOLD_AT.max(2 * self.folded_len) {
+            return;
+        }
+        let mut keep = vec![false; self.rows.len()];
+        for at in self.latest_positions() {
+            keep[at] = true;
+        }
+        let mut at = 0;
+        self.rows.retain(|_| {
+            at += 1;
+            keep[at - 1]
+        });
+        self.folded_len = self.rows.len();
+    }
+
     /// Each name's latest row (`None`: removed), sorted by name as redb
     /// keeps them. Sorts: call it off the reactor, on the worker.
     pub fn rows(&self) -> Vec<(&TaskName, &Option<Task>)> {
+        self.latest_positions()
+            .into_iter()
+            .map(|at| {
+                let (name, row) = &self.rows[at];
+                (name, row)
+            })
+            .collect()
+    }
+
+    /// Where each name's latest row is in `rows`, in name order.
+    fn latest_positions(&self) -> Vec<usize> {
         let name = |at: usize| &self.rows[at].0;
         // By the prefix (a compare of two integers), then by position: a
         // name's changes stay in the order they were made.
@@ -189,17 +234,16 @@ impl Pending {
             at = end;
         }
         // Each name's last change.
-        let mut rows = Vec::with_capacity(order.len());
+        let mut latest = Vec::with_capacity(order.len());
         for (i, &(prefix, at)) in order.iter().enumerate() {
             let last = order
                 .get(i + 1)
                 .is_none_or(|&(next_prefix, next)| next_prefix != prefix || name(next) != name(at));
             if last {
-                let (name, row) = &self.rows[at];
-                rows.push((name, row));
+                latest.push(at);
             }
         }
-        rows
+        latest
     }
 
     /// The events, in order.
@@ -406,6 +450,48 @@ mod tests {
             pending.changes(),
             (1..=20).map(|lsn| 1 + lsn * 3).sum::<usize>() + 40
         );
+    }
+
+    /// Once [`FOLD_AT`] changes wait, they are folded to one row per name
+    /// in place: what `rows` says is unchanged, the count of changes too.
+    #[test]
+    fn a_long_backlog_is_folded_in_place() {
+        let mut expected = std::collections::BTreeMap::new();
+        let mut pending = Pending::default();
+        let changes =
+            |from: usize, n: usize, expected: &mut std::collections::BTreeMap<String, u64>| {
+                (from..from + n)
+                    .map(|i| {
+                        let name = format!("n{}", i % 1000);
+                        expected.insert(name.clone(), i as u64);
+                        put(&name, i as u64)
+                    })
+                    .collect::<Vec<_>>()
+            };
+        let first = changes(0, FOLD_AT - 10, &mut expected);
+        pending.add(&first, &Arc::default(), (0, 0), mark(1));
+        assert_eq!(
+            pending.rows.len(),
+            FOLD_AT - 10,
+            "not folded below the bound"
+        );
+        let second = changes(FOLD_AT - 10, 20, &mut expected);
+        pending.add(&second, &Arc::default(), (0, 0), mark(2));
+        assert_eq!(pending.rows.len(), 1000, "one row per name");
+        assert_eq!(pending.changes(), FOLD_AT + 10);
+        // Changes after the fold still win over the folded rows.
+        let third = changes(FOLD_AT + 10, 5, &mut expected);
+        pending.add(&third, &Arc::default(), (0, 0), mark(3));
+        let got: Vec<(String, u64)> = pending
+            .rows()
+            .into_iter()
+            .map(|(name, row)| {
+                let task = row.as_ref().expect("a put");
+                (name.as_str().to_owned(), task.expires_at.as_nanos())
+            })
+            .collect();
+        let expected: Vec<(String, u64)> = expected.into_iter().collect();
+        assert_eq!(got, expected);
     }
 
     #[test]
