@@ -3,8 +3,9 @@
 //!
 //! - [`frame`]: the log's frames, pure over byte slices.
 //! - [`files`]: creating files whole, the log's byte interface ([`LogIo`]).
-//! - [`pending`]: logged changes not yet in redb, folded by name
-//!   ([`Pending`]), and the log mark the tables reach ([`LogMark`]); pure.
+//! - [`pending`]: logged changes not yet in redb, read back folded by
+//!   name ([`Pending`]), and the log mark the tables reach ([`LogMark`]);
+//!   pure.
 //! - [`tables`]: redb, the state as of the last checkpoint.
 //! - [`checkpoint`]: the worker thread that writes pending changes to
 //!   redb and recovers at start-up.

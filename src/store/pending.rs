@@ -1,9 +1,9 @@
 //! What the log holds that the tables do not yet: the changes made durable
-//! since the last checkpoint, folded by name ([`Pending`]), and the point
-//! in the log the tables reach ([`LogMark`]).
+//! since the last checkpoint, in order, read back folded by name
+//! ([`Pending`]), and the point in the log the tables reach ([`LogMark`]).
 //!
-//! Pure; depends on [`crate::tasks`] only. The reactor folds each committed
-//! batch in, recovery folds in the frames it replays, and
+//! Pure; depends on [`crate::tasks`] only. The reactor adds each committed
+//! batch, recovery adds the frames it replays, and
 //! [`tables`](super::tables) writes a `Pending` to redb in one checkpoint.
 
 use std::sync::Arc;
