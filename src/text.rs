@@ -84,7 +84,8 @@ const MEMO_MIN: usize = 32;
 /// ([`MAX_PARENT_COMMAND`](crate::process::MAX_PARENT_COMMAND)) and a
 /// task's reason ([`MAX_REASON_LEN`](crate::tasks::MAX_REASON_LEN)),
 /// twice over. With its escapes (six bytes a control byte at most), one
-/// entry holds at most 3.5 KiB, four of them 14 KiB a thread.
+/// entry holds at most 3.5 KiB, four of them 14 KiB a thread (each buffer
+/// reserved exactly).
 const MEMO_MAX: usize = 512;
 
 /// Texts the memo keeps: a holder's parent command line and a reason each
@@ -99,42 +100,69 @@ const MEMO_ENTRIES: usize = 4;
 /// event line carries the ended hold's lines) from 9,930 to 9,514
 /// (callgrind, `scripts/instructions.sh`). A text is found by its bytes,
 /// not by its address: every connection reads its holder from `/proc`
-/// into its own copy.
+/// into its own copy. A new text replaces the entry used least recently,
+/// so that a list whose tasks each have a reason of their own does not
+/// push out the command line every task shares.
 struct EscapeMemo {
-    /// (text, its JSON string), each buffer reused as entries are
-    /// replaced in turn.
-    entries: std::cell::RefCell<[(Vec<u8>, Vec<u8>); MEMO_ENTRIES]>,
-    /// The entry the next new text replaces.
-    next: std::cell::Cell<usize>,
+    entries: std::cell::RefCell<[MemoEntry; MEMO_ENTRIES]>,
+    /// Counts the memo's uses: an entry's `used` is the count at its last.
+    uses: std::cell::Cell<u64>,
+}
+
+/// A text and its JSON string, each buffer reused (at most its largest
+/// text's size: reserved exactly) as entries are replaced.
+struct MemoEntry {
+    raw: Vec<u8>,
+    json: Vec<u8>,
+    used: u64,
 }
 
 std::thread_local! {
     static ESCAPED: EscapeMemo = const {
         EscapeMemo {
-            entries: std::cell::RefCell::new([const { (Vec::new(), Vec::new()) }; MEMO_ENTRIES]),
-            next: std::cell::Cell::new(0),
+            entries: std::cell::RefCell::new(
+                [const {
+                    MemoEntry {
+                        raw: Vec::new(),
+                        json: Vec::new(),
+                        used: 0,
+                    }
+                }; MEMO_ENTRIES],
+            ),
+            uses: std::cell::Cell::new(0),
         }
     };
 }
 
 impl EscapeMemo {
     /// Appends `text` as a JSON string, from the memo when it holds it;
-    /// else escapes it and keeps it in place of the oldest entry.
+    /// else escapes it and keeps it in place of the entry used least
+    /// recently.
     fn push(&self, out: &mut Vec<u8>, text: &str) {
+        let uses = self.uses.get() + 1;
+        self.uses.set(uses);
         let mut entries = self.entries.borrow_mut();
-        if let Some((_, json)) = entries.iter().find(|(raw, _)| raw == text.as_bytes()) {
-            out.extend_from_slice(json);
+        if let Some(entry) = entries
+            .iter_mut()
+            .find(|entry| entry.raw == text.as_bytes())
+        {
+            out.extend_from_slice(&entry.json);
+            entry.used = uses;
             return;
         }
         let start = out.len();
         escape_into(out, text);
-        let slot = self.next.get();
-        self.next.set((slot + 1) % MEMO_ENTRIES);
-        let (raw, json) = &mut entries[slot];
-        raw.clear();
-        raw.extend_from_slice(text.as_bytes());
-        json.clear();
-        json.extend_from_slice(&out[start..]);
+        let Some(entry) = entries.iter_mut().min_by_key(|entry| entry.used) else {
+            return;
+        };
+        let json = &out[start..];
+        entry.raw.clear();
+        entry.raw.reserve_exact(text.len());
+        entry.raw.extend_from_slice(text.as_bytes());
+        entry.json.clear();
+        entry.json.reserve_exact(json.len());
+        entry.json.extend_from_slice(json);
+        entry.used = uses;
     }
 }
 
@@ -468,7 +496,7 @@ mod tests {
                 memo.entries
                     .borrow()
                     .iter()
-                    .any(|(raw, _)| raw == text.as_bytes())
+                    .any(|entry| entry.raw == text.as_bytes())
             })
         };
         let order = [
@@ -487,6 +515,26 @@ mod tests {
         // the first has made room for the last.
         assert!(!in_memo(&texts[4]));
         assert!((0..4).all(|i| in_memo(&texts[i])));
+        // The entry used least recently makes room: a text used between
+        // each new one stays however many come.
+        for (i, tail) in ["f", "g", "h", "i", "j", "k"].into_iter().enumerate() {
+            let mut out = Vec::new();
+            push_json_string(&mut out, &texts[0]);
+            push_json_string(&mut out, &long(tail));
+            assert!(in_memo(&texts[0]), "after {} new texts", i + 1);
+            assert!(in_memo(&long(tail)));
+        }
+        // Each entry's buffers are no larger than its largest text needs.
+        ESCAPED.with(|memo| {
+            for entry in memo.entries.borrow().iter() {
+                assert!(entry.raw.capacity() <= MEMO_MAX, "{}", entry.raw.capacity());
+                assert!(
+                    entry.json.capacity() <= 6 * MEMO_MAX + 2,
+                    "{}",
+                    entry.json.capacity()
+                );
+            }
+        });
     }
 
     #[test]
