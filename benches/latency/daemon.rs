@@ -168,6 +168,7 @@ impl Daemon {
             None,
         ));
         assert_eq!(status, 404, "GET /v1/tasks/settle-probe");
+        drop(client);
         self.memory_kib()
     }
 
