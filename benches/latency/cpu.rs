@@ -35,12 +35,16 @@ pub const CHECKPOINT_THREAD: &str = "checkpoint";
 /// CPU time in clock ticks: user (utime) and system (stime, which holds the
 /// kernel's work in `fdatasync` and socket calls), all threads; and the
 /// part of both spent by the [`CHECKPOINT_THREAD`] (0 in a process without
-/// one).
+/// one); and, over a phase ([`during`]), what the bench itself spent
+/// meanwhile, its clients: on a machine of two cores the clients' CPU comes
+/// out of what the server can have, and an HTTP client costs more per
+/// request than a RESP one.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Ticks {
     pub user: u64,
     pub system: u64,
     pub checkpoint: u64,
+    pub client: u64,
 }
 
 impl Ticks {
@@ -54,6 +58,7 @@ impl Ticks {
             user: self.user.saturating_sub(before.user),
             system: self.system.saturating_sub(before.system),
             checkpoint: self.checkpoint.saturating_sub(before.checkpoint),
+            client: self.client.saturating_sub(before.client),
         }
     }
 }
@@ -66,6 +71,7 @@ impl Add for Ticks {
             user: self.user + other.user,
             system: self.system + other.system,
             checkpoint: self.checkpoint + other.checkpoint,
+            client: self.client + other.client,
         }
     }
 }
@@ -114,15 +120,24 @@ pub fn parse_stat(stat: &str) -> Option<Ticks> {
         user,
         system,
         checkpoint: 0,
+        client: 0,
     })
 }
 
 /// Runs `phase`, and returns its result with the clock ticks `pid` spent
-/// meanwhile.
+/// meanwhile, and in [`Ticks::client`] those the bench spent.
 pub fn during<T>(pid: u32, phase: impl FnOnce() -> T) -> (T, Ticks) {
-    let before = cpu_ticks(pid);
+    let own = || cpu_ticks(std::process::id()).total();
+    let before = Ticks {
+        client: own(),
+        ..cpu_ticks(pid)
+    };
     let result = phase();
-    (result, cpu_ticks(pid).since(before))
+    let after = Ticks {
+        client: own(),
+        ..cpu_ticks(pid)
+    };
+    (result, after.since(before))
 }
 
 /// A server's CPU over one phase (or the sum of its slices) and the
@@ -158,6 +173,12 @@ impl ServerCpu {
         )
     }
 
+    /// The bench's own CPU per request over the phase: its clients'.
+    pub fn client_per_request(self) -> Duration {
+        let seconds = self.spent.client as f64 / ticks_per_second() as f64;
+        Duration::from_secs_f64(seconds / self.requests.max(1) as f64)
+    }
+
     /// Whether the phase spent too few ticks for the figure to be more than
     /// rough (see [`ROUGH_TICKS`]).
     pub fn rough(self) -> bool {
@@ -187,6 +208,8 @@ impl ServerCpu {
             "system_ticks": self.spent.system,
             "checkpoint_thread_ticks": self.spent.checkpoint,
             "checkpoint_thread_us_per_request": (self.checkpoint_per_request().as_secs_f64() * 1e7).round() / 10.0,
+            "client_ticks": self.spent.client,
+            "client_us_per_request": (self.client_per_request().as_secs_f64() * 1e7).round() / 10.0,
             "requests": self.requests,
             "rough": self.rough(),
         })

@@ -359,7 +359,7 @@ pub fn print_requests(rows: &[Row], floors: &Floors, after: &Floors) {
 pub fn print_redis(rows: &[Row], paired: &[Paired], floors: &Floors, cross_checks: &[CrossCheck]) {
     println!("\nours vs Redis (appendfsync always): same client loop, phases alternating");
     println!(
-        "{:>4} {:<10} {:>9} {:>9} {:>6} {:>8} {:>8} {:>6} {:>10} {:>10} {:>6} {:>16}",
+        "{:>4} {:<10} {:>9} {:>9} {:>6} {:>8} {:>8} {:>6} {:>10} {:>10} {:>6} {:>14} {:>16}",
         "cl",
         "ours/Redis",
         "ours p50",
@@ -371,6 +371,7 @@ pub fn print_redis(rows: &[Row], paired: &[Paired], floors: &Floors, cross_check
         "ours cpu",
         "Redis cpu",
         "÷",
+        "client cpu",
         "redis-benchmark"
     );
     let find = |endpoint: &str, clients: usize| {
@@ -430,8 +431,15 @@ fn print_versus(ours: &Row, theirs: &Row, cross_check: &str) {
         .zip(theirs.cpu)
         .and_then(|(our, their)| our.ratio(their))
         .map_or("-".into(), |r| format!("{r:.2}"));
+    let client_cpu = ours.cpu.zip(theirs.cpu).map_or("-".into(), |(our, their)| {
+        format!(
+            "{:.1}/{:.1} µs",
+            our.client_per_request().as_secs_f64() * 1e6,
+            their.client_per_request().as_secs_f64() * 1e6
+        )
+    });
     println!(
-        "{:>4} {:<10} {:>9} {:>9} {:>6.2} {:>8.0} {:>8.0} {:>6.2} {:>10} {:>10} {:>6} {:>16}",
+        "{:>4} {:<10} {:>9} {:>9} {:>6.2} {:>8.0} {:>8.0} {:>6.2} {:>10} {:>10} {:>6} {:>14} {:>16}",
         ours.clients,
         format!(
             "{}/{}",
@@ -447,6 +455,7 @@ fn print_versus(ours: &Row, theirs: &Row, cross_check: &str) {
         cpu(ours),
         cpu(theirs),
         cpu_ratio,
+        client_cpu,
         cross_check
     );
 }
@@ -456,7 +465,9 @@ fn print_cpu_note() {
     println!(
         "cpu: the server's CPU per request over the phase ({}, at {} ticks/s; for create and \
          SET around each side's own slices), over the requests served; ~: fewer than {} ticks \
-         in the phase, rough (longer phases: --duration).",
+         in the phase, rough (longer phases: --duration). client cpu: the bench's own CPU per \
+         request over the same phases, ours/Redis (an HTTP client against a RESP one): on a \
+         machine of a few cores it comes out of what the server can have.",
         cpu::SOURCE,
         cpu::ticks_per_second(),
         cpu::ROUGH_TICKS

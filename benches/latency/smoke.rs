@@ -128,6 +128,7 @@ fn check_cpu() {
         user: 7,
         system: 3,
         checkpoint: 0,
+        client: 0,
     });
     for (stat, ticks) in [
         (format!("42 (sprite-tasksd) {fields}"), spent),
@@ -144,17 +145,20 @@ fn check_cpu() {
             user: hz - hz / 2,
             system: hz / 2,
             checkpoint: hz / 4,
+            client: hz * 2,
         },
         requests: 1000,
     };
     assert_eq!(spent.per_request(), Duration::from_millis(1));
     assert!(!spent.rough() && spent.show() == "1000.0 µs");
     assert_eq!(spent.show_checkpoint(), "250.0 µs");
+    assert_eq!(spent.client_per_request(), Duration::from_millis(2));
     let half = ServerCpu {
         spent: Ticks {
             user: hz / 2,
             system: 0,
             checkpoint: 0,
+            client: 0,
         },
         requests: 1000,
     };
