@@ -272,7 +272,13 @@ fn route_collection(request: &Request, max_expire: Duration) -> Result<Routed, R
 /// The path of a request target: the query is dropped, and an absolute-form
 /// target (`http://sprite/v1/tasks`) is reduced to its path.
 fn request_path(target: &str) -> Result<&str, Response> {
-    let without_query = target.split(['?', '#']).next().unwrap_or_default();
+    // A byte search: `split(['?', '#'])` decoded and matched a char at a
+    // time, about 120 instructions for a 20-byte target (callgrind, GET).
+    let end = target
+        .bytes()
+        .position(|byte| byte == b'?' || byte == b'#')
+        .unwrap_or(target.len());
+    let without_query = &target[..end];
     // An origin-form target (nearly all) is the path already; only an
     // absolute-form one (`http://sprite/...`) is searched for its scheme.
     let path = if without_query.starts_with('/') {
@@ -775,6 +781,30 @@ mod tests {
                 serde_json::to_vec(&serde_json::json!({ "error": message })).unwrap();
             expected.push(b'\n');
             assert_eq!(error(404, message).body, expected, "{message:?}");
+        }
+    }
+
+    /// The path is what precedes the first `?` or `#`, in origin form or
+    /// after an absolute form's authority.
+    #[test]
+    fn a_targets_path_ends_at_its_query_or_fragment() {
+        for (target, path) in [
+            ("/v1/tasks/a", Ok("/v1/tasks/a")),
+            ("/v1/tasks/a?pid=1", Ok("/v1/tasks/a")),
+            ("/v1/tasks/a#x?y", Ok("/v1/tasks/a")),
+            ("/v1/tasks/a?x#y", Ok("/v1/tasks/a")),
+            ("/v1/tasks?", Ok("/v1/tasks")),
+            ("http://sprite/v1/tasks?x=1", Ok("/v1/tasks")),
+            ("http://sprite?x=/v1", Ok("/")),
+            ("?x", Err(400)),
+            ("#/v1/tasks", Err(400)),
+            ("v1/tasks", Err(400)),
+        ] {
+            assert_eq!(
+                request_path(target).map_err(|response| response.status),
+                path,
+                "{target:?}"
+            );
         }
     }
 
