@@ -391,6 +391,60 @@ mod tests {
         assert_eq!(got, expected);
     }
 
+    /// What a pending's rows must say: each name's last change, by name
+    /// (`None`: removed).
+    #[derive(Default)]
+    struct Model(std::collections::BTreeMap<String, Option<u64>>);
+
+    impl Model {
+        /// A change of `name` to expire at `expires` (`None`: its removal),
+        /// noted.
+        fn change(&mut self, name: &str, expires: Option<u64>) -> Change {
+            self.0.insert(name.to_owned(), expires);
+            match expires {
+                Some(expires) => put(name, expires),
+                None => remove(name),
+            }
+        }
+
+        fn names(&self) -> usize {
+            self.0.len()
+        }
+
+        /// Asserts that `pending`'s rows are the model's.
+        fn check(&self, pending: &Pending) {
+            let got: Vec<(&str, Option<u64>)> = pending
+                .rows()
+                .into_iter()
+                .map(|(name, row)| {
+                    (
+                        name.as_str(),
+                        row.as_ref().map(|task| task.expires_at.as_nanos()),
+                    )
+                })
+                .collect();
+            let expected: Vec<(&str, Option<u64>)> = self
+                .0
+                .iter()
+                .map(|(name, expires)| (name.as_str(), *expires))
+                .collect();
+            assert_eq!(got, expected);
+        }
+    }
+
+    /// A pseudo-random sequence, the same on every run.
+    fn sequence(mut seed: u64) -> impl FnMut() -> u64 {
+        move || {
+            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            seed >> 33
+        }
+    }
+
+    /// Adds `changes` as frame `lsn`, without events.
+    fn add(pending: &mut Pending, changes: &[Change], lsn: u64) {
+        pending.add(changes, &Arc::default(), (0, 0), mark(lsn));
+    }
+
     /// Every name's last change wins, in name order, whatever the order
     /// the changes came in: names that share their first 16 bytes and
     /// differ after them, names that are a prefix of others, short names,
@@ -408,50 +462,25 @@ mod tests {
             "z",
             "build-2026-12-0",
         ];
-        let mut expected = std::collections::BTreeMap::new();
-        let mut seed = 7u64;
-        let mut next = || {
-            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
-            (seed >> 33) as usize
-        };
-        let mut batch = |n: usize,
-                         pending: &mut Pending,
-                         expected: &mut std::collections::BTreeMap<String, Option<u64>>,
-                         lsn: u64| {
-            let changes: Vec<Change> = (0..n)
+        let mut model = Model::default();
+        let mut next = sequence(7);
+        let mut batch = |n: usize, model: &mut Model| -> Vec<Change> {
+            (0..n)
                 .map(|_| {
-                    let name = names[next() % names.len()];
-                    let expires = next() as u64 % 1000;
-                    if expires.is_multiple_of(4) {
-                        expected.insert(name.to_owned(), None);
-                        remove(name)
-                    } else {
-                        expected.insert(name.to_owned(), Some(expires));
-                        put(name, expires)
-                    }
+                    let name = names[next() as usize % names.len()];
+                    let expires = next() % 1000;
+                    model.change(name, (!expires.is_multiple_of(4)).then_some(expires))
                 })
-                .collect();
-            pending.add(&changes, &Arc::default(), (0, 0), mark(lsn));
+                .collect()
         };
         let mut pending = Pending::default();
         for lsn in 1..=20 {
-            batch(1 + lsn as usize * 3, &mut pending, &mut expected, lsn);
+            add(&mut pending, &batch(1 + lsn as usize * 3, &mut model), lsn);
         }
         let mut newer = Pending::default();
-        batch(40, &mut newer, &mut expected, 21);
+        add(&mut newer, &batch(40, &mut model), 21);
         pending.absorb(newer);
-        let got: Vec<(String, Option<u64>)> = pending
-            .rows()
-            .into_iter()
-            .map(|(name, row)| {
-                (
-                    name.as_str().to_owned(),
-                    row.as_ref().map(|task| task.expires_at.as_nanos()),
-                )
-            })
-            .collect();
-        let expected: Vec<(String, Option<u64>)> = expected.into_iter().collect();
-        assert_eq!(got, expected);
+        model.check(&pending);
         assert_eq!(
             pending.changes(),
             (1..=20).map(|lsn| 1 + lsn * 3).sum::<usize>() + 40
@@ -462,42 +491,25 @@ mod tests {
     /// in place: what `rows` says is unchanged, the count of changes too.
     #[test]
     fn a_long_backlog_is_folded_in_place() {
-        let mut expected = std::collections::BTreeMap::new();
+        let mut model = Model::default();
         let mut pending = Pending::default();
-        let changes =
-            |from: usize, n: usize, expected: &mut std::collections::BTreeMap<String, u64>| {
-                (from..from + n)
-                    .map(|i| {
-                        let name = format!("n{}", i % 1000);
-                        expected.insert(name.clone(), i as u64);
-                        put(&name, i as u64)
-                    })
-                    .collect::<Vec<_>>()
-            };
-        let first = changes(0, FOLD_AT - 10, &mut expected);
-        pending.add(&first, &Arc::default(), (0, 0), mark(1));
+        let mut changes = |from: usize, n: usize| -> Vec<Change> {
+            (from..from + n)
+                .map(|i| model.change(&format!("n{}", i % 1000), Some(i as u64)))
+                .collect()
+        };
+        add(&mut pending, &changes(0, FOLD_AT - 10), 1);
         assert_eq!(
             pending.rows.len(),
             FOLD_AT - 10,
             "not folded below the bound"
         );
-        let second = changes(FOLD_AT - 10, 20, &mut expected);
-        pending.add(&second, &Arc::default(), (0, 0), mark(2));
+        add(&mut pending, &changes(FOLD_AT - 10, 20), 2);
         assert_eq!(pending.rows.len(), 1000, "one row per name");
         assert_eq!(pending.changes(), FOLD_AT + 10);
         // Changes after the fold still win over the folded rows.
-        let third = changes(FOLD_AT + 10, 5, &mut expected);
-        pending.add(&third, &Arc::default(), (0, 0), mark(3));
-        let got: Vec<(String, u64)> = pending
-            .rows()
-            .into_iter()
-            .map(|(name, row)| {
-                let task = row.as_ref().expect("a put");
-                (name.as_str().to_owned(), task.expires_at.as_nanos())
-            })
-            .collect();
-        let expected: Vec<(String, u64)> = expected.into_iter().collect();
-        assert_eq!(got, expected);
+        add(&mut pending, &changes(FOLD_AT + 10, 5), 3);
+        model.check(&pending);
     }
 
     /// A fold waits for twice what the last one left, and one reached
@@ -507,30 +519,22 @@ mod tests {
     #[test]
     fn folds_wait_for_twice_what_the_last_left_and_absorb_folds_too() {
         const NAMES: u64 = 100_000;
-        let mut seed = 11u64;
-        let mut expected = std::collections::BTreeMap::new();
-        let mut changes = |n: usize, expected: &mut std::collections::BTreeMap<String, u64>| {
+        let mut model = Model::default();
+        let mut next = sequence(11);
+        let mut changes = |n: usize, model: &mut Model| -> Vec<Change> {
             (0..n)
                 .map(|_| {
-                    seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
-                    let name = format!("agent-session-2026-12-07-{:06}", (seed >> 33) % NAMES);
-                    let expires = seed >> 40;
-                    expected.insert(name.clone(), expires);
-                    put(&name, expires)
+                    let name = format!("agent-session-2026-12-07-{:06}", next() % NAMES);
+                    model.change(&name, Some(next()))
                 })
-                .collect::<Vec<_>>()
+                .collect()
         };
         let mut failed = Pending::default();
-        failed.add(
-            &changes(FOLD_AT, &mut expected),
-            &Arc::default(),
-            (0, 0),
-            mark(1),
-        );
+        add(&mut failed, &changes(FOLD_AT, &mut model), 1);
         let folded = failed.rows.len();
         assert_eq!(
             folded,
-            expected.len(),
+            model.names(),
             "the first fold leaves one row a name"
         );
         assert!(
@@ -539,39 +543,15 @@ mod tests {
         );
         // Past FOLD_AT but short of twice the fold: no fold.
         let short_of_twice = (FOLD_AT + 2 * folded) / 2 - folded;
-        failed.add(
-            &changes(short_of_twice, &mut expected),
-            &Arc::default(),
-            (0, 0),
-            mark(2),
-        );
+        add(&mut failed, &changes(short_of_twice, &mut model), 2);
         assert!(failed.rows.len() > FOLD_AT);
         assert_eq!(failed.rows.len(), folded + short_of_twice);
         // A newer batch absorbed takes it past twice the fold.
         let mut newer = Pending::default();
-        newer.add(
-            &changes(2 * folded, &mut expected),
-            &Arc::default(),
-            (0, 0),
-            mark(3),
-        );
+        add(&mut newer, &changes(2 * folded, &mut model), 3);
         failed.absorb(newer);
-        assert_eq!(failed.rows.len(), expected.len(), "folded through absorb");
-        let got: Vec<(&str, u64)> = failed
-            .rows()
-            .into_iter()
-            .map(|(name, row)| {
-                (
-                    name.as_str(),
-                    row.as_ref().expect("a put").expires_at.as_nanos(),
-                )
-            })
-            .collect();
-        let expected: Vec<(&str, u64)> = expected
-            .iter()
-            .map(|(name, at)| (name.as_str(), *at))
-            .collect();
-        assert_eq!(got, expected);
+        assert_eq!(failed.rows.len(), model.names(), "folded through absorb");
+        model.check(&failed);
         assert_eq!(failed.mark(), mark(3));
     }
 
