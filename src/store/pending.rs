@@ -53,12 +53,12 @@ pub const FOLD_AT: usize = 1 << 17;
 /// events; [`rows`](Self::rows) folds them to one row per name (the latest
 /// wins).
 ///
-/// Invariant: `mark` is the log mark just after the last frame folded in;
+/// Invariant: `mark` is the log mark just after the last frame added;
 /// `events` are in increasing sequence order; `rows` are in the order
 /// their changes were made durable.
 #[derive(Debug, Default)]
 pub struct Pending {
-    /// Appended, not ordered or hashed: the reactor folds every change in,
+    /// Appended, not ordered or hashed: the reactor appends every change,
     /// and the checkpoint worker sorts once. A `BTreeMap` cost the reactor
     /// some 800 instructions a change comparing names (callgrind, 1,000
     /// tasks); a hash map by name, folding as it went, held 16k changes in
@@ -77,15 +77,15 @@ pub struct Pending {
     events: LineBatches,
     keep_events_from: u64,
     trim_slack: u64,
-    /// Changes folded in (before folding by name): the policy's measure.
+    /// Changes added (before folding by name): the policy's measure.
     changes: usize,
-    /// Frames folded in.
+    /// Frames added.
     frames: usize,
     mark: LogMark,
 }
 
 impl Pending {
-    /// Folds in one frame's batch, which ends at `mark`.
+    /// Adds one frame's batch, which ends at `mark`.
     pub fn add(
         &mut self,
         changes: &[Change],
@@ -97,7 +97,7 @@ impl Pending {
             Change::Put { task, .. } => (task.name.clone(), Some(task.clone())),
             Change::Remove { name, .. } => (name.clone(), None),
         });
-        self.fold(rows, Some(Arc::clone(events)), bounds, mark);
+        self.push_frame(rows, Some(Arc::clone(events)), bounds, mark);
     }
 
     /// [`add`](Self::add) for a batch the caller is done with (recovery's
@@ -110,16 +110,17 @@ impl Pending {
             Change::Put { task, .. } => (task.name.clone(), Some(task)),
             Change::Remove { name, .. } => (name, None),
         });
-        self.fold(rows, None, bounds, mark);
+        self.push_frame(rows, None, bounds, mark);
     }
 
-    /// The events of the frames [`add_owned`](Self::add_owned) folded in,
+    /// The events of the frames [`add_owned`](Self::add_owned) added,
     /// in order, after them.
     pub fn add_replayed_events(&mut self, lines: EventLines) {
         self.events.push(Arc::new(lines));
     }
 
-    fn fold(
+    /// Appends one frame's rows and events, and where it ends.
+    fn push_frame(
         &mut self,
         rows: impl ExactSizeIterator<Item = (TaskName, Option<Task>)>,
         events: Option<Arc<EventLines>>,
@@ -167,17 +168,17 @@ impl Pending {
         }
     }
 
-    /// Whether nothing is waiting: no frame was folded in.
+    /// Whether nothing is waiting: no frame was added.
     pub fn is_empty(&self) -> bool {
         self.frames == 0
     }
 
-    /// Frames folded in.
+    /// Frames added.
     pub fn frames(&self) -> usize {
         self.frames
     }
 
-    /// Changes folded in.
+    /// Changes added.
     pub fn changes(&self) -> usize {
         self.changes
     }
