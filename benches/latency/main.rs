@@ -48,7 +48,10 @@
 //! (per phase), `--clients 1,8,64`, `--scale 1,1000,10000,100000`,
 //! `--no-scale`, `--no-lists`, `--no-redis`, `--log-floors` (only the log
 //! floors, `--duration` in all), `--json PATH`. `SPRITE_BENCH_WRAP="perf
-//! record -o FILE --"` runs each daemon under a profiler.
+//! record -o FILE --"` runs each daemon under a profiler;
+//! `SPRITE_BENCH_DAEMON=PATH` runs that build of `sprite-tasksd` instead of
+//! Cargo's (to compare two commits in alternating runs); and
+//! `SPRITE_BENCH_ARGS` adds daemon options (to compare settings).
 //!
 //! Run without `--bench` (as `cargo test --all-targets` does) it is a smoke
 //! test: a few requests whose answers are checked, a few floor samples, no
