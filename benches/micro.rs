@@ -1,6 +1,8 @@
 //! Micro-benchmarks of the pure parts a request goes through: framing,
 //! `expire` decoding, routing a body, encoding and decoding a task list, and
-//! the state machine's expiry of many tasks.
+//! the state machine: expiry of many tasks, and creates, deletes and
+//! refreshes among 100k held ones (where the rows' maps outgrow the
+//! caches, as under the latency bench's 64 clients).
 //!
 //! `cargo bench --bench micro`; under `cargo test` each runs once.
 
@@ -12,7 +14,7 @@ use serde_json::json;
 use sprite_tasks::api::{self, Query, TaskList};
 use sprite_tasks::expire::{self, DEFAULT_MAX_EXPIRE};
 use sprite_tasks::http::{self, Limits, Parsed};
-use sprite_tasks::tasks::{Batch, Task, TaskName, Tasks};
+use sprite_tasks::tasks::{Batch, Claim, Command, Task, TaskName, Tasks};
 use sprite_tasks::time::Timestamp;
 
 /// What curl sends for the seed's create example.
@@ -124,12 +126,90 @@ fn expiry(c: &mut Criterion) {
     group.finish();
 }
 
+/// Tasks held while [`churn`] creates, deletes and refreshes: a busy
+/// daemon's, and enough that the rows' maps do not fit in the caches.
+const HELD: usize = 100_000;
+
+/// Changes in one batch of [`churn`]: what a turn at 64 clients commits.
+const TURN: usize = 64;
+
+/// Creates and deletes (half and half, a batch each turn) and refreshes
+/// among [`HELD`] tasks, planned and applied as the reactor does: the
+/// state machine's cost per change, without the sockets and the log.
+fn churn(c: &mut Criterion) {
+    let mut group = c.benchmark_group("churn_100k");
+    group.throughput(Throughput::Elements(TURN as u64));
+    // A ring of names: the held ones are a window of it that slides as
+    // each turn creates at its head and deletes at its tail.
+    let ring: Vec<TaskName> = (0..2 * HELD)
+        .map(|i| TaskName::parse(&format!("c{}-{}", i % 64, i / 64)).expect("a valid name"))
+        .collect();
+    let expire = Duration::from_secs(3600);
+    let held = || {
+        let mut tasks = Tasks::new(2 * HELD);
+        // Each turn's creates share a deadline, as the turns' did.
+        tasks.load(ring[..HELD].iter().enumerate().map(|(i, name)| {
+            let at = NOW.checked_add(expire + Duration::from_micros((i / TURN) as u64));
+            Task::new(name.clone(), NOW, at.expect("in range"))
+        }));
+        tasks
+    };
+    let mut run = |label: &str, command: &dyn Fn(usize, usize) -> Command| {
+        let mut tasks = held();
+        let mut turn = 0usize;
+        group.bench_function(label, |b| {
+            b.iter(|| {
+                // A turn's changes share one reading of the clock.
+                let now = NOW
+                    .checked_add(Duration::from_micros(turn as u64))
+                    .expect("in range");
+                let mut batch = Batch::new();
+                for i in 0..TURN {
+                    let planned = tasks.plan(&mut batch, command(turn, i), now);
+                    assert!(planned.is_ok(), "{planned:?}");
+                }
+                tasks.apply(batch);
+                turn += 1;
+            })
+        });
+        assert_eq!(tasks.len(), HELD);
+    };
+    let create_delete = |turn: usize, i: usize| {
+        let tail = (turn * TURN / 2 + i / 2) % ring.len();
+        if i.is_multiple_of(2) {
+            Command::Create {
+                name: ring[(tail + HELD) % ring.len()].clone(),
+                expire,
+                claim: Claim::default(),
+                caller: None,
+            }
+        } else {
+            Command::Delete {
+                name: ring[tail].clone(),
+                caller: None,
+                bound_to: None,
+            }
+        }
+    };
+    run("create_and_delete", &create_delete);
+    let refresh = |turn: usize, i: usize| Command::Upsert {
+        // Spread over the held names, each refreshed in its turn.
+        name: ring[(turn * TURN + i) * 7919 % HELD].clone(),
+        expire,
+        claim: Claim::default(),
+        caller: None,
+    };
+    run("refresh", &refresh);
+    group.finish();
+}
+
 criterion_group!(
     benches,
     framing,
     routing,
     expire_decoding,
     task_list_json,
-    expiry
+    expiry,
+    churn
 );
 criterion_main!(benches);
