@@ -599,7 +599,7 @@ pub fn answer(
             None => task_error(&TaskError::NotFound(name.clone())),
         },
         Query::Status => {
-            let live = tasks.live(now).count();
+            let live = tasks.live_count(now);
             let held_until = tasks.last_deadline().filter(|_| live > 0);
             let held_by: Vec<Value> = tasks
                 .live(now)

@@ -1,58 +1,48 @@
 //! The rows by name: one vector of rows, a hash map from name to position
-//! for finding one (what every request and every change does) and an
-//! ordered map for walking them by name (a list, a sweep, a load).
+//! for finding one (what every request and every change does), and the
+//! name order for walking them (a list, a load's checks, a clock step),
+//! sorted when first asked for after a name came or went.
 //!
 //! A `BTreeMap` of rows keyed by name did both, but each lookup compared
 //! the name with 13 to 30 others (`memcmp`, about 900 instructions a
 //! lookup with 1,000 tasks, callgrind); the hash map uses the keyed SipHash
 //! each name carries from its parsing ([`crate::ids`]), since names are
-//! chosen by clients. The ordered map changes only when a name comes or
-//! goes, not on a refresh.
+//! chosen by clients.
+//!
+//! An ordered map of the names beside it (keyed by their 16-byte prefix as
+//! an integer, then the name) kept the order at every create and delete:
+//! a walk down a tree of 90k names, most of it cache misses, about 1 µs of
+//! the reactor's 10 µs of user time per create or delete at 64 clients
+//! (perf), and some 8 MiB of nodes with 100k tasks. Writes far outnumber
+//! walks in name order, and a walk costs more than the sort it needs (a
+//! list of 1,000 answers in about 450 µs; sorting their prefixes takes
+//! some 30): the order is now a sorted vector of positions, built on
+//! demand and kept until a name comes or goes (a refresh keeps it).
 
-use std::collections::BTreeMap;
+use std::cell::OnceCell;
 
 use super::{Task, TaskName};
 use crate::ids::IdMap;
 
 /// Invariant: `slots` holds each row once, and `None` at exactly the
-/// positions `free` lists; `index` and `order` both map exactly the names
-/// of the rows to their positions.
+/// positions `free` lists; `index` maps exactly the names of the rows to
+/// their positions; `order`, when set, lists exactly those positions, the
+/// rows' names ascending.
 ///
 /// The rows sit back to back in one vector (a hash table of rows would
 /// leave an eighth of its 176-byte buckets empty and page-fault all of
-/// them at start-up); the hash map and the ordered map hold a name and a
-/// position each. A removed row leaves a hole that the next new row
-/// fills: moving the last row into it, as a swap-remove would, cost each
-/// removal a second hash lookup and a second walk down the ordered map
-/// for the moved row's name (about 4 % of the reactor's time over the
-/// 64-client bench's deletes, perf).
+/// them at start-up); the hash map holds a name and a position each. A
+/// removed row leaves a hole that the next new row fills: moving the last
+/// row into it, as a swap-remove would, cost each removal a second hash
+/// lookup for the moved row's name.
 #[derive(Debug, Default)]
 pub(super) struct Rows {
     slots: Vec<Option<Task>>,
     free: Vec<u32>,
     index: IdMap<TaskName, u32>,
-    order: BTreeMap<OrderKey, u32>,
-}
-
-/// A name as the ordered map keys it: first by the big-endian integer of
-/// its first 16 bytes ([`TaskName::order_prefix`]), which orders names as
-/// their bytes do, then by the whole name, compared only when two names
-/// share those 16 bytes. A walk down the map compares integers instead of
-/// calling `memcmp` about 37 times per insert or removal (2,100 of a
-/// create's 16,200 instructions on the reactor with 20k tasks, callgrind).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-struct OrderKey {
-    prefix: u128,
-    name: TaskName,
-}
-
-impl OrderKey {
-    fn of(name: &TaskName) -> OrderKey {
-        OrderKey {
-            prefix: name.order_prefix(),
-            name: name.clone(),
-        }
-    }
+    /// The positions in name order, once a walk asked for it; dropped
+    /// when a name comes or goes.
+    order: OnceCell<Vec<u32>>,
 }
 
 impl Rows {
@@ -73,22 +63,22 @@ impl Rows {
             }
         };
         self.index.insert(task.name.clone(), at);
-        self.order.insert(OrderKey::of(&task.name), at);
         self.slots[at as usize] = Some(task);
+        self.order.take();
         None
     }
 
     pub(super) fn remove(&mut self, name: &TaskName) -> Option<Task> {
         let at = self.index.remove(name)?;
-        self.order.remove(&OrderKey::of(name));
         let task = self.slots[at as usize].take();
         self.free.push(at);
+        self.order.take();
         // After a mass expiry the vector and the hash table would keep room
         // (and holes) for every row they ever held (16 MiB for 100k tasks):
         // once three quarters of the vector are holes, the rows move
-        // together, in name order, into room for twice what is left, and
-        // once a quarter of the table is used it shrinks to twice that.
-        // Amortised: each follows at least three removals a row it moves.
+        // together into room for twice what is left, and once a quarter of
+        // the table is used it shrinks to twice that. Amortised: each
+        // follows at least three removals a row it moves.
         if self.slots.len() > SHRINK_ABOVE && self.index.len() < self.slots.len() / 4 {
             self.compact();
         }
@@ -98,22 +88,18 @@ impl Rows {
         task
     }
 
-    /// Moves the rows together in name order, with no holes.
+    /// Moves the rows together, in the order they sit, with no holes.
     fn compact(&mut self) {
-        let room = self.index.len() * 2;
-        let mut slots = Vec::with_capacity(room);
-        for (new_at, at) in self.order.values_mut().enumerate() {
-            let task = self.slots[*at as usize].take();
-            *at = slot(new_at);
-            slots.push(task);
-        }
-        for (key, at) in &self.order {
-            if let Some(position) = self.index.get_mut(&key.name) {
-                *position = *at;
+        let mut slots = Vec::with_capacity(self.index.len() * 2);
+        for task in self.slots.drain(..).flatten() {
+            if let Some(position) = self.index.get_mut(&task.name) {
+                *position = slot(slots.len());
             }
+            slots.push(Some(task));
         }
         self.slots = slots;
         self.free = Vec::new();
+        self.order.take();
     }
 
     fn at(&self, at: u32) -> Option<&Task> {
@@ -128,16 +114,37 @@ impl Rows {
         self.index.is_empty()
     }
 
-    /// Every row, in name order.
+    /// Every row, in name order: sorted here first if a name came or went
+    /// since the last walk.
     pub(super) fn values(&self) -> impl Iterator<Item = &Task> {
-        self.order.values().filter_map(|&at| self.at(at))
+        let order = self.order.get_or_init(|| {
+            name_order(
+                self.slots
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(at, task)| Some((slot(at), task.as_ref()?))),
+            )
+        });
+        order.iter().filter_map(|&at| self.at(at))
     }
 
     /// Every row, in no particular order: for passes that only count or
-    /// collect, a walk through memory instead of down a tree.
+    /// collect, a walk through memory with no sort.
     pub(super) fn values_unordered(&self) -> impl Iterator<Item = &Task> {
         self.slots.iter().flatten()
     }
+}
+
+/// The positions of `rows` with their names ascending. Sorted by each
+/// name's 16-byte prefix as an integer, held beside its position, and by
+/// the names themselves only where two share those bytes: most comparisons
+/// look at no name at all.
+fn name_order<'a>(rows: impl Iterator<Item = (u32, &'a Task)>) -> Vec<u32> {
+    let mut keyed: Vec<(u128, u32, &TaskName)> = rows
+        .map(|(at, task)| (task.name.order_prefix(), at, &task.name))
+        .collect();
+    keyed.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| a.2.cmp(b.2)));
+    keyed.into_iter().map(|(_, at, _)| at).collect()
 }
 
 /// Below this many rows of room, removals never shrink the storage.
@@ -154,7 +161,7 @@ fn slot(at: usize) -> u32 {
 impl FromIterator<Task> for Rows {
     /// A name given twice keeps its last row, as inserting would. Built in
     /// bulk: over rows already sorted by name (a load), with no comparison
-    /// sort at all.
+    /// sort at all, and in name order from the start.
     fn from_iter<I: IntoIterator<Item = Task>>(tasks: I) -> Self {
         let mut rows: Vec<Task> = tasks.into_iter().collect();
         if !rows.is_sorted_by(|a, b| a.name < b.name) {
@@ -169,11 +176,7 @@ impl FromIterator<Task> for Rows {
         for (at, task) in rows.iter().enumerate() {
             index.insert(task.name.clone(), slot(at));
         }
-        let order = rows
-            .iter()
-            .enumerate()
-            .map(|(at, task)| (OrderKey::of(&task.name), slot(at)))
-            .collect();
+        let order = OnceCell::from((0..rows.len()).map(slot).collect::<Vec<u32>>());
         Rows {
             slots: rows.into_iter().map(Some).collect(),
             free: Vec::new(),
@@ -215,9 +218,30 @@ mod tests {
         assert_eq!(rows.remove(&name("b")), Some(task("b", 3)));
         assert_eq!(rows.remove(&name("b")), None);
         assert_eq!(names(&rows), [("a", 5), ("c", 4)]);
-        assert_eq!((rows.len(), rows.order.len(), rows.index.len()), (2, 2, 2));
+        assert_eq!((rows.len(), rows.index.len()), (2, 2));
         assert_eq!(rows.get(&name("c")), Some(&task("c", 4)));
         assert!(!rows.is_empty());
+    }
+
+    #[test]
+    fn the_name_order_is_kept_through_refreshes_and_sorted_again_after_a_name_comes_or_goes() {
+        let mut rows: Rows = [task("b", 1), task("d", 2)].into_iter().collect();
+        assert!(
+            rows.order.get().is_some(),
+            "a load is in name order already"
+        );
+        assert_eq!(rows.insert(task("b", 3)), Some(task("b", 1)));
+        assert!(rows.order.get().is_some(), "a refresh keeps the order");
+        assert_eq!(names(&rows), [("b", 3), ("d", 2)]);
+        assert_eq!(rows.insert(task("a", 4)), None);
+        assert!(rows.order.get().is_none(), "a new name drops it");
+        assert_eq!(names(&rows), [("a", 4), ("b", 3), ("d", 2)]);
+        assert!(rows.order.get().is_some(), "a walk sorts it again");
+        rows.remove(&name("b"));
+        assert!(rows.order.get().is_none(), "a removal drops it");
+        // The new row takes the hole "b" left, before "d" in the vector.
+        assert_eq!(rows.insert(task("e", 5)), None);
+        assert_eq!(names(&rows), [("a", 4), ("d", 2), ("e", 5)]);
     }
 
     #[test]
@@ -231,8 +255,8 @@ mod tests {
             state ^= state << 13;
             state ^= state >> 7;
             state ^= state << 17;
-            // Some names share their first 16 bytes (or more): the
-            // ordered map compares those in full.
+            // Some names share their first 16 bytes (or more): the sort
+            // compares those in full.
             let text = match state % 4 {
                 0 => format!("shared-16-bytes-{}", state % 29),
                 1 => format!("shared-16-bytes{}", state % 7),

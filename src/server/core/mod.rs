@@ -483,7 +483,7 @@ impl Core {
     /// The metrics page at `now`, with the shell's figures.
     pub fn metrics_page(&mut self, outside: Outside, now: Now) -> Response {
         let gauges = Gauges {
-            live_tasks: self.tasks.live(now.wall).count(),
+            live_tasks: self.tasks.live_count(now.wall),
             bound_tasks: self.watched.len(),
             held: self.hold.since.is_some(),
             held_seconds: self.hold.total(now.mono).as_secs_f64(),
