@@ -200,6 +200,44 @@ fn churn(c: &mut Criterion) {
         caller: None,
     };
     run("refresh", &refresh);
+    // What a walk in name order (a list) pays: with no name come or gone
+    // since the last walk, and after a create and a delete (the sort of
+    // the held names, then the walk).
+    group.throughput(Throughput::Elements(HELD as u64));
+    group.sample_size(20);
+    let mut tasks = held();
+    let walk = |tasks: &Tasks| {
+        tasks
+            .live(NOW)
+            .map(|task| task.name.as_bytes().len())
+            .sum::<usize>()
+    };
+    group.bench_function("walk_in_name_order", |b| b.iter(|| walk(&tasks)));
+    let mut turn = 0usize;
+    group.bench_function("walk_in_name_order_after_a_create_and_a_delete", |b| {
+        b.iter(|| {
+            let mut batch = Batch::new();
+            let (tail, head) = (turn % ring.len(), (turn + HELD) % ring.len());
+            let create = Command::Create {
+                name: ring[head].clone(),
+                expire,
+                claim: Claim::default(),
+                caller: None,
+            };
+            let delete = Command::Delete {
+                name: ring[tail].clone(),
+                caller: None,
+                bound_to: None,
+            };
+            for command in [create, delete] {
+                let planned = tasks.plan(&mut batch, command, NOW);
+                assert!(planned.is_ok(), "{planned:?}");
+            }
+            tasks.apply(batch);
+            turn += 1;
+            walk(&tasks)
+        })
+    });
     group.finish();
 }
 
