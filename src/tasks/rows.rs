@@ -14,10 +14,12 @@
 //! a walk down a tree of 90k names, most of it cache misses, about 1 µs of
 //! the reactor's 10 µs of user time per create or delete at 64 clients
 //! (perf), and some 8 MiB of nodes with 100k tasks. Writes far outnumber
-//! walks in name order, and a walk costs more than the sort it needs (a
-//! list of 1,000 answers in about 450 µs; sorting their prefixes takes
-//! some 30): the order is now a sorted vector of positions, built on
-//! demand and kept until a name comes or goes (a refresh keeps it).
+//! walks in name order (a list, a status answer), and a walk's answer
+//! costs more than the sort: the order is now a sorted vector of
+//! positions, built on demand and kept until a name comes or goes (a
+//! refresh keeps it). With 100k tasks a walk takes 2.5 ms with the order
+//! kept and 16 ms right after a change (`cargo bench --bench micro --
+//! churn`); a client reading the list of 100k waits some 350 ms.
 
 use std::cell::OnceCell;
 
