@@ -18,7 +18,8 @@
 //! filesystem as the daemon's database. The same client loop drives it over
 //! RESP (`SET key value EX 3600` as the durable write, `GET key` as the
 //! read), its phases alternating with ours at each client count (its SETs
-//! and our creates in alternating slices of one phase), and its SET
+//! and our creates, then its GETs and ours, in alternating slices of one
+//! phase), and its SET
 //! interleaved request by request with ours at one client. The bench
 //! installs nothing: when `redis-server` is not on the `PATH` it says what
 //! to install (`scripts/bench.sh` installs it as root) and skips the Redis
@@ -33,8 +34,9 @@
 //!
 //! Each request phase also reports its server's CPU per request: the user +
 //! system time of the daemon's (or `redis-server`'s) process, all threads,
-//! from `/proc/PID/stat` right before and after the phase (in the create
-//! and SET phases, around each side's own slices), over the requests served.
+//! from `/proc/PID/stat` right before and after the phase (in the create,
+//! SET and GET phases, around each side's own slices), over the requests
+//! served.
 //! The figure is marked rough (`~`) when the phase spent fewer than 50
 //! clock ticks; `--duration` lengthens the phases. The JSON also gives the
 //! user and system ticks apart.

@@ -30,7 +30,8 @@ pub fn phase(
     phase_on::<Client>(socket, clients, duration, limit, make)
 }
 
-/// Slices the create and Redis SET phases alternate in.
+/// Slices the create and Redis SET phases, and the GET phases, alternate
+/// in.
 const SLICES: u32 = 4;
 
 /// [`phase`] over any [`Connection`]: the daemon's HTTP or Redis's RESP, so
@@ -215,8 +216,9 @@ impl Slices {
 
 /// The create, refresh, get and delete phases on a fresh daemon; with
 /// `redis`, a fresh Redis's SET and GET phases alternate with them (create
-/// and SET in [`SLICES`] alternating slices, then refresh, GET, get,
-/// delete), so the machine's noise hits both sides. Each row carries its
+/// and SET in [`SLICES`] alternating slices, then refresh, then get and
+/// GET in alternating slices, then delete), so the machine's noise hits
+/// both sides. Each row carries its
 /// server's CPU over the phase.
 /// With `cross_check`, `redis-benchmark` runs after Redis's phases.
 pub fn mutations_and_gets(
@@ -284,25 +286,25 @@ pub fn mutations_and_gets(
             .0
         })
     });
-    if let Some((peer, sets)) = &sets {
-        let redis_sets = &sets.sent;
-        measured("redis GET", false, &mut || {
-            charged(Some(peer.pid()), || {
-                phase_on::<Resp>(&peer.socket, clients, duration, unlimited, |c, i| {
-                    (redis_get(&name(c, i % redis_sets[c])), 200)
-                })
-                .0
-            })
-        });
+    // Reads alternate in slices too: the host's slow spells (a 64-client
+    // GET's CPU ranged from 12 to 20 µs between runs of one build) land
+    // on both servers, and the ratios compare.
+    let mut gets = Slices::new(clients, ours);
+    let mut redis_gets = sets
+        .as_ref()
+        .map(|(peer, sets)| (*peer, &sets.sent, Slices::new(clients, Some(peer.pid()))));
+    for _ in 0..slices {
+        gets.run::<Client>(&socket, slice, |c, i| (get(&name(c, i % created[c])), 200));
+        if let Some((peer, redis_sets, redis_gets)) = &mut redis_gets {
+            redis_gets.run::<Resp>(&peer.socket, slice, |c, i| {
+                (redis_get(&name(c, i % redis_sets[c])), 200)
+            });
+        }
     }
-    measured("get", false, &mut || {
-        charged(ours, || {
-            phase(&socket, clients, duration, unlimited, |c, i| {
-                (get(&name(c, i % created[c])), 200)
-            })
-            .0
-        })
-    });
+    if let Some((_, _, redis_gets)) = &mut redis_gets {
+        measured("redis GET", false, &mut || redis_gets.summary());
+    }
+    measured("get", false, &mut || gets.summary());
     measured("delete", true, &mut || {
         charged(ours, || {
             phase(

@@ -463,8 +463,8 @@ fn print_versus(ours: &Row, theirs: &Row, cross_check: &str) {
 /// What the CPU columns are.
 fn print_cpu_note() {
     println!(
-        "cpu: the server's CPU per request over the phase ({}, at {} ticks/s; for create and \
-         SET around each side's own slices), over the requests served; ~: fewer than {} ticks \
+        "cpu: the server's CPU per request over the phase ({}, at {} ticks/s; for create, SET \
+         and GET around each side's own slices), over the requests served; ~: fewer than {} ticks \
          in the phase, rough (longer phases: --duration). client cpu: the bench's own CPU per \
          request over the same phases, ours/Redis (an HTTP client against a RESP one): on a \
          machine of a few cores it comes out of what the server can have.",
