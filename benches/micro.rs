@@ -2,7 +2,8 @@
 //! `expire` decoding, routing a body, encoding and decoding a task list, and
 //! the state machine: expiry of many tasks, and creates, deletes and
 //! refreshes among 100k held ones (where the rows' maps outgrow the
-//! caches, as under the latency bench's 64 clients).
+//! caches, as under the latency bench's 64 clients), and walks of them in
+//! name order (a list, a status answer's first holders).
 //!
 //! `cargo bench --bench micro`; under `cargo test` each runs once.
 
@@ -147,7 +148,8 @@ fn churn(c: &mut Criterion) {
     let expire = Duration::from_secs(3600);
     let held = || {
         let mut tasks = Tasks::new(2 * HELD);
-        // Each turn's creates share a deadline, as the turns' did.
+        // Loaded 64 to a deadline, as the latency bench's turns of 64
+        // share theirs (a churn turn's 32 creates share one too).
         tasks.load(ring[..HELD].iter().enumerate().map(|(i, name)| {
             let at = NOW.checked_add(expire + Duration::from_micros((i / TURN) as u64));
             Task::new(name.clone(), NOW, at.expect("in range"))
@@ -213,29 +215,44 @@ fn churn(c: &mut Criterion) {
             .sum::<usize>()
     };
     group.bench_function("walk_in_name_order", |b| b.iter(|| walk(&tasks)));
+    // One name comes and one goes: the window of held names slides by one.
+    let change = |tasks: &mut Tasks, turn: usize| {
+        let mut batch = Batch::new();
+        let (tail, head) = (turn % ring.len(), (turn + HELD) % ring.len());
+        let create = Command::Create {
+            name: ring[head].clone(),
+            expire,
+            claim: Claim::default(),
+            caller: None,
+        };
+        let delete = Command::Delete {
+            name: ring[tail].clone(),
+            caller: None,
+            bound_to: None,
+        };
+        for command in [create, delete] {
+            let planned = tasks.plan(&mut batch, command, NOW);
+            assert!(planned.is_ok(), "{planned:?}");
+        }
+        tasks.apply(batch);
+    };
     let mut turn = 0usize;
     group.bench_function("walk_in_name_order_after_a_create_and_a_delete", |b| {
         b.iter(|| {
-            let mut batch = Batch::new();
-            let (tail, head) = (turn % ring.len(), (turn + HELD) % ring.len());
-            let create = Command::Create {
-                name: ring[head].clone(),
-                expire,
-                claim: Claim::default(),
-                caller: None,
-            };
-            let delete = Command::Delete {
-                name: ring[tail].clone(),
-                caller: None,
-                bound_to: None,
-            };
-            for command in [create, delete] {
-                let planned = tasks.plan(&mut batch, command, NOW);
-                assert!(planned.is_ok(), "{planned:?}");
-            }
-            tasks.apply(batch);
+            change(&mut tasks, turn);
             turn += 1;
             walk(&tasks)
+        })
+    });
+    // What a status answer pays for its first 16 holders by name after a
+    // change: a selection among all, with no sort of the rest.
+    let mut tasks = held();
+    let mut turn = 0usize;
+    group.bench_function("first_16_by_name_after_a_create_and_a_delete", |b| {
+        b.iter(|| {
+            change(&mut tasks, turn);
+            turn += 1;
+            tasks.first_live(NOW, 16).len()
         })
     });
     group.finish();

@@ -602,8 +602,8 @@ pub fn answer(
             let live = tasks.live_count(now);
             let held_until = tasks.last_deadline().filter(|_| live > 0);
             let held_by: Vec<Value> = tasks
-                .live(now)
-                .take(MAX_STATUS_HOLDERS)
+                .first_live(now, MAX_STATUS_HOLDERS)
+                .into_iter()
                 .map(|task| {
                     let holder = task.holder.as_ref();
                     serde_json::json!({

@@ -126,9 +126,10 @@ impl Tasks {
         self.by_name.get(name).and_then(|task| task.binding)
     }
 
-    /// Every row, live or awaiting expiry, by name.
+    /// Every row, live or awaiting expiry, in no particular order (the
+    /// usage report orders its own rows).
     pub fn stored_rows(&self) -> impl Iterator<Item = &Task> {
-        self.by_name.values()
+        self.by_name.values_unordered()
     }
 
     /// The row called `name`, live or awaiting expiry.
@@ -202,6 +203,13 @@ impl Tasks {
     /// Live tasks, ordered by name.
     pub fn live(&self, now: Timestamp) -> impl Iterator<Item = &Task> {
         self.by_name.values().filter(move |task| task.is_live(now))
+    }
+
+    /// The first `k` live tasks by name: [`live`](Self::live)'s first `k`,
+    /// with no sort of all the names when one came or went since the last
+    /// walk.
+    pub fn first_live(&self, now: Timestamp, k: usize) -> Vec<&Task> {
+        self.by_name.first(k, |task| task.is_live(now))
     }
 
     /// How many tasks are live: [`live`](Self::live)'s count, with no walk

@@ -130,6 +130,36 @@ impl Rows {
         order.iter().filter_map(|&at| self.at(at))
     }
 
+    /// The first `k` rows in name order of those `keep` admits: the start
+    /// of the walk when the order is kept, else picked from all of them
+    /// with no sort of the rest (a status answer after a change, with 100k
+    /// rows: 3.3 ms against 10.8 for a sorted walk, `cargo bench --bench
+    /// micro -- churn`).
+    pub(super) fn first(&self, k: usize, keep: impl Fn(&Task) -> bool) -> Vec<&Task> {
+        if self.order.get().is_some() {
+            return self.values().filter(|task| keep(task)).take(k).collect();
+        }
+        let mut kept: Vec<(u128, &Task)> = self
+            .slots
+            .iter()
+            .flatten()
+            .filter(|task| keep(task))
+            .map(|task| (task.name.order_prefix(), task))
+            .collect();
+        let by_name = |a: &(u128, &Task), b: &(u128, &Task)| {
+            a.0.cmp(&b.0).then_with(|| a.1.name.cmp(&b.1.name))
+        };
+        if kept.len() > k {
+            if k == 0 {
+                return Vec::new();
+            }
+            kept.select_nth_unstable_by(k - 1, by_name);
+            kept.truncate(k);
+        }
+        kept.sort_unstable_by(by_name);
+        kept.into_iter().map(|(_, task)| task).collect()
+    }
+
     /// Every row, in no particular order: for passes that only count or
     /// collect, a walk through memory with no sort.
     pub(super) fn values_unordered(&self) -> impl Iterator<Item = &Task> {
@@ -220,7 +250,8 @@ mod tests {
         assert_eq!(rows.remove(&name("b")), Some(task("b", 3)));
         assert_eq!(rows.remove(&name("b")), None);
         assert_eq!(names(&rows), [("a", 5), ("c", 4)]);
-        assert_eq!((rows.len(), rows.index.len()), (2, 2));
+        assert_eq!((rows.len(), rows.values_unordered().count()), (2, 2));
+        assert_eq!(rows.order.get().map(Vec::len), Some(2));
         assert_eq!(rows.get(&name("c")), Some(&task("c", 4)));
         assert!(!rows.is_empty());
     }
@@ -305,6 +336,43 @@ mod tests {
     }
 
     #[test]
+    fn the_first_rows_by_name_are_the_walks_first_with_the_order_kept_or_not() {
+        // Names that share their first 16 bytes are told apart in full.
+        let texts = [
+            "zeta",
+            "shared-16-bytes-b",
+            "alpha",
+            "shared-16-bytes-a",
+            "mid",
+            "b",
+        ];
+        let mut rows: Rows = texts.iter().map(|text| task(text, 1)).collect();
+        rows.insert(task("aa", 2));
+        let odd = |task: &Task| task.name.as_str().len() % 2 == 1;
+        for k in 0..=8 {
+            assert!(rows.order.get().is_none());
+            let picked: Vec<&str> = rows.first(k, odd).iter().map(|t| t.name.as_str()).collect();
+            let walked: Vec<&str> = rows
+                .values()
+                .filter(|task| odd(task))
+                .take(k)
+                .map(|t| t.name.as_str())
+                .collect();
+            assert_eq!(picked, walked, "k = {k}");
+            let kept: Vec<&str> = rows.first(k, odd).iter().map(|t| t.name.as_str()).collect();
+            assert_eq!(kept, walked, "k = {k}, the order kept");
+            rows.order.take();
+        }
+        assert_eq!(
+            rows.first(3, |_| true)
+                .iter()
+                .map(|t| t.name.as_str())
+                .collect::<Vec<_>>(),
+            ["aa", "alpha", "b"]
+        );
+    }
+
+    #[test]
     fn storage_shrinks_after_most_rows_go() {
         let mut rows: Rows = (0..4_000).map(|i| task(&format!("t{i:04}"), 9)).collect();
         let room = rows.slots.capacity();
@@ -330,6 +398,48 @@ mod tests {
         let expected: Vec<_> = (3_900..4_000).map(|i| format!("t{i:04}")).collect();
         assert_eq!(left, expected);
         assert_eq!(rows.get(&name("t3950")).map(|t| t.expires_at), Some(at(9)));
+    }
+
+    #[test]
+    fn compaction_moves_rows_that_sit_out_of_name_order() {
+        // Names inserted in a scattered order, holes refilled by later
+        // names, then most removed: the compacted rows keep their
+        // positions in the hash map and walk in name order.
+        let text = |i: usize| format!("t{:05}", i * 7919 % 5_000);
+        let mut rows = Rows::default();
+        for i in 0..4_000 {
+            assert!(rows.insert(task(&text(i), 1)).is_none());
+        }
+        for i in (0..4_000).step_by(2) {
+            assert!(rows.remove(&name(&text(i))).is_some());
+        }
+        for i in 4_000..5_000 {
+            assert!(rows.insert(task(&text(i), 2)).is_none());
+        }
+        let room = rows.slots.len();
+        let mut left: Vec<String> = (1..4_000)
+            .step_by(2)
+            .chain(4_000..5_000)
+            .map(text)
+            .collect();
+        for gone in left.drain(..2_700) {
+            assert!(rows.remove(&name(&gone)).is_some());
+        }
+        assert!(
+            rows.slots.len() < room,
+            "compacted: {} of {room}",
+            rows.slots.len()
+        );
+        assert_eq!(rows.free.len() + rows.len(), rows.slots.len());
+        left.sort();
+        let walked: Vec<&str> = rows.values().map(|t| t.name.as_str()).collect();
+        assert_eq!(walked, left);
+        for text in &left {
+            assert_eq!(
+                rows.get(&name(text)).map(|t| t.name.as_str()),
+                Some(text.as_str())
+            );
+        }
     }
 
     #[test]
