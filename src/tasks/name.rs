@@ -31,11 +31,11 @@ pub const MAX_NAME_LEN: usize = 128;
 /// SipHash, callgrind). Ordered by the text alone.
 ///
 /// Held in place when short: a name of up to `INLINE_NAME` (22) bytes is
-/// stored in the value itself, so the ordered maps keyed by names compare
-/// the keys in their own nodes instead of following each to its text (a
-/// cache miss a comparison: with 180k tasks a delete's removals compared
-/// some twenty names), and parsing one allocates nothing. A longer name
-/// is shared, a clone being a reference count.
+/// stored in the value itself, so the sets and sorts that compare names
+/// (the deadlines of one instant, the name order of a list) read the
+/// bytes where the name sits instead of following each to its text (a
+/// cache miss a comparison), and parsing one allocates nothing. A longer
+/// name is shared, a clone being a reference count.
 #[derive(Clone)]
 pub struct TaskName {
     text: Text,
