@@ -147,7 +147,7 @@ impl Rows {
             .map(|task| (task.name.order_prefix(), task))
             .collect();
         let by_name = |a: &(u128, &Task), b: &(u128, &Task)| {
-            a.0.cmp(&b.0).then_with(|| a.1.name.cmp(&b.1.name))
+            by_prefix_then_name((a.0, &a.1.name), (b.0, &b.1.name))
         };
         if kept.len() > k {
             if k == 0 {
@@ -167,16 +167,22 @@ impl Rows {
     }
 }
 
-/// The positions of `rows` with their names ascending. Sorted by each
-/// name's 16-byte prefix as an integer, held beside its position, and by
-/// the names themselves only where two share those bytes: most comparisons
-/// look at no name at all.
+/// The positions of `rows` with their names ascending, sorted by
+/// [`by_prefix_then_name`].
 fn name_order<'a>(rows: impl Iterator<Item = (u32, &'a Task)>) -> Vec<u32> {
     let mut keyed: Vec<(u128, u32, &TaskName)> = rows
         .map(|(at, task)| (task.name.order_prefix(), at, &task.name))
         .collect();
-    keyed.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| a.2.cmp(b.2)));
+    keyed.sort_unstable_by(|a, b| by_prefix_then_name((a.0, a.2), (b.0, b.2)));
     keyed.into_iter().map(|(_, at, _)| at).collect()
+}
+
+/// Name order over names held beside their 16-byte prefix as an integer
+/// ([`TaskName::order_prefix`]): the integers decide, and the names
+/// themselves only where two share those bytes, so most comparisons look
+/// at no name at all.
+fn by_prefix_then_name(a: (u128, &TaskName), b: (u128, &TaskName)) -> std::cmp::Ordering {
+    a.0.cmp(&b.0).then_with(|| a.1.cmp(b.1))
 }
 
 /// Below this many rows of room, removals never shrink the storage.
