@@ -156,6 +156,17 @@ fn churn(c: &mut Criterion) {
         }));
         tasks
     };
+    let create = |name: &TaskName| Command::Create {
+        name: name.clone(),
+        expire,
+        claim: Claim::default(),
+        caller: None,
+    };
+    let delete = |name: &TaskName| Command::Delete {
+        name: name.clone(),
+        caller: None,
+        bound_to: None,
+    };
     let mut run = |label: &str, command: &dyn Fn(usize, usize) -> Command| {
         let mut tasks = held();
         let mut turn = 0usize;
@@ -165,12 +176,7 @@ fn churn(c: &mut Criterion) {
                 let now = NOW
                     .checked_add(Duration::from_micros(turn as u64))
                     .expect("in range");
-                let mut batch = Batch::new();
-                for i in 0..TURN {
-                    let planned = tasks.plan(&mut batch, command(turn, i), now);
-                    assert!(planned.is_ok(), "{planned:?}");
-                }
-                tasks.apply(batch);
+                apply_turn(&mut tasks, (0..TURN).map(|i| command(turn, i)), now);
                 turn += 1;
             })
         });
@@ -179,18 +185,9 @@ fn churn(c: &mut Criterion) {
     let create_delete = |turn: usize, i: usize| {
         let tail = (turn * TURN / 2 + i / 2) % ring.len();
         if i.is_multiple_of(2) {
-            Command::Create {
-                name: ring[(tail + HELD) % ring.len()].clone(),
-                expire,
-                claim: Claim::default(),
-                caller: None,
-            }
+            create(&ring[(tail + HELD) % ring.len()])
         } else {
-            Command::Delete {
-                name: ring[tail].clone(),
-                caller: None,
-                bound_to: None,
-            }
+            delete(&ring[tail])
         }
     };
     run("create_and_delete", &create_delete);
@@ -217,24 +214,8 @@ fn churn(c: &mut Criterion) {
     group.bench_function("walk_in_name_order", |b| b.iter(|| walk(&tasks)));
     // One name comes and one goes: the window of held names slides by one.
     let change = |tasks: &mut Tasks, turn: usize| {
-        let mut batch = Batch::new();
         let (tail, head) = (turn % ring.len(), (turn + HELD) % ring.len());
-        let create = Command::Create {
-            name: ring[head].clone(),
-            expire,
-            claim: Claim::default(),
-            caller: None,
-        };
-        let delete = Command::Delete {
-            name: ring[tail].clone(),
-            caller: None,
-            bound_to: None,
-        };
-        for command in [create, delete] {
-            let planned = tasks.plan(&mut batch, command, NOW);
-            assert!(planned.is_ok(), "{planned:?}");
-        }
-        tasks.apply(batch);
+        apply_turn(tasks, [create(&ring[head]), delete(&ring[tail])], NOW);
     };
     let mut turn = 0usize;
     group.bench_function("walk_in_name_order_after_a_create_and_a_delete", |b| {
@@ -256,6 +237,17 @@ fn churn(c: &mut Criterion) {
         })
     });
     group.finish();
+}
+
+/// Plans `commands` into one batch at `now` and applies it, as the
+/// reactor does with a turn's requests; each must be accepted.
+fn apply_turn(tasks: &mut Tasks, commands: impl IntoIterator<Item = Command>, now: Timestamp) {
+    let mut batch = Batch::new();
+    for command in commands {
+        let planned = tasks.plan(&mut batch, command, now);
+        assert!(planned.is_ok(), "{planned:?}");
+    }
+    tasks.apply(batch);
 }
 
 criterion_group!(

@@ -64,19 +64,22 @@ impl Deref for Daemon {
     }
 }
 
+/// `SPRITE_BENCH_DAEMON`: another build of the daemon to run instead of
+/// Cargo's (a copy of an earlier commit's), so that alternating runs
+/// compare two builds with every figure, CPU included.
+pub fn other_build() -> Option<String> {
+    std::env::var("SPRITE_BENCH_DAEMON")
+        .ok()
+        .filter(|path| !path.is_empty())
+}
+
 impl Daemon {
     /// Starts the daemon on `dirs` and returns it with the time from spawn
     /// to its socket accepting a connection.
     pub fn start(dirs: &Dirs) -> (Daemon, Duration) {
         let socket = dirs.socket();
-        // Another build of the daemon to run instead of Cargo's (a copy of
-        // an earlier commit's), so that alternating runs compare two
-        // builds with every figure, CPU included.
-        let other = std::env::var("SPRITE_BENCH_DAEMON").ok();
-        let binary = other
-            .as_deref()
-            .filter(|path| !path.is_empty())
-            .unwrap_or(common::daemon_binary());
+        let other = other_build();
+        let binary = other.as_deref().unwrap_or(common::daemon_binary());
         // A profiler to run the daemon under, e.g. `perf record -o FILE --`.
         // Memory figures and SIGSTOP then reach the wrapper, not the daemon.
         let wrapper = std::env::var("SPRITE_BENCH_WRAP").unwrap_or_default();

@@ -218,8 +218,8 @@ impl Slices {
 /// `redis`, a fresh Redis's SET and GET phases alternate with them (create
 /// and SET in [`SLICES`] alternating slices, then refresh, then GET and
 /// get in alternating slices, then delete), so the machine's noise hits
-/// both sides. Each row carries its
-/// server's CPU over the phase (in a sliced phase, over its own slices).
+/// both sides. Each row carries its server's CPU over the phase (in a
+/// sliced phase, over its own slices).
 /// With `cross_check`, `redis-benchmark` runs after Redis's phases.
 pub fn mutations_and_gets(
     clients: usize,

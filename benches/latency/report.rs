@@ -67,7 +67,7 @@ fn report_json(measured: &Measured, seconds: f64) -> Value {
     json!({
         "commit": git_commit(),
         // Another build than the checkout's, when one was run instead.
-        "daemon": std::env::var("SPRITE_BENCH_DAEMON").ok().filter(|path| !path.is_empty()),
+        "daemon": crate::daemon::other_build(),
         "quick": measured.quick,
         "phase_seconds": measured.phase.as_secs_f64(),
         "server_cpu": cpu::method_json(),
