@@ -35,17 +35,17 @@ impl Tasks {
     /// to every request, for a later batch.
     pub fn expire_due_at_most(&self, batch: &mut Batch, now: Timestamp, limit: usize) -> usize {
         let mut planned = 0;
-        for (_, name) in self.deadlines.iter().take_while(|(at, _)| *at <= now) {
+        for task in self.by_name.due(now) {
             if planned == limit {
                 break;
             }
-            if !batch.touches(name)
-                && let Some(task) = self.by_name.get(name)
-            {
+            // A row the batch already changes, or took from an earlier
+            // entry of the deadlines (a row may have two).
+            if !batch.touches(&task.name) {
                 self.push(
                     batch,
                     Change::Remove {
-                        name: name.clone(),
+                        name: task.name.clone(),
                         cause: task.removal_when_due(self.max_held_for),
                     },
                 );

@@ -22,7 +22,6 @@ use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 use crate::time::Timestamp;
-use deadlines::Deadlines;
 use rows::Rows;
 
 mod batch;
@@ -62,19 +61,17 @@ pub const DEFAULT_MAX_BOUND: usize = 1024;
 
 /// All tasks, indexed by name and by deadline.
 ///
-/// Invariant: `deadlines` holds exactly one `(expires_at, name)` for each
-/// entry of `by_name`, `bound` counts the entries with a binding, and
-/// `owned` maps each owner uid to the number of entries it owns (no zero
-/// counts). `by_name` and `deadlines` change only through `insert`,
-/// `remove` and the bulk `load`; `bound` and `owned` only through
-/// `count_row`, which all three call. The files beside this one read the
+/// Invariant: `bound` counts the rows of `by_name` with a binding, and
+/// `owned` maps each owner uid to the number of rows it owns (no zero
+/// counts). `by_name` (which keeps the rows' deadlines with them) changes
+/// only through `insert`, `remove` and the bulk `load`; `bound` and
+/// `owned` only through `count_row`, which all three call. The files beside this one read the
 /// fields; only this one writes them.
 /// Rows whose deadline has passed may remain until the next expiry batch
 /// removes them, but no read or command ever sees them.
 #[derive(Debug)]
 pub struct Tasks {
     by_name: Rows,
-    deadlines: Deadlines,
     bound: usize,
     owned: BTreeMap<u32, usize>,
     max_tasks: usize,
@@ -91,7 +88,6 @@ impl Tasks {
     pub fn new(max_tasks: usize) -> Self {
         Tasks {
             by_name: Rows::default(),
-            deadlines: Deadlines::default(),
             bound: 0,
             owned: BTreeMap::new(),
             max_tasks,
@@ -181,11 +177,6 @@ impl Tasks {
                 task
             })
             .collect();
-        self.deadlines = self
-            .by_name
-            .values_unordered()
-            .map(|task| (task.expires_at, task.name.clone()))
-            .collect();
         self.bound = 0;
         self.owned.clear();
         let by_name = std::mem::take(&mut self.by_name);
@@ -233,12 +224,12 @@ impl Tasks {
 
     /// The earliest deadline: when the caller must come back to expire it.
     pub fn next_deadline(&self) -> Option<Timestamp> {
-        self.deadlines.first()
+        self.by_name.next_deadline()
     }
 
     /// The latest deadline of any row.
     pub fn last_deadline(&self) -> Option<Timestamp> {
-        self.deadlines.last()
+        self.by_name.last_deadline()
     }
 
     /// Applies a batch that the store has made durable; returns it
@@ -286,19 +277,15 @@ impl Tasks {
     }
 
     fn insert(&mut self, task: Task) {
-        let (at, name) = (task.expires_at, task.name.clone());
         self.count_row(&task, true);
         if let Some(old) = self.by_name.insert(task) {
             self.count_row(&old, false);
-            self.deadlines.remove(old.expires_at, &old.name);
         }
-        self.deadlines.insert(at, name);
     }
 
     fn remove(&mut self, name: &TaskName) {
         if let Some(old) = self.by_name.remove(name) {
             self.count_row(&old, false);
-            self.deadlines.remove(old.expires_at, &old.name);
         }
     }
 

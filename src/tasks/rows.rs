@@ -23,13 +23,16 @@
 
 use std::cell::OnceCell;
 
+use super::deadlines::{Deadlines, REBUILD_SLACK};
 use super::{Task, TaskName};
 use crate::ids::IdMap;
+use crate::time::Timestamp;
 
 /// Invariant: `slots` holds each row once, and `None` at exactly the
 /// positions `free` lists; `index` maps exactly the names of the rows to
 /// their positions; `order`, when set, lists exactly those positions, the
-/// rows' names ascending.
+/// rows' names ascending; `deadlines` notes each row's deadline at its
+/// position (and stale entries, see [`Deadlines`]).
 ///
 /// The rows sit back to back in one vector (a hash table of rows would
 /// leave an eighth of its 176-byte buckets empty and page-fault all of
@@ -45,6 +48,8 @@ pub(super) struct Rows {
     /// The positions in name order, once a walk asked for it; dropped
     /// when a name comes or goes.
     order: OnceCell<Vec<u32>>,
+    /// The rows' deadlines, by position.
+    deadlines: Deadlines,
 }
 
 impl Rows {
@@ -54,8 +59,16 @@ impl Rows {
 
     /// Puts `task` under its name; the row it replaces, if any.
     pub(super) fn insert(&mut self, task: Task) -> Option<Task> {
+        let expires_at = task.expires_at;
         if let Some(&at) = self.index.get(&task.name) {
-            return self.slots[at as usize].replace(task);
+            let old = self.slots[at as usize].replace(task);
+            if let Some(old) = &old
+                && old.expires_at != expires_at
+            {
+                self.deadlines.push(expires_at, at);
+                self.left(old.expires_at);
+            }
+            return old;
         }
         let at = match self.free.pop() {
             Some(at) => at,
@@ -66,6 +79,7 @@ impl Rows {
         };
         self.index.insert(task.name.clone(), at);
         self.slots[at as usize] = Some(task);
+        self.deadlines.push(expires_at, at);
         self.order.take();
         None
     }
@@ -75,6 +89,9 @@ impl Rows {
         let task = self.slots[at as usize].take();
         self.free.push(at);
         self.order.take();
+        if let Some(task) = &task {
+            self.left(task.expires_at);
+        }
         // After a mass expiry the vector and the hash table would keep room
         // (and holes) for every row they ever held (16 MiB for 100k tasks):
         // once three quarters of the vector are holes, the rows move
@@ -102,6 +119,40 @@ impl Rows {
         self.slots = slots;
         self.free = Vec::new();
         self.order.take();
+        self.deadlines = deadlines_of(&self.slots);
+    }
+
+    /// A row left the deadline `at` (for another, or for good): its entry
+    /// there is stale. The ends are trimmed if it was one of them, and
+    /// the deadlines rebuilt once stale entries outnumber the rows.
+    fn left(&mut self, at: Timestamp) {
+        if self.deadlines.is_an_end(at) {
+            let slots = &self.slots;
+            self.deadlines
+                .trim_ends(|at, position| live_at(slots, at, position));
+        }
+        if self.deadlines.entries() > 2 * self.index.len() + REBUILD_SLACK {
+            self.deadlines = deadlines_of(&self.slots);
+        }
+    }
+
+    /// The earliest deadline of any row.
+    pub(super) fn next_deadline(&self) -> Option<Timestamp> {
+        self.deadlines.first()
+    }
+
+    /// The latest deadline of any row.
+    pub(super) fn last_deadline(&self) -> Option<Timestamp> {
+        self.deadlines.last()
+    }
+
+    /// The rows due at `now`, earliest deadline first (in no particular
+    /// order within one instant). A row may come twice (see
+    /// [`Deadlines`]): the caller skips one it already took.
+    pub(super) fn due(&self, now: Timestamp) -> impl Iterator<Item = &Task> {
+        self.deadlines
+            .due(now)
+            .filter_map(|(at, position)| self.at(position).filter(|task| task.expires_at == at))
     }
 
     fn at(&self, at: u32) -> Option<&Task> {
@@ -185,6 +236,24 @@ fn by_prefix_then_name(a: (u128, &TaskName), b: (u128, &TaskName)) -> std::cmp::
     a.0.cmp(&b.0).then_with(|| a.1.cmp(b.1))
 }
 
+/// Whether the row at `position` expires at `at`: an entry of the
+/// deadlines that is not stale.
+fn live_at(slots: &[Option<Task>], at: Timestamp, position: u32) -> bool {
+    slots
+        .get(position as usize)
+        .and_then(Option::as_ref)
+        .is_some_and(|task| task.expires_at == at)
+}
+
+/// Every row's deadline at its position, with nothing stale.
+fn deadlines_of(slots: &[Option<Task>]) -> Deadlines {
+    slots
+        .iter()
+        .enumerate()
+        .filter_map(|(at, task)| Some((task.as_ref()?.expires_at, slot(at))))
+        .collect()
+}
+
 /// Below this many rows of room, removals never shrink the storage.
 const SHRINK_ABOVE: usize = 1024;
 
@@ -215,11 +284,14 @@ impl FromIterator<Task> for Rows {
             index.insert(task.name.clone(), slot(at));
         }
         let order = OnceCell::from((0..rows.len()).map(slot).collect::<Vec<u32>>());
+        let slots: Vec<Option<Task>> = rows.into_iter().map(Some).collect();
+        let deadlines = deadlines_of(&slots);
         Rows {
-            slots: rows.into_iter().map(Some).collect(),
+            slots,
             free: Vec::new(),
             index,
             order,
+            deadlines,
         }
     }
 }
@@ -305,12 +377,19 @@ mod tests {
                 let key = name(&text);
                 assert_eq!(rows.remove(&key).map(|t| t.expires_at), model.remove(&text));
             } else {
-                let row = task(&text, step);
+                // Deadlines from a few instants: rows share them, and
+                // come back to one they left.
+                let row = task(&text, state % 11);
                 assert_eq!(
                     rows.insert(row.clone()).map(|t| t.expires_at),
                     model.insert(text, row.expires_at)
                 );
             }
+            // The next and the latest deadline are exact at every step.
+            assert_eq!(rows.next_deadline(), model.values().min().copied());
+            assert_eq!(rows.last_deadline(), model.values().max().copied());
+            // Stale entries stay bounded by the rows (and the slack).
+            assert!(rows.deadlines.entries() <= 2 * rows.len() + REBUILD_SLACK);
             if step.is_multiple_of(97) {
                 let walked: Vec<_> = rows
                     .values()
@@ -323,6 +402,23 @@ mod tests {
                     assert_eq!(rows.get(&key).map(|t| t.expires_at), Some(expires));
                 }
                 assert_eq!(rows.values_unordered().count(), model.len());
+                // Due at an instant: each row due once it is deduplicated,
+                // earliest first, and no other row.
+                let now = at(5);
+                let mut due: Vec<(Timestamp, &str)> = rows
+                    .due(now)
+                    .map(|t| (t.expires_at, t.name.as_str()))
+                    .collect();
+                assert!(due.is_sorted_by_key(|(at, _)| *at));
+                due.sort_unstable();
+                due.dedup();
+                let mut want: Vec<(Timestamp, &str)> = model
+                    .iter()
+                    .filter(|(_, e)| **e <= now)
+                    .map(|(n, &e)| (e, n.as_str()))
+                    .collect();
+                want.sort_unstable();
+                assert_eq!(due, want, "step {step}");
             }
             // Holes are exactly the free positions, and are filled first.
             assert_eq!(rows.free.len() + rows.len(), rows.slots.len());
@@ -403,6 +499,12 @@ mod tests {
         let left: Vec<_> = rows.values().map(|t| t.name.as_str().to_owned()).collect();
         let expected: Vec<_> = (3_900..4_000).map(|i| format!("t{i:04}")).collect();
         assert_eq!(left, expected);
+        // The deadlines follow the rows to their new positions (the
+        // removals since the compaction left stale entries behind).
+        assert!(rows.deadlines.entries() <= 2 * 100 + REBUILD_SLACK);
+        let due: Vec<&str> = rows.due(at(9)).map(|t| t.name.as_str()).collect();
+        assert_eq!(due.len(), 100);
+        assert!(due.iter().all(|n| n.as_bytes()[1] == b'3'));
         assert_eq!(rows.get(&name("t3950")).map(|t| t.expires_at), Some(at(9)));
     }
 
