@@ -24,6 +24,19 @@ use crate::time::Timestamp;
 /// any day can always be asked for.
 pub const DEFAULT_USAGE_RETENTION: Duration = Duration::from_secs(35 * 24 * 3600);
 
+/// Most ended holds the history keeps, by default, however recent: a hold
+/// a minute for the whole default retention. Each costs about 250 bytes of
+/// memory and 410 on disk, and a restart reads them all; a client that
+/// churns holds (a queue worker taking one per job) would otherwise grow
+/// the history with its write rate for 35 days, to gigabytes. Past the
+/// limit the oldest go first, and a report's `history_from` says where
+/// the kept history begins.
+pub const DEFAULT_MAX_USAGE_HOLDS: usize = 50_000;
+
+/// The largest `--usage-max-holds` accepted: ten million holds take some
+/// 2.5 GiB of memory and 4 GiB on disk, read whole at every start.
+pub const MAX_USAGE_HOLDS_CEILING: usize = 10_000_000;
+
 /// Most buckets a report splits its window into: a timeline a terminal
 /// can show, with room to spare, and a bounded answer.
 pub const MAX_USAGE_BUCKETS: usize = 1000;
@@ -68,11 +81,17 @@ impl Hold {
 /// The ended holds kept for reports.
 ///
 /// Invariant: `holds` are in the order their events were recorded; every
-/// one ended at or after the horizon of the latest [`prune`](Self::prune).
+/// one ended at or after the horizon of the latest [`prune`](Self::prune);
+/// there are at most `max_holds` + `max_holds` / 8 of them (dropped down
+/// to `max_holds` past that, so that each drop moves many at once).
 #[derive(Debug)]
 pub struct History {
     holds: Vec<Hold>,
     retention: Duration,
+    max_holds: usize,
+    /// The latest end among the holds dropped for `max_holds` (0 if none):
+    /// the history is complete from there on.
+    floor: Timestamp,
     /// One copy of each long name (see [`TaskName::is_held_in_place`]) and
     /// command line: a refresh loop re-creating one name ten thousand
     /// times keeps one copy of it.
@@ -90,11 +109,20 @@ pub struct History {
 }
 
 impl History {
-    /// An empty history keeping holds for `retention` after they end.
+    /// An empty history keeping holds for `retention` after they end, at
+    /// most [`DEFAULT_MAX_USAGE_HOLDS`] of them.
     pub fn new(retention: Duration) -> History {
+        History::with_max_holds(retention, DEFAULT_MAX_USAGE_HOLDS)
+    }
+
+    /// An empty history keeping holds for `retention` after they end, and
+    /// at most the latest `max_holds` (at least one).
+    pub fn with_max_holds(retention: Duration, max_holds: usize) -> History {
         History {
             holds: Vec::new(),
             retention,
+            max_holds: max_holds.max(1),
+            floor: Timestamp::from_nanos(0),
             names: IdSet::default(),
             texts: HashSet::new(),
             recent: [None, None],
@@ -102,9 +130,15 @@ impl History {
         }
     }
 
-    /// A history of `events` (in sequence order), pruned at `now`.
-    pub fn recovered(retention: Duration, events: &[Event], now: Timestamp) -> History {
-        let mut history = History::new(retention);
+    /// A history of `events` (in sequence order), pruned at `now`, of at
+    /// most `max_holds` holds.
+    pub fn recovered(
+        retention: Duration,
+        max_holds: usize,
+        events: &[Event],
+        now: Timestamp,
+    ) -> History {
+        let mut history = History::with_max_holds(retention, max_holds);
         for event in events {
             history.record(event);
         }
@@ -152,8 +186,20 @@ impl History {
         }
         self.oldest_end = self.oldest_end.min(hold.ended_at);
         self.holds.push(hold);
+        if self.holds.len() > self.max_holds + self.max_holds / 8 {
+            self.drop_oldest();
+        }
     }
 
+    /// Drops the oldest holds down to `max_holds`, moving the floor past
+    /// them.
+    fn drop_oldest(&mut self) {
+        let excess = self.holds.len().saturating_sub(self.max_holds);
+        for hold in self.holds.drain(..excess) {
+            self.floor = self.floor.max(hold.ended_at);
+        }
+        self.forget_unshared();
+    }
     /// Drops the holds that ended before the horizon at `now`, and the
     /// names and command lines no hold or trip shares any more.
     pub fn prune(&mut self, now: Timestamp) {
@@ -162,24 +208,38 @@ impl History {
             return;
         }
         self.holds.retain(|hold| hold.ended_at >= horizon);
+        self.forget_unshared();
+    }
+
+    /// After holds went: the earliest end left, and the names and command
+    /// lines no hold shares any more (a copy only the set holds).
+    fn forget_unshared(&mut self) {
         self.oldest_end = self
             .holds
             .iter()
             .map(|hold| hold.ended_at)
             .min()
             .unwrap_or(Timestamp::from_nanos(u64::MAX));
-        // A copy only the set holds is no longer shared by any hold.
         self.recent = [None, None];
         self.names.retain(|name| !name.is_unshared());
         self.texts.retain(|text| Arc::strong_count(text) > 1);
     }
 
-    /// The oldest instant the history covers at `now`.
+    /// The oldest instant the history covers at `now`: the retention back
+    /// from `now`, or the [`floor`](Self::floor) if the holds' limit
+    /// dropped later ones.
     pub fn horizon(&self, now: Timestamp) -> Timestamp {
-        Timestamp::from_nanos(
+        let by_age = Timestamp::from_nanos(
             now.as_nanos()
                 .saturating_sub(u64::try_from(self.retention.as_nanos()).unwrap_or(u64::MAX)),
-        )
+        );
+        by_age.max(self.floor)
+    }
+
+    /// The latest end among the holds dropped for the holds' limit (the
+    /// epoch if none was): the store drops what ended before it too.
+    pub fn floor(&self) -> Timestamp {
+        self.floor
     }
 
     /// The ended holds kept.
@@ -234,7 +294,8 @@ pub struct Report {
     pub since: String,
     pub until: String,
     /// The oldest instant the kept history covers: holds that ended
-    /// before it are gone.
+    /// before it are gone (past the retention, or dropped for the holds'
+    /// limit).
     pub history_from: String,
     /// The time at least one task held the machine: what a bill counts.
     pub held_seconds: f64,

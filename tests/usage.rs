@@ -750,3 +750,56 @@ fn report_text_and_json_agree() {
         "a total line says how long the machine was held:\n{text}"
     );
 }
+
+/// `--usage-max-holds`: a worker taking a hold per job leaves the latest
+/// holds in the history, before and after a kill -9, and the report says
+/// where the kept history begins; a limit of 0 is refused with a sentence.
+#[test]
+fn the_usage_history_keeps_its_latest_holds_across_a_kill_9() {
+    let dirs = Dirs::new();
+    let args = ["--usage-max-holds", "4"];
+    let daemon = Daemon::start(&dirs, &args);
+    let start = now_secs();
+    for job in 0..12 {
+        let path = format!("/v1/tasks/job-{job:02}");
+        let (status, answer) = daemon.call("PUT", &path, Some(r#"{"expire":"1m"}"#));
+        assert_eq!(status, 200, "{path}: {answer}");
+        let (status, answer) = daemon.call("DELETE", &path, None);
+        assert!((200..300).contains(&status), "{path}: {status} {answer}");
+    }
+    let check = |daemon: &Daemon, when: &str| {
+        let answer = usage(daemon, start - 60.0, now_secs() + 1.0);
+        let names: Vec<&str> = answer["tasks"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{when}: {answer}"))
+            .iter()
+            .filter_map(|row| row["name"].as_str())
+            .collect();
+        assert_eq!(
+            names,
+            ["job-08", "job-09", "job-10", "job-11"],
+            "{when}: {answer}"
+        );
+        // The kept history begins after the start of this test, not 35
+        // days back: the holds before job-08 were dropped.
+        let from = parse_time(&answer["history_from"]);
+        assert!(from > start, "{when}: history_from {from} before {start}");
+    };
+    check(&daemon, "live");
+    daemon.kill9();
+    let daemon = Daemon::start(&dirs, &args);
+    check(&daemon, "after kill -9");
+    drop(daemon);
+    let out = Command::new(common::daemon_binary())
+        .arg("--socket")
+        .arg(dirs.socket())
+        .args(["--usage-max-holds", "0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let message = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        message.contains("is not a number of holds from 1 to 10000000"),
+        "{message}"
+    );
+}

@@ -18,6 +18,7 @@ use sprite_tasks::systemd::ServiceEnv;
 use sprite_tasks::tasks::{
     DEFAULT_MAX_TASKS, MAX_TASKS_CEILING, Ownership, default_max_tasks_per_uid,
 };
+use sprite_tasks::usage;
 
 /// The Tasks API daemon: keeps a Sprite awake while tasks are live.
 ///
@@ -171,6 +172,14 @@ struct Args {
     #[arg(long, value_name = "DURATION", default_value = "35d", value_parser = parse_usage_retention)]
     usage_retention: Duration,
 
+    /// Most ended holds the usage history keeps (about 250 bytes of memory
+    /// and 410 on disk each): past it the oldest go first, even within
+    /// --usage-retention, and GET /v1/usage's "history_from" says where
+    /// the kept history begins. A client that takes a hold per job would
+    /// otherwise grow the history with its rate for the whole retention.
+    #[arg(long, value_name = "HOLDS", default_value_t = usage::DEFAULT_MAX_USAGE_HOLDS, value_parser = parse_usage_max_holds)]
+    usage_max_holds: usize,
+
     /// Size of the write-ahead log (DB.wal) when it is created, in bytes
     /// (suffixes KiB, MiB). An existing log keeps its size. Writers get 503
     /// when it is full because checkpoints into the database keep failing.
@@ -236,6 +245,15 @@ fn parse_mode(text: &str) -> Result<u32, String> {
         .ok()
         .filter(|mode| *mode <= 0o777)
         .ok_or_else(|| format!("{text:?} is not an octal mode such as 666 or 660"))
+}
+
+/// `--usage-max-holds`: 1 to [`usage::MAX_USAGE_HOLDS_CEILING`].
+fn parse_usage_max_holds(text: &str) -> Result<usize, String> {
+    let ceiling = usage::MAX_USAGE_HOLDS_CEILING;
+    text.parse::<usize>()
+        .ok()
+        .filter(|n| (1..=ceiling).contains(n))
+        .ok_or_else(|| format!("{text:?} is not a number of holds from 1 to {ceiling}"))
 }
 
 /// `--max-tasks`: 1 to [`MAX_TASKS_CEILING`].
@@ -379,6 +397,7 @@ fn main() -> ExitCode {
         event_retention: args.event_retention.max(1),
         max_held_for: args.max_held_for,
         usage_retention: args.usage_retention,
+        usage_max_holds: args.usage_max_holds,
     };
     let store_options = StoreOptions {
         log_size: args.log_size,

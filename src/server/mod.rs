@@ -67,6 +67,8 @@ pub struct Config {
     pub max_held_for: Option<Duration>,
     /// How long the usage history keeps a hold after it ended.
     pub usage_retention: Duration,
+    /// Most ended holds the usage history keeps, the latest.
+    pub usage_max_holds: usize,
 }
 
 impl Config {
@@ -101,6 +103,7 @@ impl Config {
             event_retention: self.event_retention,
             max_held_for: self.max_held_for,
             usage_retention: self.usage_retention,
+            usage_max_holds: self.usage_max_holds,
             shares: self.shares,
             daemon_uid,
         }
@@ -131,6 +134,7 @@ impl Default for Config {
             event_retention: crate::events::DEFAULT_RETENTION,
             max_held_for: None,
             usage_retention: crate::usage::DEFAULT_USAGE_RETENTION,
+            usage_max_holds: crate::usage::DEFAULT_MAX_USAGE_HOLDS,
         }
     }
 }

@@ -497,6 +497,7 @@ impl Server {
 /// it took.
 fn write(store: &mut Store, commit: &Commit) -> (Result<(), StoreError>, Duration) {
     let started = Instant::now();
+    store.set_usage_floor(commit.usage_floor().as_nanos());
     let result = store.commit_batch(
         commit.changes(),
         commit.lines(),

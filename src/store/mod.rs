@@ -292,6 +292,9 @@ pub struct Store {
     /// Encoding buffer, reused.
     frame: Vec<u8>,
     counters: StoreCounters,
+    /// The usage history's floor, in ns since the epoch
+    /// ([`set_usage_floor`](Self::set_usage_floor)).
+    usage_floor: u64,
 }
 
 impl fmt::Debug for Store {
@@ -385,6 +388,7 @@ impl Store {
             retry_at: None,
             broken: true,
             frame: Vec::new(),
+            usage_floor: 0,
             counters: StoreCounters {
                 log_size: size,
                 ..StoreCounters::default()
@@ -624,8 +628,20 @@ impl Store {
         self.counters
     }
 
+    /// Ended holds before `floor` (ns since the epoch) are no longer in
+    /// the usage history, which keeps its latest holds only
+    /// (`--usage-max-holds`): the next checkpoints drop them from the
+    /// database too, except the events that trip or re-arm a name, which
+    /// stay for the whole retention. Not logged: a floor lost to a crash
+    /// is set again by the next commit, from the history the restart
+    /// recovered. It only rises.
+    pub fn set_usage_floor(&mut self, floor: u64) {
+        self.usage_floor = self.usage_floor.max(floor);
+    }
+
     fn start_checkpoint(&mut self) {
-        let pending = std::mem::replace(&mut self.pending, std::mem::take(&mut self.spare));
+        let mut pending = std::mem::replace(&mut self.pending, std::mem::take(&mut self.spare));
+        pending.set_usage_floor(self.usage_floor);
         self.pending_since = None;
         self.checkpoint_soon = false;
         self.in_flight = true;
@@ -984,6 +1000,79 @@ mod tests {
             "the holds ended 72 h and 50 h ago are past the 48 h kept"
         );
         assert_eq!(loaded.usage[0].ended.as_ref().unwrap().ended_at, ago(24));
+    }
+
+    #[test]
+    fn holds_below_the_usage_floor_leave_the_database_but_trips_stay() {
+        use crate::events::{EndedHold, Event, EventKind, EventLines};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tasks.redb");
+        let now = crate::time::wall_now();
+        let ago = |hours: u64| now.saturating_sub(Duration::from_secs(hours * 3600));
+        let event = |seq: u64, kind: EventKind, ended: Option<Timestamp>| Event {
+            seq,
+            at: ended.unwrap_or(now),
+            kind,
+            task: Some(TaskName::parse(&format!("job-{seq}")).unwrap()),
+            expires_at: None,
+            step_ns: None,
+            reason: None,
+            pid: None,
+            ended: ended.map(|ended_at| EndedHold {
+                started_at: ended_at.saturating_sub(Duration::from_secs(60)),
+                ended_at,
+                uid: Some(1000),
+                // A command line that names a trip: only the event's own
+                // member counts.
+                command: Some("echo \"event\":\"capped\"".into()),
+                parent_command: None,
+            }),
+            limit: (kind == EventKind::Capped).then_some(Duration::from_secs(60)),
+        };
+        let options = StoreOptions {
+            usage_retention: Duration::from_secs(48 * 3600),
+            ..inline()
+        };
+        let mut store = Store::open(&path, &options).unwrap();
+        store.load().unwrap();
+        let chunks = [
+            vec![
+                event(1, EventKind::Deleted, Some(ago(30))),
+                event(2, EventKind::Capped, Some(ago(29))),
+            ],
+            vec![event(3, EventKind::Expired, Some(ago(20)))],
+            vec![
+                event(4, EventKind::Deleted, Some(ago(1))),
+                event(5, EventKind::Rearmed, None),
+            ],
+        ];
+        for events in &chunks {
+            store
+                .commit_batch(&[], &Arc::new(EventLines::new(events)), 0, 100)
+                .unwrap();
+            store.checkpoint_now().unwrap();
+        }
+        // The history kept only holds that ended in the last 10 hours.
+        store.set_usage_floor(ago(10).as_nanos());
+        store
+            .commit_batch(
+                &[],
+                &Arc::new(EventLines::new(&[event(6, EventKind::Created, None)])),
+                0,
+                100,
+            )
+            .unwrap();
+        store.checkpoint_now().unwrap();
+        drop(store);
+        let mut store = Store::open(&path, &options).unwrap();
+        let loaded = store.load().unwrap();
+        let kept: Vec<u64> = loaded.usage.iter().map(|event| event.seq).collect();
+        assert_eq!(
+            kept,
+            [2, 4, 5],
+            "below the floor only the trip stays; the rest is past it"
+        );
+        assert_eq!(crate::usage::tripped(&loaded.usage).len(), 1);
     }
 
     #[test]

@@ -77,6 +77,9 @@ pub struct Pending {
     events: LineBatches,
     keep_events_from: u64,
     trim_slack: u64,
+    /// The usage history's floor when the checkpoint started
+    /// ([`Store::set_usage_floor`](super::Store::set_usage_floor)).
+    usage_floor: u64,
     /// Changes added (before folding by name): the policy's measure.
     changes: usize,
     /// Frames added.
@@ -149,6 +152,7 @@ impl Pending {
         self.events.append(&newer.events);
         self.keep_events_from = self.keep_events_from.max(newer.keep_events_from);
         self.trim_slack = newer.trim_slack;
+        self.usage_floor = self.usage_floor.max(newer.usage_floor);
         self.changes += newer.changes;
         self.frames += newer.frames;
         self.mark = newer.mark;
@@ -263,6 +267,15 @@ impl Pending {
 
     pub fn trim_slack(&self) -> u64 {
         self.trim_slack
+    }
+
+    /// Ended holds before this instant (ns) leave the usage history.
+    pub fn usage_floor(&self) -> u64 {
+        self.usage_floor
+    }
+
+    pub fn set_usage_floor(&mut self, floor: u64) {
+        self.usage_floor = floor;
     }
 
     /// The log mark the tables reach once this is checkpointed.

@@ -316,6 +316,10 @@ impl Tables {
                 if oldest.is_some_and(|at| at < horizon) {
                     usage.retain_in(..(horizon, 0), |_, _| false).map_err(io)?;
                 }
+                let floor = pending.usage_floor();
+                if floor > horizon && oldest.is_some_and(|at| at < floor) {
+                    keep_only_trips(&mut usage, floor)?;
+                }
             }
             let rows = pending.rows();
             if !rows.is_empty() {
@@ -656,6 +660,55 @@ fn swap_base(txn: &WriteTransaction) -> Result<(), StoreError> {
 fn usage_horizon(retention: Duration) -> u64 {
     let retention = u64::try_from(retention.as_nanos()).unwrap_or(u64::MAX);
     crate::time::wall_now().as_nanos().saturating_sub(retention)
+}
+
+/// Past the usage history's floor (its holds' limit dropped what ended
+/// before it): each chunk whose events all came before `floor` keeps only
+/// the events that trip or re-arm a name, which the state needs for the
+/// whole retention, and goes if it has none. A chunk of trips alone is
+/// read again at each checkpoint, and left as it is.
+fn keep_only_trips(
+    usage: &mut redb::Table<(u64, u64), &[u8]>,
+    floor: u64,
+) -> Result<(), StoreError> {
+    let mut below = Vec::new();
+    for row in usage.range(..(floor, 0)).map_err(io)? {
+        let (key, chunk) = row.map_err(io)?;
+        below.push((key.value(), chunk.value().to_vec()));
+    }
+    for (key, chunk) in below {
+        // Most chunks have no trip: one search of the whole chunk.
+        if !is_trip(&chunk) {
+            usage.remove(key).map_err(io)?;
+            continue;
+        }
+        let trips: Vec<u8> = chunk
+            .split_inclusive(|&b| b == b'\n')
+            .filter(|line| is_trip(line))
+            .flatten()
+            .copied()
+            .collect();
+        if trips.is_empty() {
+            usage.remove(key).map_err(io)?;
+        } else if trips.len() < chunk.len() {
+            usage.insert(key, trips.as_slice()).map_err(io)?;
+        }
+    }
+    Ok(())
+}
+
+/// Whether usage lines hold a `capped` or `rearmed` event: a search for
+/// its `"event"` member, which a command line's text cannot fake (its
+/// quotes are escaped). The standard library's substring search, over
+/// text that is UTF-8 as written.
+fn is_trip(lines: &[u8]) -> bool {
+    const TRIPS: [&str; 2] = ["\"event\":\"capped\"", "\"event\":\"rearmed\""];
+    TRIPS.iter().any(|kind| match std::str::from_utf8(lines) {
+        Ok(text) => text.contains(kind),
+        Err(_) => lines
+            .windows(kind.len())
+            .any(|window| window == kind.as_bytes()),
+    })
 }
 
 /// The events of a chunk's lines, in order; `None` for a line this build

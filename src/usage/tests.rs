@@ -245,7 +245,12 @@ fn a_capped_hold_trips_its_name_until_rearmed() {
     rearmed.ended = None;
     let events = [capped, rearmed];
     assert!(tripped(&events).is_empty());
-    let history = History::recovered(DEFAULT_USAGE_RETENTION, &events, at_ms(3000));
+    let history = History::recovered(
+        DEFAULT_USAGE_RETENTION,
+        DEFAULT_MAX_USAGE_HOLDS,
+        &events,
+        at_ms(3000),
+    );
     assert_eq!(history.len(), 1, "the capped hold stays in the history");
 }
 
@@ -301,14 +306,24 @@ fn recovery_shares_one_copy_of_each_name_and_command() {
             )
         })
         .collect();
-    let history = History::recovered(DEFAULT_USAGE_RETENTION, &events, at_ms(100));
+    let history = History::recovered(
+        DEFAULT_USAGE_RETENTION,
+        DEFAULT_MAX_USAGE_HOLDS,
+        &events,
+        at_ms(100),
+    );
     assert_eq!(history.len(), 3);
     assert_eq!((history.names.len(), history.texts.len()), (1, 1));
     // A short name is held in place: no set keeps a copy of it.
     let short: Vec<Event> = (0..3)
         .map(|i| ended(EventKind::Expired, "loop", i * 10, i * 10 + 5))
         .collect();
-    let history = History::recovered(DEFAULT_USAGE_RETENTION, &short, at_ms(100));
+    let history = History::recovered(
+        DEFAULT_USAGE_RETENTION,
+        DEFAULT_MAX_USAGE_HOLDS,
+        &short,
+        at_ms(100),
+    );
     assert_eq!((history.len(), history.names.len()), (3, 0));
     let commands: Vec<Arc<str>> = history
         .holds
@@ -353,4 +368,56 @@ fn events_without_a_hold_are_ignored() {
     created.ended = None;
     history.record(&created);
     assert!(history.is_empty());
+}
+
+#[test]
+fn past_its_holds_limit_the_history_keeps_the_latest_and_says_where_it_begins() {
+    // A queue worker's holds, one a second, long names so the set keeps
+    // their texts: with a limit of 8, at most 8 + 1 stay, the latest.
+    let max = 8;
+    let mut history = History::with_max_holds(DEFAULT_USAGE_RETENTION, max);
+    assert_eq!(history.floor(), Timestamp::from_nanos(0));
+    for i in 0..40 {
+        let task = format!("job-{i:03}-with-a-long-name");
+        history.record(&ended(EventKind::Deleted, &task, i * 1000, i * 1000 + 500));
+        assert!(history.len() <= max + max / 8, "{}", history.len());
+    }
+    assert!(history.len() >= max);
+    let kept: Vec<&str> = history.holds.iter().map(|h| h.name.as_str()).collect();
+    assert_eq!(kept.last(), Some(&"job-039-with-a-long-name"));
+    // The floor is the latest end dropped: every kept hold ended after it,
+    // and the names of dropped holds are no longer kept.
+    let floor = history.floor();
+    assert!(history.holds.iter().all(|h| h.ended_at > floor));
+    let first_kept = history.holds[0].ended_at;
+    assert_eq!(
+        floor,
+        Timestamp::from_nanos(first_kept.as_nanos() - 1000 * MS)
+    );
+    assert_eq!(history.names.len(), history.len());
+    // A report says the history begins at the floor, not 35 days back.
+    let now = at_ms(41_000);
+    assert_eq!(history.horizon(now), floor);
+    let report = report(&history, std::iter::empty(), window(0, 41_000), 0, now);
+    assert_eq!(report.history_from, floor.to_string());
+    assert_eq!(report.tasks.len(), history.len());
+    // A restart recovers the same latest holds from the same events.
+    let events: Vec<Event> = (0..40)
+        .map(|i| {
+            let task = format!("job-{i:03}-with-a-long-name");
+            ended(EventKind::Deleted, &task, i * 1000, i * 1000 + 500)
+        })
+        .collect();
+    let recovered = History::recovered(DEFAULT_USAGE_RETENTION, max, &events, now);
+    assert!((max..=max + max / 8).contains(&recovered.len()));
+    assert_eq!(
+        recovered.holds.last().map(|h| h.name.as_str()),
+        Some("job-039-with-a-long-name")
+    );
+    assert!(
+        recovered
+            .holds
+            .iter()
+            .all(|h| h.ended_at > recovered.floor())
+    );
 }

@@ -28,6 +28,8 @@ pub struct Commit {
     lines: Arc<EventLines>,
     keep_from: u64,
     trim_slack: u64,
+    /// The usage history's floor ([`History::floor`]).
+    usage_floor: Timestamp,
     /// The event time of the commit.
     at: Timestamp,
     /// A step back of the wall clock this commit moves the holds for.
@@ -53,6 +55,12 @@ impl Commit {
     /// How far behind `keep_from` trimming may lag.
     pub fn trim_slack(&self) -> u64 {
         self.trim_slack
+    }
+
+    /// Ended holds before this instant are no longer in the usage history
+    /// (it keeps the latest `--usage-max-holds`): the store may drop them.
+    pub fn usage_floor(&self) -> Timestamp {
+        self.usage_floor
     }
 
     /// The events it carries.
@@ -91,7 +99,12 @@ impl Core {
             usage: usage_events,
             ..
         } = loaded;
-        let usage = History::recovered(settings.usage_retention, &usage_events, wall);
+        let usage = History::recovered(
+            settings.usage_retention,
+            settings.usage_max_holds,
+            &usage_events,
+            wall,
+        );
         let events = EventLog::new(settings.event_retention, events);
         let idle_since = events
             .last_edge()
@@ -283,6 +296,7 @@ impl Core {
             events,
             keep_from,
             trim_slack: self.events.trim_slack(),
+            usage_floor: self.usage.floor(),
             batch,
             at,
             step_back,
@@ -413,7 +427,12 @@ impl Core {
         };
         let mut tasks = self.settings.new_tasks();
         tasks.load(loaded.tasks);
-        self.usage = History::recovered(self.settings.usage_retention, &loaded.usage, now.wall);
+        self.usage = History::recovered(
+            self.settings.usage_retention,
+            self.settings.usage_max_holds,
+            &loaded.usage,
+            now.wall,
+        );
         tasks.set_tripped(crate::usage::tripped(&loaded.usage));
         self.tasks = tasks;
         self.resync_watches();

@@ -88,6 +88,8 @@ pub struct Settings {
     pub max_held_for: Option<Duration>,
     /// How long the usage history keeps a hold after it ended.
     pub usage_retention: Duration,
+    /// Most ended holds the usage history keeps, the latest.
+    pub usage_max_holds: usize,
     pub shares: ShareLimits,
     /// The daemon's effective uid: privileged like root in the shares.
     pub daemon_uid: u32,

@@ -384,6 +384,7 @@ fn settings(plan: &Plan) -> Settings {
         event_retention: 64,
         max_held_for: None,
         usage_retention: crate::usage::DEFAULT_USAGE_RETENTION,
+        usage_max_holds: crate::usage::DEFAULT_MAX_USAGE_HOLDS,
         shares: ShareLimits {
             max_connections: 16,
             reserved: 2,

@@ -53,6 +53,7 @@ fn settings() -> Settings {
         event_retention: 1000,
         max_held_for: None,
         usage_retention: crate::usage::DEFAULT_USAGE_RETENTION,
+        usage_max_holds: crate::usage::DEFAULT_MAX_USAGE_HOLDS,
         shares: ShareLimits {
             max_connections: 6,
             reserved: 2,
