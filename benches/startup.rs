@@ -1,8 +1,10 @@
 //! Start-up of the real `sprite-tasksd` over a large state: 100,000 live
 //! tasks checkpointed in redb and 100,000 log frames after them to replay
-//! (issue 11's target: under 300 ms from spawn to accepting).
+//! (issue 11's target: under 300 ms from spawn to accepting). `--holds N`
+//! adds a usage history of N ended holds, which a restart reads too (a
+//! full one is `--usage-max-holds`' default, 50,000).
 //!
-//! `cargo bench --bench startup [-- --tasks N --frames N --runs N]`. The
+//! `cargo bench --bench startup [-- --tasks N --frames N --holds N --runs N]`. The
 //! state is built once through the library's own store on `/dev/shm`
 //! (where a sync costs nothing), copied to the build's disk, and restored
 //! from that copy before each start, so every start replays all the
@@ -21,7 +23,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
-use sprite_tasks::events::EventLines;
+use sprite_tasks::events::{EndedHold, Event, EventKind, EventLines};
 use sprite_tasks::store::{Store, StoreOptions};
 use sprite_tasks::tasks::{Change, Task, TaskName};
 use sprite_tasks::time::Timestamp;
@@ -44,14 +46,15 @@ fn main() {
             .and_then(|v| v.parse().ok())
             .unwrap_or(default)
     };
-    let (tasks, frames, runs) = if bench {
+    let (tasks, frames, holds, runs) = if bench {
         (
             number("--tasks", 100_000),
             number("--frames", 100_000),
+            number("--holds", 0),
             number("--runs", 5),
         )
     } else {
-        (100, 100, 1)
+        (100, 100, 100, 1)
     };
     let build = tempfile::Builder::new()
         .prefix("startup-build")
@@ -62,9 +65,9 @@ fn main() {
         })
         .expect("a build directory");
     let built = Instant::now();
-    build_state(&build.path().join("tasks.redb"), tasks, frames);
+    build_state(&build.path().join("tasks.redb"), tasks, frames, holds);
     println!(
-        "built {tasks} checkpointed tasks and {frames} log frames in {:.1} s",
+        "built {holds} ended holds, {tasks} checkpointed tasks and {frames} log frames in {:.1} s",
         built.elapsed().as_secs_f64()
     );
     let pristine = tempfile::Builder::new()
@@ -102,14 +105,15 @@ fn main() {
     times.sort();
     let median = times[times.len() / 2];
     println!(
-        "start-up with {tasks} live tasks and {frames} frames to replay: median {:.1} ms over {runs} runs (target < 300 ms)",
+        "start-up with {tasks} live tasks, {frames} frames to replay and {holds} ended holds: median {:.1} ms over {runs} runs (target < 300 ms)",
         median.as_secs_f64() * 1e3
     );
 }
 
-/// `tasks` live tasks committed and checkpointed, then `frames` one-task
-/// frames (creates of further tasks) left in the log.
-fn build_state(db: &Path, tasks: usize, frames: usize) {
+/// `holds` ended holds (a queue worker's, one a second) and `tasks` live
+/// tasks committed and checkpointed, then `frames` one-task frames
+/// (creates of further tasks) left in the log.
+fn build_state(db: &Path, tasks: usize, frames: usize, holds: usize) {
     let options = StoreOptions {
         log_size: LOG_SIZE,
         checkpoint_changes: usize::MAX,
@@ -132,6 +136,39 @@ fn build_state(db: &Path, tasks: usize, frames: usize) {
         created: true,
     };
     let none = std::sync::Arc::new(EventLines::default());
+    let command: std::sync::Arc<str> = std::sync::Arc::from("python3 worker.py --queue jobs");
+    let ended = |i: usize| {
+        let ended_at = now.saturating_sub(Duration::from_secs((holds - i) as u64));
+        Event {
+            seq: i as u64 + 1,
+            at: ended_at,
+            kind: EventKind::Deleted,
+            task: Some(TaskName::parse(&format!("job-{i:08}")).expect("a valid name")),
+            expires_at: None,
+            step_ns: None,
+            reason: None,
+            pid: None,
+            ended: Some(EndedHold {
+                started_at: ended_at.saturating_sub(Duration::from_millis(800)),
+                ended_at,
+                uid: Some(1000),
+                command: Some(std::sync::Arc::clone(&command)),
+                parent_command: Some(std::sync::Arc::from("bash ./run-worker.sh")),
+            }),
+            limit: None,
+        }
+    };
+    for chunk in (0..holds).collect::<Vec<_>>().chunks(10_000) {
+        let events: Vec<Event> = chunk.iter().map(|&i| ended(i)).collect();
+        // The event history keeps its default 10,000; the usage history all.
+        let last = chunk.last().map_or(0, |&i| i as u64 + 1);
+        let keep_from = last.saturating_sub(sprite_tasks::events::DEFAULT_RETENTION as u64);
+        let lines = std::sync::Arc::new(EventLines::new(&events));
+        store
+            .commit_batch(&[], &lines, keep_from, 0)
+            .expect("a commit");
+        store.checkpoint_now().expect("a checkpoint");
+    }
     for chunk in (0..tasks).collect::<Vec<_>>().chunks(10_000) {
         let changes: Vec<Change> = chunk.iter().map(|&i| task(i)).collect();
         store.commit_batch(&changes, &none, 0, 0).expect("a commit");
@@ -155,7 +192,7 @@ fn start_once(socket: &PathBuf, db: &Path, expected: usize) -> Duration {
         .arg("--db")
         .arg(db)
         .arg("--max-tasks")
-        .arg((expected * 2).to_string())
+        .arg((expected * 2).max(1).to_string())
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
         .stderr(Stdio::inherit())
