@@ -304,7 +304,7 @@ impl Event {
     pub fn from_json(bytes: &[u8]) -> Option<Event> {
         let line: Line<'_> = serde_json::from_slice(bytes).ok()?;
         // An instant that does not parse is left out, as if absent.
-        let time = |text: Option<Cow<'_, str>>| text.and_then(|t| Timestamp::parse_rfc3339(&t));
+        let time = |text: Option<Text<'_>>| text.and_then(|t| Timestamp::parse_rfc3339(&t));
         let task = match line.task {
             Some(name) => Some(TaskName::parse(&name).ok()?),
             None => None,
@@ -326,7 +326,7 @@ impl Event {
             task,
             expires_at: time(line.expires_at),
             step_ns: line.step_ns,
-            reason: line.reason.map(Cow::into_owned),
+            reason: line.reason.map(|text| text.0.into_owned()),
             pid: line.pid,
             limit: line.limit_ns.map(Duration::from_nanos),
             ended,
@@ -338,37 +338,52 @@ impl Event {
 /// its fields: through a `serde_json::Value` (a map of every member, then
 /// a lookup of each) a restart spent about a fifth of its time building
 /// and dropping maps for the usage history's 50k lines (perf). Strings
-/// are borrowed from the line unless they hold escapes. Members this
-/// build does not know are skipped, as before.
+/// are borrowed from the line unless they hold escapes ([`Text`]).
+/// Members this build does not know are skipped, as before.
 #[derive(serde::Deserialize)]
 struct Line<'a> {
     seq: u64,
     #[serde(borrow)]
-    at: Cow<'a, str>,
+    at: Text<'a>,
     #[serde(borrow)]
-    event: Cow<'a, str>,
+    event: Text<'a>,
     #[serde(borrow, default)]
-    task: Option<Cow<'a, str>>,
+    task: Option<Text<'a>>,
     #[serde(borrow, default)]
-    expires_at: Option<Cow<'a, str>>,
+    expires_at: Option<Text<'a>>,
     #[serde(default)]
     step_ns: Option<i64>,
     #[serde(borrow, default)]
-    reason: Option<Cow<'a, str>>,
+    reason: Option<Text<'a>>,
     #[serde(default)]
     pid: Option<u32>,
     #[serde(default)]
     limit_ns: Option<u64>,
     #[serde(borrow, default)]
-    started_at: Option<Cow<'a, str>>,
+    started_at: Option<Text<'a>>,
     #[serde(borrow, default)]
-    ended_at: Option<Cow<'a, str>>,
+    ended_at: Option<Text<'a>>,
     #[serde(default)]
     uid: Option<u32>,
     #[serde(borrow, default)]
-    command: Option<Cow<'a, str>>,
+    command: Option<Text<'a>>,
     #[serde(borrow, default)]
-    parent_command: Option<Cow<'a, str>>,
+    parent_command: Option<Text<'a>>,
+}
+
+/// A string member, borrowed from the line unless it holds escapes. A
+/// newtype because serde borrows a `Cow` only where it is the field's
+/// whole type: inside an `Option` it would copy every string
+/// (serde-rs/serde#2016).
+#[derive(serde::Deserialize)]
+struct Text<'a>(#[serde(borrow)] Cow<'a, str>);
+
+impl std::ops::Deref for Text<'_> {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
 }
 
 /// A duration in whole nanoseconds, saturating.

@@ -89,9 +89,9 @@ pub struct History {
     holds: Vec<Hold>,
     retention: Duration,
     max_holds: usize,
-    /// The latest end among the holds dropped for `max_holds` (0 if none):
-    /// the history is complete from there on.
-    floor: Timestamp,
+    /// The latest end among the holds dropped for `max_holds`, or the
+    /// floor a restart recovered (0 if none). See [`floor`](Self::floor).
+    dropped_to: Timestamp,
     /// One copy of each long name (see [`TaskName::is_held_in_place`]) and
     /// command line: a refresh loop re-creating one name ten thousand
     /// times keeps one copy of it.
@@ -122,7 +122,7 @@ impl History {
             holds: Vec::new(),
             retention,
             max_holds: max_holds.max(1),
-            floor: Timestamp::from_nanos(0),
+            dropped_to: Timestamp::from_nanos(0),
             names: IdSet::default(),
             texts: HashSet::new(),
             recent: [None, None],
@@ -131,16 +131,34 @@ impl History {
     }
 
     /// A history of `events` (in sequence order), pruned at `now`, of at
-    /// most `max_holds` holds.
+    /// most `max_holds` holds, and none that ended before `floor` (the
+    /// [`floor`](Self::floor) the store kept: what the history had
+    /// dropped before the restart stays dropped, even where the database
+    /// still holds it beside a line it keeps).
     pub fn recovered(
         retention: Duration,
         max_holds: usize,
+        floor: Timestamp,
         events: &[Event],
         now: Timestamp,
     ) -> History {
         let mut history = History::with_max_holds(retention, max_holds);
+        history.dropped_to = floor;
         for event in events {
+            if event
+                .ended
+                .as_ref()
+                .is_some_and(|hold| hold.ended_at < floor)
+            {
+                continue;
+            }
             history.record(event);
+        }
+        // Down to the limit itself, not the limit and its slack: what a
+        // crash kept the floor from reaching the database (the log
+        // replayed holds the history had dropped) is dropped again here.
+        if history.holds.len() > history.max_holds {
+            history.drop_oldest();
         }
         history.prune(now);
         history
@@ -196,14 +214,14 @@ impl History {
     fn drop_oldest(&mut self) {
         let excess = self.holds.len().saturating_sub(self.max_holds);
         for hold in self.holds.drain(..excess) {
-            self.floor = self.floor.max(hold.ended_at);
+            self.dropped_to = self.dropped_to.max(hold.ended_at);
         }
         self.forget_unshared();
     }
     /// Drops the holds that ended before the horizon at `now`, and the
     /// names and command lines no hold or trip shares any more.
     pub fn prune(&mut self, now: Timestamp) {
-        let horizon = self.horizon(now);
+        let horizon = self.by_age(now);
         if self.oldest_end >= horizon {
             return;
         }
@@ -227,19 +245,28 @@ impl History {
 
     /// The oldest instant the history covers at `now`: the retention back
     /// from `now`, or the [`floor`](Self::floor) if the holds' limit
-    /// dropped later ones.
+    /// dropped later holds (never later than `now`).
     pub fn horizon(&self, now: Timestamp) -> Timestamp {
-        let by_age = Timestamp::from_nanos(
-            now.as_nanos()
-                .saturating_sub(u64::try_from(self.retention.as_nanos()).unwrap_or(u64::MAX)),
-        );
-        by_age.max(self.floor)
+        self.by_age(now).max(self.floor().min(now))
     }
 
-    /// The latest end among the holds dropped for the holds' limit (the
-    /// epoch if none was): the store drops what ended before it too.
+    /// The retention back from `now`: what [`prune`](Self::prune) drops
+    /// before.
+    fn by_age(&self, now: Timestamp) -> Timestamp {
+        Timestamp::from_nanos(
+            now.as_nanos()
+                .saturating_sub(u64::try_from(self.retention.as_nanos()).unwrap_or(u64::MAX)),
+        )
+    }
+
+    /// Where the holds' limit cut the history: the latest end among the
+    /// holds it dropped, but no later than the earliest end kept (after
+    /// the wall clock was set back, a hold ending later may have gone
+    /// before one ending earlier). Every hold kept ended at or after it,
+    /// so the store may drop what ended before it, and a restart
+    /// recovers no hold from before it. The epoch if nothing was dropped.
     pub fn floor(&self) -> Timestamp {
-        self.floor
+        self.dropped_to.min(self.oldest_end)
     }
 
     /// The ended holds kept.

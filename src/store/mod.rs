@@ -185,6 +185,11 @@ pub struct Loaded {
     /// The usage history: every event that ended a hold, tripped or re-armed
     /// a name within the usage retention, in order.
     pub usage: Vec<Event>,
+    /// Where the usage history's holds' limit cut it, in ns since the
+    /// epoch (0 if it never did): holds that ended before it are not
+    /// recovered, though a chunk kept for a later line may still hold
+    /// them ([`Store::set_usage_floor`]).
+    pub usage_floor: u64,
     /// Log frames replayed over the tables.
     pub replayed: usize,
     /// Where the log ended with a torn or damaged frame (never
@@ -429,6 +434,7 @@ impl Store {
         self.broken = false;
         self.counters.log_size = self.size;
         self.counters.log_used = self.head - self.tail;
+        self.usage_floor = recovered.loaded.usage_floor;
         if let Some((offset, stop)) = &recovered.loaded.torn_tail {
             warn!(offset, reason = %stop, "the log ends with a frame that was never acknowledged; it is ignored");
         }
@@ -630,13 +636,16 @@ impl Store {
 
     /// Ended holds before `floor` (ns since the epoch) are no longer in
     /// the usage history, which keeps its latest holds only
-    /// (`--usage-max-holds`): the next checkpoints drop them from the
-    /// database too, except the events that trip or re-arm a name, which
-    /// stay for the whole retention. Not logged: a floor lost to a crash
-    /// is set again by the next commit, from the history the restart
-    /// recovered. It only rises.
+    /// (`--usage-max-holds`; [`History::floor`](crate::usage::History::floor)):
+    /// the next checkpoints drop them from the database too, except the
+    /// events that trip or re-arm a name, which stay for the whole
+    /// retention, and store the floor with the log's mark, so that a
+    /// restart recovers no hold from before it ([`Loaded::usage_floor`]).
+    /// Not logged: a floor lost to a crash is set again by the next
+    /// commit. It may move back (after the wall clock was set back), and
+    /// the store follows.
     pub fn set_usage_floor(&mut self, floor: u64) {
-        self.usage_floor = self.usage_floor.max(floor);
+        self.usage_floor = floor;
     }
 
     fn start_checkpoint(&mut self) {
@@ -1073,6 +1082,9 @@ mod tests {
             "below the floor only the trip stays; the rest is past it"
         );
         assert_eq!(crate::usage::tripped(&loaded.usage).len(), 1);
+        // The floor is stored with the checkpoint: a restart recovers no
+        // hold from before it.
+        assert_eq!(loaded.usage_floor, ago(10).as_nanos());
     }
 
     #[test]

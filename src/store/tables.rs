@@ -79,6 +79,8 @@ pub(crate) const USAGE: TableDefinition<(u64, u64), &[u8]> = TableDefinition::ne
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const META_LSN: &str = "log.lsn";
 const META_POSITION: &str = "log.position";
+/// The usage history's floor ([`Loaded::usage_floor`]), once it has one.
+const META_USAGE_FLOOR: &str = "usage.floor";
 /// Rows in the base and in the runs: when to compact.
 const META_BASE_ROWS: &str = "tasks.base.rows";
 const META_RUN_ROWS: &str = "tasks.runs.rows";
@@ -246,6 +248,9 @@ impl Tables {
                 if let Some(position) = meta.get(META_POSITION).map_err(io)? {
                     mark.position = position.value();
                 }
+                if let Some(floor) = meta.get(META_USAGE_FLOOR).map_err(io)? {
+                    loaded.usage_floor = floor.value();
+                }
             }
             if changed {
                 txn.commit().map_err(io)?;
@@ -348,6 +353,10 @@ impl Tables {
                 let mark = pending.mark();
                 meta.insert(META_LSN, mark.lsn).map_err(io)?;
                 meta.insert(META_POSITION, mark.position).map_err(io)?;
+                if pending.usage_floor() > 0 {
+                    meta.insert(META_USAGE_FLOOR, pending.usage_floor())
+                        .map_err(io)?;
+                }
             }
             txn.commit().map_err(io)
         })

@@ -91,6 +91,8 @@ impl MemoryStore {
                 .filter(|event| event.usage_instant().is_some())
                 .cloned()
                 .collect(),
+            // Every usage event is kept: the history was never cut.
+            usage_floor: 0,
             replayed: 0,
             torn_tail: None,
         })

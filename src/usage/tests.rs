@@ -248,6 +248,7 @@ fn a_capped_hold_trips_its_name_until_rearmed() {
     let history = History::recovered(
         DEFAULT_USAGE_RETENTION,
         DEFAULT_MAX_USAGE_HOLDS,
+        Timestamp::from_nanos(0),
         &events,
         at_ms(3000),
     );
@@ -309,6 +310,7 @@ fn recovery_shares_one_copy_of_each_name_and_command() {
     let history = History::recovered(
         DEFAULT_USAGE_RETENTION,
         DEFAULT_MAX_USAGE_HOLDS,
+        Timestamp::from_nanos(0),
         &events,
         at_ms(100),
     );
@@ -321,6 +323,7 @@ fn recovery_shares_one_copy_of_each_name_and_command() {
     let history = History::recovered(
         DEFAULT_USAGE_RETENTION,
         DEFAULT_MAX_USAGE_HOLDS,
+        Timestamp::from_nanos(0),
         &short,
         at_ms(100),
     );
@@ -408,7 +411,13 @@ fn past_its_holds_limit_the_history_keeps_the_latest_and_says_where_it_begins() 
             ended(EventKind::Deleted, &task, i * 1000, i * 1000 + 500)
         })
         .collect();
-    let recovered = History::recovered(DEFAULT_USAGE_RETENTION, max, &events, now);
+    let recovered = History::recovered(
+        DEFAULT_USAGE_RETENTION,
+        max,
+        Timestamp::from_nanos(0),
+        &events,
+        now,
+    );
     assert!((max..=max + max / 8).contains(&recovered.len()));
     assert_eq!(
         recovered.holds.last().map(|h| h.name.as_str()),
@@ -420,4 +429,73 @@ fn past_its_holds_limit_the_history_keeps_the_latest_and_says_where_it_begins() 
             .iter()
             .all(|h| h.ended_at > recovered.floor())
     );
+}
+
+#[test]
+fn a_clock_set_back_never_puts_the_floor_past_a_kept_hold() {
+    // Holds end at 100..110 s, the clock is set back, and later holds end
+    // at 50..70 s: the dropped holds ended after the kept ones.
+    let max = 8;
+    let mut history = History::with_max_holds(DEFAULT_USAGE_RETENTION, max);
+    for i in 0..10 {
+        history.record(&ended(
+            EventKind::Deleted,
+            &format!("before-{i}"),
+            0,
+            100_000 + i * 1000,
+        ));
+    }
+    for i in 0..20 {
+        history.record(&ended(
+            EventKind::Deleted,
+            &format!("after-{i}"),
+            0,
+            50_000 + i * 1000,
+        ));
+        let floor = history.floor();
+        assert!(history.holds.iter().all(|h| h.ended_at >= floor), "{i}");
+        // Pruned at the stepped-back clock, nothing recent goes.
+        let now = at_ms(50_000 + i * 1000);
+        let before = history.len();
+        history.prune(now);
+        assert_eq!(history.len(), before, "{i}");
+        assert!(history.horizon(now) <= now);
+    }
+    // The latest holds recorded are the ones kept.
+    assert_eq!(
+        history.holds.last().map(|h| h.name.as_str()),
+        Some("after-19")
+    );
+}
+
+#[test]
+fn a_restart_recovers_no_hold_from_before_the_floor_and_only_the_limit() {
+    let events: Vec<Event> = (0..12)
+        .map(|i| {
+            ended(
+                EventKind::Deleted,
+                &format!("job-{i:02}"),
+                0,
+                1000 + i * 1000,
+            )
+        })
+        .collect();
+    let now = at_ms(20_000);
+    // The store kept holds from 4 s on beside a chunk it still holds.
+    let history = History::recovered(DEFAULT_USAGE_RETENTION, 100, at_ms(4000), &events, now);
+    let names: Vec<&str> = history.holds.iter().map(|h| h.name.as_str()).collect();
+    assert_eq!(names.first(), Some(&"job-03"));
+    assert_eq!((history.len(), history.floor()), (9, at_ms(4000)));
+    assert_eq!(history.horizon(now), at_ms(4000));
+    // With no floor stored (a crash before the checkpoint), the limit
+    // itself, not its slack, is what a restart keeps.
+    let history = History::recovered(
+        DEFAULT_USAGE_RETENTION,
+        10,
+        Timestamp::from_nanos(0),
+        &events,
+        now,
+    );
+    assert_eq!(history.len(), 10);
+    assert_eq!(history.floor(), at_ms(2000));
 }

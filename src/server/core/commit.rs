@@ -97,11 +97,13 @@ impl Core {
             tasks,
             events,
             usage: usage_events,
+            usage_floor,
             ..
         } = loaded;
         let usage = History::recovered(
             settings.usage_retention,
             settings.usage_max_holds,
+            Timestamp::from_nanos(usage_floor),
             &usage_events,
             wall,
         );
@@ -430,6 +432,7 @@ impl Core {
         self.usage = History::recovered(
             self.settings.usage_retention,
             self.settings.usage_max_holds,
+            Timestamp::from_nanos(loaded.usage_floor),
             &loaded.usage,
             now.wall,
         );
