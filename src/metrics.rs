@@ -158,6 +158,9 @@ pub struct Gauges {
     pub log_size_bytes: u64,
     pub checkpoints: u64,
     pub checkpoint_failures: u64,
+    /// Ended holds the usage history keeps (at most `--usage-max-holds`
+    /// and an eighth).
+    pub usage_holds: usize,
 }
 
 impl Metrics {
@@ -248,7 +251,7 @@ impl Metrics {
     /// Tasks, holding, and the commits that change them.
     fn render_tasks(&self, out: &mut String, gauges: &Gauges) {
         let held_seconds = format_args!("{:.3}", gauges.held_seconds);
-        let families: [Single; 7] = [
+        let families: [Single; 8] = [
             (
                 "sprite_tasks_live",
                 Kind::Gauge,
@@ -290,6 +293,12 @@ impl Metrics {
                 Kind::Counter,
                 "Batches not committed because the disk failed; their clients got 503.",
                 &self.commit_failures,
+            ),
+            (
+                "sprite_tasks_usage_holds",
+                Kind::Gauge,
+                "Ended holds kept in the usage history (the latest --usage-max-holds).",
+                &gauges.usage_holds,
             ),
         ];
         singles(out, &families);
@@ -575,6 +584,9 @@ sprite_tasks_bound 14
 # HELP sprite_tasks_commit_failures_total Batches not committed because the disk failed; their clients got 503.
 # TYPE sprite_tasks_commit_failures_total counter
 sprite_tasks_commit_failures_total 4
+# HELP sprite_tasks_usage_holds Ended holds kept in the usage history (the latest --usage-max-holds).
+# TYPE sprite_tasks_usage_holds gauge
+sprite_tasks_usage_holds 25
 # HELP sprite_tasks_releases_total Holds ended, by cause: deleted by a client, expired, their bound process exited, or released by --max-held-for.
 # TYPE sprite_tasks_releases_total counter
 sprite_tasks_releases_total{cause="deleted"} 23
@@ -703,6 +715,7 @@ sprite_tasks_commit_seconds_count 3
             log_size_bytes: 19,
             checkpoints: 20,
             checkpoint_failures: 21,
+            usage_holds: 25,
         };
         assert_eq!(metrics.render_with(&gauges, 22), FULL_PAGE);
     }

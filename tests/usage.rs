@@ -789,6 +789,13 @@ fn the_usage_history_keeps_its_latest_holds_across_a_kill_9() {
         // days back: the holds before it were dropped.
         let from = parse_time(&answer["history_from"]);
         assert!(from > start, "{when}: history_from {from} before {start}");
+        // The metrics page counts what the history keeps.
+        let page = metrics(daemon);
+        assert_eq!(
+            sample(&page, "sprite_tasks_usage_holds"),
+            Some(names.len() as f64),
+            "{when}: {page}"
+        );
     };
     check(&daemon, "live", 8..=9);
     daemon.kill9();

@@ -495,6 +495,7 @@ impl Core {
             log_size_bytes: outside.log_size_bytes,
             checkpoints: outside.checkpoints,
             checkpoint_failures: outside.checkpoint_failures,
+            usage_holds: self.usage.len(),
         };
         self.metrics.hook_runs = outside.hook_runs;
         self.metrics.hook_failures = outside.hook_failures;
