@@ -173,10 +173,11 @@ struct Args {
     usage_retention: Duration,
 
     /// Most ended holds the usage history keeps (about 250 bytes of memory
-    /// and 410 on disk each): past it the oldest go first, even within
-    /// --usage-retention, and GET /v1/usage's "history_from" says where
-    /// the kept history begins. A client that takes a hold per job would
-    /// otherwise grow the history with its rate for the whole retention.
+    /// and 410 on disk each; up to an eighth more between two cuts): past
+    /// it the oldest go first, even within --usage-retention, and GET
+    /// /v1/usage's "history_from" says where the kept history begins. A
+    /// client that takes a hold per job would otherwise grow the history
+    /// with its rate for the whole retention.
     #[arg(long, value_name = "HOLDS", default_value_t = usage::DEFAULT_MAX_USAGE_HOLDS, value_parser = parse_usage_max_holds)]
     usage_max_holds: usize,
 
