@@ -218,8 +218,9 @@ impl History {
         }
         self.forget_unshared();
     }
-    /// Drops the holds that ended before the horizon at `now`, and the
-    /// names and command lines no hold or trip shares any more.
+
+    /// Drops the holds that ended before the retention back from `now`,
+    /// and the names and command lines no hold shares any more.
     pub fn prune(&mut self, now: Timestamp) {
         let horizon = self.by_age(now);
         if self.oldest_end >= horizon {
