@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Instructions per request (issue 23), ours against Redis's: builds the
 # release daemon and runs it under callgrind on a temporary socket, its
-# database on the build's disk; one client keeps 64 requests in flight and
+# database on the build's disk; one client keeps IN_FLIGHT (default 64)
+# requests in flight and
 # sends REQUESTS (default 20000) creates, then as many GETs, refreshes and
 # deletes; after each phase it waits SETTLE seconds (default 2.5) so that
 # the checkpoints of that phase are counted with it. Prints instructions
@@ -12,6 +13,10 @@
 #
 #   scripts/instructions.sh
 #   REQUESTS=5000 PARENT_BYTES=256 scripts/instructions.sh
+#   IN_FLIGHT=1 REQUESTS=5000 scripts/instructions.sh
+#
+# IN_FLIGHT=1 makes every request a reactor turn of its own, as one client
+# waiting for each answer does: what a turn costs besides its requests.
 #
 # PARENT_BYTES (default 120) is the length of the client's parent command
 # line, which every task records as its holder's and every answer carries
@@ -26,6 +31,10 @@ cd "$(dirname "$0")/.."
 requests=${REQUESTS:-20000}
 settle=${SETTLE:-2.5}
 parent_bytes=${PARENT_BYTES:-120}
+in_flight=${IN_FLIGHT:-64}
+case $in_flight in
+  '' | *[!0-9]* | 0) echo "IN_FLIGHT must be a whole number of requests, 1 or more (got '$in_flight')" >&2; exit 2 ;;
+esac
 
 missing=()
 for tool in valgrind callgrind_control python3; do
@@ -61,12 +70,13 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# The client: pipelines a phase's requests 64 at a time on one connection
+# The client: pipelines a phase's requests IN_FLIGHT at a time on one connection
 # and reads every answer (HTTP with Content-Length, or RESP).
 driver=$socket_dir/drive.py
 cat >"$driver" <<'PY'
 import socket, sys, time
 protocol, path, n, phase = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+in_flight = int(sys.argv[5])
 s = socket.socket(socket.AF_UNIX)
 for _ in range(600):
     try:
@@ -128,8 +138,8 @@ else:
         "del": lambda i: (resp("DEL", "c%d" % i), b":1"),
     }[phase]
     read = read_resp
-for start in range(0, n, 64):
-    batch = [make(i) for i in range(start, min(start + 64, n))]
+for start in range(0, n, in_flight):
+    batch = [make(i) for i in range(start, min(start + in_flight, n))]
     s.sendall(b"".join(request for request, _ in batch))
     for _, expected in batch:
         got = read()
@@ -183,7 +193,7 @@ measure() {
   local part=0
   for phase in "${phases[@]}"; do
     local verb=${phase%%:*}
-    drive "$protocol" "$socket" "$requests" "$verb"
+    drive "$protocol" "$socket" "$requests" "$verb" "$in_flight"
     sleep "$settle"
     callgrind_control -d "$server_pid" >/dev/null 2>&1
     part=$((part + 1))
@@ -201,7 +211,7 @@ measure() {
   server_pid=
 }
 
-echo "instructions per request, $requests requests a phase, 64 in flight on one connection,"
+echo "instructions per request, $requests requests a phase, $in_flight in flight on one connection,"
 echo "the client's parent command line $parent_bytes bytes"
 printf '%-8s %-18s %10s %12s %10s\n' server request "event loop" "other threads" total
 
