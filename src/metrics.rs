@@ -297,7 +297,7 @@ impl Metrics {
             (
                 "sprite_tasks_usage_holds",
                 Kind::Gauge,
-                "Ended holds kept in the usage history (the latest --usage-max-holds).",
+                "Ended holds kept in the usage history (the latest --usage-max-holds, and up to an eighth more between two cuts).",
                 &gauges.usage_holds,
             ),
         ];
@@ -584,7 +584,7 @@ sprite_tasks_bound 14
 # HELP sprite_tasks_commit_failures_total Batches not committed because the disk failed; their clients got 503.
 # TYPE sprite_tasks_commit_failures_total counter
 sprite_tasks_commit_failures_total 4
-# HELP sprite_tasks_usage_holds Ended holds kept in the usage history (the latest --usage-max-holds).
+# HELP sprite_tasks_usage_holds Ended holds kept in the usage history (the latest --usage-max-holds, and up to an eighth more between two cuts).
 # TYPE sprite_tasks_usage_holds gauge
 sprite_tasks_usage_holds 25
 # HELP sprite_tasks_releases_total Holds ended, by cause: deleted by a client, expired, their bound process exited, or released by --max-held-for.
