@@ -930,18 +930,23 @@ mod tests {
         assert_eq!(seqs, expected);
     }
 
-    #[test]
-    fn ended_holds_and_rearms_are_kept_for_the_usage_retention_and_nothing_else() {
-        use crate::events::{EndedHold, Event, EventKind, EventLines};
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("tasks.redb");
-        let now = crate::time::wall_now();
-        let ago = |hours: u64| now.saturating_sub(Duration::from_secs(hours * 3600));
-        let event = |seq: u64, kind: EventKind, ended: Option<Timestamp>| Event {
+    /// An event of `task` at `now`, or a hold of a minute by uid 1000
+    /// running `command` that ended at `ended` (with a minute's limit if
+    /// `capped`).
+    fn usage_event(
+        seq: u64,
+        kind: crate::events::EventKind,
+        task: &str,
+        now: Timestamp,
+        ended: Option<Timestamp>,
+        command: &str,
+    ) -> crate::events::Event {
+        use crate::events::{EndedHold, Event, EventKind};
+        Event {
             seq,
             at: ended.unwrap_or(now),
             kind,
-            task: Some(TaskName::parse("loop").unwrap()),
+            task: Some(TaskName::parse(task).unwrap()),
             expires_at: None,
             step_ns: None,
             reason: None,
@@ -950,10 +955,22 @@ mod tests {
                 started_at: ended_at.saturating_sub(Duration::from_secs(60)),
                 ended_at,
                 uid: Some(1000),
-                command: Some("curl".into()),
+                command: Some(command.into()),
                 parent_command: None,
             }),
-            limit: None,
+            limit: (kind == EventKind::Capped).then_some(Duration::from_secs(60)),
+        }
+    }
+
+    #[test]
+    fn ended_holds_and_rearms_are_kept_for_the_usage_retention_and_nothing_else() {
+        use crate::events::{EventKind, EventLines};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tasks.redb");
+        let now = crate::time::wall_now();
+        let ago = |hours: u64| now.saturating_sub(Duration::from_secs(hours * 3600));
+        let event = |seq: u64, kind: EventKind, ended: Option<Timestamp>| {
+            usage_event(seq, kind, "loop", now, ended, "curl")
         };
         let options = StoreOptions {
             usage_retention: Duration::from_secs(48 * 3600),
@@ -1013,30 +1030,16 @@ mod tests {
 
     #[test]
     fn holds_below_the_usage_floor_leave_the_database_but_trips_stay() {
-        use crate::events::{EndedHold, Event, EventKind, EventLines};
+        use crate::events::{EventKind, EventLines};
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("tasks.redb");
         let now = crate::time::wall_now();
         let ago = |hours: u64| now.saturating_sub(Duration::from_secs(hours * 3600));
-        let event = |seq: u64, kind: EventKind, ended: Option<Timestamp>| Event {
-            seq,
-            at: ended.unwrap_or(now),
-            kind,
-            task: Some(TaskName::parse(&format!("job-{seq}")).unwrap()),
-            expires_at: None,
-            step_ns: None,
-            reason: None,
-            pid: None,
-            ended: ended.map(|ended_at| EndedHold {
-                started_at: ended_at.saturating_sub(Duration::from_secs(60)),
-                ended_at,
-                uid: Some(1000),
-                // A command line that names a trip: only the event's own
-                // member counts.
-                command: Some("echo \"event\":\"capped\"".into()),
-                parent_command: None,
-            }),
-            limit: (kind == EventKind::Capped).then_some(Duration::from_secs(60)),
+        // A command line that names a trip: only the event's own member
+        // counts.
+        let event = |seq: u64, kind: EventKind, ended: Option<Timestamp>| {
+            let task = format!("job-{seq}");
+            usage_event(seq, kind, &task, now, ended, "echo \"event\":\"capped\"")
         };
         let options = StoreOptions {
             usage_retention: Duration::from_secs(48 * 3600),

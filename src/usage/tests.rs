@@ -32,6 +32,18 @@ fn ended(kind: EventKind, task: &str, from_ms: u64, to_ms: u64) -> Event {
     }
 }
 
+/// The history a restart recovers from `events` at `now`, with the
+/// default limits and no floor stored.
+fn recovered(events: &[Event], now: Timestamp) -> History {
+    History::recovered(
+        DEFAULT_USAGE_RETENTION,
+        DEFAULT_MAX_USAGE_HOLDS,
+        Timestamp::from_nanos(0),
+        events,
+        now,
+    )
+}
+
 fn window(since_ms: u64, until_ms: u64) -> Window {
     Window {
         since: at_ms(since_ms),
@@ -245,13 +257,7 @@ fn a_capped_hold_trips_its_name_until_rearmed() {
     rearmed.ended = None;
     let events = [capped, rearmed];
     assert!(tripped(&events).is_empty());
-    let history = History::recovered(
-        DEFAULT_USAGE_RETENTION,
-        DEFAULT_MAX_USAGE_HOLDS,
-        Timestamp::from_nanos(0),
-        &events,
-        at_ms(3000),
-    );
+    let history = recovered(&events, at_ms(3000));
     assert_eq!(history.len(), 1, "the capped hold stays in the history");
 }
 
@@ -307,26 +313,14 @@ fn recovery_shares_one_copy_of_each_name_and_command() {
             )
         })
         .collect();
-    let history = History::recovered(
-        DEFAULT_USAGE_RETENTION,
-        DEFAULT_MAX_USAGE_HOLDS,
-        Timestamp::from_nanos(0),
-        &events,
-        at_ms(100),
-    );
+    let history = recovered(&events, at_ms(100));
     assert_eq!(history.len(), 3);
     assert_eq!((history.names.len(), history.texts.len()), (1, 1));
     // A short name is held in place: no set keeps a copy of it.
     let short: Vec<Event> = (0..3)
         .map(|i| ended(EventKind::Expired, "loop", i * 10, i * 10 + 5))
         .collect();
-    let history = History::recovered(
-        DEFAULT_USAGE_RETENTION,
-        DEFAULT_MAX_USAGE_HOLDS,
-        Timestamp::from_nanos(0),
-        &short,
-        at_ms(100),
-    );
+    let history = recovered(&short, at_ms(100));
     assert_eq!((history.len(), history.names.len()), (3, 0));
     let commands: Vec<Arc<str>> = history
         .holds
