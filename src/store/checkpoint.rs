@@ -85,15 +85,16 @@ impl Engine {
         self.log
             .read_at(0, &mut ring)
             .map_err(|e| StoreError::Io(format!("cannot read the log: {e}")))?;
-        let scan = frame::scan(&ring, checkpointed.position, checkpointed.lsn + 1);
-        drop(ring);
-
         let mut pending = Pending::default();
-        let replayed = scan.batches.len();
-        if !scan.batches.is_empty() {
-            let mut replayed_events = Vec::new();
-            let mut lines = EventLines::default();
-            for (_, batch) in scan.batches {
+        let mut replayed = 0;
+        let mut replayed_events = Vec::new();
+        let mut lines = EventLines::default();
+        let scan = frame::scan(
+            &ring,
+            checkpointed.position,
+            checkpointed.lsn + 1,
+            |_, batch| {
+                replayed += 1;
                 for (seq, line) in &batch.events {
                     let event = Event::from_json(line);
                     let usage = event.as_ref().and_then(Event::usage_instant);
@@ -113,7 +114,10 @@ impl Engine {
                     (batch.keep_events_from, batch.trim_slack),
                     LogMark::default(),
                 );
-            }
+            },
+        );
+        drop(ring);
+        if replayed > 0 {
             pending.add_replayed_events(lines);
             pending.set_mark(LogMark {
                 lsn: scan.next_lsn - 1,
