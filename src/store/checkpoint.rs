@@ -14,7 +14,7 @@ use std::thread::JoinHandle;
 
 use tracing::warn;
 
-use super::files::LogIo;
+use super::files::{LogIo, LogWindow};
 use super::frame::{self, Stop};
 use super::pending::{LogMark, Pending};
 use super::tables::Tables;
@@ -81,16 +81,12 @@ impl Engine {
             .log
             .len()
             .map_err(|e| StoreError::Io(format!("cannot read the log's size: {e}")))?;
-        let mut ring = vec![0u8; size as usize];
-        self.log
-            .read_at(0, &mut ring)
-            .map_err(|e| StoreError::Io(format!("cannot read the log: {e}")))?;
         let mut pending = Pending::default();
         let mut replayed = 0;
         let mut replayed_events = Vec::new();
         let mut lines = EventLines::default();
         let scan = frame::scan(
-            &ring,
+            LogWindow::new(&*self.log, size),
             checkpointed.position,
             checkpointed.lsn + 1,
             |_, batch| {
@@ -115,8 +111,8 @@ impl Engine {
                     LogMark::default(),
                 );
             },
-        );
-        drop(ring);
+        )
+        .map_err(|e| StoreError::Io(format!("cannot read the log: {e}")))?;
         if replayed > 0 {
             pending.add_replayed_events(lines);
             pending.set_mark(LogMark {

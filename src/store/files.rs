@@ -14,6 +14,8 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+use super::frame;
+
 /// Byte-level access to the log file. `File` in production.
 #[allow(clippy::len_without_is_empty)] // a file's length, not a collection's
 pub trait LogIo: Send + Sync + std::fmt::Debug {
@@ -42,6 +44,62 @@ impl LogIo for File {
 
     fn sync_data(&self) -> io::Result<()> {
         File::sync_data(self)
+    }
+}
+
+/// How much of the log a scan reads at a time: a few hundred frames per
+/// read, in a buffer reused for the whole scan. Reading the whole 16 MiB
+/// log into one buffer first faulted in every page of it, some 20 ms of
+/// a start-up, most of it for zeros past the last frame.
+pub const LOG_WINDOW: usize = 1 << 20;
+
+/// The log read a window at a time, for a scan ([`frame::Ring`]).
+pub struct LogWindow<'a> {
+    log: &'a dyn LogIo,
+    size: u64,
+    /// The bytes read last, from file offset `from`.
+    window: Vec<u8>,
+    from: usize,
+    /// How much a read asks for at least ([`LOG_WINDOW`]).
+    read: usize,
+}
+
+impl<'a> LogWindow<'a> {
+    /// A reader of `log`, whose size is `size`.
+    pub fn new(log: &'a dyn LogIo, size: u64) -> LogWindow<'a> {
+        LogWindow::reading(log, size, LOG_WINDOW)
+    }
+
+    /// A reader that reads `read` bytes at a time (tests try small ones).
+    pub(crate) fn reading(log: &'a dyn LogIo, size: u64, read: usize) -> LogWindow<'a> {
+        LogWindow {
+            log,
+            size,
+            window: Vec::new(),
+            from: 0,
+            read: read.max(1),
+        }
+    }
+}
+
+impl frame::Ring for LogWindow<'_> {
+    fn size(&self) -> u64 {
+        self.size
+    }
+
+    fn bytes(&mut self, offset: usize, len: usize) -> io::Result<&[u8]> {
+        let held = offset >= self.from && offset + len <= self.from + self.window.len();
+        if !held {
+            // From `offset`, a window or the frame if longer, within the
+            // file.
+            let rest = usize::try_from(self.size).unwrap_or(usize::MAX) - offset;
+            let want = len.max(self.read).min(rest);
+            self.window.resize(want, 0);
+            self.log.read_at(offset as u64, &mut self.window)?;
+            self.from = offset;
+        }
+        let at = offset - self.from;
+        Ok(&self.window[at..at + len])
     }
 }
 

@@ -2,7 +2,8 @@
 //! committed batch, and scanning a ring of bytes for the valid frames after a
 //! known point.
 //!
-//! Depends on [`crate::tasks`] and [`crate::time`] only; no I/O.
+//! Depends on [`crate::tasks`] and [`crate::time`] only; no I/O: a scan
+//! asks a [`Ring`] for the bytes it reads.
 //!
 //! The log is a ring of `size` bytes. A *position* counts bytes written
 //! since the log was created, so `position % size` is the offset in the file
@@ -333,23 +334,48 @@ fn checksum(frame: &[u8]) -> u32 {
     hasher.finalize()
 }
 
-/// Reads the frames of `ring` (the whole log file, `ring.len()` its size)
-/// from `start`, expecting `first_lsn` first, until the first frame that is
-/// not the valid next one, handing each batch to `each` with its LSN as it
-/// is decoded. Never reads more than once round the ring.
+/// The log's bytes, as a scan reads them: the file read a window at a
+/// time ([`LogWindow`](super::files::LogWindow)), or a slice of all of it.
+pub trait Ring {
+    /// The ring's size: the log file's.
+    fn size(&self) -> u64;
+    /// The `len` bytes at `offset`; `offset + len` is at most the size.
+    ///
+    /// # Errors
+    /// The read's, for a file.
+    fn bytes(&mut self, offset: usize, len: usize) -> std::io::Result<&[u8]>;
+}
+
+impl Ring for &[u8] {
+    fn size(&self) -> u64 {
+        self.len() as u64
+    }
+
+    fn bytes(&mut self, offset: usize, len: usize) -> std::io::Result<&[u8]> {
+        Ok(&self[offset..offset + len])
+    }
+}
+
+/// Reads the frames of `ring` from `start`, expecting `first_lsn` first,
+/// until the first frame that is not the valid next one, handing each
+/// batch to `each` with its LSN as it is decoded. Never reads more than
+/// once round the ring.
 ///
 /// Batches are handed over rather than collected: 100k replayed frames,
 /// each kept as a `Vec` of changes until the end, grew the worker's heap
 /// by some 70 MB a page at a time (17,934 `mprotect` calls, strace, and
 /// as many page faults). Replaying them took 170 ms of a 430 ms start-up;
 /// handed over, 55 ms (`cargo bench --bench startup`).
+///
+/// # Errors
+/// A read of the ring that failed: nothing is known past that point.
 pub fn scan(
-    ring: &[u8],
+    mut ring: impl Ring,
     start: u64,
     first_lsn: u64,
     mut each: impl FnMut(u64, BatchRecord),
-) -> Scan {
-    let size = ring.len() as u64;
+) -> std::io::Result<Scan> {
+    let size = ring.size();
     let mut scan = Scan {
         end: start,
         next_lsn: first_lsn,
@@ -358,45 +384,49 @@ pub fn scan(
     };
     if size < HEADER_LEN as u64 {
         scan.stop = Stop::Full;
-        return scan;
+        return Ok(scan);
     }
     let mut position = start;
     let mut texts = record::Texts::default();
     loop {
         if position - start >= size {
-            return stopped(scan, Stop::Full, position);
+            return Ok(stopped(scan, Stop::Full, position));
         }
-        let offset = (position % size) as usize;
+        let offset = position % size;
         let generation = position / size;
-        if ring.len() - offset < HEADER_LEN {
+        if size - offset < HEADER_LEN as u64 {
             // Too little room for a header: the writer moved on to the next
             // generation without a marker.
-            position += (ring.len() - offset) as u64;
+            position += size - offset;
             continue;
         }
-        let header = &ring[offset..offset + HEADER_LEN];
+        let offset = offset as usize;
+        let header: [u8; HEADER_LEN] = ring
+            .bytes(offset, HEADER_LEN)?
+            .try_into()
+            .expect("a header's length");
         if header.iter().all(|&b| b == 0) {
-            return stopped(scan, Stop::End, position);
+            return Ok(stopped(scan, Stop::End, position));
         }
         if header[0..4] != MAGIC {
-            return stopped(scan, Stop::Magic, position);
+            return Ok(stopped(scan, Stop::Magic, position));
         }
         let kind = u16::from_le_bytes([header[4], header[5]]);
         let version = u16::from_le_bytes([header[6], header[7]]);
         if !matches!(version, FORMAT_1 | FORMAT_2 | FORMAT_3 | FORMAT)
             || !(kind == FrameKind::Batch as u16 || kind == FrameKind::Wrap as u16)
         {
-            return stopped(scan, Stop::Format { kind, version }, position);
+            return Ok(stopped(scan, Stop::Format { kind, version }, position));
         }
         let length = u32::from_le_bytes([header[8], header[9], header[10], header[11]]);
-        let frame_end = offset + HEADER_LEN + length as usize;
-        if frame_end > ring.len() {
-            return stopped(scan, Stop::Short { length }, position);
+        let frame_len = HEADER_LEN + length as usize;
+        if (offset + frame_len) as u64 > size {
+            return Ok(stopped(scan, Stop::Short { length }, position));
         }
-        let frame = &ring[offset..frame_end];
+        let frame = ring.bytes(offset, frame_len)?;
         let stored = u32::from_le_bytes([header[12], header[13], header[14], header[15]]);
         if stored != checksum(frame) {
-            return stopped(scan, Stop::Checksum, position);
+            return Ok(stopped(scan, Stop::Checksum, position));
         }
         let lsn = read_u64(&header[16..24]);
         let found_generation = read_u64(&header[24..32]);
@@ -405,14 +435,14 @@ pub fn scan(
                 found: found_generation,
                 expected: generation,
             };
-            return stopped(scan, stop, position);
+            return Ok(stopped(scan, stop, position));
         }
         if lsn != scan.next_lsn {
             let stop = Stop::Sequence {
                 found: lsn,
                 expected: scan.next_lsn,
             };
-            return stopped(scan, stop, position);
+            return Ok(stopped(scan, stop, position));
         }
         if kind == FrameKind::Wrap as u16 {
             position = (generation + 1) * size;
@@ -420,9 +450,9 @@ pub fn scan(
         }
         match decode_batch(&frame[HEADER_LEN..], version, &mut texts) {
             Ok(batch) => each(lsn, batch),
-            Err(why) => return stopped(scan, Stop::Payload(why), position),
+            Err(why) => return Ok(stopped(scan, Stop::Payload(why), position)),
         }
-        position += aligned((HEADER_LEN + length as usize) as u64);
+        position += aligned(frame_len as u64);
         scan.next_lsn = lsn + 1;
         scan.end = position;
     }
@@ -552,8 +582,9 @@ mod tests {
     fn scan(ring: &[u8], start: u64, first_lsn: u64) -> Scanned {
         let mut batches = Vec::new();
         let scan = super::scan(ring, start, first_lsn, |lsn, batch| {
-            batches.push((lsn, batch))
-        });
+            batches.push((lsn, batch));
+        })
+        .expect("a slice reads");
         Scanned { batches, scan }
     }
 
@@ -739,6 +770,70 @@ mod tests {
             "the test wrapped only {} times",
             head / size
         );
+    }
+
+    #[test]
+    fn a_scan_of_the_file_a_window_at_a_time_finds_what_a_scan_of_it_whole_does() {
+        use crate::store::files::{LogIo, LogWindow};
+        let size = 4096u64;
+        let mut ring = vec![0u8; size as usize];
+        // Frames of several lengths round the end of the ring, then a
+        // torn one.
+        let batches: Vec<_> = (1..=40).map(varied).collect();
+        let start = write(&mut ring, 0, 1, &batches[..20]);
+        let head = write(&mut ring, start, 21, &batches[20..]);
+        assert!(head > size && head - start < size, "{start}..{head}");
+        ring[(head % size) as usize..][..8].copy_from_slice(&MAGIC.repeat(2));
+        let dir = tempfile::tempdir().unwrap();
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(dir.path().join("log"))
+            .unwrap();
+        LogIo::write_at(&file, 0, &ring).unwrap();
+        let whole = scan(&ring, start, 21);
+        assert_eq!(whole.batches.len(), 20);
+        assert!(!whole.stop.is_clean());
+        for read in [1, 7, 32, 33, 100, 333, 1024, 4096, 5000] {
+            let mut batches = Vec::new();
+            let windowed = super::scan(
+                LogWindow::reading(&file, size, read),
+                start,
+                21,
+                |lsn, b| {
+                    batches.push((lsn, b));
+                },
+            )
+            .unwrap();
+            assert_eq!(batches, whole.batches, "reading {read} at a time");
+            assert_eq!(windowed, whole.scan, "reading {read} at a time");
+        }
+    }
+
+    #[test]
+    fn a_read_that_fails_fails_the_scan() {
+        struct Failing<'a>(&'a [u8], usize);
+        impl Ring for Failing<'_> {
+            fn size(&self) -> u64 {
+                self.0.len() as u64
+            }
+            fn bytes(&mut self, offset: usize, len: usize) -> std::io::Result<&[u8]> {
+                if self.1 == 0 {
+                    return Err(std::io::Error::other("unreadable"));
+                }
+                self.1 -= 1;
+                Ok(&self.0[offset..offset + len])
+            }
+        }
+        let mut ring = vec![0u8; 4096];
+        write(&mut ring, 0, 1, &[batch(1), batch(2)]);
+        // A header and a frame a batch: the second batch's frame fails.
+        let mut handed = 0;
+        let failed = super::scan(Failing(&ring, 3), 0, 1, |_, _| handed += 1);
+        assert_eq!(failed.unwrap_err().to_string(), "unreadable");
+        assert_eq!(handed, 1);
+        assert_eq!(scan(&ring, 0, 1).batches.len(), 2);
     }
 
     #[test]
