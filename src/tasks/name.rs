@@ -170,6 +170,12 @@ impl TaskName {
         matches!(self.text, Text::Inline { .. })
     }
 
+    /// The keyed SipHash of the name computed when it was parsed: what
+    /// hash tables of names use, mixed no further.
+    pub fn hash_key(&self) -> u64 {
+        self.hash
+    }
+
     /// The name as text.
     pub fn as_str(&self) -> &str {
         match &self.text {

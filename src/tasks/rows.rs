@@ -23,20 +23,25 @@
 
 use std::cell::OnceCell;
 
+use hashbrown::HashTable;
+
 use super::deadlines::{Deadlines, REBUILD_SLACK};
 use super::{Task, TaskName};
-use crate::ids::IdMap;
 use crate::time::Timestamp;
 
 /// Invariant: `slots` holds each row once, and `None` at exactly the
-/// positions `free` lists; `index` maps exactly the names of the rows to
-/// their positions; `order`, when set, lists exactly those positions, the
+/// positions `free` lists; `index` holds exactly the positions of the
+/// rows, each hashed by its row's name ([`TaskName::hash_key`]); `order`, when set, lists exactly those positions, the
 /// rows' names ascending; `deadlines` notes each row's deadline at its
 /// position (and stale entries, see [`Deadlines`]).
 ///
 /// The rows sit back to back in one vector (a hash table of rows would
 /// leave an eighth of its 176-byte buckets empty and page-fault all of
-/// them at start-up); the hash map holds a name and a position each. A
+/// them at start-up); the hash table holds a position each, and a lookup
+/// compares the name at the position it finds. Holding the name as well
+/// (a map from name to position) took 40 bytes a row instead of 4: 10 MiB
+/// of table for 200k rows, and a tenth of a start-up inserting into it
+/// (perf). A
 /// removed row leaves a hole that the next new row fills: moving the last
 /// row into it, as a swap-remove would, cost each removal a second hash
 /// lookup for the moved row's name.
@@ -44,7 +49,7 @@ use crate::time::Timestamp;
 pub(super) struct Rows {
     slots: Vec<Option<Task>>,
     free: Vec<u32>,
-    index: IdMap<TaskName, u32>,
+    index: HashTable<u32>,
     /// The positions in name order, once a walk asked for it; dropped
     /// when a name comes or goes.
     order: OnceCell<Vec<u32>>,
@@ -54,13 +59,21 @@ pub(super) struct Rows {
 
 impl Rows {
     pub(super) fn get(&self, name: &TaskName) -> Option<&Task> {
-        self.index.get(name).and_then(|&at| self.at(at))
+        self.position(name).and_then(|at| self.at(at))
+    }
+
+    /// Where the row named `name` is.
+    fn position(&self, name: &TaskName) -> Option<u32> {
+        let slots = &self.slots;
+        self.index
+            .find(name.hash_key(), |&at| named(slots, at, name))
+            .copied()
     }
 
     /// Puts `task` under its name; the row it replaces, if any.
     pub(super) fn insert(&mut self, task: Task) -> Option<Task> {
         let expires_at = task.expires_at;
-        if let Some(&at) = self.index.get(&task.name) {
+        if let Some(at) = self.position(&task.name) {
             let old = self.slots[at as usize].replace(task);
             if let Some(old) = &old
                 && old.expires_at != expires_at
@@ -77,15 +90,22 @@ impl Rows {
                 slot(self.slots.len() - 1)
             }
         };
-        self.index.insert(task.name.clone(), at);
+        let hash = task.name.hash_key();
         self.slots[at as usize] = Some(task);
+        let slots = &self.slots;
+        self.index.insert_unique(hash, at, |&at| hash_at(slots, at));
         self.deadlines.push(expires_at, at);
         self.order.take();
         None
     }
 
     pub(super) fn remove(&mut self, name: &TaskName) -> Option<Task> {
-        let at = self.index.remove(name)?;
+        let slots = &self.slots;
+        let (at, _) = self
+            .index
+            .find_entry(name.hash_key(), |&at| named(slots, at, name))
+            .ok()?
+            .remove();
         let task = self.slots[at as usize].take();
         self.free.push(at);
         self.order.take();
@@ -102,7 +122,9 @@ impl Rows {
             self.compact();
         }
         if self.index.capacity() > SHRINK_ABOVE && self.index.len() < self.index.capacity() / 4 {
-            self.index.shrink_to(self.index.len() * 2);
+            let slots = &self.slots;
+            self.index
+                .shrink_to(self.index.len() * 2, |&at| hash_at(slots, at));
         }
         task
     }
@@ -110,13 +132,9 @@ impl Rows {
     /// Moves the rows together, in the order they sit, with no holes.
     fn compact(&mut self) {
         let mut slots = Vec::with_capacity(self.index.len() * 2);
-        for task in self.slots.drain(..).flatten() {
-            if let Some(position) = self.index.get_mut(&task.name) {
-                *position = slot(slots.len());
-            }
-            slots.push(Some(task));
-        }
+        slots.extend(self.slots.drain(..).filter(Option::is_some));
         self.slots = slots;
+        self.index = index_of(&self.slots);
         self.free = Vec::new();
         self.order.take();
         self.deadlines = deadlines_of(&self.slots);
@@ -245,6 +263,32 @@ fn live_at(slots: &[Option<Task>], at: Timestamp, position: u32) -> bool {
         .is_some_and(|task| task.expires_at == at)
 }
 
+/// Whether the row at `at` is named `name`.
+fn named(slots: &[Option<Task>], at: u32, name: &TaskName) -> bool {
+    slots[at as usize]
+        .as_ref()
+        .is_some_and(|task| task.name == *name)
+}
+
+/// The hash of the row at `at`, to place it in the index; every indexed
+/// position holds a row.
+fn hash_at(slots: &[Option<Task>], at: u32) -> u64 {
+    slots[at as usize]
+        .as_ref()
+        .map_or(0, |task| task.name.hash_key())
+}
+
+/// The index of every row, sized for them.
+fn index_of(slots: &[Option<Task>]) -> HashTable<u32> {
+    let mut index = HashTable::with_capacity(slots.len());
+    for (at, task) in slots.iter().enumerate() {
+        if let Some(task) = task {
+            index.insert_unique(task.name.hash_key(), slot(at), |&at| hash_at(slots, at));
+        }
+    }
+    index
+}
+
 /// Every row's deadline at its position, with nothing stale.
 fn deadlines_of(slots: &[Option<Task>]) -> Deadlines {
     slots
@@ -279,12 +323,9 @@ impl FromIterator<Task> for Rows {
             rows.dedup_by(|later, kept| later.name == kept.name);
             rows.reverse();
         }
-        let mut index = IdMap::with_capacity_and_hasher(rows.len(), Default::default());
-        for (at, task) in rows.iter().enumerate() {
-            index.insert(task.name.clone(), slot(at));
-        }
         let order = OnceCell::from((0..rows.len()).map(slot).collect::<Vec<u32>>());
         let slots: Vec<Option<Task>> = rows.into_iter().map(Some).collect();
+        let index = index_of(&slots);
         let deadlines = deadlines_of(&slots);
         Rows {
             slots,
