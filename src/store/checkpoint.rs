@@ -15,7 +15,7 @@ use std::thread::JoinHandle;
 use tracing::warn;
 
 use super::files::{LogIo, LogWindow};
-use super::frame::{self, Stop};
+use super::frame::{self, Scan, Stop};
 use super::pending::{LogMark, Pending};
 use super::tables::Tables;
 use super::{Loaded, StoreError};
@@ -73,54 +73,56 @@ impl Engine {
         }
     }
 
-    /// Loads the tables, then replays the log frames after their mark, up
-    /// to the first frame that is not the valid next one.
+    /// Loads the tables, and replays over them the log frames after their
+    /// mark, up to the first frame that is not the valid next one.
+    ///
+    /// The log is read on a thread of its own while the tables load: the
+    /// two are independent until the replay is laid over the rows, and
+    /// the reactor waits for both. Over 100k tasks and 100k frames each
+    /// took some 50 ms of a 240 ms start-up, one after the other.
     fn recover(&mut self) -> Result<Recovered, StoreError> {
-        let (mut loaded, checkpointed) = self.tables.load()?;
         let size = self
             .log
             .len()
             .map_err(|e| StoreError::Io(format!("cannot read the log's size: {e}")))?;
-        let mut pending = Pending::default();
-        let mut replayed = 0;
-        let mut replayed_events = Vec::new();
-        let mut lines = EventLines::default();
-        let scan = frame::scan(
-            LogWindow::new(&*self.log, size),
-            checkpointed.position,
-            checkpointed.lsn + 1,
-            |_, batch| {
-                replayed += 1;
-                for (seq, line) in &batch.events {
-                    let event = Event::from_json(line);
-                    let usage = event.as_ref().and_then(Event::usage_instant);
-                    lines.push_line(*seq, line, usage);
-                    match event {
-                        Some(event) => {
-                            if usage.is_some() {
-                                loaded.usage.push(event.clone());
-                            }
-                            replayed_events.push(event);
-                        }
-                        None => warn!(seq, "unreadable event in the log skipped"),
-                    }
-                }
-                pending.add_owned(
-                    batch.changes,
-                    (batch.keep_events_from, batch.trim_slack),
-                    LogMark::default(),
-                );
-            },
-        )
-        .map_err(|e| StoreError::Io(format!("cannot read the log: {e}")))?;
+        let mark = self.tables.mark()?;
+        let log = &*self.log;
+        let tables = &mut self.tables;
+        let (tables, replay) = std::thread::scope(|scope| {
+            let replaying = std::thread::Builder::new()
+                .name("replay".into())
+                .spawn_scoped(scope, move || Replay::read(log, size, mark));
+            let tables = tables.load();
+            let replay = match replaying {
+                Ok(thread) => thread
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+                // No thread to be had: one after the other.
+                Err(_) => Replay::read(log, size, mark),
+            };
+            (tables, replay)
+        });
+        let (mut loaded, checkpointed) = tables?;
+        let replay = replay?;
+        // The mark the load read is the one that counts. Nothing else
+        // writes the tables, so it is the one read before; should it ever
+        // differ, the log is read again from it.
+        let replay = if checkpointed == mark {
+            replay
+        } else {
+            Replay::read(log, size, checkpointed)?
+        };
+        let Replay {
+            pending,
+            replayed,
+            events,
+            usage,
+            scan,
+        } = replay;
         if replayed > 0 {
-            pending.add_replayed_events(lines);
-            pending.set_mark(LogMark {
-                lsn: scan.next_lsn - 1,
-                position: scan.end,
-            });
+            loaded.usage.extend(usage);
             loaded.tasks = pending.overlay(std::mem::take(&mut loaded.tasks));
-            loaded.events.extend(replayed_events);
+            loaded.events.extend(events);
             // Replayed events follow the checkpointed ones; should a number
             // repeat, the log's (later) one wins.
             loaded.events.reverse();
@@ -143,6 +145,71 @@ impl Engine {
             head: scan.end,
             next_lsn: scan.next_lsn,
             size,
+        })
+    }
+}
+
+/// The log's frames after a mark, read into what recovery needs.
+struct Replay {
+    /// Their changes and events, to checkpoint.
+    pending: Pending,
+    /// How many frames.
+    replayed: usize,
+    /// Their events, and those of them that are usage events, as read.
+    events: Vec<Event>,
+    usage: Vec<Event>,
+    scan: Scan,
+}
+
+impl Replay {
+    /// Scans `log`, of `size` bytes, from `mark`.
+    fn read(log: &dyn LogIo, size: u64, mark: LogMark) -> Result<Replay, StoreError> {
+        let mut pending = Pending::default();
+        let mut replayed = 0;
+        let mut events = Vec::new();
+        let mut usage = Vec::new();
+        let mut lines = EventLines::default();
+        let scan = frame::scan(
+            LogWindow::new(log, size),
+            mark.position,
+            mark.lsn + 1,
+            |_, batch| {
+                replayed += 1;
+                for (seq, line) in &batch.events {
+                    let event = Event::from_json(line);
+                    let at = event.as_ref().and_then(Event::usage_instant);
+                    lines.push_line(*seq, line, at);
+                    match event {
+                        Some(event) => {
+                            if at.is_some() {
+                                usage.push(event.clone());
+                            }
+                            events.push(event);
+                        }
+                        None => warn!(seq, "unreadable event in the log skipped"),
+                    }
+                }
+                pending.add_owned(
+                    batch.changes,
+                    (batch.keep_events_from, batch.trim_slack),
+                    LogMark::default(),
+                );
+            },
+        )
+        .map_err(|e| StoreError::Io(format!("cannot read the log: {e}")))?;
+        if replayed > 0 {
+            pending.add_replayed_events(lines);
+            pending.set_mark(LogMark {
+                lsn: scan.next_lsn - 1,
+                position: scan.end,
+            });
+        }
+        Ok(Replay {
+            pending,
+            replayed,
+            events,
+            usage,
+            scan,
         })
     }
 }

@@ -24,8 +24,8 @@ use std::fmt;
 use std::time::Duration;
 
 use redb::{
-    Database, DatabaseError, ReadTransaction, ReadableTable, ReadableTableMetadata, Table,
-    TableDefinition, WriteTransaction,
+    Database, DatabaseError, ReadTransaction, ReadableDatabase, ReadableTable,
+    ReadableTableMetadata, Table, TableDefinition, WriteTransaction,
 };
 use tracing::warn;
 
@@ -364,6 +364,31 @@ impl Tables {
 
     /// Runs `work` on an open database, reopening it first if an earlier
     /// failure dropped it, and dropping it if `work` fails.
+    /// The log mark the tables hold: where the log's frames not yet in
+    /// them begin. A read transaction, so that the log can be scanned
+    /// while [`load`](Self::load) reads the rest.
+    ///
+    /// # Errors
+    /// [`StoreError::Io`] if the database cannot be read.
+    pub fn mark(&mut self) -> Result<LogMark, StoreError> {
+        self.guard(|db| {
+            let txn = db.begin_read().map_err(io)?;
+            let meta = match txn.open_table(META) {
+                Ok(meta) => meta,
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(LogMark::default()),
+                Err(e) => return Err(io(e)),
+            };
+            let mut mark = LogMark::default();
+            if let Some(lsn) = meta.get(META_LSN).map_err(io)? {
+                mark.lsn = lsn.value();
+            }
+            if let Some(position) = meta.get(META_POSITION).map_err(io)? {
+                mark.position = position.value();
+            }
+            Ok(mark)
+        })
+    }
+
     fn guard<T>(
         &mut self,
         work: impl FnOnce(&Database) -> Result<T, StoreError>,
@@ -766,7 +791,7 @@ mod tests {
     use super::*;
     use crate::store::fixtures::{put, remove, task};
     use crate::store::{Change, MIN_LOG_SIZE, Store, StoreOptions};
-    use redb::{ReadableDatabase, TableHandle};
+    use redb::TableHandle;
     use std::collections::BTreeMap;
     use std::path::Path;
 
