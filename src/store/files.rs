@@ -88,15 +88,25 @@ impl frame::Ring for LogWindow<'_> {
     }
 
     fn bytes(&mut self, offset: usize, len: usize) -> io::Result<&[u8]> {
+        let size = usize::try_from(self.size).unwrap_or(usize::MAX);
+        if offset.checked_add(len).is_none_or(|end| end > size) {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("{len} bytes at {offset} run past the log's {size}"),
+            ));
+        }
         let held = offset >= self.from && offset + len <= self.from + self.window.len();
         if !held {
             // From `offset`, a window or the frame if longer, within the
             // file.
-            let rest = usize::try_from(self.size).unwrap_or(usize::MAX) - offset;
-            let want = len.max(self.read).min(rest);
+            let want = len.max(self.read).min(size - offset);
             self.window.resize(want, 0);
-            self.log.read_at(offset as u64, &mut self.window)?;
             self.from = offset;
+            if let Err(e) = self.log.read_at(offset as u64, &mut self.window) {
+                // Nothing of it is held.
+                self.window.clear();
+                return Err(e);
+            }
         }
         let at = offset - self.from;
         Ok(&self.window[at..at + len])

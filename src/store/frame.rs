@@ -1,6 +1,5 @@
-//! The write-ahead log's frames, pure over byte slices: encoding one
-//! committed batch, and scanning a ring of bytes for the valid frames after a
-//! known point.
+//! The write-ahead log's frames: encoding one committed batch into bytes,
+//! and scanning a ring of bytes for the valid frames after a known point.
 //!
 //! Depends on [`crate::tasks`] and [`crate::time`] only; no I/O: a scan
 //! asks a [`Ring`] for the bytes it reads.
@@ -404,7 +403,7 @@ pub fn scan(
         let header: [u8; HEADER_LEN] = ring
             .bytes(offset, HEADER_LEN)?
             .try_into()
-            .expect("a header's length");
+            .map_err(|_| std::io::Error::other("a read of the log returned a short header"))?;
         if header.iter().all(|&b| b == 0) {
             return Ok(stopped(scan, Stop::End, position));
         }
@@ -565,6 +564,7 @@ pub fn decode_batch(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::files::{LogIo, LogWindow};
 
     /// A scan's batches, collected, and where it ended.
     struct Scanned {
@@ -579,13 +579,69 @@ mod tests {
         }
     }
 
+    /// The log in memory, read as the file is; reads fail from the
+    /// `fails_after`-th on.
+    #[derive(Debug)]
+    struct MemLog {
+        bytes: Vec<u8>,
+        fails_after: std::sync::atomic::AtomicUsize,
+    }
+
+    impl MemLog {
+        fn new(bytes: &[u8], fails_after: usize) -> MemLog {
+            MemLog {
+                bytes: bytes.to_vec(),
+                fails_after: fails_after.into(),
+            }
+        }
+    }
+
+    impl LogIo for MemLog {
+        fn len(&self) -> std::io::Result<u64> {
+            Ok(self.bytes.len() as u64)
+        }
+
+        fn read_at(&self, offset: u64, out: &mut [u8]) -> std::io::Result<()> {
+            use std::sync::atomic::Ordering;
+            if self.fails_after.load(Ordering::SeqCst) == 0 {
+                return Err(std::io::Error::other("unreadable"));
+            }
+            self.fails_after.fetch_sub(1, Ordering::SeqCst);
+            let offset = offset as usize;
+            out.copy_from_slice(&self.bytes[offset..offset + out.len()]);
+            Ok(())
+        }
+
+        fn write_at(&self, _: u64, _: &[u8]) -> std::io::Result<()> {
+            unreachable!("scans only read")
+        }
+
+        fn sync_data(&self) -> std::io::Result<()> {
+            unreachable!("scans only read")
+        }
+    }
+
+    /// Scans `ring` whole, and checks that a scan of it as a file, read
+    /// in windows of a byte, of less than a header, of a header and a
+    /// bit, and of all of it, finds the same.
     fn scan(ring: &[u8], start: u64, first_lsn: u64) -> Scanned {
+        let whole = scan_through(ring, start, first_lsn).expect("a slice reads");
+        let log = MemLog::new(ring, usize::MAX);
+        for read in [1, HEADER_LEN - 1, HEADER_LEN + 5, ring.len()] {
+            let window = LogWindow::reading(&log, ring.len() as u64, read);
+            let windowed = scan_through(window, start, first_lsn).expect("memory reads");
+            assert_eq!(windowed.batches, whole.batches, "read {read} at a time");
+            assert_eq!(windowed.scan, whole.scan, "read {read} at a time");
+        }
+        whole
+    }
+
+    fn scan_through(ring: impl Ring, start: u64, first_lsn: u64) -> std::io::Result<Scanned> {
         let mut batches = Vec::new();
         let scan = super::scan(ring, start, first_lsn, |lsn, batch| {
             batches.push((lsn, batch));
-        })
-        .expect("a slice reads");
-        Scanned { batches, scan }
+        })?;
+        Ok(Scanned { batches, scan })
     }
 
     fn task(name: &str, started: u64, expires: u64) -> Task {
@@ -773,42 +829,22 @@ mod tests {
     }
 
     #[test]
-    fn a_scan_of_the_file_a_window_at_a_time_finds_what_a_scan_of_it_whole_does() {
-        use crate::store::files::{LogIo, LogWindow};
+    fn a_scan_a_window_at_a_time_crosses_the_end_of_the_ring_and_stops_at_a_tear() {
         let size = 4096u64;
         let mut ring = vec![0u8; size as usize];
-        // Frames of several lengths round the end of the ring, then a
-        // torn one.
         let batches: Vec<_> = (1..=40).map(varied).collect();
         let start = write(&mut ring, 0, 1, &batches[..20]);
         let head = write(&mut ring, start, 21, &batches[20..]);
         assert!(head > size && head - start < size, "{start}..{head}");
-        ring[(head % size) as usize..][..8].copy_from_slice(&MAGIC.repeat(2));
-        let dir = tempfile::tempdir().unwrap();
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(dir.path().join("log"))
-            .unwrap();
-        LogIo::write_at(&file, 0, &ring).unwrap();
-        let whole = scan(&ring, start, 21);
-        assert_eq!(whole.batches.len(), 20);
-        assert!(!whole.stop.is_clean());
-        for read in [1, 7, 32, 33, 100, 333, 1024, 4096, 5000] {
-            let mut batches = Vec::new();
-            let windowed = super::scan(
-                LogWindow::reading(&file, size, read),
-                start,
-                21,
-                |lsn, b| {
-                    batches.push((lsn, b));
-                },
-            )
-            .unwrap();
-            assert_eq!(batches, whole.batches, "reading {read} at a time");
-            assert_eq!(windowed, whole.scan, "reading {read} at a time");
-        }
+        // One more frame, its last byte flipped: a checksum stop.
+        write(&mut ring, head, 41, &[varied(41)]);
+        let length = u32::from_le_bytes(ring[(head % size) as usize..][8..12].try_into().unwrap());
+        ring[(head % size) as usize + HEADER_LEN + length as usize - 1] ^= 1;
+        // `scan` checks every window size against the whole ring.
+        let found = scan(&ring, start, 21);
+        assert_eq!(found.batches.len(), 20);
+        assert_eq!(found.stop, Stop::Checksum);
+        assert_eq!(found.stop_at, head);
     }
 
     #[test]
@@ -834,6 +870,24 @@ mod tests {
         assert_eq!(failed.unwrap_err().to_string(), "unreadable");
         assert_eq!(handed, 1);
         assert_eq!(scan(&ring, 0, 1).batches.len(), 2);
+        // Through the file's windows: the second read fails.
+        let log = MemLog::new(&ring, 1);
+        let mut handed = 0;
+        let window = LogWindow::reading(&log, 4096, HEADER_LEN);
+        let failed = super::scan(window, 0, 1, |_, _| handed += 1);
+        assert_eq!(failed.unwrap_err().to_string(), "unreadable");
+        assert_eq!(handed, 0);
+        // A window whose read failed holds nothing: the next ask reads.
+        let log = MemLog::new(&ring, 1);
+        let mut window = LogWindow::reading(&log, 4096, 4096);
+        assert!(window.bytes(0, HEADER_LEN).is_ok());
+        let mut window = LogWindow::reading(&log, 4096, 4096);
+        assert!(window.bytes(0, HEADER_LEN).is_err());
+        log.fails_after
+            .store(1, std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(window.bytes(8, 4).unwrap(), &ring[8..12]);
+        // Past the end of the log is an error, not a panic.
+        assert!(window.bytes(4090, 8).is_err());
     }
 
     #[test]

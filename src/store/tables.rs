@@ -362,8 +362,6 @@ impl Tables {
         })
     }
 
-    /// Runs `work` on an open database, reopening it first if an earlier
-    /// failure dropped it, and dropping it if `work` fails.
     /// The log mark the tables hold: where the log's frames not yet in
     /// them begin. A read transaction, so that the log can be scanned
     /// while [`load`](Self::load) reads the rest.
@@ -389,6 +387,8 @@ impl Tables {
         })
     }
 
+    /// Runs `work` on an open database, reopening it first if an earlier
+    /// failure dropped it, and dropping it if `work` fails.
     fn guard<T>(
         &mut self,
         work: impl FnOnce(&Database) -> Result<T, StoreError>,
@@ -832,6 +832,41 @@ mod tests {
         let loaded = store.load().unwrap();
         let keys = loaded.quarantined.into_iter().map(|(key, _)| key).collect();
         (loaded.tasks, keys)
+    }
+
+    #[test]
+    fn the_mark_read_alone_is_the_one_a_load_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.redb");
+        let marks = |path: &Path| {
+            let reopen = path.to_path_buf();
+            let mut tables = Tables::new(
+                Database::open(path).unwrap(),
+                Box::new(move || Database::open(&reopen)),
+                crate::usage::DEFAULT_USAGE_RETENTION,
+                usize::MAX,
+            );
+            let alone = tables.mark().unwrap();
+            let (_, loaded) = tables.load().unwrap();
+            (alone, loaded)
+        };
+        // A new file: no meta table at all.
+        drop(Database::create(&path).unwrap());
+        let (alone, loaded) = marks(&path);
+        assert_eq!(alone, LogMark::default());
+        assert_eq!(alone, loaded);
+        // After commits and a checkpoint of them.
+        {
+            let mut store = Store::open(&path, &options(usize::MAX)).unwrap();
+            store.load().unwrap();
+            store.commit(&[put("a", 1), put("b", 2)]).unwrap();
+            store.commit(&[remove("a")]).unwrap();
+            store.checkpoint_now().unwrap();
+        }
+        let (alone, loaded) = marks(&path);
+        assert_eq!(alone.lsn, 2);
+        assert!(alone.position > 0);
+        assert_eq!(alone, loaded);
     }
 
     #[test]

@@ -170,9 +170,10 @@ impl TaskName {
         matches!(self.text, Text::Inline { .. })
     }
 
-    /// The keyed SipHash of the name computed when it was parsed: what
-    /// hash tables of names use, mixed no further.
-    pub fn hash_key(&self) -> u64 {
+    /// The keyed SipHash of the name computed when it was parsed: the
+    /// rows' index takes it as it is (maps keyed by name mix it again,
+    /// [`crate::ids`]).
+    pub(crate) fn hash_key(&self) -> u64 {
         self.hash
     }
 

@@ -1,13 +1,13 @@
-//! The rows by name: one vector of rows, a hash map from name to position
-//! for finding one (what every request and every change does), and the
-//! name order for walking them (a list, a load's checks, a clock step),
-//! sorted when first asked for after a name came or went.
+//! The rows by name: one vector of rows, a hash table of their positions
+//! for finding one by name (what every request and every change does),
+//! and the name order for walking them (a list, a load's checks, a clock
+//! step), sorted when first asked for after a name came or went.
 //!
 //! A `BTreeMap` of rows keyed by name did both, but each lookup compared
 //! the name with 13 to 30 others (`memcmp`, about 900 instructions a
-//! lookup with 1,000 tasks, callgrind); the hash map uses the keyed SipHash
-//! each name carries from its parsing ([`crate::ids`]), since names are
-//! chosen by clients.
+//! lookup with 1,000 tasks, callgrind); the hash table uses the keyed
+//! SipHash each name carries from its parsing ([`crate::ids`]), since
+//! names are chosen by clients.
 //!
 //! An ordered map of the names beside it (keyed by their 16-byte prefix as
 //! an integer, then the name) kept the order at every create and delete:
@@ -31,9 +31,10 @@ use crate::time::Timestamp;
 
 /// Invariant: `slots` holds each row once, and `None` at exactly the
 /// positions `free` lists; `index` holds exactly the positions of the
-/// rows, each hashed by its row's name ([`TaskName::hash_key`]); `order`, when set, lists exactly those positions, the
-/// rows' names ascending; `deadlines` notes each row's deadline at its
-/// position (and stale entries, see [`Deadlines`]).
+/// rows, each hashed by its row's name ([`TaskName::hash_key`]); `order`,
+/// when set, lists exactly those positions, the rows' names ascending;
+/// `deadlines` notes each row's deadline at its position (and stale
+/// entries, see [`Deadlines`]).
 ///
 /// The rows sit back to back in one vector (a hash table of rows would
 /// leave an eighth of its 176-byte buckets empty and page-fault all of
@@ -134,7 +135,7 @@ impl Rows {
         let mut slots = Vec::with_capacity(self.index.len() * 2);
         slots.extend(self.slots.drain(..).filter(Option::is_some));
         self.slots = slots;
-        self.index = index_of(&self.slots);
+        self.index = index_of(&self.slots, self.slots.capacity());
         self.free = Vec::new();
         self.order.take();
         self.deadlines = deadlines_of(&self.slots);
@@ -270,17 +271,18 @@ fn named(slots: &[Option<Task>], at: u32, name: &TaskName) -> bool {
         .is_some_and(|task| task.name == *name)
 }
 
-/// The hash of the row at `at`, to place it in the index; every indexed
-/// position holds a row.
+/// The hash of the row at `at`, to place it in the index.
 fn hash_at(slots: &[Option<Task>], at: u32) -> u64 {
     slots[at as usize]
         .as_ref()
-        .map_or(0, |task| task.name.hash_key())
+        .expect("every indexed position holds a row")
+        .name
+        .hash_key()
 }
 
-/// The index of every row, sized for them.
-fn index_of(slots: &[Option<Task>]) -> HashTable<u32> {
-    let mut index = HashTable::with_capacity(slots.len());
+/// The index of every row, with room for `room` of them.
+fn index_of(slots: &[Option<Task>], room: usize) -> HashTable<u32> {
+    let mut index = HashTable::with_capacity(room);
     for (at, task) in slots.iter().enumerate() {
         if let Some(task) = task {
             index.insert_unique(task.name.hash_key(), slot(at), |&at| hash_at(slots, at));
@@ -582,7 +584,7 @@ mod tests {
     fn compaction_moves_rows_that_sit_out_of_name_order() {
         // Names inserted in a scattered order, holes refilled by later
         // names, then most removed: the compacted rows keep their
-        // positions in the hash map and walk in name order.
+        // positions in the index and walk in name order.
         let text = |i: usize| format!("t{:05}", i * 7919 % 5_000);
         let mut rows = Rows::default();
         for i in 0..4_000 {
