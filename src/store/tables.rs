@@ -224,17 +224,10 @@ impl Tables {
                 // trips for the retention and no longer.
                 let horizon = usage_horizon(retention);
                 let usage = txn.open_table(USAGE).map_err(io)?;
-                let chunks = usage
-                    .iter()
-                    .map_err(io)?
-                    .map(|row| row.map(|(key, chunk)| (key.value().1, chunk)))
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(io)?;
-                let chunks: Vec<(u64, &[u8])> = chunks
-                    .iter()
-                    .map(|(key, chunk)| (*key, chunk.value()))
-                    .collect();
-                loaded.usage = usage_events(&chunks, horizon);
+                let rows = usage.iter().map_err(io)?;
+                let rows = rows.map(|row| row.map(|(key, chunk)| (key.value().1, chunk)));
+                loaded.usage =
+                    usage_in_batches(rows, |chunk| chunk.value(), horizon).map_err(io)?;
                 loaded.usage.sort_by_key(|event| event.seq);
                 let meta = txn.open_table(META).map_err(io)?;
                 if let Some(lsn) = meta.get(META_LSN).map_err(io)? {
@@ -686,9 +679,43 @@ fn swap_base(txn: &WriteTransaction) -> Result<(), StoreError> {
 /// Chunks of usage events from which a load parses them on two threads.
 /// Parsing is most of a start over a full history: 50,000 holds (some 60
 /// chunks) took 230 ms, 56 % of it in `Event::from_json` (perf); on two
-/// threads, 185 ms (`cargo bench --bench startup -- --holds 50000 --tasks 0
-/// --frames 0`).
+/// threads, about 185 ms (`cargo bench --bench startup -- --holds 50000
+/// --tasks 0 --frames 0`).
 const USAGE_CHUNKS_IN_PARALLEL: usize = 8;
+
+/// Chunks of usage events a load holds at once (each guard keeps its page
+/// in memory): 4 MiB, as much as redb's own cache, whatever
+/// `--usage-max-holds` lets the table grow to.
+const USAGE_CHUNKS_AT_ONCE: usize = 2 * USAGE_CHUNKS_IN_PARALLEL;
+
+/// The usage events of the chunks `rows` yields (each with its key's
+/// second part, its bytes read by `bytes`) that end at or after
+/// `horizon`, in order, holding [`USAGE_CHUNKS_AT_ONCE`] at a time.
+///
+/// # Errors
+/// The first row that could not be read.
+fn usage_in_batches<C, E>(
+    mut rows: impl Iterator<Item = Result<(u64, C), E>>,
+    bytes: impl Fn(&C) -> &[u8],
+    horizon: u64,
+) -> Result<Vec<Event>, E> {
+    let mut events = Vec::new();
+    let mut held = Vec::with_capacity(USAGE_CHUNKS_AT_ONCE);
+    loop {
+        held.clear();
+        for row in rows.by_ref().take(USAGE_CHUNKS_AT_ONCE) {
+            held.push(row?);
+        }
+        if held.is_empty() {
+            return Ok(events);
+        }
+        let chunks: Vec<(u64, &[u8])> = held
+            .iter()
+            .map(|(key, chunk)| (*key, bytes(chunk)))
+            .collect();
+        events.extend(usage_events(&chunks, horizon));
+    }
+}
 
 /// The usage events in `chunks` (each with its key's second part) that
 /// end at or after `horizon`, in the chunks' order: the second half of the
@@ -904,7 +931,7 @@ mod tests {
             limit: None,
         };
         // Chunks of three lines, one of them unreadable in some chunks.
-        let texts: Vec<Vec<u8>> = (0..3 * USAGE_CHUNKS_IN_PARALLEL as u64)
+        let texts: Vec<Vec<u8>> = (0..2 * USAGE_CHUNKS_AT_ONCE as u64 + 5)
             .map(|chunk| {
                 let mut text = Vec::new();
                 for seq in chunk * 3 + 1..=chunk * 3 + 3 {
@@ -924,15 +951,30 @@ mod tests {
         // Everything from the 10th hold's end on.
         let horizon = 10_000;
         let expected: Vec<u64> = (10..=3 * chunks.len() as u64).collect();
+        let seqs = |events: Vec<Event>| events.iter().map(|event| event.seq).collect::<Vec<_>>();
         for n in [USAGE_CHUNKS_IN_PARALLEL - 1, chunks.len()] {
-            let seqs: Vec<u64> = usage_events(&chunks[..n], horizon)
-                .iter()
-                .map(|event| event.seq)
-                .collect();
             let in_these = expected.iter().copied().filter(|&seq| seq <= 3 * n as u64);
-            assert_eq!(seqs, in_these.collect::<Vec<_>>(), "{n} chunks");
+            let in_these: Vec<u64> = in_these.collect();
+            assert_eq!(
+                seqs(usage_events(&chunks[..n], horizon)),
+                in_these,
+                "{n} chunks"
+            );
+            // The same a batch at a time, across the batches' edges.
+            let rows = chunks[..n].iter().map(|&row| Ok::<_, ()>(row));
+            let batched = usage_in_batches(rows, |chunk| chunk, horizon).unwrap();
+            assert_eq!(seqs(batched), in_these, "{n} chunks in batches");
         }
         assert_eq!(usage_events(&chunks, horizon)[0], ended(10));
+        // A row that cannot be read fails the load.
+        let rows = chunks
+            .iter()
+            .enumerate()
+            .map(|(at, &row)| if at == 20 { Err(at) } else { Ok(row) });
+        assert_eq!(
+            usage_in_batches(rows, |chunk| chunk, horizon).unwrap_err(),
+            20
+        );
     }
 
     #[test]
