@@ -18,6 +18,7 @@ use super::files::{LogIo, LogWindow};
 use super::frame::{self, Scan, Stop};
 use super::pending::{LogMark, Pending};
 use super::tables::Tables;
+use super::threads;
 use super::{Loaded, StoreError};
 use crate::events::{Event, EventLines};
 
@@ -76,7 +77,8 @@ impl Engine {
     /// Loads the tables, and replays over them the log frames after their
     /// mark, up to the first frame that is not the valid next one.
     ///
-    /// The log is read on a thread of its own while the tables load: the
+    /// The log is read on a thread of its own while the tables load
+    /// ([`threads::both`]): the
     /// two are independent until the replay is laid over the rows, and
     /// the reactor waits for both. Over 100k tasks and 100k frames each
     /// took some 50 ms of a 240 ms start-up, one after the other.
@@ -88,20 +90,8 @@ impl Engine {
         let mark = self.tables.mark()?;
         let log = &*self.log;
         let tables = &mut self.tables;
-        let (tables, replay) = std::thread::scope(|scope| {
-            let replaying = std::thread::Builder::new()
-                .name("replay".into())
-                .spawn_scoped(scope, move || Replay::read(log, size, mark));
-            let tables = tables.load();
-            let replay = match replaying {
-                Ok(thread) => thread
-                    .join()
-                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
-                // No thread to be had: one after the other.
-                Err(_) => Replay::read(log, size, mark),
-            };
-            (tables, replay)
-        });
+        let (tables, replay) =
+            threads::both("replay", || tables.load(), || Replay::read(log, size, mark));
         let (mut loaded, checkpointed) = tables?;
         let replay = replay?;
         // The mark the load read is the one that counts. Nothing else

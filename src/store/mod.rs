@@ -45,10 +45,12 @@ pub mod files;
 #[cfg(test)]
 mod fixtures;
 pub mod frame;
+mod history;
 mod merge;
 pub mod pending;
 pub mod tables;
 pub mod texts;
+mod threads;
 
 use std::fmt;
 use std::io;

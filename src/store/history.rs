@@ -1,0 +1,257 @@
+//! The chunks of JSON lines behind the event history and the usage
+//! history (the `events` and `usage` tables): packing lines into chunks,
+//! reading events back out of them, a full usage history parsed on two
+//! threads a few chunks at a time, and what a usage chunk keeps once its
+//! holds fall below the history's floor.
+
+use std::time::Duration;
+
+use redb::ReadableTable;
+use tracing::warn;
+
+use super::tables::{EVENT_CHUNK_BYTES, io};
+use super::{StoreError, threads};
+use crate::events::Event;
+
+/// Chunks of usage events from which a load parses them on two threads.
+/// Parsing is most of a start over a full history: 50,000 holds (some 60
+/// chunks) took 230 ms, 56 % of it in `Event::from_json` (perf); on two
+/// threads, about 185 ms (`cargo bench --bench startup -- --holds 50000
+/// --tasks 0 --frames 0`).
+const USAGE_CHUNKS_IN_PARALLEL: usize = 8;
+
+/// Chunks of usage events a load holds at once (each guard keeps its page
+/// in memory): 4 MiB, as much as redb's own cache, whatever
+/// `--usage-max-holds` lets the table grow to.
+const USAGE_CHUNKS_AT_ONCE: usize = 2 * USAGE_CHUNKS_IN_PARALLEL;
+
+/// The usage events of the chunks `rows` yields (each with its key's
+/// second part, its bytes read by `bytes`) that end at or after
+/// `horizon`, in order, holding [`USAGE_CHUNKS_AT_ONCE`] at a time.
+///
+/// # Errors
+/// The first row that could not be read.
+pub(super) fn usage_in_batches<C, E>(
+    mut rows: impl Iterator<Item = Result<(u64, C), E>>,
+    bytes: impl Fn(&C) -> &[u8],
+    horizon: u64,
+) -> Result<Vec<Event>, E> {
+    let mut events = Vec::new();
+    let mut held = Vec::with_capacity(USAGE_CHUNKS_AT_ONCE);
+    loop {
+        held.clear();
+        for row in rows.by_ref().take(USAGE_CHUNKS_AT_ONCE) {
+            held.push(row?);
+        }
+        if held.is_empty() {
+            return Ok(events);
+        }
+        let chunks: Vec<(u64, &[u8])> = held
+            .iter()
+            .map(|(key, chunk)| (*key, bytes(chunk)))
+            .collect();
+        events.extend(usage_events(&chunks, horizon));
+    }
+}
+
+/// The usage events in `chunks` (each with its key's second part) that
+/// end at or after `horizon`, in the chunks' order: the second half of the
+/// chunks parsed on a thread of its own ([`threads::both`]) once there are
+/// [`USAGE_CHUNKS_IN_PARALLEL`].
+pub(super) fn usage_events(chunks: &[(u64, &[u8])], horizon: u64) -> Vec<Event> {
+    let parse = |chunks: &[(u64, &[u8])]| {
+        let mut kept = Vec::new();
+        for &(key, chunk) in chunks {
+            for event in events_in(chunk) {
+                match event {
+                    Some(event) => {
+                        if event
+                            .usage_instant()
+                            .is_some_and(|at| at.as_nanos() >= horizon)
+                        {
+                            kept.push(event);
+                        }
+                    }
+                    None => warn!(chunk = key, "unreadable usage event skipped"),
+                }
+            }
+        }
+        kept
+    };
+    if chunks.len() < USAGE_CHUNKS_IN_PARALLEL {
+        return parse(chunks);
+    }
+    let (first, second) = chunks.split_at(chunks.len() / 2);
+    let (mut events, later) = threads::both("usage", || parse(first), || parse(second));
+    events.extend(later);
+    events
+}
+
+/// The instant, in ns, before which the usage history keeps nothing. The
+/// worker's own reading of the clock: pruning a day late or early after a
+/// clock step loses nothing a report needs.
+pub(super) fn usage_horizon(retention: Duration) -> u64 {
+    let retention = u64::try_from(retention.as_nanos()).unwrap_or(u64::MAX);
+    crate::time::wall_now().as_nanos().saturating_sub(retention)
+}
+
+/// Past the usage history's floor (its holds' limit dropped what ended
+/// before it): each chunk whose events all came before `floor` keeps only
+/// the events that trip or re-arm a name, which the state needs for the
+/// whole retention, and goes if it has none. A chunk of trips alone is
+/// read again at each checkpoint, and left as it is.
+pub(super) fn keep_only_trips(
+    usage: &mut redb::Table<(u64, u64), &[u8]>,
+    floor: u64,
+) -> Result<(), StoreError> {
+    let mut below = Vec::new();
+    for row in usage.range(..(floor, 0)).map_err(io)? {
+        let (key, chunk) = row.map_err(io)?;
+        below.push((key.value(), chunk.value().to_vec()));
+    }
+    for (key, chunk) in below {
+        // Most chunks have no trip: one search of the whole chunk.
+        if !is_trip(&chunk) {
+            usage.remove(key).map_err(io)?;
+            continue;
+        }
+        let trips: Vec<u8> = chunk
+            .split_inclusive(|&b| b == b'\n')
+            .filter(|line| is_trip(line))
+            .flatten()
+            .copied()
+            .collect();
+        if trips.is_empty() {
+            usage.remove(key).map_err(io)?;
+        } else if trips.len() < chunk.len() {
+            usage.insert(key, trips.as_slice()).map_err(io)?;
+        }
+    }
+    Ok(())
+}
+
+/// Whether usage lines hold a `capped` or `rearmed` event: a search for
+/// its `"event"` member, which a command line's text cannot fake (its
+/// quotes are escaped). The standard library's substring search, over
+/// text that is UTF-8 as written.
+fn is_trip(lines: &[u8]) -> bool {
+    const TRIPS: [&str; 2] = ["\"event\":\"capped\"", "\"event\":\"rearmed\""];
+    TRIPS.iter().any(|kind| match std::str::from_utf8(lines) {
+        Ok(text) => text.contains(kind),
+        Err(_) => lines
+            .windows(kind.len())
+            .any(|window| window == kind.as_bytes()),
+    })
+}
+
+/// The events of a chunk's lines, in order; `None` for a line this build
+/// cannot read.
+pub(super) fn events_in(chunk: &[u8]) -> impl Iterator<Item = Option<Event>> + '_ {
+    chunk
+        .split(|&b| b == b'\n')
+        .filter(|line| !line.is_empty())
+        .map(Event::from_json)
+}
+
+/// Packs `lines` (each with its key) into chunks of up to
+/// [`EVENT_CHUNK_BYTES`] (a longer line makes a chunk of its own), each
+/// line ending in a newline, and hands `write` each chunk with the keys of
+/// its lines, in order.
+pub(super) fn in_chunks<'a, K>(
+    lines: impl Iterator<Item = (K, &'a [u8])>,
+    mut write: impl FnMut(&[K], &[u8]) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    let mut chunk: Vec<u8> = Vec::new();
+    let mut keys = Vec::new();
+    for (key, line) in lines {
+        if !keys.is_empty() && chunk.len() + line.len() > EVENT_CHUNK_BYTES {
+            write(&keys, &chunk)?;
+            chunk.clear();
+            keys.clear();
+        }
+        keys.push(key);
+        chunk.extend_from_slice(line);
+        if !line.ends_with(b"\n") {
+            chunk.push(b'\n');
+        }
+    }
+    if keys.is_empty() {
+        return Ok(());
+    }
+    write(&keys, &chunk)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usage_events_parse_the_same_on_one_thread_or_two() {
+        use crate::events::{EndedHold, EventKind};
+        use crate::tasks::TaskName;
+        use crate::time::Timestamp;
+        let ended = |seq: u64| Event {
+            seq,
+            at: Timestamp::from_nanos(seq * 1_000),
+            kind: EventKind::Deleted,
+            task: Some(TaskName::parse(&format!("t{seq}")).unwrap()),
+            expires_at: None,
+            step_ns: None,
+            reason: None,
+            pid: None,
+            ended: Some(EndedHold {
+                started_at: Timestamp::from_nanos(seq * 1_000 - 500),
+                ended_at: Timestamp::from_nanos(seq * 1_000),
+                uid: Some(1000),
+                command: Some("worker".into()),
+                parent_command: None,
+            }),
+            limit: None,
+        };
+        // Chunks of three lines, one of them unreadable in some chunks.
+        let texts: Vec<Vec<u8>> = (0..2 * USAGE_CHUNKS_AT_ONCE as u64 + 5)
+            .map(|chunk| {
+                let mut text = Vec::new();
+                for seq in chunk * 3 + 1..=chunk * 3 + 3 {
+                    ended(seq).write_line(&mut text);
+                }
+                if chunk % 4 == 1 {
+                    text.extend_from_slice(b"{not an event}\n");
+                }
+                text
+            })
+            .collect();
+        let chunks: Vec<(u64, &[u8])> = texts
+            .iter()
+            .enumerate()
+            .map(|(key, text)| (key as u64, text.as_slice()))
+            .collect();
+        // Everything from the 10th hold's end on.
+        let horizon = 10_000;
+        let expected: Vec<u64> = (10..=3 * chunks.len() as u64).collect();
+        let seqs = |events: Vec<Event>| events.iter().map(|event| event.seq).collect::<Vec<_>>();
+        for n in [USAGE_CHUNKS_IN_PARALLEL - 1, chunks.len()] {
+            let in_these = expected.iter().copied().filter(|&seq| seq <= 3 * n as u64);
+            let in_these: Vec<u64> = in_these.collect();
+            assert_eq!(
+                seqs(usage_events(&chunks[..n], horizon)),
+                in_these,
+                "{n} chunks"
+            );
+            // The same a batch at a time, across the batches' edges.
+            let rows = chunks[..n].iter().map(|&row| Ok::<_, ()>(row));
+            let batched = usage_in_batches(rows, |chunk| chunk, horizon).unwrap();
+            assert_eq!(seqs(batched), in_these, "{n} chunks in batches");
+        }
+        assert_eq!(usage_events(&chunks, horizon)[0], ended(10));
+        // A row that cannot be read fails the load.
+        let rows = chunks
+            .iter()
+            .enumerate()
+            .map(|(at, &row)| if at == 20 { Err(at) } else { Ok(row) });
+        assert_eq!(
+            usage_in_batches(rows, |chunk| chunk, horizon).unwrap_err(),
+            20
+        );
+    }
+}
