@@ -1,7 +1,8 @@
-//! The bench's side of the daemon's protocol: a keep-alive HTTP/1.1
-//! connection with one request in flight ([`Client`]), the [`Connection`]
-//! trait it shares with the Redis client so one loop times both, the
-//! requests the bench sends, and [`populate`], which fills a daemon fast.
+//! The bench's side of the daemon's protocol: the [`Protocol`] trait that
+//! frames an answer (HTTP here, RESP in `redis`), so one loop times both;
+//! a blocking keep-alive connection with one request in flight
+//! ([`Connection`], [`Client`] for the daemon); the requests the bench
+//! sends; and [`populate`], which fills a daemon fast.
 //!
 //! Requests are built by `tests/common`'s `request_bytes`; responses are
 //! framed by `httparse`, as the crate's own client frames them. The reader
@@ -11,6 +12,8 @@
 //! region. This one reads into a reused buffer and allocates only the body.
 
 use std::io::{Read, Write};
+use std::marker::PhantomData;
+use std::ops::Range;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -27,34 +30,105 @@ const POPULATORS: usize = 8;
 /// Headers a response may carry: the daemon sends at most five.
 const MAX_HEADERS: usize = 16;
 
-/// How long a read may block before the bench gives up on the daemon.
-const READ_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a read may wait before the bench gives up on its server.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// One connection speaking raw HTTP/1.1, one request in flight.
-pub struct Client {
+/// A protocol's framing of an answer, so that the blocking [`Connection`]
+/// and the event loop (`driver`) read the daemon's HTTP and Redis's RESP
+/// the same way.
+pub trait Protocol {
+    /// Who answers, for messages.
+    const PEER: &'static str;
+    /// The answer at the start of `input`, if it is all there.
+    fn framed(input: &[u8]) -> Option<Framed>;
+    /// The body of the complete answer `answer` that [`Protocol::framed`]
+    /// measured.
+    fn body(answer: &[u8], framed: &Framed) -> Vec<u8>;
+}
+
+/// Where an answer lies at the start of a buffer.
+#[derive(Debug, Clone)]
+pub struct Framed {
+    /// An HTTP status; Redis's replies map to 200, 404 (nil) and 500.
+    pub status: u16,
+    /// Where its body starts and ends.
+    pub body: Range<usize>,
+    /// Its length: where the next answer starts.
+    pub end: usize,
+}
+
+/// The daemon's protocol: HTTP/1.1 answers framed by `Content-Length`.
+pub struct Http;
+
+impl Protocol for Http {
+    const PEER: &'static str = "the daemon";
+
+    fn framed(input: &[u8]) -> Option<Framed> {
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut response = httparse::Response::new(&mut headers);
+        let head_end = match response.parse(input) {
+            Ok(httparse::Status::Complete(head_end)) => head_end,
+            Ok(httparse::Status::Partial) => return None,
+            Err(e) => panic!(
+                "not an HTTP response ({e}): {:?}",
+                String::from_utf8_lossy(&input[..input.len().min(80)])
+            ),
+        };
+        let length: usize = response
+            .headers
+            .iter()
+            .find(|header| header.name.eq_ignore_ascii_case("content-length"))
+            .and_then(|header| std::str::from_utf8(header.value).ok()?.parse().ok())
+            .unwrap_or(0);
+        let status = response.code.expect("a complete head has a status");
+        let end = head_end + length;
+        (input.len() >= end).then_some(Framed {
+            status,
+            body: head_end..end,
+            end,
+        })
+    }
+
+    fn body(answer: &[u8], framed: &Framed) -> Vec<u8> {
+        answer[framed.body.clone()].to_vec()
+    }
+}
+
+/// One blocking connection, one request in flight: what the bench's
+/// threads and its one-client measurements use.
+pub struct Connection<P> {
     stream: UnixStream,
     input: Vec<u8>,
     scratch: Box<[u8]>,
+    protocol: PhantomData<P>,
 }
 
-impl Client {
-    pub fn connect(socket: &Path) -> Client {
+/// A connection to the daemon.
+pub type Client = Connection<Http>;
+
+impl<P: Protocol> Connection<P> {
+    pub fn connect(socket: &Path) -> Connection<P> {
         let stream = UnixStream::connect(socket)
             .unwrap_or_else(|e| panic!("connect to {}: {e}", socket.display()));
+        Connection::from_stream(stream)
+    }
+
+    pub fn from_stream(stream: UnixStream) -> Connection<P> {
         stream
             .set_read_timeout(Some(READ_TIMEOUT))
             .expect("set a read timeout");
-        Client {
+        Connection {
             stream,
             input: Vec::with_capacity(64 * 1024),
             scratch: vec![0u8; 64 * 1024].into_boxed_slice(),
+            protocol: PhantomData,
         }
     }
 
-    /// Sends `request` and reads its response: the status and the body.
+    /// Sends `request` and reads its answer: the status and the body.
     pub fn call(&mut self, request: &[u8]) -> (u16, Vec<u8>) {
         self.send(request);
-        self.response()
+        self.answer()
     }
 
     /// Sends bytes without reading: one request, or several pipelined.
@@ -62,61 +136,20 @@ impl Client {
         self.stream.write_all(bytes).expect("send a request");
     }
 
-    /// Reads one `Content-Length`-framed response.
-    pub fn response(&mut self) -> (u16, Vec<u8>) {
-        let (status, head_end, length) = loop {
-            let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-            let mut response = httparse::Response::new(&mut headers);
-            match response.parse(&self.input) {
-                Ok(httparse::Status::Complete(head_end)) => {
-                    let length = response
-                        .headers
-                        .iter()
-                        .find(|header| header.name.eq_ignore_ascii_case("content-length"))
-                        .and_then(|header| std::str::from_utf8(header.value).ok()?.parse().ok())
-                        .unwrap_or(0);
-                    let status = response.code.expect("a complete head has a status");
-                    break (status, head_end, length);
-                }
-                Ok(httparse::Status::Partial) => self.fill(),
-                Err(e) => panic!(
-                    "not an HTTP response ({e}): {:?}",
-                    String::from_utf8_lossy(&self.input[..self.input.len().min(80)])
-                ),
+    /// Reads one answer.
+    pub fn answer(&mut self) -> (u16, Vec<u8>) {
+        loop {
+            if let Some(framed) = P::framed(&self.input) {
+                let body = P::body(&self.input[..framed.end], &framed);
+                self.input.drain(..framed.end);
+                return (framed.status, body);
             }
-        };
-        while self.input.len() < head_end + length {
-            self.fill();
+            match self.stream.read(&mut self.scratch) {
+                Ok(0) => panic!("{} closed the connection", P::PEER),
+                Ok(n) => self.input.extend_from_slice(&self.scratch[..n]),
+                Err(e) => panic!("reading an answer from {}: {e}", P::PEER),
+            }
         }
-        let body = self.input[head_end..head_end + length].to_vec();
-        self.input.drain(..head_end + length);
-        (status, body)
-    }
-
-    fn fill(&mut self) {
-        match self.stream.read(&mut self.scratch) {
-            Ok(0) => panic!("the daemon closed the connection"),
-            Ok(n) => self.input.extend_from_slice(&self.scratch[..n]),
-            Err(e) => panic!("reading a response: {e}"),
-        }
-    }
-}
-
-/// One connection with one request in flight: [`Client`] (HTTP) or
-/// [`Resp`](crate::redis::Resp) (Redis).
-pub trait Connection {
-    fn connect(socket: &Path) -> Self;
-    /// Sends `request` and reads its answer: a status and a body.
-    fn call(&mut self, request: &[u8]) -> (u16, Vec<u8>);
-}
-
-impl Connection for Client {
-    fn connect(socket: &Path) -> Client {
-        Client::connect(socket)
-    }
-
-    fn call(&mut self, request: &[u8]) -> (u16, Vec<u8>) {
-        Client::call(self, request)
     }
 }
 
@@ -158,7 +191,7 @@ pub fn populate(socket: &Path, names: &[String], expire: &str) -> Duration {
                         .collect();
                     client.send(&bytes);
                     for name in window {
-                        let (status, body) = client.response();
+                        let (status, body) = client.answer();
                         assert_eq!(
                             status,
                             200,

@@ -3,9 +3,12 @@
 //!
 //! `cargo bench --bench latency [-- OPTIONS]` starts the daemon built by
 //! Cargo on a temporary socket, with its database on the build's disk, and
-//! drives it from client threads over keep-alive connections (std
-//! `UnixStream`, raw HTTP/1.1, one request in flight per connection, an
-//! `Instant` around each request). In the same run it measures three floors:
+//! drives it over keep-alive connections (raw HTTP/1.1, one request in
+//! flight per connection, an `Instant` around each request) from one
+//! event-loop thread, as `redis-benchmark` drives Redis (`--threads`: a
+//! blocking thread per connection instead, which bills the servers for
+//! waking 64 threads; see `driver`). In the same run it measures three
+//! floors:
 //!
 //! - **transport**: a round trip of a request-sized message to a trivial echo
 //!   server (another process, blocking I/O) over a Unix socket;
@@ -48,7 +51,7 @@
 //!
 //! Options: `--quick` (short phases, scale up to 10k), `--duration SECS`
 //! (per phase), `--clients 1,8,64`, `--scale 1,1000,10000,100000`,
-//! `--no-scale`, `--no-lists`, `--no-redis`, `--log-floors` (only the log
+//! `--no-scale`, `--no-lists`, `--no-redis`, `--threads`, `--log-floors` (only the log
 //! floors, `--duration` in all), `--json PATH`. `SPRITE_BENCH_WRAP="perf
 //! record -o FILE --"` runs each daemon under a profiler;
 //! `SPRITE_BENCH_DAEMON=PATH` runs that build of `sprite-tasksd` instead of
@@ -62,7 +65,7 @@
 //! This file holds the options and the order of the phases. The rest, a
 //! file each: [`daemon`] (starting and reading the daemon, over the tests'
 //! launcher in `tests/common`), [`client`] (the HTTP connection and the
-//! requests), [`phases`] (the measured request phases), [`cpu`] (a
+//! requests), [`driver`] (the event loop, or a thread per connection), [`phases`] (the measured request phases), [`cpu`] (a
 //! server's CPU per request), [`scale`] (many live tasks), [`redis`] (the
 //! peer), [`floors`] and [`log_floors`] (the machine's floors), [`summary`]
 //! (percentiles), [`report`] (the tables and the JSON), [`targets`] (the
@@ -74,6 +77,7 @@ mod common;
 mod client;
 mod cpu;
 mod daemon;
+mod driver;
 mod floors;
 mod log_floors;
 mod phases;
@@ -122,6 +126,8 @@ struct Options {
     redis: bool,
     /// Only the log floors (`--log-floors`).
     log_floors_only: bool,
+    /// How the phases drive their connections (`--threads`).
+    driver: driver::Driver,
     json: PathBuf,
 }
 
@@ -140,6 +146,7 @@ impl Options {
             lists: true,
             redis: true,
             log_floors_only: false,
+            driver: driver::Driver::EventLoop,
             json: Path::new(env!("CARGO_TARGET_TMPDIR"))
                 .parent()
                 .unwrap_or(Path::new("."))
@@ -169,6 +176,7 @@ impl Options {
                 "--no-lists" => options.lists = false,
                 "--no-redis" => options.redis = false,
                 "--log-floors" => options.log_floors_only = true,
+                "--threads" => options.driver = driver::Driver::Threads,
                 "--json" => options.json = PathBuf::from(value("--json")),
                 other if other.starts_with('-') => usage(&format!("unknown option {other}")),
                 // Cargo passes bench-name filters through; this bench has
@@ -200,7 +208,7 @@ fn usage(problem: &str) -> ! {
         "latency bench: {problem}\n\
          usage: cargo bench --bench latency -- [--quick] [--duration SECS] \
          [--clients 1,8,64] [--scale 1,1000,10000,100000] [--no-scale] [--no-lists] \
-         [--no-redis] [--log-floors] [--json PATH]"
+         [--no-redis] [--threads] [--log-floors] [--json PATH]"
     );
     std::process::exit(2);
 }
@@ -217,10 +225,12 @@ fn run(options: &Options) {
         print_log_floors(&log_floors(options.duration, 50));
         return;
     }
+    driver::choose(options.driver);
     println!(
-        "sprite-tasksd latency: phases of {:.1} s, clients {:?}, scale {:?}{}",
+        "sprite-tasksd latency: phases of {:.1} s, clients {:?} driven by {}, scale {:?}{}",
         options.duration.as_secs_f64(),
         options.clients,
+        options.driver.name(),
         options.scale,
         if options.quick { " (quick)" } else { "" }
     );

@@ -5,15 +5,15 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
-use crate::client::{Client, Connection, create, delete, get, list, populate, refresh};
+use crate::client::{Client, Http, Protocol, create, delete, get, list, populate, refresh};
 use crate::common::Dirs;
 use crate::cpu::{self, ServerCpu, Ticks};
 use crate::daemon::Daemon;
+use crate::driver;
 use crate::floors::{FsyncProbe, StoreProbe};
-use crate::redis::{Redis, Resp, redis_benchmark, redis_get, redis_set};
+use crate::redis::{Redis, Resp, RespClient, redis_benchmark, redis_get, redis_set};
 use crate::summary::Summary;
 
 /// Runs `clients` connections against `socket` for `duration` (or until
@@ -27,74 +27,25 @@ pub fn phase(
     limit: impl Fn(usize) -> usize + Sync,
     make: impl Fn(usize, usize) -> (Vec<u8>, u16) + Sync,
 ) -> (Summary, Vec<usize>) {
-    phase_on::<Client>(socket, clients, duration, limit, make)
+    phase_on::<Http>(socket, clients, duration, limit, make)
 }
 
 /// Slices the create and Redis SET phases, and the GET phases, alternate
 /// in.
 const SLICES: u32 = 4;
 
-/// [`phase`] over any [`Connection`]: the daemon's HTTP or Redis's RESP, so
+/// [`phase`] over any [`Protocol`]: the daemon's HTTP or Redis's RESP, so
 /// both are driven and timed by the same loop.
-pub fn phase_on<C: Connection>(
+pub fn phase_on<P: Protocol>(
     socket: &Path,
     clients: usize,
     duration: Duration,
     limit: impl Fn(usize) -> usize + Sync,
     make: impl Fn(usize, usize) -> (Vec<u8>, u16) + Sync,
 ) -> (Summary, Vec<usize>) {
-    let (results, wall) = phase_samples::<C>(socket, clients, duration, limit, make);
+    let (results, wall) = driver::samples::<P>(socket, clients, duration, limit, make);
     let counts = results.iter().map(Vec::len).collect();
     (Summary::of(results.concat(), wall), counts)
-}
-
-/// [`phase_on`]'s samples, each client's apart, and its wall time.
-fn phase_samples<C: Connection>(
-    socket: &Path,
-    clients: usize,
-    duration: Duration,
-    limit: impl Fn(usize) -> usize + Sync,
-    make: impl Fn(usize, usize) -> (Vec<u8>, u16) + Sync,
-) -> (Vec<Vec<Duration>>, Duration) {
-    let barrier = Barrier::new(clients + 1);
-    let (make, limit, barrier) = (&make, &limit, &barrier);
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..clients)
-            .map(|client| {
-                scope.spawn(move || {
-                    let mut connection = C::connect(socket);
-                    let most = limit(client);
-                    let mut samples = Vec::with_capacity(16 * 1024);
-                    barrier.wait();
-                    let deadline = Instant::now() + duration;
-                    let mut i = 0;
-                    // At least one request each, however late the thread runs.
-                    while i < most && (i == 0 || Instant::now() < deadline) {
-                        let (bytes, expected) = make(client, i);
-                        let sent = Instant::now();
-                        let (status, body) = connection.call(&bytes);
-                        samples.push(sent.elapsed());
-                        assert_eq!(
-                            status,
-                            expected,
-                            "{}: {}",
-                            String::from_utf8_lossy(&bytes[..bytes.len().min(60)]),
-                            String::from_utf8_lossy(&body)
-                        );
-                        i += 1;
-                    }
-                    samples
-                })
-            })
-            .collect();
-        barrier.wait();
-        let started = Instant::now();
-        let results: Vec<Vec<Duration>> = handles
-            .into_iter()
-            .map(|handle| handle.join().expect("a client thread"))
-            .collect();
-        (results, started.elapsed())
-    })
 }
 
 /// Group-commit figures of a mutation phase, from the daemon's counters.
@@ -172,7 +123,7 @@ impl Slices {
 
     /// One more slice; `make(client, i)` builds the client's i-th request
     /// of the whole phase.
-    fn run<C: Connection>(
+    fn run<P: Protocol>(
         &mut self,
         socket: &Path,
         slice: Duration,
@@ -181,7 +132,7 @@ impl Slices {
         let base = self.sent.clone();
         let clients = base.len();
         let run = || {
-            phase_samples::<C>(
+            driver::samples::<P>(
                 socket,
                 clients,
                 slice,
@@ -267,7 +218,7 @@ pub fn mutations_and_gets(
         .map(|peer| (peer, Slices::new(clients, Some(peer.pid()))));
     measured("create", true, &mut || {
         for _ in 0..slices {
-            creates.run::<Client>(&socket, slice, |c, i| (create(&name(c, i)), 201));
+            creates.run::<Http>(&socket, slice, |c, i| (create(&name(c, i)), 201));
             if let Some((peer, sets)) = &mut sets {
                 sets.run::<Resp>(&peer.socket, slice, |c, i| (redis_set(&name(c, i)), 200));
             }
@@ -302,7 +253,7 @@ pub fn mutations_and_gets(
                 (redis_get(&name(c, i % redis_sets[c])), 200)
             });
         }
-        gets.run::<Client>(&socket, slice, |c, i| (get(&name(c, i % created[c])), 200));
+        gets.run::<Http>(&socket, slice, |c, i| (get(&name(c, i % created[c])), 200));
     }
     if let Some((_, _, redis_gets)) = &mut redis_gets {
         measured("redis GET", false, &mut || redis_gets.summary());
@@ -382,7 +333,7 @@ pub fn paired_mutations(duration: Duration, redis: Option<&Path>) -> Vec<Paired>
     let (daemon, _) = Daemon::start(&dirs);
     let mut client = Client::connect(&daemon.socket);
     let peer = redis.map(Redis::start);
-    let mut peer_client = peer.as_ref().map(|peer| Resp::connect(&peer.socket));
+    let mut peer_client = peer.as_ref().map(|peer| RespClient::connect(&peer.socket));
     let mut fsync = FsyncProbe::new();
     let mut store = StoreProbe::new();
     let mut created = 0;

@@ -4,13 +4,12 @@
 //! the RESP client the bench's loop drives it with; and `redis-benchmark`,
 //! the cross-check of that loop.
 
-use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::client::Connection;
+use crate::client::{Connection, Framed, Protocol};
 use crate::common::Dirs;
 use crate::daemon::{DiesWithBench, START_LIMIT};
 
@@ -111,7 +110,7 @@ impl Redis {
             // Accepting, and past loading its (empty) AOF: PING answers
             // -LOADING until then.
             if let Ok(stream) = UnixStream::connect(&redis.socket) {
-                let mut connection = Resp::from_stream(stream);
+                let mut connection = RespClient::from_stream(stream);
                 if connection.call(&resp(&["PING"])) == (200, b"PONG".to_vec()) {
                     return redis;
                 }
@@ -135,7 +134,7 @@ impl Redis {
     /// Checks that Redis runs as configured: AOF on, synced before each
     /// reply, no snapshots.
     pub fn check_aof(&self) {
-        let mut connection = Resp::connect(&self.socket);
+        let mut connection = RespClient::connect(&self.socket);
         for (name, value) in [
             ("appendonly", "yes"),
             ("appendfsync", "always"),
@@ -160,103 +159,87 @@ impl Drop for Redis {
     }
 }
 
-/// A RESP client: one command in flight, replies read to their end.
-pub struct Resp {
-    stream: UnixStream,
-    input: Vec<u8>,
-    scratch: Box<[u8]>,
-}
+/// Redis's protocol. Replies map to statuses: a simple string, integer or
+/// bulk string is 200, a nil bulk string 404, an error 500; an array (only
+/// `CONFIG GET` here) is 200 with its elements joined by spaces.
+pub struct Resp;
 
-impl Resp {
-    fn from_stream(stream: UnixStream) -> Resp {
-        stream
-            .set_read_timeout(Some(Duration::from_secs(60)))
-            .expect("set a read timeout");
-        Resp {
-            stream,
-            input: Vec::with_capacity(4096),
-            scratch: vec![0u8; 16 * 1024].into_boxed_slice(),
-        }
+/// A blocking connection to Redis.
+pub type RespClient = Connection<Resp>;
+
+impl Protocol for Resp {
+    const PEER: &'static str = "redis";
+
+    fn framed(input: &[u8]) -> Option<Framed> {
+        element(input, 0)
     }
 
-    /// Where the line starting at `from` ends (its `\r`), reading as needed.
-    fn line_end(&mut self, from: usize) -> usize {
-        let mut searched = from;
-        loop {
-            if let Some(at) = self.input[searched..].windows(2).position(|w| w == b"\r\n") {
-                return searched + at;
-            }
-            searched = self.input.len().saturating_sub(1).max(from);
-            match self.stream.read(&mut self.scratch) {
-                Ok(0) => panic!("redis closed the connection"),
-                Ok(n) => self.input.extend_from_slice(&self.scratch[..n]),
-                Err(e) => panic!("reading a redis reply: {e}"),
-            }
-        }
-    }
-
-    /// Reads one reply: a simple string, integer or bulk string is 200, a
-    /// nil bulk string 404, an error 500; arrays (only `CONFIG GET` here)
-    /// come back as their elements joined by spaces.
-    fn reply(&mut self) -> (u16, Vec<u8>) {
-        let (status, body, used) = self.element(0);
-        self.input.drain(..used);
-        (status, body)
-    }
-
-    /// The reply element starting at `at`: its status, body and end.
-    fn element(&mut self, at: usize) -> (u16, Vec<u8>, usize) {
-        let end = self.line_end(at);
-        let kind = self.input[at];
-        let text = String::from_utf8_lossy(&self.input[at + 1..end]).into_owned();
-        let next = end + 2;
-        match kind {
-            b'+' | b':' => (200, text.into_bytes(), next),
-            b'-' => (500, text.into_bytes(), next),
-            b'$' => {
-                let length: i64 = text.parse().expect("a bulk length");
-                if length < 0 {
-                    return (404, Vec::new(), next);
-                }
-                let last = next + length as usize + 2;
-                while self.input.len() < last {
-                    match self.stream.read(&mut self.scratch) {
-                        Ok(0) => panic!("redis closed the connection"),
-                        Ok(n) => self.input.extend_from_slice(&self.scratch[..n]),
-                        Err(e) => panic!("reading a redis reply: {e}"),
-                    }
-                }
-                (200, self.input[next..last - 2].to_vec(), last)
-            }
-            b'*' => {
-                let count: i64 = text.parse().expect("an array length");
-                let mut joined = Vec::new();
-                let mut position = next;
-                for _ in 0..count.max(0) {
-                    let (_, body, end) = self.element(position);
-                    if !joined.is_empty() {
-                        joined.push(b' ');
-                    }
-                    joined.extend_from_slice(&body);
-                    position = end;
-                }
-                (200, joined, position)
-            }
-            other => panic!("a RESP reply, not {:?}", other as char),
-        }
+    fn body(answer: &[u8], framed: &Framed) -> Vec<u8> {
+        body_at(answer, 0, framed)
     }
 }
 
-impl Connection for Resp {
-    fn connect(socket: &Path) -> Resp {
-        let stream = UnixStream::connect(socket)
-            .unwrap_or_else(|e| panic!("connect to {}: {e}", socket.display()));
-        Resp::from_stream(stream)
+/// The body of the complete element `framed` that starts at `at`.
+fn body_at(input: &[u8], at: usize, framed: &Framed) -> Vec<u8> {
+    if input[at] != b'*' {
+        return input[framed.body.clone()].to_vec();
     }
+    let mut joined = Vec::new();
+    let mut position = framed.body.start;
+    while position < framed.end {
+        let element = element(input, position).expect("a complete array's element");
+        if !joined.is_empty() {
+            joined.push(b' ');
+        }
+        joined.extend_from_slice(&body_at(input, position, &element));
+        position = element.end;
+    }
+    joined
+}
 
-    fn call(&mut self, request: &[u8]) -> (u16, Vec<u8>) {
-        self.stream.write_all(request).expect("send a command");
-        self.reply()
+/// The reply element starting at `at`, if it is all there. An array's body
+/// is its elements.
+fn element(input: &[u8], at: usize) -> Option<Framed> {
+    let end = at + input.get(at..)?.windows(2).position(|w| w == b"\r\n")?;
+    let text = std::str::from_utf8(&input[at + 1..end]).unwrap_or("?");
+    let next = end + 2;
+    let number = || -> i64 {
+        text.parse()
+            .unwrap_or_else(|_| panic!("a RESP length, not {text:?}"))
+    };
+    let whole = |status| Framed {
+        status,
+        body: at + 1..end,
+        end: next,
+    };
+    match input[at] {
+        b'+' | b':' => Some(whole(200)),
+        b'-' => Some(whole(500)),
+        b'$' if number() < 0 => Some(Framed {
+            status: 404,
+            body: next..next,
+            end: next,
+        }),
+        b'$' => {
+            let last = next + number() as usize;
+            (input.len() >= last + 2).then_some(Framed {
+                status: 200,
+                body: next..last,
+                end: last + 2,
+            })
+        }
+        b'*' => {
+            let mut position = next;
+            for _ in 0..number().max(0) {
+                position = element(input, position)?.end;
+            }
+            Some(Framed {
+                status: 200,
+                body: next..position,
+                end: position,
+            })
+        }
+        other => panic!("a RESP reply, not {:?}", other as char),
     }
 }
 

@@ -69,6 +69,7 @@ fn report_json(measured: &Measured, seconds: f64) -> Value {
         // Another build than the checkout's, when one was run instead.
         "daemon": crate::daemon::other_build(),
         "quick": measured.quick,
+        "driver": crate::driver::driver().name(),
         "phase_seconds": measured.phase.as_secs_f64(),
         "server_cpu": cpu::method_json(),
         "floors": floors_json(floors),

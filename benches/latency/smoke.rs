@@ -7,15 +7,15 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::client::Connection;
-use crate::client::{Client, create, delete, get, list, populate, refresh};
+use crate::client::{Client, Http, Protocol, create, delete, get, list, populate, refresh};
 use crate::common::Dirs;
 use crate::cpu::{self, ServerCpu, Ticks};
 use crate::daemon::Daemon;
+use crate::driver::{self, Driver};
 use crate::floors::{echo_floor, fsync_floor, redb_floor};
 use crate::log_floors::log_floors;
 use crate::phases::{paired_mutations, phase, phase_on};
-use crate::redis::{REDIS_VALUE, Redis, Resp, find_redis, redis_get, redis_set};
+use crate::redis::{REDIS_VALUE, Redis, Resp, RespClient, find_redis, redis_get, redis_set};
 use crate::summary::Summary;
 
 /// Checks that the daemon answers the bench's requests correctly and that
@@ -56,6 +56,28 @@ pub fn smoke() {
         )
     });
     assert!(summary.count <= 10 && counts.iter().all(|n| *n <= 5));
+    // Both drivers, each answer's status checked: 3 clients, 4 requests
+    // each, every one counted however short the phase.
+    for way in [Driver::EventLoop, Driver::Threads] {
+        let (samples, _) = driver::samples_by::<Http>(
+            way,
+            &daemon.socket,
+            3,
+            Duration::ZERO,
+            |_| 4,
+            |c, i| (get(&names[c * 4 + i]), 200),
+        );
+        assert_eq!(samples.iter().map(Vec::len).collect::<Vec<_>>(), [1, 1, 1]);
+        let (samples, _) = driver::samples_by::<Http>(
+            way,
+            &daemon.socket,
+            3,
+            Duration::from_secs(60),
+            |c| c + 1,
+            |c, i| (get(&names[c * 4 + i]), 200),
+        );
+        assert_eq!(samples.iter().map(Vec::len).collect::<Vec<_>>(), [1, 2, 3]);
+    }
     check_cpu();
     let metrics = daemon.metrics();
     assert!(metrics["sprite_tasks_commit_seconds_count"] >= 1.0);
@@ -71,7 +93,7 @@ pub fn smoke() {
     if let Some(program) = &redis {
         let peer = Redis::start(program);
         peer.check_aof();
-        let mut connection = Resp::connect(&peer.socket);
+        let mut connection = RespClient::connect(&peer.socket);
         assert_eq!(connection.call(&redis_set("smoke")), (200, b"OK".to_vec()));
         assert_eq!(
             connection.call(&redis_get("smoke")),
@@ -96,6 +118,7 @@ pub fn smoke() {
     assert!(echo_floor(1, short).count > 0);
     assert!(fsync_floor(Duration::ZERO, 3).count >= 3);
     assert!(redb_floor(Duration::ZERO, 3).count >= 3);
+    check_framing();
     let percentiles = Summary::of(
         (1..=100).map(Duration::from_micros).collect(),
         Duration::from_secs(1),
@@ -197,4 +220,31 @@ fn check_checkpoint_thread() {
         ticks.checkpoint >= 1 && ticks.checkpoint <= ticks.total(),
         "{ticks:?}"
     );
+}
+
+/// Every proper prefix of an answer is incomplete, and the answer frames
+/// to its status and body with what follows left alone: the event loop
+/// reads answers in whatever pieces they arrive.
+fn check_framing() {
+    fn check<P: Protocol>(answer: &[u8], status: u16, body: &[u8]) {
+        for cut in 0..answer.len() {
+            assert!(P::framed(&answer[..cut]).is_none(), "{cut} bytes framed");
+        }
+        let mut input = answer.to_vec();
+        input.extend_from_slice(b"next");
+        let framed = P::framed(&input).expect("a complete answer");
+        assert_eq!(framed.end, answer.len());
+        assert_eq!(
+            (framed.status, P::body(answer, &framed)),
+            (status, body.to_vec())
+        );
+    }
+    let head = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n";
+    check::<Http>(format!("{head}{{}}").as_bytes(), 200, b"{}");
+    check::<Http>(b"HTTP/1.1 204 No Content\r\n\r\n", 204, b"");
+    check::<Resp>(b"+OK\r\n", 200, b"OK");
+    check::<Resp>(b"-ERR no\r\n", 500, b"ERR no");
+    check::<Resp>(b"$-1\r\n", 404, b"");
+    check::<Resp>(b"$4\r\na\r\nb\r\n", 200, b"a\r\nb");
+    check::<Resp>(b"*2\r\n$4\r\nsave\r\n$0\r\n\r\n", 200, b"save ");
 }
