@@ -93,7 +93,7 @@ use std::time::{Duration, Instant};
 
 use floors::Floors;
 use log_floors::{log_floors, print_log_floors};
-use phases::{lists, mutations_and_gets, paired_mutations};
+use phases::{lists, mutations_and_gets, paired_gets, paired_mutations};
 use redis::{find_redis, redis_benchmark_missing, redis_version};
 
 /// Live tasks the daemon may hold: the largest scale step plus the tasks
@@ -266,6 +266,9 @@ fn run(options: &Options) {
         Vec::new()
     };
     report::print_paired(&paired, &floors);
+    let gets = redis
+        .filter(|_| options.clients.contains(&1))
+        .map(|program| paired_gets(options.duration, program));
 
     let mut rows = Vec::new();
     let mut cross_checks = Vec::new();
@@ -281,7 +284,7 @@ fn run(options: &Options) {
     let floors_after = Floors::measure(&[], options.duration.min(Duration::from_secs(2)));
     report::print_requests(&rows, &floors, &floors_after);
     if redis.is_some() {
-        report::print_redis(&rows, &paired, &floors, &cross_checks);
+        report::print_redis(&rows, &paired, gets.as_ref(), &floors, &cross_checks);
     }
 
     let restarts = if options.quick { 1 } else { 3 };
@@ -296,7 +299,7 @@ fn run(options: &Options) {
     if !scale_rows.is_empty() {
         report::print_scale(&scale_rows);
     }
-    let targets = targets::targets(&rows, &paired, &floors, &scale_rows);
+    let targets = targets::targets(&rows, &paired, gets.as_ref(), &floors, &scale_rows);
     targets::print_targets(&targets);
 
     let measured = report::Measured {
@@ -307,6 +310,7 @@ fn run(options: &Options) {
         floors_after,
         log,
         paired,
+        paired_gets: gets,
         rows,
         cross_checks,
         scale_rows,

@@ -7,7 +7,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::client::{Client, Http, Protocol, create, delete, get, list, populate, refresh};
+use crate::client::{
+    Client, Connection, Http, Protocol, create, delete, get, list, populate, refresh,
+};
 use crate::common::Dirs;
 use crate::cpu::{self, ServerCpu, Ticks};
 use crate::daemon::Daemon;
@@ -385,4 +387,65 @@ pub fn paired_mutations(duration: Duration, redis: Option<&Path>) -> Vec<Paired>
     drop(peer);
     daemon.stop();
     results
+}
+
+/// Names the interleaved GETs read in turn.
+const PAIRED_KEYS: usize = 64;
+
+/// One client's GETs and one Redis client's GETs of the same keys,
+/// interleaved request by request (which goes first alternating), so that
+/// the machine's spells land on both: at one client the two servers' p50
+/// differ by less than this host's noise from one phase to the next.
+pub struct PairedGets {
+    pub ours: Summary,
+    pub redis: Summary,
+}
+
+pub fn paired_gets(duration: Duration, redis: &Path) -> PairedGets {
+    let dirs = Dirs::new();
+    let (daemon, _) = Daemon::start(&dirs);
+    let peer = Redis::start(redis);
+    let names: Vec<String> = (0..PAIRED_KEYS).map(|i| format!("g-{i}")).collect();
+    populate(&daemon.socket, &names, "1h");
+    let mut ours = Client::connect(&daemon.socket);
+    let mut theirs = RespClient::connect(&peer.socket);
+    for name in &names {
+        assert_eq!(theirs.call(&redis_set(name)).0, 200, "redis SET {name}");
+    }
+    let (mut our_samples, mut their_samples) = (Vec::new(), Vec::new());
+    let started = Instant::now();
+    let mut i = 0;
+    while i == 0 || started.elapsed() < duration {
+        let name = &names[i % names.len()];
+        if i % 2 == 0 {
+            our_samples.push(timed(&mut ours, &get(name)));
+            their_samples.push(timed(&mut theirs, &redis_get(name)));
+        } else {
+            their_samples.push(timed(&mut theirs, &redis_get(name)));
+            our_samples.push(timed(&mut ours, &get(name)));
+        }
+        i += 1;
+    }
+    let wall = started.elapsed();
+    drop(ours);
+    daemon.stop();
+    PairedGets {
+        ours: Summary::of(our_samples, wall),
+        redis: Summary::of(their_samples, wall),
+    }
+}
+
+/// One request that must succeed (200), timed.
+fn timed<P: Protocol>(connection: &mut Connection<P>, request: &[u8]) -> Duration {
+    let at = Instant::now();
+    let (status, body) = connection.call(request);
+    let took = at.elapsed();
+    assert_eq!(
+        status,
+        200,
+        "{}: {}",
+        String::from_utf8_lossy(&request[..request.len().min(60)]),
+        String::from_utf8_lossy(&body)
+    );
+    took
 }

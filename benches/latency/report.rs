@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use crate::cpu;
 use crate::floors::{Floors, SMALL_WRITE};
 use crate::log_floors::{LogWay, log_floors_json};
-use crate::phases::{CrossCheck, Paired, Row};
+use crate::phases::{CrossCheck, Paired, PairedGets, Row};
 use crate::redis::{REDIS_CONFIG, redis_version};
 use crate::scale::ScaleRow;
 use crate::summary::{Summary, micros, show};
@@ -29,6 +29,8 @@ pub struct Measured {
     pub floors_after: Floors,
     pub log: Vec<(LogWay, Summary)>,
     pub paired: Vec<Paired>,
+    /// One client's GETs interleaved with Redis's, when both ran.
+    pub paired_gets: Option<PairedGets>,
     pub rows: Vec<Row>,
     pub cross_checks: Vec<CrossCheck>,
     pub scale_rows: Vec<ScaleRow>,
@@ -58,6 +60,7 @@ fn report_json(measured: &Measured, seconds: f64) -> Value {
         floors_after,
         log,
         paired,
+        paired_gets,
         rows,
         cross_checks,
         scale_rows,
@@ -85,6 +88,11 @@ fn report_json(measured: &Measured, seconds: f64) -> Value {
             "p50_over_redb_commit_plus_transport": ratio(p.request.p50, p.store.p50 + floors.transport.p50),
             "p50_over_redis_set": p.redis.as_ref().map(|r| ratio(p.request.p50, r.p50)),
         })).collect::<Vec<_>>(),
+        "one_client_gets_interleaved": paired_gets.as_ref().map(|p| json!({
+            "latency": p.ours.to_json(),
+            "redis_get": p.redis.to_json(),
+            "p50_over_redis_get": ratio(p.ours.p50, p.redis.p50),
+        })),
         "redis": match &measured.redis {
             Ok(program) => redis_json(program, rows, cross_checks),
             Err(why) => json!({ "skipped": why }),
@@ -359,7 +367,13 @@ pub fn print_requests(rows: &[Row], floors: &Floors, after: &Floors) {
 /// Ours beside Redis (`appendfsync always`), same client loop, phases
 /// alternating: latency, rate and server CPU per request of durable writes
 /// (create beside SET) and of reads (get beside GET).
-pub fn print_redis(rows: &[Row], paired: &[Paired], floors: &Floors, cross_checks: &[CrossCheck]) {
+pub fn print_redis(
+    rows: &[Row],
+    paired: &[Paired],
+    paired_gets: Option<&PairedGets>,
+    floors: &Floors,
+    cross_checks: &[CrossCheck],
+) {
     println!("\nours vs Redis (appendfsync always): same client loop, phases alternating");
     println!(
         "{:>4} {:<10} {:>9} {:>9} {:>6} {:>8} {:>8} {:>6} {:>10} {:>10} {:>6} {:>14} {:>16}",
@@ -416,6 +430,16 @@ pub fn print_redis(rows: &[Row], paired: &[Paired], floors: &Floors, cross_check
                 ratio(redis.p50, pair.fsync.p50 + transport)
             );
         }
+    }
+    if let Some(gets) = paired_gets {
+        println!(
+            "interleaved per request at 1 client: get p50 {} vs GET p50 {} (÷ {:.2}), p99 {} vs {}",
+            show(gets.ours.p50),
+            show(gets.redis.p50),
+            ratio(gets.ours.p50, gets.redis.p50),
+            show(gets.ours.p99),
+            show(gets.redis.p99)
+        );
     }
     println!(
         "÷: ours over Redis's (p50, CPU per request); ×: our rate over Redis's. \

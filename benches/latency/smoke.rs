@@ -14,7 +14,7 @@ use crate::daemon::Daemon;
 use crate::driver::{self, Driver};
 use crate::floors::{echo_floor, fsync_floor, redb_floor};
 use crate::log_floors::log_floors;
-use crate::phases::{paired_mutations, phase, phase_on};
+use crate::phases::{paired_gets, paired_mutations, phase, phase_on};
 use crate::redis::{REDIS_VALUE, Redis, Resp, RespClient, find_redis, redis_get, redis_set};
 use crate::summary::Summary;
 
@@ -91,6 +91,8 @@ pub fn smoke() {
     assert_eq!(paired.len(), 3);
     assert!(paired.iter().all(|p| p.redis.is_some() == redis.is_some()));
     if let Some(program) = &redis {
+        let gets = paired_gets(Duration::ZERO, program);
+        assert_eq!((gets.ours.count, gets.redis.count), (1, 1));
         let peer = Redis::start(program);
         peer.check_aof();
         let mut connection = RespClient::connect(&peer.socket);
