@@ -36,19 +36,23 @@ for value in "$rounds" "$seconds" "$clients"; do
 done
 
 missing=()
-for tool in oha redis-server redis-benchmark redis-cli python3; do
+for tool in oha redis-server redis-benchmark redis-cli curl python3; do
   command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
 done
 if [ ${#missing[@]} -gt 0 ]; then
   echo "cross-check.sh needs: ${missing[*]} (oha: cargo install oha --locked;" \
-    "the rest: apt-get install redis-server redis-tools python3)" >&2
+    "the rest: apt-get install redis-server redis-tools curl python3)" >&2
   exit 1
 fi
 
 cargo build --release --quiet --bin sprite-tasksd
-daemon=target/release/sprite-tasksd
+target_dir=$(cargo metadata --format-version 1 --no-deps |
+  python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
+daemon=$target_dir/release/sprite-tasksd
 socket_dir=$(mktemp -d)
-data_dir=$(mktemp -d -p target)
+# On the build's disk, as the latency bench's, so fdatasync is real.
+mkdir -p "$target_dir/tmp"
+data_dir=$(mktemp -d -p "$target_dir/tmp")
 daemon_pid=
 redis_pid=
 cleanup() {
@@ -70,21 +74,27 @@ redis-server --port 0 --unixsocket "$socket_dir/redis.sock" --unixsocketperm 700
   --appendonly yes --appendfsync always --save "" --daemonize no --loglevel warning \
   --dir "$data_dir/redis" </dev/null >/dev/null &
 redis_pid=$!
-for _ in $(seq 300); do
-  [ -S "$socket_dir/api.sock" ] && [ -S "$socket_dir/redis.sock" ] && break
-  sleep 0.05
-done
-[ -S "$socket_dir/api.sock" ] || { echo "the daemon did not start" >&2; exit 1; }
-[ -S "$socket_dir/redis.sock" ] || { echo "redis-server did not start" >&2; exit 1; }
-
 url=http://sprite/v1/tasks/cross-check
 value='{"expires_ms":1766000000000,"n":1}'
+# Both answer before the runs: the task exists (an upsert, 200) and
+# redis-benchmark's key (literally key:__rand_int__ without -r) is set.
+ready=
+for _ in $(seq 300); do
+  if [ -S "$socket_dir/api.sock" ] &&
+    [ "$(redis-cli -s "$socket_dir/redis.sock" PING 2>/dev/null)" = PONG ]; then
+    ready=yes
+    break
+  fi
+  sleep 0.05
+done
+[ -n "$ready" ] || { echo "the daemon or redis-server did not start" >&2; exit 1; }
+status=$(curl -s -o /dev/null -w '%{http_code}' --unix-socket "$socket_dir/api.sock" \
+  -X PUT -d '{"expire":"1h"}' "$url" || true)
+[ "$status" = 200 ] || { echo "PUT $url answered '$status', not 200" >&2; exit 1; }
+answer=$(redis-cli -s "$socket_dir/redis.sock" SET key:__rand_int__ "$value" EX 3600)
+[ "$answer" = OK ] || { echo "redis SET answered '$answer'" >&2; exit 1; }
 oha_args=(--no-tui -c "$clients" -z "${seconds}s" --output-format json
   --unix-socket "$socket_dir/api.sock")
-oha --no-tui -n 1 -m PUT -d '{"expire":"1h"}' --output-format quiet \
-  --unix-socket "$socket_dir/api.sock" "$url"
-# redis-benchmark's keys are literally key:__rand_int__ without -r.
-redis-cli -s "$socket_dir/redis.sock" SET key:__rand_int__ "$value" EX 3600 >/dev/null
 
 ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 
@@ -99,14 +109,21 @@ if tool == "oha":
     report = json.loads(output)
     codes = report["statusCodeDistribution"]
     requests = sum(codes.values())
-    bad = {code: n for code, n in codes.items() if code not in ("200",)}
+    bad = {code: n for code, n in codes.items() if code != "200"}
     if bad:
         sys.exit(f"{label}: answers other than 200: {bad}")
+    # Requests still in flight when the run ends are aborted, not errors.
+    errors = {e: n for e, n in report.get("errorDistribution", {}).items()
+              if "deadline" not in e}
+    if errors or requests == 0:
+        sys.exit(f"{label}: {requests} answers, errors {errors}")
     rate = report["summary"]["requestsPerSec"]
     p50 = report["latencyPercentiles"]["p50"] * 1e6
 else:
-    line = next(l for l in output.splitlines() if l.startswith("\"")
-                and not l.startswith("\"test\""))
+    line = next((l for l in output.splitlines() if l.startswith("\"")
+                 and not l.startswith("\"test\"")), None)
+    if line is None:
+        sys.exit(f"{label}: no figures in the redis-benchmark output: {output!r}")
     fields = [f.strip("\"") for f in line.split(",")]
     requests = int(sys.argv[6])
     rate, p50 = float(fields[1]), float(fields[4]) * 1000
@@ -132,7 +149,8 @@ for round in $(seq "$rounds"); do
     test=$([ "$kind" = get ] && echo get || echo set)
     before=$(ticks "$redis_pid")
     output=$(redis-benchmark -s "$socket_dir/redis.sock" -t "$test" -d ${#value} \
-      -c "$clients" -n "$requests" --csv 2>/dev/null)
+      -c "$clients" -n "$requests" --csv) ||
+      { echo "redis-benchmark failed" >&2; exit 1; }
     after=$(ticks "$redis_pid")
     row redis-benchmark "redis-benchmark / Redis / ${test^^}" "$before" "$after" "$output" "$requests"
   done

@@ -78,8 +78,17 @@ impl Protocol for Http {
             .headers
             .iter()
             .find(|header| header.name.eq_ignore_ascii_case("content-length"))
-            .and_then(|header| std::str::from_utf8(header.value).ok()?.parse().ok())
-            .unwrap_or(0);
+            .map_or(0, |header| {
+                std::str::from_utf8(header.value)
+                    .ok()
+                    .and_then(|text| text.parse().ok())
+                    .unwrap_or_else(|| {
+                        panic!(
+                            "a Content-Length that is not a length: {:?}",
+                            String::from_utf8_lossy(header.value)
+                        )
+                    })
+            });
         let status = response.code.expect("a complete head has a status");
         let end = head_end + length;
         (input.len() >= end).then_some(Framed {

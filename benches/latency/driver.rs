@@ -93,6 +93,9 @@ struct Driven {
     /// flight must get and when it went.
     most: usize,
     sent: usize,
+    /// Sent all it will; no longer on the poll, so the daemon closing it
+    /// for idleness while others go on is nobody's business.
+    done: bool,
     expected: u16,
     request: Vec<u8>,
     at: Instant,
@@ -116,6 +119,14 @@ impl Driven {
             ),
             Err(e) => panic!("sending a request to {}: {e}", P::PEER),
         }
+    }
+
+    /// Takes the connection off the poll: it sends nothing more.
+    fn finish(&mut self, poll: &Poll) {
+        self.done = true;
+        poll.registry()
+            .deregister(&mut self.stream)
+            .expect("deregister a finished connection");
     }
 
     /// Reads what has arrived. Readiness is edge-triggered: a read shorter
@@ -163,6 +174,7 @@ fn event_loop<P: Protocol>(
                 input: Vec::with_capacity(4096),
                 most: limit(client),
                 sent: 0,
+                done: false,
                 expected: 0,
                 request: Vec::new(),
                 at: Instant::now(),
@@ -179,6 +191,8 @@ fn event_loop<P: Protocol>(
         if conn.most > 0 {
             conn.send::<P>(client, &make);
             in_flight += 1;
+        } else {
+            conn.finish(&poll);
         }
     }
     while in_flight > 0 {
@@ -195,8 +209,17 @@ fn event_loop<P: Protocol>(
         for event in &events {
             let client = event.token().0;
             let conn = &mut conns[client];
+            if conn.done {
+                continue;
+            }
             conn.fill::<P>(&mut scratch);
             while let Some(framed) = P::framed(&conn.input) {
+                assert!(
+                    !conn.done,
+                    "{} sent an answer nobody asked for: {:?}",
+                    P::PEER,
+                    String::from_utf8_lossy(&conn.input[..framed.end.min(80)])
+                );
                 let now = Instant::now();
                 conn.samples.push(now - conn.at);
                 assert_eq!(
@@ -211,6 +234,7 @@ fn event_loop<P: Protocol>(
                 if conn.sent < conn.most && now < deadline {
                     conn.send::<P>(client, &make);
                 } else {
+                    conn.finish(&poll);
                     in_flight -= 1;
                 }
             }

@@ -22,8 +22,8 @@
 //! RESP (`SET key value EX 3600` as the durable write, `GET key` as the
 //! read), its phases alternating with ours at each client count (its SETs
 //! and our creates, then its GETs and ours, in alternating slices of one
-//! phase), and its SET
-//! interleaved request by request with ours at one client. The bench
+//! phase), and at one client its SET interleaved request by request with
+//! our mutations and its GET with our GETs. The bench
 //! installs nothing: when `redis-server` is not on the `PATH` it says what
 //! to install (`scripts/bench.sh` installs it as root) and skips the Redis
 //! rows. Full (not `--quick`) runs also cross-check with `redis-benchmark`,
@@ -51,8 +51,8 @@
 //!
 //! Options: `--quick` (short phases, scale up to 10k), `--duration SECS`
 //! (per phase), `--clients 1,8,64`, `--scale 1,1000,10000,100000`,
-//! `--no-scale`, `--no-lists`, `--no-redis`, `--threads`, `--log-floors` (only the log
-//! floors, `--duration` in all), `--json PATH`. `SPRITE_BENCH_WRAP="perf
+//! `--no-scale`, `--no-lists`, `--no-redis`, `--threads`, `--log-floors`
+//! (only the log floors, `--duration` in all), `--json PATH`. `SPRITE_BENCH_WRAP="perf
 //! record -o FILE --"` runs each daemon under a profiler;
 //! `SPRITE_BENCH_DAEMON=PATH` runs that build of `sprite-tasksd` instead of
 //! Cargo's (to compare two commits in alternating runs); and
@@ -64,9 +64,10 @@
 //!
 //! This file holds the options and the order of the phases. The rest, a
 //! file each: [`daemon`] (starting and reading the daemon, over the tests'
-//! launcher in `tests/common`), [`client`] (the HTTP connection and the
-//! requests), [`driver`] (the event loop, or a thread per connection), [`phases`] (the measured request phases), [`cpu`] (a
-//! server's CPU per request), [`scale`] (many live tasks), [`redis`] (the
+//! launcher in `tests/common`), [`client`] (the `Protocol` trait that
+//! frames an answer, a blocking connection, the requests), [`driver`] (the
+//! event loop, or a thread per connection), [`phases`] (the measured
+//! request phases), [`cpu`] (a server's CPU per request), [`scale`] (many live tasks), [`redis`] (the
 //! peer), [`floors`] and [`log_floors`] (the machine's floors), [`summary`]
 //! (percentiles), [`report`] (the tables and the JSON), [`targets`] (the
 //! issue's figures), [`smoke`] (the test run).

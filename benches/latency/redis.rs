@@ -188,7 +188,7 @@ fn body_at(input: &[u8], at: usize, framed: &Framed) -> Vec<u8> {
     let mut position = framed.body.start;
     while position < framed.end {
         let element = element(input, position).expect("a complete array's element");
-        if !joined.is_empty() {
+        if position != framed.body.start {
             joined.push(b' ');
         }
         joined.extend_from_slice(&body_at(input, position, &element));

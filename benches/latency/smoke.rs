@@ -249,4 +249,5 @@ fn check_framing() {
     check::<Resp>(b"$-1\r\n", 404, b"");
     check::<Resp>(b"$4\r\na\r\nb\r\n", 200, b"a\r\nb");
     check::<Resp>(b"*2\r\n$4\r\nsave\r\n$0\r\n\r\n", 200, b"save ");
+    check::<Resp>(b"*2\r\n$0\r\n\r\n$1\r\nx\r\n", 200, b" x");
 }
