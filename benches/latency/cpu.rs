@@ -53,7 +53,7 @@ impl Ticks {
     }
 
     /// The ticks spent since `before`, a reading of the same process.
-    fn since(self, before: Ticks) -> Ticks {
+    pub fn since(self, before: Ticks) -> Ticks {
         Ticks {
             user: self.user.saturating_sub(before.user),
             system: self.system.saturating_sub(before.system),

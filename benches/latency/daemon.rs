@@ -198,4 +198,31 @@ impl Daemon {
             })
             .collect()
     }
+
+    /// Waits until the daemon has checkpointed everything it has written
+    /// (`sprite_tasks_log_used_bytes` 0), so that the checkpoints a phase's
+    /// writes cause are charged to that phase and not to the next. A
+    /// checkpoint starts at the latest a second after a change is
+    /// pending; gives up, saying so, after [`CHECKPOINT_WAIT`].
+    pub fn wait_checkpointed(&self) {
+        let started = Instant::now();
+        loop {
+            let used = self.metrics().get("sprite_tasks_log_used_bytes").copied();
+            if used == Some(0.0) {
+                return;
+            }
+            if started.elapsed() > CHECKPOINT_WAIT {
+                println!(
+                    "(the daemon's log still held {used:?} bytes after {CHECKPOINT_WAIT:?}; \
+                     the next phase may carry its checkpoint)"
+                );
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
 }
+
+/// How long [`Daemon::wait_checkpointed`] waits: the checkpoint interval
+/// (1 s) and a checkpoint of a phase's writes, with room to spare.
+const CHECKPOINT_WAIT: Duration = Duration::from_secs(10);

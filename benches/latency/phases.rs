@@ -16,7 +16,7 @@ use crate::cpu::{self, ServerCpu, Ticks};
 use crate::daemon::Daemon;
 use crate::driver;
 use crate::floors::{FsyncProbe, StoreProbe};
-use crate::redis::{Redis, Resp, RespClient, redis_benchmark, redis_get, redis_set};
+use crate::redis::{Redis, Resp, RespClient, redis_benchmark, redis_del, redis_get, redis_set};
 use crate::summary::Summary;
 
 /// Runs `clients` connections against `socket` for `duration` (or until
@@ -125,11 +125,12 @@ impl Slices {
     }
 
     /// One more slice; `make(client, i)` builds the client's i-th request
-    /// of the whole phase.
+    /// of the whole phase, of which it sends at most `most(client)`.
     fn run<P: Protocol>(
         &mut self,
         socket: &Path,
         slice: Duration,
+        most: impl Fn(usize) -> usize + Sync,
         make: impl Fn(usize, usize) -> (Vec<u8>, u16) + Sync,
     ) {
         let base = self.sent.clone();
@@ -139,7 +140,7 @@ impl Slices {
                 socket,
                 clients,
                 slice,
-                |_| usize::MAX,
+                |c| most(c).saturating_sub(base[c]),
                 |c, i| make(c, base[c] + i),
             )
         };
@@ -157,6 +158,20 @@ impl Slices {
             .for_each(|(n, s)| *n += s.len());
         self.samples.extend(samples);
         self.wall += wall;
+    }
+
+    /// Charges the server with its ticks over a whole window (`window`,
+    /// from the first slice to after the last checkpoint its writes
+    /// caused) instead of over its own slices; the client's stay its
+    /// slices'. The daemon checkpoints a slice's writes after the slice,
+    /// while Redis's runs.
+    fn charge_window(&mut self, window: Ticks) {
+        if let Some((_, spent)) = &mut self.cpu {
+            *spent = Ticks {
+                client: spent.client,
+                ..window
+            };
+        }
     }
 
     /// The whole phase's summary and server CPU.
@@ -193,87 +208,139 @@ pub fn mutations_and_gets(
     let name = |client: usize, i: usize| format!("c{client}-{i}");
     let unlimited = |_: usize| usize::MAX;
     let mut rows = Vec::new();
-    // The counters are read outside the phase, and outside its CPU figure.
-    let mut measured =
-        |endpoint: &'static str,
-         mutation: bool,
-         run: &mut dyn FnMut() -> (Summary, Option<ServerCpu>)| {
-            let before = mutation.then(|| daemon.metrics());
-            let (summary, cpu) = run();
-            let commits = before.map(|before| Commits::between(&before, &daemon.metrics()));
-            rows.push(Row {
-                endpoint,
-                clients,
-                summary,
-                commits,
-                cpu,
-            });
-        };
+    let mut measured = |endpoint: &'static str,
+                        commits: Option<Commits>,
+                        (summary, cpu): (Summary, Option<ServerCpu>)| {
+        rows.push(Row {
+            endpoint,
+            clients,
+            summary,
+            commits,
+            cpu,
+        });
+    };
 
-    // With Redis, our creates and its SETs alternate in slices of the
-    // phase, so that a slow spell of the disk lands on both and the rates
-    // compare.
+    // With Redis, each mutation phase alternates in slices with Redis's
+    // durable write of the same kind (create with SET of new keys, refresh
+    // with SET of those keys again, delete with DEL), so that a slow spell
+    // of the disk lands on both and the rates and CPU compare. Our CPU is
+    // read over the whole phase and then until our log is checkpointed:
+    // the checkpoints a slice's writes cause run after it.
     let slices = if peer.is_some() { SLICES } else { 1 };
     let slice = duration / slices;
     let mut creates = Slices::new(clients, ours);
     let mut sets = peer
         .as_ref()
         .map(|peer| (peer, Slices::new(clients, Some(peer.pid()))));
-    measured("create", true, &mut || {
+    // A mutation phase: our ticks over it and its checkpoints, and its
+    // group-commit figures (the counters read outside the CPU window).
+    let window = |run: &mut dyn FnMut()| -> (Option<Ticks>, Commits) {
+        let counters = daemon.metrics();
+        let before = ours.map(cpu::cpu_ticks);
+        run();
+        daemon.wait_checkpointed();
+        let spent = ours
+            .zip(before)
+            .map(|(pid, before)| cpu::cpu_ticks(pid).since(before));
+        (spent, Commits::between(&counters, &daemon.metrics()))
+    };
+    let (spent, commits) = window(&mut || {
         for _ in 0..slices {
-            creates.run::<Http>(&socket, slice, |c, i| (create(&name(c, i)), 201));
+            creates.run::<Http>(&socket, slice, unlimited, |c, i| (create(&name(c, i)), 201));
             if let Some((peer, sets)) = &mut sets {
-                sets.run::<Resp>(&peer.socket, slice, |c, i| (redis_set(&name(c, i)), 200));
+                sets.run::<Resp>(&peer.socket, slice, unlimited, |c, i| {
+                    (redis_set(&name(c, i)), 200)
+                });
             }
         }
-        creates.summary()
     });
-    let created = &creates.sent;
-    if let Some((_, sets)) = &mut sets {
-        measured("redis SET", false, &mut || sets.summary());
+    if let Some(spent) = spent {
+        creates.charge_window(spent);
     }
-    measured("refresh", true, &mut || {
-        charged(ours, || {
-            phase(&socket, clients, duration, unlimited, |c, i| {
+    measured("create", Some(commits), creates.summary());
+    let created = &creates.sent;
+    let set_keys = sets.as_ref().map(|(_, sets)| sets.sent.clone());
+    if let Some((_, sets)) = &mut sets {
+        measured("redis SET", None, sets.summary());
+    }
+
+    let mut refreshes = Slices::new(clients, ours);
+    let mut sets_again = peer
+        .as_ref()
+        .map(|peer| (peer, Slices::new(clients, Some(peer.pid()))));
+    let (spent, commits) = window(&mut || {
+        for _ in 0..slices {
+            refreshes.run::<Http>(&socket, slice, unlimited, |c, i| {
                 (refresh(&name(c, i % created[c]), "1h"), 200)
-            })
-            .0
-        })
+            });
+            if let (Some((peer, again)), Some(keys)) = (&mut sets_again, &set_keys) {
+                again.run::<Resp>(&peer.socket, slice, unlimited, |c, i| {
+                    (redis_set(&name(c, i % keys[c])), 200)
+                });
+            }
+        }
     });
+    if let Some(spent) = spent {
+        refreshes.charge_window(spent);
+    }
+    measured("refresh", Some(commits), refreshes.summary());
+    if let Some((_, again)) = &mut sets_again {
+        measured("redis SET again", None, again.summary());
+    }
+
     // Reads alternate in slices too: the host's slow spells (a 64-client
     // GET's CPU ranged from 12 to 20 µs between runs of one build) land
-    // on both servers, and the ratios compare.
+    // on both servers, and the ratios compare. Nothing of ours is left to
+    // checkpoint by now, and reads write nothing.
     let mut gets = Slices::new(clients, ours);
-    let mut redis_gets = sets
+    let mut redis_gets = peer
         .as_ref()
-        .map(|(peer, sets)| (*peer, &sets.sent, Slices::new(clients, Some(peer.pid()))));
-    // Redis's slice first: the checkpoint our refreshes left running falls
-    // where nobody's CPU is read, as it did when Redis's GET phase came
-    // first, and not in our GETs'.
+        .map(|peer| (peer, Slices::new(clients, Some(peer.pid()))));
     for _ in 0..slices {
-        if let Some((peer, redis_sets, redis_gets)) = &mut redis_gets {
-            redis_gets.run::<Resp>(&peer.socket, slice, |c, i| {
-                (redis_get(&name(c, i % redis_sets[c])), 200)
+        if let (Some((peer, redis_gets)), Some(keys)) = (&mut redis_gets, &set_keys) {
+            redis_gets.run::<Resp>(&peer.socket, slice, unlimited, |c, i| {
+                (redis_get(&name(c, i % keys[c])), 200)
             });
         }
-        gets.run::<Http>(&socket, slice, |c, i| (get(&name(c, i % created[c])), 200));
+        gets.run::<Http>(&socket, slice, unlimited, |c, i| {
+            (get(&name(c, i % created[c])), 200)
+        });
     }
-    if let Some((_, _, redis_gets)) = &mut redis_gets {
-        measured("redis GET", false, &mut || redis_gets.summary());
+    if let Some((_, redis_gets)) = &mut redis_gets {
+        measured("redis GET", None, redis_gets.summary());
     }
-    measured("get", false, &mut || gets.summary());
-    measured("delete", true, &mut || {
-        charged(ours, || {
-            phase(
+    measured("get", None, gets.summary());
+
+    // Each side deletes what it created, at most.
+    let mut deletes = Slices::new(clients, ours);
+    let mut dels = peer
+        .as_ref()
+        .map(|peer| (peer, Slices::new(clients, Some(peer.pid()))));
+    let (spent, commits) = window(&mut || {
+        for _ in 0..slices {
+            deletes.run::<Http>(
                 &socket,
-                clients,
-                duration,
+                slice,
                 |c| created[c],
                 |c, i| (delete(&name(c, i)), 204),
-            )
-            .0
-        })
+            );
+            if let (Some((peer, dels)), Some(keys)) = (&mut dels, &set_keys) {
+                dels.run::<Resp>(
+                    &peer.socket,
+                    slice,
+                    |c| keys[c],
+                    |c, i| (redis_del(&name(c, i)), 200),
+                );
+            }
+        }
     });
+    if let Some(spent) = spent {
+        deletes.charge_window(spent);
+    }
+    measured("delete", Some(commits), deletes.summary());
+    if let Some((_, dels)) = &mut dels {
+        measured("redis DEL", None, dels.summary());
+    }
     daemon.stop();
     // About as many requests as our loop sent to Redis in one phase.
     let cross_check = peer.as_ref().filter(|_| cross_check).and_then(|peer| {

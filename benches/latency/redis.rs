@@ -261,6 +261,11 @@ pub fn redis_get(key: &str) -> Vec<u8> {
     resp(&["GET", key])
 }
 
+/// Redis's durable delete: `DEL key` (an integer reply, 200 here).
+pub fn redis_del(key: &str) -> Vec<u8> {
+    resp(&["DEL", key])
+}
+
 /// `redis-benchmark -t set` at `clients`, as a cross-check of our own loop:
 /// its requests per second and p50, when the tool is present.
 pub fn redis_benchmark(socket: &Path, clients: usize, requests: usize) -> Option<(f64, f64)> {

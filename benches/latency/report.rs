@@ -144,19 +144,30 @@ fn report_json(measured: &Measured, seconds: f64) -> Value {
 }
 
 pub fn is_mutation(endpoint: &str) -> bool {
-    matches!(endpoint, "create" | "refresh" | "delete" | "redis SET")
+    matches!(
+        endpoint,
+        "create" | "refresh" | "delete" | "redis SET" | "redis SET again" | "redis DEL"
+    )
 }
 
-/// The Redis row a row of ours is compared with: SET for a mutation, GET for
-/// a get, at the same client count.
+/// The Redis row a row of ours is compared with, at the same client count,
+/// its slices alternating with ours: SET of new keys for a create, SET of
+/// those keys again for a refresh, DEL for a delete, GET for a get.
 pub fn redis_peer<'a>(row: &Row, rows: &'a [Row]) -> Option<&'a Row> {
-    let peer = match row.endpoint {
-        "create" | "refresh" | "delete" => "redis SET",
-        "get" => "redis GET",
-        _ => return None,
-    };
+    let peer = redis_peer_name(row.endpoint)?;
     rows.iter()
         .find(|other| other.endpoint == peer && other.clients == row.clients)
+}
+
+/// The endpoint of [`redis_peer`]'s row.
+pub fn redis_peer_name(endpoint: &str) -> Option<&'static str> {
+    Some(match endpoint {
+        "create" => "redis SET",
+        "refresh" => "redis SET again",
+        "delete" => "redis DEL",
+        "get" => "redis GET",
+        _ => return None,
+    })
 }
 
 /// A row's server CPU per request over its Redis peer's.
@@ -302,7 +313,7 @@ pub fn print_paired(paired: &[Paired], floors: &Floors) {
 pub fn print_requests(rows: &[Row], floors: &Floors, after: &Floors) {
     println!("\nrequests (keep-alive, one in flight per client)");
     println!(
-        "{:<10} {:>4} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10} {:>9} {:>7} {:>9} {:>8} {:>7}  group commit",
+        "{:<15} {:>4} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10} {:>9} {:>7} {:>9} {:>8} {:>7}  group commit",
         "endpoint",
         "cl",
         "n",
@@ -332,7 +343,7 @@ pub fn print_requests(rows: &[Row], floors: &Floors, after: &Floors) {
             )
         });
         println!(
-            "{:<10} {:>4} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9.0} {:>10} {:>9} {:>7.2} {:>9} {:>8} {:>7}  {}",
+            "{:<15} {:>4} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9.0} {:>10} {:>9} {:>7.2} {:>9} {:>8} {:>7}  {}",
             row.endpoint,
             row.clients,
             s.count,
@@ -351,9 +362,10 @@ pub fn print_requests(rows: &[Row], floors: &Floors, after: &Floors) {
         );
     }
     println!(
-        "p50 ×: p50 over the floor; floor: for create/refresh/delete and redis SET the run's \
-         fsync + transport floors, for reads the transport floor. ÷ redis: p50 over Redis's \
-         SET (mutations) or GET p50 at the same client count, phases alternating."
+        "p50 ×: p50 over the floor; floor: for mutations (ours and Redis's) the run's \
+         fsync + transport floors, for reads the transport floor. ÷ redis: p50 over the p50 of \
+         Redis's SET (create), SET again (refresh), DEL (delete) or GET at the same client \
+         count, slices alternating."
     );
     print_cpu_note();
     println!(
@@ -376,7 +388,7 @@ pub fn print_redis(
 ) {
     println!("\nours vs Redis (appendfsync always): same client loop, phases alternating");
     println!(
-        "{:>4} {:<10} {:>9} {:>9} {:>6} {:>8} {:>8} {:>6} {:>10} {:>10} {:>6} {:>14} {:>16}",
+        "{:>4} {:<17} {:>9} {:>9} {:>6} {:>8} {:>8} {:>6} {:>10} {:>10} {:>6} {:>14} {:>16}",
         "cl",
         "ours/Redis",
         "ours p50",
@@ -403,7 +415,8 @@ pub fn print_redis(
     counts.sort_unstable();
     counts.dedup();
     for clients in counts {
-        for (ours, theirs) in [("create", "redis SET"), ("get", "redis GET")] {
+        for ours in ["create", "refresh", "delete", "get"] {
+            let theirs = redis_peer_name(ours).unwrap_or_default();
             let (Some(ours), Some(theirs)) = (find(ours, clients), find(theirs, clients)) else {
                 continue;
             };
@@ -466,7 +479,7 @@ fn print_versus(ours: &Row, theirs: &Row, cross_check: &str) {
         )
     });
     println!(
-        "{:>4} {:<10} {:>9} {:>9} {:>6.2} {:>8.0} {:>8.0} {:>6.2} {:>10} {:>10} {:>6} {:>14} {:>16}",
+        "{:>4} {:<17} {:>9} {:>9} {:>6.2} {:>8.0} {:>8.0} {:>6.2} {:>10} {:>10} {:>6} {:>14} {:>16}",
         ours.clients,
         format!(
             "{}/{}",
@@ -490,8 +503,9 @@ fn print_versus(ours: &Row, theirs: &Row, cross_check: &str) {
 /// What the CPU columns are.
 fn print_cpu_note() {
     println!(
-        "cpu: the server's CPU per request over the phase ({}, at {} ticks/s; for create, SET \
-         and GET around each side's own slices), over the requests served; ~: fewer than {} ticks \
+        "cpu: the server's CPU per request over the phase ({}, at {} ticks/s; Redis's around \
+         its own slices; ours around its GET slices, and for a mutation over the whole phase \
+         until its log is checkpointed), over the requests served; ~: fewer than {} ticks \
          in the phase, rough (longer phases: --duration). client cpu: the bench's own CPU per \
          request over the same phases, ours/Redis (an HTTP client against a RESP one): on a \
          machine of a few cores it comes out of what the server can have.",
