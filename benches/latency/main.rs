@@ -19,11 +19,11 @@
 //! Its peer is Redis: `redis-server` with `appendonly yes`, `appendfsync
 //! always` and `save ""`, on a temporary Unix socket, its AOF on the same
 //! filesystem as the daemon's database. The same client loop drives it over
-//! RESP (`SET key value EX 3600` as the durable write, `GET key` as the
-//! read), its phases alternating with ours at each client count (its SETs
-//! and our creates, then its GETs and ours, in alternating slices of one
-//! phase), and at one client its SET interleaved request by request with
-//! our mutations and its GET with our GETs. The bench
+//! RESP, each of its commands alternating in slices of one phase with our
+//! requests of the same kind at each client count (SET of new keys with
+//! our creates, SET of them again with our refreshes, GET with our GETs,
+//! DEL with our deletes), and at one client its SET interleaved request by
+//! request with our mutations and its GET with our GETs. The bench
 //! installs nothing: when `redis-server` is not on the `PATH` it says what
 //! to install (`scripts/bench.sh` installs it as root) and skips the Redis
 //! rows. Full (not `--quick`) runs also cross-check with `redis-benchmark`,
@@ -37,9 +37,10 @@
 //!
 //! Each request phase also reports its server's CPU per request: the user +
 //! system time of the daemon's (or `redis-server`'s) process, all threads,
-//! from `/proc/PID/stat` right before and after the phase (in the create,
-//! SET and GET phases, around each side's own slices), over the requests
-//! served.
+//! from `/proc/PID/stat`, over the requests served: Redis's around its own
+//! slices, ours around its GET slices and, for a mutation, from the phase's
+//! start to when the daemon's log is checkpointed (the checkpoints a
+//! slice's writes cause run after it, during Redis's slice).
 //! The figure is marked rough (`~`) when the phase spent fewer than 50
 //! clock ticks; `--duration` lengthens the phases. The JSON also gives the
 //! user and system ticks apart.
