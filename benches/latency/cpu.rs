@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 /// The kernel truncates user and system time each to a whole tick (10 ms
 /// at the usual 100 Hz), so a phase read once before and once after is off
 /// by under two ticks, 4 % of 50; a phase read around each of its slices
-/// (create, SET) by under two ticks per slice.
+/// (Redis's, our GETs) by under two ticks per slice.
 pub const ROUGH_TICKS: u64 = 50;
 
 /// Where the figure comes from, for the tables' notes and the JSON.
@@ -222,5 +222,7 @@ pub fn method_json() -> Value {
         "source": SOURCE,
         "ticks_per_second": ticks_per_second(),
         "rough_below_ticks": ROUGH_TICKS,
+        "window": "Redis: around its own slices; ours: around its GET slices, and for a \
+                   mutation from the phase's start until the daemon's log is checkpointed",
     })
 }

@@ -98,6 +98,10 @@ impl Daemon {
             .arg(dirs.db())
             .arg("--max-tasks")
             .arg(crate::MAX_TASKS.to_string())
+            // The bench's tasks are all one uid's: the default quota (a
+            // tenth) would bind a bench run as a user and not as root.
+            .arg("--max-tasks-per-uid")
+            .arg(crate::MAX_TASKS.to_string())
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -208,7 +212,8 @@ impl Daemon {
         let started = Instant::now();
         loop {
             let used = self.metrics().get("sprite_tasks_log_used_bytes").copied();
-            if used == Some(0.0) {
+            // A build without the gauge cannot say; nothing to wait for.
+            if used.is_none_or(|used| used == 0.0) {
                 return;
             }
             if started.elapsed() > CHECKPOINT_WAIT {

@@ -376,9 +376,10 @@ pub fn print_requests(rows: &[Row], floors: &Floors, after: &Floors) {
     );
 }
 
-/// Ours beside Redis (`appendfsync always`), same client loop, phases
+/// Ours beside Redis (`appendfsync always`), same client loop, slices
 /// alternating: latency, rate and server CPU per request of durable writes
-/// (create beside SET) and of reads (get beside GET).
+/// (create beside SET, refresh beside SET of the same keys, delete beside
+/// DEL) and of reads (get beside GET).
 pub fn print_redis(
     rows: &[Row],
     paired: &[Paired],

@@ -85,8 +85,8 @@ pub fn targets(
             });
         }
     }
-    // Creates only: they alternate with Redis's SETs slice by slice, where
-    // refreshes and deletes run seconds away from them.
+    // Issue 11's, against SET: creates, which alternate with Redis's SETs
+    // of new keys slice by slice.
     if let (Some(redis), Some(many)) = (find("redis SET", 64), find("create", 64)) {
         targets.push(Target {
             name: "create req/s at 64 clients / Redis SET req/s, alternating".into(),
