@@ -14,7 +14,7 @@ use crate::daemon::Daemon;
 use crate::driver::{self, Driver};
 use crate::floors::{echo_floor, fsync_floor, redb_floor};
 use crate::log_floors::log_floors;
-use crate::phases::{paired_gets, paired_mutations, phase, phase_on};
+use crate::phases::{mutations_and_gets, paired_gets, paired_mutations, phase, phase_on};
 use crate::redis::{REDIS_VALUE, Redis, Resp, RespClient, find_redis, redis_get, redis_set};
 use crate::summary::Summary;
 
@@ -88,6 +88,33 @@ pub fn smoke() {
     // Redis only when it is installed.
     let redis = find_redis().ok();
     let paired = paired_mutations(Duration::ZERO, redis.as_deref());
+    // The measured phases, tiny: every kind of request answered as
+    // expected on both sides, every slice at least one request a client,
+    // our writes' CPU read until the log is checkpointed.
+    let (rows, _) = mutations_and_gets(2, Duration::from_millis(20), redis.as_deref(), false);
+    let mut endpoints: Vec<&str> = rows.iter().map(|row| row.endpoint).collect();
+    endpoints.sort_unstable();
+    let mut expected = vec!["create", "delete", "get", "refresh"];
+    if redis.is_some() {
+        expected.extend(["redis DEL", "redis GET", "redis SET", "redis SET again"]);
+        expected.sort_unstable();
+    }
+    assert_eq!(endpoints, expected);
+    for row in &rows {
+        assert!(
+            row.summary.count >= 2,
+            "{}: {} requests",
+            row.endpoint,
+            row.summary.count
+        );
+        assert!(row.cpu.is_some(), "{}: no CPU figure", row.endpoint);
+        assert_eq!(
+            row.commits.is_some(),
+            matches!(row.endpoint, "create" | "refresh" | "delete"),
+            "{}: group-commit figures for ours and only ours",
+            row.endpoint
+        );
+    }
     assert_eq!(paired.len(), 3);
     assert!(paired.iter().all(|p| p.redis.is_some() == redis.is_some()));
     if let Some(program) = &redis {
