@@ -57,21 +57,10 @@ pub fn driver() -> Driver {
 
 /// Runs `clients` connections against `socket` for `duration` (or until
 /// each has sent `limit(client)` requests; at least one each), driven by
-/// the run's [`driver`]. `make(client, i)` builds the i-th request of a
-/// client and the status it must get; building is not timed. Returns each
-/// client's samples and the wall time.
+/// `driver` (the phases pass the run's, [`driver()`]). `make(client, i)`
+/// builds the i-th request of a client and the status it must get;
+/// building is not timed. Returns each client's samples and the wall time.
 pub fn samples<P: Protocol>(
-    socket: &Path,
-    clients: usize,
-    duration: Duration,
-    limit: impl Fn(usize) -> usize + Sync,
-    make: impl Fn(usize, usize) -> (Vec<u8>, u16) + Sync,
-) -> (Vec<Vec<Duration>>, Duration) {
-    samples_by::<P>(driver(), socket, clients, duration, limit, make)
-}
-
-/// [`samples`] by the given driver.
-pub fn samples_by<P: Protocol>(
     driver: Driver,
     socket: &Path,
     clients: usize,

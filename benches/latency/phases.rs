@@ -48,7 +48,8 @@ pub fn phase_on<P: Protocol>(
     limit: impl Fn(usize) -> usize + Sync,
     make: impl Fn(usize, usize) -> (Vec<u8>, u16) + Sync,
 ) -> (Summary, Vec<usize>) {
-    let (results, wall) = driver::samples::<P>(socket, clients, duration, limit, make);
+    let (results, wall) =
+        driver::samples::<P>(driver::driver(), socket, clients, duration, limit, make);
     let counts = results.iter().map(Vec::len).collect();
     (Summary::of(results.concat(), wall), counts)
 }
@@ -139,6 +140,7 @@ impl Slices {
         let clients = base.len();
         let run = || {
             driver::samples::<P>(
+                driver::driver(),
                 socket,
                 clients,
                 slice,
@@ -185,6 +187,62 @@ impl Slices {
     }
 }
 
+/// A mutation phase on our daemon and, beside it, on Redis: what
+/// [`WritePhase::run`] needs of [`mutations_and_gets`].
+struct WritePhase<'a> {
+    daemon: &'a Daemon,
+    peer: Option<&'a Redis>,
+    clients: usize,
+    slices: u32,
+    slice: Duration,
+}
+
+/// How many requests a client may send in all, and its i-th request with
+/// the status it must get.
+type Side<M, R> = (M, R);
+
+impl WritePhase<'_> {
+    /// Our slices and Redis's in turn, ours first: our requests by `ours`,
+    /// Redis's by `theirs`. Returns both sides' slices and our group-commit
+    /// figures. Our CPU is read over the whole phase, Redis's slices
+    /// included, and on until our log is checkpointed: the checkpoints a
+    /// slice's writes cause run after it. They are left to run as they
+    /// would under steady load (every 16,384 changes, or a second after the
+    /// first one pending), so some run during Redis's slices: charged to
+    /// us, but on two cores and one disk they also slow Redis's slice.
+    /// Waiting for them after each slice would force checkpoints the
+    /// daemon would not make (refresh 1.08-1.14 x SET's CPU against
+    /// 0.94-1.005 x, two runs). The counters are read outside the window.
+    fn run(
+        &self,
+        ours: Side<impl Fn(usize) -> usize + Sync, impl Fn(usize, usize) -> (Vec<u8>, u16) + Sync>,
+        theirs: Side<
+            impl Fn(usize) -> usize + Sync,
+            impl Fn(usize, usize) -> (Vec<u8>, u16) + Sync,
+        >,
+    ) -> (Slices, Option<Slices>, Commits) {
+        let pid = self.daemon.cpu_pid();
+        let mut our_slices = Slices::new(self.clients, pid);
+        let mut their_slices = self
+            .peer
+            .map(|peer| Slices::new(self.clients, Some(peer.pid())));
+        let counters = self.daemon.metrics();
+        let before = pid.map(cpu::cpu_ticks);
+        for _ in 0..self.slices {
+            our_slices.run::<Http>(&self.daemon.socket, self.slice, &ours.0, &ours.1);
+            if let (Some(peer), Some(slices)) = (self.peer, &mut their_slices) {
+                slices.run::<Resp>(&peer.socket, self.slice, &theirs.0, &theirs.1);
+            }
+        }
+        self.daemon.wait_checkpointed();
+        if let Some((pid, before)) = pid.zip(before) {
+            our_slices.charge_window(cpu::cpu_ticks(pid).since(before));
+        }
+        let commits = Commits::between(&counters, &self.daemon.metrics());
+        (our_slices, their_slices, commits)
+    }
+}
+
 /// The create, refresh, get and delete phases on a fresh daemon; with
 /// `redis`, each alternates in [`SLICES`] slices with a fresh Redis's
 /// counterpart (SET of new keys, SET of those keys again, GET, DEL), so
@@ -225,74 +283,40 @@ pub fn mutations_and_gets(
     // With Redis, each mutation phase alternates in slices with Redis's
     // durable write of the same kind (create with SET of new keys, refresh
     // with SET of those keys again, delete with DEL), so that a slow spell
-    // of the disk lands on both and the rates and CPU compare. Our CPU is
-    // read over the whole phase and then until our log is checkpointed:
-    // the checkpoints a slice's writes cause run after it.
+    // of the disk lands on both and the rates and CPU compare.
     let slices = if peer.is_some() { SLICES } else { 1 };
     let slice = duration / slices;
-    let mut creates = Slices::new(clients, ours);
-    let mut sets = peer
-        .as_ref()
-        .map(|peer| (peer, Slices::new(clients, Some(peer.pid()))));
-    // A mutation phase: our ticks over it and its checkpoints, and its
-    // group-commit figures (the counters read outside the CPU window).
-    // Our checkpoints are left to run as they would under steady load
-    // (every 16,384 changes, or a second after the first one pending), so
-    // some run during Redis's slices: charged to us by the window, but on
-    // two cores and one disk they also slow Redis's slice. Waiting for
-    // them after each slice would force checkpoints the daemon would not
-    // make (refresh 1.08-1.14 x SET's CPU against 0.94-1.005 x, two runs).
-    let window = |run: &mut dyn FnMut()| -> (Option<Ticks>, Commits) {
-        let counters = daemon.metrics();
-        let before = ours.map(cpu::cpu_ticks);
-        run();
-        daemon.wait_checkpointed();
-        let spent = ours
-            .zip(before)
-            .map(|(pid, before)| cpu::cpu_ticks(pid).since(before));
-        (spent, Commits::between(&counters, &daemon.metrics()))
+    let writes = WritePhase {
+        daemon: &daemon,
+        peer: peer.as_ref(),
+        clients,
+        slices,
+        slice,
     };
-    let (spent, commits) = window(&mut || {
-        for _ in 0..slices {
-            creates.run::<Http>(&socket, slice, unlimited, |c, i| (create(&name(c, i)), 201));
-            if let Some((peer, sets)) = &mut sets {
-                sets.run::<Resp>(&peer.socket, slice, unlimited, |c, i| {
-                    (redis_set(&name(c, i)), 200)
-                });
-            }
-        }
-    });
-    if let Some(spent) = spent {
-        creates.charge_window(spent);
-    }
+    let (mut creates, mut sets, commits) = writes.run(
+        (unlimited, |c, i| (create(&name(c, i)), 201)),
+        (unlimited, |c, i| (redis_set(&name(c, i)), 200)),
+    );
     measured("create", Some(commits), creates.summary());
     let created = &creates.sent;
-    let set_keys = sets.as_ref().map(|(_, sets)| sets.sent.clone());
-    if let Some((_, sets)) = &mut sets {
+    // Redis's keys, per client (none without Redis: nothing reads them).
+    let set_keys = sets
+        .as_ref()
+        .map_or_else(Vec::new, |sets| sets.sent.clone());
+    if let Some(sets) = &mut sets {
         measured("redis SET", None, sets.summary());
     }
 
-    let mut refreshes = Slices::new(clients, ours);
-    let mut sets_again = peer
-        .as_ref()
-        .map(|peer| (peer, Slices::new(clients, Some(peer.pid()))));
-    let (spent, commits) = window(&mut || {
-        for _ in 0..slices {
-            refreshes.run::<Http>(&socket, slice, unlimited, |c, i| {
-                (refresh(&name(c, i % created[c]), "1h"), 200)
-            });
-            if let (Some((peer, again)), Some(keys)) = (&mut sets_again, &set_keys) {
-                again.run::<Resp>(&peer.socket, slice, unlimited, |c, i| {
-                    (redis_set(&name(c, i % keys[c])), 200)
-                });
-            }
-        }
-    });
-    if let Some(spent) = spent {
-        refreshes.charge_window(spent);
-    }
+    let (mut refreshes, mut sets_again, commits) = writes.run(
+        (unlimited, |c, i| {
+            (refresh(&name(c, i % created[c]), "1h"), 200)
+        }),
+        (unlimited, |c, i| {
+            (redis_set(&name(c, i % set_keys[c])), 200)
+        }),
+    );
     measured("refresh", Some(commits), refreshes.summary());
-    if let Some((_, again)) = &mut sets_again {
+    if let Some(again) = &mut sets_again {
         measured("redis SET again", None, again.summary());
     }
 
@@ -305,9 +329,9 @@ pub fn mutations_and_gets(
         .as_ref()
         .map(|peer| (peer, Slices::new(clients, Some(peer.pid()))));
     for _ in 0..slices {
-        if let (Some((peer, redis_gets)), Some(keys)) = (&mut redis_gets, &set_keys) {
+        if let Some((peer, redis_gets)) = &mut redis_gets {
             redis_gets.run::<Resp>(&peer.socket, slice, unlimited, |c, i| {
-                (redis_get(&name(c, i % keys[c])), 200)
+                (redis_get(&name(c, i % set_keys[c])), 200)
             });
         }
         gets.run::<Http>(&socket, slice, unlimited, |c, i| {
@@ -329,42 +353,19 @@ pub fn mutations_and_gets(
         .collect();
     populate(&socket, &extra, "1h");
     daemon.wait_checkpointed();
-    let theirs_held: Option<Vec<usize>> = set_keys
-        .as_ref()
-        .map(|keys| keys.iter().map(|n| 2 * n).collect());
-    if let (Some(peer), Some(keys), Some(held)) = (&peer, &set_keys, &theirs_held) {
+    let theirs_held: Vec<usize> = set_keys.iter().map(|n| 2 * n).collect();
+    if let Some(peer) = &peer {
         let extra: Vec<String> = (0..clients)
-            .flat_map(|c| (keys[c]..held[c]).map(move |i| name(c, i)))
+            .flat_map(|c| (set_keys[c]..theirs_held[c]).map(move |i| name(c, i)))
             .collect();
         redis_populate(&peer.socket, &extra);
     }
-    let mut deletes = Slices::new(clients, ours);
-    let mut dels = peer
-        .as_ref()
-        .map(|peer| (peer, Slices::new(clients, Some(peer.pid()))));
-    let (spent, commits) = window(&mut || {
-        for _ in 0..slices {
-            deletes.run::<Http>(
-                &socket,
-                slice,
-                |c| ours_held[c],
-                |c, i| (delete(&name(c, i)), 204),
-            );
-            if let (Some((peer, dels)), Some(held)) = (&mut dels, &theirs_held) {
-                dels.run::<Resp>(
-                    &peer.socket,
-                    slice,
-                    |c| held[c],
-                    |c, i| (redis_del(&name(c, i)), 200),
-                );
-            }
-        }
-    });
-    if let Some(spent) = spent {
-        deletes.charge_window(spent);
-    }
+    let (mut deletes, mut dels, commits) = writes.run(
+        (|c| ours_held[c], |c, i| (delete(&name(c, i)), 204)),
+        (|c| theirs_held[c], |c, i| (redis_del(&name(c, i)), 200)),
+    );
     measured("delete", Some(commits), deletes.summary());
-    if let Some((_, dels)) = &mut dels {
+    if let Some(dels) = &mut dels {
         measured("redis DEL", None, dels.summary());
     }
     daemon.stop();

@@ -59,7 +59,7 @@ pub fn smoke() {
     // Both drivers, each answer's status checked: 3 clients, 4 requests
     // each, every one counted however short the phase.
     for way in [Driver::EventLoop, Driver::Threads] {
-        let (samples, _) = driver::samples_by::<Http>(
+        let (samples, _) = driver::samples::<Http>(
             way,
             &daemon.socket,
             3,
@@ -68,7 +68,7 @@ pub fn smoke() {
             |c, i| (get(&names[c * 4 + i]), 200),
         );
         assert_eq!(samples.iter().map(Vec::len).collect::<Vec<_>>(), [1, 1, 1]);
-        let (samples, _) = driver::samples_by::<Http>(
+        let (samples, _) = driver::samples::<Http>(
             way,
             &daemon.socket,
             3,
