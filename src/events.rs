@@ -463,6 +463,21 @@ impl EventLines {
         })
     }
 
+    /// The lines of the events the usage history does not keep
+    /// ([`Event::usage_instant`] `None`), each with its sequence number,
+    /// in order: what the event history's table stores beside the usage
+    /// table, which holds the others' lines once for both histories.
+    pub fn others(&self) -> impl Iterator<Item = (u64, &[u8])> {
+        let mut usage = self.usage.iter().map(|&(index, _)| index).peekable();
+        self.iter().enumerate().filter_map(move |(index, line)| {
+            if usage.next_if_eq(&index).is_some() {
+                None
+            } else {
+                Some(line)
+            }
+        })
+    }
+
     pub fn is_empty(&self) -> bool {
         self.ends.is_empty()
     }
@@ -502,6 +517,11 @@ impl LineBatches {
     /// [`EventLines::usage`]).
     pub fn usage(&self) -> impl Iterator<Item = (Timestamp, u64, &[u8])> {
         self.batches.iter().flat_map(|lines| lines.usage())
+    }
+
+    /// The other events among these, in order (see [`EventLines::others`]).
+    pub fn others(&self) -> impl Iterator<Item = (u64, &[u8])> {
+        self.batches.iter().flat_map(|lines| lines.others())
     }
 
     pub fn is_empty(&self) -> bool {

@@ -121,6 +121,29 @@ fn since_replays_what_a_restart_missed() {
     // Bad since values are refused.
     assert_eq!(daemon.status("GET", "/v1/events?since=x", None), 400);
     assert_eq!(daemon.status("POST", "/v1/events", None), 405);
+
+    // A clean stop checkpoints, so the next start reads the history from
+    // the database alone, where the events that ended a hold are stored
+    // once, in the usage table: the whole history, in order.
+    drop(resumed);
+    let (status, _) = daemon.terminate();
+    assert!(status.success(), "{status}");
+    let daemon = Daemon::start(&dirs, &[]);
+    let mut replayed = EventStream::open(&daemon, "?since=0");
+    let all = replayed.next_n(6);
+    assert_eq!(
+        summary(&all),
+        [
+            "created a",
+            "held",
+            "created b",
+            "expired b",
+            "deleted a",
+            "idle"
+        ]
+    );
+    assert_eq!(seqs(&all), [1, 2, 3, 4, 5, 6]);
+    assert_eq!(all[4]["started_at"], first[0]["at"], "the hold a ended");
 }
 
 #[test]

@@ -26,15 +26,15 @@ const USAGE_CHUNKS_IN_PARALLEL: usize = 8;
 const USAGE_CHUNKS_AT_ONCE: usize = 2 * USAGE_CHUNKS_IN_PARALLEL;
 
 /// The usage events of the chunks `rows` yields (each with its key's
-/// second part, its bytes read by `bytes`) that end at or after
-/// `horizon`, in order, holding [`USAGE_CHUNKS_AT_ONCE`] at a time.
+/// second part, its bytes read by `bytes`) that `keep` keeps, in order,
+/// holding [`USAGE_CHUNKS_AT_ONCE`] at a time.
 ///
 /// # Errors
 /// The first row that could not be read.
 pub(super) fn usage_in_batches<C, E>(
     mut rows: impl Iterator<Item = Result<(u64, C), E>>,
     bytes: impl Fn(&C) -> &[u8],
-    horizon: u64,
+    keep: &(dyn Fn(&Event) -> bool + Sync),
 ) -> Result<Vec<Event>, E> {
     let mut events = Vec::new();
     let mut held = Vec::with_capacity(USAGE_CHUNKS_AT_ONCE);
@@ -50,28 +50,25 @@ pub(super) fn usage_in_batches<C, E>(
             .iter()
             .map(|(key, chunk)| (*key, bytes(chunk)))
             .collect();
-        events.extend(usage_events(&chunks, horizon));
+        events.extend(usage_events(&chunks, keep));
     }
 }
 
 /// The usage events in `chunks` (each with its key's second part) that
-/// end at or after `horizon`, in the chunks' order: the second half of the
-/// chunks parsed on a thread of its own ([`threads::both`]) once there are
+/// `keep` keeps, in the chunks' order: the second half of the chunks
+/// parsed on a thread of its own ([`threads::both`]) once there are
 /// [`USAGE_CHUNKS_IN_PARALLEL`].
-pub(super) fn usage_events(chunks: &[(u64, &[u8])], horizon: u64) -> Vec<Event> {
+pub(super) fn usage_events(
+    chunks: &[(u64, &[u8])],
+    keep: &(dyn Fn(&Event) -> bool + Sync),
+) -> Vec<Event> {
     let parse = |chunks: &[(u64, &[u8])]| {
         let mut kept = Vec::new();
         for &(key, chunk) in chunks {
             for event in events_in(chunk) {
                 match event {
-                    Some(event) => {
-                        if event
-                            .usage_instant()
-                            .is_some_and(|at| at.as_nanos() >= horizon)
-                        {
-                            kept.push(event);
-                        }
-                    }
+                    Some(event) if keep(&event) => kept.push(event),
+                    Some(_) => {}
                     None => warn!(chunk = key, "unreadable usage event skipped"),
                 }
             }
@@ -98,11 +95,14 @@ pub(super) fn usage_horizon(retention: Duration) -> u64 {
 /// Past the usage history's floor (its holds' limit dropped what ended
 /// before it): each chunk whose events all came before `floor` keeps only
 /// the events that trip or re-arm a name, which the state needs for the
-/// whole retention, and goes if it has none. A chunk of trips alone is
-/// read again at each checkpoint, and left as it is.
+/// whole retention, and those numbered from `events_from`, which the event
+/// history still holds ([`in_event_history`]), and goes if it has none. A
+/// chunk of such lines alone is read again at each checkpoint, and left
+/// as it is.
 pub(super) fn keep_only_trips(
     usage: &mut redb::Table<(u64, u64), &[u8]>,
     floor: u64,
+    events_from: u64,
 ) -> Result<(), StoreError> {
     let mut below = Vec::new();
     for row in usage.range(..(floor, 0)).map_err(io)? {
@@ -110,14 +110,15 @@ pub(super) fn keep_only_trips(
         below.push((key.value(), chunk.value().to_vec()));
     }
     for (key, chunk) in below {
+        let recent = in_event_history(&chunk, events_from);
         // Most chunks have no trip: one search of the whole chunk.
-        if !is_trip(&chunk) {
+        if !recent && !is_trip(&chunk) {
             usage.remove(key).map_err(io)?;
             continue;
         }
         let trips: Vec<u8> = chunk
             .split_inclusive(|&b| b == b'\n')
-            .filter(|line| is_trip(line))
+            .filter(|line| is_trip(line) || in_event_history(line, events_from))
             .flatten()
             .copied()
             .collect();
@@ -142,6 +143,37 @@ fn is_trip(lines: &[u8]) -> bool {
             .windows(kind.len())
             .any(|window| window == kind.as_bytes()),
     })
+}
+
+/// Whether the last of `lines` is numbered `events_from` or later: the
+/// event history (the last `--event-retention` events) still holds it.
+/// The usage table is the only copy of the lines of the events that ended
+/// a hold, for both histories, so that a delete's line is written once;
+/// until the event history has moved past them, they stay, whatever the
+/// usage retention. Lines are in order, so the last is the latest. A line
+/// whose number cannot be read is no part of either history.
+pub(super) fn in_event_history(lines: &[u8], events_from: u64) -> bool {
+    let last = lines
+        .strip_suffix(b"\n")
+        .unwrap_or(lines)
+        .rsplit(|&b| b == b'\n')
+        .next()
+        .unwrap_or_default();
+    line_seq(last).is_some_and(|seq| seq >= events_from)
+}
+
+/// The sequence number of an event's line: the digits after its `"seq":`
+/// member, which a string in the line cannot fake (its quotes are
+/// escaped).
+fn line_seq(line: &[u8]) -> Option<u64> {
+    const SEQ: &[u8] = b"\"seq\":";
+    let at = line.windows(SEQ.len()).position(|window| window == SEQ)?;
+    let digits = &line[at + SEQ.len()..];
+    let end = digits
+        .iter()
+        .position(|b| !b.is_ascii_digit())
+        .unwrap_or(digits.len());
+    std::str::from_utf8(&digits[..end]).ok()?.parse().ok()
 }
 
 /// The events of a chunk's lines, in order; `None` for a line this build
@@ -227,7 +259,11 @@ mod tests {
             .map(|(key, text)| (key as u64, text.as_slice()))
             .collect();
         // Everything from the 10th hold's end on.
-        let horizon = 10_000;
+        let horizon = &|event: &Event| {
+            event
+                .usage_instant()
+                .is_some_and(|at| at.as_nanos() >= 10_000)
+        };
         let expected: Vec<u64> = (10..=3 * chunks.len() as u64).collect();
         let seqs = |events: Vec<Event>| events.iter().map(|event| event.seq).collect::<Vec<_>>();
         for n in [USAGE_CHUNKS_IN_PARALLEL - 1, chunks.len()] {
@@ -253,5 +289,27 @@ mod tests {
             usage_in_batches(rows, |chunk| chunk, horizon).unwrap_err(),
             20
         );
+    }
+
+    #[test]
+    fn a_chunk_is_in_the_event_history_by_its_last_line() {
+        let line = |seq: u64, command: &str| {
+            format!(
+                "{{\"at\":\"2026-12-07T21:57:16Z\",\"command\":{command:?},\"event\":\"deleted\",\"seq\":{seq},\"task\":\"t\"}}\n"
+            )
+        };
+        assert_eq!(line_seq(line(42, "x").as_bytes()), Some(42));
+        // A command line cannot fake the member: its quotes are escaped.
+        let faked = line(7, "\"seq\":99");
+        assert_eq!(line_seq(faked.as_bytes()), Some(7));
+        assert_eq!(line_seq(b"{\"seq\":}"), None);
+        assert_eq!(line_seq(b"not an event"), None);
+        let chunk = [line(5, "a"), line(9, "b")].concat();
+        assert!(in_event_history(chunk.as_bytes(), 9));
+        assert!(!in_event_history(chunk.as_bytes(), 10));
+        // Without its last newline, and a line of one.
+        assert!(in_event_history(chunk.trim_end().as_bytes(), 9));
+        assert!(in_event_history(line(9, "c").as_bytes(), 1));
+        assert!(!in_event_history(b"", 0));
     }
 }

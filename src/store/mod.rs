@@ -928,7 +928,8 @@ mod tests {
         let mut store = Store::open(&path, &options).unwrap();
         let loaded = store.load().unwrap();
         let seqs: Vec<u64> = loaded.events.iter().map(|event| event.seq).collect();
-        let expected: Vec<u64> = (chunks[1].0..=204).collect();
+        // What that chunk holds before it is past the history.
+        let expected: Vec<u64> = (keep_from..=204).collect();
         assert_eq!(seqs, expected);
     }
 
@@ -978,6 +979,24 @@ mod tests {
             usage_retention: Duration::from_secs(48 * 3600),
             ..inline()
         };
+        let usage_rows = |path: &std::path::Path| -> Vec<((u64, u64), usize)> {
+            use redb::ReadableTable;
+            let db = redb::Database::open(path).unwrap();
+            let txn = db.begin_read().unwrap();
+            let table = txn.open_table(tables::USAGE).unwrap();
+            let lines = |chunk: &[u8]| chunk.iter().filter(|&&b| b == b'\n').count();
+            table
+                .iter()
+                .unwrap()
+                .map(|row| {
+                    let (key, value) = row.unwrap();
+                    (key.value(), lines(value.value()))
+                })
+                .collect()
+        };
+        let seqs = |events: &[crate::events::Event]| -> Vec<u64> {
+            events.iter().map(|event| event.seq).collect()
+        };
         {
             let mut store = Store::open(&path, &options).unwrap();
             store.load().unwrap();
@@ -999,35 +1018,117 @@ mod tests {
                 store.checkpoint_now().unwrap();
             }
         }
-        // One chunk per checkpoint, keyed by its latest instant; the first
-        // one's only usage event is past the retention: pruned.
-        {
-            use redb::ReadableTable;
-            let db = redb::Database::open(&path).unwrap();
-            let txn = db.begin_read().unwrap();
-            let table = txn.open_table(tables::USAGE).unwrap();
-            let rows: Vec<((u64, u64), Vec<u8>)> = table
-                .iter()
-                .unwrap()
-                .map(|row| {
-                    let (key, value) = row.unwrap();
-                    (key.value(), value.value().to_vec())
-                })
-                .collect();
-            assert_eq!(rows.len(), 1, "{rows:?}");
-            assert_eq!(rows[0].0, (now.as_nanos(), 3));
-            assert_eq!(rows[0].1.iter().filter(|&&b| b == b'\n').count(), 3);
-        }
+        // One chunk per checkpoint, keyed by its latest instant. The
+        // first one's only usage event is past the retention, but the
+        // event history (every event, here) still holds it: it stays, and
+        // is the history's only copy of it.
+        assert_eq!(
+            usage_rows(&path),
+            [((ago(72).as_nanos(), 1), 1), ((now.as_nanos(), 3), 3)]
+        );
         let mut store = Store::open(&path, &options).unwrap();
         let loaded = store.load().unwrap();
         assert_eq!(loaded.replayed, 0, "all of it from the checkpoint");
-        let kept: Vec<u64> = loaded.usage.iter().map(|event| event.seq).collect();
+        assert_eq!(seqs(&loaded.events), [1, 2, 3, 4, 5, 6]);
         assert_eq!(
-            kept,
+            seqs(&loaded.usage),
             [3, 4],
             "the holds ended 72 h and 50 h ago are past the 48 h kept"
         );
         assert_eq!(loaded.usage[0].ended.as_ref().unwrap().ended_at, ago(24));
+        // Once the event history has moved past it, it goes.
+        store
+            .commit_batch(
+                &[],
+                &Arc::new(EventLines::new(&[event(7, EventKind::Created, None)])),
+                3,
+                100,
+            )
+            .unwrap();
+        store.checkpoint_now().unwrap();
+        drop(store);
+        assert_eq!(usage_rows(&path), [((now.as_nanos(), 3), 3)]);
+        let mut store = Store::open(&path, &options).unwrap();
+        let loaded = store.load().unwrap();
+        assert_eq!(seqs(&loaded.events), [3, 4, 5, 6, 7]);
+        assert_eq!(seqs(&loaded.usage), [3, 4]);
+    }
+
+    #[test]
+    fn the_lines_of_ended_holds_are_stored_once_and_older_databases_load_as_they_were() {
+        use crate::events::{EventKind, EventLines};
+        use redb::ReadableTable;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tasks.redb");
+        let now = crate::time::wall_now();
+        let event = |seq: u64, kind: EventKind, ended: bool| {
+            usage_event(seq, kind, "loop", now, ended.then_some(now), "curl")
+        };
+        fn lines_in<K: redb::Key + 'static>(
+            path: &std::path::Path,
+            table: redb::TableDefinition<K, &[u8]>,
+        ) -> usize {
+            let db = redb::Database::open(path).unwrap();
+            let txn = db.begin_read().unwrap();
+            let table = txn.open_table(table).unwrap();
+            let lines = |chunk: &[u8]| chunk.iter().filter(|&&b| b == b'\n').count();
+            table
+                .iter()
+                .unwrap()
+                .map(|row| lines(row.unwrap().1.value()))
+                .sum()
+        }
+        let seqs = |events: &[crate::events::Event]| -> Vec<u64> {
+            events.iter().map(|event| event.seq).collect()
+        };
+        // A database of the release before: every event in the history's
+        // table, the ended holds in the usage table as well, no
+        // events.from.
+        drop(Store::open(&path, &inline()).unwrap());
+        {
+            let db = Database::open(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            {
+                let mut events = txn.open_table(tables::EVENTS).unwrap();
+                let mut usage = txn.open_table(tables::USAGE).unwrap();
+                let mut all = Vec::new();
+                let mut ended = Vec::new();
+                for (seq, kind) in [(1, EventKind::Created), (2, EventKind::Deleted)] {
+                    let event = event(seq, kind, kind == EventKind::Deleted);
+                    event.write_line(&mut all);
+                    if event.usage_instant().is_some() {
+                        event.write_line(&mut ended);
+                    }
+                }
+                events.insert(1, all.as_slice()).unwrap();
+                usage.insert((now.as_nanos(), 2), ended.as_slice()).unwrap();
+            }
+            txn.commit().unwrap();
+        }
+        let mut store = Store::open(&path, &inline()).unwrap();
+        let loaded = store.load().unwrap();
+        assert_eq!(seqs(&loaded.events), [1, 2]);
+        assert_eq!(seqs(&loaded.usage), [2]);
+        // This release writes an ended hold's line to the usage table
+        // only; the older chunks load beside it, each event once.
+        let batch = [
+            event(3, EventKind::Created, false),
+            event(4, EventKind::Deleted, true),
+            event(5, EventKind::Expired, true),
+            event(6, EventKind::Idle, false),
+        ];
+        store
+            .commit_batch(&[], &Arc::new(EventLines::new(&batch)), 0, 100)
+            .unwrap();
+        store.checkpoint_now().unwrap();
+        drop(store);
+        assert_eq!(lines_in(&path, tables::EVENTS), 2 + 2);
+        assert_eq!(lines_in(&path, tables::USAGE), 1 + 2);
+        let mut store = Store::open(&path, &inline()).unwrap();
+        let loaded = store.load().unwrap();
+        assert_eq!(seqs(&loaded.events), [1, 2, 3, 4, 5, 6]);
+        assert_eq!(seqs(&loaded.usage), [2, 4, 5]);
+        assert_eq!(loaded.events[3], batch[1]);
     }
 
     #[test]
@@ -1068,11 +1169,13 @@ mod tests {
         }
         // The history kept only holds that ended in the last 10 hours.
         store.set_usage_floor(ago(10).as_nanos());
+        // The event history keeps event 6 on: the ended holds before it are
+        // no longer needed there either.
         store
             .commit_batch(
                 &[],
                 &Arc::new(EventLines::new(&[event(6, EventKind::Created, None)])),
-                0,
+                6,
                 100,
             )
             .unwrap();
@@ -1086,6 +1189,8 @@ mod tests {
             [2, 4, 5],
             "below the floor only the trip stays; the rest is past it"
         );
+        let history: Vec<u64> = loaded.events.iter().map(|event| event.seq).collect();
+        assert_eq!(history, [6]);
         assert_eq!(crate::usage::tripped(&loaded.usage).len(), 1);
         // The floor is stored with the checkpoint: a restart recovers no
         // hold from before it.

@@ -7,14 +7,17 @@
 //! table of the versions before chunks, which the first load moves into
 //! them; `texts` keeps the command lines that quarantined rows name;
 //! `quarantine` keeps rows that could not be trusted on load, never served
-//! and never silently deleted; `events` is the retained event history;
-//! `usage` keeps the events that ended a hold, tripped or re-armed a name,
-//! in chunks keyed by the latest instant among them (when a hold ended or
-//! a name was re-armed) and their first sequence number, for the usage
-//! retention; `meta` says which log frames the tables already contain
+//! and never silently deleted; `events` is the retained event history but
+//! for the events the usage history keeps; `usage` keeps those, the events
+//! that ended a hold, tripped or re-armed a name, in chunks keyed by the
+//! latest instant among them (when a hold ended or a name was re-armed)
+//! and their first sequence number, for the usage retention and for as
+//! long as the event history holds them: a delete's line, most of what its
+//! checkpoint writes, is written once; `meta` says which log frames the tables already contain
 //! (`log.lsn`, the last one, and `log.position`, where the frame after it
-//! goes) and how many rows the base and the runs hold (when to compact). A database written before the log existed has no `meta` and
-//! covers nothing of it.
+//! goes), how many rows the base and the runs hold (when to compact), the
+//! usage history's floor and the event history's first event. A database
+//! written before the log existed has no `meta` and covers nothing of it.
 //!
 //! After a failed write or sync redb refuses further writes until the
 //! `Database` is dropped and reopened, so a failure drops it and the next
@@ -30,11 +33,14 @@ use redb::{
 use tracing::warn;
 
 use super::chunk;
-use super::history::{events_in, in_chunks, keep_only_trips, usage_horizon, usage_in_batches};
+use super::history::{
+    events_in, in_chunks, in_event_history, keep_only_trips, usage_horizon, usage_in_batches,
+};
 use super::merge::{Merged, Opened, SetAside, merge, namespace, open_chunks, stored_chunks};
 use super::pending::{LogMark, Pending};
 use super::texts::{self, TEXTS};
 use super::{Loaded, StoreError};
+use crate::events::Event;
 use crate::record::{self, RecordError};
 use crate::tasks::{Task, TaskName};
 
@@ -57,7 +63,10 @@ pub(crate) const QUARANTINE: TableDefinition<&[u8], &[u8]> = TableDefinition::ne
 /// The retained event history, in chunks: the sequence number of a chunk's
 /// first event to its events' JSON lines, each ending in a newline, in
 /// order. A chunk runs up to the next one's first event. Rows written
-/// before chunks existed hold one line each, which is a chunk of one.
+/// before chunks existed hold one line each, which is a chunk of one. The
+/// events the usage history keeps ([`Event::usage_instant`]) are in
+/// [`USAGE`] alone, from [`META_EVENTS_FROM`]'s first checkpoint on;
+/// before it, here as well.
 pub(crate) const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
 
 /// Most bytes of event lines in one row of [`EVENTS`]. One row per event
@@ -81,6 +90,12 @@ const META_LSN: &str = "log.lsn";
 const META_POSITION: &str = "log.position";
 /// The usage history's floor ([`Loaded::usage_floor`]), once it has one.
 const META_USAGE_FLOOR: &str = "usage.floor";
+/// The first event the event history keeps (the latest checkpoint's
+/// `keep_events_from`, never lowered), once the usage table holds the
+/// lines of the events that ended a hold for both histories: a load takes
+/// the history from [`EVENTS`] and those lines from it on. A database
+/// without it stored every event in [`EVENTS`].
+const META_EVENTS_FROM: &str = "events.from";
 /// Rows in the base and in the runs: when to compact.
 const META_BASE_ROWS: &str = "tasks.base.rows";
 const META_RUN_ROWS: &str = "tasks.runs.rows";
@@ -209,27 +224,53 @@ impl Tables {
             changed |= !aside.is_empty();
             aside.commit(&txn, &mut loaded.quarantined)?;
             {
+                let meta = txn.open_table(META).map_err(io)?;
+                // Before the usage table held the ended holds' lines for
+                // both histories, every event was in EVENTS.
+                let events_from = meta.get(META_EVENTS_FROM).map_err(io)?.map(|v| v.value());
                 let events = txn.open_table(EVENTS).map_err(io)?;
                 for row in events.iter().map_err(io)? {
                     let (first, chunk) = row.map_err(io)?;
                     for event in events_in(chunk.value()) {
                         match event {
-                            Some(event) => loaded.events.push(event),
+                            Some(event) if event.seq >= events_from.unwrap_or(0) => {
+                                loaded.events.push(event);
+                            }
+                            Some(_) => {}
                             None => warn!(chunk = first.value(), "unreadable event skipped"),
                         }
                     }
                 }
-                // A chunk stays until its latest event passes the horizon;
-                // its older events are left out here, so that a name
-                // trips for the retention and no longer.
+                // A chunk stays until its latest event passes the horizon
+                // (and the event history); its older events are left out
+                // of the usage history here, so that a name trips for the
+                // retention and no longer.
                 let horizon = usage_horizon(retention);
+                let in_usage = |event: &Event| {
+                    event
+                        .usage_instant()
+                        .is_some_and(|at| at.as_nanos() >= horizon)
+                };
+                let in_events = |event: &Event| events_from.is_some_and(|from| event.seq >= from);
                 let usage = txn.open_table(USAGE).map_err(io)?;
                 let rows = usage.iter().map_err(io)?;
                 let rows = rows.map(|row| row.map(|(key, chunk)| (key.value().1, chunk)));
-                loaded.usage =
-                    usage_in_batches(rows, |chunk| chunk.value(), horizon).map_err(io)?;
+                let keep = |event: &Event| in_usage(event) || in_events(event);
+                let kept = usage_in_batches(rows, |chunk| chunk.value(), &keep).map_err(io)?;
+                loaded.usage.reserve(kept.len());
+                for event in kept {
+                    if in_events(&event) {
+                        loaded.events.push(event.clone());
+                    }
+                    if in_usage(&event) {
+                        loaded.usage.push(event);
+                    }
+                }
                 loaded.usage.sort_by_key(|event| event.seq);
-                let meta = txn.open_table(META).map_err(io)?;
+                // A database written before kept the ended holds in both
+                // tables; chunks of either age are read the same way.
+                loaded.events.sort_by_key(|event| event.seq);
+                loaded.events.dedup_by_key(|event| event.seq);
                 if let Some(lsn) = meta.get(META_LSN).map_err(io)? {
                     mark.lsn = lsn.value();
                 }
@@ -264,13 +305,28 @@ impl Tables {
         let compact_at = self.compact_at;
         self.guard(|db| {
             let txn = db.begin_write().map_err(io)?;
+            // Never lowered: a restart with a longer --event-retention
+            // keeps the history it has, without the gaps the usage
+            // table's pruning may have left below it.
+            let events_from = {
+                let meta = txn.open_table(META).map_err(io)?;
+                let stored = meta.get(META_EVENTS_FROM).map_err(io)?;
+                stored.map_or(0, |from| from.value())
+            }
+            .max(pending.keep_events_from());
             {
                 let mut table = txn.open_table(EVENTS).map_err(io)?;
                 let keep_from = pending.keep_events_from();
                 // Events already past the retained history would be trimmed
                 // by this very transaction or the next: under churn most of
-                // a checkpoint's events are, and writing them is waste.
-                let retained = pending.events().iter().filter(|(seq, _)| *seq >= keep_from);
+                // a checkpoint's events are, and writing them is waste. The
+                // events that ended a hold are the usage table's: their
+                // lines (a delete's is most of its checkpoint's bytes) are
+                // written once, there.
+                let retained = pending
+                    .events()
+                    .others()
+                    .filter(|(seq, _)| *seq >= keep_from);
                 in_chunks(retained, |seqs, chunk| {
                     table.insert(seqs[0], chunk).map_err(io).map(drop)
                 })?;
@@ -304,14 +360,20 @@ impl Tables {
                         .map_err(io)
                         .map(drop)
                 })?;
+                // A chunk past the retention stays while the event
+                // history holds its last line.
                 let horizon = usage_horizon(retention);
                 let oldest = usage.first().map_err(io)?.map(|(key, _)| key.value().0);
                 if oldest.is_some_and(|at| at < horizon) {
-                    usage.retain_in(..(horizon, 0), |_, _| false).map_err(io)?;
+                    usage
+                        .retain_in(..(horizon, 0), |_, chunk| {
+                            in_event_history(chunk, events_from)
+                        })
+                        .map_err(io)?;
                 }
                 let floor = pending.usage_floor();
                 if floor > horizon && oldest.is_some_and(|at| at < floor) {
-                    keep_only_trips(&mut usage, floor)?;
+                    keep_only_trips(&mut usage, floor, events_from)?;
                 }
             }
             let rows = pending.rows();
@@ -345,6 +407,7 @@ impl Tables {
                     meta.insert(META_USAGE_FLOOR, pending.usage_floor())
                         .map_err(io)?;
                 }
+                meta.insert(META_EVENTS_FROM, events_from).map_err(io)?;
             }
             txn.commit().map_err(io)
         })
