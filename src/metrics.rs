@@ -158,6 +158,9 @@ pub struct Gauges {
     pub log_size_bytes: u64,
     pub checkpoints: u64,
     pub checkpoint_failures: u64,
+    /// Checkpoints that compacted the task tables, and the rows they wrote.
+    pub compactions: u64,
+    pub compacted_rows: u64,
     /// Ended holds the usage history keeps (at most `--usage-max-holds`
     /// and an eighth).
     pub usage_holds: usize,
@@ -441,7 +444,7 @@ impl Metrics {
 
 /// The write-ahead log and its checkpoints, all read off the store.
 fn render_log(out: &mut String, gauges: &Gauges) {
-    let families: [Single; 4] = [
+    let families: [Single; 6] = [
         (
             "sprite_tasks_log_used_bytes",
             Kind::Gauge,
@@ -465,6 +468,18 @@ fn render_log(out: &mut String, gauges: &Gauges) {
             Kind::Counter,
             "Checkpoints that failed (retried; the changes stay in the log).",
             &gauges.checkpoint_failures,
+        ),
+        (
+            "sprite_tasks_compactions_total",
+            Kind::Counter,
+            "Checkpoints that compacted the task tables: the base and the runs since merged into a new base, every live row rewritten.",
+            &gauges.compactions,
+        ),
+        (
+            "sprite_tasks_compacted_rows_total",
+            Kind::Counter,
+            "Task rows the compactions wrote.",
+            &gauges.compacted_rows,
         ),
     ];
     singles(out, &families);
@@ -614,6 +629,12 @@ sprite_tasks_checkpoints_total 20
 # HELP sprite_tasks_checkpoint_failures_total Checkpoints that failed (retried; the changes stay in the log).
 # TYPE sprite_tasks_checkpoint_failures_total counter
 sprite_tasks_checkpoint_failures_total 21
+# HELP sprite_tasks_compactions_total Checkpoints that compacted the task tables: the base and the runs since merged into a new base, every live row rewritten.
+# TYPE sprite_tasks_compactions_total counter
+sprite_tasks_compactions_total 26
+# HELP sprite_tasks_compacted_rows_total Task rows the compactions wrote.
+# TYPE sprite_tasks_compacted_rows_total counter
+sprite_tasks_compacted_rows_total 27
 # HELP sprite_tasks_hook_runs_total Hook commands started.
 # TYPE sprite_tasks_hook_runs_total counter
 sprite_tasks_hook_runs_total 8
@@ -715,6 +736,8 @@ sprite_tasks_commit_seconds_count 3
             log_size_bytes: 19,
             checkpoints: 20,
             checkpoint_failures: 21,
+            compactions: 26,
+            compacted_rows: 27,
             usage_holds: 25,
         };
         assert_eq!(metrics.render_with(&gauges, 22), FULL_PAGE);

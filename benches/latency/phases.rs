@@ -60,6 +60,11 @@ pub struct Commits {
     pub commits: f64,
     pub changes_per_commit: f64,
     pub mean_commit: Duration,
+    /// Compactions of the task tables in the phase, and the rows they
+    /// wrote: a compaction rewrites every live row, and lands in whichever
+    /// phase's changes take the runs past the base.
+    pub compactions: f64,
+    pub compacted_rows: f64,
 }
 
 impl Commits {
@@ -74,6 +79,8 @@ impl Commits {
             mean_commit: Duration::from_secs_f64(
                 (delta("sprite_tasks_commit_seconds_sum") / commits.max(1.0)).max(0.0),
             ),
+            compactions: delta("sprite_tasks_compactions_total"),
+            compacted_rows: delta("sprite_tasks_compacted_rows_total"),
         }
     }
 }

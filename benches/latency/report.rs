@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use crate::cpu;
 use crate::floors::{Floors, SMALL_WRITE};
 use crate::log_floors::{LogWay, log_floors_json};
-use crate::phases::{CrossCheck, Paired, PairedGets, Row};
+use crate::phases::{Commits, CrossCheck, Paired, PairedGets, Row};
 use crate::redis::{REDIS_CONFIG, redis_version};
 use crate::scale::ScaleRow;
 use crate::summary::{Summary, micros, show};
@@ -116,6 +116,8 @@ fn report_json(measured: &Measured, seconds: f64) -> Value {
                     "count": c.commits,
                     "changes_per_commit": c.changes_per_commit,
                     "mean_commit_us": micros(c.mean_commit),
+                    "compactions": c.compactions,
+                    "compacted_rows": c.compacted_rows,
                 })),
             })
         }).collect::<Vec<_>>(),
@@ -337,9 +339,10 @@ pub fn print_requests(rows: &[Row], floors: &Floors, after: &Floors) {
         let (_, floor) = floor_of(row, floors);
         let commits = row.commits.map_or(String::new(), |c| {
             format!(
-                "{:.1} changes/commit, {} per commit",
+                "{:.1} changes/commit, {} per commit, compacted {}",
                 c.changes_per_commit,
-                show(c.mean_commit)
+                show(c.mean_commit),
+                compacted(c)
             )
         });
         println!(
@@ -389,7 +392,7 @@ pub fn print_redis(
 ) {
     println!("\nours vs Redis (appendfsync always): same client loop, phases alternating");
     println!(
-        "{:>4} {:<17} {:>9} {:>9} {:>6} {:>8} {:>8} {:>6} {:>10} {:>10} {:>6} {:>14} {:>16}",
+        "{:>4} {:<17} {:>9} {:>9} {:>6} {:>8} {:>8} {:>6} {:>10} {:>10} {:>6} {:>14} {:>16} {:>11}",
         "cl",
         "ours/Redis",
         "ours p50",
@@ -402,7 +405,8 @@ pub fn print_redis(
         "Redis cpu",
         "÷",
         "client cpu",
-        "redis-benchmark"
+        "redis-benchmark",
+        "compacted"
     );
     let find = |endpoint: &str, clients: usize| {
         rows.iter()
@@ -458,7 +462,9 @@ pub fn print_redis(
     println!(
         "÷: ours over Redis's (p50, CPU per request); ×: our rate over Redis's. \
          redis-benchmark: `-t set` on the same Redis right after, a cross-check of our loop \
-         (full runs only)."
+         (full runs only). compacted: our compactions of the task tables in the phase and \
+         the rows they rewrote (every live row), charged to the phase whose changes took the \
+         runs past the base."
     );
     print_cpu_note();
 }
@@ -480,7 +486,7 @@ fn print_versus(ours: &Row, theirs: &Row, cross_check: &str) {
         )
     });
     println!(
-        "{:>4} {:<17} {:>9} {:>9} {:>6.2} {:>8.0} {:>8.0} {:>6.2} {:>10} {:>10} {:>6} {:>14} {:>16}",
+        "{:>4} {:<17} {:>9} {:>9} {:>6.2} {:>8.0} {:>8.0} {:>6.2} {:>10} {:>10} {:>6} {:>14} {:>16} {:>11}",
         ours.clients,
         format!(
             "{}/{}",
@@ -497,8 +503,21 @@ fn print_versus(ours: &Row, theirs: &Row, cross_check: &str) {
         cpu(theirs),
         cpu_ratio,
         client_cpu,
-        cross_check
+        cross_check,
+        ours.commits.map_or("-".into(), compacted)
     );
+}
+
+/// A phase's compactions, as `0` or `1: 246k` (the rows rewritten).
+fn compacted(commits: Commits) -> String {
+    if commits.compactions < 1.0 {
+        return "0".into();
+    }
+    format!(
+        "{:.0}: {:.0}k",
+        commits.compactions,
+        commits.compacted_rows / 1000.0
+    )
 }
 
 /// What the CPU columns are.

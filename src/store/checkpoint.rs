@@ -47,9 +47,10 @@ pub(crate) enum Job {
 #[derive(Debug)]
 pub(crate) enum Done {
     /// A checkpoint succeeded up to this mark (and hands back its changes
-    /// [`recycled`](Pending::recycled), emptied on this thread), or failed
-    /// and hands its pending changes back.
-    Checkpointed(Result<(LogMark, Pending), (StoreError, Pending)>),
+    /// [`recycled`](Pending::recycled), emptied on this thread, and the
+    /// rows it compacted the task tables into, if it did), or failed and
+    /// hands its pending changes back.
+    Checkpointed(Result<(LogMark, Pending, Option<u64>), (StoreError, Pending)>),
     Recovered(Result<Recovered, StoreError>),
 }
 
@@ -66,7 +67,7 @@ impl Engine {
         match job {
             Job::Checkpoint(pending) => {
                 Done::Checkpointed(match self.tables.checkpoint(&pending) {
-                    Ok(()) => Ok((pending.mark(), pending.recycled())),
+                    Ok(compacted) => Ok((pending.mark(), pending.recycled(), compacted)),
                     Err(e) => Err((e, pending)),
                 })
             }

@@ -263,6 +263,10 @@ pub struct StoreCounters {
     pub log_bytes: u64,
     pub checkpoints: u64,
     pub checkpoint_failures: u64,
+    /// Checkpoints that compacted the task tables, and the rows they
+    /// wrote (every live row, each time).
+    pub compactions: u64,
+    pub compacted_rows: u64,
     /// Bytes of the log not yet checkpointed, and the log's size.
     pub log_used: u64,
     pub log_size: u64,
@@ -661,7 +665,7 @@ impl Store {
 
     fn take(&mut self, done: Done) {
         match done {
-            Done::Checkpointed(Ok((mark, spent))) => {
+            Done::Checkpointed(Ok((mark, spent, compacted))) => {
                 if self.pending.is_empty() {
                     // Idle: nothing came while it ran. Both rooms go back
                     // to the system (a large one is mapped pages of its
@@ -674,6 +678,10 @@ impl Store {
                 self.in_flight = false;
                 self.tail = mark.position;
                 self.counters.checkpoints += 1;
+                if let Some(rows) = compacted {
+                    self.counters.compactions += 1;
+                    self.counters.compacted_rows += rows;
+                }
                 self.counters.log_used = self.head - self.tail;
             }
             Done::Checkpointed(Err((e, mut failed))) => {

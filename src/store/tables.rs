@@ -297,10 +297,12 @@ impl Tables {
     /// deleted, all at once, when the oldest is more than `trim_slack`
     /// below it.
     ///
+    /// Returns the rows of the new base if it compacted the task tables.
+    ///
     /// # Errors
     /// [`StoreError::Io`]: nothing of it may be assumed written. The
     /// database has been dropped and the next call reopens it.
-    pub fn checkpoint(&mut self, pending: &Pending) -> Result<(), StoreError> {
+    pub fn checkpoint(&mut self, pending: &Pending) -> Result<Option<u64>, StoreError> {
         let retention = self.usage_retention;
         let compact_at = self.compact_at;
         self.guard(|db| {
@@ -377,6 +379,7 @@ impl Tables {
                 }
             }
             let rows = pending.rows();
+            let mut compacted = None;
             if !rows.is_empty() {
                 let (base_rows, run_rows) = counts(&txn)?;
                 let after = run_rows.saturating_add(rows.len() as u64);
@@ -394,7 +397,7 @@ impl Tables {
                     // key would spend them).
                     _ => {
                         drop(runs);
-                        compact(&txn, &rows)?;
+                        compacted = Some(compact(&txn, &rows)?);
                     }
                 }
             }
@@ -409,7 +412,8 @@ impl Tables {
                 }
                 meta.insert(META_EVENTS_FROM, events_from).map_err(io)?;
             }
-            txn.commit().map_err(io)
+            txn.commit().map_err(io)?;
+            Ok(compacted)
         })
     }
 
@@ -602,7 +606,8 @@ fn next_run(runs: &Table<'_, (u64, u64), &'static [u8]>) -> Result<Option<u64>, 
 
 /// Merges the base, the runs and `rows` (newer than any run) into a new
 /// base, deletes the runs, and sets aside what could not be trusted.
-fn compact(txn: &WriteTransaction, rows: &[(&TaskName, &Option<Task>)]) -> Result<(), StoreError> {
+/// Returns the new base's rows.
+fn compact(txn: &WriteTransaction, rows: &[(&TaskName, &Option<Task>)]) -> Result<u64, StoreError> {
     let mut aside = SetAside::default();
     let written = {
         let base = txn.open_table(BASE).map_err(io)?;
@@ -624,7 +629,8 @@ fn compact(txn: &WriteTransaction, rows: &[(&TaskName, &Option<Task>)]) -> Resul
     swap_base(txn)?;
     set_counts(txn, written, 0)?;
     tracing::debug!(rows = written, "task tables compacted into a new base");
-    aside.commit(txn, &mut Vec::new())
+    aside.commit(txn, &mut Vec::new())?;
+    Ok(written)
 }
 
 /// Writes `rows` (by name, in order; `None`: removed) as run number `run`.
@@ -861,6 +867,18 @@ mod tests {
             store.load().unwrap();
             store.commit(&changes).unwrap();
             store.checkpoint_now().unwrap();
+            // A compaction leaves no run, and is counted with its rows.
+            let counters = store.counters();
+            let compacted = (expected.1 == 0).then_some(expected.2);
+            assert_eq!(
+                (
+                    counters.checkpoints,
+                    counters.compactions,
+                    counters.compacted_rows
+                ),
+                (1, u64::from(compacted.is_some()), compacted.unwrap_or(0)),
+                "{changes:?}"
+            );
             drop(store);
             assert_eq!(shape(&path), expected, "{changes:?}");
             let served: Vec<(String, u64)> = reload(&path, 4)

@@ -174,6 +174,8 @@ pub struct Outside {
     pub log_size_bytes: u64,
     pub checkpoints: u64,
     pub checkpoint_failures: u64,
+    pub compactions: u64,
+    pub compacted_rows: u64,
     pub hook_runs: u64,
     pub hook_failures: u64,
 }
@@ -187,6 +189,8 @@ impl Outside {
             log_size_bytes: store.log_size,
             checkpoints: store.checkpoints,
             checkpoint_failures: store.checkpoint_failures,
+            compactions: store.compactions,
+            compacted_rows: store.compacted_rows,
             hook_runs: hooks.started,
             hook_failures: hooks.failed,
             ..Outside::default()
@@ -495,6 +499,8 @@ impl Core {
             log_size_bytes: outside.log_size_bytes,
             checkpoints: outside.checkpoints,
             checkpoint_failures: outside.checkpoint_failures,
+            compactions: outside.compactions,
+            compacted_rows: outside.compacted_rows,
             usage_holds: self.usage.len(),
         };
         self.metrics.hook_runs = outside.hook_runs;
