@@ -56,7 +56,13 @@ impl Watches {
     /// Carries out the core's watch changes; a process that cannot be
     /// watched any more is reported to the core.
     pub fn apply(&mut self, core: &mut Core) {
-        for change in core.take_watch_changes() {
+        let changes = core.take_watch_changes();
+        if changes.is_empty() && self.staged.is_empty() {
+            // Most turns: clearing an empty map still wipes its control
+            // bytes, three times a turn.
+            return;
+        }
+        for change in changes {
             match change {
                 WatchChange::Unwatch(name) => {
                     self.unwatch(&name);
