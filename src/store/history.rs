@@ -112,6 +112,12 @@ pub(super) fn keep_only_trips(
     for row in usage.range(..(floor, 0)).map_err(io)? {
         let (key, chunk) = row.map_err(io)?;
         let chunk = chunk.value();
+        // Lines are in order: from its first on, the event history holds
+        // all of it, and it stays as it is.
+        let first = chunk.split(|&b| b == b'\n').next().unwrap_or_default();
+        if line_seq(first).is_some_and(|seq| seq >= events_from) {
+            continue;
+        }
         // Most chunks have no trip: one search of the whole chunk.
         if !in_event_history(chunk, events_from) && !is_trip(chunk) {
             cut.push((key.value(), Vec::new()));
@@ -154,12 +160,15 @@ fn is_trip(lines: &[u8]) -> bool {
 /// The usage table is the only copy of the lines of the events that ended
 /// a hold, for both histories, so that a delete's line is written once;
 /// until the event history has moved past them, they stay, whatever the
-/// usage retention. Lines are in order, so the last is the latest. A line
-/// whose number cannot be read is no part of either history.
+/// usage retention. Lines are in order, so the last whose number reads is
+/// the latest; a line whose number cannot be read is no part of either
+/// history, and does not decide for the lines before it.
 pub(super) fn in_event_history(lines: &[u8], events_from: u64) -> bool {
-    let lines = lines.strip_suffix(b"\n").unwrap_or(lines);
-    let last = memchr::memrchr(b'\n', lines).map_or(lines, |end| &lines[end + 1..]);
-    line_seq(last).is_some_and(|seq| seq >= events_from)
+    lines
+        .rsplit(|&b| b == b'\n')
+        .filter(|line| !line.is_empty())
+        .find_map(line_seq)
+        .is_some_and(|seq| seq >= events_from)
 }
 
 /// The sequence number of an event's line: the digits after its `"seq":`
@@ -315,5 +324,9 @@ mod tests {
         assert!(in_event_history(chunk.trim_end().as_bytes(), 9));
         assert!(in_event_history(line(9, "c").as_bytes(), 1));
         assert!(!in_event_history(b"", 0));
+        // A damaged last line does not decide for the lines before it.
+        let damaged = [line(5, "a"), line(9, "b"), "{\"se".into()].concat();
+        assert!(in_event_history(damaged.as_bytes(), 9));
+        assert!(!in_event_history(b"{not an event}\n", 0));
     }
 }

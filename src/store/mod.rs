@@ -1103,31 +1103,41 @@ mod tests {
             {
                 let mut events = txn.open_table(tables::EVENTS).unwrap();
                 let mut usage = txn.open_table(tables::USAGE).unwrap();
+                // Its history was trimmed to event 2 on; the hold event 1
+                // ended stays in the usage table.
                 let mut all = Vec::new();
                 let mut ended = Vec::new();
-                for (seq, kind) in [(1, EventKind::Created), (2, EventKind::Deleted)] {
+                for (seq, kind) in [
+                    (1, EventKind::Deleted),
+                    (2, EventKind::Created),
+                    (3, EventKind::Deleted),
+                ] {
                     let event = event(seq, kind, kind == EventKind::Deleted);
-                    event.write_line(&mut all);
+                    if seq >= 2 {
+                        event.write_line(&mut all);
+                    }
                     if event.usage_instant().is_some() {
                         event.write_line(&mut ended);
                     }
                 }
-                events.insert(1, all.as_slice()).unwrap();
-                usage.insert((now.as_nanos(), 2), ended.as_slice()).unwrap();
+                events.insert(2, all.as_slice()).unwrap();
+                usage.insert((now.as_nanos(), 1), ended.as_slice()).unwrap();
             }
             txn.commit().unwrap();
         }
         let mut store = Store::open(&path, &inline()).unwrap();
         let loaded = store.load().unwrap();
-        assert_eq!(seqs(&loaded.events), [1, 2]);
-        assert_eq!(seqs(&loaded.usage), [2]);
+        assert_eq!(seqs(&loaded.events), [2, 3]);
+        assert_eq!(seqs(&loaded.usage), [1, 3]);
         // This release writes an ended hold's line to the usage table
-        // only; the older chunks load beside it, each event once.
+        // only; the older chunks load beside it, each event once. A longer
+        // --event-retention (keep from 0) does not reach back past what
+        // the older release kept: event 1 stays out of the history.
         let batch = [
-            event(3, EventKind::Created, false),
-            event(4, EventKind::Deleted, true),
-            event(5, EventKind::Expired, true),
-            event(6, EventKind::Idle, false),
+            event(4, EventKind::Created, false),
+            event(5, EventKind::Deleted, true),
+            event(6, EventKind::Expired, true),
+            event(7, EventKind::Idle, false),
         ];
         store
             .commit_batch(&[], &Arc::new(EventLines::new(&batch)), 0, 100)
@@ -1135,11 +1145,11 @@ mod tests {
         store.checkpoint_now().unwrap();
         drop(store);
         assert_eq!(lines_in(&path, tables::EVENTS), 2 + 2);
-        assert_eq!(lines_in(&path, tables::USAGE), 1 + 2);
+        assert_eq!(lines_in(&path, tables::USAGE), 2 + 2);
         let mut store = Store::open(&path, &inline()).unwrap();
         let loaded = store.load().unwrap();
-        assert_eq!(seqs(&loaded.events), [1, 2, 3, 4, 5, 6]);
-        assert_eq!(seqs(&loaded.usage), [2, 4, 5]);
+        assert_eq!(seqs(&loaded.events), [2, 3, 4, 5, 6, 7]);
+        assert_eq!(seqs(&loaded.usage), [1, 3, 5, 6]);
         assert_eq!(loaded.events[3], batch[1]);
     }
 

@@ -309,11 +309,20 @@ impl Tables {
             let txn = db.begin_write().map_err(io)?;
             // Never lowered: a restart with a longer --event-retention
             // keeps the history it has, without the gaps the usage
-            // table's pruning may have left below it.
+            // table's pruning may have left below it. A database of an
+            // earlier release holds every event in EVENTS from its first
+            // chunk on, and nothing complete before it.
             let events_from = {
                 let meta = txn.open_table(META).map_err(io)?;
                 let stored = meta.get(META_EVENTS_FROM).map_err(io)?;
-                stored.map_or(0, |from| from.value())
+                match stored {
+                    Some(from) => from.value(),
+                    None => {
+                        let events = txn.open_table(EVENTS).map_err(io)?;
+                        let first = events.first().map_err(io)?;
+                        first.map_or(0, |(seq, _)| seq.value())
+                    }
+                }
             }
             .max(pending.keep_events_from());
             {
