@@ -13,11 +13,12 @@
 //! latest instant among them (when a hold ended or a name was re-armed)
 //! and their first sequence number, for the usage retention and for as
 //! long as the event history holds them: a delete's line, most of what its
-//! checkpoint writes, is written once; `meta` says which log frames the tables already contain
-//! (`log.lsn`, the last one, and `log.position`, where the frame after it
-//! goes), how many rows the base and the runs hold (when to compact), the
-//! usage history's floor and the event history's first event. A database
-//! written before the log existed has no `meta` and covers nothing of it.
+//! checkpoint writes, is written once; `meta` says which log frames the
+//! tables already contain (`log.lsn`, the last one, and `log.position`,
+//! where the frame after it goes), how many rows the base and the runs
+//! hold (when to compact), the usage history's floor and the event
+//! history's first event. A database written before the log existed has no
+//! `meta` and covers nothing of it.
 //!
 //! After a failed write or sync redb refuses further writes until the
 //! `Database` is dropped and reopened, so a failure drops it and the next
