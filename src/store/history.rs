@@ -155,20 +155,41 @@ fn is_trip(lines: &[u8]) -> bool {
         .any(|kind| memchr::memmem::find(lines, kind).is_some())
 }
 
-/// Whether the last of `lines` is numbered `events_from` or later: the
-/// event history (the last `--event-retention` events) still holds it.
-/// The usage table is the only copy of the lines of the events that ended
-/// a hold, for both histories, so that a delete's line is written once;
-/// until the event history has moved past them, they stay, whatever the
-/// usage retention. Lines are in order, so the last whose number reads is
-/// the latest; a line whose number cannot be read is no part of either
-/// history, and does not decide for the lines before it.
+/// Whether the last of `lines` whose number reads is numbered
+/// `events_from` or later: the event history (the last
+/// `--event-retention` events) still holds it. The usage table is the only
+/// copy of the lines of the events that ended a hold or re-armed a name,
+/// for both histories, so that a delete's line is written once; until the
+/// event history has moved past them, they stay, whatever the usage
+/// retention. Lines are in order, so that one is the latest; a line whose
+/// number cannot be read is no part of either history, and does not
+/// decide for the lines before it.
 pub(super) fn in_event_history(lines: &[u8], events_from: u64) -> bool {
+    last_seq(lines).is_some_and(|seq| seq >= events_from)
+}
+
+/// The number of the last of `lines` whose number reads.
+pub(super) fn last_seq(lines: &[u8]) -> Option<u64> {
     lines
         .rsplit(|&b| b == b'\n')
         .filter(|line| !line.is_empty())
         .find_map(line_seq)
-        .is_some_and(|seq| seq >= events_from)
+}
+
+/// Where the last unbroken stretch of event chunks begins: `chunks` are
+/// each chunk's first number (its key) and its last one, in key order; a
+/// chunk that does not begin right after the one before (or whose last
+/// number does not read) breaks the stretch. 0 for none.
+pub(super) fn unbroken_from(chunks: &[(u64, Option<u64>)]) -> u64 {
+    let mut from = 0;
+    let mut after: Option<u64> = None;
+    for &(first, last) in chunks {
+        if after.is_none_or(|after| after.checked_add(1) != Some(first)) {
+            from = first;
+        }
+        after = last;
+    }
+    from
 }
 
 /// The sequence number of an event's line: the digits after its `"seq":`
@@ -305,7 +326,22 @@ mod tests {
     }
 
     #[test]
-    fn a_chunk_is_in_the_event_history_by_its_last_line() {
+    fn the_history_of_an_earlier_release_begins_where_its_chunks_stop_breaking() {
+        assert_eq!(unbroken_from(&[]), 0);
+        assert_eq!(unbroken_from(&[(5, Some(9))]), 5);
+        // Rows of one line each, then chunks, all in a row.
+        let whole = [(1, Some(1)), (2, Some(2)), (3, Some(40)), (41, Some(90))];
+        assert_eq!(unbroken_from(&whole), 1);
+        // A checkpoint that kept from 120 on left 91..=119 out.
+        let holed = [(1, Some(40)), (41, Some(90)), (120, Some(150)), (151, None)];
+        assert_eq!(unbroken_from(&holed), 120);
+        // A chunk whose last number does not read breaks it too.
+        let unread = [(1, Some(40)), (41, None), (91, Some(99))];
+        assert_eq!(unbroken_from(&unread), 91);
+    }
+
+    #[test]
+    fn a_chunk_is_in_the_event_history_by_its_last_readable_line() {
         let line = |seq: u64, command: &str| {
             format!(
                 "{{\"at\":\"2026-12-07T21:57:16Z\",\"command\":{command:?},\"event\":\"deleted\",\"seq\":{seq},\"task\":\"t\"}}\n"

@@ -1189,15 +1189,18 @@ mod tests {
                 .unwrap();
             store.checkpoint_now().unwrap();
         }
-        // The history kept only holds that ended in the last 10 hours.
+        let seqs = |events: &[crate::events::Event]| -> Vec<u64> {
+            events.iter().map(|event| event.seq).collect()
+        };
+        // The history kept only holds that ended in the last 10 hours. The
+        // event history still holds event 2 on: below the floor, the hold
+        // event 1 ended goes, and event 3's stays for the event history.
         store.set_usage_floor(ago(10).as_nanos());
-        // The event history keeps event 6 on: the ended holds before it are
-        // no longer needed there either.
         store
             .commit_batch(
                 &[],
                 &Arc::new(EventLines::new(&[event(6, EventKind::Created, None)])),
-                6,
+                2,
                 100,
             )
             .unwrap();
@@ -1205,14 +1208,28 @@ mod tests {
         drop(store);
         let mut store = Store::open(&path, &options).unwrap();
         let loaded = store.load().unwrap();
-        let kept: Vec<u64> = loaded.usage.iter().map(|event| event.seq).collect();
+        assert_eq!(seqs(&loaded.events), [2, 3, 4, 5, 6]);
+        assert_eq!(seqs(&loaded.usage), [2, 3, 4, 5]);
+        // The event history keeps event 7 on: the ended holds before it are
+        // no longer needed there either.
+        store
+            .commit_batch(
+                &[],
+                &Arc::new(EventLines::new(&[event(7, EventKind::Created, None)])),
+                7,
+                100,
+            )
+            .unwrap();
+        store.checkpoint_now().unwrap();
+        drop(store);
+        let mut store = Store::open(&path, &options).unwrap();
+        let loaded = store.load().unwrap();
         assert_eq!(
-            kept,
+            seqs(&loaded.usage),
             [2, 4, 5],
             "below the floor only the trip stays; the rest is past it"
         );
-        let history: Vec<u64> = loaded.events.iter().map(|event| event.seq).collect();
-        assert_eq!(history, [6]);
+        assert_eq!(seqs(&loaded.events), [7]);
         assert_eq!(crate::usage::tripped(&loaded.usage).len(), 1);
         // The floor is stored with the checkpoint: a restart recovers no
         // hold from before it.

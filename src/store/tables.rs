@@ -35,7 +35,8 @@ use tracing::warn;
 
 use super::chunk;
 use super::history::{
-    events_in, in_chunks, in_event_history, keep_only_trips, usage_horizon, usage_in_batches,
+    events_in, in_chunks, in_event_history, keep_only_trips, last_seq, unbroken_from,
+    usage_horizon, usage_in_batches,
 };
 use super::merge::{Merged, Opened, SetAside, merge, namespace, open_chunks, stored_chunks};
 use super::pending::{LogMark, Pending};
@@ -311,8 +312,10 @@ impl Tables {
             // Never lowered: a restart with a longer --event-retention
             // keeps the history it has, without the gaps the usage
             // table's pruning may have left below it. A database of an
-            // earlier release holds every event in EVENTS from its first
-            // chunk on, and nothing complete before it.
+            // earlier release holds every event in EVENTS from where its
+            // last unbroken stretch of chunks begins (a checkpoint whose
+            // keep-from jumped past events it had not trimmed left a
+            // hole), and nothing complete before it.
             let events_from = {
                 let meta = txn.open_table(META).map_err(io)?;
                 let stored = meta.get(META_EVENTS_FROM).map_err(io)?;
@@ -320,8 +323,12 @@ impl Tables {
                     Some(from) => from.value(),
                     None => {
                         let events = txn.open_table(EVENTS).map_err(io)?;
-                        let first = events.first().map_err(io)?;
-                        first.map_or(0, |(seq, _)| seq.value())
+                        let mut chunks = Vec::new();
+                        for row in events.iter().map_err(io)? {
+                            let (first, chunk) = row.map_err(io)?;
+                            chunks.push((first.value(), last_seq(chunk.value())));
+                        }
+                        unbroken_from(&chunks)
                     }
                 }
             }
