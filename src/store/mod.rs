@@ -861,8 +861,7 @@ mod tests {
         let mut store = Store::open(&path, &inline()).unwrap();
         let loaded = store.load().unwrap();
         assert_eq!(loaded.replayed, 0, "all of it from the checkpoint");
-        let seqs: Vec<u64> = loaded.events.iter().map(|event| event.seq).collect();
-        assert_eq!(seqs, [5, 6]);
+        assert_eq!(seqs(&loaded.events), [5, 6]);
     }
 
     #[test]
@@ -906,8 +905,7 @@ mod tests {
         }
         let mut store = Store::open(&path, &options).unwrap();
         let loaded = store.load().unwrap();
-        let seqs: Vec<u64> = loaded.events.iter().map(|event| event.seq).collect();
-        assert_eq!(seqs, [1, 2, 3]);
+        assert_eq!(seqs(&loaded.events), [1, 2, 3]);
         // 200 events in one checkpoint, nothing trimmed: several chunks,
         // each under the bound, the old rows untouched.
         for first in (4..=203).step_by(5) {
@@ -939,10 +937,22 @@ mod tests {
         assert_eq!(stored[0].0, chunks[1].0, "{stored:?}");
         let mut store = Store::open(&path, &options).unwrap();
         let loaded = store.load().unwrap();
-        let seqs: Vec<u64> = loaded.events.iter().map(|event| event.seq).collect();
         // What that chunk holds before it is past the history.
         let expected: Vec<u64> = (keep_from..=204).collect();
-        assert_eq!(seqs, expected);
+        assert_eq!(seqs(&loaded.events), expected);
+    }
+
+    /// The sequence numbers of `events`, in their order.
+    fn seqs(events: &[crate::events::Event]) -> Vec<u64> {
+        events.iter().map(|event| event.seq).collect()
+    }
+
+    /// Commits `events` alone, the history kept from `keep_from` (a slack
+    /// of 100, so that trimming waits), and checkpoints them.
+    fn checkpoint_events(store: &mut Store, events: &[crate::events::Event], keep_from: u64) {
+        let lines = Arc::new(crate::events::EventLines::new(events));
+        store.commit_batch(&[], &lines, keep_from, 100).unwrap();
+        store.checkpoint_now().unwrap();
     }
 
     /// An event of `task` at `now`, or a hold of a minute by uid 1000
@@ -979,7 +989,7 @@ mod tests {
 
     #[test]
     fn ended_holds_and_rearms_are_kept_for_the_usage_retention_and_nothing_else() {
-        use crate::events::{EventKind, EventLines};
+        use crate::events::EventKind;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("tasks.redb");
         let now = crate::time::wall_now();
@@ -1006,9 +1016,6 @@ mod tests {
                 })
                 .collect()
         };
-        let seqs = |events: &[crate::events::Event]| -> Vec<u64> {
-            events.iter().map(|event| event.seq).collect()
-        };
         {
             let mut store = Store::open(&path, &options).unwrap();
             store.load().unwrap();
@@ -1024,10 +1031,7 @@ mod tests {
                 event(6, EventKind::Deleted, Some(ago(50))),
             ];
             for events in [&older[..], &newer[..]] {
-                store
-                    .commit_batch(&[], &Arc::new(EventLines::new(events)), 0, 100)
-                    .unwrap();
-                store.checkpoint_now().unwrap();
+                checkpoint_events(&mut store, events, 0);
             }
         }
         // One chunk per checkpoint, keyed by its latest instant. The
@@ -1049,15 +1053,7 @@ mod tests {
         );
         assert_eq!(loaded.usage[0].ended.as_ref().unwrap().ended_at, ago(24));
         // Once the event history has moved past it, it goes.
-        store
-            .commit_batch(
-                &[],
-                &Arc::new(EventLines::new(&[event(7, EventKind::Created, None)])),
-                3,
-                100,
-            )
-            .unwrap();
-        store.checkpoint_now().unwrap();
+        checkpoint_events(&mut store, &[event(7, EventKind::Created, None)], 3);
         drop(store);
         assert_eq!(usage_rows(&path), [((now.as_nanos(), 3), 3)]);
         let mut store = Store::open(&path, &options).unwrap();
@@ -1068,7 +1064,7 @@ mod tests {
 
     #[test]
     fn the_lines_of_ended_holds_are_stored_once_and_older_databases_load_as_they_were() {
-        use crate::events::{EventKind, EventLines};
+        use crate::events::EventKind;
         use redb::ReadableTable;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("tasks.redb");
@@ -1090,9 +1086,6 @@ mod tests {
                 .map(|row| lines(row.unwrap().1.value()))
                 .sum()
         }
-        let seqs = |events: &[crate::events::Event]| -> Vec<u64> {
-            events.iter().map(|event| event.seq).collect()
-        };
         // A database of the release before: every event in the history's
         // table, the ended holds in the usage table as well, no
         // events.from.
@@ -1139,10 +1132,7 @@ mod tests {
             event(6, EventKind::Expired, true),
             event(7, EventKind::Idle, false),
         ];
-        store
-            .commit_batch(&[], &Arc::new(EventLines::new(&batch)), 0, 100)
-            .unwrap();
-        store.checkpoint_now().unwrap();
+        checkpoint_events(&mut store, &batch, 0);
         drop(store);
         assert_eq!(lines_in(&path, tables::EVENTS), 2 + 2);
         assert_eq!(lines_in(&path, tables::USAGE), 2 + 2);
@@ -1155,7 +1145,7 @@ mod tests {
 
     #[test]
     fn holds_below_the_usage_floor_leave_the_database_but_trips_stay() {
-        use crate::events::{EventKind, EventLines};
+        use crate::events::EventKind;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("tasks.redb");
         let now = crate::time::wall_now();
@@ -1184,27 +1174,13 @@ mod tests {
             ],
         ];
         for events in &chunks {
-            store
-                .commit_batch(&[], &Arc::new(EventLines::new(events)), 0, 100)
-                .unwrap();
-            store.checkpoint_now().unwrap();
+            checkpoint_events(&mut store, events, 0);
         }
-        let seqs = |events: &[crate::events::Event]| -> Vec<u64> {
-            events.iter().map(|event| event.seq).collect()
-        };
         // The history kept only holds that ended in the last 10 hours. The
         // event history still holds event 2 on: below the floor, the hold
         // event 1 ended goes, and event 3's stays for the event history.
         store.set_usage_floor(ago(10).as_nanos());
-        store
-            .commit_batch(
-                &[],
-                &Arc::new(EventLines::new(&[event(6, EventKind::Created, None)])),
-                2,
-                100,
-            )
-            .unwrap();
-        store.checkpoint_now().unwrap();
+        checkpoint_events(&mut store, &[event(6, EventKind::Created, None)], 2);
         drop(store);
         let mut store = Store::open(&path, &options).unwrap();
         let loaded = store.load().unwrap();
@@ -1212,15 +1188,7 @@ mod tests {
         assert_eq!(seqs(&loaded.usage), [2, 3, 4, 5]);
         // The event history keeps event 7 on: the ended holds before it are
         // no longer needed there either.
-        store
-            .commit_batch(
-                &[],
-                &Arc::new(EventLines::new(&[event(7, EventKind::Created, None)])),
-                7,
-                100,
-            )
-            .unwrap();
-        store.checkpoint_now().unwrap();
+        checkpoint_events(&mut store, &[event(7, EventKind::Created, None)], 7);
         drop(store);
         let mut store = Store::open(&path, &options).unwrap();
         let loaded = store.load().unwrap();
