@@ -80,6 +80,9 @@ pub struct Connections<S> {
     next_sweep: Option<Instant>,
     closed: Vec<(ConnId, S)>,
     interest_changes: Vec<ConnId>,
+    /// The connections a turn read, kept between turns so that a turn
+    /// allocates nothing for them.
+    touched: Vec<ConnId>,
     limits: Limits,
     timeouts: Timeouts,
 }
@@ -93,6 +96,7 @@ impl<S: Read + Write> Connections<S> {
             next_sweep: None,
             closed: Vec::new(),
             interest_changes: Vec::new(),
+            touched: Vec::new(),
             limits,
             timeouts,
         }
@@ -211,7 +215,7 @@ impl<S: Read + Write> Connections<S> {
         now: Now,
     ) -> Waiting {
         let mut waiting = Waiting::default();
-        let mut touched = Vec::with_capacity(self.ready.len());
+        let mut touched = std::mem::take(&mut self.touched);
         while let Some(id) = self.ready.pop_front() {
             if let Some(slot) = self.slots.get_mut(&id) {
                 slot.scheduled = false;
@@ -225,7 +229,7 @@ impl<S: Read + Write> Connections<S> {
                 Taken::Broken => self.close(id),
             }
         }
-        for id in touched {
+        for id in touched.drain(..) {
             let waits = self
                 .slots
                 .get(&id)
@@ -236,6 +240,7 @@ impl<S: Read + Write> Connections<S> {
                 self.deliver(id, core, date, now.mono);
             }
         }
+        self.touched = touched;
         waiting
     }
 
