@@ -17,7 +17,7 @@ use crate::daemon::Daemon;
 use crate::driver;
 use crate::floors::{FsyncProbe, StoreProbe};
 use crate::redis::{
-    Redis, Resp, RespClient, redis_benchmark, redis_del, redis_get, redis_populate, redis_set,
+    Redis, Resp, RespClient, redis_benchmark, redis_del, redis_get, redis_populate, redis_set, resp,
 };
 use crate::summary::Summary;
 
@@ -498,9 +498,22 @@ const PAIRED_KEYS: usize = 64;
 /// interleaved request by request (which goes first alternating), so that
 /// the machine's spells land on both: at one client the two servers' p50
 /// differ by less than this host's noise from one phase to the next.
+///
+/// A third series reads, from the same Redis, keys whose values are our
+/// answers' bodies byte for byte. A task's answer carries its holder (some
+/// 340 bytes in all), Redis's value
+/// ([`REDIS_VALUE`](crate::redis::REDIS_VALUE)) 34, and the bytes each
+/// side copies are part of a round trip. The target still compares with
+/// the second series; the third tells how much of the difference is the
+/// answer's length.
 pub struct PairedGets {
     pub ours: Summary,
     pub redis: Summary,
+    /// Redis's GETs of values as long as our bodies.
+    pub redis_same_bytes: Summary,
+    /// The length of our answers' bodies, and of Redis's values in that
+    /// series.
+    pub body_bytes: usize,
 }
 
 pub fn paired_gets(duration: Duration, redis: &Path) -> PairedGets {
@@ -511,32 +524,64 @@ pub fn paired_gets(duration: Duration, redis: &Path) -> PairedGets {
     populate(&daemon.socket, &names, "1h");
     let mut ours = Client::connect(&daemon.socket);
     let mut theirs = RespClient::connect(&peer.socket);
+    let mut body_bytes = 0;
     for name in &names {
         assert_eq!(theirs.call(&redis_set(name)).0, 200, "redis SET {name}");
+        let (status, body) = ours.call(&get(name));
+        assert_eq!(
+            status,
+            200,
+            "GET {name}: {}",
+            String::from_utf8_lossy(&body)
+        );
+        body_bytes = body_bytes.max(body.len());
+        let body = String::from_utf8(body).expect("a JSON body is UTF-8");
+        let set = resp(&["SET", &same_bytes_key(name), &body, "EX", "3600"]);
+        assert_eq!(theirs.call(&set).0, 200, "redis SET of {name}'s body");
     }
-    let (mut our_samples, mut their_samples) = (Vec::new(), Vec::new());
+    let (mut our_samples, mut their_samples, mut same_samples) =
+        (Vec::new(), Vec::new(), Vec::new());
     let started = Instant::now();
     let mut i = 0;
-    while i == 0 || started.elapsed() < duration {
+    // Four at least: each series has a sample.
+    while i < 4 || started.elapsed() < duration {
         let name = &names[i % names.len()];
-        if i % 2 == 0 {
-            our_samples.push(timed(&mut ours, &get(name)));
-            their_samples.push(timed(&mut theirs, &redis_get(name)));
+        // Redis's key: its own value for two pairs, then our answer's
+        // bytes for two, so that each series has as many requests asked
+        // right after one to the same server as after the other's.
+        let (theirs_get, samples) = if i / 2 % 2 == 0 {
+            (redis_get(name), &mut their_samples)
         } else {
-            their_samples.push(timed(&mut theirs, &redis_get(name)));
-            our_samples.push(timed(&mut ours, &get(name)));
+            (redis_get(&same_bytes_key(name)), &mut same_samples)
+        };
+        let our_get = get(name);
+        if i % 2 == 0 {
+            our_samples.push(timed(&mut ours, &our_get));
+            samples.push(timed(&mut theirs, &theirs_get));
+        } else {
+            samples.push(timed(&mut theirs, &theirs_get));
+            our_samples.push(timed(&mut ours, &our_get));
         }
         i += 1;
     }
     drop(ours);
     daemon.stop();
-    // Each side's rate over its own time: the two share the wall clock.
-    let own = |samples: &[Duration]| samples.iter().sum::<Duration>();
-    let (our_time, their_time) = (own(&our_samples), own(&their_samples));
+    // Each side's rate over its own time: the three share the wall clock.
+    let own = |samples: Vec<Duration>| {
+        let time = samples.iter().sum::<Duration>();
+        Summary::of(samples, time)
+    };
     PairedGets {
-        ours: Summary::of(our_samples, our_time),
-        redis: Summary::of(their_samples, their_time),
+        ours: own(our_samples),
+        redis: own(their_samples),
+        redis_same_bytes: own(same_samples),
+        body_bytes,
     }
+}
+
+/// The Redis key holding a copy of our answer to GET `name`.
+fn same_bytes_key(name: &str) -> String {
+    format!("body-{name}")
 }
 
 /// One request that must succeed (200), timed.

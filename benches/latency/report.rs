@@ -13,7 +13,7 @@ use crate::cpu;
 use crate::floors::{Floors, SMALL_WRITE};
 use crate::log_floors::{LogWay, log_floors_json};
 use crate::phases::{Commits, CrossCheck, Paired, PairedGets, Row};
-use crate::redis::{REDIS_CONFIG, redis_version};
+use crate::redis::{REDIS_CONFIG, REDIS_VALUE, redis_version};
 use crate::scale::ScaleRow;
 use crate::summary::{Summary, micros, show};
 use crate::targets::Target;
@@ -92,6 +92,9 @@ fn report_json(measured: &Measured, seconds: f64) -> Value {
             "latency": p.ours.to_json(),
             "redis_get": p.redis.to_json(),
             "p50_over_redis_get": ratio(p.ours.p50, p.redis.p50),
+            "body_bytes": p.body_bytes,
+            "redis_get_same_bytes": p.redis_same_bytes.to_json(),
+            "p50_over_redis_get_same_bytes": ratio(p.ours.p50, p.redis_same_bytes.p50),
         })),
         "redis": match &measured.redis {
             Ok(program) => redis_json(program, rows, cross_checks),
@@ -457,6 +460,15 @@ pub fn print_redis(
             ratio(gets.ours.p50, gets.redis.p50),
             show(gets.ours.p99),
             show(gets.redis.p99)
+        );
+        println!(
+            "  the same, Redis's values as long as our answers' bodies ({} B, theirs {} B): \
+             GET p50 {} (÷ {:.2}), p99 {}",
+            gets.body_bytes,
+            REDIS_VALUE.len(),
+            show(gets.redis_same_bytes.p50),
+            ratio(gets.ours.p50, gets.redis_same_bytes.p50),
+            show(gets.redis_same_bytes.p99)
         );
     }
     println!(

@@ -119,7 +119,19 @@ pub fn smoke() {
     assert!(paired.iter().all(|p| p.redis.is_some() == redis.is_some()));
     if let Some(program) = &redis {
         let gets = paired_gets(Duration::ZERO, program);
-        assert_eq!((gets.ours.count, gets.redis.count), (1, 1));
+        assert_eq!(
+            (
+                gets.ours.count,
+                gets.redis.count,
+                gets.redis_same_bytes.count
+            ),
+            (4, 2, 2)
+        );
+        assert!(
+            gets.body_bytes > REDIS_VALUE.len(),
+            "a task's answer is longer than Redis's value: {} bytes",
+            gets.body_bytes
+        );
         let peer = Redis::start(program);
         peer.check_aof();
         let mut connection = RespClient::connect(&peer.socket);
