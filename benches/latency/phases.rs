@@ -499,20 +499,20 @@ const PAIRED_KEYS: usize = 64;
 /// the machine's spells land on both: at one client the two servers' p50
 /// differ by less than this host's noise from one phase to the next.
 ///
-/// A third series reads, from the same Redis, keys whose values are our
-/// answers' bodies byte for byte. A task's answer carries its holder (some
-/// 340 bytes in all), Redis's value
+/// A third series reads, from the same Redis, keys whose values are
+/// copies of our answers' bodies. A task's body carries its holder (some
+/// 340 bytes; the answer with its HTTP head some 450), Redis's value
 /// ([`REDIS_VALUE`](crate::redis::REDIS_VALUE)) 34, and the bytes each
 /// side copies are part of a round trip. The target still compares with
-/// the second series; the third tells how much of the difference is the
-/// answer's length.
+/// the second series, which now has half the samples of ours; the third
+/// tells how much of the difference is the body's length.
 pub struct PairedGets {
     pub ours: Summary,
     pub redis: Summary,
     /// Redis's GETs of values as long as our bodies.
     pub redis_same_bytes: Summary,
-    /// The length of our answers' bodies, and of Redis's values in that
-    /// series.
+    /// The longest of our answers' bodies (Redis's values in that series
+    /// are copies of each).
     pub body_bytes: usize,
 }
 
@@ -543,7 +543,7 @@ pub fn paired_gets(duration: Duration, redis: &Path) -> PairedGets {
         (Vec::new(), Vec::new(), Vec::new());
     let started = Instant::now();
     let mut i = 0;
-    // Four at least: each series has a sample.
+    // Four at least: each series has a sample, and Redis's two as many.
     while i < 4 || started.elapsed() < duration {
         let name = &names[i % names.len()];
         // Redis's key: its own value for two pairs, then our answer's

@@ -462,7 +462,7 @@ pub fn print_redis(
             show(gets.redis.p99)
         );
         println!(
-            "  the same, Redis's values as long as our answers' bodies ({} B, theirs {} B): \
+            "  the same, Redis's values copies of our answers' bodies ({} B instead of {} B): \
              GET p50 {} (÷ {:.2}), p99 {}",
             gets.body_bytes,
             REDIS_VALUE.len(),

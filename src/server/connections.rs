@@ -80,8 +80,8 @@ pub struct Connections<S> {
     next_sweep: Option<Instant>,
     closed: Vec<(ConnId, S)>,
     interest_changes: Vec<ConnId>,
-    /// The connections a turn read, kept between turns so that a turn
-    /// allocates nothing for them.
+    /// The connections a turn read: empty between turns, its buffer kept
+    /// so that a turn allocates nothing for them.
     touched: Vec<ConnId>,
     limits: Limits,
     timeouts: Timeouts,
