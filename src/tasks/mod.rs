@@ -203,13 +203,10 @@ impl Tasks {
         self.by_name.first(k, |task| task.is_live(now))
     }
 
-    /// How many tasks are live: [`live`](Self::live)'s count, with no walk
-    /// in name order.
+    /// How many tasks are live: [`live`](Self::live)'s count, from the
+    /// rows due at `now` rather than a walk of them all.
     pub fn live_count(&self, now: Timestamp) -> usize {
-        self.by_name
-            .values_unordered()
-            .filter(|task| task.is_live(now))
-            .count()
+        self.by_name.live_count(now)
     }
 
     /// Number of rows held, live or awaiting their expiry batch.
