@@ -7,6 +7,7 @@
 
 use std::time::Duration;
 
+use super::batch::Replaced;
 use super::{
     Batch, Binding, Change, Claim, Command, Outcome, Removal, Task, TaskError, TaskName, Tasks,
     Trip,
@@ -62,12 +63,14 @@ impl Tasks {
                 self.retire_due_row(batch, &name, now);
                 self.check_not_tripped(batch, &name)?;
                 let task = self.new_task(batch, name, expire, claim, caller, now)?;
-                self.push(
+                // No live row (refused above), and a due one retired.
+                self.push_replacing(
                     batch,
                     Change::Put {
                         task: task.clone(),
                         created: true,
                     },
+                    Replaced::NOTHING,
                 );
                 Ok(Outcome::Created(task))
             }
@@ -78,6 +81,7 @@ impl Tasks {
                 caller,
             } => match self.current(batch, &name, now) {
                 Some(existing) => {
+                    let replaced = Replaced::row(Some(existing));
                     self.check_may_change(existing, caller)?;
                     check_rebinding(existing, &claim)?;
                     let expires_at = now.checked_add(expire).ok_or(TaskError::TimeOverflow)?;
@@ -97,12 +101,13 @@ impl Tasks {
                         max_held_for,
                     }
                     .capped(self.max_held_for);
-                    self.push(
+                    self.push_replacing(
                         batch,
                         Change::Put {
                             task: task.clone(),
                             created: false,
                         },
+                        replaced,
                     );
                     Ok(Outcome::Upserted {
                         task,
@@ -113,12 +118,14 @@ impl Tasks {
                     self.retire_due_row(batch, &name, now);
                     self.check_not_tripped(batch, &name)?;
                     let task = self.new_task(batch, name, expire, claim, caller, now)?;
-                    self.push(
+                    // No live row, and a due one retired.
+                    self.push_replacing(
                         batch,
                         Change::Put {
                             task: task.clone(),
                             created: true,
                         },
+                        Replaced::NOTHING,
                     );
                     Ok(Outcome::Upserted {
                         task,
@@ -146,12 +153,14 @@ impl Tasks {
                 {
                     return Err(TaskError::NotBoundTo { name, pid });
                 }
-                self.push(
+                let replaced = Replaced::row(Some(existing));
+                self.push_replacing(
                     batch,
                     Change::Remove {
                         name,
                         cause: Removal::Deleted,
                     },
+                    replaced,
                 );
                 Ok(Outcome::Deleted)
             }
