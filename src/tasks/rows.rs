@@ -178,7 +178,7 @@ impl Rows {
     /// which the deadlines name (an expiry batch takes them within a turn,
     /// so there are few, if any) without a walk of every row. `GET
     /// /metrics` and `GET /v1/status` ask for it; the walk read every row
-    /// from memory, about 1.5 % of the daemon's CPU in the latency bench,
+    /// from memory, about 1.4 % of the daemon's CPU in the latency bench,
     /// which polls the metrics while a phase's checkpoint runs (perf).
     pub(super) fn live_count(&self, now: Timestamp) -> usize {
         let mut due: Vec<u32> = self
