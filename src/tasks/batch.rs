@@ -2,8 +2,10 @@
 //! be committed together, and the state's view of each row as the batch
 //! leaves it.
 //!
-//! Every change enters a batch through `Tasks::push`, the one place that
-//! keeps the batch invariant; the views here (`current`, `row_exists`,
+//! Every change enters a batch through `Tasks::push` or
+//! `Tasks::push_replacing` (for a caller that has just read the row the
+//! change replaces, which debug builds check), the one place that keeps
+//! the batch invariant; the views here (`current`, `row_exists`,
 //! `row_binding`, `row_owner`) show each later plan the rows as the changes
 //! before it leave them.
 
